@@ -1,0 +1,56 @@
+# zMesh developer entry points.  `make run` and `make test` work from a bare machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Find a CPython >= 3.12: PATH first, then pyenv's installs (not selected by default here).
+PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3 \
+	$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do \
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	    command -v $$p; break; fi; done)
+
+.PHONY: help venv run test lint typecheck contracts pytest bench vectors clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: zMesh needs CPython >= 3.12 and none was found on PATH or under pyenv." >&2; \
+	  echo "       Install one, or run: make PYTHON=/path/to/python3.12 ..." >&2; exit 1; fi
+	@echo "Creating $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create the virtualenv and install zmesh with its test extras
+
+run: $(STAMP)  ## run the main job: an in-process mesh demo with a verified transfer
+	$(VENV)/bin/zmesh demo
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check zmesh tests bench scripts build_wasm.py
+	$(VENV)/bin/ruff format --check zmesh
+
+typecheck: $(STAMP)  ## mypy --strict
+	$(VENV)/bin/mypy --strict zmesh
+
+contracts: $(STAMP)  ## import-linter: the sans-I/O and layering contracts
+	$(VENV)/bin/lint-imports
+
+pytest: $(STAMP)  ## the test suite (parallel)
+	$(PY) -bb -m pytest -n auto
+
+test: lint typecheck contracts pytest  ## everything CI runs
+
+bench: $(STAMP)  ## the benchmarks (ratios against raw-crypto baselines)
+	$(PY) bench/setup_hop.py
+	$(PY) bench/cell_forward.py
+
+vectors: $(STAMP)  ## regenerate tests/vectors from the fixed seed
+	$(PY) scripts/gen_vectors.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Links: an authenticated session with one neighbour over one transport."""

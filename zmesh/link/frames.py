@@ -1,0 +1,199 @@
+"""Link frames: ``u8 type | u24 length | body``, decoded incrementally.
+
+The decoder accepts bytes in any split (a WebRTC message, a TCP segment, one byte at a
+time) and yields typed frames.  Every body length is exact for its type, derived from the
+onion :class:`~zmesh.onion.geometry.Geometry`, so a frame can never be oversized.
+"""
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from ..codec import Buffer
+from ..crypto import signing, xwing
+from ..errors import CloseCode, RemoteProtocolError
+from ..onion.geometry import Geometry
+
+LINK_VERSION = 1
+MAC_SIZE = 32
+FRAME_HEADER = 4
+IDENTITY_KEYS_SIZE = xwing.PUBLIC_KEY_SIZE + signing.PUBLIC_KEY_SIZE
+MAX_PADDING = 65536
+
+
+class FrameType(IntEnum):
+    HELLO1 = 1
+    HELLO2 = 2
+    HELLO3 = 3
+    CREATE = 4
+    CREATED = 5
+    CELL = 6
+    DESTROY = 7
+    CLOSE = 8
+    PADDING = 9
+
+
+@dataclass(frozen=True, slots=True)
+class Hello1:
+    """Initiator to responder: who I am, and a ciphertext to your identity key."""
+
+    identity_keys: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Hello2:
+    """Responder to initiator: a ciphertext to your identity key, and my confirmation."""
+
+    ciphertext: bytes
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Hello3:
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    circ_id: int
+    epoch: int
+    header: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    circ_id: int
+    reply: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    circ_id: int
+    cell: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Destroy:
+    circ_id: int
+    code: CloseCode
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: CloseCode
+
+
+@dataclass(frozen=True, slots=True)
+class Padding:
+    length: int
+
+
+Frame = Hello1 | Hello2 | Hello3 | Create | Created | Cell | Destroy | Close | Padding
+
+
+def _code(value: int) -> CloseCode:
+    try:
+        return CloseCode(value)
+    except ValueError:
+        return CloseCode.PROTOCOL
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """Serialize one frame."""
+    match frame:
+        case Hello1(keys, ct):
+            kind, body = FrameType.HELLO1, bytes([LINK_VERSION]) + keys + ct
+        case Hello2(ct, mac):
+            kind, body = FrameType.HELLO2, ct + mac
+        case Hello3(mac):
+            kind, body = FrameType.HELLO3, mac
+        case Create(circ, epoch, header):
+            kind, body = (
+                FrameType.CREATE,
+                circ.to_bytes(4, "big") + epoch.to_bytes(4, "big") + header,
+            )
+        case Created(circ, reply):
+            kind, body = FrameType.CREATED, circ.to_bytes(4, "big") + reply
+        case Cell(circ, cell):
+            kind, body = FrameType.CELL, circ.to_bytes(4, "big") + cell
+        case Destroy(circ, code):
+            kind, body = FrameType.DESTROY, circ.to_bytes(4, "big") + bytes([code])
+        case Close(code):
+            kind, body = FrameType.CLOSE, bytes([code])
+        case Padding(length):
+            kind, body = FrameType.PADDING, bytes(length)
+    return bytes([kind]) + len(body).to_bytes(3, "big") + body
+
+
+def body_sizes(geometry: Geometry) -> dict[FrameType, int]:
+    """The exact body length of each frame type (PADDING: the maximum)."""
+    return {
+        FrameType.HELLO1: 1 + IDENTITY_KEYS_SIZE + xwing.CIPHERTEXT_SIZE,
+        FrameType.HELLO2: xwing.CIPHERTEXT_SIZE + MAC_SIZE,
+        FrameType.HELLO3: MAC_SIZE,
+        FrameType.CREATE: 8 + geometry.header_size,
+        FrameType.CREATED: 4 + geometry.created_size,
+        FrameType.CELL: 4 + geometry.cell_size,
+        FrameType.DESTROY: 5,
+        FrameType.CLOSE: 1,
+        FrameType.PADDING: MAX_PADDING,
+    }
+
+
+def decode_body(kind: FrameType, body: bytes) -> Frame:
+    """Parse a frame body whose length the decoder already checked."""
+    buf = Buffer(body)
+    if kind is FrameType.HELLO1:
+        version = buf.pull_uint8()
+        if version != LINK_VERSION:
+            raise RemoteProtocolError(f"unsupported link version {version}", CloseCode.HANDSHAKE)
+        return Hello1(buf.pull_bytes(IDENTITY_KEYS_SIZE), buf.pull_bytes(xwing.CIPHERTEXT_SIZE))
+    if kind is FrameType.HELLO2:
+        return Hello2(buf.pull_bytes(xwing.CIPHERTEXT_SIZE), buf.pull_bytes(MAC_SIZE))
+    if kind is FrameType.HELLO3:
+        return Hello3(buf.pull_bytes(MAC_SIZE))
+    if kind is FrameType.CREATE:
+        return Create(buf.pull_uint32(), buf.pull_uint32(), buf.pull_rest())
+    if kind is FrameType.CREATED:
+        return Created(buf.pull_uint32(), buf.pull_rest())
+    if kind is FrameType.CELL:
+        return Cell(buf.pull_uint32(), buf.pull_rest())
+    if kind is FrameType.DESTROY:
+        return Destroy(buf.pull_uint32(), _code(buf.pull_uint8()))
+    if kind is FrameType.CLOSE:
+        return Close(_code(buf.pull_uint8()))
+    return Padding(len(body))
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed(bytes)`` returns the frames completed so far."""
+
+    def __init__(self, geometry: Geometry) -> None:
+        self._sizes = body_sizes(geometry)
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Raises RemoteProtocolError on an unknown type or a wrong length."""
+        self._buf += data
+        frames: list[Frame] = []
+        while len(self._buf) >= FRAME_HEADER:
+            try:
+                kind = FrameType(self._buf[0])
+            except ValueError:
+                raise RemoteProtocolError(f"unknown link frame type {self._buf[0]}") from None
+            length = int.from_bytes(self._buf[1:4], "big")
+            limit = self._sizes[kind]
+            if length > limit or (kind is not FrameType.PADDING and length != limit):
+                raise RemoteProtocolError(
+                    f"{kind.name} frame of {length} bytes", CloseCode.PROTOCOL
+                )
+            if len(self._buf) < FRAME_HEADER + length:
+                break
+            body = bytes(self._buf[FRAME_HEADER : FRAME_HEADER + length])
+            del self._buf[: FRAME_HEADER + length]
+            frames.append(decode_body(kind, body))
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)

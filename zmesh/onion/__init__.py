@@ -1,0 +1,1 @@
+"""Onion circuits: Sphinx-like one-round-trip setup with X-Wing, and LIONESS cells."""

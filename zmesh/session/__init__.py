@@ -1,0 +1,1 @@
+"""Reliable byte streams carried in circuit cells."""
