@@ -45,7 +45,7 @@ class DeterministicRng:
         out, self._pool = self._pool[:n], self._pool[n:]
         return out
 
-    def fork(self, label: bytes) -> "DeterministicRng":
+    def fork(self, label: builtins.bytes) -> "DeterministicRng":
         """Return an independent generator derived from this one's key and ``label``."""
         return DeterministicRng(self._key, label)
 

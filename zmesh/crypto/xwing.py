@@ -23,7 +23,6 @@ in pycryptodome.  Honest peers never produce one, so this rejects only hostile i
 import hashlib
 
 from ..errors import LocalProtocolError, RemoteProtocolError
-
 from . import backend, mlkem
 
 __all__ = [

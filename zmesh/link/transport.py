@@ -20,7 +20,7 @@ class Transport(Protocol):
     @property
     def bufferedAmount(self) -> int: ...  # noqa: N802
 
-    bufferedAmountLowThreshold: int
+    bufferedAmountLowThreshold: int  # noqa: N815 (W3C name)
     #: hash of both ends' transport credentials (DTLS fingerprints for WebRTC)
     channel_binding: bytes
     onopen: Callable[[], None] | None

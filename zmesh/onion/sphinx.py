@@ -16,9 +16,9 @@ Hop ``i`` receives ``ct_i || gamma_i || beta_i`` (:attr:`Geometry.header_size` b
 The caller checks the replay tag after the MAC (so garbage cannot fill the cache).
 
 The CREATED reply has ``max_hops * M`` bytes at every hop.  Hop ``i`` prepends its key
-confirmation tag ``MAC(confirm_i, ct_i)``, drops the last ``M`` bytes and encrypts with its ``created`` key; the
-final hop starts from random bytes.  The client peels every layer and checks every tag:
-one round trip proves that every hop holds its keys.
+confirmation tag ``MAC(confirm_i, ct_i)``, drops the last ``M`` bytes and encrypts with
+its ``created`` key; the final hop starts from random bytes.  The client peels every
+layer and checks every tag: one round trip proves that every hop holds its keys.
 """
 
 from collections.abc import Sequence

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..identity import short_id
+from ..node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event
 from ..onion.geometry import DEFAULT_GEOMETRY
-from ..node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event, RelayView
 from ..rng import sample
 from ..session.endpoint import StreamData, StreamFinished, StreamOpened
 from .network import LinkModel, SimNode, Simulator
@@ -136,12 +136,11 @@ def run_demo(
     data = sim.rng.bytes(size)
     sent_sha = hashlib.sha256(data).hexdigest()
     t1, w1 = sim.now, clock()
-    stream: dict[str, int] = {}
-    sim.call(source, lambda: stream.setdefault("id", source.node.open_stream(circuit, SINK_TARGET)))
+    sid = sim.call(source, lambda: source.node.open_stream(circuit, SINK_TARGET))
     for offset in range(0, size, WRITE_CHUNK):
         chunk = data[offset : offset + WRITE_CHUNK]
-        sim.call(source, lambda c=chunk: source.node.send(circuit, stream["id"], c))
-    sim.call(source, lambda: source.node.finish(circuit, stream["id"]))
+        sim.call(source, lambda: source.node.send(circuit, sid, chunk))  # noqa: B023 (runs now)
+    sim.call(source, lambda: source.node.finish(circuit, sid))
     progress("transfer", 0, size)
     if not sim.run(lambda: sink.finished or state["closed"] is not None, max_time=t1 + 3600):
         raise DemoError("the transfer stalled")
@@ -158,11 +157,19 @@ def run_demo(
             return "(none: final hop)"
         return f"{short_id(node_id)} ({names.get(node_id, 'unknown')})"
 
-    reports = []
-    for sn in path:
-        role = names[sn.node.node_id]
-        for view in sn.node.relay_views:
-            reports.append(_report(role, sn, view, label, source, destination))
+    src_id, dst_id = source.node.node_id, destination.node.node_id
+    reports = [
+        HopReport(
+            role=names[sn.node.node_id],
+            node=label(sn.node.node_id),
+            predecessor=label(view.predecessor),
+            successor=label(view.successor),
+            saw_source=src_id in (view.predecessor, view.successor),
+            saw_destination=dst_id in (view.predecessor, view.successor),
+        )
+        for sn in path
+        for view in sn.node.relay_views
+    ]
     return DemoResult(
         path=[label(n.node.node_id) for n in (source, *path)],
         size=size,
@@ -176,23 +183,4 @@ def run_demo(
         hops=reports,
         trace_digest=sim.trace_digest,
         cells_relayed=sum(n.node.cells_relayed for n in relays),
-    )
-
-
-def _report(
-    role: str,
-    sn: SimNode,
-    view: RelayView,
-    label: Callable[[bytes | None], str],
-    source: SimNode,
-    destination: SimNode,
-) -> HopReport:
-    seen = {view.predecessor, view.successor}
-    return HopReport(
-        role=role,
-        node=label(sn.node.node_id),
-        predecessor=label(view.predecessor),
-        successor=label(view.successor),
-        saw_source=source.node.node_id in seen,
-        saw_destination=destination.node.node_id in seen,
     )

@@ -68,12 +68,12 @@ class MemoryTransport:
         arrival = max(arrival, self._last_arrival)  # reliable and ordered
         self._last_arrival = arrival
         self._queued += len(data)
-        sim.schedule(self._wire_free_at, lambda n=len(data): self._drained(n))
+        sim.schedule(self._wire_free_at, lambda: self._drained(data))
         sim.schedule(arrival, lambda: self._deliver(data))
 
-    def _drained(self, n: int) -> None:
+    def _drained(self, data: bytes) -> None:
         before = self._queued
-        self._queued -= n
+        self._queued -= len(data)
         low = self.bufferedAmountLowThreshold
         if before > low >= self._queued and self.onbufferedamountlow:
             self.onbufferedamountlow()
@@ -188,14 +188,15 @@ class Simulator:
         if link is not None:
             a.transports[link].close()
 
-    def call(self, sim_node: SimNode, action: Callable[[], object]) -> None:
-        """Run an application call on a node, then flush its output."""
-        self._input(sim_node, action)
+    def call[T](self, sim_node: SimNode, action: Callable[[], T]) -> T:
+        """Run an application call on a node, flush its output, return the call's result."""
+        return self._input(sim_node, action)
 
     # -- the driver loop --------------------------------------------------------------
-    def _input(self, sn: SimNode, action: Callable[[], object]) -> None:
-        action()
+    def _input[T](self, sn: SimNode, action: Callable[[], T]) -> T:
+        result = action()
         self._flush(sn)
+        return result
 
     def _flush(self, sn: SimNode) -> None:
         node = sn.node
