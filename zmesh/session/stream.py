@@ -111,22 +111,20 @@ class Stream:
         if frame.fin:
             if self._fin_offset is not None and self._fin_offset != end:
                 raise RemoteProtocolError("conflicting final offsets")
+            highest = max([self._received, *(o + len(d) for o, d in self._segments.items())])
+            if end < highest:
+                raise RemoteProtocolError("final offset below data already received")
             self._fin_offset = end
         if self._fin_offset is not None and end > self._fin_offset:
             raise RemoteProtocolError("data beyond the final offset")
         if end > self._received and frame.data:
-            self._segments[frame.offset] = frame.data
+            self._store(frame.offset, frame.data)
         out = bytearray()
-        while True:
-            # the segment covering _received, if any (duplicates and overlaps are trimmed)
-            start = next((o for o in self._segments if o <= self._received), None)
-            if start is None:
-                break
-            data = self._segments.pop(start)
-            skip = self._received - start
-            if skip < len(data):
-                out += data[skip:]
-                self._received += len(data) - skip
+        # segments are disjoint and start at or after _received: deliver the contiguous run
+        while self._received in self._segments:
+            data = self._segments.pop(self._received)
+            out += data
+            self._received += len(data)
         if self._fin_offset is not None and self._received == self._fin_offset:
             self.peer_finished = True
             self._ack_due = True
@@ -137,6 +135,29 @@ class Stream:
             if self._received - self._acked_up_to >= self.window // 4:
                 self._ack_due = True
         return bytes(out)
+
+    def _store(self, offset: int, data: bytes) -> None:
+        """Buffer only the bytes of ``data`` no stored segment holds yet.
+
+        Keeping segments disjoint bounds the buffer by the window even when a peer sends
+        overlapping or duplicate frames (resends over other circuits, or hostile input).
+        """
+        end = offset + len(data)
+        cursor = max(offset, self._received)
+        pieces: list[tuple[int, int]] = []
+        for o in sorted(self._segments):
+            o_end = o + len(self._segments[o])
+            if o >= end:
+                break
+            if o_end <= cursor:
+                continue
+            if o > cursor:
+                pieces.append((cursor, o))
+            cursor = max(cursor, o_end)
+        if cursor < end:
+            pieces.append((cursor, end))
+        for a, b in pieces:
+            self._segments[a] = data[a - offset : b - offset]
 
     def _receive_ack(self, frame: AckFrame) -> None:
         if frame.received > self.send_offset:

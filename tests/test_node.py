@@ -1,0 +1,272 @@
+"""The node end to end on simulated links: circuits, streams, teardown, hostile input."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mesh import build, events_of, finished, full_mesh, received
+
+from zmesh.errors import CloseCode, LocalProtocolError
+from zmesh.link import frames as lf
+from zmesh.node import CircuitClosed, CircuitStreamEvent, LinkClosed, Node
+from zmesh.identity import Identity
+from zmesh.rng import DeterministicRng
+from zmesh.sim import MemoryTransport, Simulator
+
+
+def transfer(sim: Simulator, hops: int, size: int, seed: int = 3) -> None:
+    source, *relays, dest = sim.nodes[: hops + 2]
+    cid = build(sim, source, [*relays, dest])
+    assert cid is not None
+    data = DeterministicRng(seed).bytes(size)
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "test"))
+    sim.call(source, lambda: source.node.send(cid, sid, data))
+    sim.call(source, lambda: source.node.finish(cid, sid))
+    assert sim.run(lambda: finished(dest), max_time=sim.now + 60)
+    assert received(dest) == data
+
+
+@pytest.mark.parametrize("hops", [0, 1, 2, 3])
+def test_stream_through_circuits_of_every_length(hops: int) -> None:
+    sim = full_mesh(hops + 2)
+    transfer(sim, hops, 300_000)
+
+
+def test_stream_both_directions_and_clean_close() -> None:
+    sim = full_mesh(4)
+    source, r1, r2, dest = sim.nodes
+    cid = build(sim, source, [r1, r2, dest])
+    assert cid is not None
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "echo"))
+    sim.call(source, lambda: source.node.send(cid, sid, b"ping" * 5000))
+    sim.call(source, lambda: source.node.finish(cid, sid))
+    sim.run(lambda: finished(dest), max_time=10)
+    dest_cid = events_of(dest, CircuitStreamEvent)[0].circuit_id
+    sim.call(dest, lambda: dest.node.send(dest_cid, sid, b"pong" * 5000))
+    sim.call(dest, lambda: dest.node.finish(dest_cid, sid))
+    assert sim.run(lambda: finished(source), max_time=20)
+    assert received(source) == b"pong" * 5000
+    sim.run(max_time=sim.now + 5)
+    # both ends dropped the finished stream
+    assert not source.node._clients[cid].end.streams  # type: ignore[union-attr]
+
+
+def test_flow_control_bounds_what_is_in_flight() -> None:
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    cid = build(sim, source, [relay, dest])
+    assert cid is not None
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "x"))
+    sim.call(source, lambda: source.node.send(cid, sid, bytes(5 * 1024 * 1024)))
+    stream = source.node._clients[cid].end.streams[sid]  # type: ignore[union-attr]
+    # nothing has been acknowledged yet: at most one window is out
+    assert stream.send_offset <= source.node.config.stream_window
+    assert stream.pending >= 4 * 1024 * 1024
+
+
+def _tamper_next(transport: MemoryTransport, kind: lf.FrameType, pos: int) -> None:
+    """Flip one bit at byte ``pos`` of the next frame of ``kind`` sent on ``transport``."""
+    real_send = transport.send
+    done = []
+
+    def send(data: bytes) -> None:
+        if not done and data[0] == kind:
+            done.append(True)
+            buf = bytearray(data)
+            buf[pos] ^= 1
+            data = bytes(buf)
+        real_send(data)
+
+    transport.send = send  # type: ignore[method-assign]
+
+
+def test_tampered_cell_tears_the_circuit_down_everywhere() -> None:
+    sim = full_mesh(5)
+    source, r1, r2, r3, dest = sim.nodes
+    cid = build(sim, source, [r1, r2, dest])
+    assert cid is not None
+    # r1 (malicious) flips a bit in the next cell it forwards to r2
+    link = r1.node.link_to(r2.node.node_id)
+    assert link is not None
+    _tamper_next(r1.transports[link], lf.FrameType.CELL, pos=777)
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "x"))
+    sim.call(source, lambda: source.node.send(cid, sid, b"hello"))
+    sim.run(max_time=sim.now + 5)
+    closed = events_of(source, CircuitClosed)
+    assert [c.code for c in closed] == [CloseCode.AUTH]
+    assert events_of(dest, CircuitClosed)[0].code == CloseCode.AUTH
+    for n in (r1, r2, dest, source):
+        assert not n.node._circuits, n.index  # every hop forgot the circuit
+    assert not received(dest)
+    # the nodes keep serving: a fresh circuit works
+    cid2 = build(sim, source, [r3, r2, dest])
+    assert cid2 is not None
+
+
+def test_tampered_created_fails_key_confirmation() -> None:
+    sim = full_mesh(4)
+    source, r1, r2, dest = sim.nodes
+    link = r1.node.link_to(source.node.node_id)
+    assert link is not None
+    _tamper_next(r1.transports[link], lf.FrameType.CREATED, pos=lf.FRAME_HEADER + 4 + 40)
+    assert build(sim, source, [r1, r2, dest]) is None
+    assert events_of(source, CircuitClosed)[-1].code == CloseCode.AUTH
+
+
+def test_replayed_create_is_rejected_by_the_relay() -> None:
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    sent: list[bytes] = []
+    link = source.node.link_to(relay.node.node_id)
+    assert link is not None
+    transport = source.transports[link]
+    real_send = transport.send
+
+    def spy(data: bytes) -> None:
+        if data[0] == lf.FrameType.CREATE:
+            sent.append(data)
+        real_send(data)
+
+    transport.send = spy  # type: ignore[method-assign]
+    assert build(sim, source, [relay, dest]) is not None
+    # an observer replays the CREATE on a fresh circuit id
+    create = lf.FrameDecoder(relay.node.geometry).feed(sent[0])[0]
+    assert isinstance(create, lf.Create)
+    replay = lf.encode_frame(lf.Create(create.circ_id ^ 1, create.epoch, create.header))
+    relay_link = relay.node.link_to(source.node.node_id)
+    assert relay_link is not None
+    relay.node.receive(relay_link, replay, sim.now)
+    out = relay.node.messages_to_send()
+    frames = [f for _, data in out for f in lf.FrameDecoder(relay.node.geometry).feed(data)]
+    assert frames == [lf.Destroy(create.circ_id ^ 1, CloseCode.REPLAY)]
+
+
+def test_relay_refuses_a_circuit_to_an_unlinked_node() -> None:
+    sim = Simulator(2)
+    a, b, c = (sim.add_node() for _ in range(3))
+    sim.connect(a, b)  # b has no link to c
+    sim.run(lambda: bool(b.node.peers()), max_time=5)
+    assert build(sim, a, [b, c]) is None
+    assert events_of(a, CircuitClosed)[-1].code == CloseCode.CONNECTION_FAILED
+
+
+def test_link_to_an_impostor_fails_authentication() -> None:
+    sim = Simulator(4)
+    a, b, c = (sim.add_node() for _ in range(3))
+    # a believes it dials b but reaches c (e.g. a swapped signaling answer)
+    binding = b"\x01" * 32
+    ta = MemoryTransport(sim, sim.model, binding, "a>c")
+    tc = MemoryTransport(sim, sim.model, binding, "c>a")
+    ta.peer, tc.peer = tc, ta
+    a.transports[90], c.transports[91] = ta, tc
+    ta.onmessage = lambda d: sim.call(a, lambda: a.node.receive(90, d, sim.now))
+    tc.onmessage = lambda d: sim.call(c, lambda: c.node.receive(91, d, sim.now))
+    sim.call(c, lambda: c.node.open_link(91, sim.now, binding=binding))
+    peer = sim.descriptor(b)
+    sim.call(a, lambda: a.node.open_link(90, sim.now, binding=binding, peer=peer))
+    sim.run(max_time=20)
+    assert events_of(a, LinkClosed)[0].code in (CloseCode.AUTH, CloseCode.TIMEOUT)
+    assert not a.node.peers()
+
+
+def test_handshake_times_out() -> None:
+    sim = Simulator(5)
+    a = sim.add_node()
+    sim.call(a, lambda: a.node.open_link(7, sim.now, binding=b"x"))
+    sim.run(max_time=60)
+    assert events_of(a, LinkClosed)[0].code == CloseCode.TIMEOUT
+
+
+def test_build_timeout_when_a_hop_never_answers() -> None:
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    link = relay.node.link_to(dest.node.node_id)
+    assert link is not None
+    relay.transports[link].send = lambda data: None  # type: ignore[method-assign]
+    assert build(sim, source, [relay, dest]) is None
+    assert events_of(source, CircuitClosed)[-1].code == CloseCode.TIMEOUT
+
+
+def test_old_epoch_keys_stop_working_after_rotation() -> None:
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    old = [sim.descriptor(relay), sim.descriptor(dest)]
+    epoch_length = relay.node.keyring.epoch_length
+    sim.run(max_time=sim.now + 2.5 * epoch_length)  # two rotations: the old key is gone
+    cid = sim.call(source, lambda: source.node.build_circuit(old, sim.now))
+    sim.run(max_time=sim.now + 5)
+    assert any(e.circuit_id == cid and e.code == CloseCode.AUTH for e in events_of(source, CircuitClosed))
+    assert build(sim, source, [relay, dest]) is not None  # fresh descriptors work
+
+
+def test_local_misuse_raises_local_errors() -> None:
+    sim = full_mesh(2)
+    a, b = sim.nodes
+    with pytest.raises(LocalProtocolError):
+        a.node.build_circuit([], sim.now)
+    with pytest.raises(LocalProtocolError):
+        a.node.open_stream(999, "x")
+    with pytest.raises(LocalProtocolError):
+        a.node.open_link(next(iter(a.transports)), sim.now, binding=b"")
+    lonely = Node(Identity.generate(DeterministicRng(9)), DeterministicRng(10), 0.0)
+    with pytest.raises(LocalProtocolError):
+        lonely.build_circuit([sim.descriptor(b)], 0.0)
+
+
+_FUZZ_SIM = full_mesh(2, seed=11)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=600), st.sampled_from(list(lf.FrameType)))
+def test_fuzz_hostile_link_bytes_never_crash_the_node(data: bytes, kind: lf.FrameType) -> None:
+    a, b = _FUZZ_SIM.nodes
+    node = Node(Identity.generate(DeterministicRng(12)), DeterministicRng(13), 0.0)
+    node.open_link(1, 0.0, binding=b"b")
+    # raw garbage, and a well-framed body of each type with garbage inside
+    node.receive(1, data, 0.0)
+    node.open_link(2, 0.0, binding=b"b")
+    node.receive(2, bytes([kind]) + len(data).to_bytes(3, "big") + data, 0.0)
+    node.messages_to_send()
+    while node.next_event() is not None:
+        pass
+    node.handle_timer(100.0)
+
+
+def _frame_log(sim: Simulator) -> list[tuple[int, int, int, int]]:
+    """Wrap every transport: log (sender, receiver, frame type, length) of each message."""
+    log: list[tuple[int, int, int, int]] = []
+    for sn in sim.nodes:
+        for transport in sn.transports.values():
+            peer = next(p for p in sim.nodes for t in p.transports.values() if t is transport.peer)
+            real = transport.send
+
+            def send(data: bytes, real=real, src=sn.index, dst=peer.index) -> None:
+                log.append((src, dst, data[0], len(data)))
+                real(data)
+
+            transport.send = send  # type: ignore[method-assign]
+    return log
+
+
+def _hop_view(log: list[tuple[int, int, int, int]], index: int) -> list[tuple[str, int, int]]:
+    seen = [("in", k, n) for s, d, k, n in log if d == index]
+    seen += [("out", k, n) for s, d, k, n in log if s == index]
+    return sorted(seen)
+
+
+def test_relays_see_the_same_traffic_whatever_their_position() -> None:
+    """Frame types and lengths a relay handles are identical as first or middle hop,
+    on 2-relay and 3-relay paths: nothing tells the first hop that it is first."""
+    views = []
+    for relays in (2, 3):
+        sim = full_mesh(relays + 2, seed=20 + relays)
+        log = _frame_log(sim)
+        source, *path = sim.nodes[: relays + 2]
+        cid = build(sim, source, path)
+        assert cid is not None
+        sid = sim.call(source, lambda: source.node.open_stream(cid, "x"))
+        sim.call(source, lambda: source.node.send(cid, sid, bytes(40_000)))
+        sim.call(source, lambda: source.node.finish(cid, sid))
+        sim.run(max_time=sim.now + 10)
+        views += [_hop_view(log, r.index) for r in path[:-1]]
+    assert len(views) == 5
+    assert all(v == views[0] for v in views), views
