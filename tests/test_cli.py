@@ -1,0 +1,96 @@
+"""The command line: help, argument errors, and the demo's verified transfer."""
+
+import subprocess
+import sys
+
+import pytest
+
+from zmesh.cli import main, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("5MB", 5_000_000), ("512KiB", 524_288), ("1.5M", 1_500_000), ("1000", 1000), ("2 kb", 2000)],
+)
+def test_parse_size(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "5XB", "-1MB", "0", "2GiB", "1e6"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(Exception, match="size"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"]])
+def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    assert "usage: zmesh" in capsys.readouterr().out
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--hops", "0"],
+        ["demo", "--size", "lots"],
+        ["demo", "--nodes", "x"],
+        ["demo", "--loss", "1.5"],
+        ["demo", "--latency", "-3"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--nodes", "4", "--hops", "3"], "at least 5 nodes"),
+        (["demo", "--nodes", "9", "--hops", "5"], "at most 3 relays"),
+    ],
+)
+def test_impossible_demo_is_a_clear_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_demo_prints_a_verified_transfer(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--nodes", "6", "--hops", "3", "--size", "200KB", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "SHA-256 match: yes" in out
+    assert out.count("never saw both source and destination") == 4
+    assert "saw BOTH" not in out
+    assert "OK: verified transfer" in out
+
+
+def test_demo_over_a_lossy_slow_network(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["demo", "--nodes", "5", "--hops", "2", "--size", "100KB", "--loss", "0.2"]
+    assert main([*argv, "--latency", "80"]) == 0
+    assert "SHA-256 match: yes" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_python_m_zmesh_demo_done_criterion() -> None:
+    """The issue's acceptance command, as a user runs it."""
+    cmd = [sys.executable, "-m", "zmesh", "demo", "--nodes", "12", "--hops", "3"]
+    proc = subprocess.run(
+        [*cmd, "--size", "5MB", "--seed", "7"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "SHA-256 match: yes" in proc.stdout
+    assert proc.stdout.count("never saw both source and destination") == 4
