@@ -59,6 +59,7 @@ def test_bad_arguments_exit_2_with_a_message(
     ("argv", "message"),
     [
         (["demo", "--nodes", "4", "--hops", "3"], "at least 5 nodes"),
+        (["demo", "--hops", "1"], "at least 2"),
         (["demo", "--nodes", "9", "--hops", "5"], "at most 3 relays"),
     ],
 )

@@ -79,8 +79,11 @@ def run_demo(
     ``hops`` counts the relays between the source and the destination, which ends the
     circuit, so no relay is adjacent to both.  Raises DemoError on failure.
     """
-    if hops < 1:
-        raise DemoError("--hops must be at least 1")
+    if hops < 2:
+        raise DemoError(
+            "--hops must be at least 2: a single relay would be adjacent to both the "
+            "source and the destination"
+        )
     if nodes < hops + 2:
         raise DemoError(f"{hops} relays need at least {hops + 2} nodes (source and destination)")
     if hops + 1 > DEFAULT_GEOMETRY.max_hops:

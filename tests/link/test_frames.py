@@ -1,0 +1,320 @@
+"""Link frames and the incremental FrameDecoder (zmesh/link/frames.py)."""
+
+import random
+
+import pytest
+from helpers import splits
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from zmesh.crypto import xwing
+from zmesh.errors import CloseCode, RemoteProtocolError
+from zmesh.link.frames import (
+    FRAME_HEADER,
+    IDENTITY_KEYS_SIZE,
+    LINK_VERSION,
+    MAC_SIZE,
+    MAX_PADDING,
+    Cell,
+    Close,
+    Create,
+    Created,
+    Destroy,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    Hello1,
+    Hello2,
+    Hello3,
+    Padding,
+    body_sizes,
+    encode_frame,
+)
+from zmesh.onion.geometry import Geometry
+
+GEOMETRY = Geometry()
+SMALL = Geometry(max_hops=2, cell_size=512)
+MAX_BODY = max(body_sizes(GEOMETRY).values())
+FIXED_TYPES = [t for t in FrameType if t is not FrameType.PADDING]
+
+
+def filler(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def sample_frames(g: Geometry) -> list[Frame]:
+    """One or more frames of every type, with bodies of exactly the right sizes."""
+    return [
+        Hello1(filler(IDENTITY_KEYS_SIZE, 1), filler(xwing.CIPHERTEXT_SIZE, 2)),
+        Hello2(filler(xwing.CIPHERTEXT_SIZE, 3), filler(MAC_SIZE, 4)),
+        Hello3(filler(MAC_SIZE, 5)),
+        Create(0, 0, filler(g.header_size, 6)),
+        Create(2**32 - 1, 2**32 - 1, bytes(g.header_size)),
+        Created(1234, filler(g.created_size, 7)),
+        Cell(0xDEADBEEF, filler(g.cell_size, 8)),
+        Cell(1, bytes(g.cell_size)),
+        *(Destroy(42, code) for code in CloseCode),
+        *(Close(code) for code in CloseCode),
+        Padding(0),
+        Padding(1),
+        Padding(1000),
+        Padding(MAX_PADDING),
+    ]
+
+
+FRAMES = sample_frames(GEOMETRY)
+STREAM = b"".join(encode_frame(f) for f in FRAMES)
+
+
+def decode_all(data: bytes, g: Geometry = GEOMETRY) -> list[Frame]:
+    dec = FrameDecoder(g)
+    out = dec.feed(data)
+    assert dec.buffered == 0
+    return out
+
+
+def header(kind: int, length: int) -> bytes:
+    return bytes([kind]) + length.to_bytes(3, "big")
+
+
+# -- round trip --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda f: type(f).__name__)
+def test_round_trip_each_frame(frame: Frame) -> None:
+    data = encode_frame(frame)
+    kind = data[0]
+    length = int.from_bytes(data[1:4], "big")
+    assert len(data) == FRAME_HEADER + length
+    if kind != FrameType.PADDING:
+        assert length == body_sizes(GEOMETRY)[FrameType(kind)]
+    assert decode_all(data) == [frame]
+
+
+def test_fixed_body_sizes_follow_the_geometry() -> None:
+    sizes = body_sizes(GEOMETRY)
+    assert sizes[FrameType.CREATE] == 8 + GEOMETRY.header_size
+    assert sizes[FrameType.CELL] == 4 + GEOMETRY.cell_size
+    assert sizes[FrameType.CREATED] == 4 + GEOMETRY.created_size
+    assert sizes[FrameType.HELLO1] == 1 + IDENTITY_KEYS_SIZE + xwing.CIPHERTEXT_SIZE
+    assert encode_frame(Hello1(bytes(IDENTITY_KEYS_SIZE), bytes(xwing.CIPHERTEXT_SIZE)))[4] == (
+        LINK_VERSION
+    )
+
+
+def test_round_trip_other_geometry() -> None:
+    frames = sample_frames(SMALL)
+    data = b"".join(encode_frame(f) for f in frames)
+    assert decode_all(data, SMALL) == frames
+
+
+def test_frame_from_another_geometry_is_rejected() -> None:
+    for frame in (Cell(1, bytes(SMALL.cell_size)), Create(1, 1, bytes(SMALL.header_size))):
+        with pytest.raises(RemoteProtocolError):
+            FrameDecoder(GEOMETRY).feed(encode_frame(frame))
+
+
+def test_concatenated_frames() -> None:
+    assert decode_all(STREAM) == FRAMES
+    assert decode_all(STREAM * 3) == FRAMES * 3
+
+
+# -- split input -------------------------------------------------------------------------
+
+
+def test_one_byte_at_a_time() -> None:
+    dec = FrameDecoder(GEOMETRY)
+    out: list[Frame] = []
+    for i in range(len(STREAM)):
+        out += dec.feed(STREAM[i : i + 1])
+        assert dec.buffered < FRAME_HEADER + MAX_BODY
+    assert out == FRAMES
+    assert dec.buffered == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_splits(seed: int) -> None:
+    dec = FrameDecoder(GEOMETRY)
+    out: list[Frame] = []
+    for piece in splits(STREAM, random.Random(seed), max_chunk=5000):
+        out += dec.feed(piece)
+    assert out == FRAMES
+    assert dec.buffered == 0
+
+
+def test_empty_feed() -> None:
+    dec = FrameDecoder(GEOMETRY)
+    assert dec.feed(b"") == []
+    assert dec.buffered == 0
+
+
+def test_partial_frame_is_buffered_until_complete() -> None:
+    data = encode_frame(FRAMES[6])  # a CELL
+    dec = FrameDecoder(GEOMETRY)
+    assert dec.feed(data[:-1]) == []
+    assert dec.buffered == len(data) - 1
+    assert dec.feed(data[-1:] + data[:3]) == [FRAMES[6]]
+    assert dec.buffered == 3  # an incomplete header waits too
+    assert dec.feed(data[3:]) == [FRAMES[6]]
+    assert dec.buffered == 0
+
+
+def test_partial_frame_after_complete_ones() -> None:
+    tail = encode_frame(FRAMES[0])
+    dec = FrameDecoder(GEOMETRY)
+    assert dec.feed(STREAM + tail[:100]) == FRAMES
+    assert dec.buffered == 100
+    assert dec.feed(tail[100:]) == [FRAMES[0]]
+
+
+# -- rejection ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [0, 10, 0x7F, 0xFF])
+def test_unknown_type(kind: int) -> None:
+    dec = FrameDecoder(GEOMETRY)
+    with pytest.raises(RemoteProtocolError, match="unknown link frame type"):
+        dec.feed(header(kind, 1) + b"\x00")
+
+
+def test_unknown_type_after_valid_frames() -> None:
+    with pytest.raises(RemoteProtocolError, match="unknown"):
+        FrameDecoder(GEOMETRY).feed(STREAM + header(0, 0))
+
+
+@pytest.mark.parametrize("kind", FIXED_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("delta", [-1, +1])
+def test_wrong_length_for_fixed_size_types(kind: FrameType, delta: int) -> None:
+    length = body_sizes(GEOMETRY)[kind] + delta
+    dec = FrameDecoder(GEOMETRY)
+    with pytest.raises(RemoteProtocolError, match=kind.name) as exc:
+        dec.feed(header(kind, length) + bytes(length))
+    assert exc.value.code is CloseCode.PROTOCOL
+
+
+@pytest.mark.parametrize("kind", FIXED_TYPES, ids=lambda t: t.name)
+def test_zero_and_huge_lengths_for_fixed_size_types(kind: FrameType) -> None:
+    for length in (0, 2**24 - 1):
+        with pytest.raises(RemoteProtocolError):
+            FrameDecoder(GEOMETRY).feed(header(kind, length))
+
+
+@pytest.mark.parametrize("length", [MAX_PADDING + 1, 2**24 - 1])
+def test_oversized_padding(length: int) -> None:
+    with pytest.raises(RemoteProtocolError, match="PADDING"):
+        FrameDecoder(GEOMETRY).feed(header(FrameType.PADDING, length))
+
+
+def test_bad_length_is_rejected_from_the_header_alone() -> None:
+    """The decoder never waits for (or buffers) the body of a frame it will reject."""
+    dec = FrameDecoder(GEOMETRY)
+    assert dec.feed(header(FrameType.PADDING, 2**24 - 1)[:3]) == []
+    with pytest.raises(RemoteProtocolError):
+        dec.feed(header(FrameType.PADDING, 2**24 - 1)[3:])
+    assert dec.buffered == FRAME_HEADER
+
+
+def test_errors_are_sticky() -> None:
+    dec = FrameDecoder(GEOMETRY)
+    with pytest.raises(RemoteProtocolError):
+        dec.feed(header(0xFF, 0))
+    with pytest.raises(RemoteProtocolError):
+        dec.feed(STREAM)
+
+
+@pytest.mark.parametrize("version", [0, LINK_VERSION + 1, 0xFF])
+def test_hello1_unknown_version(version: int) -> None:
+    data = bytearray(encode_frame(FRAMES[0]))
+    data[FRAME_HEADER] = version
+    with pytest.raises(RemoteProtocolError, match="version") as exc:
+        FrameDecoder(GEOMETRY).feed(bytes(data))
+    assert exc.value.code is CloseCode.HANDSHAKE
+
+
+@pytest.mark.parametrize("code", [max(CloseCode) + 1, 0x7F, 0xFF])
+def test_unknown_close_codes_map_to_protocol(code: int) -> None:
+    frames = decode_all(
+        header(FrameType.DESTROY, 5) + (9).to_bytes(4, "big") + bytes([code])
+        + header(FrameType.CLOSE, 1) + bytes([code])
+    )
+    assert frames == [Destroy(9, CloseCode.PROTOCOL), Close(CloseCode.PROTOCOL)]
+
+
+def test_padding_contents_are_ignored() -> None:
+    assert decode_all(header(FrameType.PADDING, 3) + b"abc") == [Padding(3)]
+
+
+# -- fuzzing -----------------------------------------------------------------------------
+
+
+def feed_in_pieces(data: bytes, cuts: list[int]) -> tuple[list[Frame], int, bool]:
+    """Feed ``data`` cut at ``cuts``; return frames, bytes buffered and whether it failed."""
+    dec = FrameDecoder(GEOMETRY)
+    out: list[Frame] = []
+    bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        try:
+            out += dec.feed(data[a:b])
+        except RemoteProtocolError:
+            return out, dec.buffered, True
+        assert dec.buffered < FRAME_HEADER + MAX_BODY
+    return out, dec.buffered, False
+
+
+SMALL_FRAMES = st.one_of(
+    st.builds(Hello3, st.binary(min_size=MAC_SIZE, max_size=MAC_SIZE)),
+    st.builds(Destroy, st.integers(0, 2**32 - 1), st.sampled_from(list(CloseCode))),
+    st.builds(Close, st.sampled_from(list(CloseCode))),
+    st.builds(Padding, st.integers(0, 64)),
+    st.builds(
+        Created,
+        st.integers(0, 2**32 - 1),
+        st.binary(min_size=GEOMETRY.created_size, max_size=GEOMETRY.created_size),
+    ),
+    st.builds(
+        Cell, st.integers(0, 2**32 - 1), st.integers(0, 255).map(lambda b: bytes([b]) * 4096)
+    ),
+)
+SEGMENTS = st.lists(
+    st.one_of(SMALL_FRAMES.map(encode_frame), st.binary(max_size=12)), max_size=8
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=200), SEGMENTS), cuts=st.lists(st.integers(0, 10**6)))
+@example(data=b"", cuts=[])
+@example(data=encode_frame(Close(CloseCode.NONE)), cuts=[1, 2, 3, 4])
+@example(data=encode_frame(Close(CloseCode.NONE))[:-1], cuts=[])
+@example(data=encode_frame(Close(CloseCode.NONE)) + b"\x08", cuts=[])
+@example(data=header(FrameType.CLOSE, 0), cuts=[])
+@example(data=header(FrameType.CLOSE, 2) + b"\x00\x00", cuts=[])
+@example(data=header(FrameType.PADDING, MAX_PADDING), cuts=[2])
+@example(data=header(FrameType.PADDING, MAX_PADDING + 1), cuts=[])
+def test_fuzz_any_split_gives_the_same_result(data: bytes, cuts: list[int]) -> None:
+    whole, whole_buffered, whole_failed = feed_in_pieces(data, [])
+    split, split_buffered, split_failed = feed_in_pieces(data, cuts)
+    single, _, single_failed = feed_in_pieces(data, list(range(len(data))))
+    assert whole_failed == split_failed == single_failed
+    if not whole_failed:
+        assert split == whole == single
+        assert split_buffered == whole_buffered
+        # whatever is buffered is a strict prefix of one frame
+        consumed = sum(len(encode_frame(f)) for f in whole)
+        assert whole_buffered == len(data) - consumed
+    else:
+        # frames completed before the bad one come out identically when fed piecewise
+        assert single == split[: len(single)] or split == single[: len(split)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(SMALL_FRAMES, max_size=10), st.randoms(use_true_random=False))
+def test_fuzz_valid_frames_round_trip_in_random_splits(
+    frames: list[Frame], rnd: random.Random
+) -> None:
+    data = b"".join(encode_frame(f) for f in frames)
+    dec = FrameDecoder(GEOMETRY)
+    out: list[Frame] = []
+    for piece in splits(data, rnd, max_chunk=300):
+        out += dec.feed(piece)
+    assert out == frames
+    assert dec.buffered == 0
