@@ -129,7 +129,7 @@ def setup_packets() -> dict[str, Any]:
 
 def cells() -> dict[str, Any]:
     """A 3-hop circuit's cells at every hop, forward and backward, for two counters."""
-    seeds, path = _path(3)
+    _, path = _path(3)
     rng = DeterministicRng(SEED, b"cells")
     state = sphinx.build_setup_header(GEOMETRY, path, rng)
     keys = state.hop_keys

@@ -72,7 +72,7 @@ def test_setup_vectors_unwrap_hop_by_hop(n: int) -> None:
 
 def test_cell_vectors_peel_hop_by_hop() -> None:
     v = load("cells.json")
-    seeds, path = gen_vectors._path(3)
+    seeds, _ = gen_vectors._path(3)
     keys = []
     header = h(v["setup_header"])
     for seed in seeds:
