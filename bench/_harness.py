@@ -31,27 +31,27 @@ class Subject:
 def measure(subjects: Sequence[Subject], rounds: int, batch: int, warmup: int = 2) -> None:
     """Time every subject ``rounds`` times, ``batch`` operations a time, interleaved.
 
-    ``subjects[0]`` is the baseline.  The garbage collector is off while a batch runs and
-    collects between rounds.
+    ``subjects[0]`` is the baseline.  Setup objects are frozen out of the garbage
+    collector's view and collection is off while timing, so no round pays for a sweep.
     """
     for subject in subjects:
         subject.run(warmup * batch)
     n = len(subjects)
+    gc.collect()
+    gc.freeze()
     gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         for r in range(rounds):
-            gc.collect()
-            gc.disable()
             for k in range(n):
                 subject = subjects[(r + k) % n]
                 t0 = time.perf_counter_ns()
                 subject.run(batch)
                 subject.samples.append((time.perf_counter_ns() - t0) / batch)
-            if gc_was_enabled:
-                gc.enable()
     finally:
         if gc_was_enabled:
             gc.enable()
+        gc.unfreeze()
 
 
 def paired_ratio(subject: Subject, baseline: Subject) -> float:

@@ -1,12 +1,10 @@
 """Helpers shared by the test modules (importable as ``import helpers``)."""
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from zmesh.session.frames import AckFrame, DataFrame, StreamFrame
 from zmesh.session.stream import Stream
-
-Transform = Callable[[list[StreamFrame]], list[StreamFrame]]
 
 
 def splits(data: bytes, rng: random.Random, max_chunk: int = 64) -> Iterator[bytes]:
@@ -22,19 +20,42 @@ def chunks(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def shuffle_and_duplicate(rng: random.Random, dup_rate: float = 0.3) -> Transform:
-    """A transform that reorders a batch of frames and repeats some of them."""
+class Network:
+    """One direction of an in-process link: delivers every frame, in order, once."""
 
-    def transform(frames: list[StreamFrame]) -> list[StreamFrame]:
-        out = list(frames)
-        out += [f for f in frames if rng.random() < dup_rate]
-        rng.shuffle(out)
+    def carry(self, frames: list[StreamFrame]) -> list[StreamFrame]:
+        return frames
+
+    def drain(self) -> list[StreamFrame]:
+        """Release everything held back (called when both ends are idle)."""
+        return []
+
+
+class MessyNetwork(Network):
+    """Reorders frames within and across rounds and duplicates some (as multipath may).
+
+    Never loses a frame: the streams have no retransmission of their own.
+    """
+
+    def __init__(self, rng: random.Random, dup_rate: float = 0.3, hold_rate: float = 0.3):
+        self.rng = rng
+        self.dup_rate = dup_rate
+        self.hold_rate = hold_rate
+        self.held: list[StreamFrame] = []
+
+    def carry(self, frames: list[StreamFrame]) -> list[StreamFrame]:
+        batch = self.held + frames + [f for f in frames if self.rng.random() < self.dup_rate]
+        self.rng.shuffle(batch)
+        hold = [self.rng.random() < self.hold_rate for _ in batch]
+        self.held = [f for f, h in zip(batch, hold, strict=True) if h]
+        return [f for f, h in zip(batch, hold, strict=True) if not h]
+
+    def drain(self) -> list[StreamFrame]:
+        out, self.held = self.held, []
         return out
 
-    return transform
 
-
-class FlowViolation(AssertionError):
+class FlowViolationError(AssertionError):
     """A sender put a byte on the wire beyond the credit its peer advertised."""
 
 
@@ -50,7 +71,9 @@ class _Direction:
     def check(self, frames: Sequence[StreamFrame]) -> None:
         for f in frames:
             if isinstance(f, DataFrame) and f.offset + len(f.data) > self.credit:
-                raise FlowViolation(f"DATA up to {f.offset + len(f.data)} > credit {self.credit}")
+                raise FlowViolationError(
+                    f"DATA up to {f.offset + len(f.data)} > credit {self.credit}"
+                )
 
     def note_ack(self, frames: Sequence[StreamFrame]) -> None:
         for f in frames:
@@ -63,35 +86,68 @@ class _Direction:
             self.delivered += self.receiver.receive(f)
 
 
+class Link:
+    """Two streams joined by a :class:`Network` in each direction.
+
+    :meth:`run` lets both sides produce their frames (``frames_to_send``) round after
+    round, carries each batch across its network and delivers it, until neither side has
+    anything to send and nothing is in flight.  It asserts that no DATA frame ever
+    exceeds the credit the receiver advertised in the ACKs it sent.
+    """
+
+    def __init__(
+        self,
+        a: Stream,
+        b: Stream,
+        *,
+        max_data_len: int = 1000,
+        budget: int = 1 << 30,
+        a_to_b: Network | None = None,
+        b_to_a: Network | None = None,
+    ) -> None:
+        self.a, self.b = a, b
+        self.max_data_len, self.budget = max_data_len, budget
+        self.net_ab = a_to_b or Network()
+        self.net_ba = b_to_a or Network()
+        self.to_a, self.to_b = _Direction(a), _Direction(b)
+
+    def run(self, max_rounds: int = 100_000) -> tuple[bytes, bytes]:
+        """Run until idle; return the bytes delivered to ``a`` and to ``b`` in this run."""
+        start_a, start_b = len(self.to_a.delivered), len(self.to_b.delivered)
+        for _ in range(max_rounds):
+            from_a = self.a.frames_to_send(self.max_data_len, self.budget)
+            from_b = self.b.frames_to_send(self.max_data_len, self.budget)
+            self.to_b.check(from_a)
+            self.to_a.check(from_b)
+            # b grants a credit with the ACKs b sends (checked from the next round on)
+            self.to_b.note_ack(from_b)
+            self.to_a.note_ack(from_a)
+            if from_a or from_b:
+                deliver_ab, deliver_ba = self.net_ab.carry(from_a), self.net_ba.carry(from_b)
+            else:
+                deliver_ab, deliver_ba = self.net_ab.drain(), self.net_ba.drain()
+                if not deliver_ab and not deliver_ba:
+                    return (
+                        bytes(self.to_a.delivered[start_a:]),
+                        bytes(self.to_b.delivered[start_b:]),
+                    )
+            self.to_b.deliver(deliver_ab)
+            self.to_a.deliver(deliver_ba)
+        raise AssertionError(f"streams still busy after {max_rounds} rounds")
+
+
 def shuttle(
     a: Stream,
     b: Stream,
     *,
     max_data_len: int = 1000,
     budget: int = 1 << 30,
-    transform: Transform | None = None,
-    max_rounds: int = 100_000,
+    a_to_b: Network | None = None,
+    b_to_a: Network | None = None,
 ) -> tuple[bytes, bytes]:
-    """Exchange frames between ``a`` and ``b`` until neither has anything to send.
+    """Exchange frames between two fresh streams until idle (see :class:`Link`).
 
-    Each round both sides produce their frames (``frames_to_send``), then each batch is
-    optionally reordered/duplicated by ``transform`` and delivered to the other side.
-    Asserts that no DATA frame ever exceeds the credit the receiver advertised in the ACKs
-    it sent.  Returns the bytes delivered to ``a`` and to ``b``.
+    Returns the bytes delivered to ``a`` and to ``b``.
     """
-    to_a, to_b = _Direction(a), _Direction(b)
-    for _ in range(max_rounds):
-        from_a = a.frames_to_send(max_data_len, budget)
-        from_b = b.frames_to_send(max_data_len, budget)
-        if not from_a and not from_b:
-            return bytes(to_a.delivered), bytes(to_b.delivered)
-        to_b.check(from_a)
-        to_a.check(from_b)
-        # b grants a credit with the ACKs b sends (checked from the next round on)
-        to_b.note_ack(from_b)
-        to_a.note_ack(from_a)
-        if transform is not None:
-            from_a, from_b = transform(from_a), transform(from_b)
-        to_b.deliver(from_a)
-        to_a.deliver(from_b)
-    raise AssertionError(f"streams still busy after {max_rounds} rounds")
+    link = Link(a, b, max_data_len=max_data_len, budget=budget, a_to_b=a_to_b, b_to_a=b_to_a)
+    return link.run()

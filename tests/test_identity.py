@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from zmesh.crypto import signing, xwing
-from zmesh.errors import CloseCode, RemoteProtocolError
+from zmesh.errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from zmesh.identity import (
     CLOCK_SKEW,
     DESCRIPTOR_VERSION,
@@ -270,7 +270,9 @@ def test_largest_descriptor_parses_and_one_more_byte_does_not() -> None:
     assert decode_and_verify(data) == biggest
     addresses = list(biggest.addresses)
     addresses[-1] += "x"
-    over = make(addresses=tuple(addresses)).encode()
+    with pytest.raises(LocalProtocolError):  # we never sign what no peer would accept
+        make(addresses=tuple(addresses))
+    over = dataclasses.replace(biggest, addresses=tuple(addresses)).encode()
     assert len(over) == MAX_DESCRIPTOR_SIZE + 1
     with pytest.raises(RemoteProtocolError, match="oversized"):
         decode_descriptor(over)
@@ -336,10 +338,14 @@ def test_rejects_non_ascii_address(raw: bytes) -> None:
         decode_descriptor(data)
 
 
-def test_non_ascii_address_from_make_descriptor_does_not_decode() -> None:
-    d = make(addresses=("café:1",))
+def test_non_ascii_address_is_refused_when_signing_and_when_decoding() -> None:
+    with pytest.raises(LocalProtocolError):
+        make(addresses=("café:1",))
+    with pytest.raises(LocalProtocolError):
+        make(addresses=tuple(f"h{i}:1" for i in range(9)))
+    forged = dataclasses.replace(DESC, addresses=("café:1",))
     with pytest.raises(RemoteProtocolError, match="ASCII"):
-        decode_descriptor(d.encode())
+        decode_descriptor(forged.encode())
 
 
 # -- fuzzing -----------------------------------------------------------------------------
@@ -358,9 +364,7 @@ def _parses_or_rejects(data: bytes) -> None:
         return
 
 
-FUZZ = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ
@@ -386,7 +390,9 @@ def test_fuzz_arbitrary_bytes(data: bytes) -> None:
     middle=st.binary(max_size=300),
     sig_len=st.integers(signing.SIGNATURE_SIZE - 2, signing.SIGNATURE_SIZE + 2),
 )
-@example(flags=3, count=2, middle=ENCODED[OFF_N_ADDR + 1 : SIGNED_LEN], sig_len=signing.SIGNATURE_SIZE)
+@example(
+    flags=3, count=2, middle=ENCODED[OFF_N_ADDR + 1 : SIGNED_LEN], sig_len=signing.SIGNATURE_SIZE
+)
 def test_fuzz_address_section(flags: int, count: int, middle: bytes, sig_len: int) -> None:
     """Valid keys and times, arbitrary flags, address list and signature length."""
     sig = (DESC.signature + bytes(2))[:sig_len]

@@ -12,12 +12,12 @@ Wire format, version 1 (all integers big-endian)::
     | u8 n_addresses | n * (u8 len | address) | signature[2484]
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntFlag
 
 from .codec import Buffer, push_uint, push_vector
 from .crypto import sha256, signing, xwing
-from .errors import CloseCode, RemoteProtocolError
+from .errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from .rng import Rng
 
 DESCRIPTOR_VERSION = 1
@@ -157,6 +157,11 @@ class Identity:
         lifetime: int,
         addresses: tuple[str, ...] = (),
     ) -> Descriptor:
+        """Sign a descriptor; raises LocalProtocolError for one no peer could decode."""
+        if len(addresses) > MAX_ADDRESSES or any(
+            not a.isascii() or len(a) > 255 for a in addresses
+        ):
+            raise LocalProtocolError(f"at most {MAX_ADDRESSES} ASCII addresses of up to 255 bytes")
         unsigned = Descriptor(
             self.kem.public,
             self.signing.public,
@@ -168,18 +173,12 @@ class Identity:
             addresses,
             b"",
         )
-        sig = self.signing.sign(unsigned.signed_part(), SIGNATURE_CONTEXT)
-        return Descriptor(
-            unsigned.identity_kem_pk,
-            unsigned.signing_pk,
-            flags,
-            onion_epoch,
-            onion_pk,
-            published,
-            published + lifetime,
-            addresses,
-            sig,
+        signed = replace(
+            unsigned, signature=self.signing.sign(unsigned.signed_part(), SIGNATURE_CONTEXT)
         )
+        if len(signed.encode()) > MAX_DESCRIPTOR_SIZE:
+            raise LocalProtocolError("descriptor would exceed MAX_DESCRIPTOR_SIZE")
+        return signed
 
     def __repr__(self) -> str:
         return f"Identity({short_id(self.node_id)})"

@@ -1,5 +1,6 @@
 """Link frames and the incremental FrameDecoder (zmesh/link/frames.py)."""
 
+import itertools
 import random
 
 import pytest
@@ -234,8 +235,11 @@ def test_hello1_unknown_version(version: int) -> None:
 @pytest.mark.parametrize("code", [max(CloseCode) + 1, 0x7F, 0xFF])
 def test_unknown_close_codes_map_to_protocol(code: int) -> None:
     frames = decode_all(
-        header(FrameType.DESTROY, 5) + (9).to_bytes(4, "big") + bytes([code])
-        + header(FrameType.CLOSE, 1) + bytes([code])
+        header(FrameType.DESTROY, 5)
+        + (9).to_bytes(4, "big")
+        + bytes([code])
+        + header(FrameType.CLOSE, 1)
+        + bytes([code])
     )
     assert frames == [Destroy(9, CloseCode.PROTOCOL), Close(CloseCode.PROTOCOL)]
 
@@ -252,7 +256,7 @@ def feed_in_pieces(data: bytes, cuts: list[int]) -> tuple[list[Frame], int, bool
     dec = FrameDecoder(GEOMETRY)
     out: list[Frame] = []
     bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         try:
             out += dec.feed(data[a:b])
         except RemoteProtocolError:

@@ -37,6 +37,7 @@ FRAMES: list[StreamFrame] = [
     DataFrame(3, 0, b"\xff" * MAX_DATA),
     AckFrame(4, 0, 0),
     AckFrame(4, 2**64 - 1, 2**64 - 1),
+    AckFrame(4, 10, 20, fin=True),
     ResetFrame(5, 0),
     ResetFrame(5, 0xFFFF),
 ]

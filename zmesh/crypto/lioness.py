@@ -17,6 +17,8 @@ from . import backend
 KEY_SIZE = 128
 HALF = 32
 MIN_BLOCK = HALF + 1
+_ROUND1 = b"\x01\x00\x00\x00"  # the ChaCha20 nonce is the tweak's first 8 bytes, then this
+_ROUND3 = b"\x03\x00\x00\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,42 +42,45 @@ class LionessKey:
         )
 
 
-def _xor32(a: bytes, b: int) -> bytes:
-    return (int.from_bytes(a, "little") ^ b).to_bytes(HALF, "little")
+# The relays' per-cell hot path: the left half stays an integer across the four rounds, so
+# each XOR with a round key or a hash is one integer operation.
 
 
-def _xor_into32(a: bytes, b: bytes) -> bytes:
-    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(HALF, "little")
+def _s(round_key: int, left: int, nonce: bytes, right: bytes) -> bytes:
+    """ChaCha20 keyed with ``left ^ round_key`` over ``right``."""
+    return backend.chacha20_xor((left ^ round_key).to_bytes(HALF, "little"), nonce, right)
 
 
-def _h(key: bytes, tweak: bytes, data: bytes) -> bytes:
-    return hashlib.blake2b(data, key=key, digest_size=HALF, salt=tweak[:16]).digest()
+def _h(key: bytes, salt: bytes, right: bytes) -> int:
+    """Keyed BLAKE2b of ``right``, salted with the tweak, as an integer."""
+    digest = hashlib.blake2b(right, key=key, digest_size=HALF, salt=salt).digest()
+    return int.from_bytes(digest, "little")
 
 
 def encrypt(key: LionessKey, tweak: bytes, block: bytes) -> bytes:
     """Encrypt ``block`` (at least 33 bytes) under ``key`` and a 16-byte ``tweak``."""
     if len(block) < MIN_BLOCK:
         raise ValueError("LIONESS block too short")
-    nonce1, nonce2 = tweak[:8] + b"\x01\x00\x00\x00", tweak[:8] + b"\x03\x00\x00\x00"
-    left, right = block[:HALF], block[HALF:]
-    right = backend.chacha20_xor(_xor32(left, key.k1), nonce1, right)
-    left = _xor_into32(left, _h(key.k2, tweak, right))
-    right = backend.chacha20_xor(_xor32(left, key.k3), nonce2, right)
-    left = _xor_into32(left, _h(key.k4, tweak, right))
-    return left + right
+    counter, salt = tweak[:8], tweak[:16]
+    left, right = int.from_bytes(block[:HALF], "little"), block[HALF:]
+    right = _s(key.k1, left, counter + _ROUND1, right)
+    left ^= _h(key.k2, salt, right)
+    right = _s(key.k3, left, counter + _ROUND3, right)
+    left ^= _h(key.k4, salt, right)
+    return left.to_bytes(HALF, "little") + right
 
 
 def decrypt(key: LionessKey, tweak: bytes, block: bytes) -> bytes:
     """Invert :func:`encrypt`."""
     if len(block) < MIN_BLOCK:
         raise ValueError("LIONESS block too short")
-    nonce1, nonce2 = tweak[:8] + b"\x01\x00\x00\x00", tweak[:8] + b"\x03\x00\x00\x00"
-    left, right = block[:HALF], block[HALF:]
-    left = _xor_into32(left, _h(key.k4, tweak, right))
-    right = backend.chacha20_xor(_xor32(left, key.k3), nonce2, right)
-    left = _xor_into32(left, _h(key.k2, tweak, right))
-    right = backend.chacha20_xor(_xor32(left, key.k1), nonce1, right)
-    return left + right
+    counter, salt = tweak[:8], tweak[:16]
+    left, right = int.from_bytes(block[:HALF], "little"), block[HALF:]
+    left ^= _h(key.k4, salt, right)
+    right = _s(key.k3, left, counter + _ROUND3, right)
+    left ^= _h(key.k2, salt, right)
+    right = _s(key.k1, left, counter + _ROUND1, right)
+    return left.to_bytes(HALF, "little") + right
 
 
 def make_tweak(counter: int, direction: int) -> bytes:

@@ -100,22 +100,21 @@ def _code(value: int) -> CloseCode:
 
 def encode_frame(frame: Frame) -> bytes:
     """Serialize one frame."""
-    match frame:
+    match frame:  # the per-cell frames first: they are nearly all the traffic
+        case Cell(circ, cell):
+            return _frame(FrameType.CELL, circ.to_bytes(4, "big"), cell)
+        case Create(circ, epoch, header):
+            return _frame(
+                FrameType.CREATE, circ.to_bytes(4, "big") + epoch.to_bytes(4, "big"), header
+            )
+        case Created(circ, reply):
+            return _frame(FrameType.CREATED, circ.to_bytes(4, "big"), reply)
         case Hello1(keys, ct):
             kind, body = FrameType.HELLO1, bytes([LINK_VERSION]) + keys + ct
         case Hello2(ct, mac):
             kind, body = FrameType.HELLO2, ct + mac
         case Hello3(mac):
             kind, body = FrameType.HELLO3, mac
-        case Create(circ, epoch, header):
-            kind, body = (
-                FrameType.CREATE,
-                circ.to_bytes(4, "big") + epoch.to_bytes(4, "big") + header,
-            )
-        case Created(circ, reply):
-            kind, body = FrameType.CREATED, circ.to_bytes(4, "big") + reply
-        case Cell(circ, cell):
-            kind, body = FrameType.CELL, circ.to_bytes(4, "big") + cell
         case Destroy(circ, code):
             kind, body = FrameType.DESTROY, circ.to_bytes(4, "big") + bytes([code])
         case Close(code):
@@ -123,6 +122,12 @@ def encode_frame(frame: Frame) -> bytes:
         case Padding(length):
             kind, body = FrameType.PADDING, bytes(length)
     return bytes([kind]) + len(body).to_bytes(3, "big") + body
+
+
+def _frame(kind: FrameType, fields: bytes, payload: bytes) -> bytes:
+    """``kind | length | fields | payload`` with one copy of the (large) payload."""
+    header = bytes([kind]) + (len(fields) + len(payload)).to_bytes(3, "big") + fields
+    return b"".join((header, payload))
 
 
 def body_sizes(geometry: Geometry) -> dict[FrameType, int]:
@@ -142,6 +147,10 @@ def body_sizes(geometry: Geometry) -> dict[FrameType, int]:
 
 def decode_body(kind: FrameType, body: bytes) -> Frame:
     """Parse a frame body whose length the decoder already checked."""
+    if kind is FrameType.CELL and len(body) >= 4:  # the hot paths, without a Buffer
+        return Cell(int.from_bytes(body[:4], "big"), body[4:])
+    if kind is FrameType.CREATE and len(body) >= 8:
+        return Create(int.from_bytes(body[:4], "big"), int.from_bytes(body[4:8], "big"), body[8:])
     buf = Buffer(body)
     if kind is FrameType.HELLO1:
         version = buf.pull_uint8()
@@ -165,6 +174,9 @@ def decode_body(kind: FrameType, body: bytes) -> Frame:
     return Padding(len(body))
 
 
+_TYPES = {int(t): t for t in FrameType}
+
+
 class FrameDecoder:
     """Incremental decoder: ``feed(bytes)`` returns the frames completed so far."""
 
@@ -174,24 +186,35 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         """Raises RemoteProtocolError on an unknown type or a wrong length."""
-        self._buf += data
+        buf = self._buf
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            src = data  # at a frame boundary: parse in place, buffer only the remainder
         frames: list[Frame] = []
-        while len(self._buf) >= FRAME_HEADER:
-            try:
-                kind = FrameType(self._buf[0])
-            except ValueError:
-                raise RemoteProtocolError(f"unknown link frame type {self._buf[0]}") from None
-            length = int.from_bytes(self._buf[1:4], "big")
-            limit = self._sizes[kind]
-            if length > limit or (kind is not FrameType.PADDING and length != limit):
-                raise RemoteProtocolError(
-                    f"{kind.name} frame of {length} bytes", CloseCode.PROTOCOL
-                )
-            if len(self._buf) < FRAME_HEADER + length:
-                break
-            body = bytes(self._buf[FRAME_HEADER : FRAME_HEADER + length])
-            del self._buf[: FRAME_HEADER + length]
-            frames.append(decode_body(kind, body))
+        pos, end = 0, len(src)
+        try:
+            while end - pos >= FRAME_HEADER:
+                kind = _TYPES.get(src[pos])
+                if kind is None:
+                    raise RemoteProtocolError(f"unknown link frame type {src[pos]}")
+                length = int.from_bytes(src[pos + 1 : pos + FRAME_HEADER], "big")
+                limit = self._sizes[kind]
+                if length > limit or (kind is not FrameType.PADDING and length != limit):
+                    raise RemoteProtocolError(
+                        f"{kind.name} frame of {length} bytes", CloseCode.PROTOCOL
+                    )
+                start, pos = pos + FRAME_HEADER, pos + FRAME_HEADER + length
+                if pos > end:
+                    pos = start - FRAME_HEADER
+                    break
+                frames.append(decode_body(kind, bytes(src[start:pos])))
+        finally:  # keep what was not consumed, also when raising (as errors are sticky)
+            if src is buf:
+                del buf[:pos]
+            else:
+                buf += src[pos:]
         return frames
 
     @property

@@ -6,7 +6,7 @@ stream's bytes can arrive over several circuits and still reassemble::
     PADDING  u8 0
     OPEN     u8 1 | u32 stream | u8 len | target
     DATA     u8 2 | u32 stream | u64 offset | u8 flags (1 = FIN) | u16 len | data
-    ACK      u8 3 | u32 stream | u64 received | u64 max_data
+    ACK      u8 3 | u32 stream | u64 received | u64 max_data | u8 flags (1 = FIN received)
     RESET    u8 4 | u32 stream | u16 code
 """
 
@@ -53,6 +53,7 @@ class AckFrame:
     stream_id: int
     received: int
     max_data: int
+    fin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +86,13 @@ def encode_stream_frame(frame: StreamFrame, payload_size: int) -> bytes:
                     data,
                 )
             )
-        case AckFrame(sid, received, max_data):
+        case AckFrame(sid, received, max_data, fin):
             body = (
                 bytes([StreamFrameType.ACK])
                 + sid.to_bytes(4, "big")
                 + received.to_bytes(8, "big")
                 + max_data.to_bytes(8, "big")
+                + bytes([FLAG_FIN if fin else 0])
             )
         case ResetFrame(sid, code):
             body = bytes([StreamFrameType.RESET]) + sid.to_bytes(4, "big") + code.to_bytes(2, "big")
@@ -122,7 +124,15 @@ def decode_stream_frame(payload: bytes) -> StreamFrame:
             raise RemoteProtocolError("unknown DATA flags")
         frame = DataFrame(sid, offset, buf.pull_vector(2, 65535), bool(flags & FLAG_FIN))
     elif raw_type == StreamFrameType.ACK:
-        frame = AckFrame(buf.pull_uint32(), buf.pull_uint64(), buf.pull_uint64())
+        sid, received, max_data, flags = (
+            buf.pull_uint32(),
+            buf.pull_uint64(),
+            buf.pull_uint64(),
+            buf.pull_uint8(),
+        )
+        if flags & ~FLAG_FIN:
+            raise RemoteProtocolError("unknown ACK flags")
+        frame = AckFrame(sid, received, max_data, bool(flags & FLAG_FIN))
     elif raw_type == StreamFrameType.RESET:
         frame = ResetFrame(buf.pull_uint32(), buf.pull_uint16())
     else:

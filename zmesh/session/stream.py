@@ -71,7 +71,9 @@ class Stream:
         if self.state is not StreamState.OPEN:
             return frames
         if self._ack_due and budget > 0:
-            frames.append(AckFrame(self.stream_id, self._received, self._max_data))
+            frames.append(
+                AckFrame(self.stream_id, self._received, self._max_data, self.peer_finished)
+            )
             self._acked_up_to = self._received
             self._ack_due = False
         while len(frames) < budget:
@@ -166,7 +168,8 @@ class Stream:
             del self._unacked[: frame.received - self._acked]
             self._acked = frame.received
         self._peer_max = max(self._peer_max, frame.max_data)
-        if self._fin_sent and self._acked == self.send_offset and not self._pending:
+        # only an ACK that says it saw our FIN acknowledges it (a stale one may not)
+        if frame.fin and self._fin_sent and self._acked == self.send_offset:
             self.fin_acked = True
 
     @property
