@@ -31,7 +31,7 @@ run: $(STAMP)  ## run the main job: an in-process mesh demo with a verified tran
 	$(VENV)/bin/zmesh demo
 
 lint: $(STAMP)  ## ruff
-	$(VENV)/bin/ruff check zmesh tests bench scripts build_wasm.py
+	$(VENV)/bin/ruff check zmesh tests bench scripts
 	$(VENV)/bin/ruff format --check zmesh
 
 typecheck: $(STAMP)  ## mypy --strict
