@@ -82,9 +82,8 @@ class Progress:
         self._last, self._phase = pct, phase
         filled = pct * 30 // 100
         bar = "#" * filled + "-" * (30 - filled)
-        self._stream.write(
-            f"\r  {phase:<9}[{bar}] {pct:3d}%  {_fmt_bytes(done) if phase == 'transfer' else done}"
-        )
+        amount = _fmt_bytes(done) if phase == "transfer" else f"{done}/{total}"
+        self._stream.write(f"\r  {phase:<9}[{bar}] {pct:3d}%  {amount}")
         if pct == 100:
             self._stream.write("\n")
             self._last = -1

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..identity import short_id
-from ..node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event
+from ..node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event, LinkUp
 from ..onion.geometry import DEFAULT_GEOMETRY
 from ..rng import sample
 from ..session.endpoint import StreamData, StreamFinished, StreamOpened
@@ -68,7 +68,7 @@ def run_demo(
     *,
     nodes: int = 12,
     hops: int = 3,
-    size: int = 5 * 1024 * 1024,
+    size: int = 5_000_000,
     seed: int = 7,
     model: LinkModel | None = None,
     clock: Callable[[], float] = lambda: 0.0,
@@ -92,9 +92,16 @@ def run_demo(
     wall0 = clock()
     mesh = [sim.add_node() for _ in range(nodes)]
     pairs = [(a, b) for i, a in enumerate(mesh) for b in mesh[i + 1 :]]
-    for done, (a, b) in enumerate(pairs, 1):
+    links_up = [0]
+
+    def count_links(sn: SimNode, event: Event) -> None:
+        if isinstance(event, LinkUp):
+            links_up[0] += 1
+            progress("mesh", links_up[0], 2 * len(pairs))
+
+    sim.on_event = count_links
+    for a, b in pairs:
         sim.connect(a, b)
-        progress("mesh", done, len(pairs))
     if not sim.run(lambda: all(len(n.node.peers()) == nodes - 1 for n in mesh), max_time=60):
         raise DemoError("the mesh did not come up")
     mesh_wall = clock() - wall0
