@@ -268,3 +268,40 @@ def test_relays_see_the_same_traffic_whatever_their_position() -> None:
         views += [_hop_view(log, r.index) for r in path[:-1]]
     assert len(views) == 5
     assert all(v == views[0] for v in views), views
+
+
+_ESTABLISHED = full_mesh(3, seed=31)
+_A, _B, _C = _ESTABLISHED.nodes
+_CIRCUIT = build(_ESTABLISHED, _A, [_B, _C])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(list(lf.FrameType)),
+    st.integers(0, 2**32 - 1),
+    st.binary(max_size=64),
+    st.booleans(),
+)
+def test_fuzz_well_framed_garbage_on_an_open_link(
+    kind: lf.FrameType, circ_id: int, seed: bytes, known_circuit: bool
+) -> None:
+    """Exact-size frames of every type with hostile contents, on a live link next to a
+    live circuit: the node drops, destroys or closes, and never raises."""
+    node = _B.node
+    link = node.link_to(_A.node.node_id)
+    if link is None:  # an earlier example closed it: that is a legal outcome
+        return
+    size = lf.body_sizes(node.geometry)[kind]
+    if kind is lf.FrameType.PADDING:
+        size = len(seed)
+    body = (seed * (size // max(1, len(seed)) + 1))[:size] if seed else bytes(size)
+    if known_circuit and kind in (lf.FrameType.CELL, lf.FrameType.DESTROY, lf.FrameType.CREATED):
+        circuits = [s[1] for s in node._circuits if s[0] == link]
+        if circuits:
+            body = circuits[0].to_bytes(4, "big") + body[4:]
+    elif size >= 4:
+        body = circ_id.to_bytes(4, "big") + body[4:]
+    node.receive(link, bytes([kind]) + len(body).to_bytes(3, "big") + body, _ESTABLISHED.now)
+    node.messages_to_send()
+    while node.next_event() is not None:
+        pass

@@ -44,6 +44,7 @@ from .session.endpoint import (
 log = logging.getLogger("zmesh.node")
 
 HANDSHAKE_TIMEOUT = 15.0
+MAX_CIRCUITS_PER_LINK = 4096
 BUILD_TIMEOUT = 30.0
 DESCRIPTOR_LIFETIME = 3 * 3600
 
@@ -312,6 +313,9 @@ class Node:
         side = (link.link_id, frame.circ_id)
         if side in self._circuits:
             raise RemoteProtocolError("CREATE for a circuit id in use")
+        if len(link.circ_ids) >= MAX_CIRCUITS_PER_LINK:
+            self._send(link.link_id, lf.Destroy(frame.circ_id, CloseCode.RESOURCE))
+            return
         link.circ_ids.add(frame.circ_id)
         try:
             key = self.keyring.key_for(frame.epoch)
