@@ -157,6 +157,7 @@ class Node:
         self.keyring = OnionKeyRing(rng, now, epoch_length=self.config.epoch_length)
         self._next_rotation = self.keyring.next_rotation(now)
         self._links: dict[int, _Link] = {}
+        self._link_by_peer: dict[bytes, int] = {}
         self._circuits: dict[Side, _Hop | _ClientCircuit] = {}
         self._clients: dict[int, _ClientCircuit] = {}
         self._endpoints: dict[int, _Hop] = {}
@@ -236,10 +237,8 @@ class Node:
             self._close_link(link, CloseCode.CONNECTION_FAILED, notify=False)
 
     def link_to(self, node_id: bytes) -> int | None:
-        for link in self._links.values():
-            if link.up and link.peer_id == node_id:
-                return link.link_id
-        return None
+        """An open link to ``node_id`` (the first one, if both sides dialled)."""
+        return self._link_by_peer.get(node_id)
 
     def peers(self) -> list[bytes]:
         return [link.peer_id for link in self._links.values() if link.up and link.peer_id]
@@ -268,6 +267,7 @@ class Node:
                 link.up = True
                 link.peer_id = link.handshake.peer_id
                 assert link.peer_id is not None
+                self._link_by_peer.setdefault(link.peer_id, link.link_id)
                 log.debug("link=%d event=up peer=%s", link.link_id, short_id(link.peer_id))
                 self._events.append(LinkUp(link.link_id, link.peer_id))
             return
@@ -291,6 +291,12 @@ class Node:
         if notify:
             self._send(link.link_id, lf.Close(code))
         del self._links[link.link_id]
+        if link.peer_id is not None and self._link_by_peer.get(link.peer_id) == link.link_id:
+            del self._link_by_peer[link.peer_id]
+            for other in self._links.values():  # fall back to another link to that peer
+                if other.up and other.peer_id == link.peer_id:
+                    self._link_by_peer[link.peer_id] = other.link_id
+                    break
         for side in [s for s in self._circuits if s[0] == link.link_id]:
             if side in self._circuits:
                 self._teardown(side, CloseCode.CONNECTION_FAILED)
@@ -395,11 +401,12 @@ class Node:
             assert circ.next is not None
             data = relay_forward(self.geometry, circ.keys, circ.fwd, frame.cell)
             circ.fwd += 1
-            self._send(circ.next[0], lf.Cell(circ.next[1], data))
+            out = circ.next
         else:
             data = relay_backward(self.geometry, circ.keys, circ.bwd, frame.cell)
             circ.bwd += 1
-            self._send(circ.prev[0], lf.Cell(circ.prev[1], data))
+            out = circ.prev
+        self._out.append((out[0], lf.encode_cell(out[1], data)))
         self.cells_relayed += 1
 
     def _open_cell(self, circuit_id: int, end: CircuitEnd, data: bytes, side: Side) -> None:

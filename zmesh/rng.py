@@ -34,15 +34,23 @@ class DeterministicRng:
         self._key = hashlib.sha256(b"zmesh-drbg\x00" + label + b"\x00" + seed).digest()
         self._counter = 0
         self._pool = b""
+        self._pos = 0
 
     def bytes(self, n: int) -> builtins.bytes:
         if n < 0:
             raise ValueError("n must be non-negative")
-        while len(self._pool) < n:
-            block = hashlib.shake_256(self._key + self._counter.to_bytes(8, "big"))
-            self._pool += block.digest(self._BLOCK)
-            self._counter += 1
-        out, self._pool = self._pool[:n], self._pool[n:]
+        end = self._pos + n
+        if end > len(self._pool):
+            blocks = [self._pool[self._pos :]]
+            have = len(blocks[0])
+            while have < n:
+                xof = hashlib.shake_256(self._key + self._counter.to_bytes(8, "big"))
+                blocks.append(xof.digest(self._BLOCK))
+                self._counter += 1
+                have += self._BLOCK
+            self._pool, self._pos, end = b"".join(blocks), 0, n
+        out = self._pool[self._pos : end]
+        self._pos = end
         return out
 
     def fork(self, label: builtins.bytes) -> "DeterministicRng":

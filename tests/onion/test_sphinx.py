@@ -168,15 +168,16 @@ def _trace_unwrap(
     monkeypatch: pytest.MonkeyPatch, key: xwing.PrivateKey, header: bytes
 ) -> list[tuple[str, int]]:
     rec = _Recorder()
-    real_hash, real_hkdf, real_xor = sphinx.keyed_hash, sphinx.hkdf, sphinx.backend.chacha20_xor
+    real_hash, real_extract = sphinx.keyed_hash, sphinx.hkdf_extract
+    real_xor = sphinx.backend.chacha20_xor
 
     def keyed_hash(k: bytes, data: bytes, size: int = 32) -> bytes:
         rec.calls.append(("blake2b", len(data)))
         return real_hash(k, data, size)
 
-    def hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
-        rec.calls.append(("hkdf", length))
-        return real_hkdf(ikm, salt, info, length)
+    def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+        rec.calls.append(("hkdf_extract", len(ikm)))
+        return real_extract(salt, ikm)
 
     def xor(k: bytes, nonce: bytes, data: bytes) -> bytes:
         rec.calls.append(("chacha20", len(data)))
@@ -184,7 +185,7 @@ def _trace_unwrap(
 
     with monkeypatch.context() as m:
         m.setattr(sphinx, "keyed_hash", keyed_hash)
-        m.setattr(sphinx, "hkdf", hkdf)
+        m.setattr(sphinx, "hkdf_extract", hkdf_extract)
         m.setattr(sphinx.backend, "chacha20_xor", xor)
         sphinx.unwrap_setup_header(GEOMETRY, key, header)
     return rec.calls

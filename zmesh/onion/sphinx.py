@@ -6,8 +6,8 @@ each hop's ciphertext travels, encrypted, inside the previous hop's routing info
 Hop ``i`` receives ``ct_i || gamma_i || beta_i`` (:attr:`Geometry.header_size` bytes) and:
 
 1. ``ss_i = Decaps(sk_epoch, ct_i)``;
-2. derives ``rho, mu, tag, confirm, created`` and the cell keys with HKDF over ``ss_i``,
-   salted with the geometry digest;
+2. derives ``rho, mu, tag, confirm, created`` and the cell keys from ``ss_i``
+   (HKDF-Extract salted with the geometry digest, expanded by SHAKE256);
 3. checks ``gamma_i = MAC(mu, ct_i || beta_i)``, dropping on mismatch;
 4. computes ``B = (beta_i || 0^S) xor PRG(rho)`` and splits
    ``B = routing_i || ct_{i+1} || gamma_{i+1} || beta_{i+1}``;
@@ -24,9 +24,8 @@ layer and checks every tag: one round trip proves that every hop holds its keys.
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
-from ..crypto import backend, constant_time_equal, keyed_hash, lioness, xwing
+from ..crypto import backend, constant_time_equal, hkdf_extract, keyed_hash, lioness, xwing
 from ..errors import CloseCode, RemoteProtocolError
 from ..identity import NODE_ID_SIZE
 from ..rng import Rng
@@ -54,50 +53,17 @@ class HopKeys:
         return "HopKeys(<secret>)"
 
 
-# HKDF-SHA256 (RFC 5869), equal to zmesh.crypto.hkdf but about twice as fast: each HMAC
-# copies the SHA-256 states of the padded key XOR ipad / opad instead of building an HMAC
-# object.  Every hop of every circuit derives 416 bytes (14 HMACs) on its setup hot path.
-_SHA256_BLOCK = 64
-_SHA256_SIZE = 32
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
-def _hmac_pads(key: bytes) -> "tuple[hashlib._Hash, hashlib._Hash]":
-    """The SHA-256 states after absorbing ``key ^ ipad`` and ``key ^ opad`` (RFC 2104)."""
-    if len(key) > _SHA256_BLOCK:
-        key = hashlib.sha256(key).digest()
-    padded = key + bytes(_SHA256_BLOCK - len(key))
-    return hashlib.sha256(padded.translate(_IPAD)), hashlib.sha256(padded.translate(_OPAD))
-
-
-# salts are public and repeat (the geometry digest); PRKs are secret and never cached
-_salt_pads = lru_cache(maxsize=8)(_hmac_pads)
-
-
-def hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
-    """HKDF-SHA256 (RFC 5869): the same output as :func:`zmesh.crypto.hkdf`, faster."""
-    if length > 255 * _SHA256_SIZE:
-        raise ValueError("HKDF output too long")
-    inner, outer = _salt_pads(salt or bytes(_SHA256_SIZE))
-    inner, outer = inner.copy(), outer.copy()  # Extract: PRK = HMAC(salt, IKM)
-    inner.update(ikm)
-    outer.update(inner.digest())
-    prk_inner, prk_outer = _hmac_pads(outer.digest())
-    block = b""
-    blocks = []
-    for counter in range(1, -(-length // _SHA256_SIZE) + 1):  # Expand: T(i) = HMAC(PRK, ..)
-        inner, outer = prk_inner.copy(), prk_outer.copy()
-        inner.update(block + info + bytes((counter,)))
-        outer.update(inner.digest())
-        block = outer.digest()
-        blocks.append(block)
-    return b"".join(blocks)[:length]
+_HOP_OKM_SIZE = 5 * 32 + 2 * lioness.KEY_SIZE
 
 
 def derive_hop_keys(geometry: Geometry, shared_secret: bytes) -> HopKeys:
-    """Domain-separated keys for one hop: HKDF-SHA256 salted with the geometry digest."""
-    okm = hkdf(shared_secret, geometry.digest, _HOP_KEY_INFO, 5 * 32 + 2 * lioness.KEY_SIZE)
+    """Domain-separated keys for one hop.
+
+    HKDF-Extract (RFC 5869) salted with the geometry digest, then SHAKE256 as the expander:
+    one XOF call instead of 13 HKDF-Expand blocks (see docs/decisions.md, D14).
+    """
+    prk = hkdf_extract(geometry.digest, shared_secret)
+    okm = hashlib.shake_256(_HOP_KEY_INFO + prk).digest(_HOP_OKM_SIZE)
     return HopKeys(
         prg=okm[0:32],
         mac=okm[32:64],
