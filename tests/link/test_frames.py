@@ -276,7 +276,9 @@ SMALL_FRAMES = st.one_of(
         st.binary(min_size=GEOMETRY.created_size, max_size=GEOMETRY.created_size),
     ),
     st.builds(
-        Cell, st.integers(0, 2**32 - 1), st.integers(0, 255).map(lambda b: bytes([b]) * 4096)
+        Cell,
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 255).map(lambda b: bytes([b]) * GEOMETRY.cell_size),
     ),
 )
 SEGMENTS = st.lists(

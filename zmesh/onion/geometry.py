@@ -19,7 +19,7 @@ AUTH_SIZE = 16  # zero bytes that authenticate a cell end to end, as in Sphinx p
 @dataclass(frozen=True)
 class Geometry:
     max_hops: int = 4
-    cell_size: int = 4096
+    cell_size: int = 8192
     mac_size: int = 32
     kem_ct_size: int = xwing.CIPHERTEXT_SIZE
     routing_size: int = ROUTING_SIZE
