@@ -244,9 +244,15 @@ def _frame_log(sim: Simulator) -> list[tuple[int, int, int, int]]:
     return log
 
 
+FT = lf.FrameType
+CIRCUIT_FRAMES = {FT.CREATE, FT.CREATED, FT.CELL, FT.DESTROY}
+
+
 def _hop_view(log: list[tuple[int, int, int, int]], index: int) -> list[tuple[str, int, int]]:
-    seen = [("in", k, n) for s, d, k, n in log if d == index]
-    seen += [("out", k, n) for s, d, k, n in log if s == index]
+    """The circuit traffic a node handled (gossip and link credit are per link, not per
+    circuit, and depend on the mesh rather than on the circuit)."""
+    seen = [("in", k, n) for s, d, k, n in log if d == index and k in CIRCUIT_FRAMES]
+    seen += [("out", k, n) for s, d, k, n in log if s == index and k in CIRCUIT_FRAMES]
     return sorted(seen)
 
 

@@ -13,6 +13,15 @@ Every relay runs the same code for a circuit whatever its position: it sees a CR
 constant size, a CREATED of constant size and cells of constant size, and removes (forward)
 or adds (backward) one LIONESS layer.  Only the circuit's final hop opens cells.
 
+Links carry their own flow control: a peer may have at most :data:`LINK_WINDOW` counted
+frames in flight, and the receiver returns CREDIT as it processes them, so a driver's
+bounded receive queue can never overflow.  Frames beyond the credit wait in a per-link
+backlog; a circuit whose queued cells exceed :data:`MAX_QUEUED_CELLS` is destroyed.
+
+Descriptors spread by gossip: on link-up each side sends what it knows, and a newly learned
+descriptor is verified and flooded on.  SIGNAL frames carry signaling (WebRTC offers and
+answers) to nodes we have no link to, along the path their descriptor came from.
+
 Error boundary: a :class:`RemoteProtocolError` from a link frame closes that link; one from
 a circuit's setup or cells destroys that circuit.  Nothing else escapes :meth:`receive`.
 """
@@ -22,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .errors import CloseCode, LocalProtocolError, RemoteProtocolError
-from .identity import Descriptor, Flags, Identity, short_id
+from .identity import Descriptor, Flags, Identity, decode_descriptor, short_id
 from .link import frames as lf
 from .link.handshake import LinkHandshake
 from .onion import sphinx
@@ -34,6 +43,7 @@ from .session.endpoint import (
     CircuitEnd,
     ClientEnd,
     ServerEnd,
+    StreamConnected,
     StreamData,
     StreamEvent,
     StreamFinished,
@@ -45,6 +55,11 @@ log = logging.getLogger("zmesh.node")
 
 HANDSHAKE_TIMEOUT = 15.0
 MAX_CIRCUITS_PER_LINK = 4096
+LINK_WINDOW = 512  # counted frames in flight per link direction
+MAX_QUEUED_CELLS = 2048  # per circuit, waiting for link credit
+MAX_DIRECTORY = 10_000
+SIGNAL_TTL = 3
+_UNCOUNTED = (lf.Hello1, lf.Hello2, lf.Hello3, lf.Credit, lf.Close)
 BUILD_TIMEOUT = 30.0
 DESCRIPTOR_LIFETIME = 3 * 3600
 
@@ -82,7 +97,30 @@ class CircuitStreamEvent:
     event: StreamEvent
 
 
-Event = LinkUp | LinkClosed | CircuitBuilt | CircuitClosed | CircuitStreamEvent
+@dataclass(frozen=True, slots=True)
+class DescriptorLearned:
+    """A verified descriptor of a node we did not know (or a newer one)."""
+
+    descriptor: Descriptor
+
+
+@dataclass(frozen=True, slots=True)
+class SignalReceived:
+    """A signaling payload addressed to us, from ``origin``."""
+
+    origin: bytes
+    payload: bytes
+
+
+Event = (
+    LinkUp
+    | LinkClosed
+    | CircuitBuilt
+    | CircuitClosed
+    | CircuitStreamEvent
+    | DescriptorLearned
+    | SignalReceived
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +141,7 @@ class NodeConfig:
     epoch_length: float = DEFAULT_EPOCH_LENGTH
     addresses: tuple[str, ...] = ()
     stream_window: int = 1 << 20
+    gossip: bool = True
 
 
 # -- internal state ---------------------------------------------------------------
@@ -118,6 +157,10 @@ class _Link:
     peer_id: bytes | None = None
     up: bool = False
     circ_ids: set[int] = field(default_factory=set)
+    credit: int = LINK_WINDOW  # counted frames we may still send
+    allowance: int = LINK_WINDOW  # counted frames the peer may still send
+    processed: int = 0  # counted frames processed since we last returned credit
+    backlog: deque[tuple[bytes, "Side | None"]] = field(default_factory=deque)
 
 
 @dataclass
@@ -167,6 +210,9 @@ class Node:
         self._descriptor: Descriptor | None = None
         self.relay_views: list[RelayView] = []
         self.cells_relayed = 0
+        self.directory: dict[bytes, Descriptor] = {}
+        self._learned_from: dict[bytes, int] = {}  # node id -> link its descriptor came on
+        self._queued: dict[Side, int] = {}  # cells per outgoing circuit side in backlogs
 
     # -- identity -------------------------------------------------------------------
     def descriptor(self, now: float) -> Descriptor:
@@ -208,6 +254,11 @@ class Node:
         if now >= self._next_rotation:
             self.keyring.rotate(now)
             self._next_rotation = self.keyring.next_rotation(now)
+            if self.config.gossip:
+                announcement = lf.DescriptorFrame(self.descriptor(now).encode())
+                for link in list(self._links.values()):
+                    if link.up:
+                        self._send(link.link_id, announcement)
 
     # -- links ----------------------------------------------------------------------
     def open_link(
@@ -253,7 +304,20 @@ class Node:
             for frame in frames:
                 if link_id not in self._links:
                     break
+                counted = link.up and not isinstance(frame, _UNCOUNTED)
+                if counted:
+                    if link.allowance <= 0:
+                        raise RemoteProtocolError(
+                            "peer overran the link window", CloseCode.RESOURCE
+                        )
+                    link.allowance -= 1
                 self._handle_frame(link, frame, now)
+                if counted and link.link_id in self._links:
+                    link.processed += 1
+            if link_id in self._links and link.processed >= LINK_WINDOW // 2:
+                link.allowance += link.processed
+                self._send(link_id, lf.Credit(link.processed))
+                link.processed = 0
         except RemoteProtocolError as exc:
             log.info("link=%d event=close reason=%r", link_id, str(exc))
             self._close_link(link, exc.code)
@@ -270,6 +334,8 @@ class Node:
                 self._link_by_peer.setdefault(link.peer_id, link.link_id)
                 log.debug("link=%d event=up peer=%s", link.link_id, short_id(link.peer_id))
                 self._events.append(LinkUp(link.link_id, link.peer_id))
+                if self.config.gossip:
+                    self._announce(link, now)
             return
         match frame:
             case lf.Create():
@@ -282,6 +348,12 @@ class Node:
                 self._on_destroy(link, frame)
             case lf.Close():
                 self._close_link(link, frame.code, notify=False)
+            case lf.Credit():
+                self._on_credit(link, frame)
+            case lf.DescriptorFrame():
+                self._on_descriptor(link, frame, now)
+            case lf.Signal():
+                self._on_signal(link, frame)
             case lf.Padding():
                 pass
             case _:
@@ -303,7 +375,101 @@ class Node:
         self._events.append(LinkClosed(link.link_id, link.peer_id, code))
 
     def _send(self, link_id: int, frame: lf.Frame) -> None:
-        self._out.append((link_id, lf.encode_frame(frame)))
+        data = lf.encode_frame(frame)
+        if isinstance(frame, _UNCOUNTED):
+            self._out.append((link_id, data))
+        else:
+            self._emit(link_id, data, None)
+
+    def _emit(self, link_id: int, data: bytes, side: Side | None) -> None:
+        """Send a counted frame within the link's credit, or queue it."""
+        link = self._links.get(link_id)
+        if link is None:
+            return
+        if link.credit > 0 and not link.backlog:
+            link.credit -= 1
+            self._out.append((link_id, data))
+            return
+        link.backlog.append((data, side))
+        if side is not None:
+            queued = self._queued.get(side, 0) + 1
+            self._queued[side] = queued
+            if queued > MAX_QUEUED_CELLS and side in self._circuits:
+                log.info("circuit event=destroy reason='queue limit'")
+                self._teardown(side, CloseCode.RESOURCE)
+
+    def _on_credit(self, link: _Link, frame: lf.Credit) -> None:
+        if frame.frames > LINK_WINDOW or link.credit + frame.frames > LINK_WINDOW:
+            raise RemoteProtocolError("credit beyond the link window", CloseCode.RESOURCE)
+        link.credit += frame.frames
+        while link.credit > 0 and link.backlog:
+            data, side = link.backlog.popleft()
+            link.credit -= 1
+            self._out.append((link.link_id, data))
+            if side is not None:
+                left = self._queued[side] - 1
+                if left:
+                    self._queued[side] = left
+                else:
+                    del self._queued[side]
+
+    # -- gossip and signaling ---------------------------------------------------------
+    def _announce(self, link: _Link, now: float) -> None:
+        self._send(link.link_id, lf.DescriptorFrame(self.descriptor(now).encode()))
+        for node_id, desc in self.directory.items():
+            if node_id != link.peer_id:
+                self._send(link.link_id, lf.DescriptorFrame(desc.encode()))
+
+    def _on_descriptor(self, link: _Link, frame: lf.DescriptorFrame, now: float) -> None:
+        try:
+            desc = decode_descriptor(frame.data)
+            desc.verify(now)
+        except RemoteProtocolError as exc:
+            # an honest peer may forward one that expired on the way: drop, keep the link
+            log.info("link=%d event=drop_descriptor reason=%r", link.link_id, str(exc))
+            return
+        node_id = desc.node_id
+        known = self.directory.get(node_id)
+        if node_id == self.node_id or (known is not None and known.published >= desc.published):
+            return
+        if known is None and len(self.directory) >= MAX_DIRECTORY:
+            return
+        self.directory[node_id] = desc
+        self._learned_from[node_id] = link.link_id
+        self._events.append(DescriptorLearned(desc))
+        for other in list(self._links.values()):
+            if other.up and other is not link and other.peer_id != node_id:
+                self._send(other.link_id, frame)
+
+    def _route(self, target: bytes) -> int | None:
+        direct = self.link_to(target)
+        if direct is not None:
+            return direct
+        via = self._learned_from.get(target)
+        return via if via in self._links else None
+
+    def send_signal(self, target: bytes, payload: bytes) -> bool:
+        """Send a signaling payload to ``target`` through the mesh; False if no route."""
+        if len(payload) > lf.MAX_SIGNAL_PAYLOAD:
+            raise LocalProtocolError("signal payload too large")
+        link_id = self._route(target)
+        if link_id is None:
+            return False
+        self._send(link_id, lf.Signal(self.node_id, target, SIGNAL_TTL, payload))
+        return True
+
+    def _on_signal(self, link: _Link, frame: lf.Signal) -> None:
+        if frame.target == self.node_id:
+            if frame.origin not in self._learned_from and frame.origin != link.peer_id:
+                self._learned_from[frame.origin] = link.link_id  # the way back
+            self._events.append(SignalReceived(frame.origin, frame.payload))
+            return
+        link_id = self._route(frame.target)
+        if frame.ttl == 0 or link_id is None or link_id == link.link_id:
+            return  # undeliverable: drop, as an IP router would
+        if frame.origin not in self._learned_from:
+            self._learned_from[frame.origin] = link.link_id
+        self._send(link_id, lf.Signal(frame.origin, frame.target, frame.ttl - 1, frame.payload))
 
     def _alloc_circ_id(self, link: _Link) -> int:
         # the top bit says who allocated the id, so both ends never pick the same one
@@ -406,7 +572,7 @@ class Node:
             data = relay_backward(self.geometry, circ.keys, circ.bwd, frame.cell)
             circ.bwd += 1
             out = circ.prev
-        self._out.append((out[0], lf.encode_cell(out[1], data)))
+        self._emit(out[0], lf.encode_cell(out[1], data), out)
         self.cells_relayed += 1
 
     def _open_cell(self, circuit_id: int, end: CircuitEnd, data: bytes, side: Side) -> None:
@@ -525,6 +691,12 @@ class Node:
         stream.finish()
         self._pump(circuit_id)
 
+    def accept_stream(self, circuit_id: int, stream_id: int) -> None:
+        """At a circuit's endpoint: the stream's target is reached (sends CONNECTED)."""
+        end, _ = self._end(circuit_id)
+        end.accept_stream(stream_id)
+        self._pump(circuit_id)
+
     def reset(self, circuit_id: int, stream_id: int, code: int = 0) -> None:
         end, _ = self._end(circuit_id)
         end.reset_stream(stream_id, code)
@@ -533,19 +705,22 @@ class Node:
     def _pump(self, circuit_id: int) -> None:
         end, side = self._end(circuit_id)
         for cell_bytes in end.cells_to_send():
-            self._send(side[0], lf.Cell(side[1], cell_bytes))
+            self._emit(side[0], lf.encode_cell(side[1], cell_bytes), side)
 
 
 __all__ = [
     "CircuitBuilt",
     "CircuitClosed",
     "CircuitStreamEvent",
+    "DescriptorLearned",
     "Event",
     "LinkClosed",
     "LinkUp",
     "Node",
     "NodeConfig",
     "RelayView",
+    "SignalReceived",
+    "StreamConnected",
     "StreamData",
     "StreamFinished",
     "StreamOpened",

@@ -15,11 +15,16 @@ from zmesh.link.frames import (
     IDENTITY_KEYS_SIZE,
     LINK_VERSION,
     MAC_SIZE,
+    MAX_DESCRIPTOR,
     MAX_PADDING,
+    MAX_SIGNAL_PAYLOAD,
+    VARIABLE_SIZE,
     Cell,
     Close,
     Create,
     Created,
+    Credit,
+    DescriptorFrame,
     Destroy,
     Frame,
     FrameDecoder,
@@ -28,6 +33,7 @@ from zmesh.link.frames import (
     Hello2,
     Hello3,
     Padding,
+    Signal,
     body_sizes,
     encode_frame,
 )
@@ -36,7 +42,7 @@ from zmesh.onion.geometry import Geometry
 GEOMETRY = Geometry()
 SMALL = Geometry(max_hops=2, cell_size=512)
 MAX_BODY = max(body_sizes(GEOMETRY).values())
-FIXED_TYPES = [t for t in FrameType if t is not FrameType.PADDING]
+FIXED_TYPES = [t for t in FrameType if t not in VARIABLE_SIZE]
 
 
 def filler(n: int, seed: int) -> bytes:
@@ -60,6 +66,12 @@ def sample_frames(g: Geometry) -> list[Frame]:
         Padding(1),
         Padding(1000),
         Padding(MAX_PADDING),
+        Credit(0),
+        Credit(2**32 - 1),
+        DescriptorFrame(b""),
+        DescriptorFrame(filler(MAX_DESCRIPTOR, 9)),
+        Signal(bytes(32), b"\xff" * 32, 0, b""),
+        Signal(filler(32, 1), filler(32, 2), 255, filler(MAX_SIGNAL_PAYLOAD, 3)),
     ]
 
 
@@ -87,7 +99,7 @@ def test_round_trip_each_frame(frame: Frame) -> None:
     kind = data[0]
     length = int.from_bytes(data[1:4], "big")
     assert len(data) == FRAME_HEADER + length
-    if kind != FrameType.PADDING:
+    if FrameType(kind) not in VARIABLE_SIZE:
         assert length == body_sizes(GEOMETRY)[FrameType(kind)]
     assert decode_all(data) == [frame]
 
@@ -171,7 +183,7 @@ def test_partial_frame_after_complete_ones() -> None:
 # -- rejection ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", [0, 10, 0x7F, 0xFF])
+@pytest.mark.parametrize("kind", [0, max(FrameType) + 1, 0x7F, 0xFF])
 def test_unknown_type(kind: int) -> None:
     dec = FrameDecoder(GEOMETRY)
     with pytest.raises(RemoteProtocolError, match="unknown link frame type"):

@@ -11,6 +11,7 @@ from zmesh.session.frames import (
     FLAG_FIN,
     MAX_TARGET,
     AckFrame,
+    ConnectedFrame,
     DataFrame,
     OpenFrame,
     PaddingFrame,
@@ -40,6 +41,7 @@ FRAMES: list[StreamFrame] = [
     AckFrame(4, 10, 20, fin=True),
     ResetFrame(5, 0),
     ResetFrame(5, 0xFFFF),
+    ConnectedFrame(7),
 ]
 
 
@@ -129,7 +131,7 @@ def test_trailing_non_zero_is_rejected(frame: StreamFrame, extra: bytes) -> None
         decode_stream_frame(data + extra)
 
 
-@pytest.mark.parametrize("kind", [5, 6, 0x80, 0xFF])
+@pytest.mark.parametrize("kind", [max(StreamFrameType) + 1, 0x80, 0xFF])
 def test_unknown_type(kind: int) -> None:
     with pytest.raises(RemoteProtocolError, match="unknown stream frame type"):
         decode_stream_frame(bytes([kind]) + bytes(PAYLOAD - 1))

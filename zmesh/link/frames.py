@@ -1,8 +1,22 @@
 """Link frames: ``u8 type | u24 length | body``, decoded incrementally.
 
 The decoder accepts bytes in any split (a WebRTC message, a TCP segment, one byte at a
-time) and yields typed frames.  Every body length is exact for its type, derived from the
-onion :class:`~zmesh.onion.geometry.Geometry`, so a frame can never be oversized.
+time) and yields typed frames.  Every fixed-size body length is exact for its type, derived
+from the onion :class:`~zmesh.onion.geometry.Geometry`; the few variable-size types
+(PADDING, DESCRIPTOR, SIGNAL) have a maximum.  A frame can never be oversized.
+
+Bodies::
+
+    HELLO1      u8 version | identity keys | X-Wing ct          (the handshake, see handshake.py)
+    CREATE      u32 circ | u32 epoch | setup header
+    CREATED     u32 circ | reply
+    CELL        u32 circ | cell
+    DESTROY     u32 circ | u8 code
+    CLOSE       u8 code
+    PADDING     zero or more bytes, ignored
+    CREDIT      u32 frames: the sender may send that many more frames (link flow control)
+    DESCRIPTOR  a signed node descriptor (gossip)
+    SIGNAL      origin id[32] | target id[32] | u8 ttl | payload (signaling, relayed)
 """
 
 from dataclasses import dataclass
@@ -18,6 +32,9 @@ MAC_SIZE = 32
 FRAME_HEADER = 4
 IDENTITY_KEYS_SIZE = xwing.PUBLIC_KEY_SIZE + signing.PUBLIC_KEY_SIZE
 MAX_PADDING = 65536
+MAX_DESCRIPTOR = 8192
+MAX_SIGNAL_PAYLOAD = 8192
+NODE_ID = 32
 
 
 class FrameType(IntEnum):
@@ -30,6 +47,9 @@ class FrameType(IntEnum):
     DESTROY = 7
     CLOSE = 8
     PADDING = 9
+    CREDIT = 10
+    DESCRIPTOR = 11
+    SIGNAL = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +108,38 @@ class Padding:
     length: int
 
 
-Frame = Hello1 | Hello2 | Hello3 | Create | Created | Cell | Destroy | Close | Padding
+@dataclass(frozen=True, slots=True)
+class Credit:
+    frames: int
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptorFrame:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    origin: bytes
+    target: bytes
+    ttl: int
+    payload: bytes
+
+
+Frame = (
+    Hello1
+    | Hello2
+    | Hello3
+    | Create
+    | Created
+    | Cell
+    | Destroy
+    | Close
+    | Padding
+    | Credit
+    | DescriptorFrame
+    | Signal
+)
 
 
 def _code(value: int) -> CloseCode:
@@ -121,6 +172,12 @@ def encode_frame(frame: Frame) -> bytes:
             kind, body = FrameType.CLOSE, bytes([code])
         case Padding(length):
             kind, body = FrameType.PADDING, bytes(length)
+        case Credit(n):
+            kind, body = FrameType.CREDIT, n.to_bytes(4, "big")
+        case DescriptorFrame(data):
+            kind, body = FrameType.DESCRIPTOR, data
+        case Signal(origin, target, ttl, payload):
+            kind, body = FrameType.SIGNAL, origin + target + bytes([ttl]) + payload
     return bytes([kind]) + len(body).to_bytes(3, "big") + body
 
 
@@ -147,7 +204,13 @@ def body_sizes(geometry: Geometry) -> dict[FrameType, int]:
         FrameType.DESTROY: 5,
         FrameType.CLOSE: 1,
         FrameType.PADDING: MAX_PADDING,
+        FrameType.CREDIT: 4,
+        FrameType.DESCRIPTOR: MAX_DESCRIPTOR,
+        FrameType.SIGNAL: 2 * NODE_ID + 1 + MAX_SIGNAL_PAYLOAD,
     }
+
+
+VARIABLE_SIZE = frozenset({FrameType.PADDING, FrameType.DESCRIPTOR, FrameType.SIGNAL})
 
 
 def decode_body(kind: FrameType, body: bytes) -> Frame:
@@ -176,6 +239,13 @@ def decode_body(kind: FrameType, body: bytes) -> Frame:
         return Destroy(buf.pull_uint32(), _code(buf.pull_uint8()))
     if kind is FrameType.CLOSE:
         return Close(_code(buf.pull_uint8()))
+    if kind is FrameType.CREDIT:
+        return Credit(buf.pull_uint32())
+    if kind is FrameType.DESCRIPTOR:
+        return DescriptorFrame(body)
+    if kind is FrameType.SIGNAL:
+        origin, target, ttl = buf.pull_bytes(NODE_ID), buf.pull_bytes(NODE_ID), buf.pull_uint8()
+        return Signal(origin, target, ttl, buf.pull_rest())
     return Padding(len(body))
 
 
@@ -206,7 +276,7 @@ class FrameDecoder:
                     raise RemoteProtocolError(f"unknown link frame type {src[pos]}")
                 length = int.from_bytes(src[pos + 1 : pos + FRAME_HEADER], "big")
                 limit = self._sizes[kind]
-                if length > limit or (kind is not FrameType.PADDING and length != limit):
+                if length > limit or (kind not in VARIABLE_SIZE and length != limit):
                     raise RemoteProtocolError(
                         f"{kind.name} frame of {length} bytes", CloseCode.PROTOCOL
                     )

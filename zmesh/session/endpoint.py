@@ -14,6 +14,7 @@ from ..onion.geometry import Geometry
 from ..onion.sphinx import HopKeys
 from .frames import (
     DATA_OVERHEAD,
+    ConnectedFrame,
     OpenFrame,
     PaddingFrame,
     ResetFrame,
@@ -28,6 +29,13 @@ from .stream import DEFAULT_WINDOW, Stream, StreamState
 class StreamOpened:
     stream_id: int
     target: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConnected:
+    """The circuit's endpoint reached the stream's target (the client's side)."""
+
+    stream_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +57,7 @@ class StreamReset:
     code: int
 
 
-StreamEvent = StreamOpened | StreamData | StreamFinished | StreamReset
+StreamEvent = StreamOpened | StreamConnected | StreamData | StreamFinished | StreamReset
 
 MAX_STREAMS = 256
 
@@ -61,8 +69,7 @@ class CircuitEnd(ABC):
         self.geometry = geometry
         self.window = window
         self.streams: dict[int, Stream] = {}
-        self._opens: list[OpenFrame] = []
-        self._resets: list[ResetFrame] = []
+        self._control: list[StreamFrame] = []  # OPEN, CONNECTED and RESET, sent first
         self.send_counter = 0
         self.recv_counter = 0
 
@@ -94,6 +101,8 @@ class CircuitEnd(ABC):
         stream = self.streams.get(frame.stream_id)
         if stream is None:
             return []  # late frames for a stream we already dropped
+        if isinstance(frame, ConnectedFrame):
+            return [StreamConnected(frame.stream_id)]
         if isinstance(frame, ResetFrame):
             stream.receive(frame)
             del self.streams[frame.stream_id]
@@ -117,20 +126,24 @@ class CircuitEnd(ABC):
             raise LocalProtocolError(f"stream {stream_id} exists")
         stream = Stream(stream_id, window=self.window)
         self.streams[stream_id] = stream
-        self._opens.append(OpenFrame(stream_id, target))
+        self._control.append(OpenFrame(stream_id, target))
         return stream
+
+    def accept_stream(self, stream_id: int) -> None:
+        """Tell the client its stream reached the target."""
+        if stream_id not in self.streams:
+            raise LocalProtocolError(f"no stream {stream_id}")
+        self._control.append(ConnectedFrame(stream_id))
 
     def reset_stream(self, stream_id: int, code: int) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             stream.state = StreamState.RESET
-            self._resets.append(ResetFrame(stream_id, code))
+            self._control.append(ResetFrame(stream_id, code))
 
     def cells_to_send(self) -> list[bytes]:
         """Every cell the streams may send now, within their flow-control credit."""
-        frames: list[StreamFrame] = [*self._opens, *self._resets]
-        self._opens.clear()
-        self._resets.clear()
+        frames, self._control = self._control, []
         max_len = self.geometry.cell_payload_size - DATA_OVERHEAD
         for stream in list(self.streams.values()):
             frames.extend(stream.frames_to_send(max_len, budget=1 << 30))
@@ -172,7 +185,7 @@ class ServerEnd(CircuitEnd):
         if frame.stream_id in self.streams:
             raise RemoteProtocolError("stream opened twice")
         if len(self.streams) >= MAX_STREAMS:
-            self._resets.append(ResetFrame(frame.stream_id, 1))
+            self._control.append(ResetFrame(frame.stream_id, 1))
             return []
         self.streams[frame.stream_id] = Stream(frame.stream_id, window=self.window)
         return [StreamOpened(frame.stream_id, frame.target)]

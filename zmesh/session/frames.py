@@ -8,6 +8,7 @@ stream's bytes can arrive over several circuits and still reassemble::
     DATA     u8 2 | u32 stream | u64 offset | u8 flags (1 = FIN) | u16 len | data
     ACK      u8 3 | u32 stream | u64 received | u64 max_data | u8 flags (1 = FIN received)
     RESET    u8 4 | u32 stream | u16 code
+    CONNECTED u8 5 | u32 stream   (the endpoint reached the stream's target)
 """
 
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class StreamFrameType(IntEnum):
     DATA = 2
     ACK = 3
     RESET = 4
+    CONNECTED = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,12 @@ class ResetFrame:
     code: int
 
 
-StreamFrame = PaddingFrame | OpenFrame | DataFrame | AckFrame | ResetFrame
+@dataclass(frozen=True, slots=True)
+class ConnectedFrame:
+    stream_id: int
+
+
+StreamFrame = PaddingFrame | OpenFrame | DataFrame | AckFrame | ResetFrame | ConnectedFrame
 
 
 def encode_stream_frame(frame: StreamFrame, payload_size: int) -> bytes:
@@ -96,6 +103,8 @@ def encode_stream_frame(frame: StreamFrame, payload_size: int) -> bytes:
             )
         case ResetFrame(sid, code):
             body = bytes([StreamFrameType.RESET]) + sid.to_bytes(4, "big") + code.to_bytes(2, "big")
+        case ConnectedFrame(sid):
+            body = bytes([StreamFrameType.CONNECTED]) + sid.to_bytes(4, "big")
     if len(body) > payload_size:
         raise ValueError("stream frame larger than the cell payload")
     return body + bytes(payload_size - len(body))
@@ -135,6 +144,8 @@ def decode_stream_frame(payload: bytes) -> StreamFrame:
         frame = AckFrame(sid, received, max_data, bool(flags & FLAG_FIN))
     elif raw_type == StreamFrameType.RESET:
         frame = ResetFrame(buf.pull_uint32(), buf.pull_uint16())
+    elif raw_type == StreamFrameType.CONNECTED:
+        frame = ConnectedFrame(buf.pull_uint32())
     else:
         raise RemoteProtocolError(f"unknown stream frame type {raw_type}")
     if any(buf.pull_rest()):
