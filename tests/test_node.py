@@ -176,14 +176,36 @@ def test_handshake_times_out() -> None:
     assert events_of(a, LinkClosed)[0].code == CloseCode.TIMEOUT
 
 
-def test_build_timeout_when_a_hop_never_answers() -> None:
+def test_a_silent_hop_fails_the_build_by_link_timeout() -> None:
+    """The relay's link to the final hop goes silent: keepalives notice within
+    link_timeout and the circuit fails long before the build timeout."""
     sim = full_mesh(3)
     source, relay, dest = sim.nodes
     link = relay.node.link_to(dest.node.node_id)
     assert link is not None
     relay.transports[link].send = lambda data: None  # type: ignore[method-assign]
+    start = sim.now
+    assert build(sim, source, [relay, dest]) is None
+    assert events_of(source, CircuitClosed)[-1].code == CloseCode.CONNECTION_FAILED
+    assert sim.now - start < relay.node.config.link_timeout + 1 < relay.node.config.build_timeout
+    assert relay.node.link_to(dest.node.node_id) is None
+
+
+def test_build_timeout_when_the_final_hop_never_answers() -> None:
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    dest.node._on_create = lambda *args: None  # type: ignore[method-assign]  # a black hole
+    start = sim.now
     assert build(sim, source, [relay, dest]) is None
     assert events_of(source, CircuitClosed)[-1].code == CloseCode.TIMEOUT
+    assert sim.now - start >= source.node.config.build_timeout
+
+
+def test_keepalives_keep_idle_links_up() -> None:
+    sim = full_mesh(3)
+    sim.run(max_time=sim.now + 60)
+    assert all(len(n.node.peers()) == 2 for n in sim.nodes)
+    assert not any(events_of(n, LinkClosed) for n in sim.nodes)
 
 
 def test_old_epoch_keys_stop_working_after_rotation() -> None:

@@ -142,6 +142,12 @@ class NodeConfig:
     addresses: tuple[str, ...] = ()
     stream_window: int = 1 << 20
     gossip: bool = True
+    keepalive: float = 1.0  # send PADDING on a link idle this long
+    link_timeout: float = 3.0  # close a link silent this long (a peer died)
+    build_timeout: float = BUILD_TIMEOUT
+    #: False when the application reports what it consumed (Node.consume): receive windows
+    #: then slide only as fast as it reads, e.g. as fast as a TCP socket drains
+    auto_consume: bool = True
 
 
 # -- internal state ---------------------------------------------------------------
@@ -157,6 +163,8 @@ class _Link:
     peer_id: bytes | None = None
     up: bool = False
     circ_ids: set[int] = field(default_factory=set)
+    last_rx: float = 0.0
+    last_tx: float = 0.0
     credit: int = LINK_WINDOW  # counted frames we may still send
     allowance: int = LINK_WINDOW  # counted frames the peer may still send
     processed: int = 0  # counted frames processed since we last returned credit
@@ -199,6 +207,7 @@ class Node:
         self._rng = rng
         self.keyring = OnionKeyRing(rng, now, epoch_length=self.config.epoch_length)
         self._next_rotation = self.keyring.next_rotation(now)
+        self._now = now  # the latest time any entry point was given
         self._links: dict[int, _Link] = {}
         self._link_by_peer: dict[bytes, int] = {}
         self._circuits: dict[Side, _Hop | _ClientCircuit] = {}
@@ -238,15 +247,28 @@ class Node:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float:
-        deadlines = [link.deadline for link in self._links.values() if not link.up]
+        cfg = self.config
+        deadlines = [
+            min(link.last_tx + cfg.keepalive, link.last_rx + cfg.link_timeout)
+            if link.up
+            else link.deadline
+            for link in self._links.values()
+        ]
         deadlines += [c.deadline for c in self._clients.values() if c.end is None]
         deadlines.append(self._next_rotation)
         return min(deadlines)
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         for link in list(self._links.values()):
-            if not link.up and now >= link.deadline:
+            if not link.up:
+                if now >= link.deadline:
+                    self._close_link(link, CloseCode.TIMEOUT)
+            elif now >= link.last_rx + self.config.link_timeout:
+                log.info("link=%d event=close reason='peer silent'", link.link_id)
                 self._close_link(link, CloseCode.TIMEOUT)
+            elif now >= link.last_tx + self.config.keepalive:
+                self._send(link.link_id, lf.Padding(0))
         for circ in list(self._clients.values()):
             if circ.end is None and now >= circ.deadline:
                 self._send(circ.out[0], lf.Destroy(circ.out[1], CloseCode.TIMEOUT))
@@ -268,6 +290,7 @@ class Node:
         dialled); otherwise we wait for the peer's HELLO1."""
         if link_id in self._links:
             raise LocalProtocolError(f"link {link_id} already open")
+        self._now = now
         hs = LinkHandshake(
             self.identity,
             initiator=peer is not None,
@@ -296,9 +319,11 @@ class Node:
 
     def receive(self, link_id: int, data: bytes, now: float) -> None:
         """Bytes arrived on a link."""
+        self._now = now
         link = self._links.get(link_id)
         if link is None:
             return
+        link.last_rx = now
         try:
             frames = link.decoder.feed(data)
             for frame in frames:
@@ -329,6 +354,7 @@ class Node:
                 self._send(link.link_id, reply)
             if link.handshake.done:
                 link.up = True
+                link.last_tx = link.last_rx = now
                 link.peer_id = link.handshake.peer_id
                 assert link.peer_id is not None
                 self._link_by_peer.setdefault(link.peer_id, link.link_id)
@@ -386,6 +412,7 @@ class Node:
         link = self._links.get(link_id)
         if link is None:
             return
+        link.last_tx = self._now
         if link.credit > 0 and not link.backlog:
             link.credit -= 1
             self._out.append((link_id, data))
@@ -502,7 +529,12 @@ class Node:
         if isinstance(result, sphinx.Final):
             view = RelayView(link.peer_id, None)
             hop = _Hop(side, result.keys, result.confirm_tag, view, open=True)
-            hop.end = ServerEnd(self.geometry, result.keys, window=self.config.stream_window)
+            hop.end = ServerEnd(
+                self.geometry,
+                result.keys,
+                window=self.config.stream_window,
+                auto_consume=self.config.auto_consume,
+            )
             hop.circuit_id = self._new_circuit_id()
             self._endpoints[hop.circuit_id] = hop
             self._circuits[side] = hop
@@ -536,7 +568,10 @@ class Node:
                 self._drop_client(circ, exc.code)
                 return
             circ.end = ClientEnd(
-                self.geometry, circ.setup.hop_keys, window=self.config.stream_window
+                self.geometry,
+                circ.setup.hop_keys,
+                window=self.config.stream_window,
+                auto_consume=self.config.auto_consume,
             )
             self._events.append(CircuitBuilt(circ.circuit_id))
             self._pump(circ.circuit_id)
@@ -629,6 +664,7 @@ class Node:
 
         Returns the local circuit id; :class:`CircuitBuilt` follows one round trip later.
         """
+        self._now = now
         if not 1 <= len(path) <= self.geometry.max_hops:
             raise LocalProtocolError(f"a path has 1 to {self.geometry.max_hops} hops")
         link_id = self.link_to(path[0].node_id)
@@ -638,7 +674,7 @@ class Node:
         setup = sphinx.build_setup_header(self.geometry, hops, self._rng)
         link = self._links[link_id]
         out = (link_id, self._alloc_circ_id(link))
-        circ = _ClientCircuit(self._new_circuit_id(), out, setup, now + BUILD_TIMEOUT)
+        circ = _ClientCircuit(self._new_circuit_id(), out, setup, now + self.config.build_timeout)
         self._clients[circ.circuit_id] = circ
         self._circuits[out] = circ
         self._send(link_id, lf.Create(out[1], path[0].onion_epoch, setup.header))
@@ -690,6 +726,20 @@ class Node:
             raise LocalProtocolError(f"no stream {stream_id}")
         stream.finish()
         self._pump(circuit_id)
+
+    def consume(self, circuit_id: int, stream_id: int, n: int) -> None:
+        """With ``auto_consume`` off: the application took ``n`` bytes of a stream."""
+        end, _ = self._end(circuit_id)
+        stream = end.streams.get(stream_id)
+        if stream is not None:
+            stream.consume(n)
+            self._pump(circuit_id)
+
+    def stream_buffered(self, circuit_id: int, stream_id: int) -> int:
+        """Bytes written to a stream and not yet sent (the sender's backpressure signal)."""
+        end, _ = self._end(circuit_id)
+        stream = end.streams.get(stream_id)
+        return stream.pending if stream is not None else 0
 
     def accept_stream(self, circuit_id: int, stream_id: int) -> None:
         """At a circuit's endpoint: the stream's target is reached (sends CONNECTED)."""

@@ -7,6 +7,7 @@ multiplex streams the same way; only the cell layer differs.
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..onion import cell
@@ -65,9 +66,12 @@ MAX_STREAMS = 256
 class CircuitEnd(ABC):
     """Streams multiplexed on one circuit, and the per-direction cell counters."""
 
-    def __init__(self, geometry: Geometry, *, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self, geometry: Geometry, *, window: int = DEFAULT_WINDOW, auto_consume: bool = True
+    ) -> None:
         self.geometry = geometry
         self.window = window
+        self.auto_consume = auto_consume
         self.streams: dict[int, Stream] = {}
         self._control: list[StreamFrame] = []  # OPEN, CONNECTED and RESET, sent first
         self.send_counter = 0
@@ -124,7 +128,7 @@ class CircuitEnd(ABC):
     def open_stream(self, stream_id: int, target: str) -> Stream:
         if stream_id in self.streams:
             raise LocalProtocolError(f"stream {stream_id} exists")
-        stream = Stream(stream_id, window=self.window)
+        stream = Stream(stream_id, window=self.window, auto_consume=self.auto_consume)
         self.streams[stream_id] = stream
         self._control.append(OpenFrame(stream_id, target))
         return stream
@@ -153,7 +157,7 @@ class CircuitEnd(ABC):
 
 
 class ClientEnd(CircuitEnd):
-    def __init__(self, geometry: Geometry, hops: Sequence[HopKeys], **kw: int) -> None:
+    def __init__(self, geometry: Geometry, hops: Sequence[HopKeys], **kw: Any) -> None:
         super().__init__(geometry, **kw)
         self.hops = tuple(hops)
         self._next_stream = 1
@@ -171,7 +175,7 @@ class ClientEnd(CircuitEnd):
 
 
 class ServerEnd(CircuitEnd):
-    def __init__(self, geometry: Geometry, keys: HopKeys, **kw: int) -> None:
+    def __init__(self, geometry: Geometry, keys: HopKeys, **kw: Any) -> None:
         super().__init__(geometry, **kw)
         self.keys = keys
 
@@ -187,5 +191,7 @@ class ServerEnd(CircuitEnd):
         if len(self.streams) >= MAX_STREAMS:
             self._control.append(ResetFrame(frame.stream_id, 1))
             return []
-        self.streams[frame.stream_id] = Stream(frame.stream_id, window=self.window)
+        self.streams[frame.stream_id] = Stream(
+            frame.stream_id, window=self.window, auto_consume=self.auto_consume
+        )
         return [StreamOpened(frame.stream_id, frame.target)]

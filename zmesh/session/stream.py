@@ -22,7 +22,9 @@ class StreamState(Enum):
 
 
 class Stream:
-    def __init__(self, stream_id: int, *, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self, stream_id: int, *, window: int = DEFAULT_WINDOW, auto_consume: bool = True
+    ) -> None:
         self.stream_id = stream_id
         self.state = StreamState.OPEN
         self.window = window
@@ -39,6 +41,9 @@ class Stream:
         self._segments: dict[int, bytes] = {}
         self._max_data = window
         self._acked_up_to = 0  # last `received` we reported
+        self._advertised = window  # last `max_data` we reported
+        self.auto_consume = auto_consume
+        self._consumed = 0
         self._fin_offset: int | None = None
         self.peer_finished = False
         self._ack_due = False
@@ -75,6 +80,7 @@ class Stream:
                 AckFrame(self.stream_id, self._received, self._max_data, self.peer_finished)
             )
             self._acked_up_to = self._received
+            self._advertised = self._max_data
             self._ack_due = False
         while len(frames) < budget:
             credit = self._peer_max - self.send_offset
@@ -132,11 +138,20 @@ class Stream:
             self._ack_due = True
         if out:
             self.bytes_received += len(out)
-            # the application consumes on delivery: slide the window
-            self._max_data = self._received + self.window
             if self._received - self._acked_up_to >= self.window // 4:
                 self._ack_due = True
+            if self.auto_consume:
+                self.consume(len(out))
         return bytes(out)
+
+    def consume(self, n: int) -> None:
+        """The application has taken ``n`` delivered bytes: slide the window by as much."""
+        if n < 0 or self._consumed + n > self._received:
+            raise LocalProtocolError("consumed more than was delivered")
+        self._consumed += n
+        self._max_data = self._consumed + self.window
+        if self._max_data - self._advertised >= self.window // 4:
+            self._ack_due = True
 
     def _store(self, offset: int, data: bytes) -> None:
         """Buffer only the bytes of ``data`` no stored segment holds yet.

@@ -1,0 +1,1 @@
+"""Signaling: signed WebRTC offers and answers, with no central server."""
