@@ -10,6 +10,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from . import __version__
@@ -155,6 +156,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    from .runtime.daemon import RelayOptions, main_relay
+
+    opts = RelayOptions(
+        listen=args.listen,
+        data=Path(args.data),
+        exit=args.exit,
+        allow_private=args.allow_private_exits,
+        bootstrap=args.bootstrap,
+        loopback=args.loopback,
+    )
+    return main_relay(opts)
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from .runtime.proxy import ProxyOptions, main_proxy
+
+    if not args.bootstrap:
+        print("zmesh proxy: error: give at least one --bootstrap URL", file=sys.stderr)
+        return 2
+    data = Path(args.data) if args.data else None
+    opts = ProxyOptions(
+        socks=args.socks, bootstrap=args.bootstrap, data=data, loopback=args.loopback
+    )
+    return main_proxy(opts)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .runtime.daemon import UpOptions, main_up
+
+    data = Path(args.data) if args.data else None
+    return main_up(UpOptions(args.relays, args.socks, data, args.verbose))
+
+
+def _hostport(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    return text
+
+
+def _url(text: str) -> str:
+    if not text.startswith("http://") or len(text) <= len("http://"):
+        raise argparse.ArgumentTypeError(f"expected a URL like http://HOST:PORT, not {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zmesh",
@@ -200,6 +248,96 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
+
+    relay = sub.add_parser(
+        "relay",
+        help="run a relay: WebRTC links, an HTTP signaling endpoint, optionally an exit",
+        description=(
+            "Run a long-lived relay.  It serves signaling on --listen, links to the mesh "
+            "over WebRTC, keeps its identity and peer cache in SQLite under --data, and "
+            "rotates its onion keys every epoch.  Stop it with Ctrl-C or SIGTERM."
+        ),
+    )
+    relay.add_argument(
+        "--listen", type=_hostport, required=True, help="HOST:PORT for signaling (port 0: any)"
+    )
+    relay.add_argument("--data", required=True, help="state directory (identity, peer cache)")
+    relay.add_argument(
+        "--exit", action="store_true", help="also act as an exit (opens TCP connections)"
+    )
+    relay.add_argument(
+        "--allow-private-exits",
+        action="store_true",
+        help="let the exit reach private and loopback addresses (only for your own local mesh)",
+    )
+    relay.add_argument(
+        "--bootstrap",
+        type=_url,
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a known node's signaling URL (repeatable)",
+    )
+    relay.add_argument(
+        "--loopback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="offer 127.0.0.1 ICE candidates (default: when listening on loopback)",
+    )
+    relay.set_defaults(func=cmd_relay)
+
+    proxy = sub.add_parser(
+        "proxy",
+        help="run a SOCKS5 proxy that sends each connection through a 3-hop circuit",
+        description=(
+            "Run a SOCKS5 server (RFC 1928: CONNECT, domain names, IPv4 and IPv6).  Each "
+            "connection goes through a 3-hop circuit to an exit relay.  A distinct SOCKS "
+            "username gets distinct circuits."
+        ),
+    )
+    proxy.add_argument(
+        "--socks",
+        type=_hostport,
+        default="127.0.0.1:1080",
+        help="HOST:PORT to listen on (default 127.0.0.1:1080)",
+    )
+    proxy.add_argument(
+        "--bootstrap",
+        type=_url,
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a relay's signaling URL (repeatable, at least one)",
+    )
+    proxy.add_argument("--data", help="state directory (default: a fresh identity each run)")
+    proxy.add_argument(
+        "--loopback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="offer 127.0.0.1 ICE candidates (default: when all bootstrap URLs are loopback)",
+    )
+    proxy.set_defaults(func=cmd_proxy)
+
+    up = sub.add_parser(
+        "up",
+        help="start a local mesh on loopback: relays, an exit and a SOCKS5 proxy",
+        description=(
+            "Start your own mesh on this machine: --relays relays (the first is an exit "
+            "that may reach loopback, since the mesh is yours) and a SOCKS5 proxy.  It "
+            "prints how to use it; Ctrl-C stops everything."
+        ),
+    )
+    up.add_argument(
+        "--relays", type=_positive_int, default=4, help="number of relays (default 4, at least 3)"
+    )
+    up.add_argument(
+        "--socks",
+        type=_hostport,
+        default="127.0.0.1:1080",
+        help="SOCKS5 listen address (default 127.0.0.1:1080)",
+    )
+    up.add_argument("--data", help="state directory (default: a temporary one)")
+    up.set_defaults(func=cmd_up)
     return parser
 
 

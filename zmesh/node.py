@@ -688,6 +688,10 @@ class Node:
             link.circ_ids.discard(circ.out[1])
         self._events.append(CircuitClosed(circ.circuit_id, code))
 
+    def client_circuits(self) -> set[int]:
+        """Ids of this node's built (open) client circuits."""
+        return {cid for cid, c in self._clients.items() if c.end is not None}
+
     def close_circuit(self, circuit_id: int) -> None:
         circ = self._clients.get(circuit_id)
         if circ is None:

@@ -1,0 +1,260 @@
+"""Long-running native processes: ``zmesh relay``, ``zmesh proxy`` and ``zmesh up``."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ZMeshError
+from ..exit_policy import ExitPolicy
+from ..identity import Flags, short_id
+from ..node import Node, NodeConfig
+from .aio import AsyncNode, wall_clock
+from .entropy import SystemRng
+from .http import HttpServer, Request
+from .store import Store
+
+log = logging.getLogger("zmesh.daemon")
+
+BOOTSTRAP_RETRY = 2.0
+READY_TIMEOUT = 60.0
+
+
+def split_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``[V6]:PORT``); ValueError with a clear message otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        host, port = text, str(default_port)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT with a port in 0-65535, got {text!r}")
+    return host, int(port)
+
+
+def is_loopback_host(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+async def wait_for_stop() -> None:
+    """Return on SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def keep_bootstrapping(driver: AsyncNode, urls: list[str]) -> None:
+    """Link to each bootstrap URL, retrying with backoff until it works once."""
+    pending = list(dict.fromkeys(urls))
+    delay = BOOTSTRAP_RETRY
+    while pending:
+        for url in list(pending):
+            try:
+                peer = await driver.bootstrap(url)
+                log.info("bootstrap event=linked url=%s peer=%s", url, short_id(peer))
+                pending.remove(url)
+            except (OSError, TimeoutError, ValueError, ZMeshError) as exc:
+                log.warning("bootstrap event=failed url=%s error=%r", url, str(exc))
+        if pending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+@dataclass
+class RelayOptions:
+    listen: str
+    data: Path
+    exit: bool = False
+    allow_private: bool = False
+    bootstrap: list[str] = field(default_factory=list)
+    loopback: bool | None = None
+
+
+async def run_relay(opts: RelayOptions) -> int:
+    host, port = split_hostport(opts.listen)
+    store = Store(opts.data)
+    rng = SystemRng()
+    identity = store.load_or_create_identity(rng)
+    driver_box: list[AsyncNode] = []
+
+    async def handler(request: Request) -> tuple[str, bytes]:
+        return await driver_box[0].handle_http(request)
+
+    server = HttpServer(handler)
+    bound = await server.start(host, port)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
+    flags = Flags.RELAY | (Flags.EXIT if opts.exit else Flags.NONE)
+    config = NodeConfig(flags=flags, addresses=(url,), auto_consume=False)
+    node = Node(identity, rng, wall_clock(), config)
+    policy = None
+    if opts.exit:
+        policy = ExitPolicy.allow_private() if opts.allow_private else ExitPolicy.default()
+    loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
+    driver = AsyncNode(node, store=store, loopback=loopback, exit_policy=policy)
+    driver.http = server
+    driver_box.append(driver)
+    cached = [a for d in store.peers(wall_clock()) for a in d.addresses if a != url]
+    boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap + cached[:8]))
+    role = "exit relay" if opts.exit else "relay"
+    print(f"zmesh {role} {node.node_id.hex()[:16]} listening on {url}", flush=True)
+    if policy is not None:
+        print(f"exit policy: {policy.summary()}", flush=True)
+    try:
+        await wait_for_stop()
+    finally:
+        boot.cancel()
+        await driver.close()
+    print("zmesh relay stopped", flush=True)
+    return 0
+
+
+def main_relay(opts: RelayOptions) -> int:
+    try:
+        return asyncio.run(run_relay(opts))
+    except (OSError, ValueError, ZMeshError) as exc:
+        print(f"zmesh relay: error: {exc}", file=sys.stderr)
+        return 1
+
+
+# -- zmesh up ----------------------------------------------------------------------------
+@dataclass
+class UpOptions:
+    relays: int
+    socks: str
+    data: Path | None
+    verbose: int = 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _read_until(proc: asyncio.subprocess.Process, marker: str, timeout: float) -> str:
+    assert proc.stdout is not None
+
+    async def scan() -> str:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            text = line.decode(errors="replace").rstrip()
+            if marker in text:
+                return text
+        raise ZMeshError(f"process exited before printing {marker!r}")
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+async def run_up(opts: UpOptions) -> int:
+    if opts.relays < 3:
+        raise ZMeshError("a local mesh needs at least 3 relays for 3-hop circuits")
+    socks_host, socks_port = split_hostport(opts.socks)
+    with contextlib.ExitStack() as stack:
+        base = opts.data or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="zmesh-up-"))
+        )
+        procs: list[asyncio.subprocess.Process] = []
+        verbosity = ["-" + "v" * opts.verbose] if opts.verbose else []
+        cmd = [sys.executable, "-m", "zmesh", *verbosity]
+        try:
+            urls: list[str] = []
+            for i in range(opts.relays):
+                port = _free_port()
+                args = [
+                    "relay",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--data",
+                    str(base / f"relay-{i}"),
+                ]
+                if i == 0:
+                    args += ["--exit", "--allow-private-exits"]
+                for url in urls[:1]:
+                    args += ["--bootstrap", url]
+                proc = await asyncio.create_subprocess_exec(
+                    *cmd, *args, stdout=subprocess.PIPE, start_new_session=True
+                )
+                procs.append(proc)
+                line = await _read_until(proc, "listening on", READY_TIMEOUT)
+                urls.append(line.rsplit(" ", 1)[-1])
+                print(f"  relay {i}: {line}", flush=True)
+            proxy_args = [
+                "proxy",
+                "--socks",
+                f"{socks_host}:{socks_port}",
+                "--data",
+                str(base / "proxy"),
+            ]
+            for url in urls:
+                proxy_args += ["--bootstrap", url]
+            proxy = await asyncio.create_subprocess_exec(
+                *cmd, *proxy_args, stdout=subprocess.PIPE, start_new_session=True
+            )
+            procs.append(proxy)
+            line = await _read_until(proxy, "SOCKS5 proxy ready on", READY_TIMEOUT)
+            print(line, flush=True)
+            host_text = f"[{socks_host}]" if ":" in socks_host else socks_host
+            print(
+                f"\nYour local zMesh is up: {opts.relays} relays (relay 0 is the exit and "
+                "may reach loopback) and a SOCKS5 proxy.\n"
+                f"  curl --socks5-hostname {host_text}:{socks_port} http://example.com/\n"
+                "Every request goes through a 3-hop onion circuit. Press Ctrl-C to stop.",
+                flush=True,
+            )
+            drains = [asyncio.ensure_future(_drain(p)) for p in procs]
+            stopper = asyncio.ensure_future(wait_for_stop())
+            died = asyncio.ensure_future(
+                asyncio.wait(
+                    [asyncio.ensure_future(p.wait()) for p in procs],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            )
+            await asyncio.wait([stopper, died], return_when=asyncio.FIRST_COMPLETED)
+            for d in drains:
+                d.cancel()
+            if died.done() and not stopper.done():
+                print("zmesh up: a node exited unexpectedly; stopping the mesh", file=sys.stderr)
+                return 1
+            return 0
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.pid, signal.SIGTERM)
+            for p in procs:
+                try:
+                    await asyncio.wait_for(p.wait(), 10)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.pid, signal.SIGKILL)
+            print("zmesh up: stopped", flush=True)
+
+
+async def _drain(proc: asyncio.subprocess.Process) -> None:
+    """Keep reading a child's stdout so it never blocks on a full pipe."""
+    assert proc.stdout is not None
+    while await proc.stdout.readline():
+        pass
+
+
+def main_up(opts: UpOptions) -> int:
+    try:
+        return asyncio.run(run_up(opts))
+    except (OSError, ValueError, ZMeshError, TimeoutError) as exc:
+        print(f"zmesh up: error: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1

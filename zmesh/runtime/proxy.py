@@ -1,0 +1,287 @@
+"""``zmesh proxy``: a SOCKS5 server whose connections ride 3-hop circuits to an exit.
+
+Circuits come from a :class:`CircuitPool`.  Streams with the same isolation key (the SOCKS
+username, as Tor's IsolateSOCKSAuth) share circuits; a circuit takes new streams for at
+most ``max_dirtiness`` seconds after its first, and streams are spread over up to
+``circuits_per_key`` circuits.  A circuit that fails is dropped and its relays (other than
+our first hop) avoided for a while, so the next request gets a fresh path.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ZMeshError
+from ..identity import Descriptor, Flags, Identity, short_id
+from ..node import Node, NodeConfig
+from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
+from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
+from .daemon import keep_bootstrapping, split_hostport, wait_for_stop
+from .entropy import SystemRng
+from .store import Store
+
+log = logging.getLogger("zmesh.proxy")
+
+HOPS = 3
+BUILD_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 15.0
+MAX_DIRTINESS = 600.0
+SUSPECT_FOR = 60.0
+BUILD_ATTEMPTS = 4
+
+
+class NoPathError(ZMeshError):
+    """Not enough known relays (or no exit) to build a circuit yet."""
+
+
+@dataclass
+class _PooledCircuit:
+    cid: int
+    path: list[bytes]
+    first_used: float
+    streams: int = 0
+
+
+@dataclass
+class CircuitPool:
+    driver: AsyncNode
+    max_dirtiness: float = MAX_DIRTINESS
+    circuits_per_key: int = 2
+    _by_key: dict[bytes, list[_PooledCircuit]] = field(default_factory=dict)
+    _suspects: dict[bytes, float] = field(default_factory=dict)
+    _rand: random.SystemRandom = field(default_factory=random.SystemRandom)
+
+    def usable(self) -> bool:
+        try:
+            self.choose_path()
+        except NoPathError:
+            return False
+        return True
+
+    def choose_path(self) -> list[Descriptor]:
+        """guard (a linked relay) -> middle relay -> exit, all distinct, avoiding suspects."""
+        node = self.driver.node
+        now = time.monotonic()
+        self._suspects = {k: t for k, t in self._suspects.items() if t > now}
+        relays = [
+            d
+            for d in node.directory.values()
+            if d.flags & Flags.RELAY and d.node_id != node.node_id
+        ]
+        for avoid in (set(self._suspects), set()):  # prefer unsuspected; fall back if needed
+            ok = [d for d in relays if d.node_id not in avoid]
+            exits = [d for d in ok if d.flags & Flags.EXIT]
+            guards = [d for d in ok if node.link_to(d.node_id) is not None]
+            for _ in range(32):
+                if not exits or not guards:
+                    break
+                exit_ = self._rand.choice(exits)
+                guard = self._rand.choice(guards)
+                middles = [d for d in ok if d.node_id not in (exit_.node_id, guard.node_id)]
+                if guard.node_id != exit_.node_id and middles:
+                    return [guard, self._rand.choice(middles), exit_]
+        raise NoPathError("not enough relays known yet (need 3, one of them an exit)")
+
+    async def _build(self) -> _PooledCircuit:
+        last: Exception | None = None
+        for _ in range(BUILD_ATTEMPTS):
+            path = self.choose_path()
+            start = time.perf_counter()
+            try:
+                cid = await self.driver.build_circuit(path, timeout=BUILD_TIMEOUT)
+            except (TimeoutError, StreamClosedError, ZMeshError) as exc:
+                last = exc
+                self._suspect(path)
+                log.info("circuit event=build_failed error=%r", str(exc))
+                continue
+            ms = (time.perf_counter() - start) * 1000
+            log.info("circuit=%d event=circuit_built build_ms=%.1f", cid, ms)
+            return _PooledCircuit(cid, [d.node_id for d in path], time.monotonic())
+        raise ZMeshError(f"could not build a circuit: {last}")
+
+    def _suspect(self, path: list[Descriptor] | list[bytes]) -> None:
+        until = time.monotonic() + SUSPECT_FOR
+        for hop in path[1:]:
+            node_id = hop.node_id if isinstance(hop, Descriptor) else hop
+            self._suspects[node_id] = until
+
+    def forget(self, circuit: _PooledCircuit, *, failed: bool) -> None:
+        for circuits in self._by_key.values():
+            if circuit in circuits:
+                circuits.remove(circuit)
+        if failed:
+            self._suspect(circuit.path)
+        with contextlib.suppress(ZMeshError):
+            self.driver.call(lambda: self.driver.node.close_circuit(circuit.cid))
+
+    async def circuit_for(self, key: bytes) -> _PooledCircuit:
+        now = time.monotonic()
+        alive = self.driver.node.client_circuits()
+        circuits = [
+            c
+            for c in self._by_key.get(key, [])
+            if c.cid in alive and now - c.first_used < self.max_dirtiness
+        ]
+        self._by_key[key] = circuits
+        if len(circuits) < self.circuits_per_key:
+            circuit = await self._build()
+            circuits.append(circuit)
+        else:
+            circuit = min(circuits, key=lambda c: c.streams)
+        circuit.streams += 1
+        return circuit
+
+
+class SocksProxy:
+    def __init__(self, driver: AsyncNode) -> None:
+        self.driver = driver
+        self.pool = CircuitPool(driver)
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._serve, host, port)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        socks = Socks5Server()
+        try:
+            request = await self._negotiate(socks, reader, writer)
+        except (ConnectionError, TimeoutError, ZMeshError) as exc:
+            log.info("socks event=rejected reason=%r", str(exc))
+            with contextlib.suppress(ConnectionError):
+                writer.write(socks.data_to_send())
+            writer.close()
+            return
+        target = (
+            f"[{request.host}]:{request.port}"
+            if ":" in request.host
+            else f"{request.host}:{request.port}"
+        )
+        pipe, circuit = await self._open(request.isolation_key, target)
+        if pipe is None or circuit is None:
+            writer.write(socks.reply(ReplyCode.GENERAL_FAILURE))
+            writer.close()
+            return
+        try:
+            await pipe.wait_connected(CONNECT_TIMEOUT)
+        except (StreamClosedError, TimeoutError) as exc:
+            log.info("socks event=connect_failed reason=%r", str(exc))
+            code = (
+                ReplyCode.CONNECTION_REFUSED
+                if isinstance(exc, StreamClosedError)
+                else ReplyCode.TTL_EXPIRED
+            )
+            if isinstance(exc, TimeoutError):
+                self.pool.forget(circuit, failed=True)
+            writer.write(socks.reply(code))
+            writer.close()
+            return
+        writer.write(socks.reply(ReplyCode.SUCCEEDED))
+        for data in [e.data for e in _drain_events(socks)]:  # bytes sent with the request
+            self.driver.call(lambda d=data: self.driver.node.send(pipe.cid, pipe.sid, d))  # type: ignore[misc]
+        await pipe.run(reader, writer)
+
+    async def _negotiate(
+        self, socks: Socks5Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> ConnectRequest:
+        """Run the SOCKS5 handshake up to the CONNECT request.
+
+        Raises ZMeshError (RemoteProtocolError included) when the client is refused; the
+        refusal bytes, if any, are left in ``socks.data_to_send()``."""
+        while True:
+            data = await asyncio.wait_for(reader.read(4096), 30.0)
+            if not data:
+                raise ConnectionError("client closed during the SOCKS handshake")
+            socks.receive_data(data)
+            writer.write(socks.data_to_send())
+            while (event := socks.next_event()) is not None:
+                if isinstance(event, ConnectRequest):
+                    return event
+                if isinstance(event, BadRequest):
+                    writer.write(socks.reply(event.code))
+                    raise ZMeshError(f"SOCKS request refused: {event.reason}")
+            if socks.failed:
+                raise ZMeshError("SOCKS handshake refused")
+
+    async def _open(
+        self, key: bytes, target: str
+    ) -> tuple[StreamPipe | None, _PooledCircuit | None]:
+        for _ in range(2):
+            try:
+                circuit = await self.pool.circuit_for(key)
+            except ZMeshError as exc:
+                log.info("socks event=no_circuit reason=%r", str(exc))
+                return None, None
+            try:
+                return self.driver.open_stream(circuit.cid, target), circuit
+            except ZMeshError:
+                self.pool.forget(circuit, failed=True)
+        return None, None
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def _drain_events(socks: Socks5Server) -> list[Data]:
+    out = []
+    while (event := socks.next_event()) is not None:
+        if isinstance(event, Data):
+            out.append(event)
+    return out
+
+
+@dataclass
+class ProxyOptions:
+    socks: str
+    bootstrap: list[str]
+    data: Path | None = None
+    loopback: bool | None = None
+
+
+async def run_proxy(opts: ProxyOptions) -> int:
+    host, port = split_hostport(opts.socks, 1080)
+    rng = SystemRng()
+    store = Store(opts.data) if opts.data is not None else None
+    identity = store.load_or_create_identity(rng) if store else Identity.generate(rng)
+    config = NodeConfig(flags=Flags.NONE, auto_consume=False)
+    node = Node(identity, rng, wall_clock(), config)
+    loopback = (
+        opts.loopback
+        if opts.loopback is not None
+        else all("127.0.0.1" in u or "localhost" in u for u in opts.bootstrap)
+    )
+    driver = AsyncNode(node, store=store, loopback=loopback)
+    proxy = SocksProxy(driver)
+    boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap))
+    try:
+        deadline = time.monotonic() + 120
+        while not proxy.pool.usable():
+            if time.monotonic() > deadline:
+                raise ZMeshError("no usable path after 120 s: are the bootstrap relays up?")
+            await asyncio.sleep(0.1)
+        bound = await proxy.start(host, port)
+        print(
+            f"zmesh proxy {short_id(node.node_id)}: SOCKS5 proxy ready on {host}:{bound} "
+            f"({len(node.directory)} relays known)",
+            flush=True,
+        )
+        await wait_for_stop()
+    finally:
+        boot.cancel()
+        await proxy.close()
+        await driver.close()
+    return 0
+
+
+def main_proxy(opts: ProxyOptions) -> int:
+    try:
+        return asyncio.run(run_proxy(opts))
+    except (OSError, ValueError, ZMeshError) as exc:
+        print(f"zmesh proxy: error: {exc}", file=sys.stderr)
+        return 1

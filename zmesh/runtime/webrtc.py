@@ -1,0 +1,857 @@
+"""Native WebRTC transport: libdatachannel data channels behind the RTCDataChannel shape.
+
+One :class:`WebRTCTransport` is one ``RTCPeerConnection`` (ICE, DTLS, SCTP) carrying one
+reliable, ordered data channel.  The dialler calls :func:`dial`, ships the offer SDP to
+the peer, and hands the answer to :meth:`PendingDial.complete`; the peer calls
+:func:`answer` and waits on :meth:`PendingAnswer.connected`.  Offers and answers are
+complete, standard SDP (ICE gathering has finished, candidates inlined); no STUN or TURN
+servers are configured, so only host candidates are gathered.
+
+The data channel is **negotiated** (``negotiated: true, id: 0``), labelled ``"zmesh"``:
+both ends create it before the connection exists, no DCEP open message is exchanged, and
+no "incoming channel" event can race with installing our handlers.  A browser peer does
+the same with ``pc.createDataChannel("zmesh", {negotiated: true, id: 0})``.  Any other
+channel a peer opens is closed on arrival.
+
+:attr:`WebRTCTransport.channel_binding` is ``SHA-256(min(fp_a, fp_b) || max(fp_a, fp_b))``
+over the two raw 32-byte SHA-256 DTLS certificate fingerprints from the SDPs; both ends
+compute the same bytes.  libdatachannel checks the peer's certificate against the
+fingerprint in its SDP, so the binding names the DTLS session that carries the link.
+
+What aiolibdatachannel 2026.10.15 needs, measured (see the tests):
+
+* ``DataChannel.send(..., wait_for_drain=True)`` hangs for good once a low-water
+  threshold is set: ``send`` clears its "buffer low" event whenever anything is buffered,
+  but libdatachannel only fires the callback that sets it when the amount *falls from
+  above* the threshold, so a buffer that never exceeds the threshold never re-arms it.
+  We never use the wrapper's ``send``: :meth:`WebRTCTransport.send` hands the message to
+  libdatachannel synchronously (what ``wait_for_drain=False`` does), and
+  ``onbufferedamountlow`` comes from libdatachannel's own callback, which has the W3C
+  semantics (fires when the amount drops from above the threshold to at or below it).
+* The wrapper's per-channel receive queue holds 1,024 messages and silently discards the
+  oldest when full, even on a reliable channel.  A reader task draining it is not enough:
+  libdatachannel's threads schedule one loop callback per message, and all callbacks
+  queued while the loop was busy run back to back before any reader task does, so one
+  10 ms stall at a high message rate loses data.  We replace the channel's native message
+  callback: messages go straight from libdatachannel's thread into this transport's own
+  buffer (one loop wake-up per batch), and ``onmessage`` is called from there.
+  This uses the wrapper's private ``DataChannel._native`` (the ``_core.DataChannel``).
+* That buffer is bounded (``max_pending``, default 4,096 messages received but not yet
+  delivered to ``onmessage``).  Link-level credit flow control in the node keeps a peer
+  below 512 unacknowledged frames per link, so an honest peer never comes near it; a peer
+  that exceeds it is hostile or broken, and the transport closes with :attr:`error` set.
+  Messages wait in the buffer while ``onmessage`` is ``None`` (between the channel opening
+  and the driver attaching), and are delivered at most 256 per loop iteration so that one
+  busy link does not starve the others.
+* libjuice gathers no ``127.0.0.1`` candidate.  ``loopback=True`` pins the ICE port (a
+  free UDP port picked by binding ``127.0.0.1:0``) and adds a ``127.0.0.1`` host
+  candidate to the local SDP; tests and the local mesh use it.
+* Messages above 256 KiB (the SDP's ``max-message-size``) are refused by libdatachannel;
+  :meth:`WebRTCTransport.send` raises :class:`~zmesh.errors.LocalProtocolError` for them.
+* A peer that vanishes without closing is noticed by ICE consent freshness after about
+  30 s; the node's own keepalives should detect it sooner.
+
+Importing this module imports aiolibdatachannel, which loads the native extension and
+registers an ``atexit`` hook but starts no thread; libdatachannel starts its worker
+threads with the first ``PeerConnection``.  Its callbacks run on those threads with the
+GIL held, so ours only append to a deque and schedule work on the event loop.  Do not
+``fork()`` a process after it has created a connection (use the ``spawn`` start method
+or ``subprocess``).  The core never imports this module (it is CPython-only; Pyodide uses
+the browser's RTCPeerConnection).
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import re
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import aiolibdatachannel as rtc
+
+from ..codec import Buffer, push_vector
+from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError, ZMeshError
+from ..link.transport import ReadyState
+
+if TYPE_CHECKING:
+    from ..link.transport import Transport
+
+__all__ = [
+    "DEFAULT_MAX_PENDING",
+    "LABEL",
+    "MAX_MESSAGE_SIZE",
+    "CompactSdp",
+    "PendingAnswer",
+    "PendingDial",
+    "TransportError",
+    "WebRTCTransport",
+    "answer",
+    "dial",
+    "sdp_fingerprint",
+]
+
+log = logging.getLogger("zmesh.webrtc")
+
+LABEL: Final = "zmesh"
+CHANNEL_ID: Final = 0  # the negotiated SCTP stream id
+MAX_MESSAGE_SIZE: Final = 262144  # what libdatachannel advertises and enforces (256 KiB)
+DEFAULT_MAX_PENDING: Final = 4096
+SCTP_PORT: Final = 5000
+MAX_SDP_SIZE: Final = 65536
+MAX_CANDIDATES: Final = 32
+_DELIVERY_BATCH: Final = 256
+_LOOPBACK_ATTEMPTS: Final = 3
+_LOOPBACK_PRIORITY: Final = (126 << 24) | (0xFFFF << 8) | 255  # best host candidate
+
+
+class TransportError(ZMeshError):
+    """A WebRTC connection could not be set up, or failed."""
+
+
+# -- SDP parsing ---------------------------------------------------------------------------
+
+_ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
+_HEX_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31}")
+_SETUP_CODES: Final = {"actpass": 1, "active": 2, "passive": 3}
+_SETUP_NAMES: Final = {v: k for k, v in _SETUP_CODES.items()}
+_COMPACT_VERSION: Final = 1
+
+
+def _sdp_lines(sdp: str) -> list[str]:
+    if not isinstance(sdp, str):
+        raise RemoteProtocolError("SDP is not text")
+    if len(sdp) > MAX_SDP_SIZE:
+        raise RemoteProtocolError(f"SDP of {len(sdp)} characters is too large", CloseCode.RESOURCE)
+    return [line.removesuffix("\r") for line in sdp.split("\n") if line.strip()]
+
+
+def _attributes(lines: list[str], name: str) -> list[str]:
+    prefix = f"a={name}:"
+    return [line[len(prefix) :] for line in lines if line.startswith(prefix)]
+
+
+def _single(values: list[str], what: str) -> str:
+    if not values:
+        raise RemoteProtocolError(f"SDP has no {what}")
+    if len(set(values)) != 1:
+        raise RemoteProtocolError(f"SDP has conflicting {what} values")
+    return values[0]
+
+
+def _int(text: str, what: str, limit: int) -> int:
+    if not _DIGITS.fullmatch(text):
+        raise RemoteProtocolError(f"SDP {what} is not a number: {text[:40]!r}")
+    value = int(text)
+    if value > limit:
+        raise RemoteProtocolError(f"SDP {what} {value} is out of range")
+    return value
+
+
+def _fingerprint_from_lines(lines: list[str]) -> bytes:
+    found: list[bytes] = []
+    for value in _attributes(lines, "fingerprint"):
+        hash_func, sep, hex_value = value.partition(" ")
+        if not sep or not _TOKEN.fullmatch(hash_func):
+            raise RemoteProtocolError("malformed a=fingerprint line")
+        if hash_func.lower() != "sha-256":
+            continue  # another hash function; we only use SHA-256
+        hex_value = hex_value.strip()
+        if not _HEX_FINGERPRINT.fullmatch(hex_value):
+            raise RemoteProtocolError("malformed SHA-256 fingerprint")
+        found.append(bytes.fromhex(hex_value.replace(":", "")))
+    if not found:
+        raise RemoteProtocolError("SDP has no SHA-256 DTLS fingerprint")
+    if len(set(found)) != 1:
+        raise RemoteProtocolError("SDP has conflicting SHA-256 fingerprints")
+    return found[0]
+
+
+def sdp_fingerprint(sdp: str) -> bytes:
+    """The 32-byte SHA-256 DTLS certificate fingerprint in ``sdp``.
+
+    Reads ``a=fingerprint:sha-256 AA:BB:...`` (session or media level; the hash name is
+    case-insensitive, other hash functions are ignored).  Raises
+    :class:`~zmesh.errors.RemoteProtocolError` if there is none, if it is malformed, or
+    if two lines disagree.
+    """
+    return _fingerprint_from_lines(_sdp_lines(sdp))
+
+
+def _parse_candidate(value: str) -> tuple[str, int] | None:
+    """``(ip, port)`` of a UDP host candidate with an IP literal, else None (skipped).
+
+    Candidates on other transports, of other types, on RTCP's component, or with an
+    mDNS/FQDN address are legal but not kept; syntax errors raise.
+    """
+    parts = value.split(" ")
+    if len(parts) < 8 or parts[6] != "typ":
+        raise RemoteProtocolError("malformed a=candidate line")
+    foundation, component, transport, priority, address, port_text, _, cand_type = parts[:8]
+    if not _ICE_CHARS.fullmatch(foundation) or len(foundation) > 32:
+        raise RemoteProtocolError("malformed candidate foundation")
+    component_id = _int(component, "candidate component", 256)
+    _int(priority, "candidate priority", 2**32 - 1)
+    port = _int(port_text, "candidate port", 65535)
+    if not _TOKEN.fullmatch(transport) or not _TOKEN.fullmatch(cand_type):
+        raise RemoteProtocolError("malformed candidate transport or type")
+    if not address or len(address) > 255:
+        raise RemoteProtocolError("malformed candidate address")
+    if component_id != 1 or transport.lower() != "udp" or cand_type != "host" or port == 0:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None  # an mDNS name (browsers) or an FQDN
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return None
+    if ip.is_unspecified or ip.is_multicast:
+        return None
+    return str(ip), port
+
+
+def _check_candidate(candidate: tuple[str, int]) -> None:
+    if not isinstance(candidate, tuple) or len(candidate) != 2:
+        raise RemoteProtocolError("a candidate is an (ip, port) pair")
+    ip_text, port = candidate
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise RemoteProtocolError("candidate port out of range")
+    try:
+        ip = ipaddress.ip_address(ip_text)
+    except ValueError:
+        raise RemoteProtocolError("candidate address is not an IP address") from None
+    if str(ip) != ip_text:
+        raise RemoteProtocolError("candidate address is not in canonical form")
+
+
+@dataclass(frozen=True, slots=True)
+class CompactSdp:
+    """The parts of a data-channel SDP that differ between connections.
+
+    ``from_sdp`` keeps the ICE credentials, the SHA-256 fingerprint, the DTLS role and the
+    UDP host candidates with IP-literal addresses (in their order, at most
+    :data:`MAX_CANDIDATES`); ``to_sdp`` rebuilds a minimal standard SDP around them.
+    ``encode``/``decode`` are its binary form for signaling messages::
+
+        u8 version (1) | u8 setup (1 actpass, 2 active, 3 passive) | fingerprint[32]
+        | u16 len | ice-ufrag | u16 len | ice-pwd
+        | u8 count | count * (u8 family (4 or 6) | address[4 or 16] | u16 port)
+
+    Every parsing path raises :class:`~zmesh.errors.RemoteProtocolError` on bad input.
+    The SDP must describe exactly one data-channel section (``mid`` ``0``, SCTP port
+    5000), as libdatachannel, Chromium and Firefox produce for a data-only connection.
+    """
+
+    ice_ufrag: str
+    ice_pwd: str
+    fingerprint: bytes
+    setup: str  # "actpass" (offers), "active" or "passive" (answers)
+    candidates: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _ICE_CHARS.fullmatch(self.ice_ufrag) or not 4 <= len(self.ice_ufrag) <= 256:
+            raise RemoteProtocolError("invalid ICE username fragment")
+        if not _ICE_CHARS.fullmatch(self.ice_pwd) or not 22 <= len(self.ice_pwd) <= 256:
+            raise RemoteProtocolError("invalid ICE password")
+        if not isinstance(self.fingerprint, bytes) or len(self.fingerprint) != 32:
+            raise RemoteProtocolError("the fingerprint must be 32 bytes (SHA-256)")
+        if self.setup not in _SETUP_CODES:
+            raise RemoteProtocolError(f"invalid DTLS setup role {self.setup!r}")
+        if not isinstance(self.candidates, tuple) or len(self.candidates) > MAX_CANDIDATES:
+            raise RemoteProtocolError("too many candidates")
+        for candidate in self.candidates:
+            _check_candidate(candidate)
+
+    @classmethod
+    def from_sdp(cls, sdp: str) -> "CompactSdp":
+        lines = _sdp_lines(sdp)
+        media = [line for line in lines if line.startswith("m=")]
+        if len(media) != 1:
+            raise RemoteProtocolError("SDP must have exactly one media section")
+        fields = media[0][2:].split(" ")
+        if (
+            len(fields) != 4
+            or fields[0] != "application"
+            or fields[2] != "UDP/DTLS/SCTP"
+            or fields[3] != "webrtc-datachannel"
+        ):
+            raise RemoteProtocolError("SDP media section is not a WebRTC data channel")
+        _int(fields[1], "media port", 65535)
+        for mid in _attributes(lines, "mid"):
+            if mid != "0":
+                raise RemoteProtocolError(f"unsupported media id {mid[:20]!r} (expected 0)")
+        for port in _attributes(lines, "sctp-port"):
+            if _int(port, "SCTP port", 65535) != SCTP_PORT:
+                raise RemoteProtocolError(f"unsupported SCTP port {port}")
+        candidates: list[tuple[str, int]] = []
+        for value in _attributes(lines, "candidate"):
+            parsed = _parse_candidate(value)
+            if parsed is not None and parsed not in candidates:
+                candidates.append(parsed)
+        return cls(
+            ice_ufrag=_single(_attributes(lines, "ice-ufrag"), "a=ice-ufrag"),
+            ice_pwd=_single(_attributes(lines, "ice-pwd"), "a=ice-pwd"),
+            fingerprint=_fingerprint_from_lines(lines),
+            setup=_single(_attributes(lines, "setup"), "a=setup"),
+            candidates=tuple(candidates[:MAX_CANDIDATES]),
+        )
+
+    def to_sdp(self, role: str) -> str:
+        """A minimal standard SDP ``"offer"`` or ``"answer"`` for this data channel.
+
+        ``role`` is typed ``str`` (callers compute it) and must be ``"offer"`` or
+        ``"answer"`` (else :class:`~zmesh.errors.LocalProtocolError`).  An offer must
+        carry ``actpass`` and an answer ``active`` or ``passive`` (RFC 8842); a mismatch
+        came from the peer, so it raises :class:`~zmesh.errors.RemoteProtocolError`.
+        """
+        if role not in ("offer", "answer"):
+            raise LocalProtocolError(f"SDP role must be 'offer' or 'answer', not {role!r}")
+        if (role == "offer") != (self.setup == "actpass"):
+            raise RemoteProtocolError(f"DTLS role {self.setup!r} is invalid in an {role}")
+        session_id = int.from_bytes(self.fingerprint[:7], "big")
+        lines = [
+            "v=0",
+            f"o=- {session_id} 2 IN IP4 127.0.0.1",
+            "s=-",
+            "t=0 0",
+            "a=group:BUNDLE 0",
+            "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+            "c=IN IP4 0.0.0.0",
+            f"a=ice-ufrag:{self.ice_ufrag}",
+            f"a=ice-pwd:{self.ice_pwd}",
+            "a=fingerprint:sha-256 " + self.fingerprint.hex(":").upper(),
+            f"a=setup:{self.setup}",
+            "a=mid:0",
+            f"a=sctp-port:{SCTP_PORT}",
+            f"a=max-message-size:{MAX_MESSAGE_SIZE}",
+        ]
+        for i, (ip, port) in enumerate(self.candidates):
+            priority = (126 << 24) | ((0xFFFF - i) << 8) | 255
+            lines.append(f"a=candidate:{i + 1} 1 UDP {priority} {ip} {port} typ host")
+        lines.append("a=end-of-candidates")
+        return "\r\n".join(lines) + "\r\n"
+
+    def encode(self) -> bytes:
+        out = [
+            bytes([_COMPACT_VERSION, _SETUP_CODES[self.setup]]),
+            self.fingerprint,
+            push_vector(self.ice_ufrag.encode("ascii"), 2),
+            push_vector(self.ice_pwd.encode("ascii"), 2),
+            bytes([len(self.candidates)]),
+        ]
+        for ip_text, port in self.candidates:
+            packed = ipaddress.ip_address(ip_text).packed
+            out.append(bytes([4 if len(packed) == 4 else 6]) + packed + port.to_bytes(2, "big"))
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> "CompactSdp":
+        buf = Buffer(data)
+        version = buf.pull_uint8()
+        if version != _COMPACT_VERSION:
+            raise RemoteProtocolError(f"unknown compact SDP version {version}")
+        setup = _SETUP_NAMES.get(buf.pull_uint8())
+        if setup is None:
+            raise RemoteProtocolError("unknown DTLS setup role")
+        fingerprint = buf.pull_bytes(32)
+        ufrag = buf.pull_vector(2, 256)
+        pwd = buf.pull_vector(2, 256)
+        count = buf.pull_uint8()
+        if count > MAX_CANDIDATES:
+            raise RemoteProtocolError("too many candidates")
+        candidates = []
+        for _ in range(count):
+            family = buf.pull_uint8()
+            if family not in (4, 6):
+                raise RemoteProtocolError(f"unknown address family {family}")
+            packed = buf.pull_bytes(4 if family == 4 else 16)
+            ip = ipaddress.IPv4Address(packed) if family == 4 else ipaddress.IPv6Address(packed)
+            candidates.append((str(ip), buf.pull_uint16()))
+        buf.expect_eof()
+        return cls(  # __post_init__ checks the credentials' characters
+            ice_ufrag=ufrag.decode("latin-1"),
+            ice_pwd=pwd.decode("latin-1"),
+            fingerprint=fingerprint,
+            setup=setup,
+            candidates=tuple(candidates),
+        )
+
+
+def _remote_fingerprint(sdp: str) -> bytes:
+    """Check that a peer's SDP is a data-channel SDP we can use; return its fingerprint."""
+    return CompactSdp.from_sdp(sdp).fingerprint
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _with_loopback_candidate(sdp: str, port: int) -> str:
+    """Add a ``127.0.0.1`` host candidate (libjuice gathers none) ahead of the others."""
+    line = f"a=candidate:lo 1 UDP {_LOOPBACK_PRIORITY} 127.0.0.1 {port} typ host"
+    lines = sdp.split("\r\n")
+    for i, existing in enumerate(lines):
+        if existing.startswith(("a=candidate:", "a=end-of-candidates")):
+            lines.insert(i, line)
+            break
+    else:
+        while lines and not lines[-1]:
+            lines.pop()
+        lines += [line, ""]
+    return "\r\n".join(lines)
+
+
+# -- the transport -------------------------------------------------------------------------
+
+
+class WebRTCTransport:
+    """One end of a data channel, shaped like an ``RTCDataChannel`` (see the module doc).
+
+    Obtained from :meth:`PendingDial.complete` or :meth:`PendingAnswer.connected`, already
+    open.  ``send`` is synchronous and never waits: watch :attr:`bufferedAmount` and
+    ``onbufferedamountlow`` for backpressure.  Sending on a transport that is not open
+    does nothing (like :class:`~zmesh.sim.network.MemoryTransport`).  ``onclose`` fires
+    once, after every message received before the close was delivered; a local
+    :meth:`close` drops undelivered messages.  :attr:`error` says why a transport closed
+    on its own (``None`` for an orderly close).
+    """
+
+    def __init__(
+        self,
+        pc: rtc.PeerConnection,
+        channel: rtc.DataChannel,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        if max_pending < 1:
+            raise LocalProtocolError("max_pending must be at least 1")
+        self._loop = asyncio.get_running_loop()
+        self._pc = pc
+        self._channel = channel
+        # The wrapper's private native handle: see the module doc for why.
+        self._native = channel._native
+        self._max_pending = max_pending
+        self._state: ReadyState = "connecting"
+        self._threshold = 0
+        self._max_message_size = MAX_MESSAGE_SIZE
+        self.channel_binding = b""
+        self.error: str | None = None
+        self.onopen: Callable[[], None] | None = None
+        self.onbufferedamountlow: Callable[[], None] | None = None
+        self._onmessage: Callable[[bytes], None] | None = None
+        self._onclose: Callable[[], None] | None = None
+        self._close_due = False  # onclose should fire once the inbox is empty
+        self._close_fired = False
+        self._watcher: asyncio.Task[None] | None = None
+        # Received, not yet delivered.  libdatachannel's threads append; the loop pops.
+        self._inbox: deque[bytes] = deque()
+        self._inbox_lock = threading.Lock()
+        self._drain_scheduled = False
+        self._accepting = True
+        self._native.set_on_message(self._native_message)
+        self._native.set_on_buffered_amount_low(self._native_buffered_low)
+
+    # -- the RTCDataChannel surface ---------------------------------------------------
+    @property
+    def readyState(self) -> ReadyState:  # noqa: N802 (W3C name)
+        return self._state
+
+    @property
+    def bufferedAmount(self) -> int:  # noqa: N802
+        if self._state != "open":
+            return 0
+        try:
+            return self._native.buffered_amount()
+        except rtc.RTCError:
+            return 0
+
+    @property
+    def bufferedAmountLowThreshold(self) -> int:  # noqa: N802
+        return self._threshold
+
+    @bufferedAmountLowThreshold.setter
+    def bufferedAmountLowThreshold(self, value: int) -> None:  # noqa: N802
+        if value < 0:
+            raise LocalProtocolError("bufferedAmountLowThreshold must not be negative")
+        self._threshold = value
+        if self._state in ("connecting", "open"):
+            with contextlib.suppress(rtc.RTCError):
+                self._native.set_buffered_amount_low_threshold(value)
+
+    @property
+    def onmessage(self) -> Callable[[bytes], None] | None:
+        return self._onmessage
+
+    @onmessage.setter
+    def onmessage(self, handler: Callable[[bytes], None] | None) -> None:
+        self._onmessage = handler
+        if handler is not None and self._inbox:
+            self._schedule_drain(threadsafe=False)
+
+    @property
+    def onclose(self) -> Callable[[], None] | None:
+        return self._onclose
+
+    @onclose.setter
+    def onclose(self, handler: Callable[[], None] | None) -> None:
+        self._onclose = handler
+        if handler is not None and self._close_due and not self._close_fired:
+            self._loop.call_soon(self._fire_close)
+
+    def send(self, data: bytes) -> None:
+        """Hand ``data`` to libdatachannel now; never waits (see :attr:`bufferedAmount`)."""
+        if len(data) > self._max_message_size:
+            raise LocalProtocolError(
+                f"message of {len(data)} bytes exceeds the {self._max_message_size}-byte limit"
+            )
+        if self._state != "open":
+            return
+        try:
+            self._native.send_bytes(bytes(data))
+        except rtc.RTCError as exc:
+            # The channel closed under us; the watcher reports it.
+            log.debug("webrtc event=send_failed error=%r", str(exc))
+
+    def close(self) -> None:
+        """Close the channel and its connection; ``onclose`` fires soon after."""
+        self._shut(None)
+
+    # -- extras ------------------------------------------------------------------------
+    async def wait_closed(self) -> None:
+        """Wait until the native connection is torn down (after :meth:`close`)."""
+        await self._pc.wait_closed()
+
+    async def aclose(self) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # -- internals ----------------------------------------------------------------------
+    def _opened(self, local_fingerprint: bytes, remote_fingerprint: bytes) -> None:
+        self.channel_binding = hashlib.sha256(
+            b"".join(sorted((local_fingerprint, remote_fingerprint)))
+        ).digest()
+        with contextlib.suppress(rtc.RTCError):
+            self._max_message_size = min(MAX_MESSAGE_SIZE, self._channel.max_message_size)
+        if self._state == "connecting":
+            self._state = "open"
+        self._watcher = self._loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Notice the channel closing for any reason (peer close, ICE/DTLS failure)."""
+        with contextlib.suppress(rtc.RTCError):
+            await self._channel.wait_closed()
+        self._remote_closed()
+
+    def _native_message(self, data: bytes | str) -> None:
+        """On a libdatachannel thread: buffer the message, wake the loop once per batch."""
+        message = data.encode() if isinstance(data, str) else data
+        with self._inbox_lock:
+            if not self._accepting:
+                return
+            if len(self._inbox) >= self._max_pending:
+                self._accepting = False
+                overflow = True
+            else:
+                overflow = False
+                self._inbox.append(message)
+                if self._drain_scheduled:
+                    return
+                self._drain_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            if overflow:
+                self._loop.call_soon_threadsafe(self._overflowed)
+            else:
+                self._loop.call_soon_threadsafe(self._drain)
+
+    def _native_buffered_low(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._buffered_low)
+
+    def _buffered_low(self) -> None:
+        if self._state == "open" and self.onbufferedamountlow is not None:
+            self.onbufferedamountlow()
+
+    def _schedule_drain(self, *, threadsafe: bool) -> None:
+        with self._inbox_lock:
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        if threadsafe:
+            self._loop.call_soon_threadsafe(self._drain)
+        else:
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        with self._inbox_lock:
+            self._drain_scheduled = False
+        if self._closed():
+            return
+        delivered = 0
+        try:
+            while self._inbox and delivered < _DELIVERY_BATCH:
+                handler = self._onmessage
+                if handler is None or self._closed():
+                    return
+                message = self._inbox.popleft()
+                delivered += 1
+                handler(message)
+        finally:
+            if not self._closed():
+                if self._inbox:
+                    if self._onmessage is not None:
+                        self._schedule_drain(threadsafe=False)
+                elif self._state == "closing":
+                    self._finish()
+
+    def _closed(self) -> bool:
+        return self._state == "closed"
+
+    def _overflowed(self) -> None:
+        if self._state in ("connecting", "open", "closing"):
+            self.error = (
+                f"peer exceeded {self._max_pending} undelivered messages (receive buffer overflow)"
+            )
+            log.warning("webrtc event=overflow limit=%d", self._max_pending)
+            self._shut(self.error)
+
+    def _remote_closed(self) -> None:
+        """The channel closed on its own: deliver what was received, then report."""
+        with self._inbox_lock:
+            self._accepting = False
+        if self._state not in ("connecting", "open"):
+            return
+        self._state = "closing"
+        self._pc.close()
+        if not self._inbox:
+            self._finish()
+        elif self._onmessage is not None:
+            self._schedule_drain(threadsafe=False)
+
+    def _shut(self, error: str | None) -> None:
+        """Close now, dropping undelivered messages."""
+        with self._inbox_lock:
+            self._accepting = False
+        if self._state == "closed":
+            return
+        if error is not None:
+            self.error = error
+        self._inbox.clear()
+        self._pc.close()
+        self._finish()
+
+    def _finish(self) -> None:
+        self._state = "closed"
+        self._close_due = True
+        self._loop.call_soon(self._fire_close)
+
+    def _fire_close(self) -> None:
+        handler = self._onclose
+        if self._close_fired or handler is None:
+            return
+        self._close_fired = True
+        handler()
+
+
+if TYPE_CHECKING:
+
+    def _is_a_transport(transport: WebRTCTransport) -> Transport:
+        return transport
+
+
+# -- setting up connections -------------------------------------------------------------
+
+
+async def _new_connection(
+    *, loopback: bool, max_pending: int, remote_offer: str | None
+) -> tuple[WebRTCTransport, str]:
+    """A peer connection with our channel, and its local offer (or answer) SDP.
+
+    With ``loopback``, the ICE port is pinned so that a ``127.0.0.1`` candidate can be
+    added; if libjuice cannot bind the port picked (a race with another process), the
+    connection is rebuilt on another port.
+    """
+    attempts = _LOOPBACK_ATTEMPTS if loopback else 1
+    failure: Exception | None = None
+    for _ in range(attempts):
+        port = _free_udp_port() if loopback else 0
+        pc = rtc.PeerConnection(
+            rtc.RTCConfiguration(ice_servers=[], port_range_begin=port, port_range_end=port)
+        )
+        try:
+            channel = await pc.create_data_channel(
+                LABEL, rtc.DataChannelOptions(negotiated=True, stream_id=CHANNEL_ID)
+            )
+            transport = WebRTCTransport(pc, channel, max_pending=max_pending)
+            pc.spawn_task(_refuse_other_channels(pc))
+            if remote_offer is not None:
+                try:
+                    await pc.set_remote_description(remote_offer, "offer")
+                except rtc.RTCError as exc:
+                    raise RemoteProtocolError(f"offer SDP rejected: {exc}") from None
+                description = await pc.create_answer()
+            else:
+                description = await pc.create_offer()
+        except rtc.RTCError as exc:
+            await pc.aclose()
+            failure = exc
+            continue
+        except BaseException:
+            await pc.aclose()
+            raise
+        sdp = description.sdp
+        if loopback:
+            sdp = _with_loopback_candidate(sdp, port)
+        return transport, sdp
+    raise TransportError(f"could not create the local description: {failure}")
+
+
+async def _refuse_other_channels(pc: rtc.PeerConnection) -> None:
+    async for channel in pc.incoming_data_channels():
+        log.info("webrtc event=extra_channel_refused label=%r", channel.label[:64])
+        channel.close()
+
+
+async def _wait_open(transport: WebRTCTransport, timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await transport._channel.wait_open()
+    except TimeoutError:
+        raise TransportError(f"the data channel did not open within {timeout:g} s") from None
+    except rtc.RTCError as exc:
+        raise TransportError(f"the WebRTC connection failed: {exc}") from None
+
+
+class PendingDial:
+    """Our offer is out; :meth:`complete` applies the peer's answer."""
+
+    def __init__(self, transport: WebRTCTransport, local_sdp: str) -> None:
+        self._transport = transport
+        self._local_fingerprint = sdp_fingerprint(local_sdp)
+        self._used = False
+        self._handed_over = False
+
+    async def complete(self, answer_sdp: str, *, timeout: float = 10.0) -> WebRTCTransport:
+        """Apply the answer and wait until the channel is open.
+
+        Raises :class:`~zmesh.errors.RemoteProtocolError` for an answer we cannot use and
+        :class:`TransportError` if the connection fails or times out.  On any failure the
+        pending connection is closed.
+        """
+        if self._used:
+            raise LocalProtocolError("complete() was already called")
+        self._used = True
+        transport = self._transport
+        try:
+            remote = _remote_fingerprint(answer_sdp)
+            if remote == self._local_fingerprint:
+                raise RemoteProtocolError("the answer carries our own fingerprint", CloseCode.AUTH)
+            try:
+                async with asyncio.timeout(timeout):
+                    try:
+                        await transport._pc.set_remote_description(answer_sdp, "answer")
+                    except rtc.RTCError as exc:
+                        raise RemoteProtocolError(f"answer SDP rejected: {exc}") from None
+            except TimeoutError:
+                raise TransportError(f"applying the answer took over {timeout:g} s") from None
+            await _wait_open(transport, timeout)
+        except BaseException:
+            await transport.aclose()
+            raise
+        transport._opened(self._local_fingerprint, remote)
+        self._handed_over = True
+        return transport
+
+    async def aclose(self) -> None:
+        """Abandon the dial (no-op once :meth:`complete` has returned a transport)."""
+        self._used = True
+        if not self._handed_over:
+            await self._transport.aclose()
+
+
+class PendingAnswer:
+    """Our answer is out; :meth:`connected` waits for the peer to connect."""
+
+    def __init__(self, transport: WebRTCTransport, local_sdp: str, remote: bytes) -> None:
+        self._transport = transport
+        self._local_fingerprint = sdp_fingerprint(local_sdp)
+        self._remote_fingerprint = remote
+        self._used = False
+        self._handed_over = False
+
+    async def connected(self, *, timeout: float = 10.0) -> WebRTCTransport:
+        """Wait until the channel is open; :class:`TransportError` (and closed) if not."""
+        if self._used:
+            raise LocalProtocolError("connected() was already called")
+        self._used = True
+        transport = self._transport
+        try:
+            await _wait_open(transport, timeout)
+        except BaseException:
+            await transport.aclose()
+            raise
+        transport._opened(self._local_fingerprint, self._remote_fingerprint)
+        self._handed_over = True
+        return transport
+
+    async def aclose(self) -> None:
+        """Abandon the answer (no-op once :meth:`connected` has returned a transport)."""
+        self._used = True
+        if not self._handed_over:
+            await self._transport.aclose()
+
+
+async def dial(
+    *,
+    timeout: float = 10.0,
+    loopback: bool = False,
+    max_pending: int = DEFAULT_MAX_PENDING,
+) -> tuple[PendingDial, str]:
+    """Create a connection and our channel; return it pending, with the offer SDP.
+
+    The SDP is complete (ICE gathering done).  ``loopback`` adds a ``127.0.0.1``
+    candidate (see the module doc).  ``max_pending`` bounds the receive buffer.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            transport, sdp = await _new_connection(
+                loopback=loopback, max_pending=max_pending, remote_offer=None
+            )
+    except TimeoutError:
+        raise TransportError(f"creating the offer took over {timeout:g} s") from None
+    return PendingDial(transport, sdp), sdp
+
+
+async def answer(
+    offer_sdp: str,
+    *,
+    timeout: float = 10.0,
+    loopback: bool = False,
+    max_pending: int = DEFAULT_MAX_PENDING,
+) -> tuple[PendingAnswer, str]:
+    """Apply a peer's offer; return the pending connection and our answer SDP.
+
+    Raises :class:`~zmesh.errors.RemoteProtocolError` for an offer we cannot use and
+    :class:`TransportError` if the answer cannot be produced in time.
+    """
+    remote = _remote_fingerprint(offer_sdp)
+    try:
+        async with asyncio.timeout(timeout):
+            transport, sdp = await _new_connection(
+                loopback=loopback, max_pending=max_pending, remote_offer=offer_sdp
+            )
+    except TimeoutError:
+        raise TransportError(f"creating the answer took over {timeout:g} s") from None
+    if sdp_fingerprint(sdp) == remote:
+        await transport.aclose()
+        raise RemoteProtocolError("the offer carries our own fingerprint", CloseCode.AUTH)
+    return PendingAnswer(transport, sdp, remote), sdp
