@@ -48,8 +48,7 @@ def received(sn: SimNode, circuit_id: int | None = None) -> bytes:
 
 def finished(sn: SimNode) -> bool:
     return any(
-        isinstance(e, CircuitStreamEvent) and isinstance(e.event, StreamFinished)
-        for e in sn.events
+        isinstance(e, CircuitStreamEvent) and isinstance(e.event, StreamFinished) for e in sn.events
     )
 
 

@@ -538,7 +538,7 @@ class Node:
             hop.circuit_id = self._new_circuit_id()
             self._endpoints[hop.circuit_id] = hop
             self._circuits[side] = hop
-            self.relay_views.append(view)
+            self._record_view(view)
             inner = self._rng.bytes(self.geometry.created_size)
             reply = sphinx.wrap_created(self.geometry, result.keys, result.confirm_tag, inner)
             self._send(link.link_id, lf.Created(frame.circ_id, reply))
@@ -554,8 +554,16 @@ class Node:
         hop = _Hop(side, result.keys, result.confirm_tag, view, next=out)
         self._circuits[side] = hop
         self._circuits[out] = hop
-        self.relay_views.append(view)
+        self._record_view(view)
         self._send(next_link_id, lf.Create(out[1], result.next_epoch, result.header))
+
+    def _record_view(self, view: RelayView) -> None:
+        self.relay_views.append(view)
+        log.debug(
+            "circuit event=hop predecessor=%s successor=%s",
+            short_id(view.predecessor),
+            short_id(view.successor) if view.successor else "none",
+        )
 
     def _on_created(self, link: _Link, frame: lf.Created) -> None:
         side = (link.link_id, frame.circ_id)

@@ -234,9 +234,7 @@ _FUZZ_HEADER = sphinx.build_setup_header(GEOMETRY, _FUZZ_PATH, DeterministicRng(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.integers(0, GEOMETRY.header_size - 1), st.integers(0, 255)), max_size=8
-    )
+    st.lists(st.tuples(st.integers(0, GEOMETRY.header_size - 1), st.integers(0, 255)), max_size=8)
 )
 def test_fuzz_mutated_header_only_raises_remote_errors(edits: list[tuple[int, int]]) -> None:
     data = bytearray(_FUZZ_HEADER)

@@ -468,6 +468,7 @@ class AsyncNode:
             log.info("exit event=connect_failed reason=%r", str(exc))
             pipe.reset(RESET_CONNECT_FAILED)
             return
+        log.debug("exit event=connected target=%s", target)
         with contextlib.suppress(ZMeshError):
             self.call(lambda: self.node.accept_stream(cid, sid))
         await pipe.run(reader, writer)

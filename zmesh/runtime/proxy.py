@@ -100,7 +100,8 @@ class CircuitPool:
                 log.info("circuit event=build_failed error=%r", str(exc))
                 continue
             ms = (time.perf_counter() - start) * 1000
-            log.info("circuit=%d event=circuit_built build_ms=%.1f", cid, ms)
+            hops = ",".join(short_id(d.node_id) for d in path)
+            log.info("circuit=%d event=circuit_built build_ms=%.1f path=%s", cid, ms, hops)
             return _PooledCircuit(cid, [d.node_id for d in path], time.monotonic())
         raise ZMeshError(f"could not build a circuit: {last}")
 

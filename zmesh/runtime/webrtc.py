@@ -384,9 +384,13 @@ class CompactSdp:
         )
 
 
-def _remote_fingerprint(sdp: str) -> bytes:
-    """Check that a peer's SDP is a data-channel SDP we can use; return its fingerprint."""
-    return CompactSdp.from_sdp(sdp).fingerprint
+def _remote_fingerprint(sdp: str, role: str) -> bytes:
+    """Check that a peer's offer or answer is a data-channel SDP we can use (the checks of
+    :meth:`CompactSdp.from_sdp`, and a DTLS role valid for ``role``); its fingerprint."""
+    compact = CompactSdp.from_sdp(sdp)
+    if (role == "offer") != (compact.setup == "actpass"):
+        raise RemoteProtocolError(f"DTLS role {compact.setup!r} is invalid in an {role}")
+    return compact.fingerprint
 
 
 def _free_udp_port() -> int:
@@ -752,7 +756,7 @@ class PendingDial:
         self._used = True
         transport = self._transport
         try:
-            remote = _remote_fingerprint(answer_sdp)
+            remote = _remote_fingerprint(answer_sdp, "answer")
             if remote == self._local_fingerprint:
                 raise RemoteProtocolError("the answer carries our own fingerprint", CloseCode.AUTH)
             try:
@@ -843,7 +847,7 @@ async def answer(
     Raises :class:`~zmesh.errors.RemoteProtocolError` for an offer we cannot use and
     :class:`TransportError` if the answer cannot be produced in time.
     """
-    remote = _remote_fingerprint(offer_sdp)
+    remote = _remote_fingerprint(offer_sdp, "offer")
     try:
         async with asyncio.timeout(timeout):
             transport, sdp = await _new_connection(

@@ -1,0 +1,717 @@
+"""The native WebRTC transport (zmesh/runtime/webrtc.py): real libdatachannel connections
+between two PeerConnections in one process, over loopback."""
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiolibdatachannel as rtc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zmesh.errors import LocalProtocolError, RemoteProtocolError
+from zmesh.runtime import webrtc
+from zmesh.runtime.webrtc import CompactSdp, TransportError, WebRTCTransport
+
+# A real offer from libdatachannel (dial(loopback=True)).
+LIBDATACHANNEL_OFFER = (
+    "v=0\r\no=rtc 651457258 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "a=msid-semantic:WMS *\r\na=ice-options:ice2 trickle\r\n"
+    "a=fingerprint:sha-256 E3:18:6E:A0:DA:DB:8F:C6:14:F0:48:04:7F:1B:5F:B5:C5:66:99:D6:A3:5B:"
+    "AD:9E:BE:9F:23:1D:B5:49:6B:DE\r\n"
+    "m=application 53231 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 192.0.2.2\r\n"
+    "a=mid:0\r\na=sendrecv\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+    "a=setup:actpass\r\na=ice-ufrag:Vswi\r\na=ice-pwd:O1T8Nt4ZLvd6AVPXEAutml\r\n"
+    "a=candidate:lo 1 UDP 2130706431 127.0.0.1 53231 typ host\r\n"
+    "a=candidate:2 1 UDP 2116026111 fd00::2 53231 typ host\r\n"
+    "a=candidate:1 1 UDP 2114977791 192.0.2.2 53231 typ host\r\na=end-of-candidates\r\n"
+)
+OFFER_FINGERPRINT = bytes.fromhex(
+    "E3186EA0DADB8FC614F048047F1B5FB5C56699D6A35BAD9EBE9F231DB5496BDE"
+)
+
+# The shape of a Chromium data-channel offer: an mDNS host candidate and a srflx one.
+CHROMIUM_STYLE_OFFER = (
+    "v=0\r\no=- 4215775240449105457 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    "a=group:BUNDLE 0\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n"
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
+    "a=candidate:3031411337 1 udp 2113937151 4d5a6c2e-0b5d-4b3c-9f3a-0e2b9a4f1c11.local "
+    "54321 typ host generation 0 network-cost 999\r\n"
+    "a=candidate:842163049 1 udp 1677729535 203.0.113.7 54321 typ srflx raddr 0.0.0.0 "
+    "rport 0 generation 0 network-cost 999\r\n"
+    "a=candidate:1 1 udp 2122260223 192.168.1.20 54322 typ host generation 0\r\n"
+    "a=ice-ufrag:Wq3L\r\na=ice-pwd:7d9Xg2iNbV0mBq3o1Kx5zJ1y\r\na=ice-options:trickle\r\n"
+    "a=fingerprint:SHA-256 e3:18:6e:a0:da:db:8f:c6:14:f0:48:04:7f:1b:5f:b5:c5:66:99:d6:a3:5b:"
+    "ad:9e:be:9f:23:1d:b5:49:6b:de\r\n"
+    "a=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+)
+
+
+def run[T](coro: Awaitable[T], timeout: float = 20.0) -> T:
+    """Run one test coroutine; a hang becomes a TimeoutError, not a stuck suite."""
+
+    async def main() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def connected_pair(**kwargs: Any) -> AsyncIterator[tuple[WebRTCTransport, WebRTCTransport]]:
+    pending_dial, offer = await webrtc.dial(loopback=True, **kwargs)
+    pending_answer, answer_sdp = await webrtc.answer(offer, loopback=True, **kwargs)
+    a, b = await asyncio.gather(pending_dial.complete(answer_sdp), pending_answer.connected())
+    try:
+        yield a, b
+    finally:
+        await asyncio.gather(a.aclose(), b.aclose())
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.002)
+
+
+def collector(transport: WebRTCTransport) -> list[bytes]:
+    got: list[bytes] = []
+    transport.onmessage = got.append
+    return got
+
+
+# -- connections ---------------------------------------------------------------------------
+
+
+def test_open_and_exchange_both_ways_in_order() -> None:
+    async def main() -> None:
+        async with connected_pair() as (a, b):
+            assert a.readyState == b.readyState == "open"
+            got_a, got_b = collector(a), collector(b)
+            for i in range(500):
+                a.send(b"a%d" % i)
+                b.send(b"b%d" % i)
+            await until(lambda: len(got_a) == len(got_b) == 500)
+            assert got_b == [b"a%d" % i for i in range(500)]
+            assert got_a == [b"b%d" % i for i in range(500)]
+
+    run(main())
+
+
+def test_one_mib_of_16k_messages_arrives_intact() -> None:
+    async def main() -> None:
+        async with connected_pair() as (a, b):
+            data = os.urandom(1 << 20)
+            got = collector(b)
+            for i in range(0, len(data), 16384):
+                a.send(data[i : i + 16384])
+            await until(lambda: sum(map(len, got)) >= len(data))
+            assert all(len(m) == 16384 for m in got)
+            assert hashlib.sha256(b"".join(got)).digest() == hashlib.sha256(data).digest()
+
+    run(main())
+
+
+def test_largest_message_and_oversize_refused() -> None:
+    async def main() -> None:
+        async with connected_pair() as (a, b):
+            got = collector(b)
+            big = os.urandom(webrtc.MAX_MESSAGE_SIZE)
+            a.send(big)
+            with pytest.raises(LocalProtocolError):
+                a.send(bytes(webrtc.MAX_MESSAGE_SIZE + 1))
+            await until(lambda: len(got) == 1)
+            assert got == [big]
+
+    run(main())
+
+
+def test_channel_binding_is_shared_and_per_connection() -> None:
+    async def main() -> None:
+        bindings = []
+        for _ in range(2):
+            pending_dial, offer = await webrtc.dial(loopback=True)
+            pending_answer, answer_sdp = await webrtc.answer(offer, loopback=True)
+            a, b = await asyncio.gather(
+                pending_dial.complete(answer_sdp), pending_answer.connected()
+            )
+            fingerprints = sorted(
+                (webrtc.sdp_fingerprint(offer), webrtc.sdp_fingerprint(answer_sdp))
+            )
+            assert a.channel_binding == b.channel_binding
+            assert a.channel_binding == hashlib.sha256(b"".join(fingerprints)).digest()
+            bindings.append(a.channel_binding)
+            await asyncio.gather(a.aclose(), b.aclose())
+        assert bindings[0] != bindings[1]
+
+    run(main())
+
+
+def test_close_propagates_to_the_peer() -> None:
+    async def main() -> None:
+        async with connected_pair() as (a, b):
+            closed_a, closed_b = asyncio.Event(), asyncio.Event()
+            a.onclose, b.onclose = closed_a.set, closed_b.set
+            a.close()
+            assert a.readyState == "closed"
+            await asyncio.wait_for(asyncio.gather(closed_a.wait(), closed_b.wait()), 5)
+            assert b.readyState == "closed"
+            assert a.error is None and b.error is None
+            a.send(b"after close")  # a no-op, like MemoryTransport
+            b.send(b"after close")
+            assert a.bufferedAmount == b.bufferedAmount == 0
+
+    run(main())
+
+
+def test_messages_sent_before_close_arrive_before_onclose() -> None:
+    async def main() -> None:
+        async with connected_pair() as (a, b):
+            events: list[bytes | None] = []
+            b.onmessage = events.append
+            b.onclose = lambda: events.append(None)
+            for i in range(300):
+                a.send(b"%d" % i)
+            await until(lambda: len(events) > 0)  # the data is on its way...
+            a.close()  # ...and the close follows it on the wire
+            await until(lambda: None in events)
+            assert events == [b"%d" % i for i in range(300)] + [None]
+
+    run(main())
+
+
+def test_messages_wait_for_a_handler() -> None:
+    """Messages that arrive before onmessage is set (the driver attaches after the
+    transport opens) are held, not dropped; so is an early close."""
+
+    async def main() -> None:
+        async with connected_pair() as (a, b):
+            for i in range(100):
+                a.send(b"%d" % i)
+            a.close()
+            await until(lambda: b.readyState == "closing")
+            closed = asyncio.Event()
+            b.onclose = closed.set
+            got = collector(b)
+            await asyncio.wait_for(closed.wait(), 5)
+            assert got == [b"%d" % i for i in range(100)]
+            assert b.readyState == "closed"
+
+    run(main())
+
+
+def test_extra_channels_from_the_peer_are_closed() -> None:
+    async def main() -> None:
+        async with connected_pair() as (a, b):
+            extra = await a._pc.create_data_channel("other")  # a peer going off-script
+            await asyncio.wait_for(extra.wait_closed(), 5)
+            got = collector(b)
+            a.send(b"still fine")
+            await until(lambda: got == [b"still fine"])
+
+    run(main())
+
+
+# -- backpressure, and the aiolibdatachannel hazards ---------------------------------------
+
+
+def test_buffered_amount_and_bufferedamountlow() -> None:
+    async def main() -> None:
+        async with connected_pair() as (a, b):
+            got = collector(b)
+            a.bufferedAmountLowThreshold = 256 * 1024
+            assert a.bufferedAmountLowThreshold == 256 * 1024
+            seen_at_low: list[int] = []
+            a.onbufferedamountlow = lambda: seen_at_low.append(a.bufferedAmount)
+            message = bytes(65536)
+            sent = 0
+            while a.bufferedAmount <= 2 << 20 and sent < 2000:  # send() never waits
+                a.send(message)
+                sent += 1
+            assert a.bufferedAmount > a.bufferedAmountLowThreshold
+            await until(lambda: len(seen_at_low) > 0)
+            assert seen_at_low[0] <= a.bufferedAmountLowThreshold
+            await until(lambda: len(got) == sent)
+            assert len(seen_at_low) == 1  # fired once, on the way down
+
+    run(main())
+
+
+def test_sending_with_a_low_water_threshold_never_hangs() -> None:
+    """The configuration that deadlocks the wrapper's send(wait_for_drain=True) (a
+    threshold above the message size; see the next test) flows through our transport,
+    with a sender that waits for onbufferedamountlow above a high-water mark."""
+
+    async def main() -> None:
+        async with connected_pair() as (a, b):
+            got = collector(b)
+            a.bufferedAmountLowThreshold = 1 << 20
+            low = asyncio.Event()
+            a.onbufferedamountlow = low.set
+            message = os.urandom(16384)
+            waits = 0
+            for _ in range(2000):  # 32 MiB
+                while a.bufferedAmount > 4 << 20:
+                    low.clear()
+                    await low.wait()
+                    waits += 1
+                a.send(message)
+            await until(lambda: len(got) == 2000)
+            assert waits > 0  # backpressure engaged, and released every time
+            assert all(m == message for m in got)
+
+    run(main(), timeout=15)
+
+
+async def raw_pair() -> tuple[
+    rtc.PeerConnection, rtc.PeerConnection, rtc.DataChannel, rtc.DataChannel
+]:
+    """Two plain aiolibdatachannel peers (no zMesh adapter), for the wrapper's own bugs."""
+    ports = [webrtc._free_udp_port() for _ in range(2)]
+    pcs = [
+        rtc.PeerConnection(rtc.RTCConfiguration(port_range_begin=p, port_range_end=p))
+        for p in ports
+    ]
+    options = rtc.DataChannelOptions(negotiated=True, stream_id=0)
+    channels = [await pc.create_data_channel("zmesh", options) for pc in pcs]
+    offer = await pcs[0].create_offer()
+    await pcs[1].set_remote_description(
+        webrtc._with_loopback_candidate(offer.sdp, ports[0]), "offer"
+    )
+    answer = await pcs[1].create_answer()
+    await pcs[0].set_remote_description(
+        webrtc._with_loopback_candidate(answer.sdp, ports[1]), "answer"
+    )
+    await asyncio.gather(*(c.wait_open() for c in channels))
+    return pcs[0], pcs[1], channels[0], channels[1]
+
+
+def test_upstream_send_with_drain_hangs() -> None:
+    """Evidence for the workaround (aiolibdatachannel 2026.10.15): with a threshold at or
+    above what is buffered, DataChannel.send(wait_for_drain=True) blocks forever.  If this
+    test fails, upstream fixed it."""
+
+    async def main() -> None:
+        a, b, channel, _ = await raw_pair()
+        try:
+            channel.set_buffered_amount_low_threshold(65536)
+
+            async def send_all() -> None:
+                for _ in range(2000):
+                    await channel.send(bytes(16384))  # wait_for_drain=True
+
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(send_all(), 2.0)
+            assert channel.buffered_amount == 0  # nothing left to drain: a lost wake-up
+        finally:
+            await asyncio.gather(a.aclose(), b.aclose())
+
+    run(main())
+
+
+@pytest.mark.slow
+def test_upstream_receive_queue_drops_messages() -> None:
+    """Evidence for the adapter's own buffer (aiolibdatachannel 2026.10.15): a reader that
+    drains the wrapper's 1,024-message queue continuously still loses messages when the
+    loop is busy, because all queued native callbacks run before the reader does."""
+
+    async def main() -> None:
+        a, b, sender, receiver = await raw_pair()
+        try:
+            got = 0
+
+            async def reader() -> None:
+                nonlocal got
+                async for _ in receiver:
+                    got += 1
+                    time.sleep(0.0002)  # a slow consumer, blocking the loop
+
+            task = asyncio.create_task(reader())
+            for i in range(5000):
+                await sender.send(b"%d" % i, wait_for_drain=False)
+            await asyncio.sleep(2.0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert got < 5000
+        finally:
+            await asyncio.gather(a.aclose(), b.aclose())
+
+    run(main())
+
+
+@pytest.mark.slow
+def test_slow_consumer_loses_nothing() -> None:
+    """5,000 messages sent as fast as possible (no yielding, so all of them are in flight
+    at once) to a consumer that blocks the loop for 0.2 ms per message.  The bound is
+    raised above 5,000 here: in the mesh, credit flow control keeps a peer under 512."""
+
+    async def main() -> None:
+        async with connected_pair(max_pending=8192) as (a, b):
+            got: list[bytes] = []
+
+            def slow(message: bytes) -> None:
+                time.sleep(0.0002)
+                got.append(message)
+
+            b.onmessage = slow
+            expected = [i.to_bytes(4, "big") + os.urandom(96) for i in range(5000)]
+            for message in expected:
+                a.send(message)
+            await until(lambda: len(got) == 5000, timeout=15)
+            assert got == expected
+            assert b.readyState == "open" and b.error is None
+
+    run(main(), timeout=25)
+
+
+def test_receive_buffer_overflow_closes_with_an_error() -> None:
+    async def main() -> None:
+        async with connected_pair(max_pending=100) as (a, b):
+            closed_a, closed_b = asyncio.Event(), asyncio.Event()
+            a.onclose, b.onclose = closed_a.set, closed_b.set
+            for i in range(1000):  # b has no onmessage: everything waits in its buffer
+                a.send(b"%d" % i)
+            await asyncio.wait_for(asyncio.gather(closed_a.wait(), closed_b.wait()), 5)
+            assert b.readyState == "closed"
+            assert b.error is not None and "100" in b.error
+            got = collector(b)
+            await asyncio.sleep(0.05)
+            assert got == []  # a transport that overflowed delivers nothing more
+
+    run(main())
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_answer_that_never_connects_times_out() -> None:
+    async def main() -> None:
+        pending_dial, offer = await webrtc.dial(loopback=True)
+        pending_answer, answer_sdp = await webrtc.answer(offer, loopback=True)
+        await pending_answer.aclose()  # the answerer is gone: nothing will ever connect
+        t0 = time.monotonic()
+        with pytest.raises(TransportError):
+            await pending_dial.complete(answer_sdp, timeout=1.0)
+        assert time.monotonic() - t0 < 3.0
+        await pending_dial.aclose()  # harmless after a failure
+
+    run(main())
+
+
+def test_connected_times_out_when_the_dialler_never_completes() -> None:
+    async def main() -> None:
+        pending_dial, offer = await webrtc.dial(loopback=True)
+        pending_answer, _ = await webrtc.answer(offer, loopback=True)
+        t0 = time.monotonic()
+        with pytest.raises(TransportError, match="did not open"):
+            await pending_answer.connected(timeout=0.5)
+        assert time.monotonic() - t0 < 2.0
+        await pending_dial.aclose()  # an abandoned dial closes cleanly
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "answer_sdp",
+    ["", "garbage", "v=0\r\n", "\x00" * 64, LIBDATACHANNEL_OFFER.replace("sha-256", "sha-1")],
+)
+def test_garbage_answer_is_a_protocol_error(answer_sdp: str) -> None:
+    async def main() -> None:
+        pending_dial, _ = await webrtc.dial(loopback=True)
+        with pytest.raises((RemoteProtocolError, TransportError)):
+            await pending_dial.complete(answer_sdp, timeout=2.0)
+        with pytest.raises(LocalProtocolError):
+            await pending_dial.complete(answer_sdp)
+
+    run(main())
+
+
+def test_answer_with_an_offer_role_or_our_own_fingerprint_is_refused() -> None:
+    async def main() -> None:
+        pending_dial, _ = await webrtc.dial(loopback=True)
+        other, other_offer = await webrtc.dial(loopback=True)
+        with pytest.raises(RemoteProtocolError, match="actpass"):  # an offer, not an answer
+            await pending_dial.complete(other_offer, timeout=2.0)
+        await other.aclose()
+
+        pending_dial, offer = await webrtc.dial(loopback=True)
+        ours = CompactSdp.from_sdp(offer)
+        reflected = CompactSdp(ours.ice_ufrag, ours.ice_pwd, ours.fingerprint, "active")
+        with pytest.raises(RemoteProtocolError, match="own fingerprint"):
+            await pending_dial.complete(reflected.to_sdp("answer"), timeout=2.0)
+
+    run(main())
+
+
+def test_answer_refused_by_libdatachannel_is_a_protocol_error() -> None:
+    async def main() -> None:
+        pending_dial, _ = await webrtc.dial(loopback=True)
+        other, other_offer = await webrtc.dial(loopback=True)
+        pending_answer, answer_sdp = await webrtc.answer(other_offer, loopback=True)
+
+        async def refuse(sdp: str, type_: str) -> None:
+            raise rtc.RTCError("rtcSetRemoteDescription: invalid argument (-1)", -1)
+
+        pending_dial._transport._pc.set_remote_description = refuse  # type: ignore[method-assign]
+        with pytest.raises(RemoteProtocolError, match="rejected"):
+            await pending_dial.complete(answer_sdp, timeout=2.0)
+        assert pending_dial._transport.readyState == "closed"
+        await asyncio.gather(other.aclose(), pending_answer.aclose())
+
+    run(main())
+
+
+def test_wrong_fingerprint_fails_fast() -> None:
+    """DTLS checks the peer's certificate against the SDP: a substituted fingerprint
+    fails the connection (quickly, not by timeout)."""
+
+    async def main() -> None:
+        pending_dial, offer = await webrtc.dial(loopback=True)
+        pending_answer, answer_sdp = await webrtc.answer(offer, loopback=True)
+        compact = CompactSdp.from_sdp(answer_sdp)
+        forged = CompactSdp(
+            compact.ice_ufrag, compact.ice_pwd, bytes(32), compact.setup, compact.candidates
+        )
+        t0 = time.monotonic()
+        with pytest.raises(TransportError):
+            await pending_dial.complete(forged.to_sdp("answer"), timeout=5.0)
+        assert time.monotonic() - t0 < 4.0
+        await pending_answer.aclose()
+
+    run(main())
+
+
+def test_garbage_offer_is_a_protocol_error() -> None:
+    async def main() -> None:
+        for offer in ("", "garbage", LIBDATACHANNEL_OFFER.replace("m=application", "m=audio")):
+            with pytest.raises(RemoteProtocolError):
+                await webrtc.answer(offer, loopback=True)
+
+    run(main())
+
+
+# -- SDP: fingerprints and the compact form ------------------------------------------------
+
+
+def test_sdp_fingerprint() -> None:
+    assert webrtc.sdp_fingerprint(LIBDATACHANNEL_OFFER) == OFFER_FINGERPRINT
+    assert webrtc.sdp_fingerprint(CHROMIUM_STYLE_OFFER) == OFFER_FINGERPRINT  # case, level
+    both = LIBDATACHANNEL_OFFER.replace("a=setup", "a=fingerprint:sha-1 00:11:22:33\r\na=setup")
+    assert webrtc.sdp_fingerprint(both) == OFFER_FINGERPRINT  # other hashes are ignored
+
+
+@pytest.mark.parametrize(
+    "sdp",
+    [
+        "",
+        "v=0\r\n",
+        LIBDATACHANNEL_OFFER.replace("sha-256", "sha-1"),  # no SHA-256 fingerprint
+        LIBDATACHANNEL_OFFER.replace("E3:18", "E3:1"),  # short byte
+        LIBDATACHANNEL_OFFER.replace("E3:18", "E3:18:00"),  # 33 bytes
+        LIBDATACHANNEL_OFFER.replace("E3:18", "G3:18"),  # not hex
+        LIBDATACHANNEL_OFFER.replace("E3:18", "E318"),  # no colon
+        LIBDATACHANNEL_OFFER.replace("sha-256 ", "sha-256"),  # no separator
+        LIBDATACHANNEL_OFFER.replace(
+            "a=setup", "a=fingerprint:sha-256 " + ":".join(["00"] * 32) + "\r\na=setup"
+        ),  # two fingerprints that disagree
+        "a=fingerprint:sha-256 " + ":".join(["00"] * 32) * 3000,  # too large
+    ],
+)
+def test_sdp_fingerprint_rejects_malformed(sdp: str) -> None:
+    with pytest.raises(RemoteProtocolError):
+        webrtc.sdp_fingerprint(sdp)
+
+
+def test_compact_from_real_sdp() -> None:
+    compact = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER)
+    assert compact == CompactSdp(
+        ice_ufrag="Vswi",
+        ice_pwd="O1T8Nt4ZLvd6AVPXEAutml",
+        fingerprint=OFFER_FINGERPRINT,
+        setup="actpass",
+        candidates=(("127.0.0.1", 53231), ("fd00::2", 53231), ("192.0.2.2", 53231)),
+    )
+    assert CompactSdp.decode(compact.encode()) == compact
+    assert len(compact.encode()) == 2 + 32 + 2 + 4 + 2 + 22 + 1 + 7 + 19 + 7
+    # Browser SDP: the mDNS and srflx candidates are dropped; the IP host one is kept.
+    chromium = CompactSdp.from_sdp(CHROMIUM_STYLE_OFFER)
+    assert chromium.candidates == (("192.168.1.20", 54322),)
+    assert chromium.fingerprint == OFFER_FINGERPRINT
+
+
+def test_compact_to_sdp_roles() -> None:
+    offer = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER)
+    sdp = offer.to_sdp("offer")
+    for line in (
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+        "a=sctp-port:5000",
+        "a=max-message-size:262144",
+        "a=mid:0",
+        "a=group:BUNDLE 0",
+        "a=setup:actpass",
+    ):
+        assert line in sdp.split("\r\n")
+    assert CompactSdp.from_sdp(sdp) == offer
+    with pytest.raises(RemoteProtocolError):
+        offer.to_sdp("answer")  # actpass is an offer's role
+    with pytest.raises(LocalProtocolError):
+        offer.to_sdp("pranswer")
+    active = CompactSdp(offer.ice_ufrag, offer.ice_pwd, offer.fingerprint, "active")
+    assert "a=setup:active" in active.to_sdp("answer")
+    with pytest.raises(RemoteProtocolError):
+        active.to_sdp("offer")
+
+
+@pytest.mark.parametrize(
+    "sdp",
+    [
+        LIBDATACHANNEL_OFFER.replace("a=mid:0", "a=mid:data"),
+        LIBDATACHANNEL_OFFER.replace("a=sctp-port:5000", "a=sctp-port:5001"),
+        LIBDATACHANNEL_OFFER.replace("webrtc-datachannel", "5000"),
+        LIBDATACHANNEL_OFFER + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+        LIBDATACHANNEL_OFFER.replace("a=ice-ufrag:Vswi", "a=ice-ufrag:Vsw"),  # too short
+        LIBDATACHANNEL_OFFER.replace("a=ice-pwd:", "a=ice-pwd:x\r\na=ice-pwd:"),
+        LIBDATACHANNEL_OFFER.replace("a=setup:actpass", "a=setup:holdconn"),
+        LIBDATACHANNEL_OFFER.replace("53231 typ host", "99999 typ host"),
+        LIBDATACHANNEL_OFFER.replace("UDP 2130706431", "UDP 2130706431x"),
+        LIBDATACHANNEL_OFFER.replace("lo 1 UDP", "lo 1\u0661 UDP"),  # a non-ASCII digit
+        LIBDATACHANNEL_OFFER.replace(" typ host\r\n", " host\r\n"),
+    ],
+)
+def test_compact_rejects_unusable_sdp(sdp: str) -> None:
+    with pytest.raises(RemoteProtocolError):
+        CompactSdp.from_sdp(sdp)
+
+
+def test_compact_round_trip_still_connects() -> None:
+    """Offer and answer both go through from_sdp -> encode -> decode -> to_sdp, keeping
+    only the 127.0.0.1 candidate: the rebuilt SDP is all libdatachannel gets, and the
+    connection opens over the added loopback candidate."""
+
+    def squeeze(sdp: str, role: str) -> str:
+        compact = CompactSdp.decode(CompactSdp.from_sdp(sdp).encode())
+        loop_only = tuple(c for c in compact.candidates if c[0] == "127.0.0.1")
+        assert len(loop_only) == 1
+        return CompactSdp(
+            compact.ice_ufrag, compact.ice_pwd, compact.fingerprint, compact.setup, loop_only
+        ).to_sdp(role)
+
+    async def main() -> None:
+        pending_dial, offer = await webrtc.dial(loopback=True)
+        pending_answer, answer_sdp = await webrtc.answer(squeeze(offer, "offer"), loopback=True)
+        a, b = await asyncio.gather(
+            pending_dial.complete(squeeze(answer_sdp, "answer")), pending_answer.connected()
+        )
+        try:
+            assert a.channel_binding == b.channel_binding
+            got = collector(b)
+            a.send(b"through the compact form")
+            await until(lambda: got == [b"through the compact form"])
+        finally:
+            await asyncio.gather(a.aclose(), b.aclose())
+
+    run(main())
+
+
+ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+addresses = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).filter(
+    lambda ip: not ip.is_unspecified and not ip.is_multicast
+)
+compacts = st.builds(
+    CompactSdp,
+    ice_ufrag=st.text(ICE_CHARS, min_size=4, max_size=256),
+    ice_pwd=st.text(ICE_CHARS, min_size=22, max_size=256),
+    fingerprint=st.binary(min_size=32, max_size=32),
+    setup=st.sampled_from(["actpass", "active", "passive"]),
+    candidates=st.lists(
+        st.tuples(addresses.map(str), st.integers(1, 65535)),
+        max_size=webrtc.MAX_CANDIDATES,
+        unique=True,
+    ).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(compacts)
+def test_compact_round_trips(compact: CompactSdp) -> None:
+    role = "offer" if compact.setup == "actpass" else "answer"
+    assert CompactSdp.from_sdp(compact.to_sdp(role)) == compact
+    assert CompactSdp.decode(compact.encode()) == compact
+    assert webrtc.sdp_fingerprint(compact.to_sdp(role)) == compact.fingerprint
+
+
+def mutate(base: str, edits: list[tuple[int, int, str]]) -> str:
+    for position, length, insert in edits:
+        at = position % (len(base) + 1)
+        base = base[:at] + insert + base[at + length :]
+    return base
+
+
+edits = st.lists(
+    st.tuples(
+        st.integers(0, 2000),
+        st.integers(0, 8),
+        st.one_of(
+            st.text(max_size=6),
+            st.sampled_from(["\r\n", ":", " ", "a=", "m=application ", "typ", "sha-256", "0"]),
+        ),
+    ),
+    max_size=6,
+)
+
+
+def parses_or_refuses(parse: Callable[[Any], object], value: object) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        parse(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=400), edits.map(lambda e: mutate(LIBDATACHANNEL_OFFER, e))))
+def test_sdp_parsers_raise_only_remote_protocol_error(sdp: str) -> None:
+    parses_or_refuses(CompactSdp.from_sdp, sdp)
+    parses_or_refuses(webrtc.sdp_fingerprint, sdp)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.tuples(compacts, st.integers(0, 600), st.binary(max_size=3)).map(
+            lambda t: (lambda b: b[: t[1]] + t[2] + b[t[1] + len(t[2]) :])(t[0].encode())
+        ),
+    )
+)
+def test_compact_decode_raises_only_remote_protocol_error(data: bytes) -> None:
+    parses_or_refuses(CompactSdp.decode, data)
+
+
+def test_compact_rejects_bad_fields() -> None:
+    good = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER)
+    for kwargs in (
+        {"ice_ufrag": "ab\r\na=x"},
+        {"ice_pwd": "short"},
+        {"fingerprint": bytes(31)},
+        {"setup": "holdconn"},
+        {"candidates": (("127.0.0.01", 1),)},
+        {"candidates": (("127.0.0.1", 0),)},
+        {"candidates": (("::1", 1),) * (webrtc.MAX_CANDIDATES + 1)},
+    ):
+        fields = {
+            "ice_ufrag": good.ice_ufrag,
+            "ice_pwd": good.ice_pwd,
+            "fingerprint": good.fingerprint,
+            "setup": good.setup,
+            "candidates": good.candidates,
+        }
+        fields.update(kwargs)
+        with pytest.raises(RemoteProtocolError):
+            CompactSdp(**fields)
+    assert ipaddress.ip_address(good.candidates[0][0]).is_loopback
