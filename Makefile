@@ -10,7 +10,9 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3 \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	    command -v $$p; break; fi; done)
 
-.PHONY: help venv run test lint typecheck contracts pytest bench vectors clean
+SYSDEPS := $(VENV)/.sysdeps
+
+.PHONY: help venv sysdeps run demo test lint typecheck contracts pytest bench vectors clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,7 +29,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create the virtualenv and install zmesh with its test extras
 
-run: $(STAMP)  ## run the main job: an in-process mesh demo with a verified transfer
+# System tools the tests drive (curl for the SOCKS5 tests).  Installed only when missing.
+$(SYSDEPS): $(STAMP)
+	@missing=""; for tool in curl; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@touch $(SYSDEPS)
+
+sysdeps: $(SYSDEPS)  ## install missing system tools (curl)
+
+run: $(STAMP)  ## run the main job: a local mesh (4 relays, an exit, a SOCKS5 proxy) on loopback
+	$(VENV)/bin/zmesh up
+
+demo: $(STAMP)  ## an in-process simulated mesh with a verified 5 MB transfer
 	$(VENV)/bin/zmesh demo
 
 lint: $(STAMP)  ## ruff
@@ -40,7 +57,7 @@ typecheck: $(STAMP)  ## mypy --strict
 contracts: $(STAMP)  ## import-linter: the sans-I/O and layering contracts
 	$(VENV)/bin/lint-imports
 
-pytest: $(STAMP)  ## the test suite (parallel)
+pytest: $(SYSDEPS)  ## the test suite (parallel)
 	$(PY) -bb -m pytest -n auto
 
 test: lint typecheck contracts pytest  ## everything CI runs

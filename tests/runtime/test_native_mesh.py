@@ -234,3 +234,54 @@ def test_killing_a_middle_relay_fails_the_stream_cleanly_and_recovers(
         assert float(out) < 5.0
         data = (tmp_path / "next.bin").read_bytes()
         assert hashlib.sha256(data).hexdigest() == server.sha256
+
+
+def test_a_restarted_relay_keeps_its_node_id(tmp_path: Path) -> None:
+    from netmesh import start_relay, stop
+
+    first = start_relay(tmp_path, "r", [])
+    stop(first)
+    again = start_relay(tmp_path, "r", [])
+    stop(again)
+    assert first.node_prefix == again.node_prefix
+    assert (tmp_path / "r" / "zmesh.sqlite3").stat().st_mode & 0o077 == 0  # owner only
+
+
+def test_relay_with_an_unusable_data_dir_says_why(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "zmesh", "relay", "--listen", "127.0.0.1:0", "--data", str(blocker)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "cannot use state directory" in proc.stderr
+
+
+def test_zmesh_up_self_tests_and_stops_on_ctrl_c() -> None:
+    import subprocess
+    import sys
+
+    from netmesh import _read_line, free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "zmesh", "up", "--relays", "3", "--socks", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = _read_line(proc, r"self-test:", 90)
+        assert "SHA-256 verified" in line
+        _read_line(proc, r"Press Ctrl-C", 10)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()

@@ -389,6 +389,19 @@ def test_receive_buffer_overflow_closes_with_an_error() -> None:
     run(main())
 
 
+def test_receive_buffer_byte_bound() -> None:
+    async def main() -> None:
+        async with connected_pair(max_pending_bytes=webrtc.MAX_MESSAGE_SIZE) as (a, b):
+            closed = asyncio.Event()
+            b.onclose = closed.set
+            for _ in range(5):  # 320 KiB for a 256 KiB bound, nobody reading
+                a.send(bytes(65536))
+            await asyncio.wait_for(closed.wait(), 5)
+            assert b.error is not None and "overflow" in b.error
+
+    run(main())
+
+
 # -- failures ------------------------------------------------------------------------------
 
 

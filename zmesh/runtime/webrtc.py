@@ -36,10 +36,13 @@ What aiolibdatachannel 2026.10.15 needs, measured (see the tests):
   callback: messages go straight from libdatachannel's thread into this transport's own
   buffer (one loop wake-up per batch), and ``onmessage`` is called from there.
   This uses the wrapper's private ``DataChannel._native`` (the ``_core.DataChannel``).
-* That buffer is bounded (``max_pending``, default 4,096 messages received but not yet
-  delivered to ``onmessage``).  Link-level credit flow control in the node keeps a peer
-  below 512 unacknowledged frames per link, so an honest peer never comes near it; a peer
+* That buffer is bounded: ``max_pending`` messages (default 4,096) and
+  ``max_pending_bytes`` (default 64 MiB) received but not yet delivered to ``onmessage``.
+  SCTP gives no backpressure here (libdatachannel reads everything as it arrives), so
+  the bound relies on link-level credit flow control in the node, which keeps a peer
+  below 512 unacknowledged frames per link: an honest peer never comes near it.  A peer
   that exceeds it is hostile or broken, and the transport closes with :attr:`error` set.
+  (The byte bound matters because a message may be 256 KiB: 4,096 of them are 1 GiB.)
   Messages wait in the buffer while ``onmessage`` is ``None`` (between the channel opening
   and the driver attaching), and are delivered at most 256 per loop iteration so that one
   busy link does not starve the others.
@@ -84,6 +87,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PENDING",
+    "DEFAULT_MAX_PENDING_BYTES",
     "LABEL",
     "MAX_MESSAGE_SIZE",
     "CompactSdp",
@@ -102,6 +106,7 @@ LABEL: Final = "zmesh"
 CHANNEL_ID: Final = 0  # the negotiated SCTP stream id
 MAX_MESSAGE_SIZE: Final = 262144  # what libdatachannel advertises and enforces (256 KiB)
 DEFAULT_MAX_PENDING: Final = 4096
+DEFAULT_MAX_PENDING_BYTES: Final = 64 << 20
 SCTP_PORT: Final = 5000
 MAX_SDP_SIZE: Final = 65536
 MAX_CANDIDATES: Final = 32
@@ -436,15 +441,17 @@ class WebRTCTransport:
         channel: rtc.DataChannel,
         *,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
-        if max_pending < 1:
-            raise LocalProtocolError("max_pending must be at least 1")
+        if max_pending < 1 or max_pending_bytes < MAX_MESSAGE_SIZE:
+            raise LocalProtocolError("max_pending must be >= 1, max_pending_bytes >= 256 KiB")
         self._loop = asyncio.get_running_loop()
         self._pc = pc
         self._channel = channel
         # The wrapper's private native handle: see the module doc for why.
         self._native = channel._native
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
         self._state: ReadyState = "connecting"
         self._threshold = 0
         self._max_message_size = MAX_MESSAGE_SIZE
@@ -459,6 +466,7 @@ class WebRTCTransport:
         self._watcher: asyncio.Task[None] | None = None
         # Received, not yet delivered.  libdatachannel's threads append; the loop pops.
         self._inbox: deque[bytes] = deque()
+        self._inbox_bytes = 0
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
         self._accepting = True
@@ -558,16 +566,20 @@ class WebRTCTransport:
 
     def _native_message(self, data: bytes | str) -> None:
         """On a libdatachannel thread: buffer the message, wake the loop once per batch."""
-        message = data.encode() if isinstance(data, str) else data
+        message = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
         with self._inbox_lock:
             if not self._accepting:
                 return
-            if len(self._inbox) >= self._max_pending:
+            if (
+                len(self._inbox) >= self._max_pending
+                or self._inbox_bytes + len(message) > self._max_pending_bytes
+            ):
                 self._accepting = False
                 overflow = True
             else:
                 overflow = False
                 self._inbox.append(message)
+                self._inbox_bytes += len(message)
                 if self._drain_scheduled:
                     return
                 self._drain_scheduled = True
@@ -606,7 +618,9 @@ class WebRTCTransport:
                 handler = self._onmessage
                 if handler is None or self._closed():
                     return
-                message = self._inbox.popleft()
+                with self._inbox_lock:
+                    message = self._inbox.popleft()
+                    self._inbox_bytes -= len(message)
                 delivered += 1
                 handler(message)
         finally:
@@ -623,9 +637,10 @@ class WebRTCTransport:
     def _overflowed(self) -> None:
         if self._state in ("connecting", "open", "closing"):
             self.error = (
-                f"peer exceeded {self._max_pending} undelivered messages (receive buffer overflow)"
+                f"receive buffer overflow: the peer exceeded {self._max_pending} messages "
+                f"or {self._max_pending_bytes} bytes not yet delivered"
             )
-            log.warning("webrtc event=overflow limit=%d", self._max_pending)
+            log.warning("webrtc event=overflow error=%r", self.error)
             self._shut(self.error)
 
     def _remote_closed(self) -> None:
@@ -649,7 +664,9 @@ class WebRTCTransport:
             return
         if error is not None:
             self.error = error
-        self._inbox.clear()
+        with self._inbox_lock:
+            self._inbox.clear()
+            self._inbox_bytes = 0
         self._pc.close()
         self._finish()
 
@@ -676,7 +693,7 @@ if TYPE_CHECKING:
 
 
 async def _new_connection(
-    *, loopback: bool, max_pending: int, remote_offer: str | None
+    *, loopback: bool, max_pending: int, max_pending_bytes: int, remote_offer: str | None
 ) -> tuple[WebRTCTransport, str]:
     """A peer connection with our channel, and its local offer (or answer) SDP.
 
@@ -695,7 +712,9 @@ async def _new_connection(
             channel = await pc.create_data_channel(
                 LABEL, rtc.DataChannelOptions(negotiated=True, stream_id=CHANNEL_ID)
             )
-            transport = WebRTCTransport(pc, channel, max_pending=max_pending)
+            transport = WebRTCTransport(
+                pc, channel, max_pending=max_pending, max_pending_bytes=max_pending_bytes
+            )
             pc.spawn_task(_refuse_other_channels(pc))
             if remote_offer is not None:
                 try:
@@ -819,16 +838,21 @@ async def dial(
     timeout: float = 10.0,
     loopback: bool = False,
     max_pending: int = DEFAULT_MAX_PENDING,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
 ) -> tuple[PendingDial, str]:
     """Create a connection and our channel; return it pending, with the offer SDP.
 
     The SDP is complete (ICE gathering done).  ``loopback`` adds a ``127.0.0.1``
-    candidate (see the module doc).  ``max_pending`` bounds the receive buffer.
+    candidate (see the module doc).  ``max_pending`` and ``max_pending_bytes`` bound the
+    receive buffer.
     """
     try:
         async with asyncio.timeout(timeout):
             transport, sdp = await _new_connection(
-                loopback=loopback, max_pending=max_pending, remote_offer=None
+                loopback=loopback,
+                max_pending=max_pending,
+                max_pending_bytes=max_pending_bytes,
+                remote_offer=None,
             )
     except TimeoutError:
         raise TransportError(f"creating the offer took over {timeout:g} s") from None
@@ -841,6 +865,7 @@ async def answer(
     timeout: float = 10.0,
     loopback: bool = False,
     max_pending: int = DEFAULT_MAX_PENDING,
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
 ) -> tuple[PendingAnswer, str]:
     """Apply a peer's offer; return the pending connection and our answer SDP.
 
@@ -851,7 +876,10 @@ async def answer(
     try:
         async with asyncio.timeout(timeout):
             transport, sdp = await _new_connection(
-                loopback=loopback, max_pending=max_pending, remote_offer=offer_sdp
+                loopback=loopback,
+                max_pending=max_pending,
+                max_pending_bytes=max_pending_bytes,
+                remote_offer=offer_sdp,
             )
     except TimeoutError:
         raise TransportError(f"creating the answer took over {timeout:g} s") from None
