@@ -47,17 +47,14 @@ def is_loopback_host(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-async def wait_for_stop() -> None:
-    """Return on SIGINT or SIGTERM."""
+def stop_requested() -> asyncio.Event:
+    """An event set on SIGINT or SIGTERM.  Call it first thing, so that a signal that
+    arrives during start-up also shuts down cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    return stop
 
 
 async def keep_bootstrapping(driver: AsyncNode, urls: list[str]) -> None:
@@ -88,6 +85,7 @@ class RelayOptions:
 
 
 async def run_relay(opts: RelayOptions) -> int:
+    stop = stop_requested()
     host, port = split_hostport(opts.listen)
     store = Store(opts.data)
     rng = SystemRng()
@@ -117,7 +115,7 @@ async def run_relay(opts: RelayOptions) -> int:
     if policy is not None:
         print(f"exit policy: {policy.summary()}", flush=True)
     try:
-        await wait_for_stop()
+        await stop.wait()
     finally:
         boot.cancel()
         await driver.close()
@@ -163,6 +161,7 @@ async def _read_until(proc: asyncio.subprocess.Process, marker: str, timeout: fl
 
 
 async def run_up(opts: UpOptions) -> int:
+    stop = stop_requested()
     if opts.relays < 3:
         raise ZMeshError("a local mesh needs at least 3 relays for 3-hop circuits")
     socks_host, socks_port = split_hostport(opts.socks)
@@ -220,7 +219,7 @@ async def run_up(opts: UpOptions) -> int:
                 flush=True,
             )
             drains = [asyncio.ensure_future(_drain(p)) for p in procs]
-            stopper = asyncio.ensure_future(wait_for_stop())
+            stopper = asyncio.ensure_future(stop.wait())
             died = asyncio.ensure_future(
                 asyncio.wait(
                     [asyncio.ensure_future(p.wait()) for p in procs],

@@ -21,7 +21,7 @@ from ..identity import Descriptor, Flags, Identity, short_id
 from ..node import Node, NodeConfig
 from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
-from .daemon import keep_bootstrapping, split_hostport, wait_for_stop
+from .daemon import keep_bootstrapping, split_hostport, stop_requested
 from .entropy import SystemRng
 from .store import Store
 
@@ -246,6 +246,7 @@ class ProxyOptions:
 
 
 async def run_proxy(opts: ProxyOptions) -> int:
+    stop = stop_requested()
     host, port = split_hostport(opts.socks, 1080)
     rng = SystemRng()
     store = Store(opts.data) if opts.data is not None else None
@@ -263,6 +264,8 @@ async def run_proxy(opts: ProxyOptions) -> int:
     try:
         deadline = time.monotonic() + 120
         while not proxy.pool.usable():
+            if stop.is_set():
+                return 0
             if time.monotonic() > deadline:
                 raise ZMeshError("no usable path after 120 s: are the bootstrap relays up?")
             await asyncio.sleep(0.1)
@@ -272,7 +275,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
             f"({len(node.directory)} relays known)",
             flush=True,
         )
-        await wait_for_stop()
+        await stop.wait()
     finally:
         boot.cancel()
         await proxy.close()
