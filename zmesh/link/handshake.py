@@ -65,7 +65,7 @@ class LinkHandshake:
         if not self.initiator or self.state is not HandshakeState.START:
             raise LocalProtocolError("start() is for a fresh initiator")
         assert self._peer_kem_pk is not None
-        ct, self._ss_r = xwing.encaps(self._peer_kem_pk, self._rng.bytes(64))
+        ct, self._ss_r = xwing.encaps_with(self._peer_kem_pk, self._rng)
         keys = self.identity.kem.public + self.identity.signing.public
         hello = Hello1(keys, ct)
         self._hello1 = encode_frame(hello)
@@ -83,7 +83,7 @@ class LinkHandshake:
             self.peer_id = node_id_of(kem_pk, sign_pk)
             self._hello1 = encode_frame(frame)
             ss_r = self.identity.kem.decaps(frame.ciphertext)
-            ct_i, ss_i = xwing.encaps(kem_pk, self._rng.bytes(64))
+            ct_i, ss_i = xwing.encaps_with(kem_pk, self._rng)
             self._key = self._derive(ss_r, ss_i, ct_i)
             self.state = HandshakeState.SENT_HELLO2
             return Hello2(ct_i, keyed_hash(self._key, b"responder"))

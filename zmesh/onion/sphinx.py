@@ -139,7 +139,7 @@ def build_setup_header(geometry: Geometry, path: Sequence[PathHop], rng: Rng) ->
     keys: list[HopKeys] = []
     streams: list[bytes] = []
     for hop in path:
-        ct, ss = xwing.encaps(hop.onion_pk, rng.bytes(xwing.ENCAPS_RANDOMNESS_SIZE))
+        ct, ss = xwing.encaps_with(hop.onion_pk, rng)
         k = derive_hop_keys(geometry, ss)
         cts.append(ct)
         keys.append(k)

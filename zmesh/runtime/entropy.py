@@ -7,5 +7,7 @@ import os
 class SystemRng:
     """Random bytes from the operating system's CSPRNG."""
 
+    reproducible = False
+
     def bytes(self, n: int) -> builtins.bytes:
         return os.urandom(n)

@@ -20,10 +20,11 @@ fingerprint in its SDP, so the binding names the DTLS session that carries the l
 
 What aiolibdatachannel 2026.10.15 needs, measured (see the tests):
 
-* ``DataChannel.send(..., wait_for_drain=True)`` hangs for good once a low-water
-  threshold is set: ``send`` clears its "buffer low" event whenever anything is buffered,
-  but libdatachannel only fires the callback that sets it when the amount *falls from
-  above* the threshold, so a buffer that never exceeds the threshold never re-arms it.
+* ``DataChannel.send(..., wait_for_drain=True)`` hangs for good once the low-water
+  threshold is at or above what a send leaves buffered (64 KiB with 16 KiB messages, say):
+  ``send`` clears its "buffer low" event whenever anything is buffered, but libdatachannel
+  only fires the callback that sets it when the amount *falls from above* the threshold,
+  so a buffer that never exceeds the threshold never re-arms it.
   We never use the wrapper's ``send``: :meth:`WebRTCTransport.send` hands the message to
   libdatachannel synchronously (what ``wait_for_drain=False`` does), and
   ``onbufferedamountlow`` comes from libdatachannel's own callback, which has the W3C
@@ -31,11 +32,12 @@ What aiolibdatachannel 2026.10.15 needs, measured (see the tests):
 * The wrapper's per-channel receive queue holds 1,024 messages and silently discards the
   oldest when full, even on a reliable channel.  A reader task draining it is not enough:
   libdatachannel's threads schedule one loop callback per message, and all callbacks
-  queued while the loop was busy run back to back before any reader task does, so one
-  10 ms stall at a high message rate loses data.  We replace the channel's native message
-  callback: messages go straight from libdatachannel's thread into this transport's own
-  buffer (one loop wake-up per batch), and ``onmessage`` is called from there.
-  This uses the wrapper's private ``DataChannel._native`` (the ``_core.DataChannel``).
+  queued while the loop was busy run back to back before any reader task does.  (In the
+  tests, 5,000 small messages to a reader doing 0.2 ms of work each: 1,500 to 2,200
+  arrive.)  So we replace the channel's native message callback: messages go straight
+  from libdatachannel's thread into this transport's own buffer (one loop wake-up per
+  batch), and ``onmessage`` is called from there; the same load loses nothing.  This
+  uses the wrapper's private ``DataChannel._native`` (its ``_core.DataChannel``).
 * That buffer is bounded: ``max_pending`` messages (default 4,096) and
   ``max_pending_bytes`` (default 64 MiB) received but not yet delivered to ``onmessage``.
   SCTP gives no backpressure here (libdatachannel reads everything as it arrives), so
@@ -112,6 +114,7 @@ MAX_SDP_SIZE: Final = 65536
 MAX_CANDIDATES: Final = 32
 _DELIVERY_BATCH: Final = 256
 _LOOPBACK_ATTEMPTS: Final = 3
+CLOSE_LINGER: Final = 5.0  # seconds a closing connection may spend delivering what it has
 _LOOPBACK_PRIORITY: Final = (126 << 24) | (0xFFFF << 8) | 255  # best host candidate
 
 
@@ -432,7 +435,8 @@ class WebRTCTransport:
     does nothing (like :class:`~zmesh.sim.network.MemoryTransport`).  ``onclose`` fires
     once, after every message received before the close was delivered; a local
     :meth:`close` drops undelivered messages.  :attr:`error` says why a transport closed
-    on its own (``None`` for an orderly close).
+    on its own (``None`` for an orderly close).  ``onopen`` is never called: the
+    transport is handed out open.
     """
 
     def __init__(
@@ -464,6 +468,7 @@ class WebRTCTransport:
         self._close_due = False  # onclose should fire once the inbox is empty
         self._close_fired = False
         self._watcher: asyncio.Task[None] | None = None
+        self._teardown_task: asyncio.Task[None] | None = None
         # Received, not yet delivered.  libdatachannel's threads append; the loop pops.
         self._inbox: deque[bytes] = deque()
         self._inbox_bytes = 0
@@ -535,12 +540,20 @@ class WebRTCTransport:
             log.debug("webrtc event=send_failed error=%r", str(exc))
 
     def close(self) -> None:
-        """Close the channel and its connection; ``onclose`` fires soon after."""
+        """Close now: ``readyState`` becomes ``"closed"`` and ``onclose`` fires soon after.
+
+        Messages already passed to :meth:`send` are still delivered: the connection shuts
+        down gracefully (SCTP SHUTDOWN) in the background, for at most
+        :data:`CLOSE_LINGER` seconds, then is torn down.  Undelivered received messages
+        are dropped.
+        """
         self._shut(None)
 
     # -- extras ------------------------------------------------------------------------
     async def wait_closed(self) -> None:
-        """Wait until the native connection is torn down (after :meth:`close`)."""
+        """Wait until the native connection is torn down (after a close)."""
+        if self._teardown_task is not None:
+            await asyncio.shield(self._teardown_task)
         await self._pc.wait_closed()
 
     async def aclose(self) -> None:
@@ -650,7 +663,7 @@ class WebRTCTransport:
         if self._state not in ("connecting", "open"):
             return
         self._state = "closing"
-        self._pc.close()
+        self._start_teardown(graceful=True)
         if not self._inbox:
             self._finish()
         elif self._onmessage is not None:
@@ -662,13 +675,39 @@ class WebRTCTransport:
             self._accepting = False
         if self._state == "closed":
             return
+        graceful = error is None and self._state == "open"
         if error is not None:
             self.error = error
         with self._inbox_lock:
             self._inbox.clear()
             self._inbox_bytes = 0
-        self._pc.close()
+        self._start_teardown(graceful=graceful)
         self._finish()
+
+    def _start_teardown(self, *, graceful: bool) -> None:
+        if self._teardown_task is None:
+            self._teardown_task = self._loop.create_task(self._teardown(graceful=graceful))
+
+    async def _teardown(self, *, graceful: bool) -> None:
+        """Tear the connection down; if ``graceful``, let it deliver what it holds first.
+
+        The wrapper's ``close()`` deletes the native objects at once, which discards
+        whatever is still queued (even a few small messages sent just before).
+        libdatachannel's own close (``rtcClosePeerConnection``, reached through the
+        wrapper's private ``_native``) shuts SCTP down gracefully and reports CLOSED when
+        done: about a round trip plus the queued data, or ~13 s if the peer is gone, which
+        :data:`CLOSE_LINGER` caps.
+        """
+        pc = self._pc
+        try:
+            if graceful and not pc.closed and pc.state is not rtc.RTCState.CLOSED:
+                with contextlib.suppress(rtc.RTCError):
+                    pc._native.close()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CLOSE_LINGER):
+                        await pc.wait_for_state(rtc.RTCState.CLOSED)
+        finally:
+            await pc.aclose()
 
     def _finish(self) -> None:
         self._state = "closed"
@@ -701,6 +740,8 @@ async def _new_connection(
     added; if libjuice cannot bind the port picked (a race with another process), the
     connection is rebuilt on another port.
     """
+    if max_pending < 1 or max_pending_bytes < MAX_MESSAGE_SIZE:
+        raise LocalProtocolError("max_pending must be >= 1, max_pending_bytes >= 256 KiB")
     attempts = _LOOPBACK_ATTEMPTS if loopback else 1
     failure: Exception | None = None
     for _ in range(attempts):
@@ -744,9 +785,17 @@ async def _refuse_other_channels(pc: rtc.PeerConnection) -> None:
         channel.close()
 
 
-async def _wait_open(transport: WebRTCTransport, timeout: float) -> None:
+async def _wait_open(
+    transport: WebRTCTransport, timeout: float, answer_sdp: str | None = None
+) -> None:
+    """Apply the peer's answer (dialler), then wait for the channel to open."""
     try:
         async with asyncio.timeout(timeout):
+            if answer_sdp is not None:
+                try:
+                    await transport._pc.set_remote_description(answer_sdp, "answer")
+                except rtc.RTCError as exc:
+                    raise RemoteProtocolError(f"answer SDP rejected: {exc}") from None
             await transport._channel.wait_open()
     except TimeoutError:
         raise TransportError(f"the data channel did not open within {timeout:g} s") from None
@@ -778,15 +827,7 @@ class PendingDial:
             remote = _remote_fingerprint(answer_sdp, "answer")
             if remote == self._local_fingerprint:
                 raise RemoteProtocolError("the answer carries our own fingerprint", CloseCode.AUTH)
-            try:
-                async with asyncio.timeout(timeout):
-                    try:
-                        await transport._pc.set_remote_description(answer_sdp, "answer")
-                    except rtc.RTCError as exc:
-                        raise RemoteProtocolError(f"answer SDP rejected: {exc}") from None
-            except TimeoutError:
-                raise TransportError(f"applying the answer took over {timeout:g} s") from None
-            await _wait_open(transport, timeout)
+            await _wait_open(transport, timeout, answer_sdp)
         except BaseException:
             await transport.aclose()
             raise
