@@ -62,9 +62,11 @@ pytest: $(SYSDEPS)  ## the test suite (parallel)
 
 test: lint typecheck contracts pytest  ## everything CI runs
 
-bench: $(STAMP)  ## the benchmarks (ratios against raw-crypto baselines)
+bench: $(STAMP)  ## the benchmarks, each with a same-run baseline and ratio (vs_tor installs tor)
 	$(PY) bench/setup_hop.py
 	$(PY) bench/cell_forward.py
+	$(PY) bench/webrtc_raw.py
+	$(PY) bench/vs_tor.py --install
 
 vectors: $(STAMP)  ## regenerate tests/vectors from the fixed seed
 	$(PY) scripts/gen_vectors.py

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-SCRIPTS = ["setup_hop.py", "cell_forward.py"]
+SCRIPTS = ["setup_hop.py", "cell_forward.py", "webrtc_raw.py"]
 
 
 @pytest.mark.slow
