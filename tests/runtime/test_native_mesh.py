@@ -161,6 +161,7 @@ def test_garbage_on_a_data_channel_is_dropped(mesh: Mesh, server: FileServer) ->
     a real handshake, loses its link; the relay keeps serving everyone else."""
     from zmesh.link import frames as lf
     from zmesh.node import Node
+    from zmesh.runtime import webrtc
     from zmesh.runtime.aio import AsyncNode, wall_clock
     from zmesh.runtime.entropy import SystemRng
 
@@ -169,7 +170,7 @@ def test_garbage_on_a_data_channel_is_dropped(mesh: Mesh, server: FileServer) ->
     async def attack() -> tuple[bool, bool]:
         rng = SystemRng()
         node = Node(Identity.generate(rng), rng, wall_clock())
-        driver = AsyncNode(node, loopback=True)
+        driver = AsyncNode(node, rtc=webrtc, loopback=True)
         try:
             # 1. a real link, then forged cells and random frames on it
             peer = await driver.bootstrap(relay.url)

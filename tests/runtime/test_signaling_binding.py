@@ -19,25 +19,29 @@ Tamper = Callable[[bytes], bytes]
 
 async def _bootstrap_through(tamper: Tamper | None) -> tuple[bool, Exception | None]:
     rng = SystemRng()
-    relay = AsyncNode(Node(Identity.generate(rng), rng, wall_clock(), NodeConfig()), loopback=True)
-    client = AsyncNode(Node(Identity.generate(rng), rng, wall_clock()), loopback=True)
-    port = await relay.serve_http("127.0.0.1", 0)
-    real = aio.http_request
 
     async def man_in_the_middle(url: str, **kw: object) -> tuple[int, bytes]:
-        status, body = await real(url, **kw)  # type: ignore[arg-type]
+        status, body = await aio.http_request(url, **kw)  # type: ignore[arg-type]
         if tamper is not None and url.endswith("/zmesh/signal") and status == 200:
             body = tamper(body)
         return status, body
 
-    aio.http_request = man_in_the_middle  # type: ignore[assignment]
+    relay = AsyncNode(
+        Node(Identity.generate(rng), rng, wall_clock(), NodeConfig()), rtc=webrtc, loopback=True
+    )
+    client = AsyncNode(
+        Node(Identity.generate(rng), rng, wall_clock()),
+        rtc=webrtc,
+        http_client=man_in_the_middle,
+        loopback=True,
+    )
+    port = await relay.serve_http("127.0.0.1", 0)
     try:
         await client.bootstrap(f"http://127.0.0.1:{port}")
         return client.node.link_to(relay.node.node_id) is not None, None
     except RemoteProtocolError as exc:
         return client.node.link_to(relay.node.node_id) is not None, exc
     finally:
-        aio.http_request = real
         await client.close()
         await relay.close()
 

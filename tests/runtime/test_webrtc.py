@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zmesh.errors import LocalProtocolError, RemoteProtocolError
-from zmesh.runtime import webrtc
+from zmesh.runtime import sdp, webrtc
 from zmesh.runtime.webrtc import CompactSdp, TransportError, WebRTCTransport
 
 # A real offer from libdatachannel (dial(loopback=True)).
@@ -123,10 +123,10 @@ def test_largest_message_and_oversize_refused() -> None:
     async def main() -> None:
         async with connected_pair() as (a, b):
             got = collector(b)
-            big = os.urandom(webrtc.MAX_MESSAGE_SIZE)
+            big = os.urandom(sdp.MAX_MESSAGE_SIZE)
             a.send(big)
             with pytest.raises(LocalProtocolError):
-                a.send(bytes(webrtc.MAX_MESSAGE_SIZE + 1))
+                a.send(bytes(sdp.MAX_MESSAGE_SIZE + 1))
             await until(lambda: len(got) == 1)
             assert got == [big]
 
@@ -407,7 +407,7 @@ def test_receive_buffer_overflow_closes_with_an_error() -> None:
 
 def test_receive_buffer_byte_bound() -> None:
     async def main() -> None:
-        async with connected_pair(max_pending_bytes=webrtc.MAX_MESSAGE_SIZE) as (a, b):
+        async with connected_pair(max_pending_bytes=sdp.MAX_MESSAGE_SIZE) as (a, b):
             closed = asyncio.Event()
             b.onclose = closed.set
             for _ in range(5):  # 320 KiB for a 256 KiB bound, nobody reading
@@ -662,7 +662,7 @@ compacts = st.builds(
     setup=st.sampled_from(["actpass", "active", "passive"]),
     candidates=st.lists(
         st.tuples(addresses.map(str), st.integers(1, 65535)),
-        max_size=webrtc.MAX_CANDIDATES,
+        max_size=sdp.MAX_CANDIDATES,
         unique=True,
     ).map(tuple),
 )
@@ -731,7 +731,7 @@ def test_compact_rejects_bad_fields() -> None:
         {"setup": "holdconn"},
         {"candidates": (("127.0.0.01", 1),)},
         {"candidates": (("127.0.0.1", 0),)},
-        {"candidates": (("::1", 1),) * (webrtc.MAX_CANDIDATES + 1)},
+        {"candidates": (("::1", 1),) * (sdp.MAX_CANDIDATES + 1)},
     ):
         fields = {
             "ice_ufrag": good.ice_ufrag,

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..errors import CloseCode, RemoteProtocolError, ZMeshError
@@ -51,9 +51,10 @@ from ..signaling.messages import (
     decode_message,
     verify_message,
 )
-from . import webrtc
 from .entropy import SystemRng
 from .http import HttpError, HttpServer, Request, http_request
+from .rtc import RtcBackend, TransportError
+from .sdp import CompactSdp
 from .store import Store
 
 log = logging.getLogger("zmesh.aio")
@@ -87,12 +88,16 @@ class AsyncNode:
         self,
         node: Node,
         *,
+        rtc: RtcBackend,
+        http_client: Callable[..., Awaitable[tuple[int, bytes]]] = http_request,
         store: Store | None = None,
         loopback: bool = False,
         exit_policy: ExitPolicy | None = None,
         max_links: int = 64,
     ) -> None:
         self.node = node
+        self.rtc = rtc
+        self.http_client = http_client
         self.store = store
         self.loopback = loopback
         self.exit_policy = exit_policy
@@ -251,7 +256,7 @@ class AsyncNode:
     def _sign(
         self, kind: Kind, target: bytes, sdp: str, nonce: bytes, with_descriptor: bool
     ) -> bytes:
-        compact = webrtc.CompactSdp.from_sdp(sdp)
+        compact = CompactSdp.from_sdp(sdp)
         msg = SignalingMessage(
             kind=kind,
             sender=self.node.node_id,
@@ -279,7 +284,7 @@ class AsyncNode:
             known=known,
             now=now,
         )
-        compact = webrtc.CompactSdp.decode(msg.session)
+        compact = CompactSdp.decode(msg.session)
         if compact.fingerprint != msg.fingerprint:
             raise RemoteProtocolError("SDP fingerprint differs from the signed one", CloseCode.AUTH)
         role = "offer" if kind is Kind.OFFER else "answer"
@@ -291,13 +296,13 @@ class AsyncNode:
         Returns (answer bytes, offering node id)."""
         msg, sender, offer_sdp = self._open_message(data, Kind.OFFER, known)
         self._replay.check(msg)
-        pending, answer_sdp = await webrtc.answer(offer_sdp, loopback=self.loopback)
+        pending, answer_sdp = await self.rtc.answer(offer_sdp, loopback=self.loopback)
         answer = self._sign(Kind.ANSWER, msg.sender, answer_sdp, msg.nonce, False)
 
         async def connect() -> None:
             try:
                 transport = await pending.connected(timeout=DIAL_TIMEOUT)
-            except webrtc.TransportError as exc:
+            except TransportError as exc:
                 log.info(
                     "signal event=answer_failed peer=%s error=%r",
                     short_id(sender.node_id),
@@ -325,7 +330,7 @@ class AsyncNode:
             except RemoteProtocolError as exc:
                 status = 403 if exc.code in (CloseCode.AUTH, CloseCode.REPLAY) else 400
                 raise HttpError(status, str(exc)) from None
-            except webrtc.TransportError as exc:
+            except TransportError as exc:
                 raise HttpError(400, str(exc)) from None
             return "application/octet-stream", answer
         if request.path == "/":
@@ -339,18 +344,18 @@ class AsyncNode:
     async def bootstrap(self, url: str) -> bytes:
         """Link to the node serving signaling at ``url``; return its node id."""
         base = url.rstrip("/")
-        status, body = await http_request(base + "/zmesh/descriptor")
+        status, body = await self.http_client(base + "/zmesh/descriptor")
         if status != 200:
             raise ZMeshError(f"{base}: descriptor request failed with HTTP {status}")
         desc = decode_descriptor(body)
         desc.verify(wall_clock())
         if self.node.link_to(desc.node_id) is not None:
             return desc.node_id
-        pending, offer_sdp = await webrtc.dial(loopback=self.loopback)
+        pending, offer_sdp = await self.rtc.dial(loopback=self.loopback)
         try:
             nonce = self.rng.bytes(16)
             offer = self._sign(Kind.OFFER, desc.node_id, offer_sdp, nonce, True)
-            status, body = await http_request(base + "/zmesh/signal", method="POST", body=offer)
+            status, body = await self.http_client(base + "/zmesh/signal", method="POST", body=offer)
             if status != 200:
                 raise ZMeshError(f"{base}: offer refused with HTTP {status}: {body[:200]!r}")
             answer, _, answer_sdp = self._open_message(body, Kind.ANSWER, desc)
@@ -383,7 +388,7 @@ class AsyncNode:
     async def _dial_via_mesh(self, desc: Descriptor) -> None:
         pending = None
         try:
-            pending, offer_sdp = await webrtc.dial(loopback=self.loopback)
+            pending, offer_sdp = await self.rtc.dial(loopback=self.loopback)
             nonce = self.rng.bytes(16)
             offer = self._sign(Kind.OFFER, desc.node_id, offer_sdp, nonce, False)
             fut: asyncio.Future[SignalingMessage] = self._loop.create_future()
@@ -395,7 +400,7 @@ class AsyncNode:
             transport = await pending.complete(answer_sdp, timeout=DIAL_TIMEOUT)
             pending = None
             self.attach(transport, desc)
-        except (ZMeshError, TimeoutError, webrtc.TransportError) as exc:
+        except (ZMeshError, TimeoutError, TransportError) as exc:
             log.info("signal event=dial_failed peer=%s error=%r", short_id(desc.node_id), str(exc))
         finally:
             self._dialing.discard(desc.node_id)
@@ -415,7 +420,7 @@ class AsyncNode:
             if sender != origin:
                 return
             self.call(lambda: self.node.send_signal(origin, answer))
-        except (RemoteProtocolError, webrtc.TransportError) as exc:
+        except (RemoteProtocolError, TransportError) as exc:
             log.info("signal event=drop origin=%s reason=%r", short_id(origin), str(exc))
 
     # -- circuits and streams -------------------------------------------------------

@@ -18,6 +18,7 @@ from ..errors import ZMeshError
 from ..exit_policy import ExitPolicy
 from ..identity import Flags, short_id
 from ..node import Node, NodeConfig
+from . import webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
 from .http import HttpServer, Request
@@ -105,7 +106,7 @@ async def run_relay(opts: RelayOptions) -> int:
     if opts.exit:
         policy = ExitPolicy.allow_private() if opts.allow_private else ExitPolicy.default()
     loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
-    driver = AsyncNode(node, store=store, loopback=loopback, exit_policy=policy)
+    driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback, exit_policy=policy)
     driver.http = server
     driver_box.append(driver)
     cached = [a for d in store.peers(wall_clock()) for a in d.addresses if a != url]

@@ -20,6 +20,7 @@ from ..errors import ZMeshError
 from ..identity import Descriptor, Flags, Identity, short_id
 from ..node import Node, NodeConfig
 from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
+from . import webrtc
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
 from .daemon import keep_bootstrapping, split_hostport, stop_requested
 from .entropy import SystemRng
@@ -258,7 +259,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
         if opts.loopback is not None
         else all("127.0.0.1" in u or "localhost" in u for u in opts.bootstrap)
     )
-    driver = AsyncNode(node, store=store, loopback=loopback)
+    driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback)
     proxy = SocksProxy(driver)
     boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap))
     try:
