@@ -29,9 +29,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create the virtualenv and install zmesh with its test extras
 
-# System tools the tests drive (curl for the SOCKS5 tests).  Installed only when missing.
+# System tools the tests drive: curl (SOCKS5 tests), Debian's chromium (browser tests),
+# node and npm (the Pyodide bundle and the core tests in Pyodide).  Installed only when missing.
 $(SYSDEPS): $(STAMP)
-	@missing=""; for tool in curl; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=""; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -39,7 +44,7 @@ $(SYSDEPS): $(STAMP)
 	fi
 	@touch $(SYSDEPS)
 
-sysdeps: $(SYSDEPS)  ## install missing system tools (curl)
+sysdeps: $(SYSDEPS)  ## install missing system tools (curl, chromium, node, npm)
 
 run: $(STAMP)  ## run the main job: a local mesh (4 relays, an exit, a SOCKS5 proxy) on loopback
 	$(VENV)/bin/zmesh up
