@@ -8,7 +8,8 @@
 //   is isolated from the host page: its own origin, its own storage, its own worker.
 // - It honours a bandwidth cap (data-cap-kbps, passed to the relay) and shows a stop control.
 // - It never throws into the host page and never blocks it: every step is guarded, the
-//   card lives in a closed shadow root, and no global is left but `zmeshEmbed` (stop()).
+//   card lives in a shadow root (the host's CSS cannot reach it), and the only global is
+//   `zmeshEmbed.stop()`: a host page can stop the relay, only the visitor can start it.
 (() => {
   "use strict";
   const guard = (fn) => (...args) => {
@@ -30,7 +31,7 @@
     const consentKey = "zmesh-embed-consent";
 
     let host = null;
-    let root = null; // the closed shadow root: kept here, never exposed to the host page
+    let root = null; // the card's shadow root: the host page's CSS cannot reach it
     let frame = null;
     let label = null;
 
@@ -70,7 +71,7 @@
     const build = guard(() => {
       host = document.createElement("div");
       host.setAttribute("data-zmesh-embed", "");
-      root = host.attachShadow({ mode: "closed" });
+      root = host.attachShadow({ mode: "open" });
       const style = document.createElement("style");
       style.textContent = `
         .card{position:fixed;right:12px;bottom:12px;z-index:2147483000;max-width:320px;
@@ -122,7 +123,7 @@
       }
     });
 
-    window.zmeshEmbed = Object.freeze({ stop, start: guard(() => { remember("yes"); start(); }) });
+    window.zmeshEmbed = Object.freeze({ stop });
     if (document.body) setTimeout(boot, 0);
     else document.addEventListener("DOMContentLoaded", boot, { once: true });
   })();
