@@ -190,6 +190,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     return main_up(UpOptions(args.relays, args.socks, data, args.verbose))
 
 
+def cmd_harness(args: argparse.Namespace) -> int:
+    from .runtime.harness import SCENARIOS, HarnessOptions, main_harness
+
+    scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    opts = HarnessOptions(browsers=args.browsers, relays=args.relays, dist=Path(args.dist))
+    return main_harness(opts, scenarios)
+
+
 def _hostport(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
@@ -338,6 +346,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--data", help="state directory (default: a temporary one)")
     up.set_defaults(func=cmd_up)
+
+    harness = sub.add_parser(
+        "harness",
+        help="run headless Chromium nodes and native relays on loopback through a scenario",
+        description=(
+            "Start --browsers headless Chromium nodes (Debian's /usr/bin/chromium, driven by "
+            "Playwright) and --relays native relays on loopback, run a scenario and print "
+            "the results.  Needs the browser bundle (make web)."
+        ),
+    )
+    harness.add_argument(
+        "--browsers", type=_positive_int, default=2, help="browser nodes (default 2)"
+    )
+    harness.add_argument(
+        "--relays",
+        type=_positive_int,
+        default=3,
+        help="native relays, the first an exit (default 3)",
+    )
+    harness.add_argument(
+        "--scenario",
+        choices=["join", "browser-circuit", "fetch", "embed", "all"],
+        default="join",
+        help="what to run (default join)",
+    )
+    harness.add_argument("--dist", default="web/dist", help="the browser bundle (default web/dist)")
+    harness.set_defaults(func=cmd_harness)
     return parser
 
 
