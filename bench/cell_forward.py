@@ -98,12 +98,22 @@ def make_subjects(geometry: Geometry, seed: int) -> tuple[list[Subject], Callabl
         state["layer"] = i
 
     node, link_id, now = relay.node, relay.link_id, relay.now
+    assert relay.hop.next is not None
+    out_link = relay.hop.next[0]
+    credit_frame = lf.encode_frame(lf.Credit(256))
+    owed = [0]  # cells sent downstream that the (simulated) next hop has not credited yet
 
     def full(n: int) -> None:
         i, forwarded = state["node"], state["forwarded"]
         for _ in range(n):
             node.receive(link_id, frames[i % POOL], now)
-            forwarded += len(node.messages_to_send())
+            for out, data in node.messages_to_send():
+                if out == out_link and data[0] == lf.FrameType.CELL:
+                    forwarded += 1
+                    owed[0] += 1
+            if owed[0] >= 256:  # the next hop returns link credit, as a real peer does
+                node.receive(out_link, credit_frame, now)
+                owed[0] -= 256
             i += 1
         state["node"], state["forwarded"] = i, forwarded
 

@@ -114,11 +114,19 @@ def main(argv: list[str] | None = None) -> int:
             result = sphinx.unwrap_setup_header(geometry, key, next(it))
             keyring.check_replay(epoch, result.keys.replay_tag)
 
+    credit_frame = lf.encode_frame(lf.Credit(256))
+    owed = [0]  # CREATEs sent downstream that the (simulated) next hop has not credited
+
     def node_create(n: int, it: Iterator[bytes] = create_frames) -> None:
         for _ in range(n):
             node.receive(in_link, next(it), now)
-            for _link, data in node.messages_to_send():
-                forwarded.append(data[:1])
+            for link, data in node.messages_to_send():
+                if link == out_link:
+                    forwarded.append(data[:1])
+                    owed[0] += 1
+            if owed[0] >= 256:  # the next hop returns link credit, as a real peer does
+                node.receive(out_link, credit_frame, now)
+                owed[0] -= 256
 
     subjects = [
         Subject("xwing decaps (baseline)", baseline),
