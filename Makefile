@@ -13,6 +13,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3 \
 SYSDEPS := $(VENV)/.sysdeps
 
 .PHONY: help venv sysdeps run demo test lint typecheck contracts pytest bench vectors clean
+.PHONY: web
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,6 +56,7 @@ demo: $(STAMP)  ## an in-process simulated mesh with a verified 5 MB transfer
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check zmesh tests bench scripts
 	$(VENV)/bin/ruff format --check zmesh
+	$(VENV)/bin/ruff check build_wasm.py
 
 typecheck: $(STAMP)  ## mypy --strict
 	$(VENV)/bin/mypy --strict zmesh
@@ -62,7 +64,12 @@ typecheck: $(STAMP)  ## mypy --strict
 contracts: $(STAMP)  ## import-linter: the sans-I/O and layering contracts
 	$(VENV)/bin/lint-imports
 
-pytest: $(SYSDEPS)  ## the test suite (parallel)
+# The browser node's files (needs Node.js and npm): Pyodide, the zmesh wheel and its lock,
+# the JS bundles, and the pinned wheels the Pyodide test run unpacks (build/pyodide-wheels).
+web: $(SYSDEPS)  ## build web/dist (Pyodide + zmesh wheel + crypto bundle) and the Pyodide test wheels
+	$(PY) build_wasm.py --test-wheels
+
+pytest: $(SYSDEPS) web  ## the test suite (parallel)
 	$(PY) -bb -m pytest -n auto
 
 test: lint typecheck contracts pytest  ## everything CI runs

@@ -187,7 +187,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from .runtime.daemon import UpOptions, main_up
 
     data = Path(args.data) if args.data else None
-    return main_up(UpOptions(args.relays, args.socks, data, args.verbose))
+    web = None if args.web == "off" else args.web
+    return main_up(UpOptions(args.relays, args.socks, data, args.verbose, web))
 
 
 def cmd_harness(args: argparse.Namespace) -> int:
@@ -196,6 +197,32 @@ def cmd_harness(args: argparse.Namespace) -> int:
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     opts = HarnessOptions(browsers=args.browsers, relays=args.relays, dist=Path(args.dist))
     return main_harness(opts, scenarios)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from .runtime.webserver import WebOptions, main_web
+
+    if not args.bootstrap:
+        print(
+            "zmesh web: error: give at least one --bootstrap URL (a relay's signaling "
+            "endpoint, as `zmesh relay` prints it: http://HOST:PORT)",
+            file=sys.stderr,
+        )
+        return 2
+    dist = Path(args.dist) if args.dist else None
+    return main_web(WebOptions(args.host, args.port, dist, args.bootstrap))
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number (0-65535), not {text!r}")
+    return int(text)
+
+
+def _web_address(text: str) -> str:
+    if text.lower() in ("off", "none", "no"):
+        return "off"
+    return _hostport(text)
 
 
 def _hostport(text: str) -> str:
@@ -345,7 +372,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="SOCKS5 listen address (default 127.0.0.1:1080)",
     )
     up.add_argument("--data", help="state directory (default: a temporary one)")
+    up.add_argument(
+        "--web",
+        type=_web_address,
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="serve the browser node's page here, joined to these relays (default "
+        "127.0.0.1:8080; 'off' to disable; needs web/dist, see `make web`)",
+    )
     up.set_defaults(func=cmd_up)
+
+    web = sub.add_parser(
+        "web",
+        help="serve the browser node's page: opening it makes the browser a zMesh node",
+        description=(
+            "Serve the browser node (web/dist, built by `python build_wasm.py` or `make "
+            "web`) and a config.json naming the --bootstrap relays.  Opening the page runs "
+            "a full zMesh node in the browser (Pyodide in a Web Worker): it links to the "
+            "mesh over WebRTC, relays for others and offers zmesh.fetch to page scripts."
+        ),
+    )
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    web.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0: any)")
+    web.add_argument(
+        "--dist", help="the built page's directory (default: web/dist of the source tree)"
+    )
+    web.add_argument(
+        "--bootstrap",
+        type=_url,
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a relay's signaling URL the page joins through (repeatable, at least one)",
+    )
+    web.set_defaults(func=cmd_web)
 
     harness = sub.add_parser(
         "harness",

@@ -700,6 +700,10 @@ class Node:
         """Ids of this node's built (open) client circuits."""
         return {cid for cid, c in self._clients.items() if c.end is not None}
 
+    def relayed_circuits(self) -> int:
+        """How many circuits pass through this node (as a relay or as their final hop)."""
+        return len({id(c) for c in self._circuits.values() if isinstance(c, _Hop)})
+
     def close_circuit(self, circuit_id: int) -> None:
         circ = self._clients.get(circuit_id)
         if circ is None:

@@ -1,4 +1,7 @@
-"""Pure-Python ML-KEM-768 encapsulation (FIPS 203) against Wycheproof and pyca."""
+"""Pure-Python ML-KEM-768 encapsulation (FIPS 203) against Wycheproof and the backend.
+
+The backend is pyca on CPython and noble in Pyodide (tests/pyodide/run_core_tests.mjs).
+"""
 
 import json
 import os
@@ -9,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zmesh.crypto import _pyca, mlkem
+from zmesh.crypto import backend, mlkem
 from zmesh.errors import RemoteProtocolError
 
 Q = 3329
@@ -34,9 +37,9 @@ def _encode12(coefficients: list[int]) -> bytes:
     return bytes(out)
 
 
-def _pyca_accepts(ek: bytes) -> bool:
+def _backend_accepts(ek: bytes) -> bool:
     try:
-        _pyca.mlkem768_encaps_random(ek)
+        backend.mlkem768_encaps_random(ek)
     except RemoteProtocolError:
         return False
     return True
@@ -61,8 +64,8 @@ def test_wycheproof_file_has_cases() -> None:
 
 
 @pytest.mark.parametrize("i", range(8))
-def test_agrees_with_pyca_decaps(i: int) -> None:
-    key = _pyca.MLKEM768Key(os.urandom(64))
+def test_agrees_with_backend_decaps(i: int) -> None:
+    key = backend.MLKEM768Key(os.urandom(64))
     m = os.urandom(32)
     k, c = mlkem.encaps(key.public, m)
     assert len(k) == 32
@@ -71,7 +74,7 @@ def test_agrees_with_pyca_decaps(i: int) -> None:
 
 
 def test_deterministic() -> None:
-    key = _pyca.MLKEM768Key(bytes(range(64)))
+    key = backend.MLKEM768Key(bytes(range(64)))
     m = bytes(32)
     assert mlkem.encaps(key.public, m) == mlkem.encaps(key.public, m)
     assert mlkem.encaps(key.public, m) != mlkem.encaps(key.public, b"\x01" + bytes(31))
@@ -80,7 +83,7 @@ def test_deterministic() -> None:
 @pytest.mark.parametrize("value", [Q, Q + 1, 4095])
 @pytest.mark.parametrize("index", [0, 1, 255, 256, 767])
 def test_modulus_check_rejects_coefficient_at_least_q(value: int, index: int) -> None:
-    ek = _pyca.MLKEM768Key(os.urandom(64)).public
+    ek = backend.MLKEM768Key(os.urandom(64)).public
     coefficients = [
         c
         for i in range(0, 1152, 3)
@@ -94,7 +97,7 @@ def test_modulus_check_rejects_coefficient_at_least_q(value: int, index: int) ->
     bad = _encode12(coefficients) + ek[1152:]
     with pytest.raises(RemoteProtocolError):
         mlkem.encaps(bad, bytes(32))
-    assert not _pyca_accepts(bad)
+    assert not _backend_accepts(bad)
 
 
 @pytest.mark.parametrize("size", [0, 1183, 1185, 1216])
@@ -104,7 +107,7 @@ def test_wrong_length_ek(size: int) -> None:
 
 
 def test_wrong_length_message_is_a_local_error() -> None:
-    ek = _pyca.MLKEM768Key(bytes(64)).public
+    ek = backend.MLKEM768Key(bytes(64)).public
     with pytest.raises(ValueError):
         mlkem.encaps(ek, bytes(31))
 
@@ -115,11 +118,11 @@ def test_arbitrary_ek_works_or_raises_remote_error(ek: bytes, m: bytes) -> None:
     try:
         k, c = mlkem.encaps(ek, m)
     except RemoteProtocolError:
-        assert not _pyca_accepts(ek)
+        assert not _backend_accepts(ek)
     else:
         assert len(k) == 32
         assert len(c) == mlkem.CIPHERTEXT_SIZE
-        assert _pyca_accepts(ek)
+        assert _backend_accepts(ek)
 
 
 @settings(max_examples=30, deadline=None)
@@ -132,4 +135,4 @@ def test_in_range_ek_always_encapsulates(coefficients: list[int], rho: bytes, m:
     ek = _encode12(coefficients) + rho
     k, c = mlkem.encaps(ek, m)
     assert (k, c) == mlkem.encaps(ek, m)
-    assert _pyca_accepts(ek)
+    assert _backend_accepts(ek)

@@ -1,14 +1,20 @@
 """Cryptographic primitives behind one small interface.
 
-The backend is chosen by runtime: pyca ``cryptography`` on CPython.  Hashes, keyed
-BLAKE2b and HKDF come from the standard library, which every runtime has.  Nothing here
-draws randomness: callers pass keys and nonces derived from an injected Rng.
+The backend is chosen by runtime: pyca ``cryptography`` on CPython, the noble libraries
+through the FFI in Pyodide (``sys.platform == "emscripten"``; see ``_noble``).  Both expose
+the same functions with the same semantics.  Hashes, keyed BLAKE2b and HKDF come from the
+standard library, which every runtime has.  Nothing here draws randomness: callers pass
+keys and nonces derived from an injected Rng.
 """
 
 import hashlib
 import hmac
+import sys
 
-from . import _pyca as backend
+if sys.platform == "emscripten":
+    from . import _noble as backend
+else:
+    from . import _pyca as backend
 
 __all__ = [
     "backend",

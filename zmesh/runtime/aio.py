@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import CloseCode, RemoteProtocolError, ZMeshError
 from ..exit_policy import ExitPolicy, PolicyError, check_target
@@ -55,7 +56,9 @@ from .entropy import SystemRng
 from .http import HttpError, HttpServer, Request, http_request
 from .rtc import RtcBackend, TransportError
 from .sdp import CompactSdp
-from .store import Store
+
+if TYPE_CHECKING:  # sqlite3 is optional in Pyodide; the browser node passes store=None
+    from .store import Store
 
 log = logging.getLogger("zmesh.aio")
 
@@ -90,7 +93,7 @@ class AsyncNode:
         *,
         rtc: RtcBackend,
         http_client: Callable[..., Awaitable[tuple[int, bytes]]] = http_request,
-        store: Store | None = None,
+        store: "Store | None" = None,
         loopback: bool = False,
         exit_policy: ExitPolicy | None = None,
         max_links: int = 64,
@@ -521,6 +524,17 @@ class StreamPipe:
         if isinstance(event, StreamReset):
             raise StreamClosedError(f"refused by the exit (code {event.code})")
         raise StreamClosedError("circuit closed before the stream connected")
+
+    async def receive(self, timeout: float | None = None) -> StreamEvent | None:
+        """The stream's next event; None once its circuit has closed.  TimeoutError if
+        nothing arrives within ``timeout`` seconds."""
+        return await asyncio.wait_for(self._slot.inbox.get(), timeout)
+
+    def finish(self) -> None:
+        """Finish our direction and stop listening (once the peer has finished its own)."""
+        self.driver._streams.pop((self.cid, self.sid), None)
+        with contextlib.suppress(ZMeshError):
+            self.driver.call(lambda: self.driver.node.finish(self.cid, self.sid))
 
     def reset(self, code: int) -> None:
         self.driver._streams.pop((self.cid, self.sid), None)

@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ZMeshError
 from ..exit_policy import ExitPolicy
@@ -23,6 +24,9 @@ from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
 from .http import HttpServer, Request
 from .store import Store
+
+if TYPE_CHECKING:
+    from .webserver import WebServer
 
 log = logging.getLogger("zmesh.daemon")
 
@@ -139,6 +143,23 @@ class UpOptions:
     socks: str
     data: Path | None
     verbose: int = 0
+    web: str | None = "127.0.0.1:8080"  # serve the browser node's page here (None: don't)
+
+
+async def _start_web(address: str, urls: list[str]) -> tuple["WebServer | None", str]:
+    """Serve the browser page for ``zmesh up``; never fatal: (server or None, what to print)."""
+    from .webserver import DistError, WebServer, find_dist, page_url  # noqa: PLC0415
+
+    try:
+        host, port = split_hostport(address)
+        server = WebServer(find_dist(), urls)
+        bound = await server.start(host, port)
+    except DistError:
+        return None, "Browser node: not built here (run `make web` to serve it with `zmesh up`)."
+    except (OSError, ValueError) as exc:
+        return None, f"Browser node: not served ({address}: {exc})."
+    url = page_url(host, bound)
+    return server, f"Open {url} in a browser to make it a zMesh node (it relays, too)."
 
 
 def _free_port() -> int:
@@ -171,6 +192,7 @@ async def run_up(opts: UpOptions) -> int:
             stack.enter_context(tempfile.TemporaryDirectory(prefix="zmesh-up-"))
         )
         procs: list[asyncio.subprocess.Process] = []
+        web: WebServer | None = None
         verbosity = ["-" + "v" * opts.verbose] if opts.verbose else []
         cmd = [sys.executable, "-m", "zmesh", *verbosity]
         try:
@@ -211,12 +233,17 @@ async def run_up(opts: UpOptions) -> int:
             line = await _read_until(proxy, "SOCKS5 proxy ready on", READY_TIMEOUT)
             print(line, flush=True)
             print(await self_test(socks_host, socks_port), flush=True)
+            web_note = ""
+            if opts.web is not None:
+                web, web_note = await _start_web(opts.web, urls)
+                web_note = "\n" + web_note
             host_text = f"[{socks_host}]" if ":" in socks_host else socks_host
             print(
                 f"\nYour local zMesh is up: {opts.relays} relays (relay 0 is the exit and "
                 "may reach loopback) and a SOCKS5 proxy.\n"
                 f"  curl --socks5-hostname {host_text}:{socks_port} http://example.com/\n"
-                "Every request goes through a 3-hop onion circuit. Press Ctrl-C to stop.",
+                f"Every request goes through a 3-hop onion circuit.{web_note}\n"
+                "Press Ctrl-C to stop.",
                 flush=True,
             )
             drains = [asyncio.ensure_future(_drain(p)) for p in procs]
@@ -235,6 +262,8 @@ async def run_up(opts: UpOptions) -> int:
                 return 1
             return 0
         finally:
+            if web is not None:
+                await web.close()
             for p in procs:
                 if p.returncode is None:
                     with contextlib.suppress(ProcessLookupError):

@@ -1,142 +1,56 @@
 """``zmesh proxy``: a SOCKS5 server whose connections ride 3-hop circuits to an exit.
 
-Circuits come from a :class:`CircuitPool`.  Streams with the same isolation key (the SOCKS
-username, as Tor's IsolateSOCKSAuth) share circuits; a circuit takes new streams for at
-most ``max_dirtiness`` seconds after its first, and streams are spread over up to
-``circuits_per_key`` circuits.  A circuit that fails is dropped and its relays (other than
-our first hop) avoided for a while, so the next request gets a fresh path.
+Circuits come from a :class:`~zmesh.runtime.circuits.CircuitPool` keyed by the SOCKS
+username (as Tor's IsolateSOCKSAuth): see that module for the reuse and failure rules.
 """
 
 import asyncio
 import contextlib
 import logging
-import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZMeshError
-from ..identity import Descriptor, Flags, Identity, short_id
+from ..identity import Flags, Identity, short_id
 from ..node import Node, NodeConfig
 from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
 from . import webrtc
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
+from .circuits import (
+    BUILD_ATTEMPTS,
+    BUILD_TIMEOUT,
+    HOPS,
+    MAX_DIRTINESS,
+    SUSPECT_FOR,
+    CircuitPool,
+    NoPathError,
+    PooledCircuit,
+)
 from .daemon import keep_bootstrapping, split_hostport, stop_requested
 from .entropy import SystemRng
 from .store import Store
 
 log = logging.getLogger("zmesh.proxy")
 
-HOPS = 3
-BUILD_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 15.0
-MAX_DIRTINESS = 600.0
-SUSPECT_FOR = 60.0
-BUILD_ATTEMPTS = 4
 
-
-class NoPathError(ZMeshError):
-    """Not enough known relays (or no exit) to build a circuit yet."""
-
-
-@dataclass
-class _PooledCircuit:
-    cid: int
-    path: list[bytes]
-    first_used: float
-    streams: int = 0
-
-
-@dataclass
-class CircuitPool:
-    driver: AsyncNode
-    max_dirtiness: float = MAX_DIRTINESS
-    circuits_per_key: int = 2
-    _by_key: dict[bytes, list[_PooledCircuit]] = field(default_factory=dict)
-    _suspects: dict[bytes, float] = field(default_factory=dict)
-    _rand: random.SystemRandom = field(default_factory=random.SystemRandom)
-
-    def usable(self) -> bool:
-        try:
-            self.choose_path()
-        except NoPathError:
-            return False
-        return True
-
-    def choose_path(self) -> list[Descriptor]:
-        """guard (a linked relay) -> middle relay -> exit, all distinct, avoiding suspects."""
-        node = self.driver.node
-        now = time.monotonic()
-        self._suspects = {k: t for k, t in self._suspects.items() if t > now}
-        relays = [
-            d
-            for d in node.directory.values()
-            if d.flags & Flags.RELAY and d.node_id != node.node_id
-        ]
-        for avoid in (set(self._suspects), set()):  # prefer unsuspected; fall back if needed
-            ok = [d for d in relays if d.node_id not in avoid]
-            exits = [d for d in ok if d.flags & Flags.EXIT]
-            guards = [d for d in ok if node.link_to(d.node_id) is not None]
-            for _ in range(32):
-                if not exits or not guards:
-                    break
-                exit_ = self._rand.choice(exits)
-                guard = self._rand.choice(guards)
-                middles = [d for d in ok if d.node_id not in (exit_.node_id, guard.node_id)]
-                if guard.node_id != exit_.node_id and middles:
-                    return [guard, self._rand.choice(middles), exit_]
-        raise NoPathError("not enough relays known yet (need 3, one of them an exit)")
-
-    async def _build(self) -> _PooledCircuit:
-        last: Exception | None = None
-        for _ in range(BUILD_ATTEMPTS):
-            path = self.choose_path()
-            start = time.perf_counter()
-            try:
-                cid = await self.driver.build_circuit(path, timeout=BUILD_TIMEOUT)
-            except (TimeoutError, StreamClosedError, ZMeshError) as exc:
-                last = exc
-                self._suspect(path)
-                log.info("circuit event=build_failed error=%r", str(exc))
-                continue
-            ms = (time.perf_counter() - start) * 1000
-            hops = ",".join(short_id(d.node_id) for d in path)
-            log.info("circuit=%d event=circuit_built build_ms=%.1f path=%s", cid, ms, hops)
-            return _PooledCircuit(cid, [d.node_id for d in path], time.monotonic())
-        raise ZMeshError(f"could not build a circuit: {last}")
-
-    def _suspect(self, path: list[Descriptor] | list[bytes]) -> None:
-        until = time.monotonic() + SUSPECT_FOR
-        for hop in path[1:]:
-            node_id = hop.node_id if isinstance(hop, Descriptor) else hop
-            self._suspects[node_id] = until
-
-    def forget(self, circuit: _PooledCircuit, *, failed: bool) -> None:
-        for circuits in self._by_key.values():
-            if circuit in circuits:
-                circuits.remove(circuit)
-        if failed:
-            self._suspect(circuit.path)
-        with contextlib.suppress(ZMeshError):
-            self.driver.call(lambda: self.driver.node.close_circuit(circuit.cid))
-
-    async def circuit_for(self, key: bytes) -> _PooledCircuit:
-        now = time.monotonic()
-        alive = self.driver.node.client_circuits()
-        circuits = [
-            c
-            for c in self._by_key.get(key, [])
-            if c.cid in alive and now - c.first_used < self.max_dirtiness
-        ]
-        self._by_key[key] = circuits
-        if len(circuits) < self.circuits_per_key:
-            circuit = await self._build()
-            circuits.append(circuit)
-        else:
-            circuit = min(circuits, key=lambda c: c.streams)
-        circuit.streams += 1
-        return circuit
+__all__ = [
+    "BUILD_ATTEMPTS",
+    "BUILD_TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "HOPS",
+    "MAX_DIRTINESS",
+    "SUSPECT_FOR",
+    "CircuitPool",
+    "NoPathError",
+    "PooledCircuit",
+    "ProxyOptions",
+    "SocksProxy",
+    "main_proxy",
+    "run_proxy",
+]
 
 
 class SocksProxy:
@@ -212,7 +126,7 @@ class SocksProxy:
 
     async def _open(
         self, key: bytes, target: str
-    ) -> tuple[StreamPipe | None, _PooledCircuit | None]:
+    ) -> tuple[StreamPipe | None, PooledCircuit | None]:
         for _ in range(2):
             try:
                 circuit = await self.pool.circuit_for(key)

@@ -3,6 +3,7 @@ pieces shared by every runtime's transport (CPython's libdatachannel, the browse
 RTCPeerConnection).  Pure Python; it runs in Pyodide.
 """
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -92,6 +93,22 @@ def sdp_fingerprint(sdp: str) -> bytes:
     if two lines disagree.
     """
     return _fingerprint_from_lines(_sdp_lines(sdp))
+
+
+def remote_fingerprint(sdp: str, role: str) -> bytes:
+    """Check that a peer's ``"offer"`` or ``"answer"`` is a data-channel SDP we can use (the
+    checks of :meth:`CompactSdp.from_sdp`, and a DTLS role valid for ``role``); return its
+    fingerprint.  Raises :class:`~zmesh.errors.RemoteProtocolError` otherwise."""
+    compact = CompactSdp.from_sdp(sdp)
+    if (role == "offer") != (compact.setup == "actpass"):
+        raise RemoteProtocolError(f"DTLS role {compact.setup!r} is invalid in an {role}")
+    return compact.fingerprint
+
+
+def channel_binding(local_fingerprint: bytes, remote_fingerprint: bytes) -> bytes:
+    """``SHA-256(min(fp_a, fp_b) || max(fp_a, fp_b))``: both ends of a WebRTC connection
+    compute the same bytes from the two DTLS fingerprints (docs/decisions.md, D17)."""
+    return hashlib.sha256(b"".join(sorted((local_fingerprint, remote_fingerprint)))).digest()
 
 
 def _parse_candidate(value: str) -> tuple[str, int] | None:

@@ -67,7 +67,6 @@ the browser's RTCPeerConnection).
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import socket
 import threading
@@ -85,6 +84,8 @@ from .sdp import (
     MAX_MESSAGE_SIZE,
     CompactSdp,
     TransportError,
+    channel_binding,
+    remote_fingerprint,
     sdp_fingerprint,
 )
 
@@ -114,15 +115,6 @@ _DELIVERY_BATCH: Final = 256
 _LOOPBACK_ATTEMPTS: Final = 3
 CLOSE_LINGER: Final = 5.0  # seconds a closing connection may spend delivering what it has
 _LOOPBACK_PRIORITY: Final = (126 << 24) | (0xFFFF << 8) | 255  # best host candidate
-
-
-def _remote_fingerprint(sdp: str, role: str) -> bytes:
-    """Check that a peer's offer or answer is a data-channel SDP we can use (the checks of
-    :meth:`CompactSdp.from_sdp`, and a DTLS role valid for ``role``); its fingerprint."""
-    compact = CompactSdp.from_sdp(sdp)
-    if (role == "offer") != (compact.setup == "actpass"):
-        raise RemoteProtocolError(f"DTLS role {compact.setup!r} is invalid in an {role}")
-    return compact.fingerprint
 
 
 def _free_udp_port() -> int:
@@ -286,9 +278,7 @@ class WebRTCTransport:
 
     # -- internals ----------------------------------------------------------------------
     def _opened(self, local_fingerprint: bytes, remote_fingerprint: bytes) -> None:
-        self.channel_binding = hashlib.sha256(
-            b"".join(sorted((local_fingerprint, remote_fingerprint)))
-        ).digest()
+        self.channel_binding = channel_binding(local_fingerprint, remote_fingerprint)
         with contextlib.suppress(rtc.RTCError):
             self._max_message_size = min(MAX_MESSAGE_SIZE, self._channel.max_message_size)
         if self._state == "connecting":
@@ -548,7 +538,7 @@ class PendingDial:
         self._used = True
         transport = self._transport
         try:
-            remote = _remote_fingerprint(answer_sdp, "answer")
+            remote = remote_fingerprint(answer_sdp, "answer")
             if remote == self._local_fingerprint:
                 raise RemoteProtocolError("the answer carries our own fingerprint", CloseCode.AUTH)
             await _wait_open(transport, timeout, answer_sdp)
@@ -637,7 +627,7 @@ async def answer(
     Raises :class:`~zmesh.errors.RemoteProtocolError` for an offer we cannot use and
     :class:`TransportError` if the answer cannot be produced in time.
     """
-    remote = _remote_fingerprint(offer_sdp, "offer")
+    remote = remote_fingerprint(offer_sdp, "offer")
     try:
         async with asyncio.timeout(timeout):
             transport, sdp = await _new_connection(

@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Assemble the browser node's files in web/dist/ from pinned inputs.
+
+    python build_wasm.py                 # web/dist/: Pyodide, the zmesh wheel, the bundles
+    python build_wasm.py --test-wheels   # also the wheels the Pyodide test run unpacks
+
+Steps, each reported as it runs:
+
+1. ``npm ci`` in web/ when web/node_modules is missing or does not match
+   web/package-lock.json (install scripts are not run);
+2. copy the Pyodide core (interpreter, standard library, its lock) from
+   web/node_modules/pyodide/ to web/dist/pyodide/;
+3. build the pure-Python zmesh wheel into web/dist/wheels/ with this interpreter's pip;
+4. write web/dist/zmesh-lock.json, a Pyodide lock file naming that wheel with its sha256,
+   so the browser checks its integrity when it loads it;
+5. bundle web/src/crypto.js into web/dist/zmesh-crypto.js (an IIFE that sets
+   ``globalThis.zmeshCrypto``), and web/src/{worker,page,embed}.js where they exist;
+6. copy web/static/* into web/dist/.
+
+Everything the browser loads is then under web/dist/; nothing is fetched at run time.
+The browser node loads it as::
+
+    const { loadPyodide } = await import("./pyodide/pyodide.mjs");
+    const pyodide = await loadPyodide({ lockFileURL: new URL("zmesh-lock.json", base).href });
+    await pyodide.loadPackage("zmesh");  // after zmesh-crypto.js has run
+
+``--test-wheels`` downloads the pure wheels of pytest and its helpers, pinned with hashes
+in tests/pyodide/requirements.txt, into build/pyodide-wheels/ for
+tests/pyodide/run_core_tests.mjs.
+"""
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+WEB = ROOT / "web"
+SRC = WEB / "src"
+STATIC = WEB / "static"
+DIST = WEB / "dist"
+NODE_MODULES = WEB / "node_modules"
+PACKAGE_LOCK = WEB / "package-lock.json"
+NPM_STAMP = NODE_MODULES / ".zmesh-package-lock.sha256"
+PYODIDE_SRC = NODE_MODULES / "pyodide"
+ESBUILD = NODE_MODULES / ".bin" / "esbuild"
+
+TEST_REQUIREMENTS = ROOT / "tests" / "pyodide" / "requirements.txt"
+TEST_WHEELS = ROOT / "build" / "pyodide-wheels"
+TEST_PYTHON_VERSION = "3.14"  # Pyodide 314.x runs CPython 3.14
+
+# What loadPyodide needs, all of it local: the loader (ESM for module workers, classic for
+# importScripts), the Emscripten module, the interpreter, the standard library and the
+# lock whose ABI our own lock repeats.
+PYODIDE_FILES = (
+    "pyodide.mjs",
+    "pyodide.js",
+    "pyodide.asm.mjs",
+    "pyodide.asm.wasm",
+    "python_stdlib.zip",
+    "pyodide-lock.json",
+)
+LOCK_NAME = "zmesh-lock.json"
+CRYPTO_BUNDLE = "zmesh-crypto.js"
+# The browser node's entry points (web/src/<name>) and their output format.  The worker
+# is ESM so that it can `import` the Pyodide loader, which stays a separate file.
+ENTRY_POINTS = {"worker.js": "esm", "page.js": "iife", "embed.js": "iife"}
+ESBUILD_COMMON = ("--bundle", "--target=es2022", "--charset=utf8", "--legal-comments=eof")
+EXTERNALS = ("--external:./pyodide/*", f"--external:./{CRYPTO_BUNDLE}")
+
+
+class BuildError(Exception):
+    """A step failed; the message says which and what to do."""
+
+
+def step(message: str) -> None:
+    print(f"build_wasm: {message}", flush=True)
+
+
+def run(command: Sequence[str | Path], cwd: Path, what: str) -> None:
+    argv = [str(c) for c in command]
+    try:
+        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise BuildError(f"{what}: {argv[0]} is not installed or not on PATH") from None
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip()
+        raise BuildError(f"{what} failed (exit {done.returncode}): {' '.join(argv)}\n{output}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# 1. npm
+
+
+def _node_modules_current() -> bool:
+    """True if node_modules was installed from exactly this package-lock.json."""
+    if not NPM_STAMP.is_file() or not PACKAGE_LOCK.is_file():
+        return False
+    if NPM_STAMP.read_text().strip() != sha256_file(PACKAGE_LOCK):
+        return False
+    lock = json.loads(PACKAGE_LOCK.read_text())
+    for key, entry in lock.get("packages", {}).items():
+        if not key.startswith("node_modules/") or entry.get("optional"):
+            continue
+        manifest = WEB / key / "package.json"
+        if not manifest.is_file():
+            return False
+        if json.loads(manifest.read_text()).get("version") != entry.get("version"):
+            return False
+    return ESBUILD.exists()
+
+
+def npm_ci() -> None:
+    if not PACKAGE_LOCK.is_file():
+        raise BuildError(f"{PACKAGE_LOCK.relative_to(ROOT)} is missing")
+    if _node_modules_current():
+        step("web/node_modules matches package-lock.json")
+        return
+    if shutil.which("npm") is None:
+        raise BuildError("npm is not installed (Node 20+ with npm is needed to build web/dist)")
+    step("npm ci (web/node_modules is missing or stale)")
+    # --ignore-scripts: no package runs code at install (esbuild works without its
+    # postinstall, which only checks and links the platform binary).
+    run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], WEB, "npm ci")
+    NPM_STAMP.write_text(sha256_file(PACKAGE_LOCK) + "\n")
+    if not _node_modules_current():
+        raise BuildError("npm ci finished but web/node_modules does not match the lock")
+
+
+# 2. Pyodide
+
+
+def copy_pyodide(out: Path) -> dict[str, str]:
+    target = out / "pyodide"
+    target.mkdir(parents=True)
+    for name in PYODIDE_FILES:
+        source = PYODIDE_SRC / name
+        if not source.is_file():
+            raise BuildError(f"the pyodide package has no {name}: is web/package.json's pin right?")
+        shutil.copy2(source, target / name)
+    version = json.loads((PYODIDE_SRC / "package.json").read_text())["version"]
+    size = sum((target / n).stat().st_size for n in PYODIDE_FILES) / 1e6
+    step(f"copied Pyodide {version} core ({size:.1f} MB) to web/dist/pyodide/")
+    info: dict[str, str] = json.loads((PYODIDE_SRC / "pyodide-lock.json").read_text())["info"]
+    return info
+
+
+# 3. the zmesh wheel
+
+
+def build_wheel(out: Path) -> Path:
+    wheels = out / "wheels"
+    wheels.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="zmesh-wheel-") as tmp:
+        run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, ROOT],
+            ROOT,
+            "building the zmesh wheel",
+        )
+        built = sorted(Path(tmp).glob("zmesh-*-py3-none-any.whl"))
+        if len(built) != 1:
+            raise BuildError(f"expected one pure-Python zmesh wheel, got {built}")
+        wheel = wheels / built[0].name
+        shutil.copy2(built[0], wheel)
+    step(f"built web/dist/wheels/{wheel.name} ({wheel.stat().st_size / 1e3:.0f} kB)")
+    return wheel
+
+
+# 4. the lock
+
+
+def _wheel_version(wheel: Path) -> str:
+    # PEP 427: {distribution}-{version}(-{build tag})?-{python tag}-{abi tag}-{platform tag}.whl
+    return wheel.name.split("-")[1]
+
+
+def _top_level_packages(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as zf:
+        tops = {n.split("/")[0] for n in zf.namelist() if "/" in n}
+    return sorted(t for t in tops if not t.endswith((".dist-info", ".data")))
+
+
+def write_lock(out: Path, info: dict[str, str], wheel: Path) -> dict[str, object]:
+    """A Pyodide lock (same ABI info as Pyodide's own) naming only what web/dist ships.
+
+    The file name is relative to the lock's own URL (Pyodide's default packageBaseUrl),
+    and the sha256 is the wheel's: browsers verify it as the fetch's subresource
+    integrity, so a wheel that does not match is refused.  Pyodide's other packages are
+    left out on purpose: web/dist does not ship them and nothing may be fetched elsewhere.
+    """
+    entry = {
+        "name": "zmesh",
+        "version": _wheel_version(wheel),
+        "file_name": f"wheels/{wheel.name}",
+        "install_dir": "site",
+        "sha256": sha256_file(wheel),
+        "package_type": "package",
+        "imports": _top_level_packages(wheel),
+        "depends": [],
+        "unvendored_tests": False,
+    }
+    lock = {"info": info, "packages": {"zmesh": entry}}
+    (out / LOCK_NAME).write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    step(f"wrote web/dist/{LOCK_NAME} (zmesh {entry['version']}, sha256 {entry['sha256'][:16]}…)")
+    return lock
+
+
+# 5. bundles
+
+
+def esbuild(entry: Path, outfile: Path, fmt: str, extra: Sequence[str] = ()) -> None:
+    if not ESBUILD.exists():
+        raise BuildError("esbuild is missing from web/node_modules (npm ci did not install it)")
+    run(
+        [ESBUILD, entry, *ESBUILD_COMMON, f"--format={fmt}", f"--outfile={outfile}", *extra],
+        WEB,
+        f"esbuild {entry.relative_to(ROOT)}",
+    )
+    size = outfile.stat().st_size / 1e3
+    step(f"bundled {entry.relative_to(WEB)} -> dist/{outfile.name} ({fmt}, {size:.0f} kB)")
+
+
+def bundle(out: Path) -> None:
+    esbuild(SRC / "crypto.js", out / CRYPTO_BUNDLE, "iife", ["--minify"])
+    for name, fmt in ENTRY_POINTS.items():
+        if (SRC / name).is_file():
+            esbuild(SRC / name, out / name, fmt, EXTERNALS)
+
+
+# 6. static files
+
+
+def copy_static(out: Path) -> None:
+    if not STATIC.is_dir():
+        return
+    shutil.copytree(STATIC, out, dirs_exist_ok=True)
+    count = sum(1 for p in STATIC.rglob("*") if p.is_file())
+    step(f"copied {count} file(s) from web/static/")
+
+
+# --test-wheels
+
+
+def _requirements() -> dict[str, str]:
+    """{file-name prefix: sha256} from tests/pyodide/requirements.txt."""
+    pins: dict[str, str] = {}
+    for raw in TEST_REQUIREMENTS.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, _, digest = line.partition("--hash=sha256:")
+        name, _, version = spec.strip().partition("==")
+        pins[f"{name.replace('-', '_').lower()}-{version}-"] = digest.strip()
+    return pins
+
+
+def test_wheels() -> None:
+    pins = _requirements()
+
+    def have() -> bool:
+        for prefix, digest in pins.items():
+            found = [p for p in TEST_WHEELS.glob("*.whl") if p.name.lower().startswith(prefix)]
+            if len(found) != 1 or sha256_file(found[0]) != digest:
+                return False
+        return True
+
+    if TEST_WHEELS.is_dir() and have():
+        step(f"test wheels present in {TEST_WHEELS.relative_to(ROOT)}/ ({len(pins)}, hashes match)")
+        return
+    step(f"downloading {len(pins)} pinned test wheels into {TEST_WHEELS.relative_to(ROOT)}/")
+    TEST_WHEELS.mkdir(parents=True, exist_ok=True)
+    for stale in TEST_WHEELS.glob("*.whl"):
+        stale.unlink()
+    run(
+        [
+            sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+            "--only-binary=:all:", "--python-version", TEST_PYTHON_VERSION, "--platform", "any",
+            "--require-hashes", "-r", TEST_REQUIREMENTS, "-d", TEST_WHEELS,
+        ],
+        ROOT,
+        "downloading the test wheels",
+    )  # fmt: skip
+    if not have():
+        raise BuildError(f"the wheels in {TEST_WHEELS} do not match {TEST_REQUIREMENTS}")
+
+
+def build(with_test_wheels: bool) -> None:
+    start = time.monotonic()
+    npm_ci()
+    staging = WEB / ".dist-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        info = copy_pyodide(staging)
+        wheel = build_wheel(staging)
+        write_lock(staging, info, wheel)
+        bundle(staging)
+        copy_static(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(DIST, ignore_errors=True)
+    staging.rename(DIST)
+    if with_test_wheels:
+        test_wheels()
+    step(f"web/dist is ready ({time.monotonic() - start:.1f} s)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Assemble web/dist/ (Pyodide, the zmesh wheel and its lock, the JS "
+        "bundles) from the pins in web/package-lock.json and pyproject.toml.",
+    )
+    parser.add_argument(
+        "--test-wheels",
+        action="store_true",
+        help="also download the pinned test wheels (tests/pyodide/requirements.txt) into "
+        "build/pyodide-wheels/ for tests/pyodide/run_core_tests.mjs",
+    )
+    args = parser.parse_args(argv)
+    try:
+        build(args.test_wheels)
+    except BuildError as exc:
+        print(f"build_wasm: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

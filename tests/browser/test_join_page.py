@@ -1,0 +1,205 @@
+"""The join page in headless Chromium: a full zMesh node (client and relay) in a browser.
+
+Three native relays (one an exit allowed to reach loopback) run as processes; ``zmesh
+web`` serves web/dist with a config.json whose bootstrap list starts with a relay that is
+down and a server that answers garbage.  One scenario (each page load boots Pyodide, so
+the checks share it):
+
+* the page joins: ``zmesh.ready`` resolves within 30 s, ``status()`` shows a peer, and the
+  two bad bootstrap entries carry a clear error while a later relay is linked;
+* ``zmesh.fetch`` gets a file from a local HTTP server through a 3-hop circuit to the
+  native exit, and the SHA-256 computed in the page (crypto.subtle) matches;
+* a native test peer reaches the browser node through mesh signaling and sends garbage on
+  the data channel, before the link handshake and after it: the browser drops that link
+  and keeps working (another fetch succeeds);
+* the main thread never ran a task over 200 ms (PerformanceObserver "longtask");
+* a reload keeps the node id (IndexedDB).
+"""
+
+import asyncio
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import browserpage
+import netmesh
+import pytest
+
+from zmesh.identity import Descriptor, Flags, Identity
+from zmesh.node import Node, NodeConfig
+from zmesh.runtime import webrtc
+from zmesh.runtime.aio import AsyncNode, wall_clock
+from zmesh.runtime.entropy import SystemRng
+from zmesh.signaling.messages import Kind, SignalingMessage
+
+READY_TIMEOUT = 30.0
+FILE_SIZE = 1_000_000
+
+FETCH_JS = """async (url) => {
+    const response = await zmesh.fetch(url);
+    const body = await response.arrayBuffer();
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+    return {
+        status: response.status,
+        size: body.byteLength,
+        sha256: [...digest].map((b) => b.toString(16).padStart(2, "0")).join(""),
+    };
+}"""
+
+
+async def _ready(page: Any) -> dict[str, Any]:
+    try:
+        await asyncio.wait_for(page.evaluate("() => zmesh.ready"), READY_TIMEOUT)
+    except TimeoutError:
+        status = await page.evaluate("() => zmesh.status()")
+        pytest.fail(f"zmesh.ready did not resolve in {READY_TIMEOUT} s: {json.dumps(status)}")
+    status: dict[str, Any] = await page.evaluate("() => zmesh.status()")
+    return status
+
+
+async def _dial_without_handshake(driver: AsyncNode, target: Descriptor) -> Any:
+    """Open a WebRTC data channel to ``target`` through mesh signaling, and hand it back
+    raw: no link handshake, so the test can write anything on it."""
+    pending, offer_sdp = await driver.rtc.dial(loopback=True)
+    nonce = os.urandom(16)
+    offer = driver._sign(Kind.OFFER, target.node_id, offer_sdp, nonce, False)
+    answered: asyncio.Future[SignalingMessage] = asyncio.get_running_loop().create_future()
+    driver._answers[(target.node_id, nonce)] = answered
+    assert driver.call(lambda: driver.node.send_signal(target.node_id, offer))
+    message = await asyncio.wait_for(answered, 15)
+    _, _, answer_sdp = driver._open_message(message.encode(), Kind.ANSWER, target)
+    return await pending.complete(answer_sdp, timeout=15)
+
+
+async def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _send_garbage(page: Any, relay_url: str, browser_id: bytes) -> None:
+    """A native peer sends garbage to the browser node: on a fresh data channel (before
+    any handshake), then on a handshaken link (an oversized frame)."""
+    rng = SystemRng()
+    node = Node(
+        Identity.generate(rng), rng, wall_clock(), NodeConfig(flags=Flags.NONE, gossip=True)
+    )
+    driver = AsyncNode(node, rtc=webrtc, loopback=True)
+    try:
+        await driver.bootstrap(relay_url)
+        await _wait_for(lambda: browser_id in node.directory, 15, "the browser's descriptor")
+        target = node.directory[browser_id]
+        before = (await page.evaluate("() => zmesh.status()"))["linksClosed"]
+
+        raw = await _dial_without_handshake(driver, target)
+        closed = asyncio.Event()
+        raw.onclose = closed.set
+        raw.onmessage = lambda data: None
+        raw.send(os.urandom(3000))
+        await asyncio.wait_for(closed.wait(), 10)  # the browser dropped the channel
+
+        await driver._dial_via_mesh(target)  # a real link this time, handshake and all
+        link_id = await driver.wait_link(browser_id, 10)
+        driver._transports[link_id].send(bytes([9, 0xFF, 0xFF, 0xFF]))  # PADDING, 16 MiB
+        try:
+            await _wait_for(lambda: node.link_to(browser_id) is None, 10, "the link to close")
+        except BaseException:
+            st = await page.evaluate("() => zmesh.status()")
+            print("DEBUG test peer", node.node_id.hex()[:8], "links", node.peers(), "browser", st["peerIds"], st["linksClosed"], st["page"])
+            raise
+
+        deadline = time.monotonic() + 5  # the page's status is republished twice a second
+        while True:
+            status = await page.evaluate("() => zmesh.status()")
+            if status["linksClosed"] >= before + 2 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert status["linksClosed"] >= before + 2, status
+        assert status["ready"] and status["peers"] >= 1, status
+    finally:
+        await driver.close()
+
+
+async def _scenario(url: str, bad_urls: list[str], relays: list[netmesh.Proc]) -> None:
+    from playwright.async_api import async_playwright
+
+    files = netmesh.file_server(FILE_SIZE)
+    server = files.__enter__()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=browserpage.chromium(), args=browserpage.CHROMIUM_ARGS
+            )
+            context = await browser.new_context(permissions=browserpage.PERMISSIONS)
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: print("console:", m.text[:300]))
+
+            opened = time.monotonic()
+            await page.goto(url)
+            status = await _ready(page)
+            took = time.monotonic() - opened
+            timings = status["timings"]
+            print(f"\njoin page: ready {took:.2f} s after opening; timings {timings}")
+            assert status["peers"] >= 1, status
+            assert status["relaysKnown"] >= 3 and status["exitsKnown"] >= 1, status
+
+            entries = {e["url"]: e for e in status["bootstrap"]}
+            down, garbage = (entries[u] for u in bad_urls)
+            assert down["state"] == "failed" and "unreachable" in down["error"], down
+            assert garbage["state"] == "failed" and "garbage" in garbage["error"], garbage
+            assert any(entries[r.url]["state"] == "linked" for r in relays), status["bootstrap"]
+
+            result = await page.evaluate(FETCH_JS, server.url)
+            assert result == {"status": 200, "size": FILE_SIZE, "sha256": server.sha256}
+
+            browser_id = bytes.fromhex(status["nodeId"])
+            await _send_garbage(page, relays[1].url, browser_id)
+            result = await page.evaluate(FETCH_JS, server.url)  # still works afterwards
+            assert result["sha256"] == server.sha256, result
+
+            status = await page.evaluate("() => zmesh.status()")
+            assert status["maxLongTaskMs"] < 200, f"a main-thread task took {status}"
+
+            await page.reload()
+            again = await _ready(page)
+            assert again["nodeId"] == status["nodeId"], (again["identity"], status["identity"])
+            assert "IndexedDB" in again["identity"], again["identity"]
+            assert again["maxLongTaskMs"] < 200, again
+            assert not errors, errors
+            await browser.close()
+    finally:
+        files.__exit__(None, None, None)
+
+
+@pytest.mark.slow
+def test_join_page(tmp_path: Path) -> None:
+    pytest.importorskip("playwright.async_api", reason="playwright is in the test extras")
+    browserpage.chromium()
+    dist = browserpage.ensure_dist()
+    procs: list[netmesh.Proc] = []
+    try:
+        first = netmesh.start_relay(tmp_path, "relay0", [], exit_=True)
+        procs.append(first)
+        for i in (1, 2):
+            procs.append(netmesh.start_relay(tmp_path, f"relay{i}", [first.url]))
+        relays = list(procs)
+        down = f"http://127.0.0.1:{netmesh.free_port()}"
+        with browserpage.garbage_server() as garbage:
+            args = ["web", "--port", "0", "--dist", str(dist)]
+            for bootstrap in [down, garbage, *(r.url for r in relays)]:
+                args += ["--bootstrap", bootstrap]
+            web = netmesh.start(args, tmp_path / "web.log", "web")
+            procs.append(web)
+            line = netmesh._read_line(web.popen, r"serving .* on http://", 30)
+            url = re.search(r"on (http://\S+)", line).group(1)  # type: ignore[union-attr]
+            asyncio.run(asyncio.wait_for(_scenario(url, [down, garbage], relays), 150))
+    finally:
+        for proc in reversed(procs):
+            netmesh.stop(proc)

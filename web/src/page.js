@@ -1,0 +1,278 @@
+// The join page: start the browser node's worker, own its WebRTC connections (rtc.js),
+// show the live status, and give page scripts `window.zmesh`:
+//
+//   await zmesh.ready            // resolves once the node can build circuits
+//   zmesh.status()               // {peers, circuits, bytesRelayed, maxLongTaskMs, ...}
+//   const r = await zmesh.fetch("http://example.com/");   // a Response, via a 3-hop circuit
+//
+// The node itself (Pyodide, the zMesh core) runs in worker.js, so nothing here takes long:
+// the main thread only relays messages and draws.  Long tasks are measured anyway
+// (status().maxLongTaskMs).
+
+import { RtcHost } from "./rtc.js";
+
+const CHART_SECONDS = 60;
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+
+const state = {
+  stage: "starting",
+  error: null,
+  status: null, // the worker's latest status
+  longTasks: { count: 0, maxMs: 0, totalMs: 0 },
+  samples: [], // {t, relayed, io} once a second, for the chart
+};
+
+// -- long tasks on this (main) thread ----------------------------------------------------------
+try {
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      state.longTasks.count += 1;
+      state.longTasks.totalMs += entry.duration;
+      state.longTasks.maxMs = Math.max(state.longTasks.maxMs, entry.duration);
+    }
+  }).observe({ type: "longtask", buffered: true });
+} catch (_) {
+  state.longTasks.unsupported = true; // not Chromium: nothing to measure with
+}
+
+// -- the worker and the WebRTC host -------------------------------------------------------------
+const worker = new Worker(new URL("worker.js", document.baseURI), { type: "module" });
+const rtc = new RtcHost((msg, transfer) => worker.postMessage(msg, transfer || []));
+const calls = new Map(); // id -> {resolve, reject}
+let nextCall = 1;
+let resolveReady;
+let rejectReady;
+const ready = new Promise((resolve, reject) => {
+  resolveReady = resolve;
+  rejectReady = reject;
+});
+ready.catch(() => {}); // a failure is also shown on the page and in status()
+
+function fail(message) {
+  state.error = message;
+  state.stage = "failed";
+  rejectReady(new Error(message));
+  for (const { reject } of calls.values()) reject(new Error(message));
+  calls.clear();
+  render();
+}
+
+worker.onmessage = (event) => {
+  const msg = event.data;
+  switch (msg.t) {
+    case "rtc":
+      rtc.handle(msg);
+      break;
+    case "status":
+      state.status = msg.status;
+      if (msg.status.ready) {
+        state.stage = "ready";
+        resolveReady(publicStatus());
+      } else if (state.stage !== "failed") {
+        state.stage = "joining the mesh";
+      }
+      break;
+    case "reply": {
+      const call = calls.get(msg.id);
+      if (!call) break;
+      calls.delete(msg.id);
+      if (msg.ok) call.resolve({ value: msg.value, body: msg.body });
+      else call.reject(new Error((msg.value && msg.value.error) || "failed"));
+      break;
+    }
+    case "boot":
+      if (state.stage !== "ready") state.stage = msg.stage;
+      break;
+    case "fatal":
+      fail(`the node could not start: ${msg.error}`);
+      break;
+    default:
+  }
+};
+worker.onerror = (event) => fail(`the node's worker failed: ${event.message || "unknown error"}`);
+addEventListener("pagehide", () => rtc.closeAll());
+
+function call(method, args, body) {
+  if (state.error) return Promise.reject(new Error(state.error));
+  return new Promise((resolve, reject) => {
+    const id = nextCall++;
+    calls.set(id, { resolve, reject });
+    worker.postMessage({ t: "call", id, method, args, body: body || null }, body ? [body] : []);
+  });
+}
+
+fetch("config.json", { cache: "no-store" })
+  .then((response) => {
+    if (!response.ok) throw new Error(`config.json: HTTP ${response.status}`);
+    return response.json();
+  })
+  .then((config) => {
+    const bootstrap = Array.isArray(config.bootstrap) ? config.bootstrap.filter((u) => typeof u === "string") : [];
+    if (!bootstrap.length) throw new Error("config.json lists no bootstrap relays");
+    worker.postMessage({
+      t: "init",
+      config: { bootstrap, verbose: config.verbose | 0, boot: { pageStart: performance.timeOrigin } },
+    });
+  })
+  .catch((err) => fail(`no usable config.json next to the page (${err.message})`));
+
+// -- window.zmesh ---------------------------------------------------------------------------------
+function publicStatus() {
+  const s = state.status || {};
+  return {
+    ...s,
+    ready: Boolean(s.ready),
+    stage: state.stage,
+    error: state.error,
+    peers: s.peers || 0,
+    circuits: s.circuits || 0,
+    bytesRelayed: s.bytesRelayed || 0,
+    maxLongTaskMs: state.longTasks.maxMs,
+    longTasks: state.longTasks.count,
+    page: { connections: rtc.conns.size, ...rtc.stats },
+  };
+}
+
+async function zfetch(input, init) {
+  const request = new Request(input, init);
+  const signal = request.signal;
+  if (signal && signal.aborted) throw new DOMException("The request was aborted", "AbortError");
+  const method = request.method;
+  const body = method === "GET" || method === "HEAD" ? null : await request.arrayBuffer();
+  const pending = call("fetch", { url: request.url, method, headers: [...request.headers] }, body && body.byteLength ? body : null);
+  const reply = await (signal
+    ? Promise.race([pending, new Promise((_, reject) => signal.addEventListener("abort", () => reject(new DOMException("The request was aborted", "AbortError")), { once: true }))])
+    : pending);
+  const { status, statusText, headers } = reply.value;
+  const out = new Headers();
+  for (const [name, value] of headers) {
+    try { out.append(name, value); } catch (_) { /* not a valid header for a Response */ }
+  }
+  const responseBody = NULL_BODY_STATUS.has(status) || method === "HEAD" ? null : reply.body;
+  try {
+    return new Response(responseBody, { status, statusText, headers: out });
+  } catch (_) {
+    return new Response(responseBody, { status, headers: out }); // an unusual reason phrase
+  }
+}
+
+window.zmesh = Object.freeze({
+  ready,
+  status: publicStatus,
+  fetch: zfetch,
+});
+
+// -- the page ---------------------------------------------------------------------------------------
+const $ = (id) => document.getElementById(id);
+
+function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function fmtMs(ms) {
+  return ms == null ? "–" : ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+function setText(id, text) {
+  const el = $(id);
+  if (el && el.textContent !== text) el.textContent = text;
+}
+
+function render() {
+  const s = publicStatus();
+  setText("stage", s.error ? `Error: ${s.error}` : s.ready ? "Connected: you are relaying for the mesh" : `${s.stage}…`);
+  const stageEl = $("stage");
+  if (stageEl) stageEl.dataset.state = s.error ? "error" : s.ready ? "ready" : "busy";
+  setText("node-id", s.nodeId ? s.nodeId.slice(0, 16) : "–");
+  setText("peers", String(s.peers));
+  setText("circuits", `${s.circuits} (${s.circuitsRelayed || 0} relayed, ${s.circuitsOwn || 0} own)`);
+  setText("relayed", fmtBytes(s.bytesRelayed));
+  setText("relays", s.relaysKnown == null ? "–" : `${s.relaysKnown} (${s.exitsKnown} exits)`);
+  setText("longtask", `${Math.round(s.maxLongTaskMs)} ms (${s.longTasks} over 50 ms)`);
+  const t = s.timings || {};
+  setText("timings", `Pyodide ${fmtMs(t.pyodideBootMs)}, zMesh ${fmtMs(t.packageLoadMs)}, first link ${fmtMs(t.firstLinkMs)}, ready ${fmtMs(t.readyMs)} after opening the page`);
+  const list = $("bootstrap");
+  if (list && s.bootstrap) {
+    const text = s.bootstrap.map((b) => `${b.url}: ${b.state}${b.error ? ` (${b.error})` : ""}`);
+    if (list.dataset.text !== text.join("\n")) {
+      list.dataset.text = text.join("\n");
+      list.replaceChildren(...text.map((line, i) => {
+        const li = document.createElement("li");
+        li.textContent = line;
+        li.dataset.state = s.bootstrap[i].state;
+        return li;
+      }));
+    }
+  }
+}
+
+function sample() {
+  const s = publicStatus();
+  state.samples.push({ relayed: s.bytesRelayed, io: rtc.stats.bytesIn + rtc.stats.bytesOut });
+  if (state.samples.length > CHART_SECONDS + 1) state.samples.shift();
+  drawChart();
+}
+
+function drawChart() {
+  const canvas = $("chart");
+  if (!canvas || !canvas.getContext) return;
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  ctx.clearRect(0, 0, width, height);
+  const rates = (key) => state.samples.slice(1).map((p, i) => Math.max(0, p[key] - state.samples[i][key]));
+  const series = [
+    { data: rates("io"), color: "#6a9fd8", label: "WebRTC in+out" },
+    { data: rates("relayed"), color: "#3a7", label: "relayed" },
+  ];
+  const peak = Math.max(1024, ...series.flatMap((s) => s.data));
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.fillStyle = "#888";
+  ctx.fillText(`${fmtBytes(peak)}/s`, 4, 12);
+  series.forEach((s, n) => {
+    ctx.strokeStyle = s.color;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    s.data.forEach((v, i) => {
+      const x = (i / CHART_SECONDS) * width;
+      const y = height - 2 - (v / peak) * (height - 18);
+      if (i) ctx.lineTo(x, y);
+      else ctx.moveTo(x, y);
+    });
+    ctx.stroke();
+    ctx.fillStyle = s.color;
+    ctx.fillText(s.label, width - 110, 12 + 13 * n);
+  });
+}
+
+function wireFetchForm() {
+  const form = $("fetch-form");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const out = $("fetch-result");
+    const url = $("fetch-url").value;
+    out.textContent = `fetching ${url} through a 3-hop circuit…`;
+    const start = performance.now();
+    try {
+      const response = await zfetch(url);
+      const body = await response.arrayBuffer();
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+      const hex = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+      out.textContent = `HTTP ${response.status}, ${fmtBytes(body.byteLength)} in ${fmtMs(performance.now() - start)}, SHA-256 ${hex}`;
+    } catch (err) {
+      out.textContent = `failed: ${err.message}`;
+    }
+  });
+}
+
+function startUi() {
+  wireFetchForm();
+  render();
+  setInterval(render, 500);
+  setInterval(sample, 1000);
+}
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", startUi, { once: true });
+else startUi();

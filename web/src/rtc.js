@@ -1,0 +1,167 @@
+// The main thread's half of the browser node's WebRTC: Chromium has no RTCPeerConnection
+// in workers, so the page owns the connections and the worker (Pyodide, the zMesh core)
+// drives them by message.  This file is deliberately thin: no protocol logic, no retries.
+//
+// Worker -> page, {t: "rtc", op, pc, id?, ...}:
+//   dial    {id, pc}        new connection + our channel; replies with the offer SDP
+//   answer  {id, pc, sdp}   apply a remote offer; replies with the answer SDP
+//   remote  {id, pc, sdp}   (dialler) apply the remote answer; replies when applied
+//   send    {pc, data}      an ArrayBuffer (transferred) for the channel
+//   close   {pc}            close the channel and the connection
+// Replies: {t: "rtc-reply", id, ok, sdp?, error?}
+// Events, page -> worker: {t: "rtc-ev", pc, ev, ...}:
+//   open; message {data: ArrayBuffer, transferred}; close {reason};
+//   buffered {handed, amount}: bytes handed to the channel so far and its bufferedAmount
+//
+// Every connection has exactly one data channel, negotiated out of band (label "zmesh",
+// id 0, ordered), as zmesh/runtime/webrtc.py creates it natively; no STUN or TURN server
+// is configured, so only host (and peer-reflexive) candidates are used.
+
+const GATHER_TIMEOUT_MS = 3000;
+const BUFFERED_REPORT_MS = 50;
+const MAX_CONNECTIONS = 128;
+
+export class RtcHost {
+  /** @param {(msg: object, transfer?: Transferable[]) => void} post  sends to the worker */
+  constructor(post) {
+    this.post = post;
+    this.conns = new Map(); // pc id -> {pc, dc, handed, reportTimer}
+    this.stats = { opened: 0, closed: 0, bytesIn: 0, bytesOut: 0 };
+  }
+
+  /** Handle one {t: "rtc"} message from the worker. */
+  handle(msg) {
+    switch (msg.op) {
+      case "dial":
+      case "answer":
+      case "remote":
+        this.request(msg).then(
+          (sdp) => this.post({ t: "rtc-reply", id: msg.id, ok: true, sdp }),
+          (err) => this.post({ t: "rtc-reply", id: msg.id, ok: false, error: String(err && err.message || err) }),
+        );
+        return;
+      case "send":
+        this.send(msg.pc, msg.data);
+        return;
+      case "close":
+        this.close(msg.pc, "closed by the node");
+        return;
+      default:
+        console.warn("zmesh rtc: unknown op", msg.op);
+    }
+  }
+
+  async request(msg) {
+    if (msg.op === "remote") {
+      const conn = this.conns.get(msg.pc);
+      if (!conn) throw new Error("no such connection");
+      await conn.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+      return null;
+    }
+    if (this.conns.has(msg.pc)) throw new Error("connection id in use");
+    if (this.conns.size >= MAX_CONNECTIONS) throw new Error("too many connections");
+    const conn = this.open(msg.pc);
+    try {
+      const pc = conn.pc;
+      if (msg.op === "answer") {
+        await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+        await pc.setLocalDescription(await pc.createAnswer());
+      } else {
+        await pc.setLocalDescription(await pc.createOffer());
+      }
+      await gathered(pc);
+      return pc.localDescription.sdp;
+    } catch (err) {
+      this.close(msg.pc, String(err));
+      throw err;
+    }
+  }
+
+  open(id) {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    const dc = pc.createDataChannel("zmesh", { negotiated: true, id: 0, ordered: true });
+    dc.binaryType = "arraybuffer";
+    const conn = { pc, dc, handed: 0, reportTimer: 0, open: false };
+    this.conns.set(id, conn);
+    dc.onopen = () => {
+      conn.open = true;
+      this.stats.opened += 1;
+      this.post({ t: "rtc-ev", pc: id, ev: "open" });
+    };
+    dc.onmessage = (event) => {
+      let data = event.data;
+      if (typeof data === "string") data = new TextEncoder().encode(data).buffer; // never sent by zMesh
+      this.stats.bytesIn += data.byteLength;
+      this.post({ t: "rtc-ev", pc: id, ev: "message", data }, [data]);
+    };
+    dc.onbufferedamountlow = () => this.report(id);
+    dc.onclose = () => this.close(id, "channel closed");
+    dc.onerror = (event) => this.close(id, `channel error: ${event.error && event.error.message || "unknown"}`);
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+        this.close(id, `connection ${pc.connectionState}`);
+      }
+    };
+    return conn;
+  }
+
+  send(id, data) {
+    const conn = this.conns.get(id);
+    if (!conn || conn.dc.readyState !== "open") return;
+    try {
+      conn.dc.send(data);
+    } catch (err) {
+      this.close(id, `send failed: ${err.message || err}`);
+      return;
+    }
+    conn.handed += data.byteLength;
+    this.stats.bytesOut += data.byteLength;
+    if (!conn.reportTimer) {
+      conn.reportTimer = setTimeout(() => {
+        conn.reportTimer = 0;
+        this.report(id);
+      }, BUFFERED_REPORT_MS);
+    }
+  }
+
+  report(id) {
+    const conn = this.conns.get(id);
+    if (!conn) return;
+    this.post({ t: "rtc-ev", pc: id, ev: "buffered", handed: conn.handed, amount: conn.dc.bufferedAmount });
+  }
+
+  close(id, reason) {
+    const conn = this.conns.get(id);
+    if (!conn) return;
+    this.conns.delete(id);
+    if (conn.reportTimer) clearTimeout(conn.reportTimer);
+    conn.dc.onopen = conn.dc.onmessage = conn.dc.onclose = conn.dc.onerror = null;
+    conn.dc.onbufferedamountlow = null;
+    conn.pc.onconnectionstatechange = null;
+    try { conn.dc.close(); } catch (_) { /* already closed */ }
+    try { conn.pc.close(); } catch (_) { /* already closed */ }
+    if (conn.open) this.stats.closed += 1;
+    this.post({ t: "rtc-ev", pc: id, ev: "close", reason });
+  }
+
+  closeAll() {
+    for (const id of [...this.conns.keys()]) this.close(id, "page closing");
+  }
+}
+
+/** Resolve once ICE gathering is complete (or after GATHER_TIMEOUT_MS, with what we have). */
+function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === "complete") done();
+    };
+    const timer = setTimeout(done, GATHER_TIMEOUT_MS);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}

@@ -1,0 +1,217 @@
+"""``zmesh web``: serve the browser node's page (web/dist) and its ``config.json``.
+
+A small static file server on asyncio, with the defences of :mod:`zmesh.runtime.http`
+(whose request reader it reuses): GET and HEAD only, the request head bounded to 8 KiB
+and read within a few seconds, a cap on concurrent connections, one request per
+connection.  A path can never leave the served directory: it is percent-decoded, any
+``..``, dot-file, backslash or NUL segment is refused, and the resolved file (symlinks
+followed) must still lie under the directory.  Files are streamed in chunks with the MIME
+types browsers insist on (``application/wasm`` for streaming compilation, JavaScript
+for module scripts).
+
+``/config.json`` is generated: ``{"bootstrap": [URL, ...]}``, the signaling endpoints the
+page joins through.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+from ..errors import ZMeshError
+from .http import MAX_HEAD, PHASE_TIMEOUT, REASONS, HttpError, read_request
+
+log = logging.getLogger("zmesh.web")
+
+MAX_CONNECTIONS = 64
+CHUNK = 256 * 1024
+WRITE_TIMEOUT = 30.0
+MIME_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".wasm": "application/wasm",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".zip": "application/zip",
+    ".whl": "application/zip",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+#: what a usable web/dist contains (build_wasm.py's output)
+REQUIRED = ("index.html", "page.js", "worker.js", "zmesh-lock.json", "pyodide/pyodide.mjs")
+
+
+class DistError(ZMeshError):
+    """The page's files are missing or incomplete."""
+
+
+def find_dist(explicit: Path | None = None) -> Path:
+    """The directory to serve: ``explicit``, else web/dist under the current directory or
+    next to the zmesh package (a source checkout).  DistError says how to build it."""
+    candidates = (
+        [explicit]
+        if explicit is not None
+        else [Path.cwd() / "web" / "dist", Path(__file__).resolve().parents[2] / "web" / "dist"]
+    )
+    for candidate in candidates:
+        missing = [name for name in REQUIRED if not (candidate / name).is_file()]
+        if not missing:
+            return candidate.resolve()
+    where = candidates[0]
+    raise DistError(
+        f"the browser node's files are not built: {where} is missing or incomplete "
+        f"(no {', '.join(missing)}). Build them with `python build_wasm.py` (or `make web`) "
+        "in the zMesh source tree, or point --dist at a built web/dist."
+    )
+
+
+def resolve_path(root: Path, target: str) -> Path | None:
+    """The file under ``root`` that request-target ``target`` names, or None (404)."""
+    path = unquote(target.split("?", 1)[0].split("#", 1)[0], errors="strict")
+    if not path.startswith("/") or "\x00" in path or "\\" in path:
+        return None
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if any(p.startswith(".") for p in parts):  # "..", and dot-files (.git, .env, ...)
+        return None
+    candidate = root.joinpath(*parts)
+    try:
+        if path.endswith("/") or candidate.is_dir():
+            candidate = candidate / "index.html"
+        real = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not real.is_relative_to(root) or not real.is_file():
+        return None
+    return real
+
+
+def _head(status: int, content_type: str, length: int, extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
+        "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"
+        f"Referrer-Policy: no-referrer\r\n{extra}Connection: close\r\n\r\n"
+    ).encode()
+
+
+@dataclass
+class WebServer:
+    """Serves ``dist`` and a generated ``/config.json`` (see the module doc)."""
+
+    dist: Path
+    bootstrap: list[str]
+    requests: int = 0
+    _server: asyncio.Server | None = None
+    _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONNECTIONS))
+
+    def __post_init__(self) -> None:
+        self.dist = self.dist.resolve()
+        self._config = json.dumps({"bootstrap": self.bootstrap}, indent=1).encode() + b"\n"
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._slots.locked():
+            writer.write(_head(503, "text/plain", 5) + b"busy\n")
+            writer.close()
+            return
+        async with self._slots:
+            self.requests += 1
+            try:
+                await self._respond(reader, writer)
+            except (ConnectionError, TimeoutError):
+                pass
+            except Exception:  # a bug must not stop the server: log it, drop the connection
+                log.exception("web event=handler_error")
+            finally:
+                writer.close()
+
+    async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await read_request(reader)
+            if request.method not in ("GET", "HEAD"):
+                raise HttpError(405)
+            head_only = request.method == "HEAD"
+            if request.path == "/config.json":
+                writer.write(_head(200, MIME_TYPES[".json"], len(self._config)))
+                if not head_only:
+                    writer.write(self._config)
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                return
+            try:
+                path = resolve_path(self.dist, request.path)
+            except UnicodeDecodeError:
+                raise HttpError(400, "bad percent-encoding") from None
+            if path is None:
+                raise HttpError(404)
+        except HttpError as exc:
+            body = f"{exc}\n".encode()
+            extra = "Allow: GET, HEAD\r\n" if exc.status == 405 else ""
+            writer.write(_head(exc.status, "text/plain; charset=utf-8", len(body), extra) + body)
+            await asyncio.wait_for(writer.drain(), PHASE_TIMEOUT)
+            return
+        content_type = MIME_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        with path.open("rb") as f:
+            size = path.stat().st_size
+            writer.write(_head(200, content_type, size))
+            if head_only:
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                return
+            while chunk := f.read(CHUNK):
+                writer.write(chunk)
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+
+
+def page_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 (display only)
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+@dataclass
+class WebOptions:
+    host: str
+    port: int
+    dist: Path | None
+    bootstrap: list[str]
+
+
+async def run_web(opts: WebOptions) -> int:
+    from .daemon import stop_requested  # noqa: PLC0415 (keeps this module light)
+
+    stop = stop_requested()
+    dist = find_dist(opts.dist)
+    server = WebServer(dist, opts.bootstrap)
+    port = await server.start(opts.host, opts.port)
+    url = page_url(opts.host, port)
+    print(f"zmesh web: serving {dist} on {url}", flush=True)
+    print(f"bootstrap relays: {', '.join(opts.bootstrap)}", flush=True)
+    print(f"Open {url} in a browser to run a zMesh node there. Ctrl-C stops.", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+    return 0
+
+
+def main_web(opts: WebOptions) -> int:
+    try:
+        return asyncio.run(run_web(opts))
+    except (OSError, ZMeshError) as exc:
+        print(f"zmesh web: error: {exc}", file=sys.stderr)
+        return 1
