@@ -83,5 +83,5 @@ bench: $(STAMP)  ## the benchmarks, each with a same-run baseline and ratio (vs_
 vectors: $(STAMP)  ## regenerate tests/vectors from the fixed seed
 	$(PY) scripts/gen_vectors.py
 
-clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+clean:  ## remove the venv, caches, the browser bundle and build outputs
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis web/dist build
