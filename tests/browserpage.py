@@ -37,7 +37,8 @@ def chromium() -> str:
     if os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        with (ROOT / ".chromium-install.lock").open("w") as lock:
+        (ROOT / "build").mkdir(exist_ok=True)
+        with (ROOT / "build" / ".chromium-install.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not os.access(CHROMIUM, os.X_OK):
                 subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)

@@ -80,4 +80,3 @@ def test_an_answer_with_a_fingerprint_the_expected_node_did_not_sign_is_refused(
     assert not linked
     assert isinstance(error, RemoteProtocolError)
     assert error.code == CloseCode.AUTH
-

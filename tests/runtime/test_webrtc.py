@@ -510,7 +510,9 @@ def test_wrong_fingerprint_fails_fast() -> None:
             compact.ice_ufrag, compact.ice_pwd, bytes(32), compact.setup, compact.candidates
         )
         t0 = time.monotonic()
-        with pytest.raises(TransportError):
+        # Usually DTLS fails (TransportError); on a loaded machine libdatachannel may
+        # already refuse the answer itself (RemoteProtocolError).  Either way: fast.
+        with pytest.raises((TransportError, RemoteProtocolError)):
             await pending_dial.complete(forged.to_sdp("answer"), timeout=5.0)
         assert time.monotonic() - t0 < 4.0
         await pending_answer.aclose()

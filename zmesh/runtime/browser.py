@@ -563,7 +563,7 @@ async def load_identity(host: Host, rng: BrowserRng) -> tuple[Identity, str]:
 @dataclass
 class BootstrapEntry:
     url: str
-    state: str = "waiting"  # waiting, connecting, linked, failed
+    state: str = "waiting"  # waiting, connecting, linked, failed, standby (not needed)
     error: str = ""
     peer: bytes | None = None
     attempts: int = 0
@@ -588,6 +588,8 @@ def describe_failure(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, TransportError):
         return f"WebRTC link failed: {exc}"
+    if isinstance(exc, OSError):
+        return f"unreachable ({exc.strerror or exc})"
     return str(exc) or type(exc).__name__
 
 
@@ -622,7 +624,13 @@ class BrowserNode:
     """A running browser node: the driver, its circuit pool, bootstrap and status."""
 
     def __init__(
-        self, host: Host, config: BrowserConfig, identity: Identity, identity_note: str
+        self,
+        host: Host,
+        config: BrowserConfig,
+        identity: Identity,
+        identity_note: str,
+        *,
+        http_client: Callable[..., Awaitable[tuple[int, bytes]]] = pyfetch_request,
     ) -> None:
         self.host = host
         self.config = config
@@ -633,7 +641,7 @@ class BrowserNode:
         self.node = Node(identity, self.rng, wall_clock(), node_config)
         self.rtc = BrowserRtc(host)
         self.driver = AsyncNode(
-            self.node, rtc=self.rtc, http_client=pyfetch_request, loopback=False, max_links=32
+            self.node, rtc=self.rtc, http_client=http_client, loopback=False, max_links=32
         )
         self.driver.on_event = self._on_event
         self.pool = CircuitPool(self.driver)
@@ -711,9 +719,13 @@ class BrowserNode:
         delay = BOOTSTRAP_RETRY
         while not self._closing:
             for entry in self.bootstrap:
-                if len(self.node.peers()) >= BOOTSTRAP_LINKS:
-                    break
                 if entry.peer is not None and self.node.link_to(entry.peer) is not None:
+                    continue
+                if entry.state == "linked":
+                    entry.state = "waiting"  # its link went away
+                if len(set(self.node.peers())) >= BOOTSTRAP_LINKS:
+                    if entry.state == "waiting":
+                        entry.state = "standby"  # not needed: enough links already
                     continue
                 await self._try_bootstrap(entry)
             if self.node.peers():
@@ -742,6 +754,7 @@ class BrowserNode:
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         node = self.node
+        peers = list(dict.fromkeys(node.peers()))
         relays = [d for d in node.directory.values() if d.flags & Flags.RELAY]
         own = len(node.client_circuits())
         relayed = node.relayed_circuits()
@@ -759,9 +772,9 @@ class BrowserNode:
             "nodeId": node.node_id.hex(),
             "shortId": short_id(node.node_id),
             "identity": self.identity_note,
-            "ready": self.ready_ms is not None,
-            "peers": len(node.peers()),
-            "peerIds": [short_id(p) for p in node.peers()],
+            "ready": self.ready_ms is not None and self.is_ready(),  # now, not just once
+            "peers": len(peers),  # distinct nodes (two links to one node count once)
+            "peerIds": [short_id(p) for p in peers],
             "relaysKnown": len(relays),
             "exitsKnown": sum(1 for d in relays if d.flags & Flags.EXIT),
             "circuits": own + relayed,
@@ -850,11 +863,18 @@ class BrowserNode:
         self.host.reply(call_id, True, json.dumps(meta), response.body)
 
 
-async def start(config: BrowserConfig, host: Host) -> BrowserNode:
-    """Load (or create) the identity, then start the node: it bootstraps in the background."""
+async def start(
+    config: BrowserConfig,
+    host: Host,
+    *,
+    http_client: Callable[..., Awaitable[tuple[int, bytes]]] = pyfetch_request,
+) -> BrowserNode:
+    """Load (or create) the identity, then start the node: it bootstraps in the background.
+
+    ``http_client`` is for tests on CPython (the browser uses fetch)."""
     rng = BrowserRng(host)
     identity, note = await load_identity(host, rng)
-    node = BrowserNode(host, config, identity, note)
+    node = BrowserNode(host, config, identity, note, http_client=http_client)
     node.start()
     return node
 

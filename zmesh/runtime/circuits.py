@@ -65,9 +65,13 @@ class CircuitPool:
             for d in node.directory.values()
             if d.flags & Flags.RELAY and d.node_id != node.node_id
         ]
-        for avoid in (set(self._suspects), set()):  # prefer unsuspected; fall back if needed
+        suspects = set(self._suspects)
+        # Prefer unsuspected relays.  A failed circuit makes its exit a suspect too, and a
+        # small mesh may have a single exit: then keep avoiding suspected middles (the
+        # likely culprits) before giving up on avoidance altogether.
+        for avoid, avoid_exits in ((suspects, suspects), (suspects, set()), (set(), set())):
             ok = [d for d in relays if d.node_id not in avoid]
-            exits = [d for d in ok if d.flags & Flags.EXIT]
+            exits = [d for d in relays if d.flags & Flags.EXIT and d.node_id not in avoid_exits]
             guards = [d for d in ok if node.link_to(d.node_id) is not None]
             for _ in range(32):
                 if not exits or not guards:

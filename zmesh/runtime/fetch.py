@@ -218,10 +218,10 @@ class ResponseParser:
                     return
                 self._mode = "chunk-crlf"
             elif mode == "chunk-crlf":
+                if self._buf[:2] != b"\r\n"[: len(self._buf)]:
+                    raise FetchError("chunk data not followed by CRLF")
                 if len(self._buf) < 2:
                     return
-                if self._buf[:2] != b"\r\n":
-                    raise FetchError("chunk data not followed by CRLF")
                 del self._buf[:2]
                 self._mode = "chunk-size"
             else:  # trailers: ignored, up to the empty line

@@ -1,7 +1,8 @@
 """A small, defensive HTTP/1.1 server and client for signaling (asyncio).
 
 Only what signaling needs: ``GET /zmesh/descriptor`` and ``POST /zmesh/signal`` with a
-binary body.  Every request is bounded: the head to 8 KiB, the body to 32 KiB (with a
+binary body (and the answer to a CORS preflight, for browser nodes; every response allows
+any origin).  Every request is bounded: the head to 8 KiB, the body to 32 KiB (with a
 Content-Length), each phase to a few seconds (slow clients get 408), and the number of
 concurrent connections.  Anything malformed gets a 4xx and the connection is closed; a
 request never reaches the node unless it is well-formed.
@@ -21,6 +22,7 @@ PHASE_TIMEOUT = 5.0
 MAX_CONNECTIONS = 256
 REASONS = {
     200: "OK",
+    204: "No Content",
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
@@ -106,14 +108,25 @@ async def read_request(reader: asyncio.StreamReader) -> Request:
     return Request(method, target.split("?", 1)[0], body)
 
 
-def _response(status: int, body: bytes, content_type: str) -> bytes:
+def _response(status: int, body: bytes, content_type: str, extra: str = "") -> bytes:
     head = (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\nCache-Control: no-store\r\n"
-        "Access-Control-Allow-Origin: *\r\n\r\n"
+        f"Access-Control-Allow-Origin: *\r\n{extra}\r\n"
     )
     return head.encode() + body
+
+
+#: the answer to a CORS preflight (browsers send none for our requests, whose POST bodies
+#: carry no Content-Type, but a page that sets one still gets through)
+PREFLIGHT = _response(
+    204,
+    b"",
+    "text/plain",
+    "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+    "Access-Control-Allow-Headers: Content-Type\r\nAccess-Control-Max-Age: 600\r\n",
+)
 
 
 class HttpServer:
@@ -140,8 +153,11 @@ class HttpServer:
             self.requests += 1
             try:
                 request = await read_request(reader)
-                content_type, body = await self._handler(request)
-                writer.write(_response(200, body, content_type))
+                if request.method == "OPTIONS":
+                    writer.write(PREFLIGHT)
+                else:
+                    content_type, body = await self._handler(request)
+                    writer.write(_response(200, body, content_type))
             except HttpError as exc:
                 self.rejected += 1
                 log.debug("http event=reject status=%d reason=%r", exc.status, str(exc))
