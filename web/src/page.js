@@ -37,7 +37,11 @@ try {
 
 // -- the worker and the WebRTC host -------------------------------------------------------------
 const worker = new Worker(new URL("worker.js", document.baseURI), { type: "module" });
-const rtc = new RtcHost((msg, transfer) => worker.postMessage(msg, transfer || []));
+// the embed's relay page passes ?cap_kbps=N: a bandwidth cap on what this node sends
+const capKbps = Math.max(0, parseInt(new URLSearchParams(location.search).get("cap_kbps") || "0", 10) || 0);
+const rtc = new RtcHost((msg, transfer) => worker.postMessage(msg, transfer || []), {
+  capBytesPerSec: (capKbps * 1000) / 8,
+});
 const calls = new Map(); // id -> {resolve, reject}
 let nextCall = 1;
 let resolveReady;
@@ -123,6 +127,7 @@ function publicStatus() {
     ...s,
     ready: Boolean(s.ready),
     stage: state.stage,
+    capKbps,
     error: state.error,
     peers: s.peers || 0,
     circuits: s.circuits || 0,

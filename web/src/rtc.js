@@ -22,11 +22,42 @@ const BUFFERED_REPORT_MS = 50;
 const MAX_CONNECTIONS = 128;
 
 export class RtcHost {
-  /** @param {(msg: object, transfer?: Transferable[]) => void} post  sends to the worker */
-  constructor(post) {
+  /**
+   * @param {(msg: object, transfer?: Transferable[]) => void} post  sends to the worker
+   * @param {{capBytesPerSec?: number}} options  a cap on bytes sent (0: none); the embed uses it
+   */
+  constructor(post, options = {}) {
     this.post = post;
     this.conns = new Map(); // pc id -> {pc, dc, handed, reportTimer}
-    this.stats = { opened: 0, closed: 0, bytesIn: 0, bytesOut: 0 };
+    this.stats = { opened: 0, closed: 0, bytesIn: 0, bytesOut: 0, delayed: 0 };
+    // token bucket over every channel: one second of burst, at least one 64 KiB message
+    this.cap = Math.max(0, options.capBytesPerSec || 0);
+    this.tokens = Math.max(this.cap, 65536);
+    this.refilled = performance.now();
+    this.waiting = []; // [id, data] held back by the cap, in order
+    this.drainTimer = 0;
+  }
+
+  /** Hand ``data`` to channel ``id`` now, or queue it until the cap allows. */
+  sendCapped(id, data) {
+    if (!this.cap) return this.send(id, data);
+    const now = performance.now();
+    this.tokens = Math.min(Math.max(this.cap, 65536), this.tokens + ((now - this.refilled) / 1000) * this.cap);
+    this.refilled = now;
+    if (!this.waiting.length && this.tokens >= data.byteLength) {
+      this.tokens -= data.byteLength;
+      return this.send(id, data);
+    }
+    this.waiting.push([id, data]);
+    this.stats.delayed += 1;
+    if (!this.drainTimer) {
+      this.drainTimer = setTimeout(() => {
+        this.drainTimer = 0;
+        const queue = this.waiting;
+        this.waiting = [];
+        for (const [qid, qdata] of queue) this.sendCapped(qid, qdata);
+      }, 20);
+    }
   }
 
   /** Handle one {t: "rtc"} message from the worker. */
@@ -41,7 +72,7 @@ export class RtcHost {
         );
         return;
       case "send":
-        this.send(msg.pc, msg.data);
+        this.sendCapped(msg.pc, msg.data);
         return;
       case "close":
         this.close(msg.pc, "closed by the node");

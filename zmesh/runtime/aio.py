@@ -559,7 +559,8 @@ class StreamPipe:
                     writer.write(event.data)
                     await writer.drain()
                     taken = len(event.data)
-                    call(lambda: node.consume(self.cid, self.sid, taken))  # noqa: B023
+                    if not node.config.auto_consume:  # slide the window as the app reads
+                        call(lambda: node.consume(self.cid, self.sid, taken))  # noqa: B023
                 elif isinstance(event, StreamFinished):
                     if writer.can_write_eof():
                         writer.write_eof()

@@ -1,0 +1,52 @@
+"""The headless harness end to end: every scenario, as `zmesh harness` runs it."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from browserpage import ensure_dist
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"),
+    pytest.mark.skipif(shutil.which("node") is None, reason="the bundle needs node"),
+]
+
+
+@pytest.fixture(scope="module")
+def dist() -> Path:
+    return ensure_dist()
+
+
+@pytest.mark.parametrize(
+    ("browsers", "scenario", "expect"),
+    [
+        (3, "browser-circuit", "(browser) -> exit"),
+        (2, "join", "ready in"),
+        (1, "fetch", "SHA-256 matches"),
+        (1, "embed", "stop control removed the relay: True"),
+    ],
+)
+def test_scenario(dist: Path, browsers: int, scenario: str, expect: str) -> None:
+    cmd = [sys.executable, "-m", "zmesh", "harness", "--browsers", str(browsers)]
+    cmd += ["--relays", "3", "--scenario", scenario, "--dist", str(dist)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"scenario {scenario}: OK" in proc.stdout
+    assert expect in proc.stdout
+
+
+def test_unknown_scenario_is_a_clear_error() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "zmesh", "harness", "--scenario", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
