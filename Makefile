@@ -47,7 +47,7 @@ $(SYSDEPS): $(STAMP)
 
 sysdeps: $(SYSDEPS)  ## install missing system tools (curl, chromium, node, npm)
 
-run: $(STAMP)  ## run the main job: a local mesh (4 relays, an exit, a SOCKS5 proxy) on loopback
+run: $(SYSDEPS) web  ## run the main job: a local mesh (4 relays, an exit, a SOCKS5 proxy, the join page)
 	$(VENV)/bin/zmesh up
 
 demo: $(STAMP)  ## an in-process simulated mesh with a verified 5 MB transfer
