@@ -13,22 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from zmesh.runtime.harness import CHROMIUM
+
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 DIST = WEB / "dist"
-CHROMIUM = "/usr/bin/chromium"
 #: headless Chromium on loopback: WebRTC needs --allow-loopback-in-peer-connection, and the
 #: page's origin needs camera/microphone permission (else it offers only mDNS candidates)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",
-]
 PERMISSIONS = ["camera", "microphone"]
 
 

@@ -33,6 +33,7 @@ from zmesh.node import Node, NodeConfig
 from zmesh.runtime import webrtc
 from zmesh.runtime.aio import AsyncNode, wall_clock
 from zmesh.runtime.entropy import SystemRng
+from zmesh.runtime.harness import CHROMIUM_ARGS
 from zmesh.signaling.messages import Kind, SignalingMessage
 
 READY_TIMEOUT = 30.0
@@ -126,7 +127,7 @@ async def _scenario(url: str, bad_urls: list[str], relays: list[netmesh.Proc]) -
     with netmesh.file_server(FILE_SIZE) as server:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(
-                executable_path=browserpage.chromium(), args=browserpage.CHROMIUM_ARGS
+                executable_path=browserpage.chromium(), args=CHROMIUM_ARGS
             )
             context = await browser.new_context(permissions=browserpage.PERMISSIONS)
             page = await context.new_page()

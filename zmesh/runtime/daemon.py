@@ -6,8 +6,6 @@ import hashlib
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,8 @@ from ..node import Node, NodeConfig
 from . import webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
-from .http import HttpServer, Request
+from .http import HttpServer, Request, serve_fixed
+from .processes import LocalProcesses
 from .store import Store
 
 if TYPE_CHECKING:
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("zmesh.daemon")
 
 BOOTSTRAP_RETRY = 2.0
-READY_TIMEOUT = 60.0
 
 
 def split_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -162,26 +160,6 @@ async def _start_web(address: str, urls: list[str]) -> tuple["WebServer | None",
     return server, f"Open {url} in a browser to make it a zMesh node (it relays, too)."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _read_until(proc: asyncio.subprocess.Process, marker: str, timeout: float) -> str:
-    assert proc.stdout is not None
-
-    async def scan() -> str:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
-            text = line.decode(errors="replace").rstrip()
-            if marker in text:
-                return text
-        raise ZMeshError(f"process exited before printing {marker!r}")
-
-    return await asyncio.wait_for(scan(), timeout)
-
-
 async def run_up(opts: UpOptions) -> int:
     stop = stop_requested()
     if opts.relays < 3:
@@ -191,47 +169,18 @@ async def run_up(opts: UpOptions) -> int:
         base = opts.data or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="zmesh-up-"))
         )
-        procs: list[asyncio.subprocess.Process] = []
+        children = LocalProcesses(opts.verbose)
         web: WebServer | None = None
-        verbosity = ["-" + "v" * opts.verbose] if opts.verbose else []
-        cmd = [sys.executable, "-m", "zmesh", *verbosity]
         try:
-            urls: list[str] = []
-            for i in range(opts.relays):
-                port = _free_port()
-                args = [
-                    "relay",
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--data",
-                    str(base / f"relay-{i}"),
-                ]
-                if i == 0:
-                    args += ["--exit", "--allow-private-exits"]
-                for url in urls[:1]:
-                    args += ["--bootstrap", url]
-                proc = await asyncio.create_subprocess_exec(
-                    *cmd, *args, stdout=subprocess.PIPE, start_new_session=True
-                )
-                procs.append(proc)
-                line = await _read_until(proc, "listening on", READY_TIMEOUT)
-                urls.append(line.rsplit(" ", 1)[-1])
-                print(f"  relay {i}: {line}", flush=True)
-            proxy_args = [
-                "proxy",
-                "--socks",
-                f"{socks_host}:{socks_port}",
-                "--data",
-                str(base / "proxy"),
-            ]
+            urls = await children.start_relays(opts.relays, base)
+            for i, url in enumerate(urls):
+                role = "exit relay" if i == 0 else "relay"
+                print(f"  relay {i}: {role} listening on {url}", flush=True)
+            proxy_args = ["proxy", "--socks", f"{socks_host}:{socks_port}"]
+            proxy_args += ["--data", str(base / "proxy")]
             for url in urls:
                 proxy_args += ["--bootstrap", url]
-            proxy = await asyncio.create_subprocess_exec(
-                *cmd, *proxy_args, stdout=subprocess.PIPE, start_new_session=True
-            )
-            procs.append(proxy)
-            line = await _read_until(proxy, "SOCKS5 proxy ready on", READY_TIMEOUT)
-            print(line, flush=True)
+            print(await children.start(proxy_args, "SOCKS5 proxy ready on"), flush=True)
             print(await self_test(socks_host, socks_port), flush=True)
             web_note = ""
             if opts.web is not None:
@@ -246,34 +195,19 @@ async def run_up(opts: UpOptions) -> int:
                 "Press Ctrl-C to stop.",
                 flush=True,
             )
-            drains = [asyncio.ensure_future(_drain(p)) for p in procs]
             stopper = asyncio.ensure_future(stop.wait())
-            died = asyncio.ensure_future(
-                asyncio.wait(
-                    [asyncio.ensure_future(p.wait()) for p in procs],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            )
+            died = asyncio.ensure_future(children.wait_any())
             await asyncio.wait([stopper, died], return_when=asyncio.FIRST_COMPLETED)
-            for d in drains:
-                d.cancel()
-            if died.done() and not stopper.done():
+            stopper.cancel()
+            died.cancel()
+            if not stop.is_set():
                 print("zmesh up: a node exited unexpectedly; stopping the mesh", file=sys.stderr)
                 return 1
             return 0
         finally:
             if web is not None:
                 await web.close()
-            for p in procs:
-                if p.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p.pid, signal.SIGTERM)
-            for p in procs:
-                try:
-                    await asyncio.wait_for(p.wait(), 10)
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p.pid, signal.SIGKILL)
+            await children.stop()
             print("zmesh up: stopped", flush=True)
 
 
@@ -284,17 +218,8 @@ async def self_test(socks_host: str, socks_port: int) -> str:
     """Fetch a random megabyte from a throwaway local server through the new mesh's
     SOCKS5 proxy (a 3-hop circuit to the exit) and check its SHA-256."""
     payload = os.urandom(SELF_TEST_SIZE)
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            await reader.readuntil(b"\r\n\r\n")
-            head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(payload)}\r\n\r\n"
-            writer.write(head.encode() + payload)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = int(server.sockets[0].getsockname()[1])
+    server, url = await serve_fixed(payload, "application/octet-stream")
+    port = int(url.rsplit(":", 1)[1])
     start = time.perf_counter()
     try:
         reader, writer = await asyncio.open_connection(socks_host, socks_port)
@@ -316,13 +241,6 @@ async def self_test(socks_host: str, socks_port: int) -> str:
         f"self-test: fetched {len(body) / 1e6:.1f} MB from a local server through a 3-hop "
         f"circuit in {took:.2f} s, SHA-256 verified"
     )
-
-
-async def _drain(proc: asyncio.subprocess.Process) -> None:
-    """Keep reading a child's stdout so it never blocks on a full pipe."""
-    assert proc.stdout is not None
-    while await proc.stdout.readline():
-        pass
 
 
 def main_up(opts: UpOptions) -> int:

@@ -37,6 +37,7 @@ from ..node import Node
 from . import webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
+from .http import serve_fixed
 from .processes import LocalProcesses, free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -81,21 +82,8 @@ class FileServer:
         self.url = ""
 
     async def start(self) -> str:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-                await reader.readuntil(b"\r\n\r\n")
-                head = (
-                    f"HTTP/1.1 200 OK\r\nContent-Length: {len(self.payload)}\r\n"
-                    "Content-Type: application/octet-stream\r\n"
-                    "Access-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(head.encode() + self.payload)
-                await writer.drain()
-            writer.close()
-
-        self._server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/file.bin"
+        self._server, base = await serve_fixed(self.payload, "application/octet-stream")
+        self.url = f"{base}/file.bin"
         return self.url
 
     async def close(self) -> None:
@@ -103,40 +91,17 @@ class FileServer:
             self._server.close()
 
 
-class HostPage:
-    """A third-party site on its own origin, carrying the embed tag."""
-
-    def __init__(self, zmesh_origin: str) -> None:
-        self.html = (
-            "<!doctype html><title>A site that embeds zMesh</title>"
-            "<h1>Some news site</h1>"
-            "<script>setInterval(() => { console.log('host noise', Date.now()); }, 50);"
-            "window.addEventListener('load', () => { throw new Error('host page bug'); });"
-            "</script>"
-            f'<script async src="{zmesh_origin}/embed.js" data-cap-kbps="512"></script>'
-        ).encode()
-        self._server: asyncio.Server | None = None
-        self.url = ""
-
-    async def start(self) -> str:
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-                await reader.readuntil(b"\r\n\r\n")
-                head = (
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-                    f"Content-Length: {len(self.html)}\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(head.encode() + self.html)
-                await writer.drain()
-            writer.close()
-
-        self._server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/"
-        return self.url
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+def host_page_html(zmesh_origin: str) -> bytes:
+    """A third-party site on its own origin carrying the embed tag; it also throws and
+    fills the console, which must not disturb the relay."""
+    return (
+        "<!doctype html><title>A site that embeds zMesh</title>"
+        "<h1>Some news site</h1>"
+        "<script>setInterval(() => { console.log('host noise', Date.now()); }, 50);"
+        "window.addEventListener('load', () => { throw new Error('host page bug'); });"
+        "</script>"
+        f'<script async src="{zmesh_origin}/embed.js" data-cap-kbps="512"></script>'
+    ).encode()
 
 
 class Harness:
@@ -324,10 +289,9 @@ class Harness:
         raise ZMeshError("no guard could extend a circuit to a browser node")
 
     async def _embed(self, details: list[str]) -> bool:
-        host = HostPage(self.web_url)
-        await host.start()
+        host, host_url = await serve_fixed(host_page_html(self.web_url), "text/html")
         try:
-            page = await self.open_page(host.url)
+            page = await self.open_page(host_url + "/")
             await page.get_by_role("button", name="Run relay").click(
                 timeout=self.opts.timeout * 1000
             )
@@ -341,7 +305,7 @@ class Harness:
             took = await self.wait_ready(frame)
             status = await self.status(frame)
             details.append(
-                f"host {host.url} -> relay iframe from {self.web_url}: ready in {took:.1f} s, "
+                f"host {host_url} -> relay iframe from {self.web_url}: ready in {took:.1f} s, "
                 f"status {json.dumps(status)}"
             )
             await page.get_by_role("button", name="Stop").click()
@@ -349,7 +313,7 @@ class Harness:
             details.append(f"stop control removed the relay: {gone}")
             return gone
         finally:
-            await host.close()
+            host.close()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

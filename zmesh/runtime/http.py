@@ -9,6 +9,7 @@ request never reaches the node unless it is well-formed.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -215,3 +216,24 @@ async def http_request(
         return int(fields[1]), payload
 
     return await asyncio.wait_for(exchange(), timeout)
+
+
+async def serve_fixed(body: bytes, content_type: str) -> tuple[asyncio.Server, str]:
+    """A loopback server that answers every request with ``body`` (self-tests, the harness).
+
+    Returns the server and its base URL."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nAccess-Control-Allow-Origin: *\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
