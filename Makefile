@@ -74,11 +74,12 @@ pytest: $(SYSDEPS) web  ## the test suite (parallel)
 
 test: lint typecheck contracts pytest  ## everything CI runs
 
-bench: $(STAMP)  ## the benchmarks, each with a same-run baseline and ratio (vs_tor installs tor)
+bench: $(SYSDEPS) web  ## the benchmarks, each with a same-run baseline and ratio (vs_tor installs tor)
 	$(PY) bench/setup_hop.py
 	$(PY) bench/cell_forward.py
 	$(PY) bench/webrtc_raw.py
 	$(PY) bench/vs_tor.py --install
+	$(PY) bench/browser.py
 
 vectors: $(STAMP)  ## regenerate tests/vectors from the fixed seed
 	$(PY) scripts/gen_vectors.py

@@ -5,14 +5,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from browserpage import chromium, ensure_dist
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-SCRIPTS = ["setup_hop.py", "cell_forward.py", "webrtc_raw.py"]
+SCRIPTS = ["setup_hop.py", "cell_forward.py", "webrtc_raw.py", "browser.py"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_bench_quick(script: str) -> None:
+    if script == "browser.py":  # headless Chromium and a current web/dist (bench-boot.html)
+        chromium()
+        ensure_dist()
     done = subprocess.run(
         [sys.executable, str(BENCH / script), "--quick"],
         capture_output=True,
