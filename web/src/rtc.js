@@ -39,7 +39,7 @@ export class RtcHost {
   }
 
   /** Hand ``data`` to channel ``id`` now, or queue it until the cap allows. */
-  sendCapped(id, data) {
+  sendCapped(id, data, requeued = false) {
     if (!this.cap) return this.send(id, data);
     const now = performance.now();
     this.tokens = Math.min(Math.max(this.cap, 65536), this.tokens + ((now - this.refilled) / 1000) * this.cap);
@@ -49,13 +49,13 @@ export class RtcHost {
       return this.send(id, data);
     }
     this.waiting.push([id, data]);
-    this.stats.delayed += 1;
+    if (!requeued) this.stats.delayed += 1; // messages the cap held back, each counted once
     if (!this.drainTimer) {
       this.drainTimer = setTimeout(() => {
         this.drainTimer = 0;
         const queue = this.waiting;
         this.waiting = [];
-        for (const [qid, qdata] of queue) this.sendCapped(qid, qdata);
+        for (const [qid, qdata] of queue) this.sendCapped(qid, qdata, true);
       }, 20);
     }
   }
