@@ -17,7 +17,7 @@ from ..errors import ZMeshError
 from ..exit_policy import ExitPolicy
 from ..identity import Flags, short_id
 from ..node import Node, NodeConfig
-from . import webrtc
+from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
 from .http import HttpServer, Request, serve_fixed
@@ -127,11 +127,7 @@ async def run_relay(opts: RelayOptions) -> int:
 
 
 def main_relay(opts: RelayOptions) -> int:
-    try:
-        return asyncio.run(run_relay(opts))
-    except (OSError, ValueError, ZMeshError) as exc:
-        print(f"zmesh relay: error: {exc}", file=sys.stderr)
-        return 1
+    return run_command("relay", run_relay(opts))
 
 
 # -- zmesh up ----------------------------------------------------------------------------
@@ -244,8 +240,4 @@ async def self_test(socks_host: str, socks_port: int) -> str:
 
 
 def main_up(opts: UpOptions) -> int:
-    try:
-        return asyncio.run(run_up(opts))
-    except (OSError, ValueError, ZMeshError, TimeoutError) as exc:
-        print(f"zmesh up: error: {exc or type(exc).__name__}", file=sys.stderr)
-        return 1
+    return run_command("up", run_up(opts))

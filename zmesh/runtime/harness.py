@@ -34,7 +34,7 @@ from typing import Any
 from ..errors import ZMeshError
 from ..identity import Descriptor, Flags, Identity, short_id
 from ..node import Node
-from . import webrtc
+from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
 from .http import serve_fixed
@@ -378,8 +378,4 @@ async def run_harness(opts: HarnessOptions, scenarios: list[str]) -> int:
 
 
 def main_harness(opts: HarnessOptions, scenarios: list[str]) -> int:
-    try:
-        return asyncio.run(run_harness(opts, scenarios))
-    except (OSError, ZMeshError, TimeoutError) as exc:
-        print(f"zmesh harness: error: {exc or type(exc).__name__}", flush=True)
-        return 1
+    return run_command("harness", run_harness(opts, scenarios))

@@ -7,7 +7,6 @@ username (as Tor's IsolateSOCKSAuth): see that module for the reuse and failure 
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from ..errors import ZMeshError
 from ..identity import Flags, Identity, short_id
 from ..node import Node, NodeConfig
 from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
-from . import webrtc
+from . import run_command, webrtc
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
 from .circuits import (
     BUILD_ATTEMPTS,
@@ -199,8 +198,4 @@ async def run_proxy(opts: ProxyOptions) -> int:
 
 
 def main_proxy(opts: ProxyOptions) -> int:
-    try:
-        return asyncio.run(run_proxy(opts))
-    except (OSError, ValueError, ZMeshError) as exc:
-        print(f"zmesh proxy: error: {exc}", file=sys.stderr)
-        return 1
+    return run_command("proxy", run_proxy(opts))

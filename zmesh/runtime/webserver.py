@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import ZMeshError
+from . import run_command
 from .http import MAX_HEAD, PHASE_TIMEOUT, REASONS, HttpError, read_request
 
 log = logging.getLogger("zmesh.web")
@@ -210,8 +210,4 @@ async def run_web(opts: WebOptions) -> int:
 
 
 def main_web(opts: WebOptions) -> int:
-    try:
-        return asyncio.run(run_web(opts))
-    except (OSError, ZMeshError) as exc:
-        print(f"zmesh web: error: {exc}", file=sys.stderr)
-        return 1
+    return run_command("web", run_web(opts))
