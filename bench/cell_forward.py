@@ -27,7 +27,8 @@ from _harness import Subject, measure, note, paired_ratio, print_table
 
 from zmesh.crypto import backend, lioness
 from zmesh.link import frames as lf
-from zmesh.node import CircuitBuilt, Node, NodeConfig, _Hop
+from zmesh.circuit.relay import _Hop
+from zmesh.node import CircuitBuilt, Node, NodeConfig
 from zmesh.onion.cell import relay_forward
 from zmesh.onion.geometry import Geometry
 from zmesh.rng import DeterministicRng
@@ -62,7 +63,7 @@ def build_relay(geometry: Geometry, seed: int) -> Relay:
     sim.call(source, lambda: source.node.build_circuit(path, sim.now))
     if not sim.run(lambda: any(isinstance(e, CircuitBuilt) for e in source.events)):
         raise SystemExit("the circuit was not built")
-    for side, circ in middle.node._circuits.items():
+    for side, circ in middle.node.relay._hops.items():
         if isinstance(circ, _Hop) and circ.next is not None and side == circ.prev:
             return Relay(middle.node, circ, side[0], side[1], sim.now)
     raise SystemExit("the middle node holds no relay circuit")
@@ -107,7 +108,7 @@ def make_subjects(geometry: Geometry, seed: int) -> tuple[list[Subject], Callabl
         i, forwarded = state["node"], state["forwarded"]
         for _ in range(n):
             node.receive(link_id, frames[i % POOL], now)
-            for out, data in node.messages_to_send():
+            for out, data in node.datagrams_to_send(now):
                 if out == out_link and data[0] == lf.FrameType.CELL:
                     forwarded += 1
                     owed[0] += 1
@@ -120,7 +121,8 @@ def make_subjects(geometry: Geometry, seed: int) -> tuple[list[Subject], Callabl
     def check() -> int:
         # every cell fed came out once, and the hop's counter advanced once per cell
         assert state["forwarded"] == state["node"] == relay.hop.fwd, "cells went missing"
-        assert node.link_to(node._links[link_id].peer_id or b"") == link_id, "link closed"
+        conn = node._links.get(link_id)
+        assert conn is not None and node.link_to(conn.peer_id or b"") == link_id, "link closed"
         return relay.hop.fwd
 
     subjects = [

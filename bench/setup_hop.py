@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 from _harness import Subject, measure, note, paired_ratio, print_table, quartiles_us
 
+from zmesh.circuit.relay import CREATE_RATE
 from zmesh.crypto import xwing
 from zmesh.link import frames as lf
 from zmesh.onion import sphinx
@@ -93,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             sphinx.build_setup_header(geometry, hops, rng).header for _ in range(2 * per_subject)
         ]
     unwrap_headers = iter(headers[:per_subject])
+    in_conn = node._links.get(in_link)
+    assert in_conn is not None
+    top = 0 if in_conn.initiator else 0x80000000  # ids from the source's half
     create_frames = iter(
-        lf.encode_frame(lf.Create(circ_id, epoch, header))
+        lf.encode_frame(lf.Create(top | circ_id, epoch, header))
         for circ_id, header in enumerate(headers[per_subject:], start=1)
     )
 
@@ -112,20 +116,25 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(n):
             key = keyring.key_for(epoch)
             result = sphinx.unwrap_setup_header(geometry, key, next(it))
-            keyring.check_replay(epoch, result.keys.replay_tag)
+            if not keyring.is_replay(epoch, result.keys.replay_tag):
+                keyring.record(epoch, result.keys.replay_tag)
 
     credit_frame = lf.encode_frame(lf.Credit(256))
     owed = [0]  # CREATEs sent downstream that the (simulated) next hop has not credited
 
+    clock = [now]
+
     def node_create(n: int, it: Iterator[bytes] = create_frames) -> None:
         for _ in range(n):
-            node.receive(in_link, next(it), now)
-            for link, data in node.messages_to_send():
+            # the source stays within its CREATE budget, as an honest peer does
+            clock[0] += 1 / CREATE_RATE
+            node.receive(in_link, next(it), clock[0])
+            for link, data in node.datagrams_to_send(clock[0]):
                 if link == out_link:
                     forwarded.append(data[:1])
                     owed[0] += 1
             if owed[0] >= 256:  # the next hop returns link credit, as a real peer does
-                node.receive(out_link, credit_frame, now)
+                node.receive(out_link, credit_frame, clock[0])
                 owed[0] -= 256
 
     subjects = [

@@ -18,9 +18,9 @@ def transfer(sim: Simulator, hops: int, size: int, seed: int = 3) -> None:
     cid = build(sim, source, [*relays, dest])
     assert cid is not None
     data = DeterministicRng(seed).bytes(size)
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "test"))
-    sim.call(source, lambda: source.node.send(cid, sid, data))
-    sim.call(source, lambda: source.node.finish(cid, sid))
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "test", sim.now))
+    sim.call(source, lambda: source.node.send(cid, sid, data, sim.now))
+    sim.call(source, lambda: source.node.finish(cid, sid, sim.now))
     assert sim.run(lambda: finished(dest), max_time=sim.now + 60)
     assert received(dest) == data
 
@@ -36,18 +36,18 @@ def test_stream_both_directions_and_clean_close() -> None:
     source, r1, r2, dest = sim.nodes
     cid = build(sim, source, [r1, r2, dest])
     assert cid is not None
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "echo"))
-    sim.call(source, lambda: source.node.send(cid, sid, b"ping" * 5000))
-    sim.call(source, lambda: source.node.finish(cid, sid))
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "echo", sim.now))
+    sim.call(source, lambda: source.node.send(cid, sid, b"ping" * 5000, sim.now))
+    sim.call(source, lambda: source.node.finish(cid, sid, sim.now))
     sim.run(lambda: finished(dest), max_time=10)
     dest_cid = events_of(dest, CircuitStreamEvent)[0].circuit_id
-    sim.call(dest, lambda: dest.node.send(dest_cid, sid, b"pong" * 5000))
-    sim.call(dest, lambda: dest.node.finish(dest_cid, sid))
+    sim.call(dest, lambda: dest.node.send(dest_cid, sid, b"pong" * 5000, sim.now))
+    sim.call(dest, lambda: dest.node.finish(dest_cid, sid, sim.now))
     assert sim.run(lambda: finished(source), max_time=20)
     assert received(source) == b"pong" * 5000
     sim.run(max_time=sim.now + 5)
     # both ends dropped the finished stream
-    assert not source.node._clients[cid].end.streams  # type: ignore[union-attr]
+    assert not source.node.builder.end(cid).streams  # type: ignore[union-attr]
 
 
 def test_flow_control_bounds_what_is_in_flight() -> None:
@@ -55,9 +55,9 @@ def test_flow_control_bounds_what_is_in_flight() -> None:
     source, relay, dest = sim.nodes
     cid = build(sim, source, [relay, dest])
     assert cid is not None
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "x"))
-    sim.call(source, lambda: source.node.send(cid, sid, bytes(5 * 1024 * 1024)))
-    stream = source.node._clients[cid].end.streams[sid]  # type: ignore[union-attr]
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "x", sim.now))
+    sim.call(source, lambda: source.node.send(cid, sid, bytes(5 * 1024 * 1024), sim.now))
+    stream = source.node.builder.end(cid).streams[sid]  # type: ignore[union-attr]
     # nothing has been acknowledged yet: at most one window is out
     assert stream.send_offset <= source.node.config.stream_window
     assert stream.pending >= 4 * 1024 * 1024
@@ -88,14 +88,15 @@ def test_tampered_cell_tears_the_circuit_down_everywhere() -> None:
     link = r1.node.link_to(r2.node.node_id)
     assert link is not None
     _tamper_next(r1.transports[link], lf.FrameType.CELL, pos=777)
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "x"))
-    sim.call(source, lambda: source.node.send(cid, sid, b"hello"))
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "x", sim.now))
+    sim.call(source, lambda: source.node.send(cid, sid, b"hello", sim.now))
     sim.run(max_time=sim.now + 5)
     closed = events_of(source, CircuitClosed)
     assert [c.code for c in closed] == [CloseCode.AUTH]
     assert events_of(dest, CircuitClosed)[0].code == CloseCode.AUTH
     for n in (r1, r2, dest, source):
-        assert not n.node._circuits, n.index  # every hop forgot the circuit
+        assert not n.node.relayed_circuits(), n.index  # every hop forgot the circuit
+        assert not n.node.client_circuits(), n.index
     assert not received(dest)
     # the nodes keep serving: a fresh circuit works
     cid2 = build(sim, source, [r3, r2, dest])
@@ -135,7 +136,7 @@ def test_replayed_create_is_rejected_by_the_relay() -> None:
     relay_link = relay.node.link_to(source.node.node_id)
     assert relay_link is not None
     relay.node.receive(relay_link, replay, sim.now)
-    out = relay.node.messages_to_send()
+    out = relay.node.datagrams_to_send(0.0)
     frames = [f for _, data in out for f in lf.FrameDecoder(relay.node.geometry).feed(data)]
     assert frames == [lf.Destroy(create.circ_id ^ 1, CloseCode.REPLAY)]
 
@@ -194,7 +195,7 @@ def test_a_silent_hop_fails_the_build_by_link_timeout() -> None:
 def test_build_timeout_when_the_final_hop_never_answers() -> None:
     sim = full_mesh(3)
     source, relay, dest = sim.nodes
-    dest.node._on_create = lambda *args: None  # type: ignore[method-assign]  # a black hole
+    dest.node.relay.on_create = lambda *args: None  # type: ignore[method-assign]  # a black hole
     start = sim.now
     assert build(sim, source, [relay, dest]) is None
     assert events_of(source, CircuitClosed)[-1].code == CloseCode.TIMEOUT
@@ -227,7 +228,7 @@ def test_local_misuse_raises_local_errors() -> None:
     with pytest.raises(LocalProtocolError):
         a.node.build_circuit([], sim.now)
     with pytest.raises(LocalProtocolError):
-        a.node.open_stream(999, "x")
+        a.node.open_stream(999, "x", sim.now)
     with pytest.raises(LocalProtocolError):
         a.node.open_link(next(iter(a.transports)), sim.now, binding=b"")
     lonely = Node(Identity.generate(DeterministicRng(9)), DeterministicRng(10), 0.0)
@@ -244,7 +245,7 @@ def test_fuzz_hostile_link_bytes_never_crash_the_node(data: bytes, kind: lf.Fram
     node.receive(1, data, 0.0)
     node.open_link(2, 0.0, binding=b"b")
     node.receive(2, bytes([kind]) + len(data).to_bytes(3, "big") + data, 0.0)
-    node.messages_to_send()
+    node.datagrams_to_send(0.0)
     while node.next_event() is not None:
         pass
     node.handle_timer(100.0)
@@ -289,9 +290,9 @@ def test_relays_see_the_same_traffic_whatever_their_position() -> None:
         cid = build(sim, source, path)
         assert cid is not None
         src, c = source, cid
-        sid = sim.call(src, lambda: src.node.open_stream(c, "x"))  # noqa: B023 (runs now)
-        sim.call(src, lambda: src.node.send(c, sid, bytes(40_000)))  # noqa: B023
-        sim.call(src, lambda: src.node.finish(c, sid))  # noqa: B023
+        sid = sim.call(src, lambda: src.node.open_stream(c, "x", sim.now))  # noqa: B023 (runs now)
+        sim.call(src, lambda: src.node.send(c, sid, bytes(40_000), sim.now))  # noqa: B023
+        sim.call(src, lambda: src.node.finish(c, sid, sim.now))  # noqa: B023
         sim.run(max_time=sim.now + 10)
         views += [_hop_view(log, r.index) for r in path[:-1]]
     assert len(views) == 5
@@ -324,12 +325,13 @@ def test_fuzz_well_framed_garbage_on_an_open_link(
         size = len(seed)
     body = (seed * (size // max(1, len(seed)) + 1))[:size] if seed else bytes(size)
     if known_circuit and kind in (lf.FrameType.CELL, lf.FrameType.DESTROY, lf.FrameType.CREATED):
-        circuits = [s[1] for s in node._circuits if s[0] == link]
+        conn = node._links.get(link)
+        circuits = list(conn.circuits) if conn is not None else []
         if circuits:
             body = circuits[0].to_bytes(4, "big") + body[4:]
     elif size >= 4:
         body = circ_id.to_bytes(4, "big") + body[4:]
     node.receive(link, bytes([kind]) + len(body).to_bytes(3, "big") + body, _ESTABLISHED.now)
-    node.messages_to_send()
+    node.datagrams_to_send(0.0)
     while node.next_event() is not None:
         pass

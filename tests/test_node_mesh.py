@@ -7,8 +7,8 @@ from mesh import build, events_of, full_mesh, received
 
 from zmesh.errors import CloseCode
 from zmesh.link import frames as lf
+from zmesh.link.connection import LINK_WINDOW
 from zmesh.node import (
-    LINK_WINDOW,
     CircuitStreamEvent,
     DescriptorLearned,
     LinkClosed,
@@ -56,11 +56,11 @@ def test_signals_reach_a_node_we_have_no_link_to_and_come_back() -> None:
     sim.run(max_time=10)
     assert a.node.link_to(c.node.node_id) is None
     assert c.node.node_id in a.node.directory  # learned through b
-    assert sim.call(a, lambda: a.node.send_signal(c.node.node_id, b"offer"))
+    assert sim.call(a, lambda: a.node.send_signal(c.node.node_id, b"offer", sim.now))
     sim.run(max_time=sim.now + 1)
     got = events_of(c, SignalReceived)
     assert [(s.origin, s.payload) for s in got] == [(a.node.node_id, b"offer")]
-    assert sim.call(c, lambda: c.node.send_signal(a.node.node_id, b"answer"))
+    assert sim.call(c, lambda: c.node.send_signal(a.node.node_id, b"answer", sim.now))
     sim.run(max_time=sim.now + 1)
     assert [s.payload for s in events_of(a, SignalReceived)] == [b"answer"]
 
@@ -68,7 +68,7 @@ def test_signals_reach_a_node_we_have_no_link_to_and_come_back() -> None:
 def test_signal_without_route_is_refused_locally_and_dropped_remotely() -> None:
     sim = full_mesh(2)
     a, b = sim.nodes
-    assert not a.node.send_signal(b"\x42" * 32, b"x")
+    assert not a.node.send_signal(b"\x42" * 32, b"x", sim.now)
     link = b.node.link_to(a.node.node_id)
     assert link is not None
     frame = lf.Signal(a.node.node_id, b"\x42" * 32, 3, b"x")
@@ -107,9 +107,9 @@ def test_link_credit_bounds_frames_in_flight() -> None:
     transport.send = counting_send  # type: ignore[method-assign]
     source.node.receive = on_receive  # type: ignore[method-assign]
     data = bytes(3_000_000)
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "x"))
-    sim.call(source, lambda: source.node.send(cid, sid, data))
-    sim.call(source, lambda: source.node.finish(cid, sid))
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "x", sim.now))
+    sim.call(source, lambda: source.node.send(cid, sid, data, sim.now))
+    sim.call(source, lambda: source.node.finish(cid, sid, sim.now))
     sim.run(max_time=sim.now + 30)
     assert received(dest) == data
     assert max(in_flight) <= LINK_WINDOW
@@ -145,15 +145,15 @@ def test_endpoint_accepts_or_refuses_a_stream(accept: bool) -> None:
     source, r1, r2, exit_ = sim.nodes
     cid = build(sim, source, [r1, r2, exit_])
     assert cid is not None
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "example.org:80"))
+    sid = sim.call(source, lambda: source.node.open_stream(cid, "example.org:80", sim.now))
     sim.run(max_time=sim.now + 1)
     opened = [e for e in events_of(exit_, CircuitStreamEvent) if isinstance(e.event, StreamOpened)]
     assert [(o.event.target) for o in opened] == ["example.org:80"]
     exit_cid = opened[0].circuit_id
     if accept:
-        sim.call(exit_, lambda: exit_.node.accept_stream(exit_cid, sid))
+        sim.call(exit_, lambda: exit_.node.accept_stream(exit_cid, sid, sim.now))
     else:
-        sim.call(exit_, lambda: exit_.node.reset(exit_cid, sid, 5))
+        sim.call(exit_, lambda: exit_.node.reset(exit_cid, sid, 5, sim.now))
     sim.run(max_time=sim.now + 1)
     kinds = [type(e.event).__name__ for e in events_of(source, CircuitStreamEvent)]
     assert kinds == (["StreamConnected"] if accept else ["StreamReset"])

@@ -64,16 +64,16 @@ class OnionKeyRing:
             raise RemoteProtocolError(f"no onion key for epoch {epoch}", CloseCode.AUTH)
         return entry.key
 
-    def check_replay(self, epoch: int, tag: bytes) -> None:
-        """Record ``tag``; raise RemoteProtocolError if seen before or the cache is full."""
+    def is_replay(self, epoch: int, tag: bytes) -> bool:
+        """True if ``tag`` was recorded in ``epoch`` (records nothing)."""
         entry = self._keys.get(epoch)
-        if entry is None:
-            raise RemoteProtocolError(f"no onion key for epoch {epoch}", CloseCode.AUTH)
-        if tag in entry.seen:
-            raise RemoteProtocolError("replayed setup packet", CloseCode.REPLAY)
-        if len(entry.seen) >= self.replay_capacity:
-            raise RemoteProtocolError("replay cache full for this epoch", CloseCode.RESOURCE)
-        entry.seen.add(tag)
+        return entry is not None and tag in entry.seen
+
+    def record(self, epoch: int, tag: bytes) -> None:
+        """Record the tag of a circuit we accepted."""
+        entry = self._keys.get(epoch)
+        if entry is not None and len(entry.seen) < self.replay_capacity:
+            entry.seen.add(tag)
 
     def epochs(self) -> list[int]:
         return sorted(self._keys)

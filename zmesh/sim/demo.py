@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..identity import short_id
-from ..node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event, LinkUp
+from ..node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event, HopOpened, LinkUp
 from ..onion.geometry import DEFAULT_GEOMETRY
 from ..rng import sample
 from ..session.endpoint import StreamData, StreamFinished, StreamOpened
@@ -125,14 +125,14 @@ def run_demo(
         elif sn is destination and isinstance(event, CircuitStreamEvent):
             inner = event.event
             if isinstance(inner, StreamOpened) and inner.target != SINK_TARGET:
-                sim.call(sn, lambda: sn.node.reset(event.circuit_id, inner.stream_id))
+                sim.call(sn, lambda: sn.node.reset(event.circuit_id, inner.stream_id, 0, sim.now))
             elif isinstance(inner, StreamData):
                 sink.sha.update(inner.data)
                 sink.received += len(inner.data)
                 progress("transfer", sink.received, size)
             elif isinstance(inner, StreamFinished):
                 sink.finished = True
-                sim.call(sn, lambda: sn.node.finish(event.circuit_id, inner.stream_id))
+                sim.call(sn, lambda: sn.node.finish(event.circuit_id, inner.stream_id, sim.now))
 
     sim.on_event = on_event
     t0, w0 = sim.now, clock()
@@ -146,11 +146,11 @@ def run_demo(
     data = sim.rng.bytes(size)
     sent_sha = hashlib.sha256(data).hexdigest()
     t1, w1 = sim.now, clock()
-    sid = sim.call(source, lambda: source.node.open_stream(circuit, SINK_TARGET))
+    sid = sim.call(source, lambda: source.node.open_stream(circuit, SINK_TARGET, sim.now))
     for offset in range(0, size, WRITE_CHUNK):
         chunk = data[offset : offset + WRITE_CHUNK]
-        sim.call(source, lambda: source.node.send(circuit, sid, chunk))  # noqa: B023 (runs now)
-    sim.call(source, lambda: source.node.finish(circuit, sid))
+        sim.call(source, lambda: source.node.send(circuit, sid, chunk, sim.now))  # noqa: B023 (runs now)
+    sim.call(source, lambda: source.node.finish(circuit, sid, sim.now))
     progress("transfer", 0, size)
     if not sim.run(lambda: sink.finished or state["closed"] is not None, max_time=t1 + 3600):
         raise DemoError("the transfer stalled")
@@ -178,7 +178,8 @@ def run_demo(
             saw_destination=dst_id in (view.predecessor, view.successor),
         )
         for sn in path
-        for view in sn.node.relay_views
+        for view in sn.events
+        if isinstance(view, HopOpened)
     ]
     return DemoResult(
         path=[label(n.node.node_id) for n in (source, *path)],

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ..identity import Descriptor, Identity
 from ..link.frames import FrameType
 from ..link.transport import ReadyState
-from ..node import Event, Node, NodeConfig
+from ..node import Event, Node, NodeConfig, drain
 from ..rng import DeterministicRng, randbelow
 
 _DESCRIPTOR_TYPE = bytes([FrameType.DESCRIPTOR])
@@ -163,7 +163,7 @@ class Simulator:
         node = Node(Identity.generate(rng), rng, self.now, config)
         sim_node = SimNode(index, node)
         self.nodes.append(sim_node)
-        self._arm_timer(sim_node)
+        self._arm_timer(sim_node, node.get_timer())
         return sim_node
 
     def descriptor(self, sim_node: SimNode) -> Descriptor:
@@ -205,19 +205,19 @@ class Simulator:
         return result
 
     def _flush(self, sn: SimNode) -> None:
-        node = sn.node
-        for link_id, data in node.messages_to_send():
+        def send(link_id: int, data: bytes) -> None:
             transport = sn.transports.get(link_id)
             if transport is not None:
                 transport.send(data)
-        while (event := node.next_event()) is not None:
+
+        def on_event(event: Event) -> None:
             sn.events.append(event)
             if self.on_event:
                 self.on_event(sn, event)
-        self._arm_timer(sn)
 
-    def _arm_timer(self, sn: SimNode) -> None:
-        deadline = sn.node.get_timer()
+        self._arm_timer(sn, drain(sn.node, self.now, send, on_event))
+
+    def _arm_timer(self, sn: SimNode, deadline: float) -> None:
         if deadline == sn.timer_deadline:
             return  # one live timer per node (aioquic's pattern)
         sn.timer_deadline = deadline

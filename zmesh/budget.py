@@ -1,0 +1,35 @@
+"""A token bucket: how much work a peer may make us do per second.
+
+Work caused by unauthenticated input (decapsulations, signature checks, relayed signals)
+is budgeted per peer (docs/decisions.md, D30): a bucket holds at most ``burst`` tokens and
+refills at ``rate`` tokens per second of the caller's clock.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TokenBucket:
+    rate: float  # tokens per second
+    burst: float  # the most tokens the bucket holds
+    tokens: float = -1.0  # starts full
+    updated: float = 0.0
+
+    def take(self, now: float, n: float = 1.0) -> bool:
+        """Take ``n`` tokens if the bucket holds them; False (taking nothing) if not."""
+        if self.tokens < 0:
+            self.tokens, self.updated = self.burst, now
+        elif now > self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
+    def ready_at(self, now: float, n: float = 1.0) -> float:
+        """When ``n`` tokens will be available (``now`` if they already are)."""
+        if self.tokens < 0:
+            return now
+        have = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
+        return now if have >= n else now + (n - have) / self.rate

@@ -1,0 +1,177 @@
+"""The circuit builder: circuits this node owns as their client.
+
+:meth:`CircuitBuilder.build` sends one CREATE through a path of verified descriptors; the
+CREATED that comes back one round trip later confirms every hop (docs/decisions.md, D8).
+A build that takes longer than ``build_timeout`` is destroyed.  Once built, the circuit's
+:class:`~zmesh.session.endpoint.ClientEnd` seals and opens cells for its streams.
+"""
+
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
+from ..identity import Descriptor
+from ..link import frames as lf
+from ..link.connection import LinkConnection
+from ..link.table import LinkTable
+from ..onion import sphinx
+from ..onion.geometry import Geometry
+from ..rng import Rng
+from ..session.endpoint import ClientEnd
+from .common import (
+    CircuitBuilt,
+    CircuitClosed,
+    CircuitConfig,
+    CircuitEvent,
+    Side,
+    open_cell,
+    pump,
+)
+
+log = logging.getLogger("zmesh.builder")
+
+MAX_BUILDING = 256  # circuits waiting for their CREATED
+
+
+@dataclass(slots=True)
+class _ClientCircuit:
+    circuit_id: int
+    out: Side
+    setup: sphinx.SetupState
+    deadline: float
+    end: ClientEnd | None = None
+
+
+class CircuitBuilder:
+    def __init__(
+        self,
+        links: LinkTable,
+        geometry: Geometry,
+        rng: Rng,
+        config: CircuitConfig,
+        ids: "itertools.count[int]",
+    ) -> None:
+        self._links = links
+        self._geometry = geometry
+        self._rng = rng
+        self._config = config
+        self._ids = ids
+        self._circuits: dict[int, _ClientCircuit] = {}
+        self._by_side: dict[Side, _ClientCircuit] = {}
+        self._building: dict[int, _ClientCircuit] = {}
+        self._events: deque[CircuitEvent] = deque()
+
+    # -- the component shape --------------------------------------------------------------
+    def next_event(self) -> CircuitEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float:
+        return min((c.deadline for c in self._building.values()), default=float("inf"))
+
+    def handle_timer(self, now: float) -> None:
+        for circ in [c for c in self._building.values() if now >= c.deadline]:
+            self._teardown(circ, CloseCode.TIMEOUT, now)
+
+    # -- the client API --------------------------------------------------------------------
+    def build(self, path: list[Descriptor], now: float) -> int:
+        """Start building a circuit through ``path`` (verified descriptors, first hop linked).
+
+        Returns the local circuit id; :class:`CircuitBuilt` follows one round trip later.
+        Raises LocalProtocolError for a bad path or when too many builds are pending."""
+        if not 1 <= len(path) <= self._geometry.max_hops:
+            raise LocalProtocolError(f"a path has 1 to {self._geometry.max_hops} hops")
+        conn = self._links.to_peer(path[0].node_id)
+        if conn is None:
+            raise LocalProtocolError("no open link to the first hop")
+        if len(self._building) >= MAX_BUILDING:
+            raise LocalProtocolError(f"{MAX_BUILDING} circuits are being built already")
+        hops = [sphinx.PathHop(d.node_id, d.onion_epoch, d.onion_pk) for d in path]
+        setup = sphinx.build_setup_header(self._geometry, hops, self._rng)
+        circ_id = conn.allocate(self._rng, "client")
+        if circ_id is None:
+            raise LocalProtocolError("no circuit id left on the link to the first hop")
+        out = (conn.link_id, circ_id)
+        circ = _ClientCircuit(next(self._ids), out, setup, now + self._config.build_timeout)
+        self._circuits[circ.circuit_id] = circ
+        self._by_side[out] = circ
+        self._building[circ.circuit_id] = circ
+        conn.send(lf.Create(circ_id, path[0].onion_epoch, setup.header), now)
+        return circ.circuit_id
+
+    def __contains__(self, circuit_id: object) -> bool:
+        return circuit_id in self._circuits
+
+    def built(self) -> set[int]:
+        """Ids of the built (open) circuits."""
+        return {cid for cid, c in self._circuits.items() if c.end is not None}
+
+    def end(self, circuit_id: int) -> ClientEnd | None:
+        circ = self._circuits.get(circuit_id)
+        return None if circ is None else circ.end
+
+    def pump(self, circuit_id: int, now: float) -> None:
+        circ = self._circuits[circuit_id]
+        assert circ.end is not None
+        if not pump(circ.end, self._links.get(circ.out[0]), circ.out[1], now):
+            self._teardown(circ, CloseCode.RESOURCE, now)
+
+    def close(self, circuit_id: int, now: float) -> None:
+        circ = self._circuits.get(circuit_id)
+        if circ is None:
+            raise LocalProtocolError(f"no circuit {circuit_id}")
+        self._teardown(circ, CloseCode.REQUESTED, now)
+
+    # -- frames ----------------------------------------------------------------------------
+    def on_created(self, conn: LinkConnection, frame: lf.Created, now: float) -> None:
+        circ = self._by_side[(conn.link_id, frame.circ_id)]
+        if circ.end is not None:
+            raise RemoteProtocolError("unexpected CREATED")
+        try:
+            sphinx.verify_created(self._geometry, circ.setup, frame.reply)
+        except RemoteProtocolError as exc:
+            self._teardown(circ, exc.code, now)
+            return
+        del self._building[circ.circuit_id]
+        circ.end = ClientEnd(
+            self._geometry,
+            circ.setup.hop_keys,
+            window=self._config.stream_window,
+            auto_consume=self._config.auto_consume,
+        )
+        self._events.append(CircuitBuilt(circ.circuit_id))
+        self.pump(circ.circuit_id, now)
+
+    def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
+        circ = self._by_side[(conn.link_id, frame.circ_id)]
+        if circ.end is None:
+            raise RemoteProtocolError("cell before CREATED")
+        if not open_cell(circ.end, circ.circuit_id, frame.cell, self._events):
+            log.info("circuit=%d event=teardown reason='garbled cell'", circ.circuit_id)
+            self._teardown(circ, CloseCode.AUTH, now)
+            return
+        self.pump(circ.circuit_id, now)
+
+    def on_destroy(self, conn: LinkConnection, frame: lf.Destroy, now: float) -> None:
+        circ = self._by_side[(conn.link_id, frame.circ_id)]
+        self._teardown(circ, frame.code, now, from_peer=True)
+
+    def link_closed(self, conn: LinkConnection, now: float) -> None:
+        for circ_id, owner in list(conn.circuits.items()):
+            if owner == "client":
+                circ = self._by_side[(conn.link_id, circ_id)]
+                self._teardown(circ, CloseCode.CONNECTION_FAILED, now, from_peer=True)
+
+    def _teardown(
+        self, circ: _ClientCircuit, code: CloseCode, now: float, *, from_peer: bool = False
+    ) -> None:
+        conn = self._links.get(circ.out[0])
+        if conn is not None:
+            conn.release(circ.out[1])
+            if not from_peer:
+                conn.send(lf.Destroy(circ.out[1], code), now)
+        del self._by_side[circ.out]
+        del self._circuits[circ.circuit_id]
+        self._building.pop(circ.circuit_id, None)
+        self._events.append(CircuitClosed(circ.circuit_id, code))

@@ -1,0 +1,252 @@
+"""The relay table: circuits where this node is a relay or the final hop.
+
+Every relay runs the same code whatever its position: it sees a CREATE of constant size, a
+CREATED of constant size and cells of constant size, and removes (forward) or adds
+(backward) one LIONESS layer.  Only the circuit's final hop opens cells.
+
+Work per unauthenticated input is budgeted per peer: each link may make us decapsulate
+``create_rate`` CREATEs per second (burst ``create_burst``); beyond that a CREATE is
+refused with DESTROY(RESOURCE) before any public-key work (docs/decisions.md, D30).  The
+replay tag of a setup packet is recorded only once the circuit is accepted, so refused
+CREATEs cannot fill the replay cache.
+
+Idle circuits (no cell either way for ``idle_timeout``) are destroyed by a periodic sweep,
+so a client that walks away does not leave keys on every hop.
+"""
+
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from ..budget import TokenBucket
+from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
+from ..link import frames as lf
+from ..link.connection import LinkConnection
+from ..link.table import LinkTable
+from ..onion import sphinx
+from ..onion.cell import relay_backward, relay_forward
+from ..onion.geometry import Geometry
+from ..onion.keyring import OnionKeyRing
+from ..rng import Rng
+from ..session.endpoint import ServerEnd
+from .common import (
+    CircuitClosed,
+    CircuitConfig,
+    CircuitEvent,
+    HopOpened,
+    Side,
+    open_cell,
+    pump,
+)
+
+log = logging.getLogger("zmesh.relay")
+
+CREATE_RATE = 100.0  # CREATEs per second a peer may make us decapsulate
+CREATE_BURST = 200.0
+SWEEP_INTERVAL = 60.0
+
+
+@dataclass(slots=True)
+class _Hop:
+    """A circuit as seen by a relay (``next`` set) or by its final hop (``end`` set)."""
+
+    prev: Side
+    keys: sphinx.HopKeys
+    confirm_tag: bytes
+    next: Side | None = None
+    end: ServerEnd | None = None
+    circuit_id: int = 0
+    open: bool = False
+    fwd: int = 0  # cell counters; the final hop's live in its ServerEnd
+    bwd: int = 0
+    active: float = 0.0  # when the last cell passed
+
+
+class RelayTable:
+    def __init__(
+        self,
+        links: LinkTable,
+        keyring: OnionKeyRing,
+        geometry: Geometry,
+        rng: Rng,
+        config: CircuitConfig,
+        ids: "itertools.count[int]",
+        now: float,
+    ) -> None:
+        self._links = links
+        self.keyring = keyring
+        self._geometry = geometry
+        self._rng = rng
+        self._config = config
+        self._ids = ids
+        self._hops: dict[Side, _Hop] = {}
+        self._endpoints: dict[int, _Hop] = {}
+        self._budgets: dict[int, TokenBucket] = {}  # link id -> CREATE budget
+        self._events: deque[CircuitEvent] = deque()
+        self._next_sweep = now + SWEEP_INTERVAL
+        self.cells_relayed = 0
+
+    # -- the component shape --------------------------------------------------------------
+    def next_event(self) -> CircuitEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float:
+        return self._next_sweep
+
+    def handle_timer(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL
+        cutoff = now - self._config.idle_timeout
+        idle = [h for s, h in self._hops.items() if s == h.prev and h.active < cutoff]
+        for hop in idle:
+            log.info("circuit event=destroy reason='idle'")
+            self._teardown(hop.prev, CloseCode.TIMEOUT, now)
+
+    # -- queries ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Circuits that pass through this node (as a relay or as their final hop)."""
+        return sum(1 for s, h in self._hops.items() if s == h.prev)
+
+    def end(self, circuit_id: int) -> ServerEnd | None:
+        hop = self._endpoints.get(circuit_id)
+        return None if hop is None else hop.end
+
+    def pump(self, circuit_id: int, now: float) -> None:
+        hop = self._endpoints[circuit_id]
+        assert hop.end is not None
+        conn = self._links.get(hop.prev[0])
+        if not pump(hop.end, conn, hop.prev[1], now):
+            self._teardown(hop.prev, CloseCode.RESOURCE, now)
+
+    # -- frames ----------------------------------------------------------------------------
+    def on_create(self, conn: LinkConnection, frame: lf.Create, now: float) -> None:
+        circ_id = frame.circ_id
+        budget = self._budgets.get(conn.link_id)
+        if budget is None:
+            budget = self._budgets[conn.link_id] = TokenBucket(CREATE_RATE, CREATE_BURST)
+        if not conn.add_inbound(circ_id, "relay"):
+            conn.reject(circ_id)
+            conn.send(lf.Destroy(circ_id, CloseCode.RESOURCE), now)
+            return
+        if not budget.take(now):
+            self._refuse(conn, circ_id, CloseCode.RESOURCE, "over the CREATE budget", now)
+            return
+        try:
+            key = self.keyring.key_for(frame.epoch)
+            result = sphinx.unwrap_setup_header(self._geometry, key, frame.header)
+            if self.keyring.is_replay(frame.epoch, result.keys.replay_tag):
+                raise RemoteProtocolError("replayed setup packet", CloseCode.REPLAY)
+        except RemoteProtocolError as exc:
+            self._refuse(conn, circ_id, exc.code, str(exc), now)
+            return
+        assert conn.peer_id is not None
+        side = (conn.link_id, circ_id)
+        if isinstance(result, sphinx.Final):
+            self.keyring.record(frame.epoch, result.keys.replay_tag)
+            hop = _Hop(side, result.keys, result.confirm_tag, open=True, active=now)
+            hop.end = ServerEnd(
+                self._geometry,
+                result.keys,
+                window=self._config.stream_window,
+                auto_consume=self._config.auto_consume,
+            )
+            hop.circuit_id = next(self._ids)
+            self._endpoints[hop.circuit_id] = hop
+            self._hops[side] = hop
+            self._events.append(HopOpened(conn.peer_id, None))
+            inner = self._rng.bytes(self._geometry.created_size)
+            reply = sphinx.wrap_created(self._geometry, result.keys, result.confirm_tag, inner)
+            conn.send(lf.Created(circ_id, reply), now)
+            return
+        next_conn = self._links.to_peer(result.next_node_id)
+        out_id = None if next_conn is None else next_conn.allocate(self._rng, "relay")
+        if next_conn is None or out_id is None:
+            code = CloseCode.CONNECTION_FAILED if next_conn is None else CloseCode.RESOURCE
+            self._refuse(conn, circ_id, code, "no way to the next hop", now)
+            return
+        self.keyring.record(frame.epoch, result.keys.replay_tag)
+        out = (next_conn.link_id, out_id)
+        hop = _Hop(side, result.keys, result.confirm_tag, next=out, active=now)
+        self._hops[side] = hop
+        self._hops[out] = hop
+        self._events.append(HopOpened(conn.peer_id, result.next_node_id))
+        next_conn.send(lf.Create(out_id, result.next_epoch, result.header), now)
+
+    def _refuse(
+        self, conn: LinkConnection, circ_id: int, code: CloseCode, why: str, now: float
+    ) -> None:
+        log.info("circ event=reject reason=%r", why)
+        conn.release(circ_id)
+        conn.send(lf.Destroy(circ_id, code), now)
+
+    def on_created(self, conn: LinkConnection, frame: lf.Created, now: float) -> None:
+        hop = self._hops.get((conn.link_id, frame.circ_id))
+        if hop is None or hop.next != (conn.link_id, frame.circ_id) or hop.open:
+            raise RemoteProtocolError("unexpected CREATED")
+        hop.open = True
+        reply = sphinx.wrap_created(self._geometry, hop.keys, hop.confirm_tag, frame.reply)
+        self._links.send(hop.prev[0], lf.Created(hop.prev[1], reply), now)
+
+    def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
+        side = (conn.link_id, frame.circ_id)
+        hop = self._hops[side]
+        if not hop.open:
+            raise RemoteProtocolError("cell on a circuit still being built")
+        hop.active = now
+        if hop.end is not None:
+            # the final hop: remove its layer (the same LIONESS pass) and authenticate
+            if not open_cell(hop.end, hop.circuit_id, frame.cell, self._events):
+                log.info("circuit=%d event=teardown reason='garbled cell'", hop.circuit_id)
+                self._teardown(side, CloseCode.AUTH, now)
+                return
+            self.pump(hop.circuit_id, now)
+            return
+        if side == hop.prev:
+            assert hop.next is not None
+            data = relay_forward(self._geometry, hop.keys, hop.fwd, frame.cell)
+            hop.fwd += 1
+            out = hop.next
+        else:
+            data = relay_backward(self._geometry, hop.keys, hop.bwd, frame.cell)
+            hop.bwd += 1
+            out = hop.prev
+        self.cells_relayed += 1
+        out_conn = self._links.get(out[0])
+        if out_conn is not None and not out_conn.send_cell(out[1], data, now):
+            log.info("circuit event=destroy reason='queue limit'")
+            self._teardown(side, CloseCode.RESOURCE, now)
+
+    def on_destroy(self, conn: LinkConnection, frame: lf.Destroy, now: float) -> None:
+        self._teardown((conn.link_id, frame.circ_id), frame.code, now, from_peer=True)
+
+    def link_closed(self, conn: LinkConnection, now: float) -> None:
+        for circ_id, owner in list(conn.circuits.items()):
+            if owner == "relay":
+                self._teardown((conn.link_id, circ_id), CloseCode.CONNECTION_FAILED, now)
+        self._budgets.pop(conn.link_id, None)
+
+    def close(self, circuit_id: int, now: float) -> None:
+        hop = self._endpoints.get(circuit_id)
+        if hop is None:
+            raise LocalProtocolError(f"no circuit {circuit_id}")
+        self._teardown(hop.prev, CloseCode.REQUESTED, now)
+
+    def _teardown(self, side: Side, code: CloseCode, now: float, *, from_peer: bool = False) -> None:
+        """Destroy the circuit at ``side`` and tell the neighbours that remain."""
+        hop = self._hops.get(side)
+        if hop is None:
+            return
+        for s in (hop.prev, hop.next):
+            if s is None:
+                continue
+            self._hops.pop(s, None)
+            conn = self._links.get(s[0])
+            if conn is not None:
+                conn.release(s[1])
+                if s != side or not from_peer:
+                    conn.send(lf.Destroy(s[1], code), now)
+        if hop.end is not None:
+            del self._endpoints[hop.circuit_id]
+            self._events.append(CircuitClosed(hop.circuit_id, code))

@@ -1,0 +1,294 @@
+"""One link to a neighbour: handshake, frame decoder, credit, keepalive and a send queue.
+
+Theory of operation.  A :class:`LinkConnection` is created when a transport opens.  Until
+the handshake (:mod:`zmesh.link.handshake`) completes it accepts only HELLO and CLOSE
+frames; then it carries everything else.
+
+Credit (docs/decisions.md, D15).  A peer may have at most :data:`LINK_WINDOW` *counted*
+frames unanswered; we return CREDIT after processing half a window, and a peer that sends
+beyond its window loses the link.  Frames we may not send yet wait in a backlog:
+
+* cells, counted per circuit: a circuit with more than :data:`MAX_QUEUED_CELLS` waiting is
+  refused more (the caller destroys it);
+* everything else (DESTROY, DESCRIPTOR, SIGNAL, PADDING) up to :data:`MAX_CONTROL_BACKLOG`
+  frames: beyond that the peer is starving us of credit and loses the link.
+
+A peer that keeps frames waiting for credit longer than ``credit_timeout`` loses the link
+too (:meth:`handle_timer`): holding credit costs us memory, so it must not be free.
+
+Circuit ids.  Each side allocates ids with its own top bit, so both never pick the same.
+Live ids map to their owner (``"relay"`` or ``"client"``); ids of circuits that closed are
+kept (bounded, oldest forgotten first) so that a frame racing a DESTROY is dropped quietly
+while a frame for an id that never existed is a protocol error.
+
+Outputs are pulled by the node: :meth:`datagrams_to_send` and :meth:`get_timer`.
+"""
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from ..errors import CloseCode, RemoteProtocolError
+from ..onion.geometry import Geometry
+from ..rng import Rng, randbelow
+from . import frames as lf
+from .handshake import LinkHandshake
+
+LINK_WINDOW = 512  # counted frames in flight per link direction
+MAX_QUEUED_CELLS = 2048  # per circuit, waiting for link credit
+MAX_CONTROL_BACKLOG = 1024  # frames that are not cells, waiting for link credit
+MAX_CIRCUITS_PER_DIRECTION = 4096  # live circuit ids allocated by each side of a link
+MAX_CLOSED_IDS = 8192  # ids of closed circuits remembered per link
+HANDSHAKE_TIMEOUT = 15.0
+UNCOUNTED = (lf.Hello1, lf.Hello2, lf.Hello3, lf.Credit, lf.Close)
+_TOP = 0x80000000
+
+
+@dataclass
+class LinkWatch:
+    """Shared by a node's links: which have output to pull, and which must close."""
+
+    ready: dict[int, None] = field(default_factory=dict)
+    failed: dict[int, None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LinkLimits:
+    keepalive: float = 1.0  # send PADDING on a link idle this long
+    timeout: float = 3.0  # close a link silent this long (the peer died)
+    credit_timeout: float = 30.0  # close a link whose peer holds our credit this long
+
+
+class LinkConnection:
+    def __init__(
+        self,
+        link_id: int,
+        handshake: LinkHandshake,
+        geometry: Geometry,
+        now: float,
+        limits: LinkLimits,
+        watch: LinkWatch,
+    ) -> None:
+        self.link_id = link_id
+        self._watch = watch
+        self.handshake = handshake
+        self.limits = limits
+        self.decoder = lf.FrameDecoder(geometry)
+        self.up = False
+        self.peer_id: bytes | None = None
+        self.deadline = now + HANDSHAKE_TIMEOUT
+        self.last_rx = now
+        self.last_tx = now
+        self.credit = LINK_WINDOW  # counted frames we may still send
+        self.allowance = LINK_WINDOW  # counted frames the peer may still send
+        self.processed = 0  # counted frames processed since we last returned credit
+        self._ready: list[bytes] = []
+        self._backlog: deque[tuple[bytes, int | None]] = deque()
+        self._control_queued = 0
+        self._queued: dict[int, int] = {}  # circ_id -> cells in the backlog
+        self._stalled_since: float | None = None
+        self.circuits: dict[int, str] = {}  # live circ_id -> owner
+        self._counts = [0, 0]  # live ids allocated by the peer, by us
+        self._closed: OrderedDict[int, None] = OrderedDict()
+        #: why this link must close, set by a send or a timer; the node closes it
+        self.failure: tuple[str, CloseCode] | None = None
+
+    def fail(self, reason: str, code: CloseCode) -> None:
+        """Mark the link for closing (the node closes it once the current input is done)."""
+        if self.failure is None:
+            self.failure = (reason, code)
+            self._watch.failed[self.link_id] = None
+
+    def _push(self, data: bytes) -> None:
+        if not self._ready:
+            self._watch.ready[self.link_id] = None
+        self._ready.append(data)
+
+    @property
+    def initiator(self) -> bool:
+        return self.handshake.initiator
+
+    # -- input --------------------------------------------------------------------------
+    def feed(self, data: bytes, now: float) -> list[lf.Frame]:
+        """Decode ``data``; raises RemoteProtocolError on a malformed frame."""
+        self.last_rx = now
+        return self.decoder.feed(data)
+
+    def admit(self, frame: lf.Frame) -> bool:
+        """Account for one received frame; True if it counts against the window.
+
+        Raises RemoteProtocolError if the peer overran its window."""
+        if not self.up or isinstance(frame, UNCOUNTED):
+            return False
+        if self.allowance <= 0:
+            raise RemoteProtocolError("peer overran the link window", CloseCode.RESOURCE)
+        self.allowance -= 1
+        return True
+
+    def processed_frames(self, n: int) -> None:
+        """``n`` counted frames were handled: return credit once half a window is due."""
+        self.processed += n
+        if self.processed >= LINK_WINDOW // 2:
+            self.allowance += self.processed
+            self._push(lf.encode_frame(lf.Credit(self.processed)))
+            self.processed = 0
+
+    def receive_credit(self, frames: int, now: float) -> None:
+        """The peer returned credit: send what waited for it."""
+        if frames > LINK_WINDOW or self.credit + frames > LINK_WINDOW:
+            raise RemoteProtocolError("credit beyond the link window", CloseCode.RESOURCE)
+        self.credit += frames
+        backlog = self._backlog
+        while self.credit > 0 and backlog:
+            data, circ_id = backlog.popleft()
+            self.credit -= 1
+            self._push(data)
+            if circ_id is None:
+                self._control_queued -= 1
+            else:
+                left = self._queued[circ_id] - 1
+                if left:
+                    self._queued[circ_id] = left
+                else:
+                    del self._queued[circ_id]
+        self._stalled_since = now if backlog else None
+
+    # -- output -------------------------------------------------------------------------
+    def send(self, frame: lf.Frame, now: float) -> None:
+        """Queue one frame: uncounted ones at once, counted ones within credit.
+
+        A peer that starves us of credit for more than :data:`MAX_CONTROL_BACKLOG` control
+        frames sets :attr:`failure`: the link must close."""
+        data = lf.encode_frame(frame)
+        if isinstance(frame, UNCOUNTED):
+            self._push(data)
+        elif not self._counted(data, None, now):
+            self.fail("peer holds our link credit", CloseCode.RESOURCE)
+
+    def send_cell(self, circ_id: int, cell: bytes, now: float) -> bool:
+        """Queue one cell of circuit ``circ_id``; False if that circuit has too many queued."""
+        return self._counted(lf.encode_cell(circ_id, cell), circ_id, now)
+
+    def _counted(self, data: bytes, circ_id: int | None, now: float) -> bool:
+        self.last_tx = now
+        if self.credit > 0 and not self._backlog:
+            self.credit -= 1
+            self._push(data)
+            return True
+        if circ_id is None:
+            if self._control_queued >= MAX_CONTROL_BACKLOG:
+                return False
+            self._control_queued += 1
+        else:
+            queued = self._queued.get(circ_id, 0)
+            if queued >= MAX_QUEUED_CELLS:
+                return False
+            self._queued[circ_id] = queued + 1
+        if self._stalled_since is None:
+            self._stalled_since = now
+        self._backlog.append((data, circ_id))
+        return True
+
+    def has_room(self, reserve: int) -> bool:
+        """True if a counted frame would go out now leaving ``reserve`` credit unused."""
+        return self.up and not self._backlog and self.credit > reserve
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    def datagrams_to_send(self) -> list[bytes]:
+        out, self._ready = self._ready, []
+        return out
+
+    # -- timers -------------------------------------------------------------------------
+    def get_timer(self) -> float:
+        if not self.up:
+            return self.deadline
+        lim = self.limits
+        deadline = min(self.last_tx + lim.keepalive, self.last_rx + lim.timeout)
+        if self._stalled_since is not None:
+            deadline = min(deadline, self._stalled_since + lim.credit_timeout)
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Send a keepalive if one is due; set :attr:`failure` if the link must close."""
+        lim = self.limits
+        if not self.up:
+            if now >= self.deadline:
+                self.fail("handshake timed out", CloseCode.TIMEOUT)
+        elif now >= self.last_rx + lim.timeout:
+            self.fail("peer silent", CloseCode.TIMEOUT)
+        elif self._stalled_since is not None and now >= self._stalled_since + lim.credit_timeout:
+            self.fail("peer held our credit too long", CloseCode.RESOURCE)
+        elif now >= self.last_tx + lim.keepalive:
+            self.send(lf.Padding(0), now)
+
+    # -- circuit ids --------------------------------------------------------------------
+    def circuit_state(self, circ_id: int) -> str | None:
+        """The owner of a live id, ``"closed"`` for a recently closed one, else None."""
+        owner = self.circuits.get(circ_id)
+        if owner is not None:
+            return owner
+        return "closed" if circ_id in self._closed else None
+
+    def _mine(self, circ_id: int) -> int:
+        return int(bool(circ_id & _TOP) == self.initiator)
+
+    def add_inbound(self, circ_id: int, owner: str) -> bool:
+        """Register an id the peer allocated; False if the peer has too many live."""
+        if self._mine(circ_id):
+            raise RemoteProtocolError("peer used a circuit id from our half")
+        if circ_id in self.circuits:
+            raise RemoteProtocolError("CREATE for a circuit id in use")
+        if self._counts[0] >= MAX_CIRCUITS_PER_DIRECTION:
+            return False
+        self._closed.pop(circ_id, None)
+        self.circuits[circ_id] = owner
+        self._counts[0] += 1
+        return True
+
+    def allocate(self, rng: Rng, owner: str) -> int | None:
+        """A fresh id from our half for a circuit we start; None if we have too many live."""
+        if self._counts[1] >= MAX_CIRCUITS_PER_DIRECTION:
+            return None
+        top = _TOP if self.initiator else 0
+        while True:
+            circ_id = top | randbelow(rng, _TOP)
+            if circ_id not in self.circuits and circ_id not in self._closed:
+                self.circuits[circ_id] = owner
+                self._counts[1] += 1
+                return circ_id
+
+    def release(self, circ_id: int) -> None:
+        """The circuit closed: remember its id for late frames, forget its queued cells."""
+        if self.circuits.pop(circ_id, None) is None:
+            return
+        self._counts[self._mine(circ_id)] -= 1
+        self._closed[circ_id] = None
+        if len(self._closed) > MAX_CLOSED_IDS:
+            self._closed.popitem(last=False)
+        if self._queued.pop(circ_id, None):
+            kept = [(d, c) for d, c in self._backlog if c != circ_id]
+            self._backlog = deque(kept)
+            if not kept:
+                self._stalled_since = None
+
+    def reject(self, circ_id: int) -> None:
+        """An inbound CREATE we refused: late frames for its id are dropped quietly."""
+        self._closed[circ_id] = None
+        if len(self._closed) > MAX_CLOSED_IDS:
+            self._closed.popitem(last=False)
+
+
+# -- events -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    link_id: int
+    peer_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LinkClosed:
+    link_id: int
+    peer_id: bytes | None
+    code: CloseCode

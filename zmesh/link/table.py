@@ -1,0 +1,62 @@
+"""The node's links, by link id and by peer, shared by the components that send on them."""
+
+from collections.abc import Iterator
+
+from ..errors import LocalProtocolError
+from . import frames as lf
+from .connection import LinkConnection, LinkWatch
+
+
+class LinkTable:
+    def __init__(self) -> None:
+        self._links: dict[int, LinkConnection] = {}
+        self._by_peer: dict[bytes, LinkConnection] = {}
+        self.watch = LinkWatch()
+
+    def __iter__(self) -> Iterator[LinkConnection]:
+        return iter(list(self._links.values()))
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+    def get(self, link_id: int) -> LinkConnection | None:
+        return self._links.get(link_id)
+
+    def to_peer(self, node_id: bytes) -> LinkConnection | None:
+        """An open link to ``node_id`` (the first one, if both sides dialled)."""
+        return self._by_peer.get(node_id)
+
+    def peers(self) -> list[bytes]:
+        return [c.peer_id for c in self._links.values() if c.up and c.peer_id]
+
+    def inbound(self) -> int:
+        """Links the peer opened (handshaking or up)."""
+        return sum(1 for c in self._links.values() if not c.initiator)
+
+    def add(self, conn: LinkConnection) -> None:
+        if conn.link_id in self._links:
+            raise LocalProtocolError(f"link {conn.link_id} already open")
+        self._links[conn.link_id] = conn
+
+    def mark_up(self, conn: LinkConnection) -> None:
+        assert conn.peer_id is not None
+        conn.up = True
+        self._by_peer.setdefault(conn.peer_id, conn)
+
+    def remove(self, conn: LinkConnection) -> None:
+        del self._links[conn.link_id]
+        self.watch.ready.pop(conn.link_id, None)
+        self.watch.failed.pop(conn.link_id, None)
+        peer = conn.peer_id
+        if peer is not None and self._by_peer.get(peer) is conn:
+            del self._by_peer[peer]
+            for other in self._links.values():  # fall back to another link to that peer
+                if other.up and other.peer_id == peer:
+                    self._by_peer[peer] = other
+                    break
+
+    def send(self, link_id: int, frame: lf.Frame, now: float) -> None:
+        """Send ``frame`` if the link is still there (a neighbour may have gone)."""
+        conn = self._links.get(link_id)
+        if conn is not None:
+            conn.send(frame, now)
