@@ -5,7 +5,7 @@ Subjects (each timed per operation, interleaved round by round with the baseline
 * ``xwing decaps``: the baseline, ``xwing.PrivateKey(seed).decaps(ct)`` with the key
   expanded once (what any KEM-based setup must pay);
 * ``unwrap + replay``: ``keyring.key_for`` + ``sphinx.unwrap_setup_header`` +
-  ``keyring.check_replay`` on a fresh 3-hop header (hop 1's unwrap), with a real
+  ``keyring.is_replay`` and ``record`` on a fresh 3-hop header (hop 1's unwrap), with a real
   :class:`~zmesh.onion.keyring.OnionKeyRing`;
 * ``node CREATE``: the whole relay path of a real :class:`~zmesh.node.Node` (the middle of
   three linked nodes in a :class:`~zmesh.sim.network.Simulator`): a CREATE frame fed
