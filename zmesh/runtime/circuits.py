@@ -34,7 +34,7 @@ SUSPECT_FOR = onion_pool.SUSPECT_FOR
 BUILD_ATTEMPTS = 4
 
 
-@dataclass
+@dataclass(eq=False)
 class CircuitPool:
     """Circuits shared by isolation key (see :mod:`zmesh.onion.pool`), driven on asyncio."""
 
