@@ -338,3 +338,4 @@ async def circuit_fetch(
             pipe.finish()
         else:
             pipe.reset(RESET_CLOSED)
+        pool.stream_closed(circuit)

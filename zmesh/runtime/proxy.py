@@ -83,23 +83,26 @@ class SocksProxy:
             writer.close()
             return
         try:
-            await pipe.wait_connected(CONNECT_TIMEOUT)
-        except (StreamClosedError, TimeoutError) as exc:
-            log.info("socks event=connect_failed reason=%r", str(exc))
-            code = (
-                ReplyCode.CONNECTION_REFUSED
-                if isinstance(exc, StreamClosedError)
-                else ReplyCode.TTL_EXPIRED
-            )
-            if isinstance(exc, TimeoutError):
-                self.pool.forget(circuit, failed=True)
-            writer.write(socks.reply(code))
-            writer.close()
-            return
-        writer.write(socks.reply(ReplyCode.SUCCEEDED))
-        for data in [e.data for e in _drain_events(socks)]:  # bytes sent with the request
-            self.driver.call(lambda d=data: self.driver.node.send(pipe.cid, pipe.sid, d))  # type: ignore[misc]
-        await pipe.run(reader, writer)
+            try:
+                await pipe.wait_connected(CONNECT_TIMEOUT)
+            except (StreamClosedError, TimeoutError) as exc:
+                log.info("socks event=connect_failed reason=%r", str(exc))
+                code = (
+                    ReplyCode.CONNECTION_REFUSED
+                    if isinstance(exc, StreamClosedError)
+                    else ReplyCode.TTL_EXPIRED
+                )
+                if isinstance(exc, TimeoutError):
+                    self.pool.forget(circuit, failed=True)
+                writer.write(socks.reply(code))
+                writer.close()
+                return
+            writer.write(socks.reply(ReplyCode.SUCCEEDED))
+            for data in [e.data for e in _drain_events(socks)]:  # bytes sent with the request
+                self.driver.call(lambda d=data: self.driver.node.send(pipe.cid, pipe.sid, d))  # type: ignore[misc]
+            await pipe.run(reader, writer)
+        finally:
+            self.pool.stream_closed(circuit)
 
     async def _negotiate(
         self, socks: Socks5Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
