@@ -10,7 +10,7 @@ round:
 * ``full relay``: a real :class:`~zmesh.node.Node`, the middle hop of a circuit built for
   real (source -> middle -> final, three linked nodes in a
   :class:`~zmesh.sim.network.Simulator`): a CELL frame fed through ``node.receive`` and the
-  forwarded frame drained from ``messages_to_send``.
+  forwarded frame drained from ``datagrams_to_send``.
 
 Forward hops do not authenticate, so the relay forwards random cells; its cell counter
 advances with every one.  ``MB/s`` is the cell size over the full relay time (one core,
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from _harness import Subject, measure, note, paired_ratio, print_table
 
+from zmesh.circuit.relay import _Hop
 from zmesh.crypto import backend, lioness
 from zmesh.link import frames as lf
-from zmesh.circuit.relay import _Hop
 from zmesh.node import CircuitBuilt, Node, NodeConfig
 from zmesh.onion.cell import relay_forward
 from zmesh.onion.geometry import Geometry

@@ -9,7 +9,7 @@ Subjects (each timed per operation, interleaved round by round with the baseline
   :class:`~zmesh.onion.keyring.OnionKeyRing`;
 * ``node CREATE``: the whole relay path of a real :class:`~zmesh.node.Node` (the middle of
   three linked nodes in a :class:`~zmesh.sim.network.Simulator`): a CREATE frame fed
-  through ``node.receive`` and the forwarded CREATE drained from ``messages_to_send``.
+  through ``node.receive`` and the forwarded CREATE drained from ``datagrams_to_send``.
 
 Every header is used once, so the replay cache never fires.  The headers are built with
 OpenSSL's randomized X-Wing encapsulation instead of the core's deterministic pure-Python

@@ -115,7 +115,9 @@ class Directory(Mapping[bytes, Descriptor]):
         """Start the exchange with a new neighbour: our descriptor, then what we know."""
         self._own = own
         feed = _Feed(
-            deque(), set(), TokenBucket(GOSSIP_RATE, GOSSIP_BURST),
+            deque(),
+            set(),
+            TokenBucket(GOSSIP_RATE, GOSSIP_BURST),
             TokenBucket(GOSSIP_RATE * VERIFY_SLACK, GOSSIP_BURST * VERIFY_SLACK),
         )
         self._feeds[conn.link_id] = feed

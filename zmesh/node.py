@@ -140,8 +140,10 @@ class Node:
         cfg = self.config
         cc = CircuitConfig(cfg.stream_window, cfg.build_timeout, cfg.idle_timeout, cfg.auto_consume)
         self._limits = LinkLimits(cfg.keepalive, cfg.link_timeout, cfg.credit_timeout)
-        self.relay = RelayTable(self._links, self.keyring, self.geometry, rng, cc, ids, now)
-        self.builder = CircuitBuilder(self._links, self.geometry, rng, cc, ids)
+        self.relay = RelayTable(
+            self._links, self.keyring, self.geometry, rng, config=cc, ids=ids, now=now
+        )
+        self.builder = CircuitBuilder(self._links, self.geometry, rng, config=cc, ids=ids)
         self.directory = Directory(self.node_id, self._links, now)
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
         self._events: deque[Event] = deque()
@@ -256,7 +258,9 @@ class Node:
             expected_peer_id=peer.node_id if peer else None,
         )
         links = self._links
-        conn = LinkConnection(link_id, hs, self.geometry, now, self._limits, links.watch)
+        conn = LinkConnection(
+            link_id, hs, self.geometry, now, limits=self._limits, watch=links.watch
+        )
         full = peer is None and links.inbound() >= self.config.max_inbound_links
         links.add(conn)
         if full:
@@ -420,7 +424,9 @@ class Node:
             return end, self.relay
         raise LocalProtocolError(f"circuit {circuit_id} is not open here")
 
-    def _stream_call(self, circuit_id: int, now: float, action: Callable[[CircuitEnd], None]) -> None:
+    def _stream_call(
+        self, circuit_id: int, now: float, action: Callable[[CircuitEnd], None]
+    ) -> None:
         end, owner = self._end(circuit_id)
         action(end)
         owner.pump(circuit_id, now)
@@ -442,6 +448,7 @@ class Node:
 
     def consume(self, circuit_id: int, stream_id: int, n: int, now: float) -> None:
         """With ``auto_consume`` off: the application took ``n`` bytes of a stream."""
+
         def consume(end: CircuitEnd) -> None:
             stream = end.streams.get(stream_id)
             if stream is not None:  # it may have ended meanwhile
@@ -485,6 +492,7 @@ _ROUTES: dict[type, _Route] = {
     lf.Signal: _Route(Node._on_signal, before_handshake=False),
 }
 
+
 def drain(
     node: Node, now: float, send: Callable[[int, bytes], None], on_event: Callable[[Event], None]
 ) -> float:
@@ -511,10 +519,10 @@ __all__ = [
     "Node",
     "NodeConfig",
     "SignalReceived",
-    "drain",
     "StreamConnected",
     "StreamData",
     "StreamFinished",
     "StreamOpened",
     "StreamReset",
+    "drain",
 ]

@@ -69,7 +69,7 @@ async def _dial_without_handshake(driver: AsyncNode, target: Descriptor) -> Any:
     offer = driver._sign(Kind.OFFER, target.node_id, offer_sdp, nonce, False)
     answered: asyncio.Future[SignalingMessage] = asyncio.get_running_loop().create_future()
     driver._answers[(target.node_id, nonce)] = answered
-    assert driver.call(lambda: driver.node.send_signal(target.node_id, offer))
+    assert driver.call(lambda now: driver.node.send_signal(target.node_id, offer, now))
     message = await asyncio.wait_for(answered, 15)
     _, _, answer_sdp = driver._open_message(message.encode(), Kind.ANSWER, target)
     return await pending.complete(answer_sdp, timeout=15)
@@ -90,7 +90,7 @@ async def _send_garbage(page: Any, relay_url: str, browser_id: bytes) -> None:
     node = Node(
         Identity.generate(rng), rng, wall_clock(), NodeConfig(flags=Flags.NONE, gossip=True)
     )
-    driver = AsyncNode(node, rtc=webrtc, loopback=True, max_links=0)  # dials only when told
+    driver = AsyncNode(node, rtc=webrtc, loopback=True)  # max_links=0: dials only when told
     try:
         await driver.bootstrap(relay_url)
         await _wait_for(lambda: browser_id in node.directory, 15, "the browser's descriptor")

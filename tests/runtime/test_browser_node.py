@@ -146,7 +146,7 @@ class LdcHost:
 async def _relay(exit_: bool, bootstrap: list[str]) -> tuple[AsyncNode, str]:
     rng = SystemRng()
     flags = Flags.RELAY | (Flags.EXIT if exit_ else Flags.NONE)
-    config = NodeConfig(flags=flags, auto_consume=False)
+    config = NodeConfig(flags=flags, auto_consume=False, max_links=64)
     node = Node(Identity.generate(rng), rng, wall_clock(), config)
     policy = ExitPolicy.allow_private() if exit_ else None
     driver = AsyncNode(node, rtc=webrtc, loopback=True, exit_policy=policy)
@@ -250,13 +250,13 @@ async def _browser_node_scenario() -> None:
         cid = await client.build_circuit(path)
         pipe = client.open_stream(cid, f"127.0.0.1:{files_port}")
         await pipe.wait_connected(10)
-        client.call(lambda: client.node.send(cid, pipe.sid, b"GET /file HTTP/1.0\r\n\r\n"))
+        client.call(lambda now: client.node.send(cid, pipe.sid, b"GET /file HTTP/1.0\r\n\r\n", now))
         received = b""
         while True:
             event = await pipe.receive(10)
             if isinstance(event, StreamData):
                 received += event.data
-                client.call(lambda e=event: client.node.consume(cid, pipe.sid, len(e.data)))  # type: ignore[misc]
+                client.call(lambda now, e=event: client.node.consume(cid, pipe.sid, len(e.data), now))  # type: ignore[misc]
             elif isinstance(event, StreamFinished) or event is None:
                 break
         assert (

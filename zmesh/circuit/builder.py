@@ -50,6 +50,7 @@ class CircuitBuilder:
         links: LinkTable,
         geometry: Geometry,
         rng: Rng,
+        *,
         config: CircuitConfig,
         ids: "itertools.count[int]",
     ) -> None:

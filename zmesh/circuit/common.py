@@ -57,9 +57,7 @@ class HopOpened:
 CircuitEvent = CircuitBuilt | CircuitClosed | CircuitStreamEvent | HopOpened
 
 
-def open_cell(
-    end: CircuitEnd, circuit_id: int, data: bytes, events: deque[CircuitEvent]
-) -> bool:
+def open_cell(end: CircuitEnd, circuit_id: int, data: bytes, events: deque[CircuitEvent]) -> bool:
     """Apply one cell at a circuit's end; False if it was garbled (destroy the circuit)."""
     try:
         stream_events = end.open_cell(data)
@@ -74,4 +72,3 @@ def pump(end: CircuitEnd, conn: LinkConnection | None, circ_id: int, now: float)
     if conn is None:
         return True
     return all(conn.send_cell(circ_id, cell, now) for cell in end.cells_to_send())
-

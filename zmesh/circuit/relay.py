@@ -70,6 +70,7 @@ class RelayTable:
         keyring: OnionKeyRing,
         geometry: Geometry,
         rng: Rng,
+        *,
         config: CircuitConfig,
         ids: "itertools.count[int]",
         now: float,
@@ -233,7 +234,9 @@ class RelayTable:
             raise LocalProtocolError(f"no circuit {circuit_id}")
         self._teardown(hop.prev, CloseCode.REQUESTED, now)
 
-    def _teardown(self, side: Side, code: CloseCode, now: float, *, from_peer: bool = False) -> None:
+    def _teardown(
+        self, side: Side, code: CloseCode, now: float, *, from_peer: bool = False
+    ) -> None:
         """Destroy the circuit at ``side`` and tell the neighbours that remain."""
         hop = self._hops.get(side)
         if hop is None:

@@ -65,6 +65,7 @@ class LinkConnection:
         handshake: LinkHandshake,
         geometry: Geometry,
         now: float,
+        *,
         limits: LinkLimits,
         watch: LinkWatch,
     ) -> None:

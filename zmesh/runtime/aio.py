@@ -8,7 +8,7 @@ On top of the node it runs what needs the network:
 
 * signaling: the HTTP endpoint (bootstrap) and SIGNAL frames relayed through neighbours,
   both carrying signed offers and answers (:mod:`zmesh.signaling.messages`);
-* link policy: keep a link to every relay learned by gossip, up to ``max_links``;
+* link policy: carry out the node's :class:`~zmesh.node.DialWanted` effects;
 * streams: :class:`StreamPipe` couples a circuit stream to a TCP connection, with
   backpressure both ways (exits use it towards servers, the SOCKS proxy towards apps).
 """
@@ -24,18 +24,20 @@ from typing import TYPE_CHECKING
 
 from ..errors import CloseCode, RemoteProtocolError, ZMeshError
 from ..exit_policy import ExitPolicy, PolicyError, check_target
-from ..identity import Descriptor, Flags, decode_descriptor, short_id
+from ..identity import Descriptor, decode_descriptor, short_id
 from ..link.transport import Transport
 from ..node import (
     CircuitBuilt,
     CircuitClosed,
     CircuitStreamEvent,
     DescriptorLearned,
+    DialWanted,
     Event,
     LinkClosed,
     LinkUp,
     Node,
     SignalReceived,
+    drain,
 )
 from ..session.endpoint import (
     StreamConnected,
@@ -96,7 +98,6 @@ class AsyncNode:
         store: "Store | None" = None,
         loopback: bool = False,
         exit_policy: ExitPolicy | None = None,
-        max_links: int = 64,
     ) -> None:
         self.node = node
         self.rtc = rtc
@@ -104,7 +105,6 @@ class AsyncNode:
         self.store = store
         self.loopback = loopback
         self.exit_policy = exit_policy
-        self.max_links = max_links
         self.rng = SystemRng()
         self._loop = asyncio.get_running_loop()
         self._transports: dict[int, Transport] = {}
@@ -115,7 +115,6 @@ class AsyncNode:
         self._circuit_waiters: dict[int, asyncio.Future[None]] = {}
         self._streams: dict[tuple[int, int], _StreamSlot] = {}
         self._answers: dict[tuple[bytes, bytes], asyncio.Future[SignalingMessage]] = {}
-        self._dialing: set[bytes] = set()
         self._replay = ReplayGuard()
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()  # set whenever a flush may have freed buffers
@@ -124,30 +123,25 @@ class AsyncNode:
         self._closing = False
 
     # -- the driver loop ------------------------------------------------------------
-    def call[T](self, action: Callable[[], T]) -> T:
-        """Run a node API call or input, then drain the node's output."""
-        result = action()
-        self._flush()
-        return result
-
-    def _flush(self) -> None:
-        node = self.node
-        for link_id, data in node.messages_to_send():
-            transport = self._transports.get(link_id)
-            if transport is not None and transport.readyState == "open":
-                try:
-                    transport.send(data)
-                except Exception as exc:  # a transport failing under us: treat as closed
-                    log.info("link=%d event=send_failed error=%r", link_id, str(exc))
-                    self._spawn(self._close_transport(link_id))
-        while (event := node.next_event()) is not None:
-            self._dispatch(event)
+    def call[T](self, action: Callable[[float], T]) -> T:
+        """Run a node API call or input at the driver's clock, then drain the output."""
+        now = wall_clock()
+        result = action(now)
+        self._arm_timer(drain(self.node, now, self._send, self._dispatch))
         self._progress.set()
         self._progress = asyncio.Event()
-        self._arm_timer()
+        return result
 
-    def _arm_timer(self) -> None:
-        deadline = self.node.get_timer()
+    def _send(self, link_id: int, data: bytes) -> None:
+        transport = self._transports.get(link_id)
+        if transport is not None and transport.readyState == "open":
+            try:
+                transport.send(data)
+            except Exception as exc:  # a transport failing under us: treat as closed
+                log.info("link=%d event=send_failed error=%r", link_id, str(exc))
+                self._spawn(self._close_transport(link_id))
+
+    def _arm_timer(self, deadline: float) -> None:
         if deadline == self._timer_at or self._closing:
             return
         if self._timer is not None:
@@ -158,7 +152,7 @@ class AsyncNode:
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None
-        self.call(lambda: self.node.handle_timer(wall_clock()))
+        self.call(self.node.handle_timer)
 
     def _spawn(self, coro: "asyncio._CoroutineLike[None]") -> None:
         task = asyncio.ensure_future(coro)
@@ -179,17 +173,17 @@ class AsyncNode:
         self._transports[link_id] = transport
 
         def on_message(data: bytes) -> None:
-            self.call(lambda: self.node.receive(link_id, data, wall_clock()))
+            self.call(lambda now: self.node.receive(link_id, data, now))
 
         def on_close() -> None:
             if self._transports.pop(link_id, None) is not None:
-                self.call(lambda: self.node.link_closed(link_id, wall_clock()))
+                self.call(lambda now: self.node.link_closed(link_id, now))
 
         transport.onmessage = on_message
         transport.onclose = on_close
         self.call(
-            lambda: self.node.open_link(
-                link_id, wall_clock(), binding=transport.channel_binding, peer=peer
+            lambda now: self.node.open_link(
+                link_id, now, binding=transport.channel_binding, peer=peer
             )
         )
         return link_id
@@ -199,7 +193,7 @@ class AsyncNode:
         if transport is not None:
             with contextlib.suppress(Exception):
                 transport.close()
-            self.call(lambda: self.node.link_closed(link_id, wall_clock()))
+            self.call(lambda now: self.node.link_closed(link_id, now))
 
     async def wait_link(self, node_id: bytes, timeout: float = DIAL_TIMEOUT) -> int:
         existing = self.node.link_to(node_id)
@@ -228,7 +222,9 @@ class AsyncNode:
             case DescriptorLearned(desc):
                 if self.store is not None:
                     self.store.remember_peer(desc)
-                self._maybe_dial(desc)
+            case DialWanted(desc):
+                if not self._closing:
+                    self._spawn(self._dial_via_mesh(desc))
             case SignalReceived(origin, payload):
                 self._spawn(self._on_signal(origin, payload))
             case CircuitBuilt(cid):
@@ -368,25 +364,10 @@ class AsyncNode:
         except BaseException:
             await pending.aclose()
             raise
-        self.node.directory.setdefault(desc.node_id, desc)
+        self.call(lambda now: self.node.learn_descriptor(desc, now))
         self.attach(transport, desc)
         await self.wait_link(desc.node_id)
         return desc.node_id
-
-    def _maybe_dial(self, desc: Descriptor) -> None:
-        """Link to relays we learn about, up to max_links; the lower id dials (no races)."""
-        node_id = desc.node_id
-        if (
-            self._closing
-            or not desc.flags & Flags.RELAY
-            or node_id in self._dialing
-            or self.node.link_to(node_id) is not None
-            or len(self.node.peers()) >= self.max_links
-            or self.node.node_id > node_id
-        ):
-            return
-        self._dialing.add(node_id)
-        self._spawn(self._dial_via_mesh(desc))
 
     async def _dial_via_mesh(self, desc: Descriptor) -> None:
         pending = None
@@ -396,7 +377,7 @@ class AsyncNode:
             offer = self._sign(Kind.OFFER, desc.node_id, offer_sdp, nonce, False)
             fut: asyncio.Future[SignalingMessage] = self._loop.create_future()
             self._answers[(desc.node_id, nonce)] = fut
-            if not self.call(lambda: self.node.send_signal(desc.node_id, offer)):
+            if not self.call(lambda now: self.node.send_signal(desc.node_id, offer, now)):
                 raise ZMeshError("no route to the peer for signaling")
             msg = await asyncio.wait_for(fut, DIAL_TIMEOUT)
             _, _, answer_sdp = self._open_message(msg.encode(), Kind.ANSWER, desc)
@@ -405,8 +386,8 @@ class AsyncNode:
             self.attach(transport, desc)
         except (ZMeshError, TimeoutError, TransportError) as exc:
             log.info("signal event=dial_failed peer=%s error=%r", short_id(desc.node_id), str(exc))
+            self.call(lambda now: self.node.dial_failed(desc.node_id, now))
         finally:
-            self._dialing.discard(desc.node_id)
             self._answers = {k: v for k, v in self._answers.items() if not v.done()}
             if pending is not None:
                 await pending.aclose()
@@ -422,13 +403,13 @@ class AsyncNode:
             answer, sender = await self._answer_offer(payload, self.node.directory.get(origin))
             if sender != origin:
                 return
-            self.call(lambda: self.node.send_signal(origin, answer))
+            self.call(lambda now: self.node.send_signal(origin, answer, now))
         except (RemoteProtocolError, TransportError) as exc:
             log.info("signal event=drop origin=%s reason=%r", short_id(origin), str(exc))
 
     # -- circuits and streams -------------------------------------------------------
     async def build_circuit(self, path: list[Descriptor], timeout: float = 10.0) -> int:
-        cid = self.call(lambda: self.node.build_circuit(path, wall_clock()))
+        cid = self.call(lambda now: self.node.build_circuit(path, now))
         fut: asyncio.Future[None] = self._loop.create_future()
         self._circuit_waiters[cid] = fut
         try:
@@ -436,12 +417,12 @@ class AsyncNode:
         except TimeoutError:
             self._circuit_waiters.pop(cid, None)
             with contextlib.suppress(ZMeshError):
-                self.call(lambda: self.node.close_circuit(cid))
+                self.call(lambda now: self.node.close_circuit(cid, now))
             raise
         return cid
 
     def open_stream(self, cid: int, target: str) -> "StreamPipe":
-        sid = self.call(lambda: self.node.open_stream(cid, target))
+        sid = self.call(lambda now: self.node.open_stream(cid, target, now))
         slot = _StreamSlot(asyncio.Queue())
         self._streams[(cid, sid)] = slot
         return StreamPipe(self, cid, sid, slot)
@@ -478,7 +459,7 @@ class AsyncNode:
             return
         log.debug("exit event=connected target=%s", target)
         with contextlib.suppress(ZMeshError):
-            self.call(lambda: self.node.accept_stream(cid, sid))
+            self.call(lambda now: self.node.accept_stream(cid, sid, now))
         await pipe.run(reader, writer)
 
     async def close(self) -> None:
@@ -534,12 +515,12 @@ class StreamPipe:
         """Finish our direction and stop listening (once the peer has finished its own)."""
         self.driver._streams.pop((self.cid, self.sid), None)
         with contextlib.suppress(ZMeshError):
-            self.driver.call(lambda: self.driver.node.finish(self.cid, self.sid))
+            self.driver.call(lambda now: self.driver.node.finish(self.cid, self.sid, now))
 
     def reset(self, code: int) -> None:
         self.driver._streams.pop((self.cid, self.sid), None)
         with contextlib.suppress(ZMeshError):
-            self.driver.call(lambda: self.driver.node.reset(self.cid, self.sid, code))
+            self.driver.call(lambda now: self.driver.node.reset(self.cid, self.sid, code, now))
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Pipe until both directions finish; reset the stream on any failure."""
@@ -547,10 +528,10 @@ class StreamPipe:
 
         async def upstream() -> None:  # TCP -> circuit
             while data := await reader.read(READ_CHUNK):
-                call(lambda: node.send(self.cid, self.sid, data))
+                call(lambda now: node.send(self.cid, self.sid, data, now))
                 while node.stream_buffered(self.cid, self.sid) > STREAM_HIGH_WATER:
                     await self.driver._progress.wait()
-            call(lambda: node.finish(self.cid, self.sid))
+            call(lambda now: node.finish(self.cid, self.sid, now))
 
         async def downstream() -> None:  # circuit -> TCP
             while True:
@@ -560,7 +541,7 @@ class StreamPipe:
                     await writer.drain()
                     taken = len(event.data)
                     if not node.config.auto_consume:  # slide the window as the app reads
-                        call(lambda: node.consume(self.cid, self.sid, taken))  # noqa: B023
+                        call(lambda now: node.consume(self.cid, self.sid, taken, now))  # noqa: B023
                 elif isinstance(event, StreamFinished):
                     if writer.can_write_eof():
                         writer.write_eof()

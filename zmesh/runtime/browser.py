@@ -637,12 +637,10 @@ class BrowserNode:
         self.identity_note = identity_note
         self.rng = BrowserRng(host)
         self.started_ms = time.time() * 1000
-        node_config = NodeConfig(flags=Flags.RELAY, auto_consume=False)
+        node_config = NodeConfig(flags=Flags.RELAY, auto_consume=False, max_links=32)
         self.node = Node(identity, self.rng, wall_clock(), node_config)
         self.rtc = BrowserRtc(host)
-        self.driver = AsyncNode(
-            self.node, rtc=self.rtc, http_client=http_client, loopback=False, max_links=32
-        )
+        self.driver = AsyncNode(self.node, rtc=self.rtc, http_client=http_client, loopback=False)
         self.driver.on_event = self._on_event
         self.pool = CircuitPool(self.driver)
         self.bootstrap = [BootstrapEntry(url) for url in config.bootstrap]

@@ -102,7 +102,7 @@ async def run_relay(opts: RelayOptions) -> int:
     bound = await server.start(host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
     flags = Flags.RELAY | (Flags.EXIT if opts.exit else Flags.NONE)
-    config = NodeConfig(flags=flags, addresses=(url,), auto_consume=False)
+    config = NodeConfig(flags=flags, addresses=(url,), auto_consume=False, max_links=64)
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:

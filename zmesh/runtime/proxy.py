@@ -6,6 +6,7 @@ username (as Tor's IsolateSOCKSAuth): see that module for the reuse and failure 
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ class SocksProxy:
                 return
             writer.write(socks.reply(ReplyCode.SUCCEEDED))
             for data in [e.data for e in _drain_events(socks)]:  # bytes sent with the request
-                self.driver.call(lambda d=data: self.driver.node.send(pipe.cid, pipe.sid, d))  # type: ignore[misc]
+                self.driver.call(functools.partial(self.driver.node.send, pipe.cid, pipe.sid, data))
             await pipe.run(reader, writer)
         finally:
             self.pool.stream_closed(circuit)
@@ -168,7 +169,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
     rng = SystemRng()
     store = Store(opts.data) if opts.data is not None else None
     identity = store.load_or_create_identity(rng) if store else Identity.generate(rng)
-    config = NodeConfig(flags=Flags.NONE, auto_consume=False)
+    config = NodeConfig(flags=Flags.NONE, auto_consume=False, max_links=64)
     node = Node(identity, rng, wall_clock(), config)
     loopback = (
         opts.loopback
