@@ -68,7 +68,7 @@ def start(args: list[str], log: Path, name: str) -> Proc:
 
 
 def start_relay(tmp: Path, name: str, bootstrap: list[str], *, exit_: bool = False) -> Proc:
-    args = ["relay", "--listen", "127.0.0.1:0", "--data", str(tmp / name)]
+    args = ["relay", "--listen", "127.0.0.1:0", "--data", str(tmp / name), "--log-hops"]
     if exit_:
         args += ["--exit", "--allow-private-exits"]
     for url in bootstrap:

@@ -166,6 +166,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         allow_private=args.allow_private_exits,
         bootstrap=args.bootstrap,
         loopback=args.loopback,
+        log_hops=args.log_hops,
     )
     return main_relay(opts)
 
@@ -318,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="offer 127.0.0.1 ICE candidates (default: when listening on loopback)",
+    )
+    relay.add_argument(
+        "--log-hops",
+        action="store_true",
+        help="log each circuit's predecessor and successor (for tests of your own mesh only: "
+        "such a log names who talks to whom, so production relays keep none)",
     )
     relay.set_defaults(func=cmd_relay)
 

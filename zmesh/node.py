@@ -146,6 +146,7 @@ class Node:
         self.builder = CircuitBuilder(self._links, self.geometry, rng, config=cc, ids=ids)
         self.directory = Directory(self.node_id, self._links, now)
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
+        self._sources = (self.relay, self.builder, self.directory, self.signals)
         self._events: deque[Event] = deque()
         self._descriptor: Descriptor | None = None
         self._dialing: dict[bytes, float] = {}  # node id -> when we give up waiting
@@ -236,7 +237,7 @@ class Node:
             reason, code = conn.failure
             log.info("link=%d event=close reason=%r", conn.link_id, reason)
             self._close_link(conn, code, now)
-        for source in (self.relay, self.builder, self.directory, self.signals):
+        for source in self._sources:
             while (event := source.next_event()) is not None:
                 self._events.append(event)
                 if isinstance(event, DescriptorLearned):
@@ -349,23 +350,34 @@ class Node:
         assert isinstance(frame, lf.Create)
         self.relay.on_create(conn, frame, now)
 
-    def _on_circuit_frame(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        assert isinstance(frame, lf.Created | lf.Cell | lf.Destroy)
-        owner = conn.circuit_state(frame.circ_id)
-        if owner is None:
-            if isinstance(frame, lf.Destroy):
-                return  # both ends may destroy at once
+    def _owner(
+        self, conn: LinkConnection, frame: lf.Created | lf.Cell | lf.Destroy
+    ) -> RelayTable | CircuitBuilder | None:
+        """The table that owns the frame's circuit; None for a circuit that closed (a race
+        with a DESTROY, not an attack).  RemoteProtocolError for an id that never existed."""
+        owner = conn.circuits.get(frame.circ_id)
+        if owner == "relay":
+            return self.relay
+        if owner == "client":
+            return self.builder
+        if conn.circuit_state(frame.circ_id) is None and not isinstance(frame, lf.Destroy):
             raise RemoteProtocolError(f"{type(frame).__name__} for an unknown circuit")
-        if owner == "closed":
-            return  # a race with a DESTROY: not an attack
-        table = self.relay if owner == "relay" else self.builder
-        match frame:
-            case lf.Cell():
-                table.on_cell(conn, frame, now)
-            case lf.Created():
-                table.on_created(conn, frame, now)
-            case lf.Destroy():
-                table.on_destroy(conn, frame, now)
+        return None  # closed, or a DESTROY crossing ours
+
+    def _on_cell(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
+        assert isinstance(frame, lf.Cell)
+        if (table := self._owner(conn, frame)) is not None:
+            table.on_cell(conn, frame, now)
+
+    def _on_created(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
+        assert isinstance(frame, lf.Created)
+        if (table := self._owner(conn, frame)) is not None:
+            table.on_created(conn, frame, now)
+
+    def _on_destroy(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
+        assert isinstance(frame, lf.Destroy)
+        if (table := self._owner(conn, frame)) is not None:
+            table.on_destroy(conn, frame, now)
 
     def _on_descriptor(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
         assert isinstance(frame, lf.DescriptorFrame)
@@ -485,9 +497,9 @@ _ROUTES: dict[type, _Route] = {
     lf.Credit: _Route(Node._on_credit, before_handshake=False),
     lf.Padding: _Route(Node._on_padding, before_handshake=False),
     lf.Create: _Route(Node._on_create, before_handshake=False),
-    lf.Created: _Route(Node._on_circuit_frame, before_handshake=False),
-    lf.Cell: _Route(Node._on_circuit_frame, before_handshake=False),
-    lf.Destroy: _Route(Node._on_circuit_frame, before_handshake=False),
+    lf.Created: _Route(Node._on_created, before_handshake=False),
+    lf.Cell: _Route(Node._on_cell, before_handshake=False),
+    lf.Destroy: _Route(Node._on_destroy, before_handshake=False),
     lf.DescriptorFrame: _Route(Node._on_descriptor, before_handshake=False),
     lf.Signal: _Route(Node._on_signal, before_handshake=False),
 }

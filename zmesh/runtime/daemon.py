@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import ZMeshError
 from ..exit_policy import ExitPolicy
 from ..identity import Flags, short_id
-from ..node import Node, NodeConfig
+from ..node import Event, HopOpened, Node, NodeConfig
 from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
@@ -85,6 +85,16 @@ class RelayOptions:
     allow_private: bool = False
     bootstrap: list[str] = field(default_factory=list)
     loopback: bool | None = None
+    log_hops: bool = False  # tests only: production relays keep no record of circuits
+
+
+def log_hop(event: Event) -> None:
+    """Log what a hop learns of a circuit (``--log-hops``)."""
+    if isinstance(event, HopOpened):
+        successor = short_id(event.successor) if event.successor else "none"
+        log.warning(
+            "circuit event=hop predecessor=%s successor=%s", short_id(event.predecessor), successor
+        )
 
 
 async def run_relay(opts: RelayOptions) -> int:
@@ -110,6 +120,8 @@ async def run_relay(opts: RelayOptions) -> int:
     loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
     driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback, exit_policy=policy)
     driver.http = server
+    if opts.log_hops:
+        driver.on_event = log_hop
     driver_box.append(driver)
     cached = [a for d in store.peers(wall_clock()) for a in d.addresses if a != url]
     boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap + cached[:8]))
