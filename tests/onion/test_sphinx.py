@@ -132,15 +132,6 @@ def test_replayed_setup_packet_is_rejected() -> None:
     assert err.value.code == CloseCode.REPLAY
 
 
-def test_replay_cache_is_bounded() -> None:
-    ring = OnionKeyRing(DeterministicRng(3), now=0.0, replay_capacity=4)
-    for i in range(4):
-        ring.check_replay(0, bytes([i]) * 32)
-    with pytest.raises(RemoteProtocolError) as err:
-        ring.check_replay(0, b"\xff" * 32)
-    assert err.value.code == CloseCode.RESOURCE
-
-
 def test_epoch_keys_rotate_and_old_keys_are_deleted() -> None:
     ring = OnionKeyRing(DeterministicRng(3), now=0.0, epoch_length=100.0)
     e0, pk0 = ring.current(0.0)
