@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from zmesh.errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from zmesh.session.frames import AckFrame, DataFrame, ResetFrame, StreamFrame
-from zmesh.session.stream import DEFAULT_WINDOW, Stream, StreamState
+from zmesh.session.stream import DEFAULT_WINDOW, PAGE_SIZE, Stream, StreamState
 
 
 def payload(n: int, seed: int = 0) -> bytes:
@@ -29,8 +29,13 @@ def deliver(stream: Stream, frames: list[StreamFrame]) -> bytes:
 
 
 def buffered(stream: Stream) -> int:
-    """Out-of-order bytes the receiver holds (white-box: the segment store)."""
-    return sum(len(d) for d in stream._segments.values())
+    """Out-of-order bytes the receiver holds, checked against its pages (white-box)."""
+    held = sum(filled.count(1) for _, filled in stream._pages.values())
+    first = stream._pages.get(stream._received // PAGE_SIZE)
+    if first is not None:  # the read offset's page also marks bytes already delivered
+        held -= first[1].count(1, 0, stream._received % PAGE_SIZE)
+    assert held == stream.buffered
+    return held
 
 
 # -- ordered delivery --------------------------------------------------------------------
@@ -203,6 +208,61 @@ def test_overlapping_segments_never_buffer_beyond_the_window() -> None:
     # the first frame to cover a position wins; later overlapping frames add nothing
     expected = b"\x00" + bytes(max(1, p - 99) % 256 for p in range(1, window))
     assert b.receive(DataFrame(5, 0, b"\x00")) == expected
+    assert buffered(b) == 0
+
+
+def test_scattered_one_byte_segments_attack() -> None:
+    """Issue 7: 40,000 one-byte frames scattered over the window, then overlapping and
+    duplicate frames on top.  Every frame costs O(its length) (timed by
+    bench/stream_reassembly.py), the buffer stays within the window in bytes and in pages,
+    and the stream still reassembles exactly."""
+    rnd = random.Random(7)
+    window = DEFAULT_WINDOW
+    truth = payload(window, 11)
+    b = Stream(5, window=window, auto_consume=False)
+    positions = rnd.sample(range(1, window), 40_000)
+    for p in positions:
+        assert b.receive(DataFrame(5, p, truth[p : p + 1])) == b""
+    for p in rnd.sample(positions, 10_000):  # duplicates, and overlaps with other bytes
+        b.receive(DataFrame(5, p, truth[p : p + 1]))
+        b.receive(DataFrame(5, max(1, p - 50), truth[max(1, p - 50) : p + 50]))
+        assert b.buffered <= window
+    assert buffered(b) <= window
+    max_pages = window // PAGE_SIZE + 2
+    assert len(b._pages) <= max_pages  # memory: 2 * PAGE_SIZE per page, nothing per segment
+    # the rest of the stream, in 997-byte frames shuffled, with FIN on a middle one
+    frames = [DataFrame(5, o, truth[o : o + 997]) for o in range(0, window, 997)]
+    last = frames[-1]
+    frames[-1] = DataFrame(5, last.offset, last.data, fin=True)
+    rnd.shuffle(frames)
+    got = deliver(b, list(frames))
+    assert got == truth
+    assert b.peer_finished
+    assert b.buffered == buffered(b) == 0
+    assert b._pages == {} or len(b._pages) == 1  # at most the read offset's page
+
+
+def test_fin_check_uses_the_highest_buffered_end() -> None:
+    b = Stream(5, window=100_000)
+    for p in range(10, 90_000, 9):
+        b.receive(DataFrame(5, p, b"x"))
+    with pytest.raises(RemoteProtocolError, match="final offset"):
+        b.receive(DataFrame(5, 89_990, b"y", fin=True))  # below the byte at 89_992
+    b.receive(DataFrame(5, 89_999, b"", fin=True))
+    with pytest.raises(RemoteProtocolError, match="beyond the final offset"):
+        b.receive(DataFrame(5, 89_999, b"z"))
+
+
+def test_in_order_data_after_a_gap_fills_the_page_it_left() -> None:
+    """The in-order fast path drops pages that hold only delivered bytes."""
+    b = Stream(5, window=3 * PAGE_SIZE)
+    assert b.receive(DataFrame(5, 10, b"b" * 10)) == b""
+    assert b.receive(DataFrame(5, 0, b"a" * 10)) == b"a" * 10 + b"b" * 10
+    assert len(b._pages) == 1  # the read offset's page, delivered bytes only
+    assert b.receive(DataFrame(5, 20, b"c" * PAGE_SIZE)) == b"c" * PAGE_SIZE
+    assert b._pages == {}
+    assert b.receive(DataFrame(5, PAGE_SIZE + 30, b"e")) == b""
+    assert b.receive(DataFrame(5, PAGE_SIZE + 20, b"d" * 10)) == b"d" * 10 + b"e"
     assert buffered(b) == 0
 
 
@@ -449,6 +509,40 @@ def test_fuzz_hostile_frames_raise_only_remote_errors(ops: list[tuple[int, int, 
             break
         assert buffered(b) <= b.window
     assert truth.startswith(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 3 * PAGE_SIZE),
+    cuts=st.lists(st.tuples(st.integers(0, 3 * PAGE_SIZE), st.integers(1, 600)), max_size=60),
+    window=st.integers(1, 4 * PAGE_SIZE),
+    rnd=st.randoms(use_true_random=False),
+)
+def test_fuzz_overlapping_segments_reassemble_within_the_window(
+    size: int, cuts: list[tuple[int, int]], window: int, rnd: random.Random
+) -> None:
+    """Any permutation of overlapping, duplicated segments (plus a covering set) of a byte
+    string reassembles to it, and the receiver never holds more than its window."""
+    truth = rnd.randbytes(size)
+    segments = [(o, min(n, window)) for o, n in cuts if o < size]
+    step = rnd.randint(1, min(700, window))
+    segments += [(o, step) for o in range(0, size, step)]  # makes sure every byte comes
+    segments += rnd.choices(segments, k=len(segments) // 2)  # duplicates
+    rnd.shuffle(segments)
+    b = Stream(5, window=window)
+    out = b""
+    pending = [DataFrame(5, o, truth[o : o + n], fin=o + n >= size) for o, n in segments]
+    while pending:  # frames beyond the current window wait, as a sender's credit would
+        allowed = b._max_data
+        now = [f for f in pending if f.offset + len(f.data) <= allowed]
+        pending = [f for f in pending if f.offset + len(f.data) > allowed]
+        assert now, "the window stopped sliding"
+        for f in now:
+            out += b.receive(f)
+            assert buffered(b) <= window
+            assert len(b._pages) <= window // PAGE_SIZE + 2
+    assert out == truth
+    assert b.peer_finished
 
 
 def test_a_stale_ack_does_not_acknowledge_our_fin() -> None:
