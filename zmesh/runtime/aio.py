@@ -71,7 +71,7 @@ log = logging.getLogger("zmesh.aio")
 
 STREAM_HIGH_WATER = 1 << 20  # pause a TCP reader when this much waits for the circuit
 READ_CHUNK = 64 * 1024
-LINK_TIMEOUT = 15.0  # for a transport that is open to come up as a link
+DIAL_TIMEOUT = 15.0
 RESET_POLICY = 1
 RESET_CONNECT_FAILED = 2
 RESET_RESOLVE_FAILED = 3
@@ -227,7 +227,7 @@ class AsyncNode:
                 transport.close()
             self.call(lambda: self.node.link_closed(link_id, wall_clock()))
 
-    async def wait_link(self, node_id: bytes, timeout: float = LINK_TIMEOUT) -> int:
+    async def wait_link(self, node_id: bytes, timeout: float = DIAL_TIMEOUT) -> int:
         existing = self.node.link_to(node_id)
         if existing is not None:
             return existing
@@ -317,14 +317,13 @@ class AsyncNode:
             compact = CompactSdp.from_sdp(offer_sdp)
             now = wall_clock()
             intro = self.node.descriptor(now).encode() if introduce else b""
-            made = self.call(
+            offer = self.call(
                 lambda: self.negotiation.make_offer(
                     desc, compact.fingerprint, compact.encode(), now, descriptor=intro
                 )
             )
-            offer = made
-            async with self._deadline(b"o" + made.nonce):
-                answer = await deliver(made)
+            async with self._deadline(b"o" + offer.nonce):
+                answer = await deliver(offer)
                 answer_sdp = session_sdp(answer.session, answer.fingerprint, "answer")
                 timeout = self.negotiation.limits.offer_timeout
                 return await pending.complete(answer_sdp, timeout=timeout)
