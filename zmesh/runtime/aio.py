@@ -161,17 +161,19 @@ class AsyncNode:
                     self._spawn(self._close_transport(link_id))
         while (event := node.next_event()) is not None:
             self._dispatch(event)
-        while (expired := self.negotiation.next_event()) is not None:
-            self._on_negotiation_event(expired)
         self._progress.set()
         self._progress = asyncio.Event()
-        self._arm_timer()
+        self._arm_timer(self._drain_signaling(node.get_timer()))
 
-    def _arm_timer(self) -> None:
-        deadline = self.node.get_timer()
+    def _drain_signaling(self, deadline: float) -> float:
+        """Carry out the negotiation's events; return the earlier of ``deadline`` and the
+        negotiation's timer."""
+        while (event := self.negotiation.next_event()) is not None:
+            self._on_negotiation_event(event)
         signaling = self.negotiation.get_timer()
-        if signaling is not None:
-            deadline = min(deadline, signaling)
+        return deadline if signaling is None else min(deadline, signaling)
+
+    def _arm_timer(self, deadline: float) -> None:
         if deadline == self._timer_at or self._closing:
             return
         if self._timer is not None:
