@@ -34,7 +34,6 @@ from zmesh.runtime import webrtc
 from zmesh.runtime.aio import AsyncNode, wall_clock
 from zmesh.runtime.entropy import SystemRng
 from zmesh.runtime.harness import CHROMIUM_ARGS
-from zmesh.signaling.messages import Kind, SignalingMessage
 
 READY_TIMEOUT = 30.0
 FILE_SIZE = 1_000_000
@@ -64,15 +63,7 @@ async def _ready(page: Any) -> dict[str, Any]:
 async def _dial_without_handshake(driver: AsyncNode, target: Descriptor) -> Any:
     """Open a WebRTC data channel to ``target`` through mesh signaling, and hand it back
     raw: no link handshake, so the test can write anything on it."""
-    pending, offer_sdp = await driver.rtc.dial(loopback=True)
-    nonce = os.urandom(16)
-    offer = driver._sign(Kind.OFFER, target.node_id, offer_sdp, nonce, False)
-    answered: asyncio.Future[SignalingMessage] = asyncio.get_running_loop().create_future()
-    driver._answers[(target.node_id, nonce)] = answered
-    assert driver.call(lambda now: driver.node.send_signal(target.node_id, offer, now))
-    message = await asyncio.wait_for(answered, 15)
-    _, _, answer_sdp = driver._open_message(message.encode(), Kind.ANSWER, target)
-    return await pending.complete(answer_sdp, timeout=15)
+    return await driver._connect_via_mesh(target)
 
 
 async def _wait_for(predicate: Any, timeout: float, what: str) -> None:

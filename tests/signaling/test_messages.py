@@ -12,7 +12,6 @@ from zmesh.rng import DeterministicRng
 from zmesh.signaling.messages import (
     MAX_SKEW_MS,
     Kind,
-    ReplayGuard,
     SignalingMessage,
     decode_message,
     verify_message,
@@ -98,18 +97,6 @@ def test_stale_or_future_messages_are_refused(skew: int) -> None:
 def test_messages_for_another_node_are_refused() -> None:
     with pytest.raises(RemoteProtocolError, match="another node"):
         check(offer(target=MALLORY))
-
-
-def test_replay_guard() -> None:
-    guard = ReplayGuard(capacity=2)
-    msg = offer()
-    guard.check(msg)
-    with pytest.raises(RemoteProtocolError) as err:
-        guard.check(msg)
-    assert err.value.code == CloseCode.REPLAY
-    guard.check(offer(nonce=b"a" * 16))
-    guard.check(offer(nonce=b"b" * 16))  # evicts the oldest
-    guard.check(msg)
 
 
 @pytest.mark.parametrize("cut", [0, 1, 2, 50, -1])

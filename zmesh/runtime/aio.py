@@ -7,7 +7,9 @@ events to their handlers, and one re-armed ``loop.call_later`` for ``node.get_ti
 On top of the node it runs what needs the network:
 
 * signaling: the HTTP endpoint (bootstrap) and SIGNAL frames relayed through neighbours,
-  both carrying signed offers and answers (:mod:`zmesh.signaling.messages`);
+  both carrying signed offers and answers.  What each message may do, and every deadline
+  and cap, is decided by :class:`~zmesh.signaling.negotiation.Negotiation`; the driver
+  makes the WebRTC calls and runs the deadline scopes it expires;
 * link policy: carry out the node's :class:`~zmesh.node.DialWanted` effects;
 * streams: :class:`StreamPipe` couples a circuit stream to a TCP connection, with
   backpressure both ways (exits use it towards servers, the SOCKS proxy towards apps).
@@ -18,7 +20,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,12 +49,17 @@ from ..session.endpoint import (
     StreamOpened,
     StreamReset,
 )
-from ..signaling.messages import (
-    Kind,
-    ReplayGuard,
-    SignalingMessage,
-    decode_message,
-    verify_message,
+from ..signaling.messages import Kind, decode_message
+from ..signaling.negotiation import (
+    Answer,
+    AnswerAbandoned,
+    IncomingOffer,
+    Limits,
+    Negotiation,
+    NegotiationEvent,
+    Offer,
+    OfferExpired,
+    SignalingBusyError,
 )
 from .entropy import SystemRng
 from .http import HttpError, HttpServer, Request, http_request
@@ -72,6 +79,16 @@ RESET_CONNECT_FAILED = 2
 RESET_RESOLVE_FAILED = 3
 RESET_CLOSED = 4
 RESET_TIMEOUT = 5
+
+
+def session_sdp(session: bytes, fingerprint: bytes, role: str) -> str:
+    """The SDP to apply for a verified message's compact ``session``.  Raises
+    RemoteProtocolError if it is malformed, or (AUTH) if it carries another DTLS
+    fingerprint than the one the sender signed."""
+    compact = CompactSdp.decode(session)
+    if compact.fingerprint != fingerprint:
+        raise RemoteProtocolError("SDP fingerprint differs from the signed one", CloseCode.AUTH)
+    return compact.to_sdp(role)
 
 
 class StreamClosedError(ZMeshError):
@@ -98,6 +115,7 @@ class AsyncNode:
         store: "Store | None" = None,
         loopback: bool = False,
         exit_policy: ExitPolicy | None = None,
+        signaling_limits: Limits | None = None,
     ) -> None:
         self.node = node
         self.rtc = rtc
@@ -114,8 +132,9 @@ class AsyncNode:
         self._link_waiters: dict[bytes, list[asyncio.Future[int]]] = {}
         self._circuit_waiters: dict[int, asyncio.Future[None]] = {}
         self._streams: dict[tuple[int, int], _StreamSlot] = {}
-        self._answers: dict[tuple[bytes, bytes], asyncio.Future[SignalingMessage]] = {}
-        self._replay = ReplayGuard()
+        self.negotiation = Negotiation(node.identity, self.rng, signaling_limits)
+        self._answers: dict[bytes, asyncio.Future[Answer]] = {}  # our offer's nonce -> answer
+        self._scopes: dict[bytes, asyncio.Timeout] = {}  # negotiation key -> its deadline
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()  # set whenever a flush may have freed buffers
         self.on_event: Callable[[Event], None] | None = None
@@ -124,12 +143,13 @@ class AsyncNode:
 
     # -- the driver loop ------------------------------------------------------------
     def call[T](self, action: Callable[[float], T]) -> T:
-        """Run a node API call or input at the driver's clock, then drain the output."""
+        """Run a node (or negotiation) input at the driver's clock, then drain the output."""
         now = wall_clock()
         result = action(now)
-        self._arm_timer(drain(self.node, now, self._send, self._dispatch))
+        deadline = drain(self.node, now, self._send, self._dispatch)
         self._progress.set()
         self._progress = asyncio.Event()
+        self._arm_timer(self._drain_signaling(deadline))
         return result
 
     def _send(self, link_id: int, data: bytes) -> None:
@@ -140,6 +160,14 @@ class AsyncNode:
             except Exception as exc:  # a transport failing under us: treat as closed
                 log.info("link=%d event=send_failed error=%r", link_id, str(exc))
                 self._spawn(self._close_transport(link_id))
+
+    def _drain_signaling(self, deadline: float) -> float:
+        """Carry out the negotiation's events; return the earlier of ``deadline`` and the
+        negotiation's timer."""
+        while (event := self.negotiation.next_event()) is not None:
+            self._on_negotiation_event(event)
+        signaling = self.negotiation.get_timer()
+        return deadline if signaling is None else min(deadline, signaling)
 
     def _arm_timer(self, deadline: float) -> None:
         if deadline == self._timer_at or self._closing:
@@ -152,7 +180,12 @@ class AsyncNode:
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None
-        self.call(self.node.handle_timer)
+
+        def tick(now: float) -> None:
+            self.negotiation.handle_timer(now)
+            self.node.handle_timer(now)
+
+        self.call(tick)
 
     def _spawn(self, coro: "asyncio._CoroutineLike[None]") -> None:
         task = asyncio.ensure_future(coro)
@@ -226,7 +259,7 @@ class AsyncNode:
                 if not self._closing:
                     self._spawn(self._dial_via_mesh(desc))
             case SignalReceived(origin, payload):
-                self._spawn(self._on_signal(origin, payload))
+                self._on_signal(origin, payload)
             case CircuitBuilt(cid):
                 built = self._circuit_waiters.pop(cid, None)
                 if built is not None and not built.done():
@@ -252,69 +285,96 @@ class AsyncNode:
                 del self._streams[(cid, event.stream_id)]
 
     # -- signaling ------------------------------------------------------------------
-    def _sign(
-        self, kind: Kind, target: bytes, sdp: str, nonce: bytes, with_descriptor: bool
-    ) -> bytes:
-        compact = CompactSdp.from_sdp(sdp)
-        msg = SignalingMessage(
-            kind=kind,
-            sender=self.node.node_id,
-            target=target,
-            timestamp_ms=int(wall_clock() * 1000),
-            nonce=nonce,
-            fingerprint=compact.fingerprint,
-            session=compact.encode(),
-            descriptor=self.node.descriptor(wall_clock()).encode() if with_descriptor else b"",
-        )
-        return msg.sign(self.node.identity).encode()
+    def _on_negotiation_event(self, event: NegotiationEvent) -> None:
+        """A negotiation lost its deadline or its slot: end the work waiting on it."""
+        match event:
+            case OfferExpired(_, nonce):
+                key = b"o" + nonce
+            case AnswerAbandoned(sender, nonce, _):
+                key = b"a" + sender + nonce
+        scope = self._scopes.get(key)
+        if scope is not None and not scope.expired():
+            scope.reschedule(self._loop.time())
 
-    def _open_message(
-        self, data: bytes, kind: Kind, known: Descriptor | None
-    ) -> tuple[SignalingMessage, Descriptor, str]:
-        """Decode and verify a message; return it, its sender, and the SDP to apply."""
-        msg = decode_message(data)
-        if msg.kind is not kind:
-            raise RemoteProtocolError(f"expected an {kind.name}", CloseCode.PROTOCOL)
-        now = wall_clock()
-        sender = verify_message(
-            msg,
-            now_ms=int(now * 1000),
-            expected_target=self.node.node_id,
-            known=known,
-            now=now,
-        )
-        compact = CompactSdp.decode(msg.session)
-        if compact.fingerprint != msg.fingerprint:
-            raise RemoteProtocolError("SDP fingerprint differs from the signed one", CloseCode.AUTH)
-        role = "offer" if kind is Kind.OFFER else "answer"
-        return msg, sender, compact.to_sdp(role)
-
-    async def _answer_offer(self, data: bytes, known: Descriptor | None) -> tuple[bytes, bytes]:
-        """Verify an offer, answer it, and attach the link once it opens in the background.
-
-        Returns (answer bytes, offering node id)."""
-        msg, sender, offer_sdp = self._open_message(data, Kind.OFFER, known)
-        self._replay.check(msg)
-        pending, answer_sdp = await self.rtc.answer(offer_sdp, loopback=self.loopback)
-        answer = self._sign(Kind.ANSWER, msg.sender, answer_sdp, msg.nonce, False)
-
-        async def connect() -> None:
+    @contextlib.asynccontextmanager
+    async def _deadline(self, key: bytes) -> AsyncIterator[None]:
+        """Raise TimeoutError out of the block when the negotiation expires ``key``."""
+        async with asyncio.timeout(None) as scope:
+            self._scopes[key] = scope
             try:
-                transport = await pending.connected(timeout=DIAL_TIMEOUT)
-            except TransportError as exc:
-                log.info(
-                    "signal event=answer_failed peer=%s error=%r",
-                    short_id(sender.node_id),
-                    str(exc),
-                )
-                return
-            self.attach(transport, None)
+                yield
+            finally:
+                self._scopes.pop(key, None)
 
-        self._spawn(connect())
-        return answer, msg.sender
+    async def _connect(
+        self, desc: Descriptor, deliver: Callable[[Offer], Awaitable[Answer]], *, introduce: bool
+    ) -> Transport:
+        """Dial ``desc``: make a signed offer (with our descriptor if ``introduce``), have
+        ``deliver`` carry it and return the verified answer, and open the connection, all
+        before the offer's deadline.  Returns the open transport (no link handshake yet).
+        Raises TimeoutError, TransportError or ZMeshError (RemoteProtocolError for a bad
+        answer)."""
+        pending, offer_sdp = await self.rtc.dial(loopback=self.loopback)
+        offer: Offer | None = None
+        try:
+            compact = CompactSdp.from_sdp(offer_sdp)
+            offer = self.call(
+                lambda now: self.negotiation.make_offer(
+                    desc,
+                    compact.fingerprint,
+                    compact.encode(),
+                    now,
+                    descriptor=self.node.descriptor(now).encode() if introduce else b"",
+                )
+            )
+            async with self._deadline(b"o" + offer.nonce):
+                answer = await deliver(offer)
+                answer_sdp = session_sdp(answer.session, answer.fingerprint, "answer")
+                timeout = self.negotiation.limits.offer_timeout
+                return await pending.complete(answer_sdp, timeout=timeout)
+        except BaseException:
+            await pending.aclose()
+            raise
+        finally:
+            if offer is not None:
+                self.negotiation.offer_done(offer.nonce)
+
+    async def _answer(self, offer: IncomingOffer, answered: asyncio.Future[bytes]) -> None:
+        """Answer a verified offer: resolve ``answered`` with the signed answer (or the
+        error that prevented it), then attach the link once it opens.  The offer's
+        pending-answer slot is held until then, within its deadline."""
+        sender = offer.sender.node_id
+        pending = None
+        try:
+            async with self._deadline(b"a" + sender + offer.nonce):
+                offer_sdp = session_sdp(offer.session, offer.fingerprint, "offer")
+                pending, answer_sdp = await self.rtc.answer(offer_sdp, loopback=self.loopback)
+                compact = CompactSdp.from_sdp(answer_sdp)
+                answer = self.negotiation.make_answer(
+                    offer, compact.fingerprint, compact.encode(), wall_clock()
+                )
+                if not answered.done():
+                    answered.set_result(answer)
+                timeout = self.negotiation.limits.answer_timeout
+                transport = await pending.connected(timeout=timeout)
+            pending = None
+            self.attach(transport, None)
+        except (ZMeshError, TimeoutError, TransportError) as exc:
+            log.info("signal event=answer_failed peer=%s error=%r", short_id(sender), str(exc))
+            if not answered.done():
+                answered.set_exception(exc)
+        finally:
+            if not answered.done():
+                answered.cancel()
+            self.negotiation.answer_done(sender, offer.nonce)
+            if pending is not None:
+                await pending.aclose()
 
     async def handle_http(self, request: Request) -> tuple[str, bytes]:
-        """The signaling endpoint: GET the descriptor, POST an offer for an answer."""
+        """The signaling endpoint: GET the descriptor, POST an offer for an answer.
+
+        A bad offer gets 400 (malformed) or 403 (forged, stale, replayed); an offer
+        refused for load (pending-answer caps) or not answered in time gets 503."""
         if request.path == "/zmesh/descriptor":
             if request.method != "GET":
                 raise HttpError(405)
@@ -323,13 +383,20 @@ class AsyncNode:
             if request.method != "POST":
                 raise HttpError(405)
             try:
-                msg = decode_message(request.body)
-                known = self.node.directory.get(msg.sender)
-                answer, _ = await self._answer_offer(request.body, known)
+                offer = self.call(
+                    lambda now: self.negotiation.open_offer(
+                        request.body, now, directory=self.node.directory
+                    )
+                )
+                answered: asyncio.Future[bytes] = self._loop.create_future()
+                self._spawn(self._answer(offer, answered))
+                answer = await answered
             except RemoteProtocolError as exc:
                 status = 403 if exc.code in (CloseCode.AUTH, CloseCode.REPLAY) else 400
                 raise HttpError(status, str(exc)) from None
-            except TransportError as exc:
+            except (SignalingBusyError, TimeoutError) as exc:
+                raise HttpError(503, str(exc) or "signaling timed out") from None
+            except (TransportError, ZMeshError) as exc:
                 raise HttpError(400, str(exc)) from None
             return "application/octet-stream", answer
         if request.path == "/":
@@ -341,7 +408,9 @@ class AsyncNode:
         return await self.http.start(host, port)
 
     async def bootstrap(self, url: str) -> bytes:
-        """Link to the node serving signaling at ``url``; return its node id."""
+        """Link to the node serving signaling at ``url``; return its node id.  Raises
+        ZMeshError (RemoteProtocolError for a bad answer), OSError, TimeoutError or
+        TransportError."""
         base = url.rstrip("/")
         status, body = await self.http_client(base + "/zmesh/descriptor")
         if status != 200:
@@ -350,62 +419,73 @@ class AsyncNode:
         desc.verify(wall_clock())
         if self.node.link_to(desc.node_id) is not None:
             return desc.node_id
-        pending, offer_sdp = await self.rtc.dial(loopback=self.loopback)
-        try:
-            nonce = self.rng.bytes(16)
-            offer = self._sign(Kind.OFFER, desc.node_id, offer_sdp, nonce, True)
-            status, body = await self.http_client(base + "/zmesh/signal", method="POST", body=offer)
+
+        async def post(offer: Offer) -> Answer:
+            status, body = await self.http_client(
+                base + "/zmesh/signal", method="POST", body=offer.data
+            )
             if status != 200:
                 raise ZMeshError(f"{base}: offer refused with HTTP {status}: {body[:200]!r}")
-            answer, _, answer_sdp = self._open_message(body, Kind.ANSWER, desc)
-            if answer.nonce != nonce:
-                raise RemoteProtocolError("answer does not match our offer", CloseCode.AUTH)
-            transport = await pending.complete(answer_sdp, timeout=DIAL_TIMEOUT)
-        except BaseException:
-            await pending.aclose()
-            raise
+            return self.negotiation.open_answer(body, wall_clock())
+
+        transport = await self._connect(desc, post, introduce=True)
         self.call(lambda now: self.node.learn_descriptor(desc, now))
         self.attach(transport, desc)
         await self.wait_link(desc.node_id)
         return desc.node_id
 
+    async def _connect_via_mesh(self, desc: Descriptor) -> Transport:
+        """Open a transport to ``desc`` with signaling relayed through the mesh (no link
+        handshake yet).  Raises as :meth:`_connect`."""
+
+        async def relay(offer: Offer) -> Answer:
+            answered: asyncio.Future[Answer] = self._loop.create_future()
+            self._answers[offer.nonce] = answered
+            try:
+                if not self.call(lambda now: self.node.send_signal(desc.node_id, offer.data, now)):
+                    raise ZMeshError("no route to the peer for signaling")
+                return await answered
+            finally:
+                self._answers.pop(offer.nonce, None)
+
+        return await self._connect(desc, relay, introduce=False)
+
     async def _dial_via_mesh(self, desc: Descriptor) -> None:
-        pending = None
+        """Link to ``desc`` through mesh signaling; a failure is logged."""
         try:
-            pending, offer_sdp = await self.rtc.dial(loopback=self.loopback)
-            nonce = self.rng.bytes(16)
-            offer = self._sign(Kind.OFFER, desc.node_id, offer_sdp, nonce, False)
-            fut: asyncio.Future[SignalingMessage] = self._loop.create_future()
-            self._answers[(desc.node_id, nonce)] = fut
-            if not self.call(lambda now: self.node.send_signal(desc.node_id, offer, now)):
-                raise ZMeshError("no route to the peer for signaling")
-            msg = await asyncio.wait_for(fut, DIAL_TIMEOUT)
-            _, _, answer_sdp = self._open_message(msg.encode(), Kind.ANSWER, desc)
-            transport = await pending.complete(answer_sdp, timeout=DIAL_TIMEOUT)
-            pending = None
+            transport = await self._connect_via_mesh(desc)
             self.attach(transport, desc)
         except (ZMeshError, TimeoutError, TransportError) as exc:
             log.info("signal event=dial_failed peer=%s error=%r", short_id(desc.node_id), str(exc))
             self.call(lambda now: self.node.dial_failed(desc.node_id, now))
-        finally:
-            self._answers = {k: v for k, v in self._answers.items() if not v.done()}
-            if pending is not None:
-                await pending.aclose()
 
-    async def _on_signal(self, origin: bytes, payload: bytes) -> None:
+    def _on_signal(self, origin: bytes, payload: bytes) -> None:
+        """A SIGNAL payload from ``origin``: an answer to one of our offers, or an offer
+        to answer (in the background, replying through the mesh).  Bad or refused
+        messages are dropped."""
+        now = wall_clock()
         try:
-            msg = decode_message(payload)
-            if msg.kind is Kind.ANSWER:
-                fut = self._answers.get((origin, msg.nonce))
-                if fut is not None and not fut.done() and msg.sender == origin:
-                    fut.set_result(msg)
+            if decode_message(payload).kind is Kind.ANSWER:
+                answer = self.negotiation.open_answer(payload, now, origin=origin)
+                waiter = self._answers.get(answer.nonce)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(answer)
                 return
-            answer, sender = await self._answer_offer(payload, self.node.directory.get(origin))
-            if sender != origin:
-                return
-            self.call(lambda now: self.node.send_signal(origin, answer, now))
-        except (RemoteProtocolError, TransportError) as exc:
+            offer = self.negotiation.open_offer(
+                payload, now, directory=self.node.directory, origin=origin
+            )
+        except (RemoteProtocolError, SignalingBusyError) as exc:
             log.info("signal event=drop origin=%s reason=%r", short_id(origin), str(exc))
+            return
+        answered: asyncio.Future[bytes] = self._loop.create_future()
+
+        def reply(done: asyncio.Future[bytes]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                answer = done.result()
+                self.call(lambda now: self.node.send_signal(origin, answer, now))
+
+        answered.add_done_callback(reply)
+        self._spawn(self._answer(offer, answered))
 
     # -- circuits and streams -------------------------------------------------------
     async def build_circuit(self, path: list[Descriptor], timeout: float = 10.0) -> int:

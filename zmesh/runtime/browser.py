@@ -42,6 +42,7 @@ from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError, ZMeshEr
 from ..identity import Flags, Identity, short_id
 from ..link.transport import ReadyState
 from ..node import Event, LinkClosed, LinkUp, Node, NodeConfig
+from ..signaling.backoff import Backoff
 from .aio import AsyncNode, wall_clock
 from .circuits import CircuitPool
 from .fetch import MAX_BODY, FetchError, circuit_fetch
@@ -64,7 +65,6 @@ MAX_PENDING_BYTES: Final = 64 << 20
 IDENTITY_SLOTS: Final = 4
 IDENTITY_LOCK_WAIT_MS: Final = 1500  # a reload: the old page's worker may still hold it
 BOOTSTRAP_LINKS: Final = 2  # links made through HTTP signaling; gossip brings the rest
-BOOTSTRAP_RETRY: Final = 2.0
 STATUS_INTERVAL: Final = 0.5
 MAX_FETCHES: Final = 16
 SIGNALING_REPLY_LIMIT: Final = 64 * 1024
@@ -714,7 +714,9 @@ class BrowserNode:
         return bool(self.node.peers()) and self.pool.usable()
 
     async def _bootstrap_loop(self) -> None:
-        delay = BOOTSTRAP_RETRY
+        """Keep ``BOOTSTRAP_LINKS`` links made through HTTP signaling; back off while the
+        node has no link at all, and check every 5 s once it has one."""
+        backoff = Backoff(self.rng)
         while not self._closing:
             for entry in self.bootstrap:
                 if entry.peer is not None and self.node.link_to(entry.peer) is not None:
@@ -727,11 +729,10 @@ class BrowserNode:
                     continue
                 await self._try_bootstrap(entry)
             if self.node.peers():
-                delay = BOOTSTRAP_RETRY
+                backoff.reset()
                 await asyncio.sleep(5.0)
             else:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                await asyncio.sleep(backoff.next_delay())
 
     async def _try_bootstrap(self, entry: BootstrapEntry) -> None:
         entry.state, entry.error = "connecting", ""

@@ -17,6 +17,7 @@ from ..errors import ZMeshError
 from ..exit_policy import ExitPolicy
 from ..identity import Flags, short_id
 from ..node import Event, HopOpened, Node, NodeConfig
+from ..signaling.backoff import Backoff
 from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from .webserver import WebServer
 
 log = logging.getLogger("zmesh.daemon")
-
-BOOTSTRAP_RETRY = 2.0
 
 
 def split_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
@@ -61,20 +60,21 @@ def stop_requested() -> asyncio.Event:
 
 
 async def keep_bootstrapping(driver: AsyncNode, urls: list[str]) -> None:
-    """Link to each bootstrap URL, retrying with backoff until it works once."""
+    """Link to each bootstrap URL, retrying with backoff until it works once; a round
+    that links any URL resets the backoff."""
     pending = list(dict.fromkeys(urls))
-    delay = BOOTSTRAP_RETRY
+    backoff = Backoff(driver.rng)
     while pending:
         for url in list(pending):
             try:
                 peer = await driver.bootstrap(url)
                 log.info("bootstrap event=linked url=%s peer=%s", url, short_id(peer))
                 pending.remove(url)
+                backoff.reset()
             except (OSError, TimeoutError, ValueError, ZMeshError) as exc:
                 log.warning("bootstrap event=failed url=%s error=%r", url, str(exc))
         if pending:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            await asyncio.sleep(backoff.next_delay())
 
 
 @dataclass

@@ -12,10 +12,10 @@ sender's DTLS certificate fingerprint, signed here so that a man in the middle o
 signaling path cannot substitute its own certificate: the receiver checks that the SDP it
 is about to apply carries exactly this fingerprint, and the link handshake then binds both
 fingerprints into its transcript.  The hybrid signature (Ed25519 + ML-DSA-44) covers every
-byte before it.
+byte before it.  Replay and the state of each negotiation are in
+:mod:`zmesh.signaling.negotiation`.
 """
 
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from enum import IntEnum
 
@@ -97,6 +97,13 @@ def decode_message(data: bytes) -> SignalingMessage:
     return msg
 
 
+def check_fresh(msg: SignalingMessage, now_ms: int) -> None:
+    """Raise RemoteProtocolError (AUTH) unless ``msg``'s timestamp is within
+    :data:`MAX_SKEW_MS` of ``now_ms``."""
+    if abs(msg.timestamp_ms - now_ms) > MAX_SKEW_MS:
+        raise RemoteProtocolError("stale signaling message", CloseCode.AUTH)
+
+
 def verify_message(
     msg: SignalingMessage,
     *,
@@ -114,8 +121,7 @@ def verify_message(
     """
     if msg.target != expected_target:
         raise RemoteProtocolError("signaling message addressed to another node", CloseCode.AUTH)
-    if abs(msg.timestamp_ms - now_ms) > MAX_SKEW_MS:
-        raise RemoteProtocolError("stale signaling message", CloseCode.AUTH)
+    check_fresh(msg, now_ms)
     sender = known
     if sender is None:
         if not msg.descriptor:
@@ -127,20 +133,3 @@ def verify_message(
     if not signing.verify(sender.signing_pk, msg.signature, msg.signed_part(), CONTEXT):
         raise RemoteProtocolError("bad signaling signature", CloseCode.AUTH)
     return sender
-
-
-class ReplayGuard:
-    """Remembers recent nonces (bounded, oldest evicted); with the timestamp window this
-    stops a captured offer from being replayed to open links in someone else's name."""
-
-    def __init__(self, capacity: int = 65536) -> None:
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
-        self._capacity = capacity
-
-    def check(self, msg: SignalingMessage) -> None:
-        key = msg.sender + msg.nonce
-        if key in self._seen:
-            raise RemoteProtocolError("replayed signaling message", CloseCode.REPLAY)
-        self._seen[key] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
