@@ -220,8 +220,8 @@ class DataChannel(ABC):
     def _hold(self, message: bytes) -> None:
         """A message arrived (on any thread): queue it for delivery, within the bounds.
 
-        Exceeding a bound stops the inbox and closes the channel with :attr:`error` set,
-        from the driver's thread.
+        Exceeding a bound sets :attr:`error` and stops the inbox at once; the channel
+        closes from the driver's thread, dropping what is held.
         """
         with self._lock:
             if not self._accepting:
@@ -231,6 +231,11 @@ class DataChannel(ABC):
                 or self._inbox_bytes + len(message) > self._max_pending_bytes
             ):
                 self._accepting = False
+                if self.error is None:
+                    self.error = (
+                        f"receive buffer overflow: the peer exceeded {self._max_pending} "
+                        f"messages or {self._max_pending_bytes} bytes not yet delivered"
+                    )
                 callback = self._overflowed
             else:
                 self._inbox.append(message)
@@ -286,14 +291,8 @@ class DataChannel(ABC):
             self._release(local=True, graceful=graceful)
 
     def _overflowed(self) -> None:
-        if self._state == "closed":
-            return
-        error = (
-            f"receive buffer overflow: the peer exceeded {self._max_pending} messages "
-            f"or {self._max_pending_bytes} bytes not yet delivered"
-        )
-        log.warning("transport event=overflow error=%r", error)
-        self._shut(error)
+        log.warning("transport event=overflow error=%r", self.error)
+        self._shut(self.error)
 
     def _schedule_drain(self) -> None:
         with self._lock:
