@@ -35,6 +35,7 @@ from zmesh.runtime.browser import (
 )
 from zmesh.runtime.entropy import SystemRng
 from zmesh.runtime.http import http_request
+from zmesh.runtime.rtc import PendingConnection
 from zmesh.session.endpoint import StreamData, StreamFinished
 
 PAYLOAD = os.urandom(300_000)
@@ -46,7 +47,7 @@ class LdcHost:
     def __init__(self) -> None:
         self.node: BrowserNode | None = None
         self.rtc_backend: BrowserRtc | None = None
-        self._pending: dict[int, webrtc.PendingDial] = {}
+        self._pending: dict[int, PendingConnection[webrtc.WebRTCTransport]] = {}
         self._transports: dict[int, webrtc.WebRTCTransport] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.store: dict[str, bytes] = {}

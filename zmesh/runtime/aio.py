@@ -61,10 +61,11 @@ from ..signaling.negotiation import (
     OfferExpired,
     SignalingBusyError,
 )
+from ..signaling.sdp import CompactSdp
 from .entropy import SystemRng
 from .http import HttpError, HttpServer, Request, http_request
 from .rtc import RtcBackend, TransportError
-from .sdp import CompactSdp
+from .tasks import TaskSet
 
 if TYPE_CHECKING:  # sqlite3 is optional in Pyodide; the browser node passes store=None
     from .store import Store
@@ -135,7 +136,7 @@ class AsyncNode:
         self.negotiation = Negotiation(node.identity, self.rng, signaling_limits)
         self._answers: dict[bytes, asyncio.Future[Answer]] = {}  # our offer's nonce -> answer
         self._scopes: dict[bytes, asyncio.Timeout] = {}  # negotiation key -> its deadline
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log)
         self._progress = asyncio.Event()  # set whenever a flush may have freed buffers
         self.on_event: Callable[[Event], None] | None = None
         self.http: HttpServer | None = None
@@ -187,16 +188,8 @@ class AsyncNode:
 
         self.call(tick)
 
-    def _spawn(self, coro: "asyncio._CoroutineLike[None]") -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.warning("task event=failed error=%r", str(t.exception()))
-
-        task.add_done_callback(done)
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        self._tasks.spawn(coro)
 
     # -- transports and links -------------------------------------------------------
     def attach(self, transport: Transport, peer: Descriptor | None) -> int:
@@ -548,8 +541,7 @@ class AsyncNode:
             await self.http.close()
         if self._timer is not None:
             self._timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         for link_id in list(self._transports):
             transport = self._transports.pop(link_id)
             with contextlib.suppress(Exception):

@@ -2,16 +2,10 @@
 
 Chromium offers no ``RTCPeerConnection`` in workers, so the page's main thread owns the
 WebRTC connections (``web/src/rtc.js``) and this module drives them by message through a
-small JS *host* object that ``web/src/worker.js`` passes to :func:`main`:
+small JS *host* object that ``web/src/worker.js`` passes to :func:`main`
+(:mod:`zmesh.runtime.browser_rtc`: :class:`BrowserRtc`, :class:`BrowserTransport`,
+:class:`JsHost`, :class:`BrowserRng`):
 
-* :class:`BrowserRtc` is the :class:`~zmesh.runtime.rtc.RtcBackend`: ``dial`` and
-  ``answer`` ask the page for an offer or answer SDP; the pending objects apply the peer's
-  SDP and wait for the negotiated channel (label ``"zmesh"``, id 0) to open.
-* :class:`BrowserTransport` has the RTCDataChannel shape of
-  :class:`~zmesh.link.transport.Transport`: ``send`` posts the bytes to the page;
-  ``bufferedAmount`` mirrors what the page reports; ``channel_binding`` is
-  ``SHA-256(min(fp_a, fp_b) || max(fp_a, fp_b))`` over the two DTLS fingerprints, as
-  :mod:`zmesh.runtime.webrtc` computes it, so native and browser ends agree.
 * :func:`pyfetch_request` is the signaling HTTP client (``pyodide.http.pyfetch``), with
   the signature of :func:`zmesh.runtime.http.http_request`.  Its POST bodies carry no
   Content-Type, so they are CORS "simple" requests: no preflight.
@@ -32,36 +26,24 @@ import json
 import logging
 import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final
 
 from ..crypto import signing, xwing
-from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError, ZMeshError
+from ..errors import RemoteProtocolError, ZMeshError
 from ..identity import Flags, Identity, short_id
-from ..link.transport import ReadyState
 from ..node import Event, LinkClosed, LinkUp, Node, NodeConfig
 from ..signaling.backoff import Backoff
 from .aio import AsyncNode, wall_clock
+from .browser_rtc import BrowserRng, BrowserRtc, BrowserTransport, Host, JsHost, to_bytes
 from .circuits import CircuitPool
 from .fetch import MAX_BODY, FetchError, circuit_fetch
-from .sdp import (
-    MAX_MESSAGE_SIZE,
-    TransportError,
-    channel_binding,
-    remote_fingerprint,
-    sdp_fingerprint,
-)
-
-if TYPE_CHECKING:
-    from ..link.transport import Transport
+from .rtc import TransportError
+from .tasks import TaskSet
 
 log = logging.getLogger("zmesh.browser")
 
-RTC_TIMEOUT: Final = 10.0
-MAX_PENDING: Final = 4096  # messages held while a transport has no onmessage handler
-MAX_PENDING_BYTES: Final = 64 << 20
 IDENTITY_SLOTS: Final = 4
 IDENTITY_LOCK_WAIT_MS: Final = 1500  # a reload: the old page's worker may still hold it
 BOOTSTRAP_LINKS: Final = 2  # links made through HTTP signaling; gossip brings the rest
@@ -69,419 +51,6 @@ STATUS_INTERVAL: Final = 0.5
 MAX_FETCHES: Final = 16
 SIGNALING_REPLY_LIMIT: Final = 64 * 1024
 _SEEDS: Final = xwing.SEED_SIZE + signing.SEED_SIZE
-
-
-# -- the JS host -----------------------------------------------------------------------------
-
-
-class Host(Protocol):
-    """What the worker provides, in Python terms (see ``web/src/worker.js``)."""
-
-    def rtc(self, op: str, pc: int, sdp: str | None) -> Awaitable[str | None]: ...
-
-    def send(self, pc: int, data: bytes) -> None: ...
-
-    def close(self, pc: int) -> None: ...
-
-    def publish(self, status_json: str) -> None: ...
-
-    def reply(self, call_id: int, ok: bool, value_json: str, body: bytes | None) -> None: ...
-
-    def load(self, key: str) -> Awaitable[bytes | None]: ...
-
-    def save(self, key: str, value: bytes) -> Awaitable[None]: ...
-
-    def lock(self, name: str, wait_ms: int) -> Awaitable[bool]: ...
-
-    def random(self, n: int) -> bytes: ...
-
-
-def to_bytes(value: Any) -> bytes:
-    """Bytes from a JS Uint8Array/ArrayBuffer proxy (or from bytes, in tests)."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    convert = getattr(value, "to_bytes", None)
-    return b"" if convert is None else bytes(convert())  # None, JS null or undefined: empty
-
-
-class JsHost:
-    """:class:`Host` over the worker's JS object: converts values at the FFI boundary."""
-
-    def __init__(self, js: Any) -> None:
-        from pyodide.ffi import to_js  # noqa: PLC0415 (exists only in Pyodide)
-
-        self._js = js
-        self._to_js = to_js
-
-    async def rtc(self, op: str, pc: int, sdp: str | None) -> str | None:
-        try:
-            result = await self._js.rtc(op, pc, sdp)
-        except Exception as exc:  # a rejected promise: JsException
-            raise TransportError(f"the page could not {op}: {exc}") from None
-        return None if result is None else str(result)
-
-    def send(self, pc: int, data: bytes) -> None:
-        self._js.send(pc, self._to_js(data))  # a copy: its ArrayBuffer is transferred
-
-    def close(self, pc: int) -> None:
-        self._js.close(pc)
-
-    def publish(self, status_json: str) -> None:
-        self._js.publish(status_json)
-
-    def reply(self, call_id: int, ok: bool, value_json: str, body: bytes | None) -> None:
-        self._js.reply(call_id, ok, value_json, None if body is None else self._to_js(body))
-
-    async def load(self, key: str) -> bytes | None:
-        value = await self._js.load(key)
-        return None if getattr(value, "to_bytes", None) is None else to_bytes(value)
-
-    async def save(self, key: str, value: bytes) -> None:
-        await self._js.save(key, self._to_js(value))
-
-    async def lock(self, name: str, wait_ms: int) -> bool:
-        return bool(await self._js.lock(name, wait_ms))
-
-    def random(self, n: int) -> bytes:
-        return to_bytes(self._js.random(n))
-
-
-class BrowserRng:
-    """:class:`~zmesh.rng.Rng` over ``crypto.getRandomValues`` (not reproducible)."""
-
-    reproducible = False
-    _MAX_CALL: Final = 65536  # getRandomValues fills at most 64 KiB per call
-
-    def __init__(self, host: Host) -> None:
-        self._host = host
-
-    def bytes(self, n: int) -> bytes:
-        if n < 0:
-            raise ValueError("n must be non-negative")
-        chunks = []
-        while n > 0:
-            take = min(n, self._MAX_CALL)
-            chunk = self._host.random(take)
-            if len(chunk) != take:
-                raise RuntimeError("crypto.getRandomValues returned the wrong length")
-            chunks.append(chunk)
-            n -= take
-        return b"".join(chunks)
-
-
-# -- WebRTC through the page -----------------------------------------------------------------
-
-
-class BrowserTransport:
-    """One page-side RTCDataChannel, seen from the worker (see the module doc).
-
-    Handed out open by :meth:`BrowserPendingDial.complete` or
-    :meth:`BrowserPendingAnswer.connected`.  Messages that arrive while ``onmessage`` is
-    None wait (bounded); ``onclose`` fires once, after what arrived before the close was
-    delivered; :attr:`error` says why a transport closed on its own.
-    """
-
-    def __init__(self, rtc: "BrowserRtc", pc: int) -> None:
-        self._rtc = rtc
-        self.pc = pc
-        self._state: ReadyState = "connecting"
-        self.channel_binding = b""
-        self.error: str | None = None
-        self.onopen: Callable[[], None] | None = None
-        self.onbufferedamountlow: Callable[[], None] | None = None
-        self._onmessage: Callable[[bytes], None] | None = None
-        self._onclose: Callable[[], None] | None = None
-        self._close_fired = False
-        self._threshold = 0
-        self._sent = 0  # bytes given to the page
-        self._handed = 0  # of which the page has handed to its channel
-        self._page_buffered = 0  # the channel's bufferedAmount at the page's last report
-        self._inbox: deque[bytes] = deque()
-        self._inbox_bytes = 0
-        self._opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.bytes_in = 0
-        self.bytes_out = 0
-
-    # -- the RTCDataChannel surface --------------------------------------------------------
-    @property
-    def readyState(self) -> ReadyState:  # noqa: N802 (W3C name)
-        return self._state
-
-    @property
-    def bufferedAmount(self) -> int:  # noqa: N802
-        if self._state != "open":
-            return 0
-        return self._page_buffered + (self._sent - self._handed)
-
-    @property
-    def bufferedAmountLowThreshold(self) -> int:  # noqa: N802
-        return self._threshold
-
-    @bufferedAmountLowThreshold.setter
-    def bufferedAmountLowThreshold(self, value: int) -> None:  # noqa: N802
-        if value < 0:
-            raise LocalProtocolError("bufferedAmountLowThreshold must not be negative")
-        self._threshold = value
-
-    @property
-    def onmessage(self) -> Callable[[bytes], None] | None:
-        return self._onmessage
-
-    @onmessage.setter
-    def onmessage(self, handler: Callable[[bytes], None] | None) -> None:
-        self._onmessage = handler
-        if handler is not None and self._inbox:
-            asyncio.get_running_loop().call_soon(self._drain)
-
-    @property
-    def onclose(self) -> Callable[[], None] | None:
-        return self._onclose
-
-    @onclose.setter
-    def onclose(self, handler: Callable[[], None] | None) -> None:
-        self._onclose = handler
-        if handler is not None and self._state == "closed" and not self._close_fired:
-            asyncio.get_running_loop().call_soon(self._fire_close)
-
-    def send(self, data: bytes) -> None:
-        if len(data) > MAX_MESSAGE_SIZE:
-            raise LocalProtocolError(
-                f"message of {len(data)} bytes exceeds the {MAX_MESSAGE_SIZE}-byte limit"
-            )
-        if self._state != "open":
-            return
-        self._sent += len(data)
-        self.bytes_out += len(data)
-        self._rtc.host.send(self.pc, data)
-
-    def close(self) -> None:
-        """Close now; undelivered received messages are dropped."""
-        if self._state == "closed":
-            return
-        self._inbox.clear()
-        self._inbox_bytes = 0
-        self._finish(None)
-        self._rtc.host.close(self.pc)
-
-    # -- events from the page ----------------------------------------------------------------
-    def _on_open(self) -> None:
-        if self._state == "connecting":
-            self._state = "open"
-            if not self._opened.done():
-                self._opened.set_result(None)
-
-    def _on_message(self, data: bytes) -> None:
-        if self._state != "open":
-            return
-        self.bytes_in += len(data)
-        handler = self._onmessage
-        if handler is not None and not self._inbox:
-            handler(data)
-            return
-        if len(self._inbox) >= MAX_PENDING or self._inbox_bytes + len(data) > MAX_PENDING_BYTES:
-            self.error = "receive buffer overflow"
-            log.warning("browser_rtc pc=%d event=overflow", self.pc)
-            self.close()
-            return
-        self._inbox.append(data)
-        self._inbox_bytes += len(data)
-
-    def _on_buffered(self, handed: int, amount: int) -> None:
-        before = self.bufferedAmount
-        self._handed = max(self._handed, handed)
-        self._page_buffered = max(0, amount)
-        after = self.bufferedAmount
-        if before > self._threshold >= after and self.onbufferedamountlow is not None:
-            self.onbufferedamountlow()
-
-    def _on_close(self, reason: str) -> None:
-        if self._state == "closed":
-            return
-        handler = self._onmessage
-        while self._inbox and handler is not None:  # deliver what arrived before the close
-            self._inbox_bytes -= len(self._inbox[0])
-            handler(self._inbox.popleft())
-        self._finish(reason)
-
-    # -- internals ---------------------------------------------------------------------------
-    async def wait_open(self, timeout: float) -> None:
-        await asyncio.wait([self._opened], timeout=timeout)  # never cancels it
-        if not self._opened.done():
-            raise TransportError(f"the data channel did not open within {timeout:g} s")
-        self._opened.result()  # TransportError if it closed before opening
-
-    def _set_binding(self, local: bytes, remote: bytes) -> None:
-        self.channel_binding = channel_binding(local, remote)
-
-    def _drain(self) -> None:
-        while self._inbox and self._state == "open":
-            handler = self._onmessage
-            if handler is None:
-                return
-            message = self._inbox.popleft()
-            self._inbox_bytes -= len(message)
-            handler(message)
-
-    def _finish(self, error: str | None) -> None:
-        self._state = "closed"
-        if error is not None and self.error is None:
-            self.error = error
-        self._rtc._forget(self.pc)
-        if not self._opened.done():
-            self._opened.set_exception(TransportError(f"the connection closed: {error}"))
-            self._opened.exception()  # retrieved: nobody may be waiting
-        asyncio.get_running_loop().call_soon(self._fire_close)
-
-    def _fire_close(self) -> None:
-        handler = self._onclose
-        if self._close_fired or handler is None:
-            return
-        self._close_fired = True
-        handler()
-
-
-if TYPE_CHECKING:
-
-    def _is_a_transport(transport: BrowserTransport) -> Transport:
-        return transport
-
-
-class BrowserPendingDial:
-    """Our offer is out; :meth:`complete` applies the peer's answer."""
-
-    def __init__(self, transport: BrowserTransport, local_sdp: str) -> None:
-        self._transport = transport
-        self._local = sdp_fingerprint(local_sdp)
-        self._used = False
-        self._handed_over = False
-
-    async def complete(self, answer_sdp: str, *, timeout: float = RTC_TIMEOUT) -> BrowserTransport:
-        """Apply the answer and wait until the channel is open (closed on any failure).
-
-        RemoteProtocolError for an answer we cannot use; TransportError if the connection
-        fails or times out."""
-        if self._used:
-            raise LocalProtocolError("complete() was already called")
-        self._used = True
-        transport = self._transport
-        try:
-            remote = remote_fingerprint(answer_sdp, "answer")
-            if remote == self._local:
-                raise RemoteProtocolError("the answer carries our own fingerprint", CloseCode.AUTH)
-            rtc = transport._rtc
-            try:
-                await asyncio.wait_for(rtc.host.rtc("remote", transport.pc, answer_sdp), timeout)
-            except TimeoutError:
-                raise TransportError("the page did not apply the answer in time") from None
-            await transport.wait_open(timeout)
-        except BaseException:
-            transport.close()
-            raise
-        transport._set_binding(self._local, remote)
-        self._handed_over = True
-        return transport
-
-    async def aclose(self) -> None:
-        self._used = True
-        if not self._handed_over:
-            self._transport.close()
-
-
-class BrowserPendingAnswer:
-    """Our answer is out; :meth:`connected` waits for the peer to connect."""
-
-    def __init__(self, transport: BrowserTransport, local: bytes, remote: bytes) -> None:
-        self._transport = transport
-        self._local = local
-        self._remote = remote
-        self._used = False
-        self._handed_over = False
-
-    async def connected(self, *, timeout: float = RTC_TIMEOUT) -> BrowserTransport:
-        if self._used:
-            raise LocalProtocolError("connected() was already called")
-        self._used = True
-        try:
-            await self._transport.wait_open(timeout)
-        except BaseException:
-            self._transport.close()
-            raise
-        self._transport._set_binding(self._local, self._remote)
-        self._handed_over = True
-        return self._transport
-
-    async def aclose(self) -> None:
-        self._used = True
-        if not self._handed_over:
-            self._transport.close()
-
-
-class BrowserRtc:
-    """The :class:`~zmesh.runtime.rtc.RtcBackend` of a browser node (``loopback`` is
-    ignored: the browser gathers its own candidates)."""
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
-        self._conns: dict[int, BrowserTransport] = {}
-        self._next = 1
-
-    def _new(self) -> BrowserTransport:
-        pc = self._next
-        self._next += 1
-        transport = BrowserTransport(self, pc)
-        self._conns[pc] = transport
-        return transport
-
-    def _forget(self, pc: int) -> None:
-        self._conns.pop(pc, None)
-
-    async def _local_sdp(self, transport: BrowserTransport, op: str, sdp: str | None) -> str:
-        try:
-            local = await asyncio.wait_for(self.host.rtc(op, transport.pc, sdp), RTC_TIMEOUT)
-        except TimeoutError:
-            transport.close()
-            raise TransportError(f"the page did not {op} within {RTC_TIMEOUT:g} s") from None
-        except BaseException:
-            transport.close()
-            raise
-        if not local:
-            transport.close()
-            raise TransportError(f"the page returned no SDP for {op}")
-        return local
-
-    async def dial(self, *, loopback: bool = False) -> tuple[BrowserPendingDial, str]:
-        transport = self._new()
-        sdp = await self._local_sdp(transport, "dial", None)
-        return BrowserPendingDial(transport, sdp), sdp
-
-    async def answer(
-        self, offer_sdp: str, *, loopback: bool = False
-    ) -> tuple[BrowserPendingAnswer, str]:
-        remote = remote_fingerprint(offer_sdp, "offer")
-        transport = self._new()
-        sdp = await self._local_sdp(transport, "answer", offer_sdp)
-        local = sdp_fingerprint(sdp)
-        if local == remote:
-            transport.close()
-            raise RemoteProtocolError("the offer carries our own fingerprint", CloseCode.AUTH)
-        return BrowserPendingAnswer(transport, local, remote), sdp
-
-    def on_event(self, pc: int, ev: str, data: bytes, handed: int, amount: int) -> None:
-        """An event from the page for connection ``pc`` (see ``web/src/rtc.js``)."""
-        transport = self._conns.get(pc)
-        if transport is None:
-            return
-        if ev == "message":
-            transport._on_message(data)
-        elif ev == "open":
-            transport._on_open()
-        elif ev == "buffered":
-            transport._on_buffered(handed, amount)
-        elif ev == "close":
-            transport._on_close(data.decode("utf-8", "replace") or "closed by the page")
-
-    def transports(self) -> list[BrowserTransport]:
-        return list(self._conns.values())
 
 
 # -- signaling over fetch --------------------------------------------------------------------
@@ -650,7 +219,7 @@ class BrowserNode:
         self.fetches = 0
         self.fetch_failures = 0
         self._active_fetches = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log)
         self._dirty = True
         self._closing = False
 
@@ -662,20 +231,11 @@ class BrowserNode:
 
     async def close(self) -> None:
         self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         await self.driver.close()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.warning("browser event=task_failed error=%r", str(t.exception()))
-
-        task.add_done_callback(done)
+        self._tasks.spawn(coro)
 
     # -- events from JS ------------------------------------------------------------------------
     def on_rtc_event(self, pc: int, ev: str, data: Any, handed: int = 0, amount: int = 0) -> None:
@@ -893,8 +453,6 @@ async def main(config_json: str, host_js: Any) -> BrowserNode:
 __all__ = [
     "BrowserConfig",
     "BrowserNode",
-    "BrowserPendingAnswer",
-    "BrowserPendingDial",
     "BrowserRng",
     "BrowserRtc",
     "BrowserTransport",

@@ -17,84 +17,13 @@ from dataclasses import dataclass, field
 
 from ..identity import Descriptor, Identity
 from ..link.frames import FrameType
-from ..link.transport import ReadyState
 from ..node import Event, Node, NodeConfig, drain
-from ..rng import DeterministicRng, randbelow
+from ..rng import DeterministicRng
+from .transport import LinkModel, MemoryTransport
+
+__all__ = ["LinkModel", "MemoryTransport", "SimNode", "Simulator"]
 
 _DESCRIPTOR_TYPE = bytes([FrameType.DESCRIPTOR])
-
-
-@dataclass(frozen=True)
-class LinkModel:
-    latency: float = 0.010  # one way, seconds
-    bandwidth: float = 12.5e6  # bytes per second (100 Mbit/s)
-    loss: float = 0.0  # probability that a message needs a retransmission
-    rto: float = 0.200  # extra delay for a lost message
-
-
-class MemoryTransport:
-    """One end of an in-memory link, shaped like an RTCDataChannel."""
-
-    def __init__(self, sim: "Simulator", model: LinkModel, binding: bytes, name: str) -> None:
-        self._sim = sim
-        self._model = model
-        self.channel_binding = binding
-        self.name = name
-        self.peer: MemoryTransport | None = None
-        self._state: ReadyState = "open"
-        self._queued = 0
-        self._wire_free_at = 0.0
-        self._last_arrival = 0.0
-        self.bufferedAmountLowThreshold = 0
-        self.onopen: Callable[[], None] | None = None
-        self.onmessage: Callable[[bytes], None] | None = None
-        self.onclose: Callable[[], None] | None = None
-        self.onbufferedamountlow: Callable[[], None] | None = None
-
-    @property
-    def readyState(self) -> ReadyState:  # noqa: N802
-        return self._state
-
-    @property
-    def bufferedAmount(self) -> int:  # noqa: N802
-        return self._queued
-
-    def send(self, data: bytes) -> None:
-        if self._state != "open" or self.peer is None:
-            return
-        sim, m = self._sim, self._model
-        start = max(sim.now, self._wire_free_at)
-        self._wire_free_at = start + len(data) / m.bandwidth
-        arrival = self._wire_free_at + m.latency
-        if m.loss and randbelow(sim.rng, 1 << 30) < m.loss * (1 << 30):
-            arrival += m.rto
-        arrival = max(arrival, self._last_arrival)  # reliable and ordered
-        self._last_arrival = arrival
-        self._queued += len(data)
-        sim.schedule(self._wire_free_at, lambda: self._drained(data))
-        sim.schedule(arrival, lambda: self._deliver(data))
-
-    def _drained(self, data: bytes) -> None:
-        before = self._queued
-        self._queued -= len(data)
-        low = self.bufferedAmountLowThreshold
-        if before > low >= self._queued and self.onbufferedamountlow:
-            self.onbufferedamountlow()
-
-    def _deliver(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is None or peer._state != "open":
-            return
-        self._sim.record(self.name, data)
-        if peer.onmessage:
-            peer.onmessage(data)
-
-    def close(self) -> None:
-        for end in (self, self.peer):
-            if end is not None and end._state == "open":
-                end._state = "closed"
-                if end.onclose:
-                    self._sim.schedule(self._sim.now, end.onclose)
 
 
 @dataclass

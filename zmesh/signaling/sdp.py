@@ -1,6 +1,6 @@
 """WebRTC session descriptions, without WebRTC: parsing, the compact binary form, and the
 pieces shared by every runtime's transport (CPython's libdatachannel, the browser's
-RTCPeerConnection).  Pure Python; it runs in Pyodide.
+RTCPeerConnection).  Pure Python (no I/O); it runs in Pyodide.
 """
 
 import hashlib
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..codec import Buffer, push_vector
-from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError, ZMeshError
+from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
 
 LABEL: Final = "zmesh"
 CHANNEL_ID: Final = 0  # the negotiated SCTP stream id
@@ -18,10 +18,6 @@ MAX_MESSAGE_SIZE: Final = 262144  # what libdatachannel advertises and enforces 
 SCTP_PORT: Final = 5000
 MAX_SDP_SIZE: Final = 65536
 MAX_CANDIDATES: Final = 32
-
-
-class TransportError(ZMeshError):
-    """A WebRTC connection could not be set up, or failed."""
 
 
 # -- SDP parsing ---------------------------------------------------------------------------

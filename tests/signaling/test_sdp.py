@@ -1,0 +1,316 @@
+"""The SDP codec (zmesh/signaling/sdp.py): fingerprints, the compact binary form, the
+channel binding.  Whole, split, with trailing data, and fuzzed: any input either parses
+or raises RemoteProtocolError."""
+
+import contextlib
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zmesh.errors import LocalProtocolError, RemoteProtocolError
+from zmesh.signaling.sdp import (
+    MAX_CANDIDATES,
+    MAX_SDP_SIZE,
+    CompactSdp,
+    channel_binding,
+    remote_fingerprint,
+    sdp_fingerprint,
+)
+
+# A real offer from libdatachannel (dial(loopback=True)).
+LIBDATACHANNEL_OFFER = (
+    "v=0\r\no=rtc 651457258 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "a=msid-semantic:WMS *\r\na=ice-options:ice2 trickle\r\n"
+    "a=fingerprint:sha-256 E3:18:6E:A0:DA:DB:8F:C6:14:F0:48:04:7F:1B:5F:B5:C5:66:99:D6:A3:5B:"
+    "AD:9E:BE:9F:23:1D:B5:49:6B:DE\r\n"
+    "m=application 53231 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 192.0.2.2\r\n"
+    "a=mid:0\r\na=sendrecv\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+    "a=setup:actpass\r\na=ice-ufrag:Vswi\r\na=ice-pwd:O1T8Nt4ZLvd6AVPXEAutml\r\n"
+    "a=candidate:lo 1 UDP 2130706431 127.0.0.1 53231 typ host\r\n"
+    "a=candidate:2 1 UDP 2116026111 fd00::2 53231 typ host\r\n"
+    "a=candidate:1 1 UDP 2114977791 192.0.2.2 53231 typ host\r\na=end-of-candidates\r\n"
+)
+OFFER_FINGERPRINT = bytes.fromhex(
+    "E3186EA0DADB8FC614F048047F1B5FB5C56699D6A35BAD9EBE9F231DB5496BDE"
+)
+
+# The shape of a Chromium data-channel offer: an mDNS host candidate and a srflx one.
+CHROMIUM_STYLE_OFFER = (
+    "v=0\r\no=- 4215775240449105457 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    "a=group:BUNDLE 0\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n"
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
+    "a=candidate:3031411337 1 udp 2113937151 4d5a6c2e-0b5d-4b3c-9f3a-0e2b9a4f1c11.local "
+    "54321 typ host generation 0 network-cost 999\r\n"
+    "a=candidate:842163049 1 udp 1677729535 203.0.113.7 54321 typ srflx raddr 0.0.0.0 "
+    "rport 0 generation 0 network-cost 999\r\n"
+    "a=candidate:1 1 udp 2122260223 192.168.1.20 54322 typ host generation 0\r\n"
+    "a=ice-ufrag:Wq3L\r\na=ice-pwd:7d9Xg2iNbV0mBq3o1Kx5zJ1y\r\na=ice-options:trickle\r\n"
+    "a=fingerprint:SHA-256 e3:18:6e:a0:da:db:8f:c6:14:f0:48:04:7f:1b:5f:b5:c5:66:99:d6:a3:5b:"
+    "ad:9e:be:9f:23:1d:b5:49:6b:de\r\n"
+    "a=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+)
+
+
+def test_sdp_fingerprint() -> None:
+    assert sdp_fingerprint(LIBDATACHANNEL_OFFER) == OFFER_FINGERPRINT
+    assert sdp_fingerprint(CHROMIUM_STYLE_OFFER) == OFFER_FINGERPRINT  # case, level
+    both = LIBDATACHANNEL_OFFER.replace("a=setup", "a=fingerprint:sha-1 00:11:22:33\r\na=setup")
+    assert sdp_fingerprint(both) == OFFER_FINGERPRINT  # other hashes are ignored
+
+
+@pytest.mark.parametrize(
+    "sdp",
+    [
+        "",
+        "v=0\r\n",
+        LIBDATACHANNEL_OFFER.replace("sha-256", "sha-1"),  # no SHA-256 fingerprint
+        LIBDATACHANNEL_OFFER.replace("E3:18", "E3:1"),  # short byte
+        LIBDATACHANNEL_OFFER.replace("E3:18", "E3:18:00"),  # 33 bytes
+        LIBDATACHANNEL_OFFER.replace("E3:18", "G3:18"),  # not hex
+        LIBDATACHANNEL_OFFER.replace("E3:18", "E318"),  # no colon
+        LIBDATACHANNEL_OFFER.replace("sha-256 ", "sha-256"),  # no separator
+        LIBDATACHANNEL_OFFER.replace(
+            "a=setup", "a=fingerprint:sha-256 " + ":".join(["00"] * 32) + "\r\na=setup"
+        ),  # two fingerprints that disagree
+        "a=fingerprint:sha-256 " + ":".join(["00"] * 32) * 3000,  # too large
+    ],
+)
+def test_sdp_fingerprint_rejects_malformed(sdp: str) -> None:
+    with pytest.raises(RemoteProtocolError):
+        sdp_fingerprint(sdp)
+
+
+def test_compact_from_real_sdp() -> None:
+    compact = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER)
+    assert compact == CompactSdp(
+        ice_ufrag="Vswi",
+        ice_pwd="O1T8Nt4ZLvd6AVPXEAutml",
+        fingerprint=OFFER_FINGERPRINT,
+        setup="actpass",
+        candidates=(("127.0.0.1", 53231), ("fd00::2", 53231), ("192.0.2.2", 53231)),
+    )
+    assert CompactSdp.decode(compact.encode()) == compact
+    assert len(compact.encode()) == 2 + 32 + 2 + 4 + 2 + 22 + 1 + 7 + 19 + 7
+    # Browser SDP: the mDNS and srflx candidates are dropped; the IP host one is kept.
+    chromium = CompactSdp.from_sdp(CHROMIUM_STYLE_OFFER)
+    assert chromium.candidates == (("192.168.1.20", 54322),)
+    assert chromium.fingerprint == OFFER_FINGERPRINT
+
+
+def test_compact_to_sdp_roles() -> None:
+    offer = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER)
+    sdp = offer.to_sdp("offer")
+    for line in (
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+        "a=sctp-port:5000",
+        "a=max-message-size:262144",
+        "a=mid:0",
+        "a=group:BUNDLE 0",
+        "a=setup:actpass",
+    ):
+        assert line in sdp.split("\r\n")
+    assert CompactSdp.from_sdp(sdp) == offer
+    with pytest.raises(RemoteProtocolError):
+        offer.to_sdp("answer")  # actpass is an offer's role
+    with pytest.raises(LocalProtocolError):
+        offer.to_sdp("pranswer")
+    active = CompactSdp(offer.ice_ufrag, offer.ice_pwd, offer.fingerprint, "active")
+    assert "a=setup:active" in active.to_sdp("answer")
+    with pytest.raises(RemoteProtocolError):
+        active.to_sdp("offer")
+
+
+@pytest.mark.parametrize(
+    "sdp",
+    [
+        LIBDATACHANNEL_OFFER.replace("a=mid:0", "a=mid:data"),
+        LIBDATACHANNEL_OFFER.replace("a=sctp-port:5000", "a=sctp-port:5001"),
+        LIBDATACHANNEL_OFFER.replace("webrtc-datachannel", "5000"),
+        LIBDATACHANNEL_OFFER + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
+        LIBDATACHANNEL_OFFER.replace("a=ice-ufrag:Vswi", "a=ice-ufrag:Vsw"),  # too short
+        LIBDATACHANNEL_OFFER.replace("a=ice-pwd:", "a=ice-pwd:x\r\na=ice-pwd:"),
+        LIBDATACHANNEL_OFFER.replace("a=setup:actpass", "a=setup:holdconn"),
+        LIBDATACHANNEL_OFFER.replace("53231 typ host", "99999 typ host"),
+        LIBDATACHANNEL_OFFER.replace("UDP 2130706431", "UDP 2130706431x"),
+        LIBDATACHANNEL_OFFER.replace("lo 1 UDP", "lo 1\u0661 UDP"),  # a non-ASCII digit
+        LIBDATACHANNEL_OFFER.replace(" typ host\r\n", " host\r\n"),
+    ],
+)
+def test_compact_rejects_unusable_sdp(sdp: str) -> None:
+    with pytest.raises(RemoteProtocolError):
+        CompactSdp.from_sdp(sdp)
+
+
+ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+addresses = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).filter(
+    lambda ip: not ip.is_unspecified and not ip.is_multicast
+)
+compacts = st.builds(
+    CompactSdp,
+    ice_ufrag=st.text(ICE_CHARS, min_size=4, max_size=256),
+    ice_pwd=st.text(ICE_CHARS, min_size=22, max_size=256),
+    fingerprint=st.binary(min_size=32, max_size=32),
+    setup=st.sampled_from(["actpass", "active", "passive"]),
+    candidates=st.lists(
+        st.tuples(addresses.map(str), st.integers(1, 65535)),
+        max_size=MAX_CANDIDATES,
+        unique=True,
+    ).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(compacts)
+def test_compact_round_trips(compact: CompactSdp) -> None:
+    role = "offer" if compact.setup == "actpass" else "answer"
+    assert CompactSdp.from_sdp(compact.to_sdp(role)) == compact
+    assert CompactSdp.decode(compact.encode()) == compact
+    assert sdp_fingerprint(compact.to_sdp(role)) == compact.fingerprint
+
+
+def mutate(base: str, edits: list[tuple[int, int, str]]) -> str:
+    for position, length, insert in edits:
+        at = position % (len(base) + 1)
+        base = base[:at] + insert + base[at + length :]
+    return base
+
+
+edits = st.lists(
+    st.tuples(
+        st.integers(0, 2000),
+        st.integers(0, 8),
+        st.one_of(
+            st.text(max_size=6),
+            st.sampled_from(["\r\n", ":", " ", "a=", "m=application ", "typ", "sha-256", "0"]),
+        ),
+    ),
+    max_size=6,
+)
+
+
+def parses_or_refuses(parse: Callable[[Any], object], value: object) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        parse(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=400), edits.map(lambda e: mutate(LIBDATACHANNEL_OFFER, e))))
+def test_sdp_parsers_raise_only_remote_protocol_error(sdp: str) -> None:
+    parses_or_refuses(CompactSdp.from_sdp, sdp)
+    parses_or_refuses(sdp_fingerprint, sdp)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.tuples(compacts, st.integers(0, 600), st.binary(max_size=3)).map(
+            lambda t: (lambda b: b[: t[1]] + t[2] + b[t[1] + len(t[2]) :])(t[0].encode())
+        ),
+    )
+)
+def test_compact_decode_raises_only_remote_protocol_error(data: bytes) -> None:
+    parses_or_refuses(CompactSdp.decode, data)
+
+
+def test_compact_rejects_bad_fields() -> None:
+    good = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER)
+    for kwargs in (
+        {"ice_ufrag": "ab\r\na=x"},
+        {"ice_pwd": "short"},
+        {"fingerprint": bytes(31)},
+        {"setup": "holdconn"},
+        {"candidates": (("127.0.0.01", 1),)},
+        {"candidates": (("127.0.0.1", 0),)},
+        {"candidates": (("::1", 1),) * (MAX_CANDIDATES + 1)},
+    ):
+        fields = {
+            "ice_ufrag": good.ice_ufrag,
+            "ice_pwd": good.ice_pwd,
+            "fingerprint": good.fingerprint,
+            "setup": good.setup,
+            "candidates": good.candidates,
+        }
+        fields.update(kwargs)
+        with pytest.raises(RemoteProtocolError):
+            CompactSdp(**fields)
+    assert ipaddress.ip_address(good.candidates[0][0]).is_loopback
+
+
+# -- whole, split, trailing ------------------------------------------------------------
+
+
+def test_compact_vector() -> None:
+    """The binary form of the libdatachannel offer, byte for byte."""
+    expected = (
+        "0101" + OFFER_FINGERPRINT.hex() + "0004" + b"Vswi".hex()
+        + "0016" + b"O1T8Nt4ZLvd6AVPXEAutml".hex() + "03"
+        + "04" + "7f000001" + "cfef"
+        + "06" + "fd000000000000000000000000000002" + "cfef"
+        + "04" + "c0000202" + "cfef"
+    )  # fmt: skip
+    compact = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER)
+    assert compact.encode().hex() == expected
+    assert CompactSdp.decode(bytes.fromhex(expected)) == compact
+
+
+def test_compact_decode_refuses_every_prefix_and_trailing_bytes() -> None:
+    data = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER).encode()
+    for cut in range(len(data)):
+        with pytest.raises(RemoteProtocolError):
+            CompactSdp.decode(data[:cut])
+    for extra in (b"\x00", b"\x04", data):
+        with pytest.raises(RemoteProtocolError):
+            CompactSdp.decode(data + extra)
+
+
+def test_sdp_line_endings_and_trailing_lines() -> None:
+    """LF-only and CRLF SDP parse alike; unknown trailing attributes are ignored, a second
+    media section is not, and the size bound holds exactly."""
+    expected = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER)
+    assert CompactSdp.from_sdp(LIBDATACHANNEL_OFFER.replace("\r\n", "\n")) == expected
+    assert CompactSdp.from_sdp(LIBDATACHANNEL_OFFER + "a=x-unknown:1\r\n\r\n") == expected
+    with pytest.raises(RemoteProtocolError):
+        CompactSdp.from_sdp(LIBDATACHANNEL_OFFER + "m=application 9 UDP/DTLS/SCTP x\r\n")
+    padding = "a=x-pad:" + "p" * (MAX_SDP_SIZE - len(LIBDATACHANNEL_OFFER) - 10) + "\r\n"
+    at_limit = LIBDATACHANNEL_OFFER + padding
+    assert len(at_limit) == MAX_SDP_SIZE
+    assert CompactSdp.from_sdp(at_limit) == expected
+    with pytest.raises(RemoteProtocolError, match="too large"):
+        CompactSdp.from_sdp(at_limit + "a")
+
+
+def test_sdp_split_at_every_line_parses_only_when_whole() -> None:
+    """A truncated SDP (cut at any line) either lacks something and is refused, or holds
+    everything we keep and parses to the same value: never anything else."""
+    expected = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER)
+    lines = LIBDATACHANNEL_OFFER.split("\r\n")
+    for cut in range(len(lines)):
+        part = "\r\n".join(lines[:cut])
+        try:
+            parsed = CompactSdp.from_sdp(part)
+        except RemoteProtocolError:
+            continue
+        assert parsed.fingerprint == expected.fingerprint
+        assert parsed.candidates == expected.candidates[: len(parsed.candidates)]
+
+
+def test_remote_fingerprint_checks_the_role() -> None:
+    assert remote_fingerprint(LIBDATACHANNEL_OFFER, "offer") == OFFER_FINGERPRINT
+    with pytest.raises(RemoteProtocolError, match="actpass"):
+        remote_fingerprint(LIBDATACHANNEL_OFFER, "answer")
+    active = LIBDATACHANNEL_OFFER.replace("a=setup:actpass", "a=setup:active")
+    assert remote_fingerprint(active, "answer") == OFFER_FINGERPRINT
+    with pytest.raises(RemoteProtocolError):
+        remote_fingerprint(active, "offer")
+
+
+def test_channel_binding_is_symmetric() -> None:
+    a, b = bytes(range(32)), bytes(range(1, 33))
+    assert channel_binding(a, b) == channel_binding(b, a) == hashlib.sha256(a + b).digest()
+    assert channel_binding(a, a) != channel_binding(a, b)
