@@ -18,9 +18,9 @@ def transfer(sim: Simulator, hops: int, size: int, seed: int = 3) -> None:
     cid = build(sim, source, [*relays, dest])
     assert cid is not None
     data = DeterministicRng(seed).bytes(size)
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "test", sim.now))
-    sim.call(source, lambda: source.node.send(cid, sid, data, sim.now))
-    sim.call(source, lambda: source.node.finish(cid, sid, sim.now))
+    sid = sim.call(source, lambda: source.node.streams.open(cid, "test", sim.now))
+    sim.call(source, lambda: source.node.streams.send(cid, sid, data, sim.now))
+    sim.call(source, lambda: source.node.streams.finish(cid, sid, sim.now))
     assert sim.run(lambda: finished(dest), max_time=sim.now + 60)
     assert received(dest) == data
 
@@ -36,13 +36,13 @@ def test_stream_both_directions_and_clean_close() -> None:
     source, r1, r2, dest = sim.nodes
     cid = build(sim, source, [r1, r2, dest])
     assert cid is not None
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "echo", sim.now))
-    sim.call(source, lambda: source.node.send(cid, sid, b"ping" * 5000, sim.now))
-    sim.call(source, lambda: source.node.finish(cid, sid, sim.now))
+    sid = sim.call(source, lambda: source.node.streams.open(cid, "echo", sim.now))
+    sim.call(source, lambda: source.node.streams.send(cid, sid, b"ping" * 5000, sim.now))
+    sim.call(source, lambda: source.node.streams.finish(cid, sid, sim.now))
     sim.run(lambda: finished(dest), max_time=10)
     dest_cid = events_of(dest, CircuitStreamEvent)[0].circuit_id
-    sim.call(dest, lambda: dest.node.send(dest_cid, sid, b"pong" * 5000, sim.now))
-    sim.call(dest, lambda: dest.node.finish(dest_cid, sid, sim.now))
+    sim.call(dest, lambda: dest.node.streams.send(dest_cid, sid, b"pong" * 5000, sim.now))
+    sim.call(dest, lambda: dest.node.streams.finish(dest_cid, sid, sim.now))
     assert sim.run(lambda: finished(source), max_time=20)
     assert received(source) == b"pong" * 5000
     sim.run(max_time=sim.now + 5)
@@ -55,8 +55,8 @@ def test_flow_control_bounds_what_is_in_flight() -> None:
     source, relay, dest = sim.nodes
     cid = build(sim, source, [relay, dest])
     assert cid is not None
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "x", sim.now))
-    sim.call(source, lambda: source.node.send(cid, sid, bytes(5 * 1024 * 1024), sim.now))
+    sid = sim.call(source, lambda: source.node.streams.open(cid, "x", sim.now))
+    sim.call(source, lambda: source.node.streams.send(cid, sid, bytes(5 * 1024 * 1024), sim.now))
     stream = source.node.builder.end(cid).streams[sid]  # type: ignore[union-attr]
     # nothing has been acknowledged yet: at most one window is out
     assert stream.send_offset <= source.node.config.stream_window
@@ -88,8 +88,8 @@ def test_tampered_cell_tears_the_circuit_down_everywhere() -> None:
     link = r1.node.link_to(r2.node.node_id)
     assert link is not None
     _tamper_next(r1.transports[link], lf.FrameType.CELL, pos=777)
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "x", sim.now))
-    sim.call(source, lambda: source.node.send(cid, sid, b"hello", sim.now))
+    sid = sim.call(source, lambda: source.node.streams.open(cid, "x", sim.now))
+    sim.call(source, lambda: source.node.streams.send(cid, sid, b"hello", sim.now))
     sim.run(max_time=sim.now + 5)
     closed = events_of(source, CircuitClosed)
     assert [c.code for c in closed] == [CloseCode.AUTH]
@@ -228,7 +228,7 @@ def test_local_misuse_raises_local_errors() -> None:
     with pytest.raises(LocalProtocolError):
         a.node.build_circuit([], sim.now)
     with pytest.raises(LocalProtocolError):
-        a.node.open_stream(999, "x", sim.now)
+        a.node.streams.open(999, "x", sim.now)
     with pytest.raises(LocalProtocolError):
         a.node.open_link(next(iter(a.transports)), sim.now, binding=b"")
     lonely = Node(Identity.generate(DeterministicRng(9)), DeterministicRng(10), 0.0)
@@ -290,9 +290,9 @@ def test_relays_see_the_same_traffic_whatever_their_position() -> None:
         cid = build(sim, source, path)
         assert cid is not None
         src, c = source, cid
-        sid = sim.call(src, lambda: src.node.open_stream(c, "x", sim.now))  # noqa: B023 (runs now)
-        sim.call(src, lambda: src.node.send(c, sid, bytes(40_000), sim.now))  # noqa: B023
-        sim.call(src, lambda: src.node.finish(c, sid, sim.now))  # noqa: B023
+        sid = sim.call(src, lambda: src.node.streams.open(c, "x", sim.now))  # noqa: B023 (runs now)
+        sim.call(src, lambda: src.node.streams.send(c, sid, bytes(40_000), sim.now))  # noqa: B023
+        sim.call(src, lambda: src.node.streams.finish(c, sid, sim.now))  # noqa: B023
         sim.run(max_time=sim.now + 10)
         views += [_hop_view(log, r.index) for r in path[:-1]]
     assert len(views) == 5

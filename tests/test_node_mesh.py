@@ -107,9 +107,9 @@ def test_link_credit_bounds_frames_in_flight() -> None:
     transport.send = counting_send  # type: ignore[method-assign]
     source.node.receive = on_receive  # type: ignore[method-assign]
     data = bytes(3_000_000)
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "x", sim.now))
-    sim.call(source, lambda: source.node.send(cid, sid, data, sim.now))
-    sim.call(source, lambda: source.node.finish(cid, sid, sim.now))
+    sid = sim.call(source, lambda: source.node.streams.open(cid, "x", sim.now))
+    sim.call(source, lambda: source.node.streams.send(cid, sid, data, sim.now))
+    sim.call(source, lambda: source.node.streams.finish(cid, sid, sim.now))
     sim.run(max_time=sim.now + 30)
     assert received(dest) == data
     assert max(in_flight) <= LINK_WINDOW
@@ -145,15 +145,15 @@ def test_endpoint_accepts_or_refuses_a_stream(accept: bool) -> None:
     source, r1, r2, exit_ = sim.nodes
     cid = build(sim, source, [r1, r2, exit_])
     assert cid is not None
-    sid = sim.call(source, lambda: source.node.open_stream(cid, "example.org:80", sim.now))
+    sid = sim.call(source, lambda: source.node.streams.open(cid, "example.org:80", sim.now))
     sim.run(max_time=sim.now + 1)
     opened = [e for e in events_of(exit_, CircuitStreamEvent) if isinstance(e.event, StreamOpened)]
     assert [(o.event.target) for o in opened] == ["example.org:80"]
     exit_cid = opened[0].circuit_id
     if accept:
-        sim.call(exit_, lambda: exit_.node.accept_stream(exit_cid, sid, sim.now))
+        sim.call(exit_, lambda: exit_.node.streams.accept(exit_cid, sid, sim.now))
     else:
-        sim.call(exit_, lambda: exit_.node.reset(exit_cid, sid, 5, sim.now))
+        sim.call(exit_, lambda: exit_.node.streams.reset(exit_cid, sid, 5, sim.now))
     sim.run(max_time=sim.now + 1)
     kinds = [type(e.event).__name__ for e in events_of(source, CircuitStreamEvent)]
     assert kinds == (["StreamConnected"] if accept else ["StreamReset"])

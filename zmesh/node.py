@@ -1,33 +1,26 @@
 """The node: composes links, the relay table, the circuit builder, the directory and signals.
 
 Theory of operation (aioquic's pattern).  A driver owns the transports and the clock and
-talks to one :class:`Node`:
+talks to one :class:`Node`.  Inputs each take ``now``: :meth:`Node.open_link`,
+:meth:`Node.receive`, :meth:`Node.link_closed`, :meth:`Node.handle_timer`, and the
+application API (:meth:`Node.build_circuit`, :attr:`Node.streams`, ...).  Outputs are
+pulled after every input (:func:`zmesh.driver.drain`): :meth:`Node.datagrams_to_send`,
+:meth:`Node.get_timer` (one deadline) and :meth:`Node.next_event` (events, and effects such
+as :class:`~zmesh.dialer.DialWanted` that the driver carries out).
 
-* inputs, each taking ``now``: :meth:`Node.open_link`, :meth:`Node.receive`,
-  :meth:`Node.link_closed`, :meth:`Node.handle_timer`, and the application API
-  (:meth:`Node.build_circuit`, :meth:`Node.open_stream`, :meth:`Node.send`, ...);
-* outputs, pulled after every input: :meth:`Node.datagrams_to_send` (bytes per link),
-  :meth:`Node.get_timer` (one deadline) and :meth:`Node.next_event` (events, and effects
-  such as :class:`DialWanted` that the driver carries out).
+The node holds no protocol state of its own.  Its components share one outer shape
+(``handle_timer(now)``, ``get_timer()``, ``next_event()``, inputs taking ``now``): a
+:class:`~zmesh.link.connection.LinkConnection` per link (in a
+:class:`~zmesh.link.table.LinkTable`), the :class:`~zmesh.circuit.relay.RelayTable`, the
+:class:`~zmesh.circuit.builder.CircuitBuilder`, the :class:`~zmesh.directory.Directory`,
+the :class:`~zmesh.signaling.router.SignalRouter` and the :class:`~zmesh.dialer.Dialer`.
 
-The node holds no protocol state of its own.  Each component has the same outer shape
-(``handle_timer(now)``, ``get_timer()``, ``next_event()``, inputs taking ``now``):
-
-* :class:`~zmesh.link.connection.LinkConnection`: one per link (handshake, decoder,
-  credit, keepalive, its own send queue), in a shared :class:`~zmesh.link.table.LinkTable`;
-* :class:`~zmesh.circuit.relay.RelayTable`: circuits we relay or end;
-* :class:`~zmesh.circuit.builder.CircuitBuilder`: circuits we own;
-* :class:`~zmesh.directory.Directory`: descriptors, by gossip;
-* :class:`~zmesh.signaling.router.SignalRouter`: signaling through neighbours.
-
-Frames reach them through :data:`_ROUTES`, a table keyed by frame type with an "allowed
-before the handshake" column.  Frames for a circuit go to the component that owns its id
-on the link; a frame for a circuit that closed is dropped quietly, one for an id that never
-existed is a protocol error.
-
-Error boundary: a :class:`RemoteProtocolError` from a link frame closes that link (as does a
-link whose :attr:`~zmesh.link.connection.LinkConnection.failure` is set); one from a
-circuit's setup or cells destroys that circuit.  Nothing else escapes :meth:`receive`.
+Frames reach them through a handler table keyed by frame type, with "allowed before the
+handshake" and "after" columns.  A frame for a circuit that closed is dropped quietly; one
+for a circuit id that never existed is a protocol error.  Error boundary: a
+:class:`RemoteProtocolError` from a link frame closes that link (as does a link whose
+``failure`` is set); one from a circuit's setup or cells destroys that circuit.  Nothing
+else escapes :meth:`receive`.
 """
 
 import itertools
@@ -35,6 +28,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .circuit.builder import CircuitBuilder
 from .circuit.common import (
@@ -47,8 +41,10 @@ from .circuit.common import (
     HopOpened,
 )
 from .circuit.relay import RelayTable
+from .circuit.streams import Streams
+from .dialer import Dialer, DialWanted
 from .directory import DescriptorLearned, Directory
-from .errors import CloseCode, LocalProtocolError, RemoteProtocolError
+from .errors import CloseCode, RemoteProtocolError
 from .identity import Descriptor, Flags, Identity, short_id
 from .link import frames as lf
 from .link.connection import LinkClosed, LinkConnection, LinkLimits, LinkUp
@@ -57,31 +53,12 @@ from .link.table import LinkTable
 from .onion.geometry import DEFAULT_GEOMETRY, Geometry
 from .onion.keyring import DEFAULT_EPOCH_LENGTH, OnionKeyRing
 from .rng import Rng
-from .session.endpoint import (
-    CircuitEnd,
-    ClientEnd,
-    StreamConnected,
-    StreamData,
-    StreamFinished,
-    StreamOpened,
-    StreamReset,
-)
-from .session.stream import Stream
 from .signaling.router import SignalReceived, SignalRouter
 
 log = logging.getLogger("zmesh.node")
 
 DESCRIPTOR_LIFETIME = 3 * 3600
 MAX_INBOUND_LINKS = 256  # links peers opened to us, handshaking or up
-DIAL_TIMEOUT = 45.0  # a dial we asked for and heard nothing of is forgotten after this
-
-
-@dataclass(frozen=True, slots=True)
-class DialWanted:
-    """Effect: link to this relay (signal it an offer); answer with :meth:`Node.dial_failed`
-    if it fails.  Policy: relays only, below ``max_links``, and the lower id dials."""
-
-    descriptor: Descriptor
 
 
 Event = (
@@ -119,8 +96,8 @@ class NodeConfig:
 
 @dataclass(frozen=True, slots=True)
 class _Route:
-    handler: Callable[["Node", LinkConnection, lf.Frame, float], None]
-    before_handshake: bool
+    handler: Callable[[LinkConnection, Any, float], None]
+    before_handshake: bool = False
     after_handshake: bool = True
 
 
@@ -146,13 +123,29 @@ class Node:
         self.builder = CircuitBuilder(self._links, self.geometry, rng, config=cc, ids=ids)
         self.directory = Directory(self.node_id, self._links, now)
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
-        self._sources = (self.relay, self.builder, self.directory, self.signals)
+        self.streams = Streams(self.builder, self.relay, self._settle)
+        self.dialer = Dialer(self.node_id, self.config.max_links)
+        self._sources = (self.relay, self.builder, self.directory, self.signals, self.dialer)
         self._events: deque[Event] = deque()
         self._descriptor: Descriptor | None = None
-        self._dialing: dict[bytes, float] = {}  # node id -> when we give up waiting
         self._closing: list[tuple[int, bytes]] = []  # CLOSE frames of links already gone
+        # the frame-handler table: handler, allowed before the handshake, and after it
+        handshake = _Route(self._on_handshake, before_handshake=True, after_handshake=False)
+        self._routes: dict[type, _Route] = {
+            lf.Hello1: handshake,
+            lf.Hello2: handshake,
+            lf.Hello3: handshake,
+            lf.Close: _Route(self._on_close, before_handshake=True),
+            lf.Credit: _Route(self._on_credit),
+            lf.Padding: _Route(lambda conn, frame, now: None),  # the receive refreshed the link
+            lf.Create: _Route(self.relay.on_create),
+            lf.Created: _Route(self._on_circuit_frame),
+            lf.Cell: _Route(self._on_circuit_frame),
+            lf.Destroy: _Route(self._on_circuit_frame),
+            lf.DescriptorFrame: _Route(self.directory.on_descriptor),
+            lf.Signal: _Route(self.signals.on_signal),
+        }
 
-    # -- identity and queries ---------------------------------------------------------
     def descriptor(self, now: float) -> Descriptor:
         """This node's signed descriptor for the current onion key epoch."""
         epoch, onion_pk = self.keyring.current(now)
@@ -166,10 +159,6 @@ class Node:
                 addresses=self.config.addresses,
             )
         return self._descriptor
-
-    @property
-    def cells_relayed(self) -> int:
-        return self.relay.cells_relayed
 
     def link_to(self, node_id: bytes) -> int | None:
         """An open link to ``node_id`` (the first one, if both sides dialled)."""
@@ -209,7 +198,7 @@ class Node:
             self.relay.get_timer(),
             self.builder.get_timer(),
             self.directory.get_timer(),
-            min(self._dialing.values(), default=float("inf")),
+            self.dialer.get_timer(),
         )
         return min((c.get_timer() for c in self._links), default=deadline)
 
@@ -219,8 +208,7 @@ class Node:
         self.relay.handle_timer(now)
         self.builder.handle_timer(now)
         self.directory.handle_timer(now)
-        for node_id in [k for k, t in self._dialing.items() if now >= t]:
-            del self._dialing[node_id]
+        self.dialer.handle_timer(now)
         if now >= self._next_rotation:
             self.keyring.rotate(now)
             self._next_rotation = self.keyring.next_rotation(now)
@@ -241,7 +229,9 @@ class Node:
             while (event := source.next_event()) is not None:
                 self._events.append(event)
                 if isinstance(event, DescriptorLearned):
-                    self._consider_dial(event.descriptor, now)
+                    desc = event.descriptor
+                    linked = self._links.to_peer(desc.node_id) is not None
+                    self.dialer.consider(desc, linked, len(self._links.peers()), now)
 
     # -- links ----------------------------------------------------------------------
     def open_link(
@@ -301,13 +291,13 @@ class Node:
         try:
             counted = 0
             for frame in conn.feed(data, now):
-                route = _ROUTES[type(frame)]
+                route = self._routes[type(frame)]
                 if not (route.after_handshake if conn.up else route.before_handshake):
                     raise RemoteProtocolError(
                         f"{type(frame).__name__} frame out of place", CloseCode.HANDSHAKE
                     )
                 counts = conn.admit(frame)
-                route.handler(self, conn, frame, now)
+                route.handler(conn, frame, now)
                 if self._links.get(link_id) is not conn:
                     break
                 counted += counts
@@ -328,82 +318,41 @@ class Node:
             assert conn.peer_id is not None
             conn.last_tx = conn.last_rx = now
             self._links.mark_up(conn)
-            self._dialing.pop(conn.peer_id, None)
+            self.dialer.done(conn.peer_id)
             log.debug("link=%d event=up peer=%s", conn.link_id, short_id(conn.peer_id))
             self._events.append(LinkUp(conn.link_id, conn.peer_id))
             if self.config.gossip:
                 self.directory.link_up(conn, self.descriptor(now), now)
 
-    def _on_close(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        assert isinstance(frame, lf.Close)
+    def _on_close(self, conn: LinkConnection, frame: lf.Close, now: float) -> None:
         self._close_link(conn, frame.code, now, notify=False)
 
-    def _on_credit(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        assert isinstance(frame, lf.Credit)
+    def _on_credit(self, conn: LinkConnection, frame: lf.Credit, now: float) -> None:
         conn.receive_credit(frame.frames, now)
         self.directory.pump(now)
 
-    def _on_padding(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        """Keepalives and cover: the receive itself refreshed the link."""
-
-    def _on_create(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        assert isinstance(frame, lf.Create)
-        self.relay.on_create(conn, frame, now)
-
-    def _owner(
-        self, conn: LinkConnection, frame: lf.Created | lf.Cell | lf.Destroy
-    ) -> RelayTable | CircuitBuilder | None:
-        """The table that owns the frame's circuit; None for a circuit that closed (a race
-        with a DESTROY, not an attack).  RemoteProtocolError for an id that never existed."""
+    def _on_circuit_frame(
+        self, conn: LinkConnection, frame: lf.Created | lf.Cell | lf.Destroy, now: float
+    ) -> None:
+        """To the table that owns the circuit.  A frame for a circuit that closed is a race
+        with a DESTROY, not an attack: dropped.  One for an id that never existed is a
+        protocol error (RemoteProtocolError)."""
         owner = conn.circuits.get(frame.circ_id)
-        if owner == "relay":
-            return self.relay
-        if owner == "client":
-            return self.builder
-        if conn.circuit_state(frame.circ_id) is None and not isinstance(frame, lf.Destroy):
-            raise RemoteProtocolError(f"{type(frame).__name__} for an unknown circuit")
-        return None  # closed, or a DESTROY crossing ours
-
-    def _on_cell(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        assert isinstance(frame, lf.Cell)
-        if (table := self._owner(conn, frame)) is not None:
-            table.on_cell(conn, frame, now)
-
-    def _on_created(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        assert isinstance(frame, lf.Created)
-        if (table := self._owner(conn, frame)) is not None:
-            table.on_created(conn, frame, now)
-
-    def _on_destroy(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        assert isinstance(frame, lf.Destroy)
-        if (table := self._owner(conn, frame)) is not None:
-            table.on_destroy(conn, frame, now)
-
-    def _on_descriptor(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        assert isinstance(frame, lf.DescriptorFrame)
-        self.directory.on_descriptor(conn, frame, now)
-
-    def _on_signal(self, conn: LinkConnection, frame: lf.Frame, now: float) -> None:
-        assert isinstance(frame, lf.Signal)
-        self.signals.on_signal(conn, frame, now)
-
-    # -- dialling -------------------------------------------------------------------
-    def _consider_dial(self, desc: Descriptor, now: float) -> None:
-        node_id = desc.node_id
-        if (
-            not desc.flags & Flags.RELAY
-            or node_id in self._dialing
-            or self._links.to_peer(node_id) is not None
-            or len(self._links.peers()) + len(self._dialing) >= self.config.max_links
-            or self.node_id > node_id
-        ):
+        if owner is None:
+            if conn.circuit_state(frame.circ_id) is None and not isinstance(frame, lf.Destroy):
+                raise RemoteProtocolError(f"{type(frame).__name__} for an unknown circuit")
             return
-        self._dialing[node_id] = now + DIAL_TIMEOUT
-        self._events.append(DialWanted(desc))
+        table = self.relay if owner == "relay" else self.builder
+        if isinstance(frame, lf.Cell):
+            table.on_cell(conn, frame, now)
+        elif isinstance(frame, lf.Created):
+            table.on_created(conn, frame, now)
+        else:
+            table.on_destroy(conn, frame, now)
 
     def dial_failed(self, node_id: bytes, now: float) -> None:
         """A :class:`DialWanted` could not be carried out."""
-        self._dialing.pop(node_id, None)
+        self.dialer.done(node_id)
 
     def learn_descriptor(self, desc: Descriptor, now: float) -> None:
         """A descriptor obtained out of band (bootstrap); RemoteProtocolError if invalid."""
@@ -412,7 +361,9 @@ class Node:
 
     def send_signal(self, target: bytes, payload: bytes, now: float) -> bool:
         """Send a signaling payload to ``target`` through the mesh; False if no route."""
-        return self.signals.send(target, payload, now)
+        sent = self.signals.send(target, payload, now)
+        self._settle(now)
+        return sent
 
     # -- circuits and streams --------------------------------------------------------
     def build_circuit(self, path: list[Descriptor], now: float) -> int:
@@ -420,102 +371,14 @@ class Node:
 
         Returns the local circuit id; :class:`CircuitBuilt` follows one round trip later.
         """
-        return self.builder.build(path, now)
+        circuit_id = self.builder.build(path, now)
+        self._settle(now)
+        return circuit_id
 
     def close_circuit(self, circuit_id: int, now: float) -> None:
         table = self.builder if circuit_id in self.builder else self.relay
         table.close(circuit_id, now)
         self._settle(now)
-
-    def _end(self, circuit_id: int) -> tuple[CircuitEnd, RelayTable | CircuitBuilder]:
-        end: CircuitEnd | None = self.builder.end(circuit_id)
-        if end is not None:
-            return end, self.builder
-        end = self.relay.end(circuit_id)
-        if end is not None:
-            return end, self.relay
-        raise LocalProtocolError(f"circuit {circuit_id} is not open here")
-
-    def _stream_call(
-        self, circuit_id: int, now: float, action: Callable[[CircuitEnd], None]
-    ) -> None:
-        end, owner = self._end(circuit_id)
-        action(end)
-        owner.pump(circuit_id, now)
-        self._settle(now)
-
-    def open_stream(self, circuit_id: int, target: str, now: float) -> int:
-        end, _ = self._end(circuit_id)
-        if not isinstance(end, ClientEnd):
-            raise LocalProtocolError("only the circuit's client opens streams")
-        sid = end.new_stream(target).stream_id
-        self._stream_call(circuit_id, now, lambda e: None)
-        return sid
-
-    def send(self, circuit_id: int, stream_id: int, data: bytes, now: float) -> None:
-        self._stream_call(circuit_id, now, lambda e: _stream(e, stream_id).write(data))
-
-    def finish(self, circuit_id: int, stream_id: int, now: float) -> None:
-        self._stream_call(circuit_id, now, lambda e: _stream(e, stream_id).finish())
-
-    def consume(self, circuit_id: int, stream_id: int, n: int, now: float) -> None:
-        """With ``auto_consume`` off: the application took ``n`` bytes of a stream."""
-
-        def consume(end: CircuitEnd) -> None:
-            stream = end.streams.get(stream_id)
-            if stream is not None:  # it may have ended meanwhile
-                stream.consume(n)
-
-        self._stream_call(circuit_id, now, consume)
-
-    def accept_stream(self, circuit_id: int, stream_id: int, now: float) -> None:
-        """At a circuit's endpoint: the stream's target is reached (sends CONNECTED)."""
-        self._stream_call(circuit_id, now, lambda e: e.accept_stream(stream_id))
-
-    def reset(self, circuit_id: int, stream_id: int, code: int, now: float) -> None:
-        self._stream_call(circuit_id, now, lambda e: e.reset_stream(stream_id, code))
-
-    def stream_buffered(self, circuit_id: int, stream_id: int) -> int:
-        """Bytes written to a stream and not yet sent (the sender's backpressure signal)."""
-        end, _ = self._end(circuit_id)
-        stream = end.streams.get(stream_id)
-        return stream.pending if stream is not None else 0
-
-
-def _stream(end: CircuitEnd, stream_id: int) -> Stream:
-    stream = end.streams.get(stream_id)
-    if stream is None:
-        raise LocalProtocolError(f"no stream {stream_id}")
-    return stream
-
-
-_ROUTES: dict[type, _Route] = {
-    lf.Hello1: _Route(Node._on_handshake, before_handshake=True, after_handshake=False),
-    lf.Hello2: _Route(Node._on_handshake, before_handshake=True, after_handshake=False),
-    lf.Hello3: _Route(Node._on_handshake, before_handshake=True, after_handshake=False),
-    lf.Close: _Route(Node._on_close, before_handshake=True),
-    lf.Credit: _Route(Node._on_credit, before_handshake=False),
-    lf.Padding: _Route(Node._on_padding, before_handshake=False),
-    lf.Create: _Route(Node._on_create, before_handshake=False),
-    lf.Created: _Route(Node._on_created, before_handshake=False),
-    lf.Cell: _Route(Node._on_cell, before_handshake=False),
-    lf.Destroy: _Route(Node._on_destroy, before_handshake=False),
-    lf.DescriptorFrame: _Route(Node._on_descriptor, before_handshake=False),
-    lf.Signal: _Route(Node._on_signal, before_handshake=False),
-}
-
-
-def drain(
-    node: Node, now: float, send: Callable[[int, bytes], None], on_event: Callable[[Event], None]
-) -> float:
-    """The driver's step after every input: bytes to ``send``, events to ``on_event``.
-
-    Returns the deadline for the driver's one timer (aioquic's pattern)."""
-    for link_id, data in node.datagrams_to_send(now):
-        send(link_id, data)
-    while (event := node.next_event()) is not None:
-        on_event(event)
-    return node.get_timer()
 
 
 __all__ = [
@@ -531,10 +394,4 @@ __all__ = [
     "Node",
     "NodeConfig",
     "SignalReceived",
-    "StreamConnected",
-    "StreamData",
-    "StreamFinished",
-    "StreamOpened",
-    "StreamReset",
-    "drain",
 ]

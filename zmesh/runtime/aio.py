@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..driver import drain
 from ..errors import CloseCode, RemoteProtocolError, ZMeshError
 from ..exit_policy import ExitPolicy, PolicyError, check_target
 from ..identity import Descriptor, decode_descriptor, short_id
@@ -39,7 +40,6 @@ from ..node import (
     LinkUp,
     Node,
     SignalReceived,
-    drain,
 )
 from ..session.endpoint import (
     StreamConnected,
@@ -495,7 +495,7 @@ class AsyncNode:
         return cid
 
     def open_stream(self, cid: int, target: str) -> "StreamPipe":
-        sid = self.call(lambda now: self.node.open_stream(cid, target, now))
+        sid = self.call(lambda now: self.node.streams.open(cid, target, now))
         slot = _StreamSlot(asyncio.Queue())
         self._streams[(cid, sid)] = slot
         return StreamPipe(self, cid, sid, slot)
@@ -532,7 +532,7 @@ class AsyncNode:
             return
         log.debug("exit event=connected target=%s", target)
         with contextlib.suppress(ZMeshError):
-            self.call(lambda now: self.node.accept_stream(cid, sid, now))
+            self.call(lambda now: self.node.streams.accept(cid, sid, now))
         await pipe.run(reader, writer)
 
     async def close(self) -> None:
@@ -587,12 +587,14 @@ class StreamPipe:
         """Finish our direction and stop listening (once the peer has finished its own)."""
         self.driver._streams.pop((self.cid, self.sid), None)
         with contextlib.suppress(ZMeshError):
-            self.driver.call(lambda now: self.driver.node.finish(self.cid, self.sid, now))
+            self.driver.call(lambda now: self.driver.node.streams.finish(self.cid, self.sid, now))
 
     def reset(self, code: int) -> None:
         self.driver._streams.pop((self.cid, self.sid), None)
         with contextlib.suppress(ZMeshError):
-            self.driver.call(lambda now: self.driver.node.reset(self.cid, self.sid, code, now))
+            self.driver.call(
+                lambda now: self.driver.node.streams.reset(self.cid, self.sid, code, now)
+            )
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Pipe until both directions finish; reset the stream on any failure."""
@@ -600,10 +602,10 @@ class StreamPipe:
 
         async def upstream() -> None:  # TCP -> circuit
             while data := await reader.read(READ_CHUNK):
-                call(lambda now: node.send(self.cid, self.sid, data, now))
-                while node.stream_buffered(self.cid, self.sid) > STREAM_HIGH_WATER:
+                call(lambda now: node.streams.send(self.cid, self.sid, data, now))
+                while node.streams.buffered(self.cid, self.sid) > STREAM_HIGH_WATER:
                     await self.driver._progress.wait()
-            call(lambda now: node.finish(self.cid, self.sid, now))
+            call(lambda now: node.streams.finish(self.cid, self.sid, now))
 
         async def downstream() -> None:  # circuit -> TCP
             while True:
@@ -613,7 +615,7 @@ class StreamPipe:
                     await writer.drain()
                     taken = len(event.data)
                     if not node.config.auto_consume:  # slide the window as the app reads
-                        call(lambda now: node.consume(self.cid, self.sid, taken, now))  # noqa: B023
+                        call(lambda now: node.streams.consume(self.cid, self.sid, taken, now))  # noqa: B023
                 elif isinstance(event, StreamFinished):
                     if writer.can_write_eof():
                         writer.write_eof()

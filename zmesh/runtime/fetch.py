@@ -315,7 +315,7 @@ async def circuit_fetch(
             raise FetchError(
                 f"the exit could not connect to {target.stream_target}: {exc}"
             ) from None
-        driver.call(lambda now: node.send(cid, sid, request, now))
+        driver.call(lambda now: node.streams.send(cid, sid, request, now))
         parser = ResponseParser(method, max_body)
         while not parser.complete:
             try:
@@ -326,7 +326,7 @@ async def circuit_fetch(
                 parser.feed(event.data)
                 taken = len(event.data)
                 with contextlib.suppress(ZMeshError):
-                    driver.call(lambda now: node.consume(cid, sid, taken, now))  # noqa: B023
+                    driver.call(lambda now: node.streams.consume(cid, sid, taken, now))  # noqa: B023
             elif isinstance(event, StreamFinished):
                 finished = True
                 parser.eof()

@@ -100,7 +100,9 @@ class SocksProxy:
                 return
             writer.write(socks.reply(ReplyCode.SUCCEEDED))
             for data in [e.data for e in _drain_events(socks)]:  # bytes sent with the request
-                self.driver.call(functools.partial(self.driver.node.send, pipe.cid, pipe.sid, data))
+                self.driver.call(
+                    functools.partial(self.driver.node.streams.send, pipe.cid, pipe.sid, data)
+                )
             await pipe.run(reader, writer)
         finally:
             self.pool.stream_closed(circuit)

@@ -125,14 +125,18 @@ def run_demo(
         elif sn is destination and isinstance(event, CircuitStreamEvent):
             inner = event.event
             if isinstance(inner, StreamOpened) and inner.target != SINK_TARGET:
-                sim.call(sn, lambda: sn.node.reset(event.circuit_id, inner.stream_id, 0, sim.now))
+                sim.call(
+                    sn, lambda: sn.node.streams.reset(event.circuit_id, inner.stream_id, 0, sim.now)
+                )
             elif isinstance(inner, StreamData):
                 sink.sha.update(inner.data)
                 sink.received += len(inner.data)
                 progress("transfer", sink.received, size)
             elif isinstance(inner, StreamFinished):
                 sink.finished = True
-                sim.call(sn, lambda: sn.node.finish(event.circuit_id, inner.stream_id, sim.now))
+                sim.call(
+                    sn, lambda: sn.node.streams.finish(event.circuit_id, inner.stream_id, sim.now)
+                )
 
     sim.on_event = on_event
     t0, w0 = sim.now, clock()
@@ -146,11 +150,11 @@ def run_demo(
     data = sim.rng.bytes(size)
     sent_sha = hashlib.sha256(data).hexdigest()
     t1, w1 = sim.now, clock()
-    sid = sim.call(source, lambda: source.node.open_stream(circuit, SINK_TARGET, sim.now))
+    sid = sim.call(source, lambda: source.node.streams.open(circuit, SINK_TARGET, sim.now))
     for offset in range(0, size, WRITE_CHUNK):
         chunk = data[offset : offset + WRITE_CHUNK]
-        sim.call(source, lambda: source.node.send(circuit, sid, chunk, sim.now))  # noqa: B023 (runs now)
-    sim.call(source, lambda: source.node.finish(circuit, sid, sim.now))
+        sim.call(source, lambda: source.node.streams.send(circuit, sid, chunk, sim.now))  # noqa: B023 (runs now)
+    sim.call(source, lambda: source.node.streams.finish(circuit, sid, sim.now))
     progress("transfer", 0, size)
     if not sim.run(lambda: sink.finished or state["closed"] is not None, max_time=t1 + 3600):
         raise DemoError("the transfer stalled")
@@ -193,5 +197,5 @@ def run_demo(
         mesh_wall=mesh_wall,
         hops=reports,
         trace_digest=sim.trace_digest,
-        cells_relayed=sum(n.node.cells_relayed for n in relays),
+        cells_relayed=sum(n.node.relay.cells_relayed for n in relays),
     )

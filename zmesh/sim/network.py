@@ -15,9 +15,10 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..driver import drain
 from ..identity import Descriptor, Identity
 from ..link.frames import FrameType
-from ..node import Event, Node, NodeConfig, drain
+from ..node import Event, Node, NodeConfig
 from ..rng import DeterministicRng
 from .transport import LinkModel, MemoryTransport
 

@@ -1,0 +1,58 @@
+"""Which relays to link to, and which side dials: a policy the driver carries out.
+
+When the directory learns a relay, the node asks the :class:`Dialer` whether to link to it.
+The lower node id dials, so two nodes never dial each other at the same time (D17); we stay
+below ``max_links`` links (counting dials under way); and a dial the driver never reports
+on is forgotten after :data:`DIAL_TIMEOUT`.  The answer is an effect, :class:`DialWanted`:
+the driver signals an offer and reports failure with :meth:`Dialer.failed`.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+
+from .identity import Descriptor, Flags
+
+DIAL_TIMEOUT = 45.0  # a dial we asked for and heard nothing of is forgotten after this
+
+
+@dataclass(frozen=True, slots=True)
+class DialWanted:
+    """Effect: link to this relay (signal it an offer); answer with ``Node.dial_failed``
+    if that fails."""
+
+    descriptor: Descriptor
+
+
+class Dialer:
+    def __init__(self, node_id: bytes, max_links: int) -> None:
+        self._node_id = node_id
+        self._max_links = max_links
+        self._dialing: dict[bytes, float] = {}  # node id -> when we stop waiting
+        self._events: deque[DialWanted] = deque()
+
+    def next_event(self) -> DialWanted | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float:
+        return min(self._dialing.values(), default=float("inf"))
+
+    def handle_timer(self, now: float) -> None:
+        for node_id in [k for k, t in self._dialing.items() if now >= t]:
+            del self._dialing[node_id]
+
+    def consider(self, desc: Descriptor, linked: bool, links: int, now: float) -> None:
+        """A relay was learned: ask the driver to dial it if the policy says so."""
+        node_id = desc.node_id
+        if (
+            desc.flags & Flags.RELAY
+            and not linked
+            and node_id not in self._dialing
+            and links + len(self._dialing) < self._max_links
+            and self._node_id < node_id
+        ):
+            self._dialing[node_id] = now + DIAL_TIMEOUT
+            self._events.append(DialWanted(desc))
+
+    def done(self, node_id: bytes) -> None:
+        """The dial to ``node_id`` failed, or a link to it came up."""
+        self._dialing.pop(node_id, None)
