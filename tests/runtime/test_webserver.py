@@ -72,8 +72,11 @@ def test_serves_files_with_browser_mime_types_and_the_config(tmp_path: Path) -> 
             assert status == 200 and got == b"" and int(headers["content-length"]) > 0
             status, headers, _ = await _get(port, _request("/index.html", "DELETE"))
             assert status == 405 and headers["allow"] == "GET, HEAD"
-            post = b"POST /index.html HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+            post = b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
             assert (await _get(port, post))[0] == 405
+            # RFC 9112, section 3.2: an HTTP/1.1 request without Host gets a 400
+            assert (await _get(port, b"GET / HTTP/1.1\r\n\r\n"))[0] == 400
+            assert (await _get(port, b"GET / HTTP/1.0\r\n\r\n"))[0] == 200
         finally:
             await server.close()
 
