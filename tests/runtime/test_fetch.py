@@ -83,6 +83,9 @@ def test_bytes_after_the_response_are_ignored() -> None:
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab", "malformed"),
         (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "malformed"),  # we asked no upgrade
         (b"HTTP/1.1 200 OK\r\n" + b"X: " + b"a" * MAX_HEAD, "head over"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEAD + b"\r\n\r\n", "head over"),  # whole
+        (b"HTTP/1.1 103 Early Hints\r\nX: " + b"a" * MAX_HEAD + b"\r\n\r\n", "head over"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" * (MAX_HEAD // 25 + 1), "head over"),  # in all
         (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * (MAX_RESPONSE_HEADERS + 1) + b"\r\n", "too many"),
     ],
 )

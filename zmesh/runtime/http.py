@@ -111,6 +111,7 @@ class ServerConnection:
         self._max_body = max_body
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._head_only = False
+        self._head_room: int | None = MAX_HEAD + 1  # None once the head is parsed
 
     async def _next_event(self) -> h11.Event:
         """The next request event; HttpError for a malformed request or a lost connection."""
@@ -120,12 +121,22 @@ class ServerConnection:
             except h11.RemoteProtocolError as exc:
                 raise HttpError(_status_for(exc), str(exc)) from None
             if isinstance(event, h11.Event):
+                if isinstance(event, h11.Request):
+                    self._head_room = None
                 return event
             assert event is h11.NEED_DATA  # not PAUSED: we read one request, then answer it
+            # h11 checks max_incomplete_event_size only while an event is incomplete: give
+            # it at most one byte past the bound until the head is parsed, so that a whole
+            # oversized head arriving in one read is refused too (with 431)
+            size = READ_SIZE if self._head_room is None else self._head_room
+            if size <= 0:  # not reached: h11 raises 431 with MAX_HEAD + 1 bytes incomplete
+                raise HttpError(431)
             try:
-                data = await self._reader.read(READ_SIZE)
+                data = await self._reader.read(size)
             except ConnectionError:
                 raise HttpError(400, "connection lost mid-request") from None
+            if self._head_room is not None:
+                self._head_room -= len(data)
             self._conn.receive_data(data)  # b"" at EOF: h11 then ends or raises
 
     async def read_request(self) -> Request:
@@ -262,7 +273,8 @@ class ClientExchange:
     (RFC 9112, section 6.3); interim 1xx responses are skipped, and HEAD, 204 and 304
     responses have no body.  Bytes after the response are ignored.  ValueError for an
     invalid request; :class:`ResponseError` for a malformed response, a head over
-    ``max_head`` bytes, more than MAX_RESPONSE_HEADERS fields or a body over ``max_body``.
+    ``max_head`` bytes (interim heads included), more than MAX_RESPONSE_HEADERS fields or
+    a body over ``max_body``.
     """
 
     def __init__(
@@ -283,6 +295,7 @@ class ClientExchange:
         self.complete = False
         self._body: list[bytes] = []
         self._body_size = 0
+        self._head_fed = 0
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head)
         fields = [*headers, (b"Connection", b"close")]
         try:
@@ -298,10 +311,20 @@ class ClientExchange:
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes of the response; ResponseError if it is malformed or too big."""
-        if self.complete or not data:
-            return
-        self._conn.receive_data(data)
-        self._advance()
+        while data and not self.complete:
+            if self.status:
+                piece, data = data, b""
+            else:
+                # h11 checks max_incomplete_event_size only while an event is incomplete:
+                # give it at most one byte past the bound until the response head (with
+                # any interim 1xx heads) is parsed, so that a whole oversized head is refused
+                room = self.max_head + 1 - self._head_fed
+                if room <= 0:
+                    raise ResponseError(f"response head over {self.max_head} bytes")
+                piece, data = data[:room], data[room:]
+                self._head_fed += len(piece)
+            self._conn.receive_data(piece)
+            self._advance()
 
     def eof(self) -> None:
         """The server closed the connection; ResponseError if the response is incomplete."""
