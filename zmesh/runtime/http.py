@@ -2,8 +2,8 @@
 
 Only what signaling needs: ``GET /zmesh/descriptor`` and ``POST /zmesh/signal`` with a
 binary body (and the answer to a CORS preflight, for browser nodes; every response allows
-any origin).  h11 parses and serializes every message; this module adds the bounds.  Every
-request is bounded: the head to 8 KiB (h11's ``max_incomplete_event_size``; 431 beyond),
+any origin).  h11 parses and serializes every message; this module adds the bounds.
+Every request is bounded: the head to 8 KiB (h11's ``max_incomplete_event_size``, 431),
 the body to 32 KiB (a Content-Length is required; 413 beyond, 411 for a chunked body),
 each phase to a few seconds (slow clients get 408), and the number of concurrent
 connections (503 beyond).  Anything malformed gets a 4xx and the connection is closed; a
@@ -49,7 +49,7 @@ REASONS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
-#: every signaling response: no caching, readable from any origin (browser nodes)
+#: on every signaling response: no caching, readable from any origin (browser nodes)
 SIGNALING_HEADERS = (("Cache-Control", "no-store"), ("Access-Control-Allow-Origin", "*"))
 #: the answer to a CORS preflight (browsers send none for our requests, whose POST bodies
 #: carry no Content-Type, but a page that sets one still gets through)
@@ -207,6 +207,17 @@ class ServerConnection:
         await asyncio.wait_for(self._writer.drain(), timeout)
 
 
+def _reply(
+    conn: ServerConnection,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain",
+    extra: Sequence[tuple[str, str]] = (),
+) -> None:
+    """A signaling response: no caching, readable from any origin."""
+    conn.respond(status, [("Content-Type", content_type), *SIGNALING_HEADERS, *extra], body)
+
+
 class HttpServer:
     """Serves ``handler`` on ``host:port``; the handler raises HttpError for 4xx."""
 
@@ -224,9 +235,8 @@ class HttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = ServerConnection(reader, writer)
-        text = "text/plain"
         if self._slots.locked():
-            conn.respond(503, [("Content-Type", text), *SIGNALING_HEADERS], b"busy\n")
+            _reply(conn, 503, b"busy\n")
             writer.close()
             return
         async with self._slots:
@@ -234,21 +244,18 @@ class HttpServer:
             try:
                 request = await conn.read_request()
                 if request.method == "OPTIONS":
-                    conn.respond(204, [("Content-Type", text), *SIGNALING_HEADERS,
-                                       *PREFLIGHT_HEADERS], b"")  # fmt: skip
+                    _reply(conn, 204, b"", extra=PREFLIGHT_HEADERS)
                 else:
                     content_type, body = await self._handler(request)
-                    conn.respond(200, [("Content-Type", content_type), *SIGNALING_HEADERS], body)
+                    _reply(conn, 200, body, content_type)
             except HttpError as exc:
                 self.rejected += 1
                 log.debug("http event=reject status=%d reason=%r", exc.status, str(exc))
-                conn.respond(exc.status, [("Content-Type", text), *SIGNALING_HEADERS],
-                             f"{exc}\n".encode())  # fmt: skip
+                _reply(conn, exc.status, f"{exc}\n".encode())
             except Exception:  # a bug must not take the relay down: answer 500, log it
                 log.exception("http event=handler_error")
                 with contextlib.suppress(h11.LocalProtocolError):
-                    conn.respond(500, [("Content-Type", text), *SIGNALING_HEADERS],
-                                 b"internal error\n")  # fmt: skip
+                    _reply(conn, 500, b"internal error\n")
             try:
                 await conn.drain(PHASE_TIMEOUT)
             except (TimeoutError, ConnectionError):
@@ -268,13 +275,13 @@ class ClientExchange:
     ``request`` holds the request's bytes (``Connection: close``; the caller gives the
     other header fields, Host and, for a body, Content-Length among them).  Feed the
     response with :meth:`feed` as it arrives and call :meth:`eof` when the server
-    closes; ``complete`` turns True at its end.
-    Bodies may be delimited by Content-Length, by the chunked coding or by the close
-    (RFC 9112, section 6.3); interim 1xx responses are skipped, and HEAD, 204 and 304
-    responses have no body.  Bytes after the response are ignored.  ValueError for an
-    invalid request; :class:`ResponseError` for a malformed response, a head over
-    ``max_head`` bytes (interim heads included), more than MAX_RESPONSE_HEADERS fields or
-    a body over ``max_body``.
+    closes; ``complete`` turns True at its end.  Bodies may be delimited by
+    Content-Length, by the chunked coding or by the close (RFC 9112, section 6.3);
+    interim 1xx responses are skipped, and HEAD, 204 and 304 responses have no body.
+    Bytes after the response are ignored.  ValueError for an invalid request;
+    :class:`ResponseError` for a malformed response, a head over ``max_head`` bytes
+    (interim heads included), more than MAX_RESPONSE_HEADERS fields or a body over
+    ``max_body``.
     """
 
     def __init__(
