@@ -2,7 +2,8 @@
 
 Only what signaling needs: ``GET /zmesh/descriptor`` and ``POST /zmesh/signal`` with a
 binary body (and the answer to a CORS preflight, for browser nodes; every response allows
-any origin).  h11 parses and serializes every message; this module adds the bounds.
+any origin).  h11 parses every message (and writes the client's requests); this module
+adds the bounds.
 Every request is bounded: the head to 8 KiB (h11's ``max_incomplete_event_size``, 431),
 the body to 32 KiB (a Content-Length is required; 413 beyond, 411 for a chunked body),
 each phase to a few seconds (slow clients get 408), and the number of concurrent
@@ -96,8 +97,9 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
 class ServerConnection:
     """The server's side of one HTTP/1.1 connection: one request, one response, close.
 
-    h11 does the parsing and the framing; :meth:`read_request` adds the bounds of the
-    module doc and raises :class:`HttpError` with the status to answer."""
+    h11 parses the request and its framing; :meth:`read_request` adds the bounds of the
+    module doc and raises :class:`HttpError` with the status to answer.  Responses are
+    framed by Content-Length."""
 
     def __init__(
         self,
@@ -111,6 +113,7 @@ class ServerConnection:
         self._max_body = max_body
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._head_only = False
+        self._responded = False
         self._head_room: int | None = MAX_HEAD + 1  # None once the head is parsed
 
     async def _next_event(self) -> h11.Event:
@@ -174,34 +177,32 @@ class ServerConnection:
         target = event.target.decode("ascii")  # h11 checked: visible ASCII
         return Request(method, target.split("?", 1)[0], b"".join(chunks))
 
-    @property
-    def can_respond(self) -> bool:
-        """Whether no response has been started on this connection yet."""
-        return self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
-
     def start_response(self, status: int, headers: Sequence[tuple[str, str]], length: int) -> None:
-        """Write the head of a ``length``-byte response (``Connection: close``)."""
-        fields = [*headers, ("Content-Length", str(length)), ("Connection", "close")]
-        reason = REASONS.get(status, "Error")
-        self._writer.write(
-            self._conn.send(h11.Response(status_code=status, reason=reason, headers=fields))
-        )
+        """Write the head of a ``length``-byte response (``Connection: close``).
+
+        Its fields are the server's own, so they are formatted here rather than validated
+        by h11 (which costs twice its parse of the request).  The body must follow with
+        exactly ``length`` bytes (RFC 9112, section 6.2), or the close cuts it short."""
+        self._responded = True
+        lines = [
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+            *(f"{name}: {value}" for name, value in headers),
+            f"Content-Length: {length}",
+            "Connection: close",
+        ]
+        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
     def send_data(self, data: bytes) -> None:
         """Write part of the body (nothing for a HEAD request: its response has none)."""
-        if data and not self._head_only:
-            self._writer.write(self._conn.send(h11.Data(data=data)))
-
-    def end_response(self) -> None:
-        self._writer.write(self._conn.send(h11.EndOfMessage()))
+        if not self._head_only:
+            self._writer.write(data)
 
     def respond(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> None:
         """Write a whole response, if none has been started (else leave the close to say it)."""
-        if not self.can_respond:
+        if self._responded:
             return
         self.start_response(status, headers, len(body))
         self.send_data(body)
-        self.end_response()
 
     async def drain(self, timeout: float) -> None:
         await asyncio.wait_for(self._writer.drain(), timeout)
@@ -254,8 +255,7 @@ class HttpServer:
                 _reply(conn, exc.status, f"{exc}\n".encode())
             except Exception:  # a bug must not take the relay down: answer 500, log it
                 log.exception("http event=handler_error")
-                with contextlib.suppress(h11.LocalProtocolError):
-                    _reply(conn, 500, b"internal error\n")
+                _reply(conn, 500, b"internal error\n")
             try:
                 await conn.drain(PHASE_TIMEOUT)
             except (TimeoutError, ConnectionError):

@@ -177,7 +177,6 @@ class WebServer:
                     conn.send_data(chunk)
                     size -= len(chunk)
                     await conn.drain(WRITE_TIMEOUT)
-            conn.end_response()
             await conn.drain(WRITE_TIMEOUT)
 
 
