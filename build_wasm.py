@@ -10,9 +10,11 @@ Steps, each reported as it runs:
    web/package-lock.json (install scripts are not run);
 2. copy the Pyodide core (interpreter, standard library, its lock) from
    web/node_modules/pyodide/ to web/dist/pyodide/;
-3. build the pure-Python zmesh wheel into web/dist/wheels/ with this interpreter's pip;
-4. write web/dist/zmesh-lock.json, a Pyodide lock file naming that wheel with its sha256,
-   so the browser checks its integrity when it loads it;
+3. build the pure-Python zmesh wheel into web/dist/wheels/ with this interpreter's pip,
+   and download the wheels of its Pyodide dependencies (h11), pinned with hashes in
+   web/requirements.txt, next to it;
+4. write web/dist/zmesh-lock.json, a Pyodide lock file naming those wheels with their
+   sha256, so the browser checks their integrity when it loads them;
 5. bundle web/src/crypto.js into web/dist/zmesh-crypto.js (an IIFE that sets
    ``globalThis.zmeshCrypto``), and web/src/{worker,page,embed}.js where they exist;
 6. copy web/static/* into web/dist/.
@@ -22,7 +24,7 @@ The browser node loads it as::
 
     const { loadPyodide } = await import("./pyodide/pyodide.mjs");
     const pyodide = await loadPyodide({ lockFileURL: new URL("zmesh-lock.json", base).href });
-    await pyodide.loadPackage("zmesh");  // after zmesh-crypto.js has run
+    await pyodide.loadPackage("zmesh");  // after zmesh-crypto.js has run; loads h11 too
 
 ``--test-wheels`` downloads the pure wheels of pytest and its helpers, pinned with hashes
 in tests/pyodide/requirements.txt, into build/pyodide-wheels/ for
@@ -41,6 +43,8 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 ROOT = Path(__file__).resolve().parent
 WEB = ROOT / "web"
 SRC = WEB / "src"
@@ -51,6 +55,10 @@ PACKAGE_LOCK = WEB / "package-lock.json"
 NPM_STAMP = NODE_MODULES / ".zmesh-package-lock.sha256"
 PYODIDE_SRC = NODE_MODULES / "pyodide"
 ESBUILD = NODE_MODULES / ".bin" / "esbuild"
+#: zmesh's dependencies in Pyodide, pinned with hashes (see the file's header)
+WHEEL_REQUIREMENTS = WEB / "requirements.txt"
+#: the environment markers of Pyodide (PEP 508), to tell which dependencies apply there
+PYODIDE_MARKERS = {"platform_system": "Emscripten", "sys_platform": "emscripten", "extra": ""}
 
 TEST_REQUIREMENTS = ROOT / "tests" / "pyodide" / "requirements.txt"
 TEST_WHEELS = ROOT / "build" / "pyodide-wheels"
@@ -180,6 +188,65 @@ def build_wheel(out: Path) -> Path:
     return wheel
 
 
+def _pins(requirements: Path) -> dict[str, tuple[str, str]]:
+    """{normalized name: (version, sha256)} from a ``name==version --hash=sha256:...`` file."""
+    pins: dict[str, tuple[str, str]] = {}
+    for raw in requirements.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, _, digest = line.partition("--hash=sha256:")
+        name, _, version = spec.strip().partition("==")
+        pins[name.replace("-", "_").lower()] = (version, digest.strip())
+    return pins
+
+
+def _pyodide_requirements(wheel: Path) -> list[Requirement]:
+    """The Requires-Dist entries of ``wheel`` that apply in Pyodide."""
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = zf.read(metadata).decode().splitlines()
+    requirements = [
+        Requirement(line.partition(":")[2]) for line in lines if line.startswith("Requires-Dist:")
+    ]
+    return [r for r in requirements if r.marker is None or r.marker.evaluate(PYODIDE_MARKERS)]
+
+
+def dependency_wheels(out: Path, zmesh_wheel: Path) -> list[Path]:
+    """Download the wheels that zmesh needs in Pyodide, as pinned in web/requirements.txt.
+
+    BuildError if a dependency is not pinned there, a pin is outside zmesh's range, or a
+    wheel does not match its hash."""
+    pins = _pins(WHEEL_REQUIREMENTS)
+    where = WHEEL_REQUIREMENTS.relative_to(ROOT)
+    for requirement in _pyodide_requirements(zmesh_wheel):
+        key = requirement.name.replace("-", "_").lower()
+        if key not in pins:
+            raise BuildError(f"zmesh needs {requirement} in Pyodide: pin it in {where}")
+        if not requirement.specifier.contains(pins[key][0], prereleases=True):
+            raise BuildError(f"{where} pins {key}=={pins[key][0]}, outside zmesh's {requirement}")
+    wheels = out / "wheels"
+    run(
+        [
+            sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+            "--only-binary=:all:", "--python-version", TEST_PYTHON_VERSION, "--platform", "any",
+            "--require-hashes", "-r", WHEEL_REQUIREMENTS, "-d", wheels,
+        ],
+        ROOT,
+        "downloading zmesh's dependency wheels",
+    )  # fmt: skip
+    found = []
+    for key, (version, digest) in pins.items():
+        matches = [
+            p for p in wheels.glob("*.whl") if p.name.lower().startswith(f"{key}-{version}-")
+        ]
+        if len(matches) != 1 or sha256_file(matches[0]) != digest:
+            raise BuildError(f"the {key} wheel in web/dist/wheels/ does not match {where}")
+        found.append(matches[0])
+        step(f"added web/dist/wheels/{matches[0].name} (sha256 {digest[:16]}…)")
+    return found
+
+
 # 4. the lock
 
 
@@ -194,28 +261,41 @@ def _top_level_packages(wheel: Path) -> list[str]:
     return sorted(t for t in tops if not t.endswith((".dist-info", ".data")))
 
 
-def write_lock(out: Path, info: dict[str, str], wheel: Path) -> dict[str, object]:
-    """A Pyodide lock (same ABI info as Pyodide's own) naming only what web/dist ships.
-
-    The file name is relative to the lock's own URL (Pyodide's default packageBaseUrl),
-    and the sha256 is the wheel's: browsers verify it as the fetch's subresource
-    integrity, so a wheel that does not match is refused.  Pyodide's other packages are
-    left out on purpose: web/dist does not ship them and nothing may be fetched elsewhere.
-    """
-    entry = {
-        "name": "zmesh",
+def _lock_entry(wheel: Path, depends: list[str]) -> dict[str, object]:
+    return {
+        "name": wheel.name.split("-")[0],
         "version": _wheel_version(wheel),
         "file_name": f"wheels/{wheel.name}",
         "install_dir": "site",
         "sha256": sha256_file(wheel),
         "package_type": "package",
         "imports": _top_level_packages(wheel),
-        "depends": [],
+        "depends": depends,
         "unvendored_tests": False,
     }
-    lock = {"info": info, "packages": {"zmesh": entry}}
+
+
+def write_lock(
+    out: Path, info: dict[str, str], wheel: Path, dependencies: Sequence[Path]
+) -> dict[str, object]:
+    """A Pyodide lock (same ABI info as Pyodide's own) naming only what web/dist ships:
+    zmesh, and the wheels it depends on (loaded with it by ``loadPackage("zmesh")``).
+
+    The file names are relative to the lock's own URL (Pyodide's default packageBaseUrl),
+    and each sha256 is its wheel's: browsers verify it as the fetch's subresource
+    integrity, so a wheel that does not match is refused.  Pyodide's other packages are
+    left out on purpose: web/dist does not ship them and nothing may be fetched elsewhere.
+    """
+    deps = [_lock_entry(dep, []) for dep in dependencies]
+    entry = _lock_entry(wheel, sorted(str(d["name"]) for d in deps))
+    packages = {str(e["name"]): e for e in [entry, *deps]}
+    lock = {"info": info, "packages": packages}
     (out / LOCK_NAME).write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
-    step(f"wrote web/dist/{LOCK_NAME} (zmesh {entry['version']}, sha256 {entry['sha256'][:16]}…)")
+    depends = ", ".join(n for n in packages if n != "zmesh")
+    step(
+        f"wrote web/dist/{LOCK_NAME} (zmesh {entry['version']}, "
+        f"sha256 {str(entry['sha256'])[:16]}…; with {depends or 'no dependencies'})"
+    )
     return lock
 
 
@@ -255,21 +335,10 @@ def copy_static(out: Path) -> None:
 # --test-wheels
 
 
-def _requirements() -> dict[str, str]:
-    """{file-name prefix: sha256} from tests/pyodide/requirements.txt."""
-    pins: dict[str, str] = {}
-    for raw in TEST_REQUIREMENTS.read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        spec, _, digest = line.partition("--hash=sha256:")
-        name, _, version = spec.strip().partition("==")
-        pins[f"{name.replace('-', '_').lower()}-{version}-"] = digest.strip()
-    return pins
-
-
 def test_wheels() -> None:
-    pins = _requirements()
+    pins = {
+        f"{name}-{version}-": digest for name, (version, digest) in _pins(TEST_REQUIREMENTS).items()
+    }
 
     def have() -> bool:
         for prefix, digest in pins.items():
@@ -307,7 +376,7 @@ def build(with_test_wheels: bool) -> None:
     try:
         info = copy_pyodide(staging)
         wheel = build_wheel(staging)
-        write_lock(staging, info, wheel)
+        write_lock(staging, info, wheel, dependency_wheels(staging, wheel))
         bundle(staging)
         copy_static(staging)
     except BaseException:
@@ -322,8 +391,9 @@ def build(with_test_wheels: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Assemble web/dist/ (Pyodide, the zmesh wheel and its lock, the JS "
-        "bundles) from the pins in web/package-lock.json and pyproject.toml.",
+        description="Assemble web/dist/ (Pyodide, the zmesh wheel and its dependencies, their "
+        "lock, the JS bundles) from the pins in web/package-lock.json, web/requirements.txt "
+        "and pyproject.toml.",
     )
     parser.add_argument(
         "--test-wheels",

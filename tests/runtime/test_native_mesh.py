@@ -152,7 +152,7 @@ def test_1000_malformed_signaling_requests_get_4xx_while_a_transfer_completes(
     code, body, _ = result[0]
     assert code == 0 and hashlib.sha256(body).hexdigest() == server.sha256
     assert relay.popen.poll() is None  # still running
-    status = _raw_request(port, b"GET /zmesh/descriptor HTTP/1.1\r\n\r\n")
+    status = _raw_request(port, b"GET /zmesh/descriptor HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 200
 
 

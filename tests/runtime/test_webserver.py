@@ -72,8 +72,11 @@ def test_serves_files_with_browser_mime_types_and_the_config(tmp_path: Path) -> 
             assert status == 200 and got == b"" and int(headers["content-length"]) > 0
             status, headers, _ = await _get(port, _request("/index.html", "DELETE"))
             assert status == 405 and headers["allow"] == "GET, HEAD"
-            post = b"POST /index.html HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+            post = b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
             assert (await _get(port, post))[0] == 405
+            # RFC 9112, section 3.2: an HTTP/1.1 request without Host gets a 400
+            assert (await _get(port, b"GET / HTTP/1.1\r\n\r\n"))[0] == 400
+            assert (await _get(port, b"GET / HTTP/1.0\r\n\r\n"))[0] == 200
         finally:
             await server.close()
 
@@ -155,6 +158,62 @@ def test_signaling_answers_a_cors_preflight() -> None:
             assert "POST" in headers["access-control-allow-methods"]
             status, headers, body = await _get(port, _request("/zmesh/descriptor"))
             assert status == 200 and body == b"handled"
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n", 413),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # a TLS hello
+        (b"GET /index.html HTTP/3\r\nHost: x\r\n\r\n", 400),
+        (b"GET /index.html HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+    ],
+)
+def test_the_page_server_refuses_what_it_should(tmp_path: Path, raw: bytes, status: int) -> None:
+    async def scenario() -> None:
+        server = WebServer(_dist(tmp_path), [])
+        port = await server.start("127.0.0.1", 0)
+        try:
+            got, headers, _ = await _get(port, raw)
+            assert got == status and headers["connection"] == "close"
+            assert headers["x-content-type-options"] == "nosniff"
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_page_server_times_out_slow_clients_and_caps_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zmesh.runtime import http, webserver
+
+    monkeypatch.setattr(http, "PHASE_TIMEOUT", 0.3)
+    monkeypatch.setattr(webserver, "MAX_CONNECTIONS", 2)
+
+    async def scenario() -> None:
+        server = WebServer(_dist(tmp_path), [])
+        port = await server.start("127.0.0.1", 0)
+        try:
+            # slow head: a partial request line, then nothing
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /index")
+            assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 408 ")
+            writer.close()
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            while server.requests < 3:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 503 ")
+            writer.close()
+            for _, w in idle:
+                w.close()
         finally:
             await server.close()
 

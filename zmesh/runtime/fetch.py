@@ -3,39 +3,38 @@
 :func:`circuit_fetch` takes a 3-hop circuit to an exit from a
 :class:`~zmesh.runtime.circuits.CircuitPool`, opens a stream to the URL's ``host:port``
 (the exit makes the TCP connection under its exit policy), writes one HTTP/1.1 request
-and parses the response with :class:`ResponseParser`.  ``http://`` only: an ``https://``
-URL would need TLS inside the page, end to end through the circuit, which is not built.
+and parses the response, both with h11 through :func:`start_exchange`
+(a :class:`~zmesh.runtime.http.ClientExchange`).  ``http://`` only: an ``https://`` URL
+would need TLS inside the page, end to end through the circuit, which is not built.
 
-The parser is sans-I/O (``feed``/``eof``) and bounded: the head to :data:`MAX_HEAD`
-bytes, the body to the caller's ``max_body``.  It reads bodies delimited by
-Content-Length, by the chunked transfer coding (RFC 9112, section 7.1) or by the
-connection closing (RFC 9112, section 6.3), skips interim 1xx responses, and knows that
-HEAD, 204 and 304 responses have no body.  Anything malformed raises :class:`FetchError`.
+The exchange is sans-I/O (``feed``/``eof``) and bounded: the response head to
+:data:`MAX_HEAD` bytes and :data:`~zmesh.runtime.http.MAX_RESPONSE_HEADERS` fields, the
+body to the caller's ``max_body``, the request body to :data:`MAX_REQUEST_BODY`.  It reads
+bodies delimited by Content-Length, by the chunked transfer coding (RFC 9112, section 7.1)
+or by the connection closing (RFC 9112, section 6.3), skips interim 1xx responses, and
+knows that HEAD, 204 and 304 responses have no body.  Anything malformed raises
+:class:`~zmesh.runtime.http.ResponseError`, which :func:`circuit_fetch` reports as a
+:class:`FetchError`.
 """
 
 import contextlib
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ZMeshError
 from ..session.endpoint import StreamData, StreamFinished, StreamReset
 from .aio import RESET_CLOSED, AsyncNode, StreamClosedError
 from .circuits import CircuitPool
+from .http import ClientExchange, ResponseError
 
 MAX_HEAD = 64 * 1024
-MAX_HEADERS = 200
 MAX_BODY = 64 << 20
 MAX_REQUEST_BODY = 8 << 20
 CONNECT_TIMEOUT = 15.0
 IDLE_TIMEOUT = 30.0
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 #: set by circuit_fetch itself; a caller's values are dropped
 _OWN_HEADERS = frozenset({"host", "connection", "content-length", "transfer-encoding", "te"})
-#: statuses that never have a body (RFC 9110, sections 15.3.5 and 15.4.5)
-_NO_BODY = frozenset({204, 304})
 
 
 class FetchError(ZMeshError):
@@ -91,190 +90,38 @@ def parse_url(url: str) -> Target:
     return Target(parts.hostname, port, path)
 
 
-def build_request(
-    method: str, target: Target, headers: Sequence[tuple[str, str]], body: bytes
-) -> bytes:
-    """One HTTP/1.1 request, ``Connection: close``; FetchError for a bad method or header."""
-    if not _TOKEN.fullmatch(method) or method.upper() == "CONNECT":
-        raise FetchError(f"unsupported method {method[:40]!r}")
+def start_exchange(
+    method: str,
+    target: Target,
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    max_body: int = MAX_BODY,
+) -> ClientExchange:
+    """One HTTP/1.1 request (``Connection: close``) ready to send, and the parser of its
+    response.  FetchError for a bad method (CONNECT among them), header or body size."""
+    if method.upper() == "CONNECT":
+        raise FetchError("unsupported method CONNECT")
     if len(body) > MAX_REQUEST_BODY:
         raise FetchError(f"request body over {MAX_REQUEST_BODY} bytes")
-    lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.host_header}"]
-    names = set()
-    for name, value in headers:
-        if not _TOKEN.fullmatch(name):
-            raise FetchError(f"invalid header name {name[:40]!r}")
-        if any(c in value for c in "\r\n\x00"):
-            raise FetchError(f"invalid value for header {name!r}")
-        if name.lower() in _OWN_HEADERS:
-            continue
-        names.add(name.lower())
-        lines.append(f"{name}: {value.strip()}")
-    if "accept-encoding" not in names:
-        lines.append("Accept-Encoding: identity")  # the page gets the bytes as sent
-    if body or method.upper() in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(body)}")
-    lines.append("Connection: close")
     try:
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        fields = [(b"Host", target.host_header.encode("ascii"))]
+        fields += [
+            (name.encode("latin-1"), value.strip().encode("latin-1"))
+            for name, value in headers
+            if name.lower() not in _OWN_HEADERS
+        ]
+        if not any(name.lower() == b"accept-encoding" for name, _ in fields):
+            fields.append((b"Accept-Encoding", b"identity"))  # the page gets the bytes as sent
+        if body or method.upper() in ("POST", "PUT", "PATCH"):
+            fields.append((b"Content-Length", b"%d" % len(body)))
     except UnicodeEncodeError:
-        raise FetchError("header values must be Latin-1 text") from None
-    return head + body
-
-
-@dataclass
-class ResponseParser:
-    """Parses one HTTP/1.1 response fed in pieces (see the module doc)."""
-
-    method: str = "GET"
-    max_body: int = MAX_BODY
-    status: int = 0
-    reason: str = ""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    complete: bool = False
-    _buf: bytearray = field(default_factory=bytearray)
-    _body: list[bytes] = field(default_factory=list)
-    _body_size: int = 0
-    _mode: str = "head"  # head, length, chunk-size, chunk-data, chunk-crlf, trailers, close
-    _remaining: int = 0
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self._body)
-
-    def feed(self, data: bytes) -> None:
-        if self.complete:
-            return  # bytes after the response (a misbehaving server): ignored
-        self._buf += data
-        self._advance()
-
-    def eof(self) -> None:
-        """The server closed the stream."""
-        if self.complete:
-            return
-        if self._mode == "close":
-            self.complete = True
-            return
-        if self._mode == "head":
-            raise FetchError("the server closed the connection before a complete response head")
-        raise FetchError("the server closed the connection before the end of the body")
-
-    def _take_body(self, data: bytes) -> None:
-        self._body_size += len(data)
-        if self._body_size > self.max_body:
-            raise FetchError(f"response body over {self.max_body} bytes")
-        if data:
-            self._body.append(data)
-
-    def _line(self, limit: int = 4096) -> bytes | None:
-        end = self._buf.find(b"\r\n")
-        if end < 0:
-            if len(self._buf) > limit:
-                raise FetchError("a line of the response is too long")
-            return None
-        line = bytes(self._buf[:end])
-        del self._buf[: end + 2]
-        return line
-
-    def _advance(self) -> None:
-        while not self.complete:
-            mode = self._mode
-            if mode == "head":
-                end = self._buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self._buf) > MAX_HEAD:
-                        raise FetchError(f"response head over {MAX_HEAD} bytes")
-                    return
-                head = bytes(self._buf[:end])
-                del self._buf[: end + 4]
-                self._parse_head(head)
-            elif mode == "length":
-                take = bytes(self._buf[: self._remaining])
-                del self._buf[: len(take)]
-                self._take_body(take)
-                self._remaining -= len(take)
-                if self._remaining == 0:
-                    self.complete = True
-                return
-            elif mode == "close":
-                self._take_body(bytes(self._buf))
-                self._buf.clear()
-                return
-            elif mode == "chunk-size":
-                line = self._line()
-                if line is None:
-                    return
-                size_text = line.split(b";", 1)[0].strip()
-                if not _CHUNK_SIZE.fullmatch(size_text):
-                    raise FetchError("malformed chunk size")
-                self._remaining = int(size_text, 16)
-                self._mode = "chunk-data" if self._remaining else "trailers"
-            elif mode == "chunk-data":
-                take = bytes(self._buf[: self._remaining])
-                del self._buf[: len(take)]
-                self._take_body(take)
-                self._remaining -= len(take)
-                if self._remaining:
-                    return
-                self._mode = "chunk-crlf"
-            elif mode == "chunk-crlf":
-                if self._buf[:2] != b"\r\n"[: len(self._buf)]:
-                    raise FetchError("chunk data not followed by CRLF")
-                if len(self._buf) < 2:
-                    return
-                del self._buf[:2]
-                self._mode = "chunk-size"
-            else:  # trailers: ignored, up to the empty line
-                line = self._line()
-                if line is None:
-                    return
-                if not line:
-                    self.complete = True
-
-    def _parse_head(self, head: bytes) -> None:
-        try:
-            text = head.decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
-            raise FetchError("undecodable response head") from None
-        lines = text.split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code, _, reason = rest.partition(" ")
-        if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
-            raise FetchError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
-        status = int(code)
-        if status < 100:
-            raise FetchError(f"invalid status {status}")
-        if len(lines) - 1 > MAX_HEADERS:
-            raise FetchError("too many response headers")
-        headers: list[tuple[str, str]] = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not _TOKEN.fullmatch(name):
-                raise FetchError(f"malformed response header {line[:80]!r}")
-            headers.append((name, value.strip(" \t")))
-        if 100 <= status < 200:
-            if status == 101:
-                raise FetchError("the server switched protocols (upgrades are not supported)")
-            return  # interim response (100 Continue, 103 Early Hints): the real one follows
-        self.status, self.reason, self.headers = status, reason, headers
-        lowered = [(n.lower(), v) for n, v in headers]
-        codings = [v for n, v in lowered if n == "transfer-encoding"]
-        lengths = {v.strip() for n, v in lowered if n == "content-length"}
-        if self.method.upper() == "HEAD" or status in _NO_BODY:
-            self.complete = True
-        elif codings:
-            last = ",".join(codings).split(",")[-1].strip().lower()
-            self._mode = "chunk-size" if last == "chunked" else "close"
-        elif lengths:
-            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-                raise FetchError("invalid Content-Length")
-            self._remaining = int(next(iter(lengths)))
-            if self._remaining > self.max_body:
-                raise FetchError(f"response body over {self.max_body} bytes")
-            self._mode = "length"
-            self.complete = self._remaining == 0
-        else:
-            self._mode = "close"
+        raise FetchError("header fields must be Latin-1 text, the host name ASCII") from None
+    try:
+        return ClientExchange(
+            method, target.path, fields, body, max_head=MAX_HEAD, max_body=max_body
+        )
+    except ValueError as exc:
+        raise FetchError(str(exc)) from None
 
 
 async def circuit_fetch(
@@ -292,7 +139,7 @@ async def circuit_fetch(
 
     Requests to the same origin share circuits (``isolation_key`` defaults to it)."""
     target = parse_url(url)
-    request = build_request(method, target, headers, body)
+    exchange = start_exchange(method, target, headers, body, max_body)
     key = isolation_key if isolation_key is not None else target.origin.encode()
     try:
         circuit = await pool.circuit_for(key)
@@ -315,24 +162,26 @@ async def circuit_fetch(
             raise FetchError(
                 f"the exit could not connect to {target.stream_target}: {exc}"
             ) from None
-        driver.call(lambda now: node.streams.send(cid, sid, request, now))
-        parser = ResponseParser(method, max_body)
-        while not parser.complete:
+        driver.call(lambda now: node.streams.send(cid, sid, exchange.request, now))
+        while not exchange.complete:
             try:
                 event = await pipe.receive(IDLE_TIMEOUT)
             except TimeoutError:
                 raise FetchError(f"the response stalled for {IDLE_TIMEOUT:g} s") from None
-            if isinstance(event, StreamData):
-                parser.feed(event.data)
-                taken = len(event.data)
-                with contextlib.suppress(ZMeshError):
-                    driver.call(lambda now: node.streams.consume(cid, sid, taken, now))  # noqa: B023
-            elif isinstance(event, StreamFinished):
-                finished = True
-                parser.eof()
-            elif event is None or isinstance(event, StreamReset):
-                raise FetchError("the stream was reset or its circuit closed")
-        return FetchResponse(parser.status, parser.reason, parser.headers, parser.body)
+            try:
+                if isinstance(event, StreamData):
+                    exchange.feed(event.data)
+                    taken = len(event.data)
+                    with contextlib.suppress(ZMeshError):
+                        driver.call(lambda now: node.streams.consume(cid, sid, taken, now))  # noqa: B023
+                elif isinstance(event, StreamFinished):
+                    finished = True
+                    exchange.eof()
+                elif event is None or isinstance(event, StreamReset):
+                    raise FetchError("the stream was reset or its circuit closed")
+            except ResponseError as exc:
+                raise FetchError(str(exc)) from None
+        return FetchResponse(exchange.status, exchange.reason, exchange.headers, exchange.body)
     finally:
         if finished:
             pipe.finish()

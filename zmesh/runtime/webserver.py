@@ -1,11 +1,12 @@
 """``zmesh web``: serve the browser node's page (web/dist) and its ``config.json``.
 
 A small static file server on asyncio, with the defences of :mod:`zmesh.runtime.http`
-(whose request reader it reuses): GET and HEAD only, the request head bounded to 8 KiB
-and read within a few seconds, a cap on concurrent connections, one request per
-connection.  A path can never leave the served directory: it is percent-decoded, any
-``..``, dot-file, backslash or NUL segment is refused, and the resolved file (symlinks
-followed) must still lie under the directory.  Files are streamed in chunks with the MIME
+(whose h11 server connection it reuses): GET and HEAD only, the request head bounded to
+8 KiB and read within a few seconds (408 beyond), anything malformed answered with a 4xx,
+a cap on concurrent connections (503 beyond), one request per connection.  A path can
+never leave the served directory: it is percent-decoded, any ``..``, dot-file, backslash
+or NUL segment is refused, and the resolved file (symlinks followed) must still lie under
+the directory.  Files are streamed in chunks with the MIME
 types browsers insist on (``application/wasm`` for streaming compilation, JavaScript
 for module scripts).
 
@@ -17,13 +18,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import ZMeshError
 from . import run_command
-from .http import MAX_HEAD, PHASE_TIMEOUT, REASONS, HttpError, read_request
+from .http import MAX_HEAD, PHASE_TIMEOUT, HttpError, ServerConnection
 
 log = logging.getLogger("zmesh.web")
 
@@ -93,13 +95,15 @@ def resolve_path(root: Path, target: str) -> Path | None:
     return real
 
 
-def _head(status: int, content_type: str, length: int, extra: str = "") -> bytes:
-    return (
-        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
-        "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"
-        f"Referrer-Policy: no-referrer\r\n{extra}Connection: close\r\n\r\n"
-    ).encode()
+def _headers(content_type: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+    """The header fields of every response (Content-Length and Connection are added)."""
+    return [
+        ("Content-Type", content_type),
+        ("Cache-Control", "no-cache"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        *extra,
+    ]
 
 
 @dataclass
@@ -127,14 +131,15 @@ class WebServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = ServerConnection(reader, writer)
         if self._slots.locked():
-            writer.write(_head(503, "text/plain", 5) + b"busy\n")
+            conn.respond(503, _headers("text/plain"), b"busy\n")
             writer.close()
             return
         async with self._slots:
             self.requests += 1
             try:
-                await self._respond(reader, writer)
+                await self._respond(conn)
             except (ConnectionError, TimeoutError):
                 pass
             except Exception:  # a bug must not stop the server: log it, drop the connection
@@ -142,17 +147,14 @@ class WebServer:
             finally:
                 writer.close()
 
-    async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _respond(self, conn: ServerConnection) -> None:
         try:
-            request = await read_request(reader)
+            request = await conn.read_request()
             if request.method not in ("GET", "HEAD"):
                 raise HttpError(405)
-            head_only = request.method == "HEAD"
             if request.path == "/config.json":
-                writer.write(_head(200, MIME_TYPES[".json"], len(self._config)))
-                if not head_only:
-                    writer.write(self._config)
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                conn.respond(200, _headers(MIME_TYPES[".json"]), self._config)
+                await conn.drain(WRITE_TIMEOUT)
                 return
             try:
                 path = resolve_path(self.dist, request.path)
@@ -161,21 +163,21 @@ class WebServer:
             if path is None:
                 raise HttpError(404)
         except HttpError as exc:
-            body = f"{exc}\n".encode()
-            extra = "Allow: GET, HEAD\r\n" if exc.status == 405 else ""
-            writer.write(_head(exc.status, "text/plain; charset=utf-8", len(body), extra) + body)
-            await asyncio.wait_for(writer.drain(), PHASE_TIMEOUT)
+            extra = [("Allow", "GET, HEAD")] if exc.status == 405 else []
+            headers = _headers("text/plain; charset=utf-8", *extra)
+            conn.respond(exc.status, headers, f"{exc}\n".encode())
+            await conn.drain(PHASE_TIMEOUT)
             return
         content_type = MIME_TYPES.get(path.suffix.lower(), "application/octet-stream")
         with path.open("rb") as f:
-            size = path.stat().st_size
-            writer.write(_head(200, content_type, size))
-            if head_only:
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
-                return
-            while chunk := f.read(CHUNK):
-                writer.write(chunk)
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            size = os.fstat(f.fileno()).st_size
+            conn.start_response(200, _headers(content_type), size)
+            if request.method == "GET":
+                while chunk := f.read(min(CHUNK, size)):
+                    conn.send_data(chunk)
+                    size -= len(chunk)
+                    await conn.drain(WRITE_TIMEOUT)
+            await conn.drain(WRITE_TIMEOUT)
 
 
 def page_url(host: str, port: int) -> str:
