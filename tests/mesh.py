@@ -1,13 +1,15 @@
 """Test helpers: small simulated meshes of real nodes (virtual time, no sleeps)."""
 
-from zmesh.node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event, LinkUp
+from zmesh.node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event, LinkUp, NodeConfig
 from zmesh.session.endpoint import StreamData, StreamFinished
 from zmesh.sim import LinkModel, SimNode, Simulator
 
 
-def full_mesh(n: int, seed: int = 1, model: LinkModel | None = None) -> Simulator:
+def full_mesh(
+    n: int, seed: int = 1, model: LinkModel | None = None, config: NodeConfig | None = None
+) -> Simulator:
     sim = Simulator(seed, model)
-    nodes = [sim.add_node() for _ in range(n)]
+    nodes = [sim.add_node(config) for _ in range(n)]
     for i, a in enumerate(nodes):
         for b in nodes[i + 1 :]:
             sim.connect(a, b)

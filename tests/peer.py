@@ -4,6 +4,7 @@ the test owns the clock."""
 
 from zmesh.identity import Descriptor, Flags, Identity
 from zmesh.link import frames as lf
+from zmesh.link.connection import LINK_WINDOW, UNCOUNTED
 from zmesh.link.handshake import LinkHandshake
 from zmesh.node import Node
 from zmesh.rng import DeterministicRng
@@ -65,6 +66,18 @@ class RawPeer:
         for data in _PENDING.pop((id(self.node), self.link_id), []):
             frames += self.decoder.feed(data)
         self.inbox += frames
+        return frames
+
+    def read_all(self, now: float) -> list[lf.Frame]:
+        """Read until the node has nothing more for us, returning link credit as an honest
+        peer does."""
+        frames: list[lf.Frame] = []
+        while got := self.read(now):
+            frames += got
+            counted = sum(1 for f in got if not isinstance(f, UNCOUNTED))
+            while counted > 0 and not self.closed():
+                self.send(lf.Credit(min(counted, LINK_WINDOW // 2)), now)
+                counted -= LINK_WINDOW // 2
         return frames
 
     def closed(self) -> bool:

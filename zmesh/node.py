@@ -200,7 +200,7 @@ class Node:
             self.directory.get_timer(),
             self.dialer.get_timer(),
         )
-        return min((c.get_timer() for c in self._links), default=deadline)
+        return min([deadline, *(c.get_timer() for c in self._links)])
 
     def handle_timer(self, now: float) -> None:
         for conn in self._links:

@@ -1,0 +1,156 @@
+"""RelayTable: races that are not attacks, and attacks that must not hurt a relay."""
+
+import pytest
+from mesh import build, events_of, full_mesh
+from peer import RawPeer
+
+from zmesh.circuit.relay import CREATE_BURST, CREATE_RATE
+from zmesh.errors import CloseCode
+from zmesh.identity import Identity
+from zmesh.link import connection as lc
+from zmesh.link import frames as lf
+from zmesh.node import CircuitClosed, HopOpened, LinkClosed, Node, NodeConfig
+from zmesh.onion import sphinx
+from zmesh.rng import DeterministicRng
+
+_PEER = 0x80000000  # a RawPeer dials, so the ids it allocates have the top bit set
+
+
+def _node(seed: int = 3) -> Node:
+    rng = DeterministicRng(seed)
+    return Node(Identity.generate(rng), rng, 0.0)
+
+
+def _header(node: Node, rest: list[sphinx.PathHop], seed: int) -> sphinx.SetupState:
+    d = node.descriptor(0.0)
+    first = sphinx.PathHop(node.node_id, d.onion_epoch, d.onion_pk)
+    return sphinx.build_setup_header(node.geometry, [first, *rest], DeterministicRng(seed))
+
+
+def _answers(peer: RawPeer) -> list[tuple[str, CloseCode | None]]:
+    out: list[tuple[str, CloseCode | None]] = []
+    for f in peer.read_all(0.0):
+        if isinstance(f, lf.Created):
+            out.append(("created", None))
+        elif isinstance(f, lf.Destroy):
+            out.append(("destroy", f.code))
+    return out
+
+
+def test_create_then_destroy_at_once_does_not_close_the_relay_link() -> None:
+    """The relay gets a CREATED for a circuit it already destroyed: dropped, not PROTOCOL
+    (before: "unexpected CREATED" closed the link and every circuit on it)."""
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    path = [sim.descriptor(relay), sim.descriptor(dest)]
+
+    def race() -> None:
+        cid = source.node.build_circuit(path, sim.now)
+        source.node.close_circuit(cid, sim.now)
+
+    sim.call(source, race)
+    sim.run(max_time=sim.now + 2)
+    assert not events_of(relay, LinkClosed) and not events_of(dest, LinkClosed)
+    assert relay.node.relayed_circuits() == dest.node.relayed_circuits() == 0
+    assert build(sim, source, [relay, dest]) is not None  # the links still serve
+
+
+def test_a_late_created_after_the_build_timeout_is_dropped_quietly() -> None:
+    sim = full_mesh(3, config=NodeConfig(build_timeout=0.02))  # shorter than the round trip
+    source, relay, dest = sim.nodes
+    assert build(sim, source, [relay, dest]) is None
+    assert events_of(source, CircuitClosed)[-1].code is CloseCode.TIMEOUT
+    sim.run(max_time=sim.now + 2)  # the CREATED arrives late, then DESTROY reaches the end
+    assert not events_of(source, LinkClosed) and not events_of(relay, LinkClosed)
+    assert source.node.link_to(relay.node.node_id) is not None
+    assert relay.node.relayed_circuits() == dest.node.relayed_circuits() == 0
+
+
+def test_frames_for_circuit_ids_that_never_existed_are_protocol_errors() -> None:
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    peer.send(lf.Destroy(_PEER | 5, CloseCode.NONE), 0.0)  # may cross ours: dropped
+    assert not peer.closed()
+    peer.send(lf.Created(_PEER | 5, bytes(node.geometry.created_size)), 0.0)
+    assert peer.closed()
+
+
+def test_refused_creates_record_no_replay_tag() -> None:
+    """A CREATE naming a next hop we cannot reach leaves no tag (before: every such CREATE
+    took a slot in the epoch's replay cache, and at 2^20 the relay refused all circuits)."""
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    ghost = _node(9).descriptor(0.0)
+    state = _header(node, [sphinx.PathHop(b"\x42" * 32, ghost.onion_epoch, ghost.onion_pk)], 1)
+    epoch = node.descriptor(0.0).onion_epoch
+    for i in range(3):
+        peer.send(lf.Create(_PEER | i, epoch, state.header), 0.0)
+    assert _answers(peer) == [("destroy", CloseCode.CONNECTION_FAILED)] * 3
+    assert not node.keyring.is_replay(epoch, state.hop_keys[0].replay_tag)
+    final = _header(node, [], 2)  # a circuit we accept records its tag ...
+    peer.send(lf.Create(_PEER | 10, epoch, final.header), 0.0)
+    peer.send(lf.Create(_PEER | 11, epoch, final.header), 0.0)  # ... so a replay is refused
+    assert _answers(peer) == [("created", None), ("destroy", CloseCode.REPLAY)]
+
+
+def test_garbage_creates_beyond_the_budget_cost_no_decapsulation() -> None:
+    node = _node()
+    hostile = RawPeer(node, 1, 0.0)
+    honest = RawPeer(node, 2, 0.0, seed=4)
+    epoch = node.descriptor(0.0).onion_epoch
+    junk = DeterministicRng(6).bytes(node.geometry.header_size)
+    for i in range(1000):
+        hostile.send(lf.Create(_PEER | i, epoch, junk), 0.0)
+    codes = [code for _, code in _answers(hostile)]
+    assert codes.count(CloseCode.RESOURCE) == 1000 - CREATE_BURST  # refused before decaps
+    assert len(codes) == 1000 and not hostile.closed()
+    honest.send(lf.Create(_PEER | 1, epoch, _header(node, [], 3).header), 0.0)
+    assert _answers(honest) == [("created", None)]  # another peer's budget is its own
+    hostile.send(lf.Create(_PEER | 2000, epoch, junk), 1.0 / CREATE_RATE)  # it refills
+    assert [c for _, c in _answers(hostile)] == [CloseCode.AUTH]
+
+
+def test_circuit_slots_are_capped_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lc, "MAX_CIRCUITS_PER_DIRECTION", 2)
+    node = _node()
+    client = RawPeer(node, 1, 0.0)
+    nxt = RawPeer(node, 2, 0.0, seed=5)
+    epoch = node.descriptor(0.0).onion_epoch
+    onward = _node(9).descriptor(0.0)
+    hop = sphinx.PathHop(nxt.node_id, onward.onion_epoch, onward.onion_pk)
+    for i in range(3):  # outgoing ids towards `nxt` run out after 2
+        client.send(lf.Create(_PEER | i, epoch, _header(node, [hop], 10 + i).header), 0.0)
+    assert [c for _, c in _answers(client)] == [CloseCode.RESOURCE]
+    assert sum(isinstance(f, lf.Create) for f in nxt.read_all(0.0)) == 2
+    client.send(lf.Create(_PEER | 7, epoch, _header(node, [], 20).header), 0.0)
+    assert [c for _, c in _answers(client)] == [CloseCode.RESOURCE]  # incoming: 2 live
+    assert not client.closed() and not nxt.closed()
+
+
+def test_idle_circuits_time_out_at_every_hop() -> None:
+    sim = full_mesh(3, config=NodeConfig(idle_timeout=30.0))
+    source, relay, dest = sim.nodes
+    assert build(sim, source, [relay, dest]) is not None
+    assert relay.node.relayed_circuits() == dest.node.relayed_circuits() == 1
+    sim.run(max_time=sim.now + 30.0 + 61.0)  # the timeout, plus one sweep interval
+    assert relay.node.relayed_circuits() == dest.node.relayed_circuits() == 0
+    assert events_of(source, CircuitClosed)[-1].code is CloseCode.TIMEOUT
+    assert not source.node.client_circuits()
+
+
+def test_relays_keep_no_history_of_circuits() -> None:
+    """What a hop learns is an event for the demo and tests; nothing stays on the node."""
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    for _ in range(20):
+        cid = build(sim, source, [relay, dest])
+        assert cid is not None
+        sim.call(source, lambda c=cid: source.node.close_circuit(c, sim.now))  # type: ignore[misc]
+        sim.run(max_time=sim.now + 1)
+    assert relay.node.relayed_circuits() == 0 and len(relay.node.relay._hops) == 0
+    assert not hasattr(relay.node, "relay_views")
+    views = events_of(relay, HopOpened)
+    assert len(views) == 20
+    assert {(v.predecessor, v.successor) for v in views} == {
+        (source.node.node_id, dest.node.node_id)
+    }
