@@ -31,12 +31,12 @@ class SimPoolDriver:
         if isinstance(decision, UseCircuit):
             return decision.circuit
         assert isinstance(decision, BuildPath)
-        before = len(self.client.events)
+        mark = self.client.event_count
         cid = sim.call(self.client, lambda: node.build_circuit(decision.path, sim.now))
         assert sim.run(
             lambda: any(
                 isinstance(e, CircuitBuilt) and e.circuit_id == cid
-                for e in self.client.events[before:]
+                for e in self.client.events_since(mark)
             ),
             max_time=sim.now + 10,
         )
