@@ -50,7 +50,9 @@ class SimPoolDriver:
 
     def apply(self) -> None:
         for cid in self.pool.circuits_to_close():
-            self.sim.call(self.client, lambda cid=cid: self.client.node.close_circuit(cid, self.sim.now))
+            self.sim.call(
+                self.client, lambda cid=cid: self.client.node.close_circuit(cid, self.sim.now)
+            )
         deadline = self.pool.get_timer()
         if deadline == self._armed:
             return

@@ -14,6 +14,7 @@ from .faults import (
     churn,
 )
 from .network import DEFAULT_EVENT_LOG, LinkModel, MemoryTransport, SimNode, Simulator
+from .transport import Tamper
 
 __all__ = [
     "DEFAULT_EVENT_LOG",
@@ -29,6 +30,7 @@ __all__ = [
     "Partition",
     "SimNode",
     "Simulator",
+    "Tamper",
     "TamperLink",
     "churn",
 ]

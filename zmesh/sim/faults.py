@@ -176,7 +176,8 @@ def churn(
     if not start < end or joins < 0 or leaves < 0:
         raise LocalProtocolError("churn needs start < end and counts >= 0")
     kept = frozenset(spare)
-    faults: list[Fault] = [Join(links, config)] * joins + [Leave(None, kept)] * leaves
+    faults: list[Fault] = [Join(links, config) for _ in range(joins)]
+    faults += [Leave(None, kept) for _ in range(leaves)]
     plan = [(start + (end - start) * randbelow(rng, 1 << 32) / (1 << 32), f) for f in faults]
     plan.sort(key=lambda entry: entry[0])  # stable: equal times keep the order above
     return plan

@@ -159,6 +159,8 @@ class MemoryTransport(DataChannel):
         """A message (``None``: the close) is due at the peer."""
         if generation != self._generation:
             return  # lost in an abort
+        if self.peer is None or self.peer.readyState != "open":
+            return  # nothing will read it
         if self._held:
             self._hold(item)  # behind what a partition holds
             return
