@@ -84,6 +84,11 @@ class SimNode:
 
 
 class Simulator:
+    """Real nodes on one virtual clock and one seeded RNG; see the module doc.
+
+    ``model`` is every link's default :class:`LinkModel`; ``event_log`` how many events
+    each node keeps."""
+
     def __init__(
         self, seed: int, model: LinkModel | None = None, *, event_log: int = DEFAULT_EVENT_LOG
     ) -> None:
