@@ -24,17 +24,19 @@ def events_of[T](sn: SimNode, kind: type[T]) -> list[T]:
 def build(sim: Simulator, source: SimNode, path: list[SimNode]) -> int | None:
     """Build a circuit; return its id, or None if it closed instead."""
     descriptors = [sim.descriptor(n) for n in path]
-    before = len(source.events)
+    mark = source.event_count
     cid = sim.call(source, lambda: source.node.build_circuit(descriptors, sim.now))
 
     def settled() -> bool:
         return any(
             isinstance(e, CircuitBuilt | CircuitClosed) and e.circuit_id == cid
-            for e in source.events[before:]
+            for e in source.events_since(mark)
         )
 
     sim.run(settled, max_time=sim.now + 60)
-    built = any(isinstance(e, CircuitBuilt) and e.circuit_id == cid for e in source.events)
+    built = any(
+        isinstance(e, CircuitBuilt) and e.circuit_id == cid for e in source.events_since(mark)
+    )
     return cid if built else None
 
 

@@ -10,7 +10,7 @@ from zmesh.identity import Identity
 from zmesh.link import frames as lf
 from zmesh.node import CircuitClosed, CircuitStreamEvent, LinkClosed, Node
 from zmesh.rng import DeterministicRng
-from zmesh.sim import MemoryTransport, Simulator
+from zmesh.sim import MemoryTransport, Partition, Simulator, Tamper, TamperLink
 
 
 def transfer(sim: Simulator, hops: int, size: int, seed: int = 3) -> None:
@@ -63,20 +63,19 @@ def test_flow_control_bounds_what_is_in_flight() -> None:
     assert stream.pending >= 4 * 1024 * 1024
 
 
-def _tamper_next(transport: MemoryTransport, kind: lf.FrameType, pos: int) -> None:
-    """Flip one bit at byte ``pos`` of the next frame of ``kind`` sent on ``transport``."""
-    real_send = transport.send
+def _flip_next(kind: lf.FrameType, pos: int) -> Tamper:
+    """A tamper hook: flip one bit at byte ``pos`` of the next frame of ``kind``."""
     done = []
 
-    def send(data: bytes) -> None:
-        if not done and data[0] == kind:
-            done.append(True)
-            buf = bytearray(data)
-            buf[pos] ^= 1
-            data = bytes(buf)
-        real_send(data)
+    def flip(data: bytes) -> bytes:
+        if done or data[0] != kind:
+            return data
+        done.append(True)
+        buf = bytearray(data)
+        buf[pos] ^= 1
+        return bytes(buf)
 
-    transport.send = send  # type: ignore[method-assign]
+    return flip
 
 
 def test_tampered_cell_tears_the_circuit_down_everywhere() -> None:
@@ -85,9 +84,7 @@ def test_tampered_cell_tears_the_circuit_down_everywhere() -> None:
     cid = build(sim, source, [r1, r2, dest])
     assert cid is not None
     # r1 (malicious) flips a bit in the next cell it forwards to r2
-    link = r1.node.link_to(r2.node.node_id)
-    assert link is not None
-    _tamper_next(r1.transports[link], lf.FrameType.CELL, pos=777)
+    sim.apply(TamperLink(r1.index, r2.index, _flip_next(lf.FrameType.CELL, pos=777)))
     sid = sim.call(source, lambda: source.node.streams.open(cid, "x", sim.now))
     sim.call(source, lambda: source.node.streams.send(cid, sid, b"hello", sim.now))
     sim.run(max_time=sim.now + 5)
@@ -106,9 +103,8 @@ def test_tampered_cell_tears_the_circuit_down_everywhere() -> None:
 def test_tampered_created_fails_key_confirmation() -> None:
     sim = full_mesh(4)
     source, r1, r2, dest = sim.nodes
-    link = r1.node.link_to(source.node.node_id)
-    assert link is not None
-    _tamper_next(r1.transports[link], lf.FrameType.CREATED, pos=lf.FRAME_HEADER + 4 + 40)
+    flip = _flip_next(lf.FrameType.CREATED, pos=lf.FRAME_HEADER + 4 + 40)
+    sim.apply(TamperLink(r1.index, source.index, flip))
     assert build(sim, source, [r1, r2, dest]) is None
     assert events_of(source, CircuitClosed)[-1].code == CloseCode.AUTH
 
@@ -178,13 +174,12 @@ def test_handshake_times_out() -> None:
 
 
 def test_a_silent_hop_fails_the_build_by_link_timeout() -> None:
-    """The relay's link to the final hop goes silent: keepalives notice within
-    link_timeout and the circuit fails long before the build timeout."""
+    """The relay's link to the final hop goes silent (a partition between the two):
+    keepalives notice within link_timeout and the circuit fails long before the build
+    timeout."""
     sim = full_mesh(3)
     source, relay, dest = sim.nodes
-    link = relay.node.link_to(dest.node.node_id)
-    assert link is not None
-    relay.transports[link].send = lambda data: None  # type: ignore[method-assign]
+    sim.apply(Partition.between([relay.index], [dest.index]))
     start = sim.now
     assert build(sim, source, [relay, dest]) is None
     assert events_of(source, CircuitClosed)[-1].code == CloseCode.CONNECTION_FAILED
@@ -195,7 +190,11 @@ def test_a_silent_hop_fails_the_build_by_link_timeout() -> None:
 def test_build_timeout_when_the_final_hop_never_answers() -> None:
     sim = full_mesh(3)
     source, relay, dest = sim.nodes
-    dest.node.relay.on_create = lambda *args: None  # type: ignore[method-assign]  # a black hole
+    # the final hop's CREATED never leaves it; its link stays up (keepalives flow)
+    def withhold(data: bytes) -> bytes | None:
+        return None if data[0] == lf.FrameType.CREATED else data
+
+    sim.apply(TamperLink(dest.index, relay.index, withhold))
     start = sim.now
     assert build(sim, source, [relay, dest]) is None
     assert events_of(source, CircuitClosed)[-1].code == CloseCode.TIMEOUT

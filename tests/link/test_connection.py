@@ -23,7 +23,6 @@ from zmesh.node import LinkClosed, Node, NodeConfig
 from zmesh.onion.geometry import DEFAULT_GEOMETRY
 from zmesh.rng import DeterministicRng
 
-
 _PEER = 0x80000000  # the top bit: ids a responder's peer (the initiator) allocates
 
 

@@ -31,12 +31,12 @@ class SimPoolDriver:
         if isinstance(decision, UseCircuit):
             return decision.circuit
         assert isinstance(decision, BuildPath)
-        before = len(self.client.events)
+        mark = self.client.event_count
         cid = sim.call(self.client, lambda: node.build_circuit(decision.path, sim.now))
         assert sim.run(
             lambda: any(
                 isinstance(e, CircuitBuilt) and e.circuit_id == cid
-                for e in self.client.events[before:]
+                for e in self.client.events_since(mark)
             ),
             max_time=sim.now + 10,
         )
@@ -50,7 +50,9 @@ class SimPoolDriver:
 
     def apply(self) -> None:
         for cid in self.pool.circuits_to_close():
-            self.sim.call(self.client, lambda cid=cid: self.client.node.close_circuit(cid, self.sim.now))
+            self.sim.call(
+                self.client, lambda cid=cid: self.client.node.close_circuit(cid, self.sim.now)
+            )
         deadline = self.pool.get_timer()
         if deadline == self._armed:
             return

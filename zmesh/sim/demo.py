@@ -116,9 +116,12 @@ def run_demo(
 
     sink = _Sink()
     state: dict[str, int | None] = {"circuit": None, "closed": None}
+    opened: dict[int, list[HopOpened]] = {n.index: [] for n in path}
 
     def on_event(sn: SimNode, event: Event) -> None:
-        if sn is source and isinstance(event, CircuitBuilt):
+        if isinstance(event, HopOpened) and sn.index in opened:
+            opened[sn.index].append(event)  # kept here: the node's event log is bounded
+        elif sn is source and isinstance(event, CircuitBuilt):
             state["circuit"] = event.circuit_id
         elif isinstance(event, CircuitClosed):
             state["closed"] = event.code
@@ -182,8 +185,7 @@ def run_demo(
             saw_destination=dst_id in (view.predecessor, view.successor),
         )
         for sn in path
-        for view in sn.events
-        if isinstance(view, HopOpened)
+        for view in opened[sn.index]
     ]
     return DemoResult(
         path=[label(n.node.node_id) for n in (source, *path)],
