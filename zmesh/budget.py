@@ -7,6 +7,11 @@ refills at ``rate`` tokens per second of the caller's clock.
 
 from dataclasses import dataclass
 
+# Refills are computed in floating point: a bucket due to hold exactly ``n`` tokens at
+# ``ready_at`` may hold n - 1e-12.  Without the tolerance a timer armed for ``ready_at``
+# would fire, take nothing and be armed for the same instant again.
+_EPSILON = 1e-6
+
 
 @dataclass
 class TokenBucket:
@@ -22,9 +27,9 @@ class TokenBucket:
         elif now > self.updated:
             self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
-        if self.tokens < n:
+        if self.tokens + _EPSILON < n:
             return False
-        self.tokens -= n
+        self.tokens = max(0.0, self.tokens - n)
         return True
 
     def ready_at(self, now: float, n: float = 1.0) -> float:
@@ -32,4 +37,4 @@ class TokenBucket:
         if self.tokens < 0:
             return now
         have = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
-        return now if have >= n else now + (n - have) / self.rate
+        return now if have + _EPSILON >= n else now + (n - have) / self.rate
