@@ -2,6 +2,11 @@
 
 A hybrid signature is the concatenation of both signatures over the same message.  The
 ML-DSA context string domain-separates zMesh's uses.
+
+A key made with ``deterministic=True`` signs ML-DSA in FIPS 204's deterministic variant, so
+its signatures are a function of the key and the message on every runtime; otherwise the
+backend may hedge (pyca does, noble does not).  Both kinds verify everywhere
+(docs/decisions.md, D3).
 """
 
 from dataclasses import dataclass
@@ -19,20 +24,32 @@ SEED_SIZE = 64
 
 @dataclass(frozen=True, slots=True)
 class SigningKey:
-    """A hybrid signing key from a 64-byte seed (32 for Ed25519, 32 for ML-DSA-44)."""
+    """A hybrid signing key from a 64-byte seed (32 for Ed25519, 32 for ML-DSA-44).
+
+    ``deterministic`` selects FIPS 204's deterministic ML-DSA signing (reproducible runs).
+    """
 
     seed: bytes
     public: bytes
+    deterministic: bool = False
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> "SigningKey":
+    def from_seed(cls, seed: bytes, *, deterministic: bool = False) -> "SigningKey":
+        """Expand ``seed``; raises ValueError if it is not SEED_SIZE bytes."""
         if len(seed) != SEED_SIZE:
             raise ValueError(f"signing seeds are {SEED_SIZE} bytes")
         pk = backend.ed25519_public(seed[:32]) + backend.mldsa44_public(seed[32:])
-        return cls(seed, pk)
+        return cls(seed, pk, deterministic)
 
     def sign(self, message: bytes, context: bytes) -> bytes:
-        return backend.ed25519_sign(self.seed[:32], context + message) + backend.mldsa44_sign(
+        """Ed25519 over ``context + message`` and ML-DSA-44 over ``message`` in ``context``.
+
+        Raises ValueError for a context over 255 bytes.
+        """
+        mldsa_sign = (
+            backend.mldsa44_sign_deterministic if self.deterministic else backend.mldsa44_sign
+        )
+        return backend.ed25519_sign(self.seed[:32], context + message) + mldsa_sign(
             self.seed[32:], message, context
         )
 

@@ -16,12 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..identity import Descriptor, Identity
-from ..link.frames import FrameType
 from ..link.transport import ReadyState
 from ..node import Event, Node, NodeConfig
 from ..rng import DeterministicRng, randbelow
-
-_DESCRIPTOR_TYPE = bytes([FrameType.DESCRIPTOR])
 
 
 @dataclass(frozen=True)
@@ -144,13 +141,12 @@ class Simulator:
 
     # -- the trace --------------------------------------------------------------------
     def record(self, name: str, data: bytes) -> None:
-        """Hash one delivery into the trace.  Descriptor frames count by length only: their
-        ML-DSA signatures are hedged, hence not reproducible (docs/decisions.md, D3)."""
+        """Hash one delivery, every byte of it, into the trace.  Simulated identities sign
+        deterministically, so descriptors are reproducible too (docs/decisions.md, D3)."""
         self.deliveries += 1
         self.bytes_delivered += len(data)
         self._trace.update(f"{self.now:.9f} {name} {len(data)} ".encode())
-        if data[:1] != _DESCRIPTOR_TYPE:
-            self._trace.update(hashlib.sha256(data).digest())
+        self._trace.update(hashlib.sha256(data).digest())
 
     @property
     def trace_digest(self) -> str:
