@@ -141,7 +141,9 @@ class Identity:
     deterministic ML-DSA), so a seeded simulation is reproducible byte for byte.
     """
 
-    def __init__(self, kem_seed: bytes, signing_seed: bytes, *, deterministic: bool = False) -> None:
+    def __init__(
+        self, kem_seed: bytes, signing_seed: bytes, *, deterministic: bool = False
+    ) -> None:
         self.kem_seed = kem_seed
         self.kem = xwing.PrivateKey(kem_seed)
         self.signing = signing.SigningKey.from_seed(signing_seed, deterministic=deterministic)

@@ -7,11 +7,17 @@ A key made with ``deterministic=True`` signs ML-DSA in FIPS 204's deterministic 
 its signatures are a function of the key and the message on every runtime; otherwise the
 backend may hedge (pyca does, noble does not).  Both kinds verify everywhere
 (docs/decisions.md, D3).
+
+Ed25519 verification follows one rule on every runtime (docs/decisions.md, D30): the public
+key ``A`` and the signature's ``R`` must canonically encode points of prime order ``L``, and
+``S`` must be below ``L``.  Within that domain the cofactorless check (OpenSSL, pyca) and the
+cofactored one (noble) agree, so no signature verifies in one runtime only.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
-from . import backend
+from . import backend, edwards25519
 
 ED25519_PK = 32
 ED25519_SIG = 64
@@ -20,6 +26,7 @@ MLDSA44_SIG = 2420
 PUBLIC_KEY_SIZE = ED25519_PK + MLDSA44_PK
 SIGNATURE_SIZE = ED25519_SIG + MLDSA44_SIG
 SEED_SIZE = 64
+KEY_CHECK_CACHE = 4096  # public keys whose subgroup check is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +64,45 @@ class SigningKey:
         return f"SigningKey(public={self.public[:8].hex()}…)"
 
 
+@lru_cache(maxsize=KEY_CHECK_CACHE)
+def _key_has_prime_order(public: bytes) -> bool:
+    return edwards25519.has_prime_order(public)
+
+
+def _ed25519_precheck(public: bytes, signature: bytes) -> bool:
+    """The cheap half of the rule: sizes, ``S < L`` and the (cached) key check."""
+    return (
+        len(public) == ED25519_PK
+        and len(signature) == ED25519_SIG
+        and int.from_bytes(signature[32:], "little") < edwards25519.L
+        and _key_has_prime_order(public)
+    )
+
+
+def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Ed25519 (RFC 8032) under zMesh's rule: the same verdict on every backend.
+
+    False unless ``public`` is 32 bytes and ``signature`` 64, ``S < L``, ``A`` and ``R`` are
+    canonical encodings of points of prime order ``L`` (no small-order component), and the
+    backend verifies.  The key check is cached per key; the ``R`` check (pure Python, the
+    cost of about ten Ed25519 verifications) runs only once the backend has accepted.
+    """
+    return (
+        _ed25519_precheck(public, signature)
+        and backend.ed25519_verify(public, signature, message)
+        and edwards25519.has_prime_order(signature[:32])
+    )
+
+
 def verify(public: bytes, signature: bytes, message: bytes, context: bytes) -> bool:
-    """True only if both the Ed25519 and the ML-DSA-44 signatures verify."""
+    """True only if both the Ed25519 (under :func:`ed25519_verify`'s rule) and the
+    ML-DSA-44 signatures verify; the costly ``R`` check runs last."""
     if len(public) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
-    ok_ed = backend.ed25519_verify(public[:ED25519_PK], signature[:ED25519_SIG], context + message)
-    ok_pq = backend.mldsa44_verify(public[ED25519_PK:], signature[ED25519_SIG:], message, context)
-    return ok_ed and ok_pq
+    ed_pk, ed_sig = public[:ED25519_PK], signature[:ED25519_SIG]
+    return (
+        _ed25519_precheck(ed_pk, ed_sig)
+        and backend.ed25519_verify(ed_pk, ed_sig, context + message)
+        and backend.mldsa44_verify(public[ED25519_PK:], signature[ED25519_SIG:], message, context)
+        and edwards25519.has_prime_order(ed_sig[:32])
+    )
