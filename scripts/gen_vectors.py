@@ -8,12 +8,14 @@ runtime) writes identical files; tests/test_vectors.py checks exactly that.
 """
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from zmesh.crypto import backend, hkdf, keyed_hash, lioness, xwing
+from zmesh.crypto import backend, hkdf, keyed_hash, lioness, signing, xwing
+from zmesh.crypto import edwards25519 as ed
 from zmesh.onion import cell, sphinx
 from zmesh.onion.geometry import Geometry
 from zmesh.rng import DeterministicRng
@@ -46,9 +48,7 @@ def primitives() -> dict[str, Any]:
             "key": lkey.hex(),
             "tweak": tweak.hex(),
             "plaintext": block.hex(),
-            "ciphertext": lioness.encrypt(
-                lioness.LionessKey.from_bytes(lkey), tweak, block
-            ).hex(),
+            "ciphertext": lioness.encrypt(lioness.LionessKey.from_bytes(lkey), tweak, block).hex(),
         },
     }
 
@@ -167,12 +167,153 @@ def determinism() -> dict[str, Any]:
     }
 
 
+def signatures() -> list[dict[str, str]]:
+    """Deterministic hybrid signatures: dilithium-py on CPython must equal noble in Pyodide."""
+    rng = DeterministicRng(SEED, b"signatures")
+    out = []
+    for context in (b"", b"zmesh-descriptor-v1", bytes(range(255))):
+        seed, message = rng.bytes(signing.SEED_SIZE), rng.bytes(100)
+        key = signing.SigningKey.from_seed(seed, deterministic=True)
+        out.append(
+            {
+                "seed": seed.hex(),
+                "context": context.hex(),
+                "message": message.hex(),
+                "public_key": key.public.hex(),
+                "signature": key.sign(message, context).hex(),
+            }
+        )
+    return out
+
+
+# -- Ed25519 cases where the cofactored and cofactorless checks disagree (D30) -----------
+
+
+def _challenge(r: bytes, a: bytes, message: bytes) -> int:
+    return int.from_bytes(hashlib.sha512(r + a + message).digest(), "little") % ed.L
+
+
+def _cofactorless(a: bytes, sig: bytes, message: bytes) -> bool:
+    """RFC 8032's check ``[S]B = R + [k]A`` (OpenSSL's), with strict decoding."""
+    point, s = ed.decode(a), int.from_bytes(sig[32:], "little")
+    if point is None or ed.decode(sig[:32]) is None or s >= ed.L:
+        return False
+    k = _challenge(sig[:32], a, message)
+    return ed.encode(ed.add(ed.mul(s, ed.BASE), ed.negate(ed.mul(k, point)))) == sig[:32]
+
+
+def _cofactored(a: bytes, sig: bytes, message: bytes) -> bool:
+    """RFC 8032's check ``[8][S]B = [8]R + [8][k]A`` (noble's), with strict decoding."""
+    point, r, s = ed.decode(a), ed.decode(sig[:32]), int.from_bytes(sig[32:], "little")
+    if point is None or r is None or s >= ed.L:
+        return False
+    k = _challenge(sig[:32], a, message)
+    lhs = ed.mul(8, ed.mul(s, ed.BASE))
+    return ed.equal(lhs, ed.mul(8, ed.add(r, ed.mul(k, point))))
+
+
+def _sign_raw(a: int, a_bytes: bytes, r_point: ed.Point, r: int, message: bytes) -> bytes:
+    """An Ed25519 signature with a chosen key scalar, nonce point and nonce scalar."""
+    r_bytes = ed.encode(r_point)
+    s = (r + _challenge(r_bytes, a_bytes, message) * a) % ed.L
+    return r_bytes + s.to_bytes(32, "little")
+
+
+def small_order_points() -> list[ed.Point]:
+    """The eight points of order dividing 8: multiples of [L]P for a point P of order 8L."""
+    y = 2
+    while True:
+        point = ed.decode(y.to_bytes(32, "little"))
+        if point is not None:
+            t = ed.mul(ed.L, point)
+            if not ed.is_identity(ed.mul(4, t)):
+                return [ed.mul(i, t) for i in range(8)]
+        y += 1
+
+
+def ed25519_rule() -> list[dict[str, Any]]:
+    """Crafted Ed25519 signatures and zMesh's verdict on each (true only for "valid")."""
+    rng = DeterministicRng(SEED, b"ed25519-rule")
+    torsion = small_order_points()
+    t8 = torsion[1]  # of order 8
+    a = int.from_bytes(rng.bytes(64), "little") % ed.L
+    a_point = ed.mul(a, ed.BASE)
+    a_bytes = ed.encode(a_point)
+    cases: list[tuple[str, bytes, bytes, bytes]] = []
+
+    def nonce() -> tuple[int, ed.Point]:
+        r = int.from_bytes(rng.bytes(64), "little") % ed.L
+        return r, ed.mul(r, ed.BASE)
+
+    def add(name: str, pk: bytes, sig: bytes, message: bytes) -> None:
+        cases.append((name, pk, sig, message))
+
+    message = rng.bytes(32)
+    r, r_point = nonce()
+    valid = _sign_raw(a, a_bytes, r_point, r, message)
+    add("valid", a_bytes, valid, message)
+    s_plus_l = int.from_bytes(valid[32:], "little") + ed.L
+    add("S plus L", a_bytes, valid[:32] + s_plus_l.to_bytes(32, "little"), message)
+    for i, t in enumerate(torsion):  # A of small order: any S = r "verifies" cofactored
+        pk = ed.encode(t)
+        r, r_point = nonce()
+        add(
+            f"small-order A, order-8 multiple {i}",
+            pk,
+            _sign_raw(0, pk, r_point, r, message),
+            message,
+        )
+    mixed = ed.encode(ed.add(a_point, t8))
+    for want_zero in (True, False):  # k = 0 mod 8 hides the torsion from the cofactorless check
+        r, r_point = nonce()
+        counter = 0
+        while True:
+            m = message + counter.to_bytes(4, "big")
+            if (_challenge(ed.encode(r_point), mixed, m) % 8 == 0) == want_zero:
+                break
+            counter += 1
+        label = "k = 0 mod 8" if want_zero else "k != 0 mod 8"
+        add(f"mixed-order A, {label}", mixed, _sign_raw(a, mixed, r_point, r, m), m)
+    r, r_point = nonce()
+    add("mixed-order R", a_bytes, _sign_raw(a, a_bytes, ed.add(r_point, t8), r, message), message)
+    for i in (1, 4):
+        sig = _sign_raw(a, a_bytes, torsion[i], 0, message)
+        add(f"small-order R, order-8 multiple {i}", a_bytes, sig, message)
+    r, r_point = nonce()  # A = the identity, encoded two non-canonical ways; S = r
+    identity_p = (1 + ed.P).to_bytes(32, "little")
+    minus_zero = (1 | 1 << 255).to_bytes(32, "little")
+    for label, pk in (("y = p + 1", identity_p), ("x = -0", minus_zero)):
+        sig = _sign_raw(0, pk, r_point, r, message)
+        add(f"non-canonical A (identity, {label})", pk, sig, message)
+    s = _challenge(identity_p, a_bytes, message) * a % ed.L  # R = the identity, non-canonical
+    add(
+        "non-canonical R (identity, y = p + 1)",
+        a_bytes,
+        identity_p + s.to_bytes(32, "little"),
+        message,
+    )
+    return [
+        {
+            "name": name,
+            "public_key": pk.hex(),
+            "signature": sig.hex(),
+            "message": m.hex(),
+            "valid": name == "valid",
+            "cofactorless": _cofactorless(pk, sig, m),
+            "cofactored": _cofactored(pk, sig, m),
+        }
+        for name, pk, sig, m in cases
+    ]
+
+
 GENERATORS = {
     "primitives.json": primitives,
     "xwing.json": xwing_vectors,
     "setup.json": setup_packets,
     "cells.json": cells,
     "determinism.json": determinism,
+    "signatures.json": signatures,
+    "ed25519_rule.json": ed25519_rule,
 }
 
 

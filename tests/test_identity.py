@@ -455,3 +455,27 @@ def test_fuzz_round_trip(
     data = d.encode()
     assert decode_descriptor(data) == d
     d.verify(published)
+
+
+class _OsLikeRng:
+    """A non-reproducible Rng (the drivers' kind), for the signing-mode choice."""
+
+    reproducible = False
+
+    def __init__(self) -> None:
+        self._inner = DeterministicRng(b"os-like")
+
+    def bytes(self, n: int) -> bytes:
+        return self._inner.bytes(n)
+
+
+def test_reproducible_rng_gives_reproducible_descriptors() -> None:
+    """Identity.generate remembers rng.reproducible: seeded identities sign ML-DSA
+    deterministically, so a descriptor's bytes are a function of the seed (D3)."""
+    again = Identity.generate(DeterministicRng(1))
+    assert ALICE.signing.deterministic and again.signing.deterministic
+    assert make(again).encode() == make(ALICE).encode()
+    assert not Identity.generate(_OsLikeRng()).signing.deterministic
+    restored = Identity(ALICE.kem_seed, ALICE.signing.seed)  # as the stores restore it
+    assert not restored.signing.deterministic
+    make(restored).verify(NOW)

@@ -135,17 +135,28 @@ def decode_descriptor(data: bytes) -> Descriptor:
 
 
 class Identity:
-    """A node's long-term secrets.  Never logged or printed."""
+    """A node's long-term secrets.  Never logged or printed.
 
-    def __init__(self, kem_seed: bytes, signing_seed: bytes) -> None:
+    ``deterministic`` makes every signature a function of the keys and the message (FIPS 204's
+    deterministic ML-DSA), so a seeded simulation is reproducible byte for byte.
+    """
+
+    def __init__(
+        self, kem_seed: bytes, signing_seed: bytes, *, deterministic: bool = False
+    ) -> None:
         self.kem_seed = kem_seed
         self.kem = xwing.PrivateKey(kem_seed)
-        self.signing = signing.SigningKey.from_seed(signing_seed)
+        self.signing = signing.SigningKey.from_seed(signing_seed, deterministic=deterministic)
         self.node_id = node_id_of(self.kem.public, self.signing.public)
 
     @classmethod
     def generate(cls, rng: Rng) -> "Identity":
-        return cls(rng.bytes(xwing.SEED_SIZE), rng.bytes(signing.SEED_SIZE))
+        """Draw fresh seeds from ``rng``; a reproducible Rng gives deterministic signatures."""
+        return cls(
+            rng.bytes(xwing.SEED_SIZE),
+            rng.bytes(signing.SEED_SIZE),
+            deterministic=rng.reproducible,
+        )
 
     def make_descriptor(
         self,

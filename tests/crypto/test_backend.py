@@ -162,6 +162,18 @@ def test_noble_signs_mldsa_deterministically() -> None:
     assert backend.mldsa44_sign(seed, b"m", b"c") == backend.mldsa44_sign(seed, b"m", b"c")
 
 
+def test_mldsa44_deterministic_signing_is_a_function_of_key_and_message() -> None:
+    seed = os.urandom(32)
+    pk = backend.mldsa44_public(seed)
+    sig = backend.mldsa44_sign_deterministic(seed, b"message", b"zmesh ctx")
+    assert sig == backend.mldsa44_sign_deterministic(seed, b"message", b"zmesh ctx")
+    assert sig != backend.mldsa44_sign_deterministic(seed, b"message", b"other ctx")
+    assert backend.mldsa44_verify(pk, sig, b"message", b"zmesh ctx")
+    assert not backend.mldsa44_verify(pk, sig, b"message", b"other ctx")
+    with pytest.raises(ValueError):
+        backend.mldsa44_sign_deterministic(seed, b"message", bytes(256))
+
+
 def test_mlkem768_round_trip_and_malformed_input() -> None:
     key = backend.MLKEM768Key(bytes(range(64)))
     assert len(key.public) == 1184
@@ -193,6 +205,7 @@ def test_mlkem768_round_trip_and_malformed_input() -> None:
         ("ed25519_sign", (bytes(33), b"m")),
         ("mldsa44_public", (bytes(31),)),
         ("mldsa44_sign", (bytes(31), b"m", b"")),
+        ("mldsa44_sign_deterministic", (bytes(31), b"m", b"")),
     ],
 )
 def test_our_own_misuse_is_a_value_error(call: str, args: tuple[bytes, ...]) -> None:

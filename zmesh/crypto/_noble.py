@@ -11,7 +11,8 @@ microseconds apiece), and ``zmeshCrypto.ffi.call`` splits it again at the given 
 Differences from pyca, none visible to the protocol:
 
 * ML-DSA-44 signs in FIPS 204's deterministic variant (pyca hedges with OpenSSL's RNG), so
-  a signature is a function of the key and the message (docs/decisions.md, D3).
+  a signature is a function of the key and the message (docs/decisions.md, D3), and
+  ``mldsa44_sign_deterministic`` is ``mldsa44_sign``.
 * Randomness for ``mlkem768_encaps_random`` and ``x25519_generate`` comes from
   ``crypto.getRandomValues``.
 """
@@ -166,6 +167,10 @@ def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     return _bytes("ed25519Sign", seed, message)
 
 
+#: noble (``zip215: false``) checks [8][S]B = [8]R + [8][k]A: a small-order part of R passes
+ED25519_COFACTORLESS = False
+
+
 def ed25519_verify(pk: bytes, signature: bytes, message: bytes) -> bool:
     return _bool("ed25519Verify", pk, signature, message)
 
@@ -176,6 +181,11 @@ def mldsa44_public(seed: bytes) -> bytes:
 
 def mldsa44_sign(seed: bytes, message: bytes, context: bytes) -> bytes:
     return _bytes("mldsa44Sign", seed, message, context)
+
+
+def mldsa44_sign_deterministic(seed: bytes, message: bytes, context: bytes) -> bytes:
+    """FIPS 204 ML-DSA.Sign with ``rnd = {0}^32``; noble's ``mldsa44_sign`` already is."""
+    return mldsa44_sign(seed, message, context)
 
 
 def mldsa44_verify(pk: bytes, signature: bytes, message: bytes, context: bytes) -> bool:

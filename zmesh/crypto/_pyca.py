@@ -2,9 +2,13 @@
 
 Only raw primitives live here; every key is passed in as bytes derived from the injected
 Rng, so nothing in this module draws randomness of its own except ML-DSA signing, which
-pyca performs in FIPS 204's hedged mode (see docs/decisions.md), and the two explicitly
+pyca performs in FIPS 204's hedged mode (see docs/decisions.md, D3), and the two explicitly
 randomized helpers ``mlkem768_encaps_random`` and ``x25519_generate`` (used only by
 ``xwing.encaps(pk, None)``, never by the deterministic core).
+
+``mldsa44_sign_deterministic`` is FIPS 204's deterministic variant (``rnd`` is 32 zero
+bytes, as noble signs in the browser).  pyca does not offer it, so it runs on the pure-Python
+``dilithium-py``: about 25x slower, and used only by reproducible identities (simulations).
 """
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -12,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa, mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from dilithium_py.ml_dsa import ML_DSA_44
 
 from ..errors import RemoteProtocolError
 
@@ -110,6 +115,10 @@ def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     return ed25519.Ed25519PrivateKey.from_private_bytes(seed).sign(message)
 
 
+#: OpenSSL checks [S]B = R + [k]A exactly and compares R's encoding byte for byte
+ED25519_COFACTORLESS = True
+
+
 def ed25519_verify(pk: bytes, signature: bytes, message: bytes) -> bool:
     try:
         ed25519.Ed25519PublicKey.from_public_bytes(pk).verify(signature, message)
@@ -124,6 +133,16 @@ def mldsa44_public(seed: bytes) -> bytes:
 
 def mldsa44_sign(seed: bytes, message: bytes, context: bytes) -> bytes:
     return mldsa.MLDSA44PrivateKey.from_seed_bytes(seed).sign(message, context)
+
+
+def mldsa44_sign_deterministic(seed: bytes, message: bytes, context: bytes) -> bytes:
+    """FIPS 204 ML-DSA.Sign with ``rnd = {0}^32`` (section 3.4): a function of key and message.
+
+    Raises ValueError for a seed that is not 32 bytes or a context over 255 bytes.
+    """
+    _, secret = ML_DSA_44.key_derive(seed)
+    signature: bytes = ML_DSA_44.sign(secret, message, context, deterministic=True)
+    return signature
 
 
 def mldsa44_verify(pk: bytes, signature: bytes, message: bytes, context: bytes) -> bool:

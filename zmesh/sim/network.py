@@ -27,7 +27,6 @@ from typing import Any, Final, Literal
 from ..driver import drain
 from ..errors import LocalProtocolError
 from ..identity import Descriptor, Identity
-from ..link.frames import FrameType
 from ..node import Event, LinkClosed, Node, NodeConfig
 from ..rng import DeterministicRng, sample
 from .faults import (
@@ -44,8 +43,6 @@ from .faults import (
 from .transport import LinkModel, MemoryTransport
 
 __all__ = ["DEFAULT_EVENT_LOG", "LinkModel", "MemoryTransport", "Route", "SimNode", "Simulator"]
-
-_DESCRIPTOR_TYPE = bytes([FrameType.DESCRIPTOR])
 
 #: events each node keeps (the oldest are forgotten first)
 DEFAULT_EVENT_LOG: Final = 100_000
@@ -134,13 +131,12 @@ class Simulator:
 
     # -- the trace --------------------------------------------------------------------
     def record(self, name: str, data: bytes) -> None:
-        """Hash one delivery into the trace.  Descriptor frames count by length only: their
-        ML-DSA signatures are hedged, hence not reproducible (docs/decisions.md, D3)."""
+        """Hash one delivery, every byte of it, into the trace.  Simulated identities sign
+        deterministically, so descriptors are reproducible too (docs/decisions.md, D3)."""
         self.deliveries += 1
         self.bytes_delivered += len(data)
         self._trace.update(f"{self.now:.9f} {name} {len(data)} ".encode())
-        if data[:1] != _DESCRIPTOR_TYPE:
-            self._trace.update(hashlib.sha256(data).digest())
+        self._trace.update(hashlib.sha256(data).digest())
 
     def note(self, what: str) -> None:
         """Hash something other than a delivery into the trace (a close, a fault)."""
