@@ -14,11 +14,18 @@ _PENDING: dict[tuple[int, int], list[bytes]] = {}
 
 
 class RawPeer:
-    def __init__(self, node: Node, link_id: int, now: float, seed: int = 99) -> None:
+    def __init__(
+        self,
+        node: Node,
+        link_id: int,
+        now: float,
+        seed: int = 99,
+        identity: Identity | None = None,
+    ) -> None:
         self.node = node
         self.link_id = link_id
         self.rng = DeterministicRng(seed, b"raw-peer-%d" % link_id)
-        self.identity = Identity.generate(self.rng)
+        self.identity = identity or Identity.generate(self.rng)
         self.decoder = lf.FrameDecoder(node.geometry)
         self.inbox: list[lf.Frame] = []
         own = node.descriptor(now)
@@ -36,7 +43,8 @@ class RawPeer:
         hello3 = hs.receive(hello2)
         assert hello3 is not None
         self.send(hello3, now)
-        assert node.link_to(self.identity.node_id) == link_id, "the handshake failed"
+        conn = node._links.get(link_id)
+        assert conn is not None and conn.up, "the handshake failed"
 
     @property
     def node_id(self) -> bytes:
@@ -81,4 +89,4 @@ class RawPeer:
         return frames
 
     def closed(self) -> bool:
-        return self.node.link_to(self.node_id) != self.link_id
+        return self.node._links.get(self.link_id) is None

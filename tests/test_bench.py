@@ -8,7 +8,15 @@ import pytest
 from browserpage import chromium, ensure_dist
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-SCRIPTS = ["setup_hop.py", "cell_forward.py", "webrtc_raw.py", "browser.py"]
+SCRIPTS = [
+    "setup_hop.py",
+    "cell_forward.py",
+    "webrtc_raw.py",
+    "browser.py",
+    "attacks.py",
+    "signing.py",
+    "stream_reassembly.py",
+]
 
 
 @pytest.mark.slow
