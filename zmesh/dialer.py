@@ -28,10 +28,10 @@ class Dialer:
         self._node_id = node_id
         self._max_links = max_links
         self._dialing: dict[bytes, float] = {}  # node id -> when we stop waiting
-        self._events: deque[DialWanted] = deque()
+        self.events: deque[DialWanted] = deque()
 
     def next_event(self) -> DialWanted | None:
-        return self._events.popleft() if self._events else None
+        return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
         return min(self._dialing.values(), default=float("inf"))
@@ -51,7 +51,7 @@ class Dialer:
             and self._node_id < node_id
         ):
             self._dialing[node_id] = now + DIAL_TIMEOUT
-            self._events.append(DialWanted(desc))
+            self.events.append(DialWanted(desc))
 
     def done(self, node_id: bytes) -> None:
         """The dial to ``node_id`` failed, or a link to it came up."""

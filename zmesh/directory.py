@@ -71,12 +71,12 @@ class Directory(Mapping[bytes, Descriptor]):
         self._learned_from: dict[bytes, int] = {}  # node id -> link its descriptor came on
         self._feeds: dict[int, _Feed] = {}
         self._own: Descriptor | None = None
-        self._events: deque[DescriptorLearned] = deque()
+        self.events: deque[DescriptorLearned] = deque()
         self._next_sweep = now + EXPIRY_SWEEP
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> DescriptorLearned | None:
-        return self._events.popleft() if self._events else None
+        return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
         deadline = self._next_sweep
@@ -184,7 +184,7 @@ class Directory(Mapping[bytes, Descriptor]):
         self._updated[node_id] = now
         if conn is not None:
             self._learned_from[node_id] = conn.link_id
-        self._events.append(DescriptorLearned(desc))
+        self.events.append(DescriptorLearned(desc))
         self._flood(node_id, conn, now)
 
     def _flood(self, node_id: bytes, source: LinkConnection | None, now: float) -> None:

@@ -182,11 +182,10 @@ class Node:
         out, self._closing = self._closing, []
         ready = self._links.watch.ready
         while ready:
-            link_id = next(iter(ready))
-            del ready[link_id]
-            conn = self._links.get(link_id)
-            if conn is not None:
-                out.extend((link_id, data) for data in conn.datagrams_to_send())
+            conn = next(iter(ready))
+            del ready[conn]
+            link_id = conn.link_id
+            out += [(link_id, data) for data in conn.datagrams_to_send()]
         return out
 
     def next_event(self) -> Event | None:
@@ -226,7 +225,7 @@ class Node:
             log.info("link=%d event=close reason=%r", conn.link_id, reason)
             self._close_link(conn, code, now)
         for source in self._sources:
-            while (event := source.next_event()) is not None:
+            while source.events and (event := source.next_event()) is not None:
                 self._events.append(event)
                 if isinstance(event, DescriptorLearned):
                     desc = event.descriptor
@@ -298,7 +297,7 @@ class Node:
                     )
                 counts = conn.admit(frame)
                 route.handler(conn, frame, now)
-                if self._links.get(link_id) is not conn:
+                if conn.closed:
                     break
                 counted += counts
             else:

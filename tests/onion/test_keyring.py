@@ -15,6 +15,7 @@ from zmesh.onion.keyring import (
     BLOOM_HASHES,
     DEFAULT_REPLAY_CAPACITY,
     MAX_REPLAY_CAPACITY,
+    MIGRATE_PER_RECORD,
     OnionKeyRing,
     ReplayCache,
 )
@@ -111,9 +112,9 @@ def test_exact_set_means_no_false_positives_below_capacity() -> None:
         ring.record(0, tag)
     cache = cache_of(ring, 0)
     assert not cache.overflowed
+    assert cache._filter is None  # below capacity: no filter, no hashing
     fresh = tags(20_000, b"fresh")
-    assert sum(cache._in_filter(t) for t in fresh) > 0  # the filter alone would refuse some
-    assert not any(ring.is_replay(0, t) for t in fresh)  # the exact set clears them
+    assert not any(ring.is_replay(0, t) for t in fresh)
 
 
 def test_overflow_happens_at_the_capacity_plus_first_tag() -> None:
@@ -182,10 +183,27 @@ def test_rotation_deletes_the_key_and_both_replay_structures() -> None:
         ring.is_replay(e0, b"t" * 32)
 
 
+def test_migration_moves_every_exact_tag_then_frees_the_set() -> None:
+    capacity = 64
+    ring = OnionKeyRing(DeterministicRng(3), now=0.0, replay_capacity=capacity)
+    old = tags(capacity)
+    for tag in old:
+        ring.record(0, tag)
+    cache = cache_of(ring, 0)
+    newer = tags(capacity // MIGRATE_PER_RECORD + 1, b"new")
+    for i, tag in enumerate(newer):
+        ring.record(0, tag)
+        assert all(ring.is_replay(0, t) for t in old)  # before, during and after
+        if i < len(newer) - 2:
+            assert cache._moving is not None
+    assert cache._moving is None  # migrated: the exact set is freed
+    assert all(cache._in_filter(t) for t in old + newer)
+
+
 def test_same_seed_same_filter_bits() -> None:
     def filled(seed: int) -> bytes:
-        ring = OnionKeyRing(DeterministicRng(seed), now=0.0, replay_capacity=256)
-        for tag in tags(100):
+        ring = OnionKeyRing(DeterministicRng(seed), now=0.0, replay_capacity=64)
+        for tag in tags(100):  # past capacity, so the filter holds them all
             ring.record(0, tag)
         bits = cache_of(ring, 0)._filter
         assert bits is not None

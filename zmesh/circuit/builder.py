@@ -62,11 +62,11 @@ class CircuitBuilder:
         self._circuits: dict[int, _ClientCircuit] = {}
         self._by_side: dict[Side, _ClientCircuit] = {}
         self._building: dict[int, _ClientCircuit] = {}
-        self._events: deque[CircuitEvent] = deque()
+        self.events: deque[CircuitEvent] = deque()
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> CircuitEvent | None:
-        return self._events.popleft() if self._events else None
+        return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
         return min((c.deadline for c in self._building.values()), default=float("inf"))
@@ -141,14 +141,14 @@ class CircuitBuilder:
             window=self._config.stream_window,
             auto_consume=self._config.auto_consume,
         )
-        self._events.append(CircuitBuilt(circ.circuit_id))
+        self.events.append(CircuitBuilt(circ.circuit_id))
         self.pump(circ.circuit_id, now)
 
     def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
         circ = self._by_side[(conn.link_id, frame.circ_id)]
         if circ.end is None:
             raise RemoteProtocolError("cell before CREATED")
-        if not open_cell(circ.end, circ.circuit_id, frame.cell, self._events):
+        if not open_cell(circ.end, circ.circuit_id, frame.cell, self.events):
             log.info("circuit=%d event=teardown reason='garbled cell'", circ.circuit_id)
             self._teardown(circ, CloseCode.AUTH, now)
             return
@@ -175,4 +175,4 @@ class CircuitBuilder:
         del self._by_side[circ.out]
         del self._circuits[circ.circuit_id]
         self._building.pop(circ.circuit_id, None)
-        self._events.append(CircuitClosed(circ.circuit_id, code))
+        self.events.append(CircuitClosed(circ.circuit_id, code))

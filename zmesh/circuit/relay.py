@@ -54,7 +54,9 @@ class _Hop:
     prev: Side
     keys: sphinx.HopKeys
     confirm_tag: bytes
+    prev_conn: LinkConnection
     next: Side | None = None
+    next_conn: LinkConnection | None = None  # both links outlive the hop: closing one ends it
     end: ServerEnd | None = None
     circuit_id: int = 0
     open: bool = False
@@ -84,13 +86,13 @@ class RelayTable:
         self._hops: dict[Side, _Hop] = {}
         self._endpoints: dict[int, _Hop] = {}
         self._budgets: dict[int, TokenBucket] = {}  # link id -> CREATE budget
-        self._events: deque[CircuitEvent] = deque()
+        self.events: deque[CircuitEvent] = deque()
         self._next_sweep = now + SWEEP_INTERVAL
         self.cells_relayed = 0
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> CircuitEvent | None:
-        return self._events.popleft() if self._events else None
+        return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
         return self._next_sweep
@@ -117,8 +119,7 @@ class RelayTable:
     def pump(self, circuit_id: int, now: float) -> None:
         hop = self._endpoints[circuit_id]
         assert hop.end is not None
-        conn = self._links.get(hop.prev[0])
-        if not pump(hop.end, conn, hop.prev[1], now):
+        if not pump(hop.end, hop.prev_conn, hop.prev[1], now):
             self._teardown(hop.prev, CloseCode.RESOURCE, now)
 
     # -- frames ----------------------------------------------------------------------------
@@ -146,7 +147,7 @@ class RelayTable:
         side = (conn.link_id, circ_id)
         if isinstance(result, sphinx.Final):
             self.keyring.record(frame.epoch, result.keys.replay_tag)
-            hop = _Hop(side, result.keys, result.confirm_tag, open=True, active=now)
+            hop = _Hop(side, result.keys, result.confirm_tag, conn, open=True, active=now)
             hop.end = ServerEnd(
                 self._geometry,
                 result.keys,
@@ -156,7 +157,7 @@ class RelayTable:
             hop.circuit_id = next(self._ids)
             self._endpoints[hop.circuit_id] = hop
             self._hops[side] = hop
-            self._events.append(HopOpened(conn.peer_id, None))
+            self.events.append(HopOpened(conn.peer_id, None))
             inner = self._rng.bytes(self._geometry.created_size)
             reply = sphinx.wrap_created(self._geometry, result.keys, result.confirm_tag, inner)
             conn.send(lf.Created(circ_id, reply), now)
@@ -169,10 +170,10 @@ class RelayTable:
             return
         self.keyring.record(frame.epoch, result.keys.replay_tag)
         out = (next_conn.link_id, out_id)
-        hop = _Hop(side, result.keys, result.confirm_tag, next=out, active=now)
+        hop = _Hop(side, result.keys, result.confirm_tag, conn, out, next_conn, active=now)
         self._hops[side] = hop
         self._hops[out] = hop
-        self._events.append(HopOpened(conn.peer_id, result.next_node_id))
+        self.events.append(HopOpened(conn.peer_id, result.next_node_id))
         next_conn.send(lf.Create(out_id, result.next_epoch, result.header), now)
 
     def _refuse(
@@ -198,24 +199,23 @@ class RelayTable:
         hop.active = now
         if hop.end is not None:
             # the final hop: remove its layer (the same LIONESS pass) and authenticate
-            if not open_cell(hop.end, hop.circuit_id, frame.cell, self._events):
+            if not open_cell(hop.end, hop.circuit_id, frame.cell, self.events):
                 log.info("circuit=%d event=teardown reason='garbled cell'", hop.circuit_id)
                 self._teardown(side, CloseCode.AUTH, now)
                 return
             self.pump(hop.circuit_id, now)
             return
         if side == hop.prev:
-            assert hop.next is not None
+            assert hop.next is not None and hop.next_conn is not None
             data = relay_forward(self._geometry, hop.keys, hop.fwd, frame.cell)
             hop.fwd += 1
-            out = hop.next
+            out, out_conn = hop.next, hop.next_conn
         else:
             data = relay_backward(self._geometry, hop.keys, hop.bwd, frame.cell)
             hop.bwd += 1
-            out = hop.prev
+            out, out_conn = hop.prev, hop.prev_conn
         self.cells_relayed += 1
-        out_conn = self._links.get(out[0])
-        if out_conn is not None and not out_conn.send_cell(out[1], data, now):
+        if not out_conn.send_cell(out[1], data, now):
             log.info("circuit event=destroy reason='queue limit'")
             self._teardown(side, CloseCode.RESOURCE, now)
 
@@ -252,4 +252,4 @@ class RelayTable:
                     conn.send(lf.Destroy(s[1], code), now)
         if hop.end is not None:
             del self._endpoints[hop.circuit_id]
-            self._events.append(CircuitClosed(hop.circuit_id, code))
+            self.events.append(CircuitClosed(hop.circuit_id, code))

@@ -47,7 +47,7 @@ _TOP = 0x80000000
 class LinkWatch:
     """Shared by a node's links: which have output to pull, and which must close."""
 
-    ready: dict[int, None] = field(default_factory=dict)
+    ready: dict["LinkConnection", None] = field(default_factory=dict)
     failed: dict[int, None] = field(default_factory=dict)
 
 
@@ -75,6 +75,7 @@ class LinkConnection:
         self.limits = limits
         self.decoder = lf.FrameDecoder(geometry)
         self.up = False
+        self.closed = False  # removed from the node's links
         self.peer_id: bytes | None = None
         self.deadline = now + HANDSHAKE_TIMEOUT
         self.last_rx = now
@@ -101,7 +102,7 @@ class LinkConnection:
 
     def _push(self, data: bytes) -> None:
         if not self._ready:
-            self._watch.ready[self.link_id] = None
+            self._watch.ready[self] = None
         self._ready.append(data)
 
     @property

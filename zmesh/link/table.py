@@ -45,7 +45,8 @@ class LinkTable:
 
     def remove(self, conn: LinkConnection) -> None:
         del self._links[conn.link_id]
-        self.watch.ready.pop(conn.link_id, None)
+        conn.closed = True
+        self.watch.ready.pop(conn, None)
         self.watch.failed.pop(conn.link_id, None)
         peer = conn.peer_id
         if peer is not None and self._by_peer.get(peer) is conn:

@@ -11,18 +11,20 @@ accepted it, so setup packets it refuses for other reasons (no route, too many c
 cost no cache space.  Each epoch's cache is a keyed Bloom filter in front of an exact set,
 as in Katzenpost's mix keys (``server/internal/mixkey``):
 
-* Up to ``replay_capacity`` tags the exact set answers, so there are no false positives:
-  the filter only decides the common "never seen" case.
+* Up to ``replay_capacity`` tags the exact set answers alone, so there are no false
+  positives and no hashing on the relay's hot path (a set lookup and insertion).
 * Past capacity the relay does NOT refuse every circuit for the rest of the epoch (that
-  was zMesh issue 7: 2^20 cheap setups closed a relay for an hour).  It drops the exact
-  set and answers from the filter alone.  A Bloom filter has no false negatives, so a
-  replay is still refused; an honest tag is refused with the filter's false-positive
+  was zMesh issue 7: 2^20 cheap setups closed a relay for an hour).  It answers from the
+  filter: new tags go into it, and the exact set's tags migrate into it
+  :data:`MIGRATE_PER_RECORD` per record (the exact set still answers for the tags not yet
+  moved), after which the exact set is freed.  A Bloom filter has no false negatives, so
+  a replay is still refused; an honest tag is refused with the filter's false-positive
   rate, so the relay sheds a small, computed fraction of circuits instead of all.
 
 Sizes (defaults): ``replay_capacity`` = 2^20 tags, whose exact set of 32-byte tags takes
-about 97 MiB in CPython at capacity (and is freed when it overflows); the filter has
-``BLOOM_BITS_PER_TAG`` * capacity = 2^25 bits (4 MiB, allocated at the epoch's first
-``record``) and ``BLOOM_HASHES`` = 6 indices.  Its false-positive rate after ``n`` tags is
+about 97 MiB in CPython at capacity (and is freed once migrated); the filter has
+``BLOOM_BITS_PER_TAG`` * capacity = 2^25 bits (4 MiB, allocated at overflow) and
+``BLOOM_HASHES`` = 6 indices.  Its false-positive rate after ``n`` tags is
 ``(1 - exp(-6 n / 2^25)) ** 6`` (:meth:`ReplayCache.false_positive_rate`):
 
 =====================  =================
@@ -42,8 +44,10 @@ does not shift the node's random stream.  Pure Python: it runs under Pyodide.
 """
 
 import hashlib
+import itertools
 import math
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..crypto import xwing
@@ -56,6 +60,7 @@ MAX_REPLAY_CAPACITY = 1 << 27  # keeps the filter within 2^32 bits (32-bit indic
 BLOOM_BITS_PER_TAG = 32
 BLOOM_HASHES = 6
 _INDICES = struct.Struct(f"<{BLOOM_HASHES}I")
+MIGRATE_PER_RECORD = 8  # exact-set tags moved into the filter with each record past capacity
 _KEY_PERSON = b"zmesh-replay-key"
 
 
@@ -75,13 +80,15 @@ class ReplayCache:
         self._key = key
         self.capacity = capacity
         self.bits = 1 << max(6, (BLOOM_BITS_PER_TAG * capacity - 1).bit_length())
-        self._filter: bytearray | None = None  # allocated at the first record
+        self._filter: bytearray | None = None  # allocated when the exact set overflows
         self._exact: set[bytes] | None = set()  # None once it overflowed
+        self._moving: set[bytes] | None = None  # the exact set's tags not in the filter yet
+        self._migration: Iterator[bytes] | None = None
         self.filter_entries = 0  # tags that set at least one new bit
 
     @property
     def overflowed(self) -> bool:
-        """The exact set reached capacity; the filter alone answers from now on."""
+        """The exact set reached capacity; the filter answers from now on."""
         return self._exact is None
 
     def _indices(self, tag: bytes) -> tuple[int, ...]:
@@ -95,29 +102,39 @@ class ReplayCache:
             return False
         return all(bits[i >> 3] >> (i & 7) & 1 for i in self._indices(tag))
 
-    def seen(self, tag: bytes) -> bool:
-        """Whether ``tag`` was recorded (or, after overflow, may have been); records nothing."""
-        if not self._in_filter(tag):
-            return False
-        return self._exact is None or tag in self._exact
-
-    def record(self, tag: bytes) -> None:
-        """Remember ``tag``; past capacity, drop the exact set and keep only the filter."""
-        if self._filter is None:
-            self._filter = bytearray(self.bits // 8)
-        bits = self._filter
-        new = False
+    def _add_to_filter(self, tag: bytes) -> None:
+        assert self._filter is not None
+        bits, new = self._filter, False
         for i in self._indices(tag):
             byte, mask = i >> 3, 1 << (i & 7)
             if not bits[byte] & mask:
                 bits[byte] |= mask
                 new = True
         self.filter_entries += new
-        if self._exact is not None and tag not in self._exact:
-            if len(self._exact) >= self.capacity:
-                self._exact = None  # the filter now holds every tag on its own
-            else:
-                self._exact.add(tag)
+
+    def seen(self, tag: bytes) -> bool:
+        """Whether ``tag`` was recorded (or, after overflow, may have been); records nothing."""
+        if self._exact is not None:
+            return tag in self._exact
+        return (self._moving is not None and tag in self._moving) or self._in_filter(tag)
+
+    def record(self, tag: bytes) -> None:
+        """Remember ``tag``; past capacity, in the filter (see the module doc)."""
+        exact = self._exact
+        if exact is not None:
+            if len(exact) < self.capacity or tag in exact:
+                exact.add(tag)
+                return
+            self._filter = bytearray(self.bits // 8)  # overflow: the filter takes over
+            self._moving, self._exact = exact, None
+            self._migration = iter(exact)  # exact is never changed again
+        self._add_to_filter(tag)
+        if self._migration is not None:
+            moved = list(itertools.islice(self._migration, MIGRATE_PER_RECORD))
+            for old in moved:
+                self._add_to_filter(old)
+            if len(moved) < MIGRATE_PER_RECORD:  # all moved: free the exact set
+                self._moving = self._migration = None
 
     def false_positive_rate(self, entries: int | None = None) -> float:
         """The filter's computed false-positive rate after ``entries`` tags (default: now).

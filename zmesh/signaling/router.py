@@ -46,10 +46,10 @@ class SignalRouter:
         self._max_routes = max_routes
         self._returns: OrderedDict[bytes, int] = OrderedDict()
         self._budgets: dict[int, TokenBucket] = {}
-        self._events: deque[SignalReceived] = deque()
+        self.events: deque[SignalReceived] = deque()
 
     def next_event(self) -> SignalReceived | None:
-        return self._events.popleft() if self._events else None
+        return self.events.popleft() if self.events else None
 
     def __len__(self) -> int:
         """Return routes held."""
@@ -78,7 +78,7 @@ class SignalRouter:
         if frame.origin != conn.peer_id:
             self._remember(frame.origin, conn.link_id)
         if frame.target == self._node_id:
-            self._events.append(SignalReceived(frame.origin, frame.payload))
+            self.events.append(SignalReceived(frame.origin, frame.payload))
             return
         budget = self._budgets.get(conn.link_id)
         if budget is None:
