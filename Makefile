@@ -77,6 +77,9 @@ test: lint typecheck contracts pytest  ## everything CI runs
 bench: $(SYSDEPS) web  ## the benchmarks, each with a same-run baseline and ratio (vs_tor installs tor)
 	$(PY) bench/setup_hop.py
 	$(PY) bench/cell_forward.py
+	$(PY) bench/attacks.py
+	$(PY) bench/signing.py
+	$(PY) bench/stream_reassembly.py
 	$(PY) bench/webrtc_raw.py
 	$(PY) bench/vs_tor.py --install
 	$(PY) bench/browser.py

@@ -103,6 +103,19 @@ def run(command: Sequence[str | Path], cwd: Path, what: str) -> None:
         raise BuildError(f"{what} failed (exit {done.returncode}): {' '.join(argv)}\n{output}")
 
 
+def pip_download(requirements: Path, dest: Path, what: str) -> None:
+    """Download hash-pinned pure-Python wheels for Pyodide's Python into ``dest``."""
+    run(
+        [
+            sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+            "--only-binary=:all:", "--python-version", TEST_PYTHON_VERSION, "--platform", "any",
+            "--require-hashes", "-r", requirements, "-d", dest,
+        ],
+        ROOT,
+        f"downloading {what}",
+    )  # fmt: skip
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -226,15 +239,7 @@ def dependency_wheels(out: Path, zmesh_wheel: Path) -> list[Path]:
         if not requirement.specifier.contains(pins[key][0], prereleases=True):
             raise BuildError(f"{where} pins {key}=={pins[key][0]}, outside zmesh's {requirement}")
     wheels = out / "wheels"
-    run(
-        [
-            sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-            "--only-binary=:all:", "--python-version", TEST_PYTHON_VERSION, "--platform", "any",
-            "--require-hashes", "-r", WHEEL_REQUIREMENTS, "-d", wheels,
-        ],
-        ROOT,
-        "downloading zmesh's dependency wheels",
-    )  # fmt: skip
+    pip_download(WHEEL_REQUIREMENTS, wheels, "zmesh's dependency wheels")
     found = []
     for key, (version, digest) in pins.items():
         matches = [
@@ -354,15 +359,7 @@ def test_wheels() -> None:
     TEST_WHEELS.mkdir(parents=True, exist_ok=True)
     for stale in TEST_WHEELS.glob("*.whl"):
         stale.unlink()
-    run(
-        [
-            sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-            "--only-binary=:all:", "--python-version", TEST_PYTHON_VERSION, "--platform", "any",
-            "--require-hashes", "-r", TEST_REQUIREMENTS, "-d", TEST_WHEELS,
-        ],
-        ROOT,
-        "downloading the test wheels",
-    )  # fmt: skip
+    pip_download(TEST_REQUIREMENTS, TEST_WHEELS, "the test wheels")
     if not have():
         raise BuildError(f"the wheels in {TEST_WHEELS} do not match {TEST_REQUIREMENTS}")
 

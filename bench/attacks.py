@@ -23,7 +23,7 @@ from pathlib import Path
 from _harness import Subject, measure, note, paired_ratio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from peer import RawPeer
+from peer import RawPeer, quick_identity
 
 from zmesh.identity import Flags, Identity
 from zmesh.link import frames as lf
@@ -120,7 +120,7 @@ def starved_link_memory(entries: int) -> tuple[int, int]:
     node = _node(10)
     old = 0
     for i in range(entries):
-        desc = Identity.generate(DeterministicRng(i, b"dir")).make_descriptor(
+        desc = quick_identity(i, b"dir").make_descriptor(
             flags=Flags.RELAY,
             onion_epoch=0,
             onion_pk=bytes(1216),

@@ -2,11 +2,11 @@
 
 A hostile (or badly reordered) peer scatters one-byte DATA frames across a 1 MiB stream
 window, never sending offset 0, so nothing is delivered and every byte stays buffered.
-After ``--fill`` frames are buffered, the next ``--probe`` frames are timed one by one
+After ``--fill`` frames are buffered, the next ``--rounds`` frames are timed one by one
 (half fresh positions, half duplicates of buffered ones); the baseline is the same
 probe with nothing buffered, in the same run, and the ratio is printed.
 
-Run: ``python bench/stream_reassembly.py [--fill 40000] [--probe 1000] [--seed 1]``.
+Run: ``python bench/stream_reassembly.py [--fill 40000] [--rounds 1000] [--seed 1]``.
 """
 
 import argparse
@@ -39,11 +39,11 @@ def probe(fill: int, count: int, seed: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fill", type=int, default=40_000, help="segments buffered")
-    parser.add_argument("--probe", type=int, default=1000, help="frames timed")
+    parser.add_argument("--rounds", type=int, default=1000, help="frames timed")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="a small run (smoke test)")
     args = parser.parse_args()
-    fill, count = (2000, 100) if args.quick else (args.fill, args.probe)
+    fill, count = (2000, 100) if args.quick else (args.fill, args.rounds)
     base = probe(0, count, args.seed)  # the baseline: the same frames, nothing buffered
     full = probe(fill, count, args.seed)
     print(f"per one-byte DATA frame, {fill} segments buffered vs none (medians)")

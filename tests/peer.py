@@ -2,6 +2,7 @@
 then sends whatever frames a test likes and reads what the node answers.  No simulator:
 the test owns the clock."""
 
+from zmesh.crypto import signing, xwing
 from zmesh.identity import Descriptor, Flags, Identity
 from zmesh.link import frames as lf
 from zmesh.link.connection import LINK_WINDOW, UNCOUNTED
@@ -11,6 +12,13 @@ from zmesh.rng import DeterministicRng
 
 BINDING = b"\x07" * 32
 _PENDING: dict[tuple[int, int], list[bytes]] = {}
+
+
+def quick_identity(seed: int, label: bytes = b"quick") -> Identity:
+    """A fixed identity that signs ML-DSA hedged (pyca, about 1 ms) rather than
+    deterministically (about 35 ms in pure Python): for tests that sign many descriptors."""
+    rng = DeterministicRng(seed, label)
+    return Identity(rng.bytes(xwing.SEED_SIZE), rng.bytes(signing.SEED_SIZE))
 
 
 class RawPeer:
@@ -25,7 +33,7 @@ class RawPeer:
         self.node = node
         self.link_id = link_id
         self.rng = DeterministicRng(seed, b"raw-peer-%d" % link_id)
-        self.identity = identity or Identity.generate(self.rng)
+        self.identity = identity or quick_identity(seed, b"raw-peer-%d" % link_id)
         self.decoder = lf.FrameDecoder(node.geometry)
         self.inbox: list[lf.Frame] = []
         own = node.descriptor(now)

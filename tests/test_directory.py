@@ -5,7 +5,7 @@ import dataclasses
 from collections.abc import Iterator
 
 import pytest
-from peer import RawPeer
+from peer import RawPeer, quick_identity
 
 from zmesh.directory import (
     GOSSIP_BURST,
@@ -44,7 +44,7 @@ def _node(seed: int = 5) -> Node:
 
 
 def _relay(i: int, published: int = int(NOW), lifetime: int = 3600) -> Descriptor:
-    return Identity.generate(DeterministicRng(i, b"relay")).make_descriptor(
+    return quick_identity(i, b"relay").make_descriptor(
         flags=Flags.RELAY,
         onion_epoch=0,
         onion_pk=bytes(1216),

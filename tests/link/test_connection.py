@@ -2,7 +2,7 @@
 the attacks on them, driven against a real Node by a scripted peer."""
 
 import pytest
-from peer import RawPeer
+from peer import RawPeer, quick_identity
 
 from zmesh.errors import CloseCode, RemoteProtocolError
 from zmesh.identity import Flags, Identity
@@ -185,7 +185,7 @@ def _directory_node(entries: int) -> tuple[Node, float]:
     now = 1000.0
     node = Node(Identity.generate(rng), rng, now)
     for i in range(entries):
-        other = Identity.generate(DeterministicRng(i, b"dir"))
+        other = quick_identity(i, b"dir")
         desc = other.make_descriptor(
             flags=Flags.RELAY,
             onion_epoch=0,
