@@ -6,6 +6,8 @@ scripted peer (``tests/peer.py``), timed per input and interleaved round by roun
 * ``garbage CREATE, decapsulated``: the baseline.  A CREATE within the peer's budget costs
   a decapsulation and an unwrap, which every garbage CREATE cost before the budget;
 * ``garbage CREATE, over budget``: refused with DESTROY(RESOURCE) before any public-key work;
+* ``PADDING of that size``: the floor, what any frame of that size costs to carry and
+  decode (most of it the scripted peer's own work);
 * ``bad descriptor, verified``: the baseline.  A descriptor with a bad signature within the
   peer's budget costs a signature check, which every one cost before;
 * ``bad descriptor, over budget``: dropped after decoding, unverified;
@@ -62,10 +64,19 @@ def create_subjects() -> list[Subject]:
         for _ in range(n):
             feed(over, "over", 0.0)  # all at one instant: past the burst, refused
 
+    floor_peer = RawPeer(node, 3, NOW, seed=5)
+    filler = lf.Padding(len(junk) + 8)
+
+    def floor(n: int) -> None:
+        for _ in range(n):
+            floor_peer.send(filler, NOW)
+            floor_peer.read_all(NOW)
+
     refused(300)  # spend the burst
     return [
         Subject("garbage CREATE, decapsulated", decapsulated),
         Subject("garbage CREATE, over budget", refused),
+        Subject("PADDING of that size (the floor)", floor),
     ]
 
 
