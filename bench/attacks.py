@@ -148,7 +148,7 @@ def starved_link_memory(entries: int) -> tuple[int, int]:
         node.handle_timer(t)
         peer.read(t)  # reads, never returns credit
         conn = node._links.get(1)
-        held = 0 if conn is None else sum(len(d) for d, _ in conn._backlog)
+        held = 0 if conn is None else sum(len(entry[0]) for entry in conn._backlog)
         most = max(most, held)
     return most, old
 

@@ -190,6 +190,7 @@ def test_a_silent_hop_fails_the_build_by_link_timeout() -> None:
 def test_build_timeout_when_the_final_hop_never_answers() -> None:
     sim = full_mesh(3)
     source, relay, dest = sim.nodes
+
     # the final hop's CREATED never leaves it; its link stays up (keepalives flow)
     def withhold(data: bytes) -> bytes | None:
         return None if data[0] == lf.FrameType.CREATED else data
@@ -334,3 +335,23 @@ def test_fuzz_well_framed_garbage_on_an_open_link(
     node.datagrams_to_send(0.0)
     while node.next_event() is not None:
         pass
+
+
+def test_circuit_events_come_before_the_close_of_their_link() -> None:
+    """One input carrying a stream's cells and then CLOSE: the stream and circuit events,
+    then LinkClosed (the order drivers rely on)."""
+    sim = full_mesh(2)
+    a, b = sim.nodes
+    cid = build(sim, a, [b])
+    assert cid is not None
+    link = a.node.link_to(b.node.node_id)
+    b_link = b.node.link_to(a.node.node_id)
+    assert link is not None and b_link is not None
+    sid = a.node.streams.open(cid, "x", sim.now)
+    a.node.streams.send(cid, sid, b"hello", sim.now)
+    held = b"".join(d for lid, d in a.node.datagrams_to_send(sim.now) if lid == link)
+    mark = b.event_count
+    sim.call(b, lambda: b.node.receive(b_link, held + lf.encode_frame(lf.Close(0)), sim.now))
+    kinds = [type(e).__name__ for e in b.events_since(mark)]
+    assert kinds.index("CircuitClosed") < kinds.index("LinkClosed")
+    assert kinds.index("CircuitStreamEvent") < kinds.index("LinkClosed")

@@ -1,7 +1,7 @@
 """A token bucket: how much work a peer may make us do per second.
 
 Work caused by unauthenticated input (decapsulations, signature checks, relayed signals)
-is budgeted per peer (docs/decisions.md, D30): a bucket holds at most ``burst`` tokens and
+is budgeted per peer (docs/decisions.md, D32): a bucket holds at most ``burst`` tokens and
 refills at ``rate`` tokens per second of the caller's clock.
 """
 

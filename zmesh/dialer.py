@@ -4,7 +4,8 @@ When the directory learns a relay, the node asks the :class:`Dialer` whether to 
 The lower node id dials, so two nodes never dial each other at the same time (D17); we stay
 below ``max_links`` links (counting dials under way); and a dial the driver never reports
 on is forgotten after :data:`DIAL_TIMEOUT`.  The answer is an effect, :class:`DialWanted`:
-the driver signals an offer and reports failure with :meth:`Dialer.failed`.
+the driver signals an offer and reports failure through ``Node.dial_failed``
+(:meth:`Dialer.done`).
 """
 
 from collections import deque

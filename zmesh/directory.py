@@ -2,14 +2,15 @@
 
 On link-up each side sends its own descriptor and then what it knows; a newly learned
 descriptor is flooded to the other links.  What a hostile peer can make us do is bounded
-(docs/decisions.md, D30):
+(docs/decisions.md, D32):
 
 * **Pacing.**  Descriptors wait in a per-link queue (of node ids, at most one entry per
   node) and go out only while the link has spare credit, at most ``rate`` per second.  A
   link-up no longer dumps the whole directory into the link's backlog.
 * **A verification budget per peer.**  Signature checks cost about 240 µs each; each link
   may make us verify ``rate`` descriptors per second (the same rate an honest sender paces
-  to, plus slack); beyond that they are dropped unverified.
+  to, plus slack), and all links together :data:`VERIFY_RATE_TOTAL`; beyond that they are
+  dropped unverified.
 * **De-duplication before verification.**  A descriptor no newer than the one we hold, or
   an update of a node that published less than ``min_update_interval`` ago, is dropped
   before its signature is checked, so a re-signed copy with ``published + 1`` neither
@@ -35,6 +36,7 @@ MAX_DIRECTORY = 10_000
 GOSSIP_RATE = 100.0  # descriptors per second a link carries (each way)
 GOSSIP_BURST = 200.0
 VERIFY_SLACK = 1.25  # the receiver's budget over the sender's pace: clock skew, floods
+VERIFY_RATE_TOTAL = 500.0  # descriptors per second all links together may make us verify
 MIN_UPDATE_INTERVAL = 60.0
 EXPIRY_SWEEP = 60.0
 _RESERVE = LINK_WINDOW // 4  # credit gossip leaves to circuits
@@ -73,6 +75,7 @@ class Directory(Mapping[bytes, Descriptor]):
         self._own: Descriptor | None = None
         self.events: deque[DescriptorLearned] = deque()
         self._next_sweep = now + EXPIRY_SWEEP
+        self._verify_all = TokenBucket(VERIFY_RATE_TOTAL, VERIFY_RATE_TOTAL * 2)
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> DescriptorLearned | None:
@@ -111,9 +114,9 @@ class Directory(Mapping[bytes, Descriptor]):
         return link_id if link_id is not None and self._links.get(link_id) else None
 
     # -- inputs ----------------------------------------------------------------------------
-    def link_up(self, conn: LinkConnection, own: Descriptor, now: float) -> None:
-        """Start the exchange with a new neighbour: our descriptor, then what we know."""
-        self._own = own
+    def link_up(self, conn: LinkConnection, own: Descriptor | None, now: float) -> None:
+        """A new neighbour: its verification budget, and (unless ``own`` is None, when
+        gossip is off) the exchange: our descriptor, then what we know."""
         feed = _Feed(
             deque(),
             set(),
@@ -121,6 +124,9 @@ class Directory(Mapping[bytes, Descriptor]):
             TokenBucket(GOSSIP_RATE * VERIFY_SLACK, GOSSIP_BURST * VERIFY_SLACK),
         )
         self._feeds[conn.link_id] = feed
+        if own is None:
+            return
+        self._own = own
         for node_id in (self._node_id, *self._entries):
             if node_id != conn.peer_id:
                 feed.queue.append(node_id)
@@ -160,7 +166,7 @@ class Directory(Mapping[bytes, Descriptor]):
         if known is None and len(self._entries) >= self._max:
             return
         feed = self._feeds.get(conn.link_id)
-        if feed is None or not feed.verify.take(now):
+        if feed is None or not feed.verify.take(now) or not self._verify_all.take(now):
             log.debug("link=%d event=drop_descriptor reason='over budget'", conn.link_id)
             return
         try:

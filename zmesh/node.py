@@ -43,8 +43,8 @@ from .circuit.common import (
 from .circuit.relay import RelayTable
 from .circuit.streams import Streams
 from .dialer import Dialer, DialWanted
-from .directory import DescriptorLearned, Directory
-from .errors import CloseCode, RemoteProtocolError
+from .directory import MIN_UPDATE_INTERVAL, DescriptorLearned, Directory
+from .errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from .identity import Descriptor, Flags, Identity, short_id
 from .link import frames as lf
 from .link.connection import LinkClosed, LinkConnection, LinkLimits, LinkUp
@@ -58,7 +58,7 @@ from .signaling.router import SignalReceived, SignalRouter
 log = logging.getLogger("zmesh.node")
 
 DESCRIPTOR_LIFETIME = 3 * 3600
-MAX_INBOUND_LINKS = 256  # links peers opened to us, handshaking or up
+MAX_INBOUND_LINKS = 256  # links peers opened to us and that are up
 
 
 Event = (
@@ -108,6 +108,8 @@ class Node:
         self.identity = identity
         self.node_id = identity.node_id
         self.config = config or NodeConfig()
+        if self.config.epoch_length < MIN_UPDATE_INTERVAL:  # else key updates would be dropped
+            raise LocalProtocolError(f"epoch_length must be at least {MIN_UPDATE_INTERVAL:g} s")
         self.geometry = self.config.geometry
         self._rng = rng
         self.keyring = OnionKeyRing(rng, now, epoch_length=self.config.epoch_length)
@@ -219,11 +221,15 @@ class Node:
         """After every input: close failed links, collect the components' events."""
         failed = self._links.watch.failed
         while failed:
-            conn = self._links.get(next(iter(failed)))
-            assert conn is not None and conn.failure is not None
+            conn = next(iter(failed))
+            assert conn.failure is not None
             reason, code = conn.failure
             log.info("link=%d event=close reason=%r", conn.link_id, reason)
             self._close_link(conn, code, now)
+        self._collect(now)
+
+    def _collect(self, now: float) -> None:
+        """Move the components' events into ours, in order, reacting to new relays."""
         for source in self._sources:
             while source.events and (event := source.next_event()) is not None:
                 self._events.append(event)
@@ -237,8 +243,8 @@ class Node:
         self, link_id: int, now: float, *, binding: bytes, peer: Descriptor | None = None
     ) -> None:
         """A transport opened.  ``peer`` is given when we initiated it (we know whom we
-        dialled); otherwise we wait for the peer's HELLO1.  Inbound links beyond
-        ``max_inbound_links`` are closed at once (RESOURCE)."""
+        dialled); otherwise we wait for the peer's HELLO1 (the caps on inbound links:
+        :meth:`LinkTable.add`)."""
         hs = LinkHandshake(
             self.identity,
             initiator=peer is not None,
@@ -247,15 +253,11 @@ class Node:
             expected_peer_kem_pk=peer.identity_kem_pk if peer else None,
             expected_peer_id=peer.node_id if peer else None,
         )
-        links = self._links
         conn = LinkConnection(
-            link_id, hs, self.geometry, now, limits=self._limits, watch=links.watch
+            link_id, hs, self.geometry, now, limits=self._limits, watch=self._links.watch
         )
-        full = peer is None and links.inbound() >= self.config.max_inbound_links
-        links.add(conn)
-        if full:
-            conn.fail("too many inbound links", CloseCode.RESOURCE)
-        elif peer is not None:
+        self._links.add(conn, self.config.max_inbound_links)
+        if peer is not None:
             conn.send(hs.start(), now)
         self._settle(now)
 
@@ -269,17 +271,18 @@ class Node:
     def _close_link(
         self, conn: LinkConnection, code: CloseCode, now: float, *, notify: bool = True
     ) -> None:
-        if self._links.get(conn.link_id) is not conn:
+        if conn.closed:
             return
         if notify:
             conn.send(lf.Close(code), now)
             # what was queued within credit, and the CLOSE, still go out
             self._closing.extend((conn.link_id, d) for d in conn.datagrams_to_send())
+        self._links.remove(conn)  # first: teardowns send nothing more on it
         self.relay.link_closed(conn, now)
         self.builder.link_closed(conn, now)
-        self._links.remove(conn)
         self.directory.link_closed(conn.link_id)
         self.signals.link_closed(conn.link_id)
+        self._collect(now)  # the circuits' events come before the link's
         self._events.append(LinkClosed(conn.link_id, conn.peer_id, code))
 
     def receive(self, link_id: int, data: bytes, now: float) -> None:
@@ -319,9 +322,10 @@ class Node:
             self._links.mark_up(conn)
             self.dialer.done(conn.peer_id)
             log.debug("link=%d event=up peer=%s", conn.link_id, short_id(conn.peer_id))
+            self._collect(now)
             self._events.append(LinkUp(conn.link_id, conn.peer_id))
-            if self.config.gossip:
-                self.directory.link_up(conn, self.descriptor(now), now)
+            own = self.descriptor(now) if self.config.gossip else None
+            self.directory.link_up(conn, own, now)
 
     def _on_close(self, conn: LinkConnection, frame: lf.Close, now: float) -> None:
         self._close_link(conn, frame.code, now, notify=False)

@@ -4,6 +4,7 @@ import pytest
 from mesh import build, events_of, full_mesh
 from peer import RawPeer
 
+from zmesh.circuit import relay as relay_module
 from zmesh.circuit.relay import CREATE_BURST, CREATE_RATE
 from zmesh.errors import CloseCode
 from zmesh.identity import Identity
@@ -154,3 +155,44 @@ def test_relays_keep_no_history_of_circuits() -> None:
     assert {(v.predecessor, v.successor) for v in views} == {
         (source.node.node_id, dest.node.node_id)
     }
+
+
+def test_tearing_down_many_circuits_never_closes_the_link_to_a_third_party(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile predecessor builds circuits towards an honest, slow neighbour, then walks
+    away: one DESTROY per circuit waits for credit on the neighbour's link, which stays."""
+    monkeypatch.setattr(lc, "LINK_WINDOW", 8)
+    monkeypatch.setattr(lc, "MAX_CONTROL_BACKLOG", 4)
+    node = _node()
+    hostile = RawPeer(node, 1, 0.0)
+    slow = RawPeer(node, 2, 0.0, seed=5)  # reads, never returns credit
+    epoch = node.descriptor(0.0).onion_epoch
+    onward = _node(9).descriptor(0.0)
+    hop = sphinx.PathHop(slow.node_id, onward.onion_epoch, onward.onion_pk)
+    for i in range(20):
+        hostile.send(lf.Create(_PEER | i, epoch, _header(node, [hop], 30 + i).header), 0.0)
+    slow.read(0.0)
+    assert node.relayed_circuits() == 20
+    hostile.send(lf.Close(CloseCode.NONE), 0.0)
+    assert hostile.closed() and not slow.closed()
+    assert node.relayed_circuits() == 0
+
+
+def test_one_predecessor_cannot_take_every_circuit_id_towards_a_next_hop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(relay_module, "MAX_PER_PREDECESSOR", 2)
+    node = _node()
+    greedy = RawPeer(node, 1, 0.0)
+    other = RawPeer(node, 2, 0.0, seed=4)
+    nxt = RawPeer(node, 3, 0.0, seed=5)
+    epoch = node.descriptor(0.0).onion_epoch
+    onward = _node(9).descriptor(0.0)
+    hop = sphinx.PathHop(nxt.node_id, onward.onion_epoch, onward.onion_pk)
+    for i in range(3):
+        greedy.send(lf.Create(_PEER | i, epoch, _header(node, [hop], 50 + i).header), 0.0)
+    assert [c for _, c in _answers(greedy)] == [CloseCode.RESOURCE]
+    other.send(lf.Create(_PEER | 1, epoch, _header(node, [hop], 60).header), 0.0)
+    assert _answers(other) == []  # forwarded: its share is its own
+    assert sum(isinstance(f, lf.Create) for f in nxt.read_all(0.0)) == 3

@@ -19,6 +19,7 @@ from zmesh.link.connection import (
     LinkWatch,
 )
 from zmesh.link.handshake import LinkHandshake
+from zmesh.link.table import MAX_HANDSHAKING
 from zmesh.node import LinkClosed, Node, NodeConfig
 from zmesh.onion.geometry import DEFAULT_GEOMETRY
 from zmesh.rng import DeterministicRng
@@ -78,15 +79,37 @@ def test_credit_beyond_the_window_is_refused(extra: int) -> None:
         conn.receive_credit(extra, 0.0)
 
 
+_SIGNAL = lf.Signal(b"a" * 32, b"b" * 32, 1, b"x")
+
+
 def test_control_backlog_is_bounded_and_starvation_fails_the_link() -> None:
     conn = _conn()
     _starve(conn)
     for _ in range(MAX_CONTROL_BACKLOG):
-        conn.send(lf.Destroy(5, CloseCode.NONE), 0.0)
+        conn.send(_SIGNAL, 0.0)
     assert conn.backlog == MAX_CONTROL_BACKLOG and conn.failure is None
-    conn.send(lf.Destroy(5, CloseCode.NONE), 0.0)
+    conn.send(_SIGNAL, 0.0)
     assert conn.backlog == MAX_CONTROL_BACKLOG  # nothing more is held
     assert conn.failure == ("peer holds our link credit", CloseCode.RESOURCE)
+
+
+def test_circuit_frames_do_not_count_against_the_control_backlog() -> None:
+    """Tearing down thousands of circuits at once queues a DESTROY each: bounded by the
+    circuit ids, never a reason to close the link."""
+    conn = _conn()
+    _starve(conn)
+    for circ_id in range(3 * MAX_CONTROL_BACKLOG):
+        conn.send(lf.Destroy(circ_id, CloseCode.NONE), 0.0)
+    assert conn.failure is None and conn.backlog == 3 * MAX_CONTROL_BACKLOG
+
+
+def test_the_whole_backlog_is_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lc, "MAX_BACKLOG_BYTES", 10 * 8200)
+    conn = _conn()
+    _starve(conn)
+    cell = bytes(DEFAULT_GEOMETRY.cell_size)
+    sent = [conn.send_cell(_PEER | i, cell, 0.0) for i in range(12)]  # 12 circuits
+    assert sent == [True] * 10 + [False] * 2
 
 
 def test_a_circuit_with_too_many_queued_cells_is_refused_more() -> None:
@@ -97,8 +120,11 @@ def test_a_circuit_with_too_many_queued_cells_is_refused_more() -> None:
     assert all(conn.send_cell(_PEER | 9, cell, 0.0) for _ in range(MAX_QUEUED_CELLS))
     assert not conn.send_cell(_PEER | 9, cell, 0.0)
     assert conn.send_cell(_PEER | 10, cell, 0.0)  # another circuit is not affected
-    conn.release(_PEER | 9)  # closing the circuit drops its queued cells
-    assert conn.backlog == 1
+    conn.release(_PEER | 9)  # closing the circuit: its queued cells are never sent
+    conn.datagrams_to_send()
+    conn.receive_credit(LINK_WINDOW, 0.0)
+    assert [d[4:8] for d in conn.datagrams_to_send()] == [(_PEER | 10).to_bytes(4, "big")]
+    assert conn.backlog == 0
 
 
 def test_credit_drains_the_backlog_in_order() -> None:
@@ -110,6 +136,21 @@ def test_credit_drains_the_backlog_in_order() -> None:
     conn.receive_credit(2, 1.0)
     assert [d[0] for d in conn.datagrams_to_send()] == [lf.FrameType.CELL, lf.FrameType.DESTROY]
     assert conn.get_timer() == min(conn.last_tx + 1.0, conn.last_rx + 3.0)  # no stall
+
+
+def test_trickled_credit_does_not_reset_the_stall_clock() -> None:
+    """CREDIT(0) or CREDIT(1) now and then kept a starving peer's link open for good."""
+    conn = _conn()
+    _starve(conn)
+    for _ in range(100):
+        conn.send(_SIGNAL, 10.0)
+    limits = LinkLimits()
+    for t in range(11, 45):
+        conn.receive_credit(0 if t % 2 else 1, float(t))
+        conn.last_rx = float(t)
+        conn.handle_timer(float(t))
+    assert conn.failure == ("peer held our credit too long", CloseCode.RESOURCE)
+    assert conn.get_timer() <= 10.0 + limits.credit_timeout + 2
 
 
 def test_a_peer_holding_credit_too_long_loses_the_link() -> None:
@@ -200,7 +241,7 @@ def _directory_node(entries: int) -> tuple[Node, float]:
 
 def _held_bytes(node: Node, link_id: int) -> int:
     conn = node._links.get(link_id)
-    return 0 if conn is None else sum(len(d) for d, _ in conn._backlog)
+    return 0 if conn is None else sum(len(entry[0]) for entry in conn._backlog)
 
 
 @pytest.mark.slow
@@ -248,3 +289,21 @@ def test_inbound_links_are_capped() -> None:
     assert all(not p.closed() for p in peers)
     node.link_closed(1, 0.0)  # one goes: there is room again
     assert not RawPeer(node, 5, 0.0, seed=5).closed()
+
+
+def test_half_open_links_cannot_crowd_out_new_peers() -> None:
+    rng = DeterministicRng(8)
+    node = Node(Identity.generate(rng), rng, 0.0)
+    for link_id in range(100, 100 + 2 * MAX_HANDSHAKING):  # never say HELLO1
+        node.open_link(link_id, 0.0, binding=b"x" * 32)
+    assert sum(1 for c in node._links if not c.up) == MAX_HANDSHAKING
+    assert not RawPeer(node, 1, 0.0).closed()  # a real peer still gets in
+
+
+def test_descriptors_are_still_learned_with_gossip_off() -> None:
+    rng = DeterministicRng(8)
+    node = Node(Identity.generate(rng), rng, 0.0, NodeConfig(gossip=False))
+    peer = RawPeer(node, 1, 0.0)
+    peer.send(lf.DescriptorFrame(peer.descriptor(0.0).encode()), 0.0)
+    assert peer.node_id in node.directory
+    assert not [f for f in peer.read_all(0.0) if isinstance(f, lf.DescriptorFrame)]

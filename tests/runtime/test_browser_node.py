@@ -251,13 +251,19 @@ async def _browser_node_scenario() -> None:
         cid = await client.build_circuit(path)
         pipe = client.open_stream(cid, f"127.0.0.1:{files_port}")
         await pipe.wait_connected(10)
-        client.call(lambda now: client.node.streams.send(cid, pipe.sid, b"GET /file HTTP/1.0\r\n\r\n", now))
+        client.call(
+            lambda now: client.node.streams.send(cid, pipe.sid, b"GET /file HTTP/1.0\r\n\r\n", now)
+        )
         received = b""
         while True:
             event = await pipe.receive(10)
             if isinstance(event, StreamData):
                 received += event.data
-                client.call(lambda now, e=event: client.node.streams.consume(cid, pipe.sid, len(e.data), now))  # type: ignore[misc]
+                client.call(
+                    lambda now, e=event: client.node.streams.consume(
+                        cid, pipe.sid, len(e.data), now
+                    )
+                )  # type: ignore[misc]
             elif isinstance(event, StreamFinished) or event is None:
                 break
         assert (

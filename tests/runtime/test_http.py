@@ -351,7 +351,10 @@ async def _fixed_reply(reply: bytes) -> tuple[asyncio.Server, str]:
     ("reply", "outcome"),
     [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", (200, b"ok")),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", (200, b"ok")),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            (200, b"ok"),
+        ),
         (b"HTTP/1.0 404 Not Found\r\n\r\nuntil the close", (404, b"until the close")),
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", (200, b"")),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 32769\r\n\r\n", "body over"),

@@ -27,7 +27,9 @@ async def _bootstrap_through(tamper: Tamper | None) -> tuple[bool, Exception | N
         return status, body
 
     relay = AsyncNode(
-        Node(Identity.generate(rng), rng, wall_clock(), NodeConfig(max_links=64)), rtc=webrtc, loopback=True
+        Node(Identity.generate(rng), rng, wall_clock(), NodeConfig(max_links=64)),
+        rtc=webrtc,
+        loopback=True,
     )
     client = AsyncNode(
         Node(Identity.generate(rng), rng, wall_clock()),

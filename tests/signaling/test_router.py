@@ -6,7 +6,7 @@ from zmesh.identity import Identity
 from zmesh.link import frames as lf
 from zmesh.node import Node, SignalReceived
 from zmesh.rng import DeterministicRng
-from zmesh.signaling.router import MAX_RETURN_ROUTES, RELAY_BURST, SIGNAL_TTL
+from zmesh.signaling.router import MAX_RETURN_ROUTES, RELAY_BURST, RELAY_RATE, SIGNAL_TTL
 
 NOW = 1000.0
 
@@ -30,17 +30,21 @@ def test_forged_origins_cannot_grow_the_return_routes() -> None:
     hostile = RawPeer(node, 1, NOW)
     honest = RawPeer(node, 2, NOW, seed=3)
     rng = DeterministicRng(4)
-    for _ in range(3 * MAX_RETURN_ROUTES):
-        hostile.send(lf.Signal(rng.bytes(32), node.node_id, SIGNAL_TTL, b"offer"), NOW)
-        hostile.read_all(NOW)
-    assert len(node.signals) == MAX_RETURN_ROUTES
-    assert len(_signals(node)) == 3 * MAX_RETURN_ROUTES and not hostile.closed()
-    # an origin reached through the honest neighbour still gets its answer back that way
-    origin = rng.bytes(32)
+    origin = rng.bytes(32)  # reached through the honest neighbour, before the flood
     honest.send(lf.Signal(origin, node.node_id, SIGNAL_TTL, b"offer"), NOW)
     assert _signals(node) == [SignalReceived(origin, b"offer")]
-    assert node.send_signal(origin, b"answer", NOW)
-    answer = [f for f in honest.read_all(NOW) if isinstance(f, lf.Signal)]
+    t = NOW
+    for _ in range(3 * MAX_RETURN_ROUTES):  # paced to the budget, so each one counts
+        t += 2 / RELAY_RATE
+        hostile.send(lf.Signal(rng.bytes(32), node.node_id, SIGNAL_TTL, b"offer"), t)
+        hostile.send(lf.Signal(origin, node.node_id, SIGNAL_TTL, b"forged"), t)
+        hostile.read_all(t)
+    assert len(node.signals) == MAX_RETURN_ROUTES
+    assert not hostile.closed()
+    # the forged copies of `origin` did not take its route over: the answer goes back
+    # through the honest neighbour
+    assert node.send_signal(origin, b"answer", t)
+    answer = [f for f in honest.read_all(t) if isinstance(f, lf.Signal)]
     assert answer == [lf.Signal(node.node_id, origin, SIGNAL_TTL, b"answer")]
 
 

@@ -5,8 +5,11 @@ CREATED of constant size and cells of constant size, and removes (forward) or ad
 (backward) one LIONESS layer.  Only the circuit's final hop opens cells.
 
 Work per unauthenticated input is budgeted per peer: each link may make us decapsulate
-``create_rate`` CREATEs per second (burst ``create_burst``); beyond that a CREATE is
-refused with DESTROY(RESOURCE) before any public-key work (docs/decisions.md, D30).  The
+:data:`CREATE_RATE` CREATEs per second (burst :data:`CREATE_BURST`), all links together
+:data:`CREATE_RATE_TOTAL`; beyond that a CREATE is refused with DESTROY(RESOURCE) before
+any public-key work (docs/decisions.md, D32).  One predecessor may route at most
+:data:`MAX_PER_PREDECESSOR` circuits to one next hop, so it cannot take all our circuit ids
+on that link.  The
 replay tag of a setup packet is recorded only once the circuit is accepted, so refused
 CREATEs cannot fill the replay cache.
 
@@ -44,6 +47,8 @@ log = logging.getLogger("zmesh.relay")
 
 CREATE_RATE = 100.0  # CREATEs per second a peer may make us decapsulate
 CREATE_BURST = 200.0
+CREATE_RATE_TOTAL = 1000.0  # ... and all peers together
+MAX_PER_PREDECESSOR = 1024  # circuits one link may route to one next hop
 SWEEP_INTERVAL = 60.0
 
 
@@ -88,6 +93,8 @@ class RelayTable:
         self._budgets: dict[int, TokenBucket] = {}  # link id -> CREATE budget
         self.events: deque[CircuitEvent] = deque()
         self._next_sweep = now + SWEEP_INTERVAL
+        self._all_creates = TokenBucket(CREATE_RATE_TOTAL, CREATE_RATE_TOTAL * 2)
+        self._pairs: dict[tuple[int, int], int] = {}  # (in link, out link) -> circuits
         self.cells_relayed = 0
 
     # -- the component shape --------------------------------------------------------------
@@ -132,7 +139,7 @@ class RelayTable:
             conn.reject(circ_id)
             conn.send(lf.Destroy(circ_id, CloseCode.RESOURCE), now)
             return
-        if not budget.take(now):
+        if not budget.take(now) or not self._all_creates.take(now):
             self._refuse(conn, circ_id, CloseCode.RESOURCE, "over the CREATE budget", now)
             return
         try:
@@ -163,12 +170,16 @@ class RelayTable:
             conn.send(lf.Created(circ_id, reply), now)
             return
         next_conn = self._links.to_peer(result.next_node_id)
-        out_id = None if next_conn is None else next_conn.allocate(self._rng, "relay")
+        pair = (conn.link_id, next_conn.link_id if next_conn else 0)
+        out_id = None
+        if next_conn is not None and self._pairs.get(pair, 0) < MAX_PER_PREDECESSOR:
+            out_id = next_conn.allocate(self._rng, "relay")
         if next_conn is None or out_id is None:
             code = CloseCode.CONNECTION_FAILED if next_conn is None else CloseCode.RESOURCE
             self._refuse(conn, circ_id, code, "no way to the next hop", now)
             return
         self.keyring.record(frame.epoch, result.keys.replay_tag)
+        self._pairs[pair] = self._pairs.get(pair, 0) + 1
         out = (next_conn.link_id, out_id)
         hop = _Hop(side, result.keys, result.confirm_tag, conn, out, next_conn, active=now)
         self._hops[side] = hop
@@ -189,7 +200,7 @@ class RelayTable:
             raise RemoteProtocolError("unexpected CREATED")
         hop.open = True
         reply = sphinx.wrap_created(self._geometry, hop.keys, hop.confirm_tag, frame.reply)
-        self._links.send(hop.prev[0], lf.Created(hop.prev[1], reply), now)
+        hop.prev_conn.send(lf.Created(hop.prev[1], reply), now)
 
     def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
         side = (conn.link_id, frame.circ_id)
@@ -241,15 +252,21 @@ class RelayTable:
         hop = self._hops.get(side)
         if hop is None:
             return
-        for s in (hop.prev, hop.next):
-            if s is None:
+        for s, conn in ((hop.prev, hop.prev_conn), (hop.next, hop.next_conn)):
+            if s is None or conn is None:
                 continue
             self._hops.pop(s, None)
-            conn = self._links.get(s[0])
-            if conn is not None:
+            if not conn.closed:
                 conn.release(s[1])
                 if s != side or not from_peer:
                     conn.send(lf.Destroy(s[1], code), now)
+        if hop.next is not None:
+            pair = (hop.prev[0], hop.next[0])
+            left = self._pairs[pair] - 1
+            if left:
+                self._pairs[pair] = left
+            else:
+                del self._pairs[pair]
         if hop.end is not None:
             del self._endpoints[hop.circuit_id]
             self.events.append(CircuitClosed(hop.circuit_id, code))

@@ -6,15 +6,23 @@ frames; then it carries everything else.
 
 Credit (docs/decisions.md, D15).  A peer may have at most :data:`LINK_WINDOW` *counted*
 frames unanswered; we return CREDIT after processing half a window, and a peer that sends
-beyond its window loses the link.  Frames we may not send yet wait in a backlog:
+beyond its window loses the link.  Frames we may not send yet wait in a backlog, bounded so
+that no peer (this one or a third) can make it grow without bound or make us close a link
+to an honest neighbour (D32):
 
 * cells, counted per circuit: a circuit with more than :data:`MAX_QUEUED_CELLS` waiting is
-  refused more (the caller destroys it);
-* everything else (DESTROY, DESCRIPTOR, SIGNAL, PADDING) up to :data:`MAX_CONTROL_BACKLOG`
-  frames: beyond that the peer is starving us of credit and loses the link.
+  refused more (the caller destroys it), and the whole backlog holds at most
+  :data:`MAX_BACKLOG_BYTES`;
+* CREATE, CREATED and DESTROY: bounded by the circuit ids (one of each per circuit), so
+  tearing down many circuits at once never fails the link;
+* everything else (DESCRIPTOR, SIGNAL, PADDING) up to :data:`MAX_CONTROL_BACKLOG` frames;
+  the directory and the signal router only send with room to spare, so only our own
+  misbehaviour could reach it.
 
-A peer that keeps frames waiting for credit longer than ``credit_timeout`` loses the link
-too (:meth:`handle_timer`): holding credit costs us memory, so it must not be free.
+A peer that leaves the oldest waiting frame unsent for ``credit_timeout`` loses the link
+(:meth:`handle_timer`): holding credit costs us memory, so it must not be free, and
+trickling CREDIT(0) or CREDIT(1) does not reset the clock.  A closed circuit's queued
+cells are skipped as credit comes (no scan of the backlog per closed circuit).
 
 Circuit ids.  Each side allocates ids with its own top bit, so both never pick the same.
 Live ids map to their owner (``"relay"`` or ``"client"``); ids of circuits that closed are
@@ -35,7 +43,8 @@ from .handshake import LinkHandshake
 
 LINK_WINDOW = 512  # counted frames in flight per link direction
 MAX_QUEUED_CELLS = 2048  # per circuit, waiting for link credit
-MAX_CONTROL_BACKLOG = 1024  # frames that are not cells, waiting for link credit
+MAX_CONTROL_BACKLOG = 1024  # DESCRIPTOR, SIGNAL and PADDING frames waiting for credit
+MAX_BACKLOG_BYTES = 32 << 20  # everything waiting for credit on one link
 MAX_CIRCUITS_PER_DIRECTION = 4096  # live circuit ids allocated by each side of a link
 MAX_CLOSED_IDS = 8192  # ids of closed circuits remembered per link
 HANDSHAKE_TIMEOUT = 15.0
@@ -48,7 +57,7 @@ class LinkWatch:
     """Shared by a node's links: which have output to pull, and which must close."""
 
     ready: dict["LinkConnection", None] = field(default_factory=dict)
-    failed: dict[int, None] = field(default_factory=dict)
+    failed: dict["LinkConnection", None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,10 +93,12 @@ class LinkConnection:
         self.allowance = LINK_WINDOW  # counted frames the peer may still send
         self.processed = 0  # counted frames processed since we last returned credit
         self._ready: list[bytes] = []
-        self._backlog: deque[tuple[bytes, int | None]] = deque()
+        # (bytes, circ_id of a cell or None, kind, when queued)
+        self._backlog: deque[tuple[bytes, int | None, bool, float]] = deque()
+        self._backlog_bytes = 0
         self._control_queued = 0
-        self._queued: dict[int, int] = {}  # circ_id -> cells in the backlog
-        self._stalled_since: float | None = None
+        self._queued: dict[int, int] = {}  # circ_id -> live cells in the backlog
+        self._dead: dict[int, int] = {}  # circ_id -> cells of a closed circuit still queued
         self.circuits: dict[int, str] = {}  # live circ_id -> owner
         self._counts = [0, 0]  # live ids allocated by the peer, by us
         self._closed: OrderedDict[int, None] = OrderedDict()
@@ -98,7 +109,7 @@ class LinkConnection:
         """Mark the link for closing (the node closes it once the current input is done)."""
         if self.failure is None:
             self.failure = (reason, code)
-            self._watch.failed[self.link_id] = None
+            self._watch.failed[self] = None
 
     def _push(self, data: bytes) -> None:
         if not self._ready:
@@ -141,53 +152,62 @@ class LinkConnection:
         self.credit += frames
         backlog = self._backlog
         while self.credit > 0 and backlog:
-            data, circ_id = backlog.popleft()
-            self.credit -= 1
-            self._push(data)
-            if circ_id is None:
-                self._control_queued -= 1
-            else:
+            data, circ_id, control, _ = backlog.popleft()
+            self._backlog_bytes -= len(data)
+            if circ_id is not None:
+                dead = self._dead.get(circ_id)
+                if dead:  # a cell of a circuit that closed meanwhile: never sent
+                    if dead == 1:
+                        del self._dead[circ_id]
+                    else:
+                        self._dead[circ_id] = dead - 1
+                    continue
                 left = self._queued[circ_id] - 1
                 if left:
                     self._queued[circ_id] = left
                 else:
                     del self._queued[circ_id]
-        self._stalled_since = now if backlog else None
+            elif control:
+                self._control_queued -= 1
+            self.credit -= 1
+            self._push(data)
 
     # -- output -------------------------------------------------------------------------
     def send(self, frame: lf.Frame, now: float) -> None:
         """Queue one frame: uncounted ones at once, counted ones within credit.
 
-        A peer that starves us of credit for more than :data:`MAX_CONTROL_BACKLOG` control
-        frames sets :attr:`failure`: the link must close."""
+        If the control backlog is full (see the module doc) :attr:`failure` is set: the
+        link must close."""
         data = lf.encode_frame(frame)
         if isinstance(frame, UNCOUNTED):
             self._push(data)
-        elif not self._counted(data, None, now):
+            return
+        control = not isinstance(frame, lf.Create | lf.Created | lf.Destroy)
+        if not self._counted(data, None, control, now):
             self.fail("peer holds our link credit", CloseCode.RESOURCE)
 
     def send_cell(self, circ_id: int, cell: bytes, now: float) -> bool:
-        """Queue one cell of circuit ``circ_id``; False if that circuit has too many queued."""
-        return self._counted(lf.encode_cell(circ_id, cell), circ_id, now)
+        """Queue one cell of circuit ``circ_id``; False if that circuit has too many queued
+        or the link's backlog is full (the caller destroys the circuit)."""
+        return self._counted(lf.encode_cell(circ_id, cell), circ_id, False, now)
 
-    def _counted(self, data: bytes, circ_id: int | None, now: float) -> bool:
+    def _counted(self, data: bytes, circ_id: int | None, control: bool, now: float) -> bool:
         self.last_tx = now
         if self.credit > 0 and not self._backlog:
             self.credit -= 1
             self._push(data)
             return True
-        if circ_id is None:
+        if circ_id is not None:
+            queued = self._queued.get(circ_id, 0)
+            if queued >= MAX_QUEUED_CELLS or self._backlog_bytes >= MAX_BACKLOG_BYTES:
+                return False
+            self._queued[circ_id] = queued + 1
+        elif control:
             if self._control_queued >= MAX_CONTROL_BACKLOG:
                 return False
             self._control_queued += 1
-        else:
-            queued = self._queued.get(circ_id, 0)
-            if queued >= MAX_QUEUED_CELLS:
-                return False
-            self._queued[circ_id] = queued + 1
-        if self._stalled_since is None:
-            self._stalled_since = now
-        self._backlog.append((data, circ_id))
+        self._backlog.append((data, circ_id, control, now))
+        self._backlog_bytes += len(data)
         return True
 
     def has_room(self, reserve: int) -> bool:
@@ -208,8 +228,8 @@ class LinkConnection:
             return self.deadline
         lim = self.limits
         deadline = min(self.last_tx + lim.keepalive, self.last_rx + lim.timeout)
-        if self._stalled_since is not None:
-            deadline = min(deadline, self._stalled_since + lim.credit_timeout)
+        if self._backlog:  # the oldest waiting frame's age, whatever credit trickled in
+            deadline = min(deadline, self._backlog[0][3] + lim.credit_timeout)
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -220,7 +240,7 @@ class LinkConnection:
                 self.fail("handshake timed out", CloseCode.TIMEOUT)
         elif now >= self.last_rx + lim.timeout:
             self.fail("peer silent", CloseCode.TIMEOUT)
-        elif self._stalled_since is not None and now >= self._stalled_since + lim.credit_timeout:
+        elif self._backlog and now >= self._backlog[0][3] + lim.credit_timeout:
             self.fail("peer held our credit too long", CloseCode.RESOURCE)
         elif now >= self.last_tx + lim.keepalive:
             self.send(lf.Padding(0), now)
@@ -262,21 +282,19 @@ class LinkConnection:
                 return circ_id
 
     def release(self, circ_id: int) -> None:
-        """The circuit closed: remember its id for late frames, forget its queued cells."""
+        """The circuit closed: remember its id for late frames; its queued cells will be
+        skipped (not sent) as credit comes."""
         if self.circuits.pop(circ_id, None) is None:
             return
         self._counts[self._mine(circ_id)] -= 1
-        self._closed[circ_id] = None
-        if len(self._closed) > MAX_CLOSED_IDS:
-            self._closed.popitem(last=False)
-        if self._queued.pop(circ_id, None):
-            kept = [(d, c) for d, c in self._backlog if c != circ_id]
-            self._backlog = deque(kept)
-            if not kept:
-                self._stalled_since = None
+        self.reject(circ_id)
+        queued = self._queued.pop(circ_id, 0)
+        if queued:
+            self._dead[circ_id] = self._dead.get(circ_id, 0) + queued
 
     def reject(self, circ_id: int) -> None:
-        """An inbound CREATE we refused: late frames for its id are dropped quietly."""
+        """Remember ``circ_id`` as closed (an inbound CREATE we refused, or a circuit that
+        ended): late frames for it are dropped quietly."""
         self._closed[circ_id] = None
         if len(self._closed) > MAX_CLOSED_IDS:
             self._closed.popitem(last=False)

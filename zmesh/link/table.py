@@ -2,9 +2,10 @@
 
 from collections.abc import Iterator
 
-from ..errors import LocalProtocolError
-from . import frames as lf
+from ..errors import CloseCode, LocalProtocolError
 from .connection import LinkConnection, LinkWatch
+
+MAX_HANDSHAKING = 64  # inbound links still in their handshake (the oldest is evicted)
 
 
 class LinkTable:
@@ -30,12 +31,21 @@ class LinkTable:
         return [c.peer_id for c in self._links.values() if c.up and c.peer_id]
 
     def inbound(self) -> int:
-        """Links the peer opened (handshaking or up)."""
-        return sum(1 for c in self._links.values() if not c.initiator)
+        """Links the peer opened that are up."""
+        return sum(1 for c in self._links.values() if c.up and not c.initiator)
 
-    def add(self, conn: LinkConnection) -> None:
+    def add(self, conn: LinkConnection, max_inbound: int) -> None:
+        """Add a new link.  One the peer opened fails at once (RESOURCE) if
+        ``max_inbound`` such links are up; past :data:`MAX_HANDSHAKING` half-open ones the
+        oldest fails, so links that never finish their handshake crowd out nobody."""
         if conn.link_id in self._links:
             raise LocalProtocolError(f"link {conn.link_id} already open")
+        if not conn.initiator:
+            waiting = [c for c in self._links.values() if not c.up and not c.initiator]
+            if len(waiting) >= MAX_HANDSHAKING:
+                waiting[0].fail("too many handshakes under way", CloseCode.RESOURCE)
+            if self.inbound() >= max_inbound:
+                conn.fail("too many inbound links", CloseCode.RESOURCE)
         self._links[conn.link_id] = conn
 
     def mark_up(self, conn: LinkConnection) -> None:
@@ -47,7 +57,7 @@ class LinkTable:
         del self._links[conn.link_id]
         conn.closed = True
         self.watch.ready.pop(conn, None)
-        self.watch.failed.pop(conn.link_id, None)
+        self.watch.failed.pop(conn, None)
         peer = conn.peer_id
         if peer is not None and self._by_peer.get(peer) is conn:
             del self._by_peer[peer]
@@ -55,9 +65,3 @@ class LinkTable:
                 if other.up and other.peer_id == peer:
                     self._by_peer[peer] = other
                     break
-
-    def send(self, link_id: int, frame: lf.Frame, now: float) -> None:
-        """Send ``frame`` if the link is still there (a neighbour may have gone)."""
-        conn = self._links.get(link_id)
-        if conn is not None:
-            conn.send(frame, now)

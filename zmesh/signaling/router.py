@@ -4,7 +4,8 @@ A signal to ``target`` goes on our link to it, else on the link its descriptor c
 (the directory's route), else on the link a signal *from* it last came by (a return
 route).  Origins are not authenticated at this layer (the payload is signed), so return
 routes live in their own bounded table, least recently used first out: forged origins
-evict each other, never a descriptor's route.  Relaying is budgeted per link.
+evict each other, never a descriptor's route, and cannot take over a route whose link is
+up.  Every SIGNAL is budgeted per link, and relayed only when the next link has room.
 """
 
 from collections import OrderedDict, deque
@@ -75,22 +76,30 @@ class SignalRouter:
         return True
 
     def on_signal(self, conn: LinkConnection, frame: lf.Signal, now: float) -> None:
+        budget = self._budgets.get(conn.link_id)
+        if budget is None:
+            budget = self._budgets[conn.link_id] = TokenBucket(RELAY_RATE, RELAY_BURST)
+        if not budget.take(now):
+            return  # over this link's budget: dropped, remembering nothing
         if frame.origin != conn.peer_id:
             self._remember(frame.origin, conn.link_id)
         if frame.target == self._node_id:
             self.events.append(SignalReceived(frame.origin, frame.payload))
             return
-        budget = self._budgets.get(conn.link_id)
-        if budget is None:
-            budget = self._budgets[conn.link_id] = TokenBucket(RELAY_RATE, RELAY_BURST)
         out = self._route(frame.target)
-        if frame.ttl == 0 or out is None or out is conn or not budget.take(now):
-            return  # undeliverable or over budget: drop, as an IP router would
+        if frame.ttl == 0 or out is None or out is conn or not out.has_room(0):
+            return  # undeliverable, or the next link is backed up: drop, as a router would
         out.send(lf.Signal(frame.origin, frame.target, frame.ttl - 1, frame.payload), now)
 
     def _remember(self, origin: bytes, link_id: int) -> None:
+        """A return route to ``origin``; the first one stays while its link is up, so a
+        forged origin cannot take over a route in use."""
         if self._directory_route(origin) is not None:
             return  # the descriptor's route is better
+        known = self._returns.get(origin)
+        if known is not None and self._links.get(known) is not None:
+            self._returns.move_to_end(origin)
+            return
         self._returns[origin] = link_id
         self._returns.move_to_end(origin)
         while len(self._returns) > self._max_routes:
