@@ -49,6 +49,7 @@ MAX_CIRCUITS_PER_DIRECTION = 4096  # live circuit ids allocated by each side of 
 MAX_CLOSED_IDS = 8192  # ids of closed circuits remembered per link
 HANDSHAKE_TIMEOUT = 15.0
 UNCOUNTED = (lf.Hello1, lf.Hello2, lf.Hello3, lf.Credit, lf.Close)
+_CIRCUIT_FRAMES = (lf.Create, lf.Created, lf.Destroy)  # bounded by the circuit ids
 _TOP = 0x80000000
 
 
@@ -182,7 +183,7 @@ class LinkConnection:
         if isinstance(frame, UNCOUNTED):
             self._push(data)
             return
-        control = not isinstance(frame, lf.Create | lf.Created | lf.Destroy)
+        control = not isinstance(frame, _CIRCUIT_FRAMES)
         if not self._counted(data, None, control, now):
             self.fail("peer holds our link credit", CloseCode.RESOURCE)
 
