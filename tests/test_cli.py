@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,40 @@ def test_python_m_zmesh_demo_done_criterion() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "SHA-256 match: yes" in proc.stdout
     assert proc.stdout.count("never saw both source and destination") == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "path"),
+    [
+        (["relay", "--listen", "127.0.0.1:0", "--data", "{missing}"], "{missing}"),
+        (["relay", "--listen", "127.0.0.1:0", "--data", "{file}"], "{file}"),
+        (["relay", "--listen", "127.0.0.1:0", "--data", "{readonly}/state"], "{readonly}"),
+        (["proxy", "--bootstrap", "http://127.0.0.1:9", "--data", "{file}"], "{file}"),
+        (["up", "--data", "{file}"], "{file}"),
+        (["web", "--bootstrap", "http://127.0.0.1:9", "--dist", "{missing}"], "{missing}"),
+        (["harness", "--dist", "{missing}"], "{missing}"),
+    ],
+)
+def test_an_unusable_path_is_one_clear_line_and_status_2(
+    argv: list[str], path: str, tmp_path: Path
+) -> None:
+    """No traceback: the path, the reason, and argparse's exit status."""
+    afile = tmp_path / "a-file"
+    afile.write_text("not a directory")
+    names = {
+        "missing": "/proc/zmesh-cannot-be-here",
+        "file": str(afile),
+        "readonly": "/proc/self",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "zmesh", *(a.format(**names) for a in argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"zmesh {argv[0]}: error: ")
+    assert path.format(**names) in lines[0]

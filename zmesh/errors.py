@@ -37,3 +37,10 @@ class RemoteProtocolError(ZMeshError):
 
 class LocalProtocolError(ZMeshError):
     """Our own program called an API in a state or with arguments it does not allow."""
+
+
+class UsageError(ZMeshError):
+    """Something the user gave (a path, a file) cannot be used; it says which and why.
+
+    Commands report it in one line and exit with status 2, as argparse does for its own
+    errors."""

@@ -135,7 +135,7 @@ def test_zmesh_web_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["web"]) == 2
     assert "at least one --bootstrap" in capsys.readouterr().err
     missing = str(tmp_path / "nowhere")
-    assert main(["web", "--dist", missing, "--bootstrap", "http://127.0.0.1:1"]) == 1
+    assert main(["web", "--dist", missing, "--bootstrap", "http://127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "zmesh web: error:" in err and "make web" in err
     with pytest.raises(SystemExit):

@@ -23,7 +23,7 @@ from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
 from .http import HttpServer, Request, serve_fixed
 from .processes import LocalProcesses
-from .store import Store
+from .store import Store, usable_directory
 
 if TYPE_CHECKING:
     from .webserver import WebServer
@@ -174,8 +174,10 @@ async def run_up(opts: UpOptions) -> int:
         raise ZMeshError("a local mesh needs at least 3 relays for 3-hop circuits")
     socks_host, socks_port = split_hostport(opts.socks)
     with contextlib.ExitStack() as stack:
-        base = opts.data or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="zmesh-up-"))
+        base = (
+            usable_directory(opts.data)
+            if opts.data
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zmesh-up-")))
         )
         children = LocalProcesses(opts.verbose)
         web: WebServer | None = None

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ZMeshError
+from ..errors import UsageError, ZMeshError
 from ..identity import Descriptor, Flags, Identity, short_id
 from ..node import Node
 from . import run_command, webrtc
@@ -129,7 +129,7 @@ class Harness:
 
     async def _start(self) -> None:
         if not (self.opts.dist / "index.html").exists():
-            raise ZMeshError(f"no browser bundle in {self.opts.dist}: run `make web` first")
+            raise UsageError(f"no browser bundle in {self.opts.dist}: run `make web` first")
         if not Path(self.opts.chromium).exists():
             raise ZMeshError(f"{self.opts.chromium} not found: apt-get install chromium")
         try:

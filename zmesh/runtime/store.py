@@ -7,11 +7,12 @@ written once, with the file readable by its owner only.
 
 import os
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 
 from ..crypto import signing, xwing
-from ..errors import RemoteProtocolError
+from ..errors import RemoteProtocolError, UsageError
 from ..identity import Descriptor, Identity, decode_descriptor
 from ..rng import Rng
 
@@ -31,14 +32,29 @@ CREATE TABLE IF NOT EXISTS peers (
 MAX_PEERS = 10_000
 
 
-class StoreError(Exception):
-    """The state directory cannot be used (it says why)."""
+class StoreError(UsageError):
+    """The state directory cannot be used (it says which and why)."""
+
+
+def usable_directory(directory: Path) -> Path:
+    """Create ``directory`` if need be and check that we can write in it.
+
+    Raises StoreError naming the directory and the reason."""
+    if directory.exists() and not directory.is_dir():
+        raise StoreError(f"cannot use state directory {directory}: it is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise StoreError(f"cannot use state directory {directory}: {exc.strerror or exc}") from None
+    return directory
 
 
 class Store:
     def __init__(self, directory: Path) -> None:
+        usable_directory(directory)
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             path = directory / "zmesh.sqlite3"
             new = not path.exists()
             self._db = sqlite3.connect(path, isolation_level=None)
@@ -47,7 +63,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot use state directory {directory}: {exc}") from exc
+            raise StoreError(f"cannot use state directory {directory}: {exc}") from None
         self.path = path
 
     def load_or_create_identity(self, rng: Rng) -> Identity:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from ..errors import ZMeshError
+from ..errors import UsageError
 from . import run_command
 from .http import MAX_HEAD, PHASE_TIMEOUT, HttpError, ServerConnection
 
@@ -51,7 +51,7 @@ MIME_TYPES = {
 REQUIRED = ("index.html", "page.js", "worker.js", "zmesh-lock.json", "pyodide/pyodide.mjs")
 
 
-class DistError(ZMeshError):
+class DistError(UsageError):
     """The page's files are missing or incomplete."""
 
 
