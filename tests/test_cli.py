@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,42 @@ def test_an_unusable_path_is_one_clear_line_and_status_2(
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith(f"zmesh {argv[0]}: error: ")
     assert path.format(**names) in lines[0]
+
+
+def test_a_proxy_whose_bootstrap_relays_all_refuse_says_so_early() -> None:
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "zmesh", "proxy", "--socks", "127.0.0.1:0",
+         "--bootstrap", "http://127.0.0.1:9", "--bootstrap", "http://127.0.0.1:7"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert time.monotonic() - start < 60  # not the 120 s it took before
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("zmesh proxy: error: every bootstrap relay refused")
+    assert "http://127.0.0.1:9 (connection refused" in last and "http://127.0.0.1:7" in last
+
+
+def test_a_proxy_told_to_keep_trying_warns_and_keeps_trying() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zmesh", "proxy", "--socks", "127.0.0.1:0", "--keep-trying",
+         "--bootstrap", "http://127.0.0.1:9"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "zmesh proxy: warning: every bootstrap relay refused" in line:
+                assert "still trying" in line
+                break
+        else:
+            raise AssertionError("no warning")
+        assert proc.poll() is None  # still running, still trying
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

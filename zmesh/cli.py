@@ -179,7 +179,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         return 2
     data = Path(args.data) if args.data else None
     opts = ProxyOptions(
-        socks=args.socks, bootstrap=args.bootstrap, data=data, loopback=args.loopback
+        socks=args.socks,
+        bootstrap=args.bootstrap,
+        data=data,
+        loopback=args.loopback,
+        keep_trying=args.keep_trying,
     )
     return main_proxy(opts)
 
@@ -357,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="offer 127.0.0.1 ICE candidates (default: when all bootstrap URLs are loopback)",
+    )
+    proxy.add_argument(
+        "--keep-trying",
+        action="store_true",
+        help="when every bootstrap relay refuses the connection, warn and keep trying "
+        "(default: say which and why, and exit)",
     )
     proxy.set_defaults(func=cmd_proxy)
 

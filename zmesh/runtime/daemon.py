@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -59,10 +60,29 @@ def stop_requested() -> asyncio.Event:
     return stop
 
 
-async def keep_bootstrapping(driver: AsyncNode, urls: list[str]) -> None:
+@dataclass
+class BootstrapStatus:
+    """How each bootstrap URL fared: consecutive outright refusals and the last error."""
+
+    refusals: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def all_refused(self, times: int) -> bool:
+        """Every URL refused outright (nothing listening) at least ``times`` in a row."""
+        return bool(self.refusals) and all(n >= times for n in self.refusals.values())
+
+    def describe(self) -> str:
+        return "; ".join(f"{url} ({self.errors.get(url, '?')})" for url in self.refusals)
+
+
+async def keep_bootstrapping(
+    driver: AsyncNode, urls: list[str], status: BootstrapStatus | None = None
+) -> None:
     """Link to each bootstrap URL, retrying with backoff until it works once; a round
-    that links any URL resets the backoff."""
+    that links any URL resets the backoff.  ``status`` records refusals as they come."""
     pending = list(dict.fromkeys(urls))
+    status = status or BootstrapStatus()
+    status.refusals = dict.fromkeys(pending, 0)
     backoff = Backoff(driver.rng)
     while pending:
         for url in list(pending):
@@ -70,9 +90,19 @@ async def keep_bootstrapping(driver: AsyncNode, urls: list[str]) -> None:
                 peer = await driver.bootstrap(url)
                 log.info("bootstrap event=linked url=%s peer=%s", url, short_id(peer))
                 pending.remove(url)
+                del status.refusals[url]
                 backoff.reset()
             except (OSError, TimeoutError, ValueError, ZMeshError) as exc:
                 log.warning("bootstrap event=failed url=%s error=%r", url, str(exc))
+                if isinstance(exc, ConnectionRefusedError):
+                    reason = "connection refused: nothing listens there"
+                elif isinstance(exc, socket.gaierror):
+                    reason = f"unknown host ({exc.strerror})"
+                else:
+                    reason = str(exc) or type(exc).__name__
+                refused = isinstance(exc, ConnectionRefusedError | socket.gaierror)
+                status.refusals[url] = status.refusals[url] + 1 if refused else 0
+                status.errors[url] = reason
         if pending:
             await asyncio.sleep(backoff.next_delay())
 

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from .circuits import (
     NoPathError,
     PooledCircuit,
 )
-from .daemon import keep_bootstrapping, split_hostport, stop_requested
+from .daemon import BootstrapStatus, keep_bootstrapping, split_hostport, stop_requested
 from .entropy import SystemRng
 from .store import Store
 
@@ -163,6 +164,11 @@ class ProxyOptions:
     bootstrap: list[str]
     data: Path | None = None
     loopback: bool | None = None
+    keep_trying: bool = False  # when every bootstrap relay refuses: warn and keep trying
+
+
+REFUSED_ROUNDS = 3  # outright refusals of every bootstrap URL before we say so
+READY_TIMEOUT = 120.0
 
 
 async def run_proxy(opts: ProxyOptions) -> int:
@@ -180,14 +186,24 @@ async def run_proxy(opts: ProxyOptions) -> int:
     )
     driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback)
     proxy = SocksProxy(driver)
-    boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap))
+    status = BootstrapStatus()
+    boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap, status))
     try:
-        deadline = time.monotonic() + 120
+        deadline, warned = time.monotonic() + READY_TIMEOUT, False
         while not proxy.pool.usable():
             if stop.is_set():
                 return 0
-            if time.monotonic() > deadline:
-                raise ZMeshError("no usable path after 120 s: are the bootstrap relays up?")
+            if status.all_refused(REFUSED_ROUNDS) and not warned:
+                refused = f"every bootstrap relay refused the connection: {status.describe()}"
+                if not opts.keep_trying:
+                    raise ZMeshError(f"{refused} (--keep-trying to wait for them)")
+                print(f"zmesh proxy: warning: {refused}; still trying", file=sys.stderr)
+                warned = True
+            if time.monotonic() > deadline and not opts.keep_trying:
+                raise ZMeshError(
+                    f"no usable path after {READY_TIMEOUT:g} s: are the bootstrap relays up?"
+                    f" ({status.describe() or 'linked, but too few relays known'})"
+                )
             await asyncio.sleep(0.1)
         bound = await proxy.start(host, port)
         print(
