@@ -28,7 +28,7 @@ def dist() -> Path:
         (3, "browser-circuit", "(browser) -> exit"),
         (2, "join", "ready in"),
         (1, "fetch", "SHA-256 matches"),
-        (1, "embed", "stop control removed the relay: True"),
+        (1, "embed", "the card says what is true: 'zMesh relay linked to"),
     ],
 )
 def test_scenario(dist: Path, browsers: int, scenario: str, expect: str) -> None:

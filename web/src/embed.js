@@ -56,9 +56,28 @@
       frame.setAttribute("loading", "eager");
       frame.style.cssText = "width:0;height:0;border:0;position:absolute;visibility:hidden";
       root.appendChild(frame);
-      if (label) label.textContent = `zMesh relay running (up to ${capKbps} kbit/s).`;
+      if (label) label.textContent = "zMesh relay: joining the mesh…";
       setButtons("running");
     });
+
+    // What the relay reports (relay.html, from the zMesh origin): say only what is true.
+    const fmtBytes = (n) => (n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB`
+      : `${(n / 1048576).toFixed(1)} MiB`);
+    const onReport = guard((event) => {
+      if (!frame || event.source !== frame.contentWindow || event.origin !== origin) return;
+      const r = event.data;
+      if (!r || r.zmeshRelay !== 1 || !label) return;
+      if (r.stage === "failed") {
+        label.textContent = `zMesh relay failed: ${String(r.error || "unknown error").slice(0, 200)}`;
+      } else if (r.stage === "linked") {
+        const peers = Number(r.peers) || 0;
+        label.textContent = `zMesh relay linked to ${peers} peer${peers === 1 ? "" : "s"}, ` +
+          `${fmtBytes(Number(r.bytesRelayed) || 0)} relayed (up to ${capKbps} kbit/s).`;
+      } else {
+        label.textContent = "zMesh relay: joining the mesh…";
+      }
+    });
+    window.addEventListener("message", onReport);
 
     const buttons = {};
     const setButtons = (state) => {

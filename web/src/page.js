@@ -185,8 +185,32 @@ function setText(id, text) {
   if (el && el.textContent !== text) el.textContent = text;
 }
 
+// In the embed's iframe (relay.html), tell the embedding card what is true: joining, linked
+// (with peers and bytes relayed), or failed with the reason.  Only counts and the stage
+// go out: nothing a host page could not see from the card itself.
+const embedded = window.parent !== window;
+let lastReport = "";
+
+function reportToEmbedder(s) {
+  if (!embedded) return;
+  const report = {
+    zmeshRelay: 1,
+    stage: s.error ? "failed" : s.peers > 0 ? "linked" : "joining",
+    error: s.error || null,
+    peers: s.peers,
+    bytesRelayed: s.bytesRelayed,
+  };
+  const text = JSON.stringify(report);
+  if (text === lastReport) return;
+  lastReport = text;
+  try {
+    window.parent.postMessage(report, "*"); // the embedder's origin is any site's
+  } catch (_) { /* the embedder went away */ }
+}
+
 function render() {
   const s = publicStatus();
+  reportToEmbedder(s);
   setText("stage", s.error ? `Error: ${s.error}` : s.ready ? "Connected: you are relaying for the mesh" : `${s.stage}…`);
   const stageEl = $("stage");
   if (stageEl) stageEl.dataset.state = s.error ? "error" : s.ready ? "ready" : "busy";

@@ -308,10 +308,18 @@ class Harness:
                 f"host {host_url} -> relay iframe from {self.web_url}: ready in {took:.1f} s, "
                 f"status {json.dumps(status)}"
             )
+            card = page.get_by_role("dialog", name="zMesh relay consent")
+            linked, text = False, ""
+            while not linked and time.monotonic() < deadline + self.opts.timeout:
+                text = await card.inner_text()
+                linked = "zMesh relay linked to" in text
+                if not linked:
+                    await asyncio.sleep(0.2)
+            details.append(f"the card says what is true: {text.splitlines()[0]!r}")
             await page.get_by_role("button", name="Stop").click()
             gone = not any("/relay.html" in f.url for f in page.frames)
             details.append(f"stop control removed the relay: {gone}")
-            return gone
+            return gone and linked
         finally:
             host.close()
 
