@@ -75,6 +75,7 @@ class Directory(Mapping[bytes, Descriptor]):
         self._own: Descriptor | None = None
         self.events: deque[DescriptorLearned] = deque()
         self._next_sweep = now + EXPIRY_SWEEP
+        self._next_pace = float("inf")  # when a paced link may send its next descriptor
         self._verify_all = TokenBucket(VERIFY_RATE_TOTAL, VERIFY_RATE_TOTAL * 2)
 
     # -- the component shape --------------------------------------------------------------
@@ -82,12 +83,7 @@ class Directory(Mapping[bytes, Descriptor]):
         return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
-        deadline = self._next_sweep
-        for link_id, feed in self._feeds.items():
-            conn = self._links.get(link_id)
-            if feed.queue and conn is not None and conn.has_room(_RESERVE):
-                deadline = min(deadline, feed.pace.ready_at(feed.pace.updated))
-        return deadline
+        return min(self._next_sweep, self._next_pace)
 
     def handle_timer(self, now: float) -> None:
         if now >= self._next_sweep:
@@ -204,7 +200,10 @@ class Directory(Mapping[bytes, Descriptor]):
         self.pump(now)
 
     def pump(self, now: float) -> None:
-        """Send queued descriptors on every link that has spare credit and pace."""
+        """Send queued descriptors on every link that has spare credit and pace, and note
+        when the pace next allows more (a link short of credit waits for its next CREDIT,
+        which calls this again)."""
+        self._next_pace = float("inf")
         for link_id, feed in self._feeds.items():
             conn = self._links.get(link_id)
             if conn is None:
@@ -215,3 +214,5 @@ class Directory(Mapping[bytes, Descriptor]):
                 desc = self._own if node_id == self._node_id else self._entries.get(node_id)
                 if desc is not None:
                     conn.send(lf.DescriptorFrame(desc.encode()), now)
+            if feed.queue and conn.has_room(_RESERVE):
+                self._next_pace = min(self._next_pace, feed.pace.ready_at(now))

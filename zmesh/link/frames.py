@@ -284,7 +284,15 @@ class FrameDecoder:
                 if pos > end:
                     pos = start - FRAME_HEADER
                     break
-                frames.append(decode_body(kind, bytes(src[start:pos])))
+                if kind is FrameType.CELL:  # the hot paths: one copy of the payload, not two
+                    circ = int.from_bytes(src[start : start + 4], "big")
+                    frames.append(Cell(circ, bytes(src[start + 4 : pos])))
+                elif kind is FrameType.CREATE:
+                    circ = int.from_bytes(src[start : start + 4], "big")
+                    epoch = int.from_bytes(src[start + 4 : start + 8], "big")
+                    frames.append(Create(circ, epoch, bytes(src[start + 8 : pos])))
+                else:
+                    frames.append(decode_body(kind, bytes(src[start:pos])))
         finally:  # keep what was not consumed, also when raising (as errors are sticky)
             if src is buf:
                 del buf[:pos]
