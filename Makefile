@@ -56,7 +56,7 @@ demo: $(STAMP)  ## an in-process simulated mesh with a verified 5 MB transfer
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check zmesh tests bench scripts
 	$(VENV)/bin/ruff format --check zmesh
-	$(VENV)/bin/ruff check build_wasm.py
+	$(VENV)/bin/ruff check build_wasm.py hatch_build.py
 
 typecheck: $(STAMP)  ## mypy --strict
 	$(VENV)/bin/mypy --strict zmesh

@@ -10,7 +10,7 @@ Steps, each reported as it runs:
    web/package-lock.json (install scripts are not run);
 2. copy the Pyodide core (interpreter, standard library, its lock) from
    web/node_modules/pyodide/ to web/dist/pyodide/;
-3. build the pure-Python zmesh wheel into web/dist/wheels/ with this interpreter's pip,
+3. build the pure-Python zmesh wheel into web/dist/wheels/ with this interpreter's hatchling,
    and download the wheels of its Pyodide dependencies (h11), pinned with hashes in
    web/requirements.txt, next to it;
 4. write web/dist/zmesh-lock.json, a Pyodide lock file naming those wheels with their
@@ -25,6 +25,11 @@ The browser node loads it as::
     const { loadPyodide } = await import("./pyodide/pyodide.mjs");
     const pyodide = await loadPyodide({ lockFileURL: new URL("zmesh-lock.json", base).href });
     await pyodide.loadPackage("zmesh");  // after zmesh-crypto.js has run; loads h11 too
+
+``--out DIR`` assembles the same files elsewhere.  A wheel built from this tree (``pip
+wheel .`` or ``python -m build``) carries them as ``zmesh/web/``: hatch_build.py runs this
+script for every non-editable wheel, and the wheel built in step 3 is built by hatchling
+with hooks off, so that nothing recurses.
 
 ``--test-wheels`` downloads the pure wheels of pytest and its helpers, pinned with hashes
 in tests/pyodide/requirements.txt, into build/pyodide-wheels/ for
@@ -175,7 +180,7 @@ def copy_pyodide(out: Path) -> dict[str, str]:
         shutil.copy2(source, target / name)
     version = json.loads((PYODIDE_SRC / "package.json").read_text())["version"]
     size = sum((target / n).stat().st_size for n in PYODIDE_FILES) / 1e6
-    step(f"copied Pyodide {version} core ({size:.1f} MB) to web/dist/pyodide/")
+    step(f"copied Pyodide {version} core ({size:.1f} MB) to pyodide/")
     info: dict[str, str] = json.loads((PYODIDE_SRC / "pyodide-lock.json").read_text())["info"]
     return info
 
@@ -187,8 +192,9 @@ def build_wheel(out: Path) -> Path:
     wheels = out / "wheels"
     wheels.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="zmesh-wheel-") as tmp:
+        # --no-hooks: the wheel inside the page carries no page itself (hatch_build.py)
         run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, ROOT],
+            [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "--no-hooks", "-d", tmp],
             ROOT,
             "building the zmesh wheel",
         )
@@ -197,7 +203,7 @@ def build_wheel(out: Path) -> Path:
             raise BuildError(f"expected one pure-Python zmesh wheel, got {built}")
         wheel = wheels / built[0].name
         shutil.copy2(built[0], wheel)
-    step(f"built web/dist/wheels/{wheel.name} ({wheel.stat().st_size / 1e3:.0f} kB)")
+    step(f"built wheels/{wheel.name} ({wheel.stat().st_size / 1e3:.0f} kB)")
     return wheel
 
 
@@ -246,9 +252,9 @@ def dependency_wheels(out: Path, zmesh_wheel: Path) -> list[Path]:
             p for p in wheels.glob("*.whl") if p.name.lower().startswith(f"{key}-{version}-")
         ]
         if len(matches) != 1 or sha256_file(matches[0]) != digest:
-            raise BuildError(f"the {key} wheel in web/dist/wheels/ does not match {where}")
+            raise BuildError(f"the {key} wheel in wheels/ does not match {where}")
         found.append(matches[0])
-        step(f"added web/dist/wheels/{matches[0].name} (sha256 {digest[:16]}…)")
+        step(f"added wheels/{matches[0].name} (sha256 {digest[:16]}…)")
     return found
 
 
@@ -298,7 +304,7 @@ def write_lock(
     (out / LOCK_NAME).write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
     depends = ", ".join(n for n in packages if n != "zmesh")
     step(
-        f"wrote web/dist/{LOCK_NAME} (zmesh {entry['version']}, "
+        f"wrote {LOCK_NAME} (zmesh {entry['version']}, "
         f"sha256 {str(entry['sha256'])[:16]}…; with {depends or 'no dependencies'})"
     )
     return lock
@@ -316,7 +322,7 @@ def esbuild(entry: Path, outfile: Path, fmt: str, extra: Sequence[str] = ()) -> 
         f"esbuild {entry.relative_to(ROOT)}",
     )
     size = outfile.stat().st_size / 1e3
-    step(f"bundled {entry.relative_to(WEB)} -> dist/{outfile.name} ({fmt}, {size:.0f} kB)")
+    step(f"bundled {entry.relative_to(WEB)} -> {outfile.name} ({fmt}, {size:.0f} kB)")
 
 
 def bundle(out: Path) -> None:
@@ -364,12 +370,13 @@ def test_wheels() -> None:
         raise BuildError(f"the wheels in {TEST_WHEELS} do not match {TEST_REQUIREMENTS}")
 
 
-def build(with_test_wheels: bool) -> None:
+def build(out: Path = DIST, with_test_wheels: bool = False) -> None:
+    """Assemble the bundle in ``out`` (replaced whole once complete)."""
     start = time.monotonic()
     npm_ci()
-    staging = WEB / ".dist-staging"
+    staging = out.parent / f".{out.name}-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging.mkdir(parents=True)
     try:
         info = copy_pyodide(staging)
         wheel = build_wheel(staging)
@@ -379,11 +386,11 @@ def build(with_test_wheels: bool) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(DIST, ignore_errors=True)
-    staging.rename(DIST)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
     if with_test_wheels:
         test_wheels()
-    step(f"web/dist is ready ({time.monotonic() - start:.1f} s)")
+    step(f"{out} is ready ({time.monotonic() - start:.1f} s)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -398,9 +405,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also download the pinned test wheels (tests/pyodide/requirements.txt) into "
         "build/pyodide-wheels/ for tests/pyodide/run_core_tests.mjs",
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DIST,
+        metavar="DIR",
+        help="where to assemble the bundle (default web/dist; replaced whole when complete)",
+    )
     args = parser.parse_args(argv)
     try:
-        build(args.test_wheels)
+        build(args.out.resolve(), args.test_wheels)
     except BuildError as exc:
         print(f"build_wasm: error: {exc}", file=sys.stderr)
         return 1

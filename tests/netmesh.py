@@ -60,20 +60,37 @@ def _read_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> s
     return result[0]
 
 
-def start(args: list[str], log: Path, name: str) -> Proc:
-    cmd = [sys.executable, "-m", "zmesh", "-vv", *args]
+def start(
+    args: list[str],
+    log: Path,
+    name: str,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    """``python -m zmesh -vv ARGS`` in its own session, stderr to ``log``."""
+    cmd = [python, "-m", "zmesh", "-vv", *args]
     with log.open("wb") as err:  # the child keeps its own copy of the descriptor
-        popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+        popen = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, start_new_session=True, env=env, cwd=log.parent
+        )
     return Proc(name, popen, log)
 
 
-def start_relay(tmp: Path, name: str, bootstrap: list[str], *, exit_: bool = False) -> Proc:
+def start_relay(
+    tmp: Path,
+    name: str,
+    bootstrap: list[str],
+    *,
+    exit_: bool = False,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+) -> Proc:
     args = ["relay", "--listen", "127.0.0.1:0", "--data", str(tmp / name), "--log-hops"]
     if exit_:
         args += ["--exit", "--allow-private-exits"]
     for url in bootstrap:
         args += ["--bootstrap", url]
-    proc = start(args, tmp / f"{name}.log", name)
+    proc = start(args, tmp / f"{name}.log", name, python, env)
     line = _read_line(proc.popen, r"listening on http://", READY_TIMEOUT)
     proc.node_prefix = line.split()[3 if exit_ else 2]
     proc.url = line.rsplit(" ", 1)[-1]

@@ -200,7 +200,8 @@ def cmd_harness(args: argparse.Namespace) -> int:
     from .runtime.harness import SCENARIOS, HarnessOptions, main_harness
 
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
-    opts = HarnessOptions(browsers=args.browsers, relays=args.relays, dist=Path(args.dist))
+    dist = Path(args.dist) if args.dist else None
+    opts = HarnessOptions(browsers=args.browsers, relays=args.relays, dist=dist)
     return main_harness(opts, scenarios)
 
 
@@ -395,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:8080",
         metavar="HOST:PORT",
         help="serve the browser node's page here, joined to these relays (default "
-        "127.0.0.1:8080; 'off' to disable; needs web/dist, see `make web`)",
+        "127.0.0.1:8080; 'off' to disable; needs the browser bundle: see `zmesh web --help`)",
     )
     up.set_defaults(func=cmd_up)
 
@@ -403,8 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
         "web",
         help="serve the browser node's page: opening it makes the browser a zMesh node",
         description=(
-            "Serve the browser node (web/dist, built by `python build_wasm.py` or `make "
-            "web`) and a config.json naming the --bootstrap relays.  Opening the page runs "
+            "Serve the browser node (the bundle an installed zmesh wheel carries, or a "
+            "source tree's web/dist, built by `make web`) and a config.json naming the "
+            "--bootstrap relays.  Opening the page runs "
             "a full zMesh node in the browser (Pyodide in a Web Worker): it links to the "
             "mesh over WebRTC, relays for others and offers zmesh.fetch to page scripts."
         ),
@@ -412,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     web.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0: any)")
     web.add_argument(
-        "--dist", help="the built page's directory (default: web/dist of the source tree)"
+        "--dist",
+        help="the built page's directory (default: the installed wheel's bundle, else web/dist "
+        "of the source tree)",
     )
     web.add_argument(
         "--bootstrap",
@@ -430,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Start --browsers headless Chromium nodes (Debian's /usr/bin/chromium, driven by "
             "Playwright) and --relays native relays on loopback, run a scenario and print "
-            "the results.  Needs the browser bundle (make web)."
+            "the results.  Needs the browser bundle (see `zmesh web --help`)."
         ),
     )
     harness.add_argument(
@@ -448,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="join",
         help="what to run (default join)",
     )
-    harness.add_argument("--dist", default="web/dist", help="the browser bundle (default web/dist)")
+    harness.add_argument("--dist", help="the browser bundle (default: as for `zmesh web`)")
     harness.set_defaults(func=cmd_harness)
     return parser
 

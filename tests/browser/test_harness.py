@@ -1,6 +1,7 @@
 """The headless harness end to end: every scenario, as `zmesh harness` runs it."""
 
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +33,19 @@ def dist() -> Path:
     ],
 )
 def test_scenario(dist: Path, browsers: int, scenario: str, expect: str) -> None:
-    cmd = [sys.executable, "-m", "zmesh", "harness", "--browsers", str(browsers)]
-    cmd += ["--relays", "3", "--scenario", scenario, "--dist", str(dist)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"scenario {scenario}: OK" in proc.stdout
-    assert expect in proc.stdout
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "zmesh", "-v", "harness"]
+    cmd += ["--browsers", str(browsers), "--relays", "3", "--scenario", scenario]
+    cmd += ["--dist", str(dist)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        out, err = proc.communicate()
+        pytest.fail(f"the harness hung; its output and stacks:\n{out}\n{err[-20000:]}")
+    assert proc.returncode == 0, out + err[-20000:]
+    assert f"scenario {scenario}: OK" in out
+    assert expect in out
 
 
 def test_unknown_scenario_is_a_clear_error() -> None:

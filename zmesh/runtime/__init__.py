@@ -16,5 +16,5 @@ def run_command(name: str, main: Coroutine[Any, Any, int]) -> int:
         print(f"zmesh {name}: error: {exc}", file=sys.stderr)
         return 2
     except (OSError, ValueError, ZMeshError, TimeoutError) as exc:
-        print(f"zmesh {name}: error: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"zmesh {name}: error: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1

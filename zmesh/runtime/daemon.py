@@ -191,7 +191,7 @@ async def _start_web(address: str, urls: list[str]) -> tuple["WebServer | None",
         server = WebServer(find_dist(), urls)
         bound = await server.start(host, port)
     except DistError:
-        return None, "Browser node: not built here (run `make web` to serve it with `zmesh up`)."
+        return None, "Browser node: no bundle here (`make web` builds it in a source tree)."
     except (OSError, ValueError) as exc:
         return None, f"Browser node: not served ({address}: {exc})."
     url = page_url(host, bound)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError, ZMeshError
+from ..errors import ZMeshError
 from ..identity import Descriptor, Flags, Identity, short_id
 from ..node import Node
 from . import run_command, webrtc
@@ -39,6 +39,7 @@ from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
 from .http import serve_fixed
 from .processes import LocalProcesses, free_port
+from .webserver import find_dist
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -59,7 +60,7 @@ FILE_SIZE = 2_000_000
 class HarnessOptions:
     browsers: int = 2
     relays: int = 3
-    dist: Path = Path("web/dist")
+    dist: Path | None = None  # None: find_dist's default
     chromium: str = CHROMIUM
     timeout: float = 90.0
 
@@ -110,11 +111,13 @@ class Harness:
         self.procs = LocalProcesses()
         self.relay_urls: list[str] = []
         self.web_url = ""
+        self.dist = Path()
         self.files = FileServer()
         self.pages: list[Any] = []
         self._stack = contextlib.AsyncExitStack()
         self._tmp = Path(tempfile.mkdtemp(prefix="zmesh-harness-"))
         self._browser: Any = None
+        self.step = ""  # what the running scenario is doing (named when it fails)
 
     async def __aenter__(self) -> "Harness":
         try:
@@ -128,8 +131,7 @@ class Harness:
         await self.close()
 
     async def _start(self) -> None:
-        if not (self.opts.dist / "index.html").exists():
-            raise UsageError(f"no browser bundle in {self.opts.dist}: run `make web` first")
+        self.dist = find_dist(self.opts.dist)
         if not Path(self.opts.chromium).exists():
             raise ZMeshError(f"{self.opts.chromium} not found: apt-get install chromium")
         try:
@@ -138,7 +140,7 @@ class Harness:
             raise ZMeshError("the harness needs Playwright: pip install playwright") from None
         self.relay_urls = await self.procs.start_relays(self.opts.relays, self._tmp)
         port = free_port()
-        args = ["web", "--port", str(port), "--dist", str(self.opts.dist)]
+        args = ["web", "--port", str(port), "--dist", str(self.dist)]
         for url in self.relay_urls:
             args += ["--bootstrap", url]
         await self.procs.start(args, "http://")
@@ -180,16 +182,18 @@ class Harness:
             raise ZMeshError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
         details: list[str] = []
         start = time.monotonic()
+        self.step = "starting"
         try:
             ok = await scenarios[scenario](details)
-        except (TimeoutError, ZMeshError) as exc:
-            details.append(f"failed: {exc or type(exc).__name__}")
+        except (TimeoutError, OSError, ZMeshError) as exc:
+            details.append(f"failed while {self.step}: {str(exc) or type(exc).__name__}")
             ok = False
         return ScenarioResult(scenario, ok, time.monotonic() - start, details)
 
     # -- scenarios ------------------------------------------------------------------
     async def _join(self, details: list[str]) -> bool:
         for i, page in enumerate(self.pages):
+            self.step = f"waiting for browser {i} to be ready"
             took = await self.wait_ready(page)
             status = await self.status(page)
             details.append(f"browser {i}: ready in {took:.1f} s, status {json.dumps(status)}")
@@ -198,7 +202,9 @@ class Harness:
     async def _fetch(self, details: list[str]) -> bool:
         ok = True
         for i, page in enumerate(self.pages):
+            self.step = f"waiting for browser {i} to be ready"
             await self.wait_ready(page)
+            self.step = f"fetching through browser {i}'s zmesh.fetch"
             start = time.monotonic()
             digest = await page.evaluate(
                 """async (url) => {
@@ -222,7 +228,8 @@ class Harness:
 
     async def _browser_circuit(self, details: list[str]) -> bool:
         """A native client builds guard (native) -> middle (a browser) -> exit (native)."""
-        for page in self.pages:
+        for i, page in enumerate(self.pages):
+            self.step = f"waiting for browser {i} to be ready"
             await self.wait_ready(page)
         browser_ids = {(await self.status(page))["nodeId"] for page in self.pages}
         rng = SystemRng()
@@ -230,8 +237,17 @@ class Harness:
             Node(Identity.generate(rng), rng, wall_clock()), rtc=webrtc, loopback=True
         )
         try:
+            self.step = "linking the native client to the relays"
+            linked = 0
             for url in self.relay_urls:
-                await client.bootstrap(url)
+                try:
+                    await client.bootstrap(url)
+                    linked += 1
+                except (TimeoutError, OSError, ZMeshError) as exc:
+                    details.append(f"bootstrap {url}: {str(exc) or type(exc).__name__}")
+            if not linked:
+                raise ZMeshError("the client could link to no relay")
+            self.step = "waiting for the client to learn a browser's descriptor"
             deadline = time.monotonic() + self.opts.timeout
             while not any(
                 i in {d.node_id.hex() for d in client.node.directory.values()} for i in browser_ids
@@ -251,9 +267,12 @@ class Harness:
             ]
             if not middles or not exits or not guards:
                 raise ZMeshError("not enough nodes for a guard, a browser middle and an exit")
+            self.step = "building a circuit through a browser"
             cid = await self._first_working_circuit(client, guards, middles, exits[0], details)
+            self.step = "opening a stream to the file server"
             pipe = client.open_stream(cid, self.files.url.split("/")[2])
             await pipe.wait_connected(self.opts.timeout)
+            self.step = "fetching the file through the circuit"
             body = await _http_get_over(pipe, self.files.url)
             match = hashlib.sha256(body).hexdigest() == self.files.sha256
             details.append(
@@ -272,13 +291,16 @@ class Harness:
         exit_: Descriptor,
         details: list[str],
     ) -> int:
+        tried = []
         for middle in middles:
             for guard in guards:
                 start = time.monotonic()
                 try:
                     cid = await client.build_circuit([guard, middle, exit_], timeout=10)
-                except (TimeoutError, ZMeshError):
-                    continue  # that guard has no link to this browser (yet)
+                except (TimeoutError, ZMeshError) as exc:
+                    # that guard may have no link to this browser (yet)
+                    tried.append(f"{short_id(guard.node_id)}: {str(exc) or type(exc).__name__}")
+                    continue
                 details.append(
                     f"circuit built in {1000 * (time.monotonic() - start):.1f} ms: "
                     f"guard {short_id(guard.node_id)} (native) -> "
@@ -286,11 +308,12 @@ class Harness:
                     f"exit {short_id(exit_.node_id)} (native)"
                 )
                 return cid
-        raise ZMeshError("no guard could extend a circuit to a browser node")
+        raise ZMeshError(f"no guard could extend a circuit to a browser node ({'; '.join(tried)})")
 
     async def _embed(self, details: list[str]) -> bool:
         host, host_url = await serve_fixed(host_page_html(self.web_url), "text/html")
         try:
+            self.step = "opening the host page and consenting"
             page = await self.open_page(host_url + "/")
             await page.get_by_role("button", name="Run relay").click(
                 timeout=self.opts.timeout * 1000
@@ -302,6 +325,7 @@ class Harness:
                 if time.monotonic() > deadline:
                     raise ZMeshError("the relay iframe never appeared")
                 await asyncio.sleep(0.1)
+            self.step = "waiting for the relay iframe to be ready"
             took = await self.wait_ready(frame)
             status = await self.status(frame)
             details.append(

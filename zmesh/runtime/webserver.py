@@ -55,23 +55,23 @@ class DistError(UsageError):
     """The page's files are missing or incomplete."""
 
 
+PACKAGED = Path(__file__).resolve().parents[1] / "web"  # in an installed wheel
+CHECKOUT = Path(__file__).resolve().parents[2] / "web" / "dist"  # in a source tree
+
+
 def find_dist(explicit: Path | None = None) -> Path:
-    """The directory to serve: ``explicit``, else web/dist under the current directory or
-    next to the zmesh package (a source checkout).  DistError says how to build it."""
-    candidates = (
-        [explicit]
-        if explicit is not None
-        else [Path.cwd() / "web" / "dist", Path(__file__).resolve().parents[2] / "web" / "dist"]
-    )
+    """The directory to serve: ``explicit``, else the bundle the installed wheel carries,
+    else the source tree's web/dist.  DistError says how to build it."""
+    candidates = [explicit] if explicit is not None else [PACKAGED, CHECKOUT]
     for candidate in candidates:
         missing = [name for name in REQUIRED if not (candidate / name).is_file()]
         if not missing:
             return candidate.resolve()
-    where = candidates[0]
+    where = candidates[-1]
     raise DistError(
         f"the browser node's files are not built: {where} is missing or incomplete "
-        f"(no {', '.join(missing)}). Build them with `python build_wasm.py` (or `make web`) "
-        "in the zMesh source tree, or point --dist at a built web/dist."
+        f"(no {', '.join(missing)}). Install a zmesh wheel (it carries them), build them "
+        "with `make web` in the zMesh source tree, or point --dist at a built bundle."
     )
 
 
