@@ -122,7 +122,7 @@ def test_nothing_outside_the_directory_is_served(tmp_path: Path, path: str) -> N
 
 
 def test_a_missing_dist_says_how_to_build_it(tmp_path: Path) -> None:
-    with pytest.raises(DistError, match=r"build_wasm\.py"):
+    with pytest.raises(DistError, match=r"make web"):
         find_dist(tmp_path / "nowhere")
     assert find_dist(_dist(tmp_path)) == (tmp_path / "dist").resolve()
 
