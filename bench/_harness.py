@@ -22,6 +22,7 @@ class Subject:
     name: str
     run: Op
     samples: list[float] = field(default_factory=list)  # ns per operation, one per round
+    after: Op | None = None  # untimed, after each batch (cleanup that is not the subject)
 
     @property
     def median_us(self) -> float:
@@ -36,6 +37,8 @@ def measure(subjects: Sequence[Subject], rounds: int, batch: int, warmup: int = 
     """
     for subject in subjects:
         subject.run(warmup * batch)
+        if subject.after is not None:
+            subject.after(warmup * batch)
     n = len(subjects)
     gc.collect()
     gc.freeze()
@@ -48,6 +51,8 @@ def measure(subjects: Sequence[Subject], rounds: int, batch: int, warmup: int = 
                 t0 = time.perf_counter_ns()
                 subject.run(batch)
                 subject.samples.append((time.perf_counter_ns() - t0) / batch)
+                if subject.after is not None:
+                    subject.after(batch)
     finally:
         if gc_was_enabled:
             gc.enable()

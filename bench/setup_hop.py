@@ -4,8 +4,8 @@ Subjects (each timed per operation, interleaved round by round with the baseline
 
 * ``xwing decaps``: the baseline, ``xwing.PrivateKey(seed).decaps(ct)`` with the key
   expanded once (what any KEM-based setup must pay);
-* ``unwrap + replay``: ``keyring.key_for`` + ``sphinx.unwrap_setup_header`` +
-  ``keyring.is_replay`` and ``record`` on a fresh 3-hop header (hop 1's unwrap), with a real
+* ``unwrap + replay``: ``keyring.epoch_key`` + ``sphinx.unwrap_setup_header`` + the
+  replay cache's ``seen`` and ``record`` on a fresh 3-hop header (hop 1's unwrap), with a real
   :class:`~zmesh.onion.keyring.OnionKeyRing`;
 * ``node CREATE``: the whole relay path of a real :class:`~zmesh.node.Node` (the middle of
   three linked nodes in a :class:`~zmesh.sim.network.Simulator`): a CREATE frame fed
@@ -25,6 +25,7 @@ from _harness import Subject, measure, note, paired_ratio, print_table, quartile
 
 from zmesh.circuit.relay import CREATE_RATE
 from zmesh.crypto import xwing
+from zmesh.errors import CloseCode
 from zmesh.link import frames as lf
 from zmesh.onion import sphinx
 from zmesh.rng import DeterministicRng
@@ -97,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     in_conn = node._links.get(in_link)
     assert in_conn is not None
     top = 0 if in_conn.initiator else 0x80000000  # ids from the source's half
+    circ_ids = [top | i for i in range(1, per_subject + 1)]
     create_frames = iter(
-        lf.encode_frame(lf.Create(top | circ_id, epoch, header))
-        for circ_id, header in enumerate(headers[per_subject:], start=1)
+        lf.encode_frame(lf.Create(circ_id, epoch, header))
+        for circ_id, header in zip(circ_ids, headers[per_subject:], strict=True)
     )
 
     # the baseline: a cached X-Wing key and fresh ciphertexts (OpenSSL's encaps is fast)
@@ -114,15 +116,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def unwrap(n: int, it: Iterator[bytes] = unwrap_headers) -> None:
         for _ in range(n):
-            key = keyring.key_for(epoch)
-            result = sphinx.unwrap_setup_header(geometry, key, next(it))
-            if not keyring.is_replay(epoch, result.keys.replay_tag):
-                keyring.record(epoch, result.keys.replay_tag)
+            entry = keyring.epoch_key(epoch)
+            result = sphinx.unwrap_setup_header(geometry, entry.key, next(it))
+            if not entry.replay.seen(result.keys.replay_tag):
+                entry.replay.record(result.keys.replay_tag)
 
     credit_frame = lf.encode_frame(lf.Credit(256))
     owed = [0]  # CREATEs sent downstream that the (simulated) next hop has not credited
 
     clock = [now]
+    sent = [0]  # CREATEs fed so far
 
     def node_create(n: int, it: Iterator[bytes] = create_frames) -> None:
         for _ in range(n):
@@ -137,16 +140,27 @@ def main(argv: list[str] | None = None) -> int:
                 node.receive(out_link, credit_frame, clock[0])
                 owed[0] -= 256
 
+    def close_circuits(n: int) -> None:
+        """Untimed: the source ends the circuits it just made, so the relay's tables stay
+        as in steady state instead of growing by a circuit per CREATE."""
+        for circ_id in circ_ids[sent[0] : sent[0] + n]:
+            destroy = lf.encode_frame(lf.Destroy(circ_id, CloseCode.REQUESTED))
+            node.receive(in_link, destroy, clock[0])
+            for link, _ in node.datagrams_to_send(clock[0]):
+                owed[0] += link == out_link  # the DESTROY passed on
+        sent[0] += n
+
     subjects = [
         Subject("xwing decaps (baseline)", baseline),
         Subject("unwrap + replay check", unwrap),
-        Subject("node CREATE (receive+drain)", node_create),
+        Subject("node CREATE (receive+drain)", node_create, after=close_circuits),
     ]
     note(f"timing {rounds} interleaved rounds of {batch}…")
     measure(subjects, rounds, batch=batch, warmup=WARMUP)
 
     # the relay really forwarded one CREATE per frame, and no link or circuit broke
     assert forwarded == [bytes([lf.FrameType.CREATE])] * per_subject, "relay did not forward"
+    assert len(node.relay) == 0, "the source's DESTROYs did not end its circuits"
     assert node.link_to(source.node.node_id) == in_link, "the relay closed the link"
 
     base = subjects[0]

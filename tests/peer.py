@@ -90,7 +90,7 @@ class RawPeer:
         frames: list[lf.Frame] = []
         while got := self.read(now):
             frames += got
-            counted = sum(1 for f in got if not isinstance(f, UNCOUNTED))
+            counted = sum(1 for f in got if type(f) not in UNCOUNTED)
             while counted > 0 and not self.closed():
                 self.send(lf.Credit(min(counted, LINK_WINDOW // 2)), now)
                 counted -= LINK_WINDOW // 2

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 _EPSILON = 1e-6
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenBucket:
     rate: float  # tokens per second
     burst: float  # the most tokens the bucket holds

@@ -231,9 +231,11 @@ class Node:
     def _collect(self, now: float) -> None:
         """Move the components' events into ours, in order, reacting to new relays."""
         for source in self._sources:
-            while source.events and (event := source.next_event()) is not None:
+            events = source.events
+            while events:
+                event = events.popleft()
                 self._events.append(event)
-                if isinstance(event, DescriptorLearned):
+                if type(event) is DescriptorLearned:
                     desc = event.descriptor
                     linked = self._links.to_peer(desc.node_id) is not None
                     self.dialer.consider(desc, linked, len(self._links.peers()), now)

@@ -87,7 +87,7 @@ def test_refused_creates_record_no_replay_tag() -> None:
     for i in range(3):
         peer.send(lf.Create(_PEER | i, epoch, state.header), 0.0)
     assert _answers(peer) == [("destroy", CloseCode.CONNECTION_FAILED)] * 3
-    assert not node.keyring.is_replay(epoch, state.hop_keys[0].replay_tag)
+    assert not node.keyring.epoch_key(epoch).replay.seen(state.hop_keys[0].replay_tag)
     final = _header(node, [], 2)  # a circuit we accept records its tag ...
     peer.send(lf.Create(_PEER | 10, epoch, final.header), 0.0)
     peer.send(lf.Create(_PEER | 11, epoch, final.header), 0.0)  # ... so a replay is refused

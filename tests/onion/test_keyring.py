@@ -39,11 +39,11 @@ def cache_of(ring: OnionKeyRing, epoch: int) -> ReplayCache:
 def test_is_replay_records_nothing() -> None:
     ring = OnionKeyRing(DeterministicRng(3), now=0.0)
     tag = b"t" * 32
-    assert not ring.is_replay(0, tag)
-    assert not ring.is_replay(0, tag)  # a refused circuit costs no cache space
-    ring.record(0, tag)
-    assert ring.is_replay(0, tag)
-    assert not ring.is_replay(0, b"u" * 32)
+    assert not ring.epoch_key(0).replay.seen(tag)
+    assert not ring.epoch_key(0).replay.seen(tag)  # a refused circuit costs no cache space
+    ring.epoch_key(0).replay.record(tag)
+    assert ring.epoch_key(0).replay.seen(tag)
+    assert not ring.epoch_key(0).replay.seen(b"u" * 32)
 
 
 def test_a_replayed_setup_header_is_caught() -> None:
@@ -51,21 +51,18 @@ def test_a_replayed_setup_header_is_caught() -> None:
     epoch, pk = ring.current(0.0)
     hop = sphinx.PathHop(bytes(32), epoch, pk)
     header = sphinx.build_setup_header(GEOMETRY, [hop], DeterministicRng(4)).header
-    first = sphinx.unwrap_setup_header(GEOMETRY, ring.key_for(epoch), header)
-    assert not ring.is_replay(epoch, first.keys.replay_tag)
-    ring.record(epoch, first.keys.replay_tag)
-    again = sphinx.unwrap_setup_header(GEOMETRY, ring.key_for(epoch), header)
-    assert ring.is_replay(epoch, again.keys.replay_tag)
+    first = sphinx.unwrap_setup_header(GEOMETRY, ring.epoch_key(epoch).key, header)
+    assert not ring.epoch_key(epoch).replay.seen(first.keys.replay_tag)
+    ring.epoch_key(epoch).replay.record(first.keys.replay_tag)
+    again = sphinx.unwrap_setup_header(GEOMETRY, ring.epoch_key(epoch).key, header)
+    assert ring.epoch_key(epoch).replay.seen(again.keys.replay_tag)
 
 
 def test_unknown_epoch() -> None:
     ring = OnionKeyRing(DeterministicRng(3), now=0.0)
-    for call in (ring.is_replay, ring.record):
-        with pytest.raises(RemoteProtocolError) as err:
-            call(7, b"t" * 32)
-        assert err.value.code is CloseCode.AUTH
-    with pytest.raises(RemoteProtocolError):
-        ring.key_for(7)
+    with pytest.raises(RemoteProtocolError) as err:
+        ring.epoch_key(7)
+    assert err.value.code is CloseCode.AUTH
 
 
 @pytest.mark.parametrize("capacity", [0, -1, MAX_REPLAY_CAPACITY + 1])
@@ -91,42 +88,42 @@ def test_capacity_attack_does_not_close_the_relay() -> None:
     ring = OnionKeyRing(DeterministicRng(3), now=0.0, replay_capacity=capacity)
     flood = tags(4 * capacity, b"flood")
     for tag in flood:
-        assert not ring.is_replay(0, tag) or cache_of(ring, 0).overflowed
-        ring.record(0, tag)
+        assert not ring.epoch_key(0).replay.seen(tag) or cache_of(ring, 0).overflowed
+        ring.epoch_key(0).replay.record(tag)
     cache = cache_of(ring, 0)
     assert cache.overflowed
     assert cache._exact is None  # freed: memory is the fixed-size filter alone
-    assert all(ring.is_replay(0, tag) for tag in flood)  # no false negatives
+    assert all(ring.epoch_key(0).replay.seen(tag) for tag in flood)  # no false negatives
     fresh = tags(2000, b"honest")
-    refused = sum(ring.is_replay(0, tag) for tag in fresh)
+    refused = sum(ring.epoch_key(0).replay.seen(tag) for tag in fresh)
     assert refused / len(fresh) < 3 * cache.false_positive_rate() < 0.1
-    honest = next(t for t in fresh if not ring.is_replay(0, t))
-    ring.record(0, honest)
-    assert ring.is_replay(0, honest)  # and its replay is refused
+    honest = next(t for t in fresh if not ring.epoch_key(0).replay.seen(t))
+    ring.epoch_key(0).replay.record(honest)
+    assert ring.epoch_key(0).replay.seen(honest)  # and its replay is refused
 
 
 def test_exact_set_means_no_false_positives_below_capacity() -> None:
     capacity = 512  # a tiny filter (2^14 bits) that alone would give false positives
     ring = OnionKeyRing(DeterministicRng(3), now=0.0, replay_capacity=capacity)
     for tag in tags(capacity):
-        ring.record(0, tag)
+        ring.epoch_key(0).replay.record(tag)
     cache = cache_of(ring, 0)
     assert not cache.overflowed
     assert cache._filter is None  # below capacity: no filter, no hashing
     fresh = tags(20_000, b"fresh")
-    assert not any(ring.is_replay(0, t) for t in fresh)
+    assert not any(ring.epoch_key(0).replay.seen(t) for t in fresh)
 
 
 def test_overflow_happens_at_the_capacity_plus_first_tag() -> None:
     ring = OnionKeyRing(DeterministicRng(3), now=0.0, replay_capacity=4)
     four = tags(5)
     for tag in four[:4]:
-        ring.record(0, tag)
-        ring.record(0, tag)  # recording twice takes no extra room
+        ring.epoch_key(0).replay.record(tag)
+        ring.epoch_key(0).replay.record(tag)  # recording twice takes no extra room
     assert not cache_of(ring, 0).overflowed
-    ring.record(0, four[4])
+    ring.epoch_key(0).replay.record(four[4])
     assert cache_of(ring, 0).overflowed
-    assert all(ring.is_replay(0, t) for t in four)
+    assert all(ring.epoch_key(0).replay.seen(t) for t in four)
 
 
 def test_false_positive_rate_measured_against_computed() -> None:
@@ -163,24 +160,22 @@ def test_rotation_deletes_the_key_and_both_replay_structures() -> None:
     ring = OnionKeyRing(DeterministicRng(3), now=0.0, epoch_length=100.0, replay_capacity=2)
     e0, pk0 = ring.current(0.0)
     for tag in tags(5):  # past capacity: exact set gone, filter in use
-        ring.record(e0, tag)
-    ring.record(e0, b"t" * 32)
+        ring.epoch_key(e0).replay.record(tag)
+    ring.epoch_key(e0).replay.record(b"t" * 32)
     old = weakref.ref(cache_of(ring, e0))
     ring.rotate(150.0)
     e1, pk1 = ring.current(150.0)
     assert (e0, e1) == (0, 1)
     assert pk0 != pk1
     assert ring.epochs() == [0, 1]  # grace: the previous epoch still works
-    assert ring.is_replay(e0, b"t" * 32)
-    assert not ring.is_replay(e1, b"t" * 32)  # each epoch has its own cache
+    assert ring.epoch_key(e0).replay.seen(b"t" * 32)
+    assert not ring.epoch_key(e1).replay.seen(b"t" * 32)  # each epoch has its own cache
     ring.rotate(250.0)
     assert ring.epochs() == [1, 2]
     gc.collect()
     assert old() is None  # the filter and the exact set went with it
     with pytest.raises(RemoteProtocolError):
-        ring.key_for(e0)
-    with pytest.raises(RemoteProtocolError):
-        ring.is_replay(e0, b"t" * 32)
+        ring.epoch_key(e0)
 
 
 def test_migration_moves_every_exact_tag_then_frees_the_set() -> None:
@@ -188,12 +183,12 @@ def test_migration_moves_every_exact_tag_then_frees_the_set() -> None:
     ring = OnionKeyRing(DeterministicRng(3), now=0.0, replay_capacity=capacity)
     old = tags(capacity)
     for tag in old:
-        ring.record(0, tag)
+        ring.epoch_key(0).replay.record(tag)
     cache = cache_of(ring, 0)
     newer = tags(capacity // MIGRATE_PER_RECORD + 1, b"new")
     for i, tag in enumerate(newer):
-        ring.record(0, tag)
-        assert all(ring.is_replay(0, t) for t in old)  # before, during and after
+        ring.epoch_key(0).replay.record(tag)
+        assert all(ring.epoch_key(0).replay.seen(t) for t in old)  # before, during and after
         if i < len(newer) - 2:
             assert cache._moving is not None
     assert cache._moving is None  # migrated: the exact set is freed
@@ -204,7 +199,7 @@ def test_same_seed_same_filter_bits() -> None:
     def filled(seed: int) -> bytes:
         ring = OnionKeyRing(DeterministicRng(seed), now=0.0, replay_capacity=64)
         for tag in tags(100):  # past capacity, so the filter holds them all
-            ring.record(0, tag)
+            ring.epoch_key(0).replay.record(tag)
         bits = cache_of(ring, 0)._filter
         assert bits is not None
         return bytes(bits)
@@ -245,12 +240,12 @@ def test_fuzz_no_false_negatives_and_exact_below_capacity(
     pool = tags(81, b"pool")
     recorded: set[int] = set()
     for index, do_record in ops:
-        replay = ring.is_replay(0, pool[index])
+        replay = ring.epoch_key(0).replay.seen(pool[index])
         if index in recorded:
             assert replay
         elif not cache_of(ring, 0).overflowed:
             assert not replay
         if do_record:
-            ring.record(0, pool[index])
+            ring.epoch_key(0).replay.record(pool[index])
             recorded.add(index)
     assert cache_of(ring, 0).overflowed == (len(recorded) > capacity)

@@ -124,17 +124,17 @@ def test_replayed_setup_packet_is_rejected() -> None:
     epoch, pk = ring.current(0.0)
     hop = sphinx.PathHop(bytes(32), epoch, pk)
     state = sphinx.build_setup_header(GEOMETRY, [hop], DeterministicRng(4))
-    first = sphinx.unwrap_setup_header(GEOMETRY, ring.key_for(epoch), state.header)
-    assert not ring.is_replay(epoch, first.keys.replay_tag)
-    ring.record(epoch, first.keys.replay_tag)
-    again = sphinx.unwrap_setup_header(GEOMETRY, ring.key_for(epoch), state.header)
-    assert ring.is_replay(epoch, again.keys.replay_tag)
+    first = sphinx.unwrap_setup_header(GEOMETRY, ring.epoch_key(epoch).key, state.header)
+    assert not ring.epoch_key(epoch).replay.seen(first.keys.replay_tag)
+    ring.epoch_key(epoch).replay.record(first.keys.replay_tag)
+    again = sphinx.unwrap_setup_header(GEOMETRY, ring.epoch_key(epoch).key, state.header)
+    assert ring.epoch_key(epoch).replay.seen(again.keys.replay_tag)
 
 
 def test_epoch_keys_rotate_and_old_keys_are_deleted() -> None:
     ring = OnionKeyRing(DeterministicRng(3), now=0.0, epoch_length=100.0)
     e0, pk0 = ring.current(0.0)
-    ring.record(e0, b"t" * 32)
+    ring.epoch_key(e0).replay.record(b"t" * 32)
     ring.rotate(150.0)
     e1, pk1 = ring.current(150.0)
     assert (e0, e1) == (0, 1) and pk0 != pk1
@@ -142,9 +142,7 @@ def test_epoch_keys_rotate_and_old_keys_are_deleted() -> None:
     ring.rotate(250.0)
     assert ring.epochs() == [1, 2]
     with pytest.raises(RemoteProtocolError):
-        ring.key_for(e0)
-    with pytest.raises(RemoteProtocolError):
-        ring.is_replay(e0, b"t" * 32)  # its tags went with it
+        ring.epoch_key(e0)  # the key, and the epoch's tags with it
 
 
 class _Recorder:

@@ -143,9 +143,9 @@ class RelayTable:
             self._refuse(conn, circ_id, CloseCode.RESOURCE, "over the CREATE budget", now)
             return
         try:
-            key = self.keyring.key_for(frame.epoch)
-            result = sphinx.unwrap_setup_header(self._geometry, key, frame.header)
-            if self.keyring.is_replay(frame.epoch, result.keys.replay_tag):
+            entry = self.keyring.epoch_key(frame.epoch)
+            result = sphinx.unwrap_setup_header(self._geometry, entry.key, frame.header)
+            if entry.replay.seen(result.keys.replay_tag):
                 raise RemoteProtocolError("replayed setup packet", CloseCode.REPLAY)
         except RemoteProtocolError as exc:
             self._refuse(conn, circ_id, exc.code, str(exc), now)
@@ -153,7 +153,7 @@ class RelayTable:
         assert conn.peer_id is not None
         side = (conn.link_id, circ_id)
         if isinstance(result, sphinx.Final):
-            self.keyring.record(frame.epoch, result.keys.replay_tag)
+            entry.replay.record(result.keys.replay_tag)
             hop = _Hop(side, result.keys, result.confirm_tag, conn, open=True, active=now)
             hop.end = ServerEnd(
                 self._geometry,
@@ -178,7 +178,7 @@ class RelayTable:
             code = CloseCode.CONNECTION_FAILED if next_conn is None else CloseCode.RESOURCE
             self._refuse(conn, circ_id, code, "no way to the next hop", now)
             return
-        self.keyring.record(frame.epoch, result.keys.replay_tag)
+        entry.replay.record(result.keys.replay_tag)
         self._pairs[pair] = self._pairs.get(pair, 0) + 1
         out = (next_conn.link_id, out_id)
         hop = _Hop(side, result.keys, result.confirm_tag, conn, out, next_conn, active=now)

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa, mlkem
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from dilithium_py.ml_dsa import ML_DSA_44
 
 from ..errors import RemoteProtocolError
 
@@ -140,6 +139,8 @@ def mldsa44_sign_deterministic(seed: bytes, message: bytes, context: bytes) -> b
 
     Raises ValueError for a seed that is not 32 bytes or a context over 255 bytes.
     """
+    from dilithium_py.ml_dsa import ML_DSA_44  # noqa: PLC0415 (simulations only)
+
     _, secret = ML_DSA_44.key_derive(seed)
     signature: bytes = ML_DSA_44.sign(secret, message, context, deterministic=True)
     return signature

@@ -48,8 +48,9 @@ MAX_BACKLOG_BYTES = 32 << 20  # everything waiting for credit on one link
 MAX_CIRCUITS_PER_DIRECTION = 4096  # live circuit ids allocated by each side of a link
 MAX_CLOSED_IDS = 8192  # ids of closed circuits remembered per link
 HANDSHAKE_TIMEOUT = 15.0
-UNCOUNTED = (lf.Hello1, lf.Hello2, lf.Hello3, lf.Credit, lf.Close)
-_CIRCUIT_FRAMES = (lf.Create, lf.Created, lf.Destroy)  # bounded by the circuit ids
+# frame types (each a final class, so ``type(frame) in ...`` is exact)
+UNCOUNTED: frozenset[type] = frozenset({lf.Hello1, lf.Hello2, lf.Hello3, lf.Credit, lf.Close})
+_CIRCUIT_FRAMES: frozenset[type] = frozenset({lf.Create, lf.Created, lf.Destroy})  # bounded by ids
 _TOP = 0x80000000
 
 
@@ -82,6 +83,7 @@ class LinkConnection:
         self.link_id = link_id
         self._watch = watch
         self.handshake = handshake
+        self.initiator = handshake.initiator  # fixed for the link's life
         self.limits = limits
         self.decoder = lf.FrameDecoder(geometry)
         self.up = False
@@ -117,10 +119,6 @@ class LinkConnection:
             self._watch.ready[self] = None
         self._ready.append(data)
 
-    @property
-    def initiator(self) -> bool:
-        return self.handshake.initiator
-
     # -- input --------------------------------------------------------------------------
     def feed(self, data: bytes, now: float) -> list[lf.Frame]:
         """Decode ``data``; raises RemoteProtocolError on a malformed frame."""
@@ -131,7 +129,7 @@ class LinkConnection:
         """Account for one received frame; True if it counts against the window.
 
         Raises RemoteProtocolError if the peer overran its window."""
-        if not self.up or isinstance(frame, UNCOUNTED):
+        if not self.up or type(frame) in UNCOUNTED:
             return False
         if self.allowance <= 0:
             raise RemoteProtocolError("peer overran the link window", CloseCode.RESOURCE)
@@ -180,10 +178,11 @@ class LinkConnection:
         If the control backlog is full (see the module doc) :attr:`failure` is set: the
         link must close."""
         data = lf.encode_frame(frame)
-        if isinstance(frame, UNCOUNTED):
+        kind = type(frame)
+        if kind in UNCOUNTED:
             self._push(data)
             return
-        control = not isinstance(frame, _CIRCUIT_FRAMES)
+        control = kind not in _CIRCUIT_FRAMES
         if not self._counted(data, None, control, now):
             self.fail("peer holds our link credit", CloseCode.RESOURCE)
 
@@ -259,7 +258,7 @@ class LinkConnection:
 
     def add_inbound(self, circ_id: int, owner: str) -> bool:
         """Register an id the peer allocated; False if the peer has too many live."""
-        if self._mine(circ_id):
+        if bool(circ_id & _TOP) == self.initiator:  # our half (_mine)
             raise RemoteProtocolError("peer used a circuit id from our half")
         if circ_id in self.circuits:
             raise RemoteProtocolError("CREATE for a circuit id in use")

@@ -5,10 +5,10 @@ clients fetched just before a rotation still work).  After that the key and its 
 cache are deleted: a later compromise of the relay cannot decrypt recorded setup packets
 (forward secrecy), and a replayed packet for a dead epoch cannot be decapsulated at all.
 
-Replay cache.  The relay asks :meth:`OnionKeyRing.is_replay` (which records nothing)
-before it commits to a circuit and calls :meth:`OnionKeyRing.record` only once it has
-accepted it, so setup packets it refuses for other reasons (no route, too many circuits)
-cost no cache space.  Each epoch's cache is a keyed Bloom filter in front of an exact set,
+Replay cache.  The relay asks the epoch's ``replay.seen`` (which records nothing) before
+it commits to a circuit and calls ``replay.record`` only once it has accepted it, so
+setup packets it refuses for other reasons (no route, too many circuits) cost no cache
+space.  Each epoch's cache is a keyed Bloom filter in front of an exact set,
 as in Katzenpost's mix keys (``server/internal/mixkey``):
 
 * Up to ``replay_capacity`` tags the exact set answers alone, so there are no false
@@ -146,7 +146,7 @@ class ReplayCache:
 
 
 @dataclass
-class _EpochKey:
+class EpochKey:
     key: xwing.PrivateKey
     replay: ReplayCache
 
@@ -167,7 +167,7 @@ class OnionKeyRing:
         self._rng = rng
         self.epoch_length = epoch_length
         self.replay_capacity = replay_capacity
-        self._keys: dict[int, _EpochKey] = {}
+        self._keys: dict[int, EpochKey] = {}
         self.rotate(now)
 
     def epoch_at(self, now: float) -> int:
@@ -179,7 +179,7 @@ class OnionKeyRing:
         if current not in self._keys:
             seed = self._rng.bytes(xwing.SEED_SIZE)
             filter_key = hashlib.blake2b(seed, digest_size=32, person=_KEY_PERSON).digest()
-            self._keys[current] = _EpochKey(
+            self._keys[current] = EpochKey(
                 xwing.PrivateKey(seed), ReplayCache(filter_key, self.replay_capacity)
             )
         for epoch in [e for e in self._keys if e < current - 1]:
@@ -195,32 +195,19 @@ class OnionKeyRing:
             self.rotate(now)
         return epoch, self._keys[epoch].key.public
 
-    def _entry(self, epoch: int) -> _EpochKey:
+    def epoch_key(self, epoch: int) -> EpochKey:
+        """The key and replay cache of ``epoch``; raises RemoteProtocolError (AUTH) if the
+        epoch's key is gone (or never existed).
+
+        Ask ``replay.seen(tag)`` (which records nothing) before committing to a circuit,
+        and ``replay.record(tag)`` once it is accepted.  Past the exact set's capacity an
+        unseen tag is reported as seen with the filter's false-positive rate; ``record``
+        never refuses (past capacity only the fixed-size filter fills).
+        """
         entry = self._keys.get(epoch)
         if entry is None:
             raise RemoteProtocolError(f"no onion key for epoch {epoch}", CloseCode.AUTH)
         return entry
-
-    def key_for(self, epoch: int) -> xwing.PrivateKey:
-        """The private key for ``epoch``; raises RemoteProtocolError (AUTH) if it is gone."""
-        return self._entry(epoch).key
-
-    def is_replay(self, epoch: int, tag: bytes) -> bool:
-        """Whether ``tag`` was recorded in ``epoch``; records nothing.
-
-        After the epoch's exact set overflowed, an unseen tag is reported as a replay with
-        the filter's false-positive rate.  Raises RemoteProtocolError (AUTH) for an epoch
-        with no key.
-        """
-        return self._entry(epoch).replay.seen(tag)
-
-    def record(self, epoch: int, tag: bytes) -> None:
-        """Remember ``tag`` for ``epoch``; call it once the circuit was accepted.
-
-        Never refuses: past capacity only the filter grows (its size is fixed).  Raises
-        RemoteProtocolError (AUTH) for an epoch with no key.
-        """
-        self._entry(epoch).replay.record(tag)
 
     def epochs(self) -> list[int]:
         return sorted(self._keys)
