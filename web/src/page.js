@@ -191,15 +191,23 @@ function setText(id, text) {
 const embedded = window.parent !== window;
 let lastReport = "";
 
+// What the embed's card says: failed (a fatal error, or no link while every bootstrap relay
+// has failed; the node keeps retrying them), linked, or joining.
+function embedderStage(s) {
+  if (s.error) return ["failed", s.error];
+  if (s.peers > 0) return ["linked", null];
+  const boot = s.bootstrap || [];
+  if (boot.length && boot.every((b) => b.state === "failed")) {
+    const why = boot.map((b) => `${b.url}: ${b.error}`).join("; ");
+    return ["failed", `no bootstrap relay reachable (${why}); retrying`];
+  }
+  return ["joining", null];
+}
+
 function reportToEmbedder(s) {
   if (!embedded) return;
-  const report = {
-    zmeshRelay: 1,
-    stage: s.error ? "failed" : s.peers > 0 ? "linked" : "joining",
-    error: s.error || null,
-    peers: s.peers,
-    bytesRelayed: s.bytesRelayed,
-  };
+  const [stage, error] = embedderStage(s);
+  const report = { zmeshRelay: 1, stage, error, peers: s.peers, bytesRelayed: s.bytesRelayed };
   const text = JSON.stringify(report);
   if (text === lastReport) return;
   lastReport = text;
