@@ -80,6 +80,7 @@ bench: $(SYSDEPS) web  ## the benchmarks, each with a same-run baseline and rati
 	$(PY) bench/attacks.py
 	$(PY) bench/signing.py
 	$(PY) bench/stream_reassembly.py
+	$(PY) bench/dial_on_demand.py
 	$(PY) bench/webrtc_raw.py
 	$(PY) bench/vs_tor.py --install
 	$(PY) bench/browser.py

@@ -16,6 +16,7 @@ SCRIPTS = [
     "attacks.py",
     "signing.py",
     "stream_reassembly.py",
+    "dial_on_demand.py",
 ]
 
 

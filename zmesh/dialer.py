@@ -6,6 +6,10 @@ below ``max_links`` links (counting dials under way); and a dial the driver neve
 on is forgotten after :data:`DIAL_TIMEOUT`.  The answer is an effect, :class:`DialWanted`:
 the driver signals an offer and reports failure through ``Node.dial_failed``
 (:meth:`Dialer.done`).
+
+A relay asked to extend a circuit to a node it has no link to dials it on demand
+(:meth:`Dialer.want`, D12), whatever the policy above; at most :data:`MAX_DIALS` dials are
+under way at once, so CREATEs cannot make a relay dial without bound.
 """
 
 from collections import deque
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from .identity import Descriptor, Flags
 
 DIAL_TIMEOUT = 45.0  # a dial we asked for and heard nothing of is forgotten after this
+MAX_DIALS = 32  # dials under way at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +55,23 @@ class Dialer:
             and node_id not in self._dialing
             and links + len(self._dialing) < self._max_links
             and self._node_id < node_id
+            and len(self._dialing) < MAX_DIALS
         ):
             self._dialing[node_id] = now + DIAL_TIMEOUT
             self.events.append(DialWanted(desc))
+
+    def want(self, desc: Descriptor, now: float) -> bool:
+        """A circuit needs a link to ``desc`` (we relay to it): dial it, or wait for the dial
+        under way.  False for ourselves, or if :data:`MAX_DIALS` dials are under way."""
+        if desc.node_id == self._node_id:
+            return False
+        if desc.node_id in self._dialing:
+            return True
+        if len(self._dialing) >= MAX_DIALS:
+            return False
+        self._dialing[desc.node_id] = now + DIAL_TIMEOUT
+        self.events.append(DialWanted(desc))
+        return True
 
     def done(self, node_id: bytes) -> None:
         """The dial to ``node_id`` failed, or a link to it came up."""

@@ -87,9 +87,7 @@ class NodeConfig:
     credit_timeout: float = 30.0  # close a link whose peer holds our credit this long
     build_timeout: float = BUILD_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT  # destroy relayed circuits with no cell this long
-    #: False when the application reports what it consumed (Node.consume): receive windows
-    #: then slide only as fast as it reads, e.g. as fast as a TCP socket drains
-    auto_consume: bool = True
+    auto_consume: bool = True  # see CircuitConfig.auto_consume
     max_links: int = 0  # relays to link to on our own (DialWanted); 0: only when told
     max_inbound_links: int = MAX_INBOUND_LINKS
 
@@ -119,15 +117,17 @@ class Node:
         cfg = self.config
         cc = CircuitConfig(cfg.stream_window, cfg.build_timeout, cfg.idle_timeout, cfg.auto_consume)
         self._limits = LinkLimits(cfg.keepalive, cfg.link_timeout, cfg.credit_timeout)
+        self.directory = Directory(self.node_id, self._links, now)
+        self.dialer = Dialer(self.node_id, self.config.max_links)
         self.relay = RelayTable(
             self._links, self.keyring, self.geometry, rng, config=cc, ids=ids, now=now
         )
+        self.relay.dial_through(self.directory, self.dialer)
         self.builder = CircuitBuilder(self._links, self.geometry, rng, config=cc, ids=ids)
-        self.directory = Directory(self.node_id, self._links, now)
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
         self.streams = Streams(self.builder, self.relay, self._settle)
-        self.dialer = Dialer(self.node_id, self.config.max_links)
         self._sources = (self.relay, self.builder, self.directory, self.signals, self.dialer)
+        self._timed = (self.relay, self.builder, self.directory, self.dialer)
         self._events: deque[Event] = deque()
         self._descriptor: Descriptor | None = None
         self._closing: list[tuple[int, bytes]] = []  # CLOSE frames of links already gone
@@ -186,30 +186,21 @@ class Node:
         while ready:
             conn = next(iter(ready))
             del ready[conn]
-            link_id = conn.link_id
-            out += [(link_id, data) for data in conn.datagrams_to_send()]
+            out += [(conn.link_id, data) for data in conn.datagrams_to_send()]
         return out
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float:
-        deadline = min(
-            self._next_rotation,
-            self.relay.get_timer(),
-            self.builder.get_timer(),
-            self.directory.get_timer(),
-            self.dialer.get_timer(),
-        )
-        return min([deadline, *(c.get_timer() for c in self._links)])
+        timers = [c.get_timer() for c in self._links]
+        return min(self._next_rotation, *(c.get_timer() for c in self._timed), *timers)
 
     def handle_timer(self, now: float) -> None:
         for conn in self._links:
             conn.handle_timer(now)
-        self.relay.handle_timer(now)
-        self.builder.handle_timer(now)
-        self.directory.handle_timer(now)
-        self.dialer.handle_timer(now)
+        for component in self._timed:
+            component.handle_timer(now)
         if now >= self._next_rotation:
             self.keyring.rotate(now)
             self._next_rotation = self.keyring.next_rotation(now)
@@ -323,6 +314,7 @@ class Node:
             conn.last_tx = conn.last_rx = now
             self._links.mark_up(conn)
             self.dialer.done(conn.peer_id)
+            self.relay.link_up(conn, now)  # CREATEs that waited for this link go on
             log.debug("link=%d event=up peer=%s", conn.link_id, short_id(conn.peer_id))
             self._collect(now)
             self._events.append(LinkUp(conn.link_id, conn.peer_id))
@@ -358,6 +350,8 @@ class Node:
     def dial_failed(self, node_id: bytes, now: float) -> None:
         """A :class:`DialWanted` could not be carried out."""
         self.dialer.done(node_id)
+        self.relay.dial_failed(node_id, now)
+        self._settle(now)
 
     def learn_descriptor(self, desc: Descriptor, now: float) -> None:
         """A descriptor obtained out of band (bootstrap); RemoteProtocolError if invalid."""

@@ -2,17 +2,20 @@
 
 import pytest
 from mesh import build, events_of, full_mesh
-from peer import RawPeer
+from peer import RawPeer, quick_identity
 
+from zmesh import dialer as dialer_module
 from zmesh.circuit import relay as relay_module
 from zmesh.circuit.relay import CREATE_BURST, CREATE_RATE
 from zmesh.errors import CloseCode
-from zmesh.identity import Identity
+from zmesh.identity import Flags, Identity
 from zmesh.link import connection as lc
 from zmesh.link import frames as lf
-from zmesh.node import CircuitClosed, HopOpened, LinkClosed, Node, NodeConfig
+from zmesh.node import CircuitClosed, DialWanted, HopOpened, LinkClosed, Node, NodeConfig
 from zmesh.onion import sphinx
 from zmesh.rng import DeterministicRng
+from zmesh.sim.faults import Crash
+from zmesh.sim.network import Simulator
 
 _PEER = 0x80000000  # a RawPeer dials, so the ids it allocates have the top bit set
 
@@ -196,3 +199,133 @@ def test_one_predecessor_cannot_take_every_circuit_id_towards_a_next_hop(
     other.send(lf.Create(_PEER | 1, epoch, _header(node, [hop], 60).header), 0.0)
     assert _answers(other) == []  # forwarded: its share is its own
     assert sum(isinstance(f, lf.Create) for f in nxt.read_all(0.0)) == 3
+
+
+# -- dialling the next hop on demand (D12) -----------------------------------------------
+_ONION = _node(200).descriptor(0.0)  # an onion key for the hops after the relay
+
+
+def _targets(node: Node, count: int, first: int = 0) -> list[Identity]:
+    """``count`` identities whose descriptors ``node`` knows, with no link to it."""
+    identities = [quick_identity(100 + first + i, b"target") for i in range(count)]
+    for ident in identities:
+        desc = ident.make_descriptor(
+            flags=Flags.RELAY,
+            onion_epoch=_ONION.onion_epoch,
+            onion_pk=_ONION.onion_pk,
+            published=0,
+            lifetime=3600,
+        )
+        node.learn_descriptor(desc, 0.0)
+    return identities
+
+
+def _create_to(node: Node, target: Identity, seed: int, circ_id: int) -> lf.Create:
+    hop = sphinx.PathHop(target.node_id, _ONION.onion_epoch, _ONION.onion_pk)
+    state = _header(node, [hop], seed)
+    return lf.Create(circ_id, node.descriptor(0.0).onion_epoch, state.header)
+
+
+def _dials(node: Node) -> list[bytes]:
+    out = []
+    while (event := node.next_event()) is not None:
+        if isinstance(event, DialWanted):
+            out.append(event.descriptor.node_id)
+    return out
+
+
+def test_a_create_waits_while_the_relay_dials_the_next_hop() -> None:
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    [target] = _targets(node, 1)
+    peer.send(_create_to(node, target, 1, _PEER | 1), 0.0)
+    assert _answers(peer) == []  # no DESTROY: it waits
+    assert _dials(node) == [target.node_id]
+    assert node.relayed_circuits() == 0
+    hop = RawPeer(node, 2, 1.0, identity=target)  # the dial succeeded: the link is up
+    forwarded = [f for f in hop.read_all(1.0) if isinstance(f, lf.Create)]
+    assert len(forwarded) == 1 and node.relayed_circuits() == 1
+    assert _answers(peer) == []
+
+
+def test_a_failed_or_slow_dial_refuses_the_waiting_creates() -> None:
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    a, b = _targets(node, 2)
+    peer.send(_create_to(node, a, 1, _PEER | 1), 0.0)
+    peer.send(_create_to(node, b, 2, _PEER | 2), 0.0)
+    assert sorted(_dials(node)) == sorted([a.node_id, b.node_id])
+    node.dial_failed(a.node_id, 1.0)
+    assert _answers(peer) == [("destroy", CloseCode.CONNECTION_FAILED)]
+    assert node.get_timer() <= relay_module.PARK_TIMEOUT
+    peer.send(lf.Padding(0), relay_module.PARK_TIMEOUT)  # the predecessor is still there
+    node.handle_timer(relay_module.PARK_TIMEOUT)
+    assert _answers(peer) == [("destroy", CloseCode.CONNECTION_FAILED)]
+    assert not peer.closed()
+
+
+def test_an_unknown_next_hop_is_refused_at_once() -> None:
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    stranger = quick_identity(7, b"stranger")  # no descriptor: nothing to dial
+    peer.send(_create_to(node, stranger, 1, _PEER | 1), 0.0)
+    assert _answers(peer) == [("destroy", CloseCode.CONNECTION_FAILED)]
+    assert _dials(node) == []
+
+
+def test_waiting_creates_are_bounded_per_predecessor() -> None:
+    """One predecessor floods CREATEs to a node we must dial: MAX_PARKED_PER_LINK wait,
+    the rest are refused; a DESTROY frees a place; a CELL on a waiting circuit is a
+    protocol error."""
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    [target] = _targets(node, 1)
+    limit = relay_module.MAX_PARKED_PER_LINK
+    for i in range(limit + 5):
+        peer.send(_create_to(node, target, 10 + i, _PEER | i), 0.0)
+    assert _answers(peer) == [("destroy", CloseCode.RESOURCE)] * 5
+    assert _dials(node) == [target.node_id]  # one dial for all of them
+    peer.send(lf.Destroy(_PEER | 0, CloseCode.REQUESTED), 0.0)  # frees a place
+    peer.send(_create_to(node, target, 99, _PEER | 99), 0.0)
+    assert _answers(peer) == []
+    peer.send(lf.Cell(_PEER | 1, bytes(node.geometry.cell_size)), 0.0)
+    assert peer.closed()
+    hop = RawPeer(node, 2, 1.0, identity=target)  # nothing of the closed link goes on
+    assert [f for f in hop.read_all(1.0) if isinstance(f, lf.Create)] == []
+
+
+def test_dials_on_demand_are_bounded() -> None:
+    """CREATEs naming many different known nodes make at most MAX_DIALS dials at once."""
+    node = _node()
+    peers = [RawPeer(node, 1 + p, 0.0, seed=50 + p) for p in range(2)]
+    per_peer = dialer_module.MAX_DIALS // 2 + 4
+    targets = _targets(node, 2 * per_peer)
+    for p, peer in enumerate(peers):
+        for i in range(per_peer):
+            target = targets[p * per_peer + i]
+            peer.send(_create_to(node, target, 300 + p * per_peer + i, _PEER | i), 0.0)
+    assert len(_dials(node)) == dialer_module.MAX_DIALS
+    refused = [a for peer in peers for a in _answers(peer)]
+    assert refused == [("destroy", CloseCode.RESOURCE)] * (2 * per_peer - dialer_module.MAX_DIALS)
+
+
+def test_a_relay_dials_the_next_hop_in_the_simulator() -> None:
+    """b knows c (gossip through a) but has no link to it: the circuit a -> b -> c is built
+    through a link b dials on demand; to a crashed node it fails with CONNECTION_FAILED."""
+    sim = Simulator(7)
+    a, b, c, d = (sim.add_node() for _ in range(4))
+    for x, y in ((a, b), (a, c), (a, d)):
+        sim.connect(x, y)
+    known = (c.node.node_id, d.node.node_id)
+    assert sim.run(lambda: all(k in b.node.directory for k in known), max_time=30)
+    assert b.node.link_to(c.node.node_id) is None
+    start = sim.now
+    assert build(sim, a, [b, c]) is not None
+    assert b.node.link_to(c.node.node_id) is not None
+    took = sim.now - start
+    start = sim.now
+    assert build(sim, a, [b, c]) is not None  # over the link that now exists
+    assert sim.now - start < took
+    sim.apply(Crash(d.index))
+    assert build(sim, a, [b, d]) is None
+    assert events_of(a, CircuitClosed)[-1].code == CloseCode.CONNECTION_FAILED

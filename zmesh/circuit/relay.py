@@ -15,15 +15,24 @@ CREATEs cannot fill the replay cache.
 
 Idle circuits (no cell either way for ``idle_timeout``) are destroyed by a periodic sweep,
 so a client that walks away does not leave keys on every hop.
+
+A CREATE for a next hop we have no link to waits while we dial that node (D12): it is
+"parked" (its setup packet already unwrapped and its replay tag recorded) until the link
+comes up, the dial fails, or :data:`PARK_TIMEOUT` passes (then DESTROY(CONNECTION_FAILED)).
+Parked CREATEs are bounded in all (:data:`MAX_PARKED`) and per predecessor
+(:data:`MAX_PARKED_PER_LINK`), and the dials they cause by the dialer's ``MAX_DIALS``.
 """
 
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..budget import TokenBucket
+from ..dialer import Dialer
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
+from ..identity import Descriptor
 from ..link import frames as lf
 from ..link.connection import LinkConnection
 from ..link.table import LinkTable
@@ -50,6 +59,19 @@ CREATE_BURST = 200.0
 CREATE_RATE_TOTAL = 1000.0  # ... and all peers together
 MAX_PER_PREDECESSOR = 1024  # circuits one link may route to one next hop
 SWEEP_INTERVAL = 60.0
+PARK_TIMEOUT = 15.0  # how long a CREATE waits for a link we dial on its behalf
+MAX_PARKED = 256  # CREATEs waiting for links, in all
+MAX_PARKED_PER_LINK = 32  # ... and from one predecessor
+
+
+@dataclass(slots=True)
+class _Parked:
+    """A CREATE waiting for a link to its next hop."""
+
+    conn: LinkConnection  # the predecessor
+    circ_id: int
+    result: sphinx.Forward
+    deadline: float
 
 
 @dataclass(slots=True)
@@ -83,6 +105,10 @@ class RelayTable:
         now: float,
     ) -> None:
         self._links = links
+        self._directory: Mapping[bytes, Descriptor] = {}  # (dial_through)
+        self._dialer: Dialer | None = None
+        self._parked: dict[bytes, list[_Parked]] = {}  # next hop's id -> CREATEs for it
+        self._parked_count = 0
         self.keyring = keyring
         self._geometry = geometry
         self._rng = rng
@@ -97,14 +123,24 @@ class RelayTable:
         self._pairs: dict[tuple[int, int], int] = {}  # (in link, out link) -> circuits
         self.cells_relayed = 0
 
+    def dial_through(self, directory: Mapping[bytes, Descriptor], dialer: Dialer) -> None:
+        """Dial next hops we have no link to, finding them in ``directory`` (else such a
+        CREATE is refused with CONNECTION_FAILED)."""
+        self._directory, self._dialer = directory, dialer
+
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> CircuitEvent | None:
         return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
-        return self._next_sweep
+        if not self._parked_count:
+            return self._next_sweep
+        return min(self._next_sweep, *(p.deadline for ps in self._parked.values() for p in ps))
 
     def handle_timer(self, now: float) -> None:
+        if self._parked_count:
+            for node_id in list(self._parked):
+                self._unpark(lambda p: p.deadline <= now, node_id, "no link in time", now)
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
@@ -170,15 +206,32 @@ class RelayTable:
             conn.send(lf.Created(circ_id, reply), now)
             return
         next_conn = self._links.to_peer(result.next_node_id)
-        pair = (conn.link_id, next_conn.link_id if next_conn else 0)
+        if next_conn is None:
+            accepted = self._park(conn, circ_id, result, now)
+        else:
+            accepted = self._extend(conn, circ_id, result, next_conn, now)
+        if accepted:
+            entry.replay.record(result.keys.replay_tag)
+
+    def _extend(
+        self,
+        conn: LinkConnection,
+        circ_id: int,
+        result: sphinx.Forward,
+        next_conn: LinkConnection,
+        now: float,
+    ) -> bool:
+        """Pass the CREATE on to ``next_conn``; False (refused) if we route too many of
+        ``conn``'s circuits there or have no circuit id left on it."""
+        pair = (conn.link_id, next_conn.link_id)
         out_id = None
-        if next_conn is not None and self._pairs.get(pair, 0) < MAX_PER_PREDECESSOR:
+        if self._pairs.get(pair, 0) < MAX_PER_PREDECESSOR:
             out_id = next_conn.allocate(self._rng, "relay")
-        if next_conn is None or out_id is None:
-            code = CloseCode.CONNECTION_FAILED if next_conn is None else CloseCode.RESOURCE
-            self._refuse(conn, circ_id, code, "no way to the next hop", now)
-            return
-        entry.replay.record(result.keys.replay_tag)
+        if out_id is None:
+            self._refuse(conn, circ_id, CloseCode.RESOURCE, "no way to the next hop", now)
+            return False
+        assert conn.peer_id is not None
+        side = (conn.link_id, circ_id)
         self._pairs[pair] = self._pairs.get(pair, 0) + 1
         out = (next_conn.link_id, out_id)
         hop = _Hop(side, result.keys, result.confirm_tag, conn, out, next_conn, active=now)
@@ -186,6 +239,68 @@ class RelayTable:
         self._hops[out] = hop
         self.events.append(HopOpened(conn.peer_id, result.next_node_id))
         next_conn.send(lf.Create(out_id, result.next_epoch, result.header), now)
+        return True
+
+    # -- CREATEs waiting for a link we dial (D12) ---------------------------------------------
+    def _park(self, conn: LinkConnection, circ_id: int, result: sphinx.Forward, now: float) -> bool:
+        """Dial the next hop and keep the CREATE until the link is up; False (refused at
+        once) if the next hop is unknown or a bound is reached."""
+        desc = self._directory.get(result.next_node_id)
+        mine = sum(1 for ps in self._parked.values() for p in ps if p.conn is conn)
+        if desc is None:
+            self._refuse(conn, circ_id, CloseCode.CONNECTION_FAILED, "unknown next hop", now)
+        elif self._parked_count >= MAX_PARKED or mine >= MAX_PARKED_PER_LINK:
+            self._refuse(conn, circ_id, CloseCode.RESOURCE, "too many CREATEs wait", now)
+        elif self._dialer is None or not self._dialer.want(desc, now):
+            self._refuse(conn, circ_id, CloseCode.RESOURCE, "cannot dial the next hop", now)
+        else:
+            waiting = self._parked.setdefault(result.next_node_id, [])
+            waiting.append(_Parked(conn, circ_id, result, now + PARK_TIMEOUT))
+            self._parked_count += 1
+            return True
+        return False
+
+    def link_up(self, conn: LinkConnection, now: float) -> None:
+        """A link came up: extend the CREATEs that waited for it."""
+        assert conn.peer_id is not None
+        waiting = self._parked.pop(conn.peer_id, [])
+        self._parked_count -= len(waiting)
+        for p in waiting:
+            if not p.conn.closed and p.conn.circuits.get(p.circ_id) == "relay":
+                self._extend(p.conn, p.circ_id, p.result, conn, now)
+
+    def dial_failed(self, node_id: bytes, now: float) -> None:
+        """The dial to ``node_id`` failed: refuse the CREATEs that waited for it."""
+        self._unpark(lambda p: True, node_id, "dial failed", now)
+
+    def _unpark(
+        self, which: Callable[[_Parked], bool], node_id: bytes, why: str, now: float
+    ) -> None:
+        """Refuse the CREATEs waiting for ``node_id`` that ``which`` selects."""
+        waiting = self._parked.get(node_id, [])
+        keep = [p for p in waiting if not which(p)]
+        for p in waiting:
+            if not which(p):
+                continue
+            self._parked_count -= 1
+            if not p.conn.closed and p.conn.circuits.get(p.circ_id) == "relay":
+                self._refuse(p.conn, p.circ_id, CloseCode.CONNECTION_FAILED, why, now)
+        if keep:
+            self._parked[node_id] = keep
+        else:
+            self._parked.pop(node_id, None)
+
+    def _forget_parked(self, conn: LinkConnection, circ_id: int | None) -> None:
+        """Drop parked CREATEs of ``conn`` (all, or the one on ``circ_id``), with no reply:
+        the predecessor destroyed it, or its link is gone."""
+        for node_id in list(self._parked):
+            waiting = self._parked[node_id]
+            keep = [p for p in waiting if p.conn is not conn or circ_id not in (None, p.circ_id)]
+            self._parked_count -= len(waiting) - len(keep)
+            if keep:
+                self._parked[node_id] = keep
+            else:
+                del self._parked[node_id]
 
     def _refuse(
         self, conn: LinkConnection, circ_id: int, code: CloseCode, why: str, now: float
@@ -204,8 +319,8 @@ class RelayTable:
 
     def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
         side = (conn.link_id, frame.circ_id)
-        hop = self._hops[side]
-        if not hop.open:
+        hop = self._hops.get(side)
+        if hop is None or not hop.open:  # (None: its CREATE waits for a link)
             raise RemoteProtocolError("cell on a circuit still being built")
         hop.active = now
         if hop.end is not None:
@@ -231,9 +346,16 @@ class RelayTable:
             self._teardown(side, CloseCode.RESOURCE, now)
 
     def on_destroy(self, conn: LinkConnection, frame: lf.Destroy, now: float) -> None:
-        self._teardown((conn.link_id, frame.circ_id), frame.code, now, from_peer=True)
+        side = (conn.link_id, frame.circ_id)
+        if side not in self._hops:  # a CREATE still waiting for a link
+            self._forget_parked(conn, frame.circ_id)
+            conn.release(frame.circ_id)
+            return
+        self._teardown(side, frame.code, now, from_peer=True)
 
     def link_closed(self, conn: LinkConnection, now: float) -> None:
+        if self._parked_count:
+            self._forget_parked(conn, None)
         for circ_id, owner in list(conn.circuits.items()):
             if owner == "relay":
                 self._teardown((conn.link_id, circ_id), CloseCode.CONNECTION_FAILED, now)

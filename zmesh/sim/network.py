@@ -13,7 +13,11 @@ the same digest.  Faults (:mod:`zmesh.sim.faults`) are applied now with
 :meth:`Simulator.apply` or later with :meth:`Simulator.at`.
 
 As a runtime driver does, the simulator closes a link's transport once its node reports
-:class:`~zmesh.node.LinkClosed`, so each node's transports are exactly its live links.
+:class:`~zmesh.node.LinkClosed`, so each node's transports are exactly its live links, and
+carries out :class:`~zmesh.node.DialWanted`: after a signaling round trip
+(:data:`SIGNAL_RTTS` one-way latencies) it links the two nodes if the target is up and
+reachable, else it reports ``dial_failed`` after :data:`DIAL_FAILS_AFTER` seconds (an
+offer nobody answers).
 Each node keeps its last ``event_log`` events (:attr:`SimNode.events`).
 """
 
@@ -27,7 +31,7 @@ from typing import Any, Final, Literal
 from ..driver import drain
 from ..errors import LocalProtocolError
 from ..identity import Descriptor, Identity
-from ..node import Event, LinkClosed, Node, NodeConfig
+from ..node import DialWanted, Event, LinkClosed, Node, NodeConfig
 from ..rng import DeterministicRng, sample
 from .faults import (
     Blackhole,
@@ -49,6 +53,9 @@ DEFAULT_EVENT_LOG: Final = 100_000
 
 #: what the network does with a message that is due: deliver, hold (a partition), drop
 Route = Literal["deliver", "hold", "drop"]
+
+SIGNAL_RTTS: Final = 4  # one-way latencies an offer and its answer take through the mesh
+DIAL_FAILS_AFTER: Final = 10.0  # seconds until an unanswered dial is reported failed
 
 
 class SimNode:
@@ -98,6 +105,7 @@ class Simulator:
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
         self.nodes: list[SimNode] = []
+        self._by_id: dict[bytes, SimNode] = {}
         self._next_link = 1
         self._trace = hashlib.sha256()
         self.deliveries = 0
@@ -153,6 +161,7 @@ class Simulator:
         node = Node(Identity.generate(rng), rng, self.now, config)
         sim_node = SimNode(index, node, event_log=self.event_log)
         self.nodes.append(sim_node)
+        self._by_id[node.node_id] = sim_node
         self._arm_timer(sim_node, node.get_timer())
         return sim_node
 
@@ -323,10 +332,38 @@ class Simulator:
                 transport = sn.transports.pop(event.link_id, None)
                 if transport is not None:
                     transport.close()
+            elif isinstance(event, DialWanted):
+                self._dial(sn, event.descriptor.node_id)
             if self.on_event:
                 self.on_event(sn, event)
 
         self._arm_timer(sn, drain(sn.node, self.now, send, on_event))
+
+    def _dial(self, sn: SimNode, node_id: bytes) -> None:
+        """Carry out a DialWanted (see the module doc)."""
+        target = self._by_id.get(node_id)
+
+        def reachable() -> bool:
+            return (
+                target is not None
+                and target.alive
+                and self.route((sn.index, target.index)) == "deliver"
+            )
+
+        def connect() -> None:
+            if not sn.alive:
+                return
+            if target is not None and reachable():
+                self.note(f"dialled {sn.index}>{target.index}")
+                self.connect(sn, target)
+            else:
+                self.schedule(self.now + DIAL_FAILS_AFTER, fail)
+
+        def fail() -> None:
+            self.note(f"dial failed {sn.index}>{node_id.hex()[:8]}")
+            self._feed(sn, lambda: sn.node.dial_failed(node_id, self.now))
+
+        self.schedule(self.now + SIGNAL_RTTS * self.model.latency, connect)
 
     def _arm_timer(self, sn: SimNode, deadline: float) -> None:
         if deadline == sn.timer_deadline:
