@@ -122,7 +122,7 @@ class Node:
         self.relay = RelayTable(
             self._links, self.keyring, self.geometry, rng, config=cc, ids=ids, now=now
         )
-        self.relay.dial_through(self.directory, self.dialer)
+        self.relay.dial_through(self.directory, self.dialer.want)
         self.builder = CircuitBuilder(self._links, self.geometry, rng, config=cc, ids=ids)
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
         self.streams = Streams(self.builder, self.relay, self._settle)

@@ -20,7 +20,7 @@ A CREATE for a next hop we have no link to waits while we dial that node (D12): 
 "parked" (its setup packet already unwrapped and its replay tag recorded) until the link
 comes up, the dial fails, or :data:`PARK_TIMEOUT` passes (then DESTROY(CONNECTION_FAILED)).
 Parked CREATEs are bounded in all (:data:`MAX_PARKED`) and per predecessor
-(:data:`MAX_PARKED_PER_LINK`), and the dials they cause by the dialer's ``MAX_DIALS``.
+(:data:`MAX_PARKED_PER_LINK`), and the dials they cause by the dialer's own bound.
 """
 
 import itertools
@@ -30,7 +30,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..budget import TokenBucket
-from ..dialer import Dialer
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from ..identity import Descriptor
 from ..link import frames as lf
@@ -106,7 +105,7 @@ class RelayTable:
     ) -> None:
         self._links = links
         self._directory: Mapping[bytes, Descriptor] = {}  # (dial_through)
-        self._dialer: Dialer | None = None
+        self._dial: Callable[[Descriptor, float], bool] | None = None
         self._parked: dict[bytes, list[_Parked]] = {}  # next hop's id -> CREATEs for it
         self._parked_count = 0
         self.keyring = keyring
@@ -123,10 +122,13 @@ class RelayTable:
         self._pairs: dict[tuple[int, int], int] = {}  # (in link, out link) -> circuits
         self.cells_relayed = 0
 
-    def dial_through(self, directory: Mapping[bytes, Descriptor], dialer: Dialer) -> None:
-        """Dial next hops we have no link to, finding them in ``directory`` (else such a
-        CREATE is refused with CONNECTION_FAILED)."""
-        self._directory, self._dialer = directory, dialer
+    def dial_through(
+        self, directory: Mapping[bytes, Descriptor], dial: Callable[[Descriptor, float], bool]
+    ) -> None:
+        """Dial next hops we have no link to, found in ``directory``, with ``dial`` (the
+        dialer's ``want``: False if it cannot dial now).  Without this, such a CREATE is
+        refused with CONNECTION_FAILED."""
+        self._directory, self._dial = directory, dial
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> CircuitEvent | None:
@@ -251,7 +253,7 @@ class RelayTable:
             self._refuse(conn, circ_id, CloseCode.CONNECTION_FAILED, "unknown next hop", now)
         elif self._parked_count >= MAX_PARKED or mine >= MAX_PARKED_PER_LINK:
             self._refuse(conn, circ_id, CloseCode.RESOURCE, "too many CREATEs wait", now)
-        elif self._dialer is None or not self._dialer.want(desc, now):
+        elif self._dial is None or not self._dial(desc, now):
             self._refuse(conn, circ_id, CloseCode.RESOURCE, "cannot dial the next hop", now)
         else:
             waiting = self._parked.setdefault(result.next_node_id, [])
