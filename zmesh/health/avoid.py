@@ -37,7 +37,7 @@ class Avoidance:
         self, *, half_life: float = 600.0, threshold: float = 1.0, max_entries: int = 1024
     ) -> None:
         """Raises ValueError for a non-positive or non-finite setting."""
-        if not 0.0 < _finite("half_life", half_life):
+        if not _finite("half_life", half_life) > 0.0:
             raise ValueError("half_life must be positive")
         if not 0.0 < _finite("threshold", threshold) <= MAX_SCORE:
             raise ValueError(f"threshold must be in (0, {MAX_SCORE}]")
@@ -62,7 +62,7 @@ class Avoidance:
 
         Raises ValueError if ``now`` is not finite or ``weight`` not finite and positive."""
         _finite("now", now)
-        if not 0.0 < _finite("weight", weight):
+        if not _finite("weight", weight) > 0.0:
             raise ValueError("weight must be positive")
         entry = self._entries.pop(node_id, None)
         score = 0.0 if entry is None else self._decayed(entry, now)

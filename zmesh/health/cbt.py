@@ -95,7 +95,7 @@ class BuildTimes:
             raise ValueError("need 1 <= min_samples <= max_samples")
         if num_modes < 1:
             raise ValueError("num_modes must be >= 1")
-        if not 0.0 < _check("bin_width", bin_width):
+        if not _check("bin_width", bin_width) > 0.0:
             raise ValueError("bin_width must be positive")
         if not 1 <= max_recent_timeouts <= recent:
             raise ValueError("need 1 <= max_recent_timeouts <= recent")

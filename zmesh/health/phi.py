@@ -61,13 +61,13 @@ class PhiDetector:
         """Raises ValueError for a window under 2 or a non-finite or out-of-range setting."""
         if window < 2:
             raise ValueError("window must hold at least 2 intervals")
-        if not 0.0 < _finite("min_std", min_std):
+        if not _finite("min_std", min_std) > 0.0:
             raise ValueError("min_std must be positive")
-        if not 0.0 <= _finite("acceptable_pause", acceptable_pause):
+        if not _finite("acceptable_pause", acceptable_pause) >= 0.0:
             raise ValueError("acceptable_pause must be >= 0")
         if not 0.0 < _finite("first_interval", first_interval) <= MAX_INTERVAL:
             raise ValueError(f"first_interval must be in (0, {MAX_INTERVAL}]")
-        if not 0.0 < _finite("threshold", threshold):
+        if not _finite("threshold", threshold) > 0.0:
             raise ValueError("threshold must be positive")
         self._min_std = min_std
         self._acceptable_pause = acceptable_pause
