@@ -26,6 +26,7 @@ export const SUBSET = [
   "tests/sim",
   "tests/signaling",
   "tests/circuit",
+  "tests/health",
   "tests/test_budget.py",
   "tests/test_dialer.py",
   "tests/test_directory.py",

@@ -2,16 +2,22 @@
 
 :meth:`CircuitBuilder.build` sends one CREATE through a path of verified descriptors; the
 CREATED that comes back one round trip later confirms every hop (docs/decisions.md, D8).
-A build that takes longer than ``build_timeout`` is destroyed.  Once built, the circuit's
+A build that takes longer than the adaptive timeout is destroyed:
+:attr:`CircuitBuilder.build_times` learns it from the builds seen so far (Tor's method,
+:mod:`zmesh.health.cbt`), with ``build_timeout`` as the default and the ceiling.  The
+relays past the first hop of a build that timed out or was refused are scored in
+:attr:`CircuitBuilder.avoidance` for path choice.  Once built, the circuit's
 :class:`~zmesh.session.endpoint.ClientEnd` seals and opens cells for its streams.
 """
 
 import itertools
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
+from ..health import Avoidance, BuildTimes
 from ..identity import Descriptor
 from ..link import frames as lf
 from ..link.connection import LinkConnection
@@ -33,6 +39,7 @@ from .common import (
 log = logging.getLogger("zmesh.builder")
 
 MAX_BUILDING = 256  # circuits waiting for their CREATED
+MIN_BUILD_TIMEOUT = 1.0  # the adaptive timeout never goes under this (nor over build_timeout)
 
 
 @dataclass(slots=True)
@@ -40,7 +47,10 @@ class _ClientCircuit:
     circuit_id: int
     out: Side
     setup: sphinx.SetupState
+    started: float
+    timeout: float
     deadline: float
+    relays: tuple[bytes, ...]  # the path past the first hop, blamed if the build fails
     end: ClientEnd | None = None
 
 
@@ -63,6 +73,13 @@ class CircuitBuilder:
         self._by_side: dict[Side, _ClientCircuit] = {}
         self._building: dict[int, _ClientCircuit] = {}
         self.events: deque[CircuitEvent] = deque()
+        #: client build times and timeouts, and the timeout they imply (shown on status pages)
+        self.build_times = BuildTimes(
+            default=config.build_timeout,
+            min_timeout=min(MIN_BUILD_TIMEOUT, config.build_timeout),
+        )
+        #: relays of builds that timed out or failed; path choice may skip the avoided ones
+        self.avoidance = Avoidance()
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> CircuitEvent | None:
@@ -73,6 +90,8 @@ class CircuitBuilder:
 
     def handle_timer(self, now: float) -> None:
         for circ in [c for c in self._building.values() if now >= c.deadline]:
+            self.build_times.add_timeout(circ.timeout)
+            self._blame(circ, now)
             self._teardown(circ, CloseCode.TIMEOUT, now)
 
     # -- the client API --------------------------------------------------------------------
@@ -94,7 +113,9 @@ class CircuitBuilder:
         if circ_id is None:
             raise LocalProtocolError("no circuit id left on the link to the first hop")
         out = (conn.link_id, circ_id)
-        circ = _ClientCircuit(next(self._ids), out, setup, now + self._config.build_timeout)
+        relays = tuple(d.node_id for d in path[1:])
+        timeout = self.build_times.timeout()
+        circ = _ClientCircuit(next(self._ids), out, setup, now, timeout, now + timeout, relays)
         self._circuits[circ.circuit_id] = circ
         self._by_side[out] = circ
         self._building[circ.circuit_id] = circ
@@ -132,9 +153,13 @@ class CircuitBuilder:
         try:
             sphinx.verify_created(self._geometry, circ.setup, frame.reply)
         except RemoteProtocolError as exc:
+            self._blame(circ, now)
             self._teardown(circ, exc.code, now)
             return
         del self._building[circ.circuit_id]
+        elapsed = now - circ.started
+        if 0.0 <= elapsed < math.inf:  # a clock that went back gives no sample
+            self.build_times.add(elapsed)
         circ.end = ClientEnd(
             self._geometry,
             circ.setup.hop_keys,
@@ -156,6 +181,8 @@ class CircuitBuilder:
 
     def on_destroy(self, conn: LinkConnection, frame: lf.Destroy, now: float) -> None:
         circ = self._by_side[(conn.link_id, frame.circ_id)]
+        if circ.end is None:  # a hop refused the build
+            self._blame(circ, now)
         self._teardown(circ, frame.code, now, from_peer=True)
 
     def link_closed(self, conn: LinkConnection, now: float) -> None:
@@ -163,6 +190,12 @@ class CircuitBuilder:
             if owner == "client":
                 circ = self._by_side[(conn.link_id, circ_id)]
                 self._teardown(circ, CloseCode.CONNECTION_FAILED, now, from_peer=True)
+
+    def _blame(self, circ: _ClientCircuit, now: float) -> None:
+        """Score the relays past the first hop of a build that timed out or failed."""
+        if math.isfinite(now):
+            for node_id in circ.relays:
+                self.avoidance.failed(node_id, now)
 
     def _teardown(
         self, circ: _ClientCircuit, code: CloseCode, now: float, *, from_peer: bool = False

@@ -15,6 +15,8 @@ IDLE_TIMEOUT = 900.0  # a relayed or final-hop circuit with no cell this long is
 @dataclass(frozen=True)
 class CircuitConfig:
     stream_window: int = 1 << 20
+    #: the default and the ceiling of the learned build timeout (zmesh.health.cbt); a
+    #: finite number > 0, else the builder raises ValueError
     build_timeout: float = BUILD_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT
     #: False when the application reports what it consumed (Node.consume): receive windows

@@ -1,0 +1,10 @@
+"""Self-healing (issue 8): failure detection, adaptive circuit build timeouts, relay avoidance.
+
+Sans-I/O like the rest of the core: every method takes ``now`` (seconds) from its caller.
+"""
+
+from .avoid import Avoidance
+from .cbt import BuildTimes, Fit
+from .phi import PhiDetector
+
+__all__ = ["Avoidance", "BuildTimes", "Fit", "PhiDetector"]
