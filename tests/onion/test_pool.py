@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zmesh.errors import LocalProtocolError
+from zmesh.health.avoid import Avoidance
 from zmesh.identity import Flags
 from zmesh.onion.paths import NoPathError
 from zmesh.onion.pool import BuildPath, CircuitPool, PooledCircuit, UseCircuit
@@ -120,7 +121,7 @@ def test_forget_closes_at_once_and_suspects_the_path_after_the_guard_if_failed()
     h.pool.forget(b, 3, failed=True)
     assert h.drain() == [b.cid]
     assert h.pool.suspects(3) == b.path[1:]
-    assert h.pool.suspects(3 + h.pool.suspect_for) == []  # suspicion expires
+    assert h.pool.suspects(3 + 2 * h.pool.avoidance.half_life) == []  # suspicion decays
     h.pool.forget(b, 4, failed=False)  # twice: nothing more to close
     assert not h.drain()
 
@@ -174,7 +175,7 @@ def test_no_path_is_an_error_only_when_a_build_is_needed() -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [{"max_dirtiness": 0}, {"circuits_per_key": 0}, {"max_keys": 0}, {"suspect_for": -1}],
+    [{"max_dirtiness": 0}, {"circuits_per_key": 0}, {"max_keys": 0}],
 )
 def test_bad_limits_are_refused(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="positive"):
@@ -207,7 +208,7 @@ def test_an_evicted_key_s_busy_circuit_closes_when_its_stream_ends() -> None:
 
 
 def test_suspects_are_bounded() -> None:
-    p = CircuitPool(DeterministicRng(1), max_suspects=100)
+    p = CircuitPool(DeterministicRng(1), avoidance=Avoidance(max_entries=100))
     for i in range(10_000):
         p.suspect([b"guard", b"m%d" % i, b"x%d" % i], i * 1e-3)
     suspects = p.suspects(10.0)
@@ -246,7 +247,7 @@ OPS = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(OPS)
 def test_random_use_keeps_the_pool_consistent_and_bounded(ops: list[tuple[str, int, int]]) -> None:
-    h = pool(max_keys=3, circuits_per_key=2, max_dirtiness=40, max_suspects=4)
+    h = pool(max_keys=3, circuits_per_key=2, max_dirtiness=40, avoidance=Avoidance(max_entries=4))
     now = 0.0
     live: dict[int, PooledCircuit] = {}  # circuits with our streams, by cid
     streams: dict[int, int] = {}

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from zmesh.errors import LocalProtocolError
+from zmesh.health.avoid import Avoidance
 from zmesh.identity import Flags
 from zmesh.runtime.circuits import CircuitPool, NoPathError
 
@@ -17,6 +18,13 @@ class FakeDescriptor:
     flags: Flags
 
 
+class FakeBuilder:
+    """The circuit builder's shared table of failed relays (all the pool reads of it)."""
+
+    def __init__(self) -> None:
+        self.avoidance = Avoidance()
+
+
 @dataclass
 class FakeNode:
     node_id: bytes = b"me"
@@ -25,6 +33,7 @@ class FakeNode:
     circuits: set[int] = field(default_factory=set)
     closed: list[int] = field(default_factory=list)
     on_close: asyncio.Event | None = None
+    builder: FakeBuilder = field(default_factory=FakeBuilder)
 
     def link_to(self, node_id: bytes) -> int | None:
         return 1 if node_id in self.linked else None
@@ -79,6 +88,15 @@ def test_a_suspected_middle_is_avoided_even_when_the_only_exit_is_suspected() ->
         assert exit_.node_id == b"exit0"
         assert middle.node_id != b"relay1"
         assert len({guard.node_id, middle.node_id, exit_.node_id}) == 3
+
+
+def test_a_relay_that_failed_a_build_is_avoided_by_the_pool() -> None:
+    """The pool and the circuit builder share one table: a relay the builder blamed for a
+    failed build is avoided by path choice too."""
+    pool = _pool(1, 3, [b"relay0", b"relay1", b"relay2"])
+    assert pool.core.avoidance is pool.driver.node.builder.avoidance
+    pool.driver.node.builder.avoidance.failed(b"relay2", pool.clock())
+    assert all(pool.choose_path()[1].node_id != b"relay2" for _ in range(100))
 
 
 def test_avoidance_is_dropped_when_nothing_else_is_left() -> None:

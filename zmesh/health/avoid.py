@@ -4,7 +4,11 @@ Each failure adds its weight to the relay's score, and the score halves every
 ``half_life`` seconds (exponential decay, as in the decaying failure counters of Tor's
 guard and circuit-build-timeout bookkeeping and Envoy's outlier detection), so a relay
 that failed once is soon given another chance and one that keeps failing stays avoided.
-A relay is avoided while its score is at least ``threshold``.
+A relay is avoided while its score is at least ``threshold``: with the defaults (a
+60 s half-life, threshold 0.5) one failure avoids a relay for 60 s, two for 120 s, and
+each further one for longer.  The circuit builder and the client's circuit pool share one
+table (``CircuitBuilder.avoidance``), so a failed build and a circuit that fails later
+count alike.
 
 Bounded against an attacker who spreads failures over many cheap identities: at most
 ``max_entries`` relays are tracked; a full table evicts its lowest-scoring entry (which
@@ -20,6 +24,8 @@ raises ValueError.  A ``now`` earlier than an entry's last update decays nothing
 import math
 
 MAX_SCORE = 1e6
+HALF_LIFE = 60.0
+THRESHOLD = 0.5
 
 
 def _finite(name: str, value: float) -> float:
@@ -34,7 +40,11 @@ class Avoidance:
     __slots__ = ("_entries", "half_life", "max_entries", "threshold")
 
     def __init__(
-        self, *, half_life: float = 600.0, threshold: float = 1.0, max_entries: int = 1024
+        self,
+        *,
+        half_life: float = HALF_LIFE,
+        threshold: float = THRESHOLD,
+        max_entries: int = 1024,
     ) -> None:
         """Raises ValueError for a non-positive or non-finite setting."""
         if not _finite("half_life", half_life) > 0.0:
@@ -99,3 +109,9 @@ class Avoidance:
 
         Raises ValueError if ``now`` is not finite."""
         return self.score(node_id, now) >= self.threshold
+
+    def avoided_ids(self, now: float) -> list[bytes]:
+        """The ids avoided at ``now``, least recently failed first.
+
+        Raises ValueError if ``now`` is not finite."""
+        return [node_id for node_id in list(self._entries) if self.avoided(node_id, now)]

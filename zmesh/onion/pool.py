@@ -7,7 +7,9 @@ with different keys never share one.  A circuit is *fresh* for ``max_dirtiness``
 after it was built (Tor's MaxCircuitDirtiness): only fresh circuits take new streams.
 After that it is *retired*, and it is closed as soon as its last stream ends, so that the
 relays on its path drop its keys.  A circuit that fails is forgotten and closed, and its
-relays other than the guard are suspected (avoided by path selection) for a while.
+relays other than the guard are suspected: counted as failed in an
+:class:`~zmesh.health.avoid.Avoidance` table (the circuit builder's, which counts failed
+builds too), which path selection avoids while their decaying scores stay high.
 
 The pool is sans-I/O.  :meth:`CircuitPool.request` returns a decision: :class:`UseCircuit`
 (the stream's count is already taken) or :class:`BuildPath`; the driver builds the
@@ -21,8 +23,7 @@ Bounds.  At most ``max_keys`` isolation keys are held; a new key beyond that evi
 least recently used one, whose circuits retire.  A key holds at most ``circuits_per_key``
 fresh circuits (a build that lands beyond that retires the key's oldest), so fresh
 circuits number at most ``max_keys * circuits_per_key``; a retired circuit is held only
-while it carries a stream.  At most ``max_suspects`` relays are suspected; beyond that
-the suspicion that expires first is dropped.
+while it carries a stream.  The avoidance table bounds itself.
 """
 
 import logging
@@ -30,6 +31,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..errors import LocalProtocolError
+from ..health.avoid import HALF_LIFE, Avoidance
 from ..rng import Rng
 from .paths import Relay, choose_path
 
@@ -37,9 +39,8 @@ log = logging.getLogger("zmesh.pool")
 
 MAX_DIRTINESS = 600.0
 CIRCUITS_PER_KEY = 2
-SUSPECT_FOR = 60.0
+SUSPECT_FOR = HALF_LIFE  # a relay that failed once is avoided this long
 MAX_KEYS = 256
-MAX_SUSPECTS = 1024
 
 
 @dataclass(eq=False, slots=True)
@@ -78,25 +79,21 @@ class CircuitPool:
         *,
         max_dirtiness: float = MAX_DIRTINESS,
         circuits_per_key: int = CIRCUITS_PER_KEY,
-        suspect_for: float = SUSPECT_FOR,
         max_keys: int = MAX_KEYS,
-        max_suspects: int = MAX_SUSPECTS,
+        avoidance: Avoidance | None = None,
     ) -> None:
-        """Raises ValueError for a non-positive limit."""
-        if min(max_dirtiness, suspect_for) <= 0 or min(circuits_per_key, max_keys) < 1:
+        """``avoidance``: the table of failed relays to share (a new one if None).  Raises
+        ValueError for a non-positive limit."""
+        if max_dirtiness <= 0 or min(circuits_per_key, max_keys) < 1:
             raise ValueError("pool limits must be positive")
-        if max_suspects < 0:
-            raise ValueError("max_suspects must not be negative")
         self._rng = rng
         self.max_dirtiness = max_dirtiness
         self.circuits_per_key = circuits_per_key
-        self.suspect_for = suspect_for
         self.max_keys = max_keys
-        self.max_suspects = max_suspects
+        self.avoidance = avoidance if avoidance is not None else Avoidance()
         # Fresh circuits per key, oldest first; keys least recently used first.
         self._keys: dict[bytes, list[PooledCircuit]] = {}
         self._circuits: dict[int, PooledCircuit] = {}  # every circuit held, fresh or retired
-        self._suspects: dict[bytes, float] = {}  # node id -> until, in insertion order
         self._to_close: list[int] = []
 
     # -- decisions ------------------------------------------------------------------
@@ -131,8 +128,8 @@ class CircuitPool:
     ) -> list[D]:
         """A guard -> middle -> exit path avoiding current suspects; NoPathError if none
         (see :func:`zmesh.onion.paths.choose_path`)."""
-        self._expire_suspects(now)
-        return choose_path(self._rng, relays, linked, own_id, self._suspects)
+        suspects = set(self.avoidance.avoided_ids(now))
+        return choose_path(self._rng, relays, linked, own_id, suspects)
 
     # -- inputs ---------------------------------------------------------------------
     def built(self, key: bytes, cid: int, path: Sequence[bytes], now: float) -> PooledCircuit:
@@ -155,15 +152,10 @@ class CircuitPool:
         return circuit
 
     def suspect(self, path: Sequence[bytes], now: float) -> None:
-        """A circuit along ``path`` failed (to build or later): avoid its relays after the
-        guard for ``suspect_for`` seconds."""
-        self._expire_suspects(now)
-        until = now + self.suspect_for
+        """A circuit along ``path`` failed (to build or later): count a failure of each of
+        its relays after the guard."""
         for node_id in path[1:]:
-            self._suspects.pop(node_id, None)
-            self._suspects[node_id] = until
-        while len(self._suspects) > self.max_suspects:
-            del self._suspects[next(iter(self._suspects))]
+            self.avoidance.failed(node_id, now)
 
     def forget(self, circuit: PooledCircuit, now: float, *, failed: bool) -> None:
         """Stop using ``circuit`` and close it; if it ``failed``, suspect its path."""
@@ -193,7 +185,6 @@ class CircuitPool:
         for fresh in list(self._keys.values()):
             for circuit in [c for c in fresh if self._dirty(c, now)]:
                 self._retire(circuit)
-        self._expire_suspects(now)
 
     # -- outputs --------------------------------------------------------------------
     def get_timer(self) -> float | None:
@@ -211,9 +202,8 @@ class CircuitPool:
         return list(self._circuits)
 
     def suspects(self, now: float) -> list[bytes]:
-        """The node ids suspected at ``now``."""
-        self._expire_suspects(now)
-        return list(self._suspects)
+        """The node ids avoided at ``now``, least recently failed first."""
+        return self.avoidance.avoided_ids(now)
 
     def keys(self) -> list[bytes]:
         """The isolation keys held, least recently used first."""
@@ -244,17 +234,11 @@ class CircuitPool:
             if not fresh:
                 del self._keys[circuit.key]
 
-    def _expire_suspects(self, now: float) -> None:
-        expired = [node_id for node_id, until in self._suspects.items() if until <= now]
-        for node_id in expired:
-            del self._suspects[node_id]
-
 
 __all__ = [
     "CIRCUITS_PER_KEY",
     "MAX_DIRTINESS",
     "MAX_KEYS",
-    "MAX_SUSPECTS",
     "SUSPECT_FOR",
     "BuildPath",
     "CircuitPool",

@@ -49,7 +49,10 @@ class CircuitPool:
 
     def __post_init__(self) -> None:
         self.core = onion_pool.CircuitPool(
-            self.rng, max_dirtiness=self.max_dirtiness, circuits_per_key=self.circuits_per_key
+            self.rng,
+            max_dirtiness=self.max_dirtiness,
+            circuits_per_key=self.circuits_per_key,
+            avoidance=self.driver.node.builder.avoidance,  # one table: builds and circuits
         )
 
     def usable(self) -> bool:
