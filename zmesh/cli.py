@@ -184,6 +184,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         data=data,
         loopback=args.loopback,
         keep_trying=args.keep_trying,
+        log_hops=args.log_hops,
     )
     return main_proxy(opts)
 
@@ -339,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run a SOCKS5 server (RFC 1928: CONNECT, domain names, IPv4 and IPv6).  Each "
             "connection goes through a 3-hop circuit to an exit relay.  A distinct SOCKS "
-            "username gets distinct circuits."
+            "username gets distinct circuits.  The proxy also relays circuits for others "
+            "(it publishes the RELAY flag, never EXIT), over the links it holds."
         ),
     )
     proxy.add_argument(
@@ -368,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="when every bootstrap relay refuses the connection, warn and keep trying "
         "(default: say which and why, and exit)",
+    )
+    proxy.add_argument(
+        "--log-hops",
+        action="store_true",
+        help="log each circuit it relays for others with its predecessor and successor (for "
+        "tests of your own mesh only, as for `zmesh relay --log-hops`)",
     )
     proxy.set_defaults(func=cmd_proxy)
 

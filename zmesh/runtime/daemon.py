@@ -118,6 +118,19 @@ class RelayOptions:
     log_hops: bool = False  # tests only: production relays keep no record of circuits
 
 
+MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
+
+
+def relay_config(flags: Flags = Flags.NONE, addresses: tuple[str, ...] = ()) -> NodeConfig:
+    """The :class:`NodeConfig` of every native node, ``zmesh relay`` and ``zmesh proxy``
+    alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
+    under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
+    and answers signaling, so that a first hop cannot tell a client from a relay (D22)."""
+    return NodeConfig(
+        flags=Flags.RELAY | flags, addresses=addresses, auto_consume=False, max_links=MAX_LINKS
+    )
+
+
 def log_hop(event: Event) -> None:
     """Log what a hop learns of a circuit (``--log-hops``)."""
     if isinstance(event, HopOpened):
@@ -141,8 +154,7 @@ async def run_relay(opts: RelayOptions) -> int:
     server = HttpServer(handler)
     bound = await server.start(host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
-    flags = Flags.RELAY | (Flags.EXIT if opts.exit else Flags.NONE)
-    config = NodeConfig(flags=flags, addresses=(url,), auto_consume=False, max_links=64)
+    config = relay_config(Flags.EXIT if opts.exit else Flags.NONE, (url,))
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:
