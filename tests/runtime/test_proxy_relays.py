@@ -25,7 +25,22 @@ from netmesh import (
     stop,
 )
 
-pytestmark = pytest.mark.slow
+from zmesh.identity import Flags
+from zmesh.runtime.daemon import relay_config
+
+
+def test_a_proxy_runs_with_a_relays_config_and_caps() -> None:
+    """``zmesh proxy`` and ``zmesh relay`` share ``relay_config``: same flags (but EXIT),
+    same link caps, so neither their descriptors nor their limits tell them apart."""
+    proxy = relay_config()
+    relay = relay_config(addresses=("http://127.0.0.1:1",))
+    exit_relay = relay_config(Flags.EXIT, ("http://127.0.0.1:2",))
+    assert proxy.flags == relay.flags == Flags.RELAY
+    assert exit_relay.flags == Flags.RELAY | Flags.EXIT
+    for config in (relay, exit_relay):
+        assert config.max_inbound_links == proxy.max_inbound_links
+        assert config.max_links == proxy.max_links
+        assert config.auto_consume == proxy.auto_consume
 
 
 def _start_proxy(tmp: Path, name: str, bootstrap: list[str], *extra: str) -> tuple[Proc, int]:
@@ -47,6 +62,7 @@ def server() -> Iterator[FileServer]:
         yield s
 
 
+@pytest.mark.slow
 def test_a_proxy_forwards_a_circuit_for_another_client(tmp_path: Path, server: FileServer) -> None:
     started: list[Proc] = []
     try:
