@@ -45,6 +45,7 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["demo", "--nodes", "x"],
         ["demo", "--loss", "1.5"],
         ["demo", "--latency", "-3"],
+        ["up", "--relays", "x"],
         ["frobnicate"],
     ],
 )
@@ -70,6 +71,31 @@ def test_impossible_demo_is_a_clear_error(
 ) -> None:
     assert main(argv) == 1
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("relays", ["0", "2", "13", "100"])
+def test_up_refuses_a_relay_count_outside_3_to_12(
+    relays: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["up", "--relays", relays])
+    assert exit_.value.code == 2
+    assert "between 3 and 12" in capsys.readouterr().err
+
+
+def test_up_help_names_the_relay_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["up", "--help"])
+    assert "3 to 12" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("relays", [2, 13])
+def test_run_up_checks_the_relay_count_too(relays: int) -> None:
+    from zmesh.errors import UsageError
+    from zmesh.runtime.daemon import check_relay_count
+
+    with pytest.raises(UsageError, match="between 3 and 12"):
+        check_relay_count(relays)
 
 
 def test_demo_prints_a_verified_transfer(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import __version__
+from .runtime.processes import MAX_RELAYS, MIN_RELAYS
 from .sim.demo import DemoError, DemoResult, run_demo
 from .sim.network import LinkModel
 
@@ -42,6 +43,19 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _relay_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not MIN_RELAYS <= value <= MAX_RELAYS:
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_RELAYS} and {MAX_RELAYS}, not {value} (a 3-hop circuit "
+            f"needs {MIN_RELAYS}; each relay is a process on this machine)"
+        )
     return value
 
 
@@ -184,6 +198,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         data=data,
         loopback=args.loopback,
         keep_trying=args.keep_trying,
+        log_hops=args.log_hops,
     )
     return main_proxy(opts)
 
@@ -339,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run a SOCKS5 server (RFC 1928: CONNECT, domain names, IPv4 and IPv6).  Each "
             "connection goes through a 3-hop circuit to an exit relay.  A distinct SOCKS "
-            "username gets distinct circuits."
+            "username gets distinct circuits.  The proxy also relays circuits for others "
+            "(it publishes the RELAY flag, never EXIT), over the links it holds."
         ),
     )
     proxy.add_argument(
@@ -369,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="when every bootstrap relay refuses the connection, warn and keep trying "
         "(default: say which and why, and exit)",
     )
+    proxy.add_argument(
+        "--log-hops",
+        action="store_true",
+        help="log each circuit it relays for others with its predecessor and successor (for "
+        "tests of your own mesh only, as for `zmesh relay --log-hops`)",
+    )
     proxy.set_defaults(func=cmd_proxy)
 
     up = sub.add_parser(
@@ -376,12 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a local mesh on loopback: relays, an exit and a SOCKS5 proxy",
         description=(
             "Start your own mesh on this machine: --relays relays (the first is an exit "
-            "that may reach loopback, since the mesh is yours) and a SOCKS5 proxy.  It "
-            "prints how to use it; Ctrl-C stops everything."
+            "that may reach loopback, since the mesh is yours; the others start together "
+            "once it is up, with a line for each) and a SOCKS5 proxy, which relays too.  "
+            "It fetches a megabyte through the mesh as a self-test and prints how to use "
+            "it; Ctrl-C stops everything."
         ),
     )
     up.add_argument(
-        "--relays", type=_positive_int, default=4, help="number of relays (default 4, at least 3)"
+        "--relays",
+        type=_relay_count,
+        default=4,
+        help=f"number of relays, {MIN_RELAYS} to {MAX_RELAYS} (default 4)",
     )
     up.add_argument(
         "--socks",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ZMeshError
+from ..errors import UsageError, ZMeshError
 from ..exit_policy import ExitPolicy
 from ..identity import Flags, short_id
 from ..node import Event, HopOpened, Node, NodeConfig
@@ -23,7 +23,7 @@ from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
 from .http import HttpServer, Request, serve_fixed
-from .processes import LocalProcesses
+from .processes import MAX_RELAYS, MIN_RELAYS, LocalProcesses
 from .store import Store, usable_directory
 
 if TYPE_CHECKING:
@@ -118,6 +118,19 @@ class RelayOptions:
     log_hops: bool = False  # tests only: production relays keep no record of circuits
 
 
+MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
+
+
+def relay_config(flags: Flags = Flags.NONE, addresses: tuple[str, ...] = ()) -> NodeConfig:
+    """The :class:`NodeConfig` of every native node, ``zmesh relay`` and ``zmesh proxy``
+    alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
+    under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
+    and answers signaling, so that a first hop cannot tell a client from a relay (D22)."""
+    return NodeConfig(
+        flags=Flags.RELAY | flags, addresses=addresses, auto_consume=False, max_links=MAX_LINKS
+    )
+
+
 def log_hop(event: Event) -> None:
     """Log what a hop learns of a circuit (``--log-hops``)."""
     if isinstance(event, HopOpened):
@@ -141,8 +154,7 @@ async def run_relay(opts: RelayOptions) -> int:
     server = HttpServer(handler)
     bound = await server.start(host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
-    flags = Flags.RELAY | (Flags.EXIT if opts.exit else Flags.NONE)
-    config = NodeConfig(flags=flags, addresses=(url,), auto_consume=False, max_links=64)
+    config = relay_config(Flags.EXIT if opts.exit else Flags.NONE, (url,))
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:
@@ -198,10 +210,18 @@ async def _start_web(address: str, urls: list[str]) -> tuple["WebServer | None",
     return server, f"Open {url} in a browser to make it a zMesh node (it relays, too)."
 
 
+def check_relay_count(relays: int) -> None:
+    """UsageError unless ``zmesh up`` can run ``relays`` relays (3 to 12)."""
+    if not MIN_RELAYS <= relays <= MAX_RELAYS:
+        raise UsageError(
+            f"--relays must be between {MIN_RELAYS} and {MAX_RELAYS}, not {relays}: a 3-hop "
+            f"circuit needs {MIN_RELAYS}, and each relay is a process on this machine"
+        )
+
+
 async def run_up(opts: UpOptions) -> int:
     stop = stop_requested()
-    if opts.relays < 3:
-        raise ZMeshError("a local mesh needs at least 3 relays for 3-hop circuits")
+    check_relay_count(opts.relays)
     socks_host, socks_port = split_hostport(opts.socks)
     with contextlib.ExitStack() as stack:
         base = (
@@ -211,16 +231,23 @@ async def run_up(opts: UpOptions) -> int:
         )
         children = LocalProcesses(opts.verbose)
         web: WebServer | None = None
+        up = 0
+
+        def relay_ready(index: int, url: str) -> None:
+            nonlocal up
+            up += 1
+            role = "exit relay" if index == 0 else "relay"
+            print(f"  relay {index}: {role} listening on {url} ({up}/{opts.relays} up)", flush=True)
+
         try:
-            urls = await children.start_relays(opts.relays, base)
-            for i, url in enumerate(urls):
-                role = "exit relay" if i == 0 else "relay"
-                print(f"  relay {i}: {role} listening on {url}", flush=True)
+            urls = await children.start_relays(opts.relays, base, relay_ready)
             proxy_args = ["proxy", "--socks", f"{socks_host}:{socks_port}"]
             proxy_args += ["--data", str(base / "proxy")]
             for url in urls:
                 proxy_args += ["--bootstrap", url]
-            print(await children.start(proxy_args, "SOCKS5 proxy ready on"), flush=True)
+            ready = await children.start(proxy_args, "SOCKS5 proxy ready on")
+            print(ready, flush=True)
+            socks_port = split_hostport(ready.split(" ready on ", 1)[1].split()[0])[1]
             print(await self_test(socks_host, socks_port), flush=True)
             web_note = ""
             if opts.web is not None:
@@ -229,7 +256,7 @@ async def run_up(opts: UpOptions) -> int:
             host_text = f"[{socks_host}]" if ":" in socks_host else socks_host
             print(
                 f"\nYour local zMesh is up: {opts.relays} relays (relay 0 is the exit and "
-                "may reach loopback) and a SOCKS5 proxy.\n"
+                "may reach loopback) and a SOCKS5 proxy, which relays too.\n"
                 f"  curl --socks5-hostname {host_text}:{socks_port} http://example.com/\n"
                 f"Every request goes through a 3-hop onion circuit.{web_note}\n"
                 "Press Ctrl-C to stop.",

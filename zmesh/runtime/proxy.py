@@ -2,6 +2,12 @@
 
 Circuits come from a :class:`~zmesh.runtime.circuits.CircuitPool` keyed by the SOCKS
 username (as Tor's IsolateSOCKSAuth): see that module for the reuse and failure rules.
+
+The proxy is also a relay (D22): it publishes ``Flags.RELAY`` and accepts links, CREATEs,
+cells and signaling exactly as ``zmesh relay`` does (:func:`~zmesh.runtime.daemon.relay_config`),
+so no first hop can tell it is a client's.  It serves no HTTP signaling endpoint: peers
+reach it by signaling relayed through the mesh over the links it opened.  It is never an
+exit (its driver has no exit policy, so streams opened to it are refused).
 """
 
 import asyncio
@@ -14,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZMeshError
-from ..identity import Flags, Identity, short_id
-from ..node import Node, NodeConfig
+from ..identity import Identity, short_id
+from ..node import Node
 from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
 from . import run_command, webrtc
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
@@ -29,7 +35,14 @@ from .circuits import (
     NoPathError,
     PooledCircuit,
 )
-from .daemon import BootstrapStatus, keep_bootstrapping, split_hostport, stop_requested
+from .daemon import (
+    BootstrapStatus,
+    keep_bootstrapping,
+    log_hop,
+    relay_config,
+    split_hostport,
+    stop_requested,
+)
 from .entropy import SystemRng
 from .store import Store
 
@@ -165,6 +178,7 @@ class ProxyOptions:
     data: Path | None = None
     loopback: bool | None = None
     keep_trying: bool = False  # when every bootstrap relay refuses: warn and keep trying
+    log_hops: bool = False  # tests only, as for ``zmesh relay --log-hops``
 
 
 REFUSED_ROUNDS = 3  # outright refusals of every bootstrap URL before we say so
@@ -177,14 +191,15 @@ async def run_proxy(opts: ProxyOptions) -> int:
     rng = SystemRng()
     store = Store(opts.data) if opts.data is not None else None
     identity = store.load_or_create_identity(rng) if store else Identity.generate(rng)
-    config = NodeConfig(flags=Flags.NONE, auto_consume=False, max_links=64)
-    node = Node(identity, rng, wall_clock(), config)
+    node = Node(identity, rng, wall_clock(), relay_config())  # it relays, too (D22)
     loopback = (
         opts.loopback
         if opts.loopback is not None
         else all("127.0.0.1" in u or "localhost" in u for u in opts.bootstrap)
     )
     driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback)
+    if opts.log_hops:
+        driver.on_event = log_hop
     proxy = SocksProxy(driver)
     status = BootstrapStatus()
     boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap, status))
