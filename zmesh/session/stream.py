@@ -288,6 +288,12 @@ class Stream:
         if frame.fin and self._fin_sent and self._acked == self.send_offset:
             self.fin_acked = True
 
+    def request_ack(self) -> None:
+        """Report what we received in the next ACK even if nothing changed (the last one
+        may have been lost with its circuit)."""
+        if self.state is StreamState.OPEN:
+            self._ack_due = True
+
     @property
     def ack_due(self) -> bool:
         return self._ack_due
