@@ -7,7 +7,7 @@ from zmesh.onion import cell, sphinx
 from zmesh.onion.geometry import DEFAULT_GEOMETRY
 from zmesh.rng import DeterministicRng
 from zmesh.session.endpoint import ClientEnd, ServerEnd, StreamOpened
-from zmesh.session.frames import OpenFrame, encode_stream_frame
+from zmesh.session.frames import OpenFrame, encode_stream_frames
 
 G = DEFAULT_GEOMETRY
 
@@ -28,7 +28,7 @@ def test_open_cell_turns_stream_frames_into_events() -> None:
 
 def test_a_garbled_cell_is_reported_not_raised() -> None:
     client, server = _ends()
-    payload = encode_stream_frame(OpenFrame(1, "x"), G.cell_payload_size)
+    payload = encode_stream_frames([OpenFrame(1, "x")], G.cell_payload_size)
     sealed = bytearray(cell.client_seal(G, client.hops, 0, payload))
     sealed[100] ^= 1
     events: deque[CircuitEvent] = deque()

@@ -1,4 +1,4 @@
-"""Stream frames carried in cell payloads (zmesh/session/frames.py)."""
+"""Stream frames packed into cell payloads (zmesh/session/frames.py)."""
 
 import pytest
 from hypothesis import example, given, settings
@@ -10,16 +10,22 @@ from zmesh.session.frames import (
     DATA_OVERHEAD,
     FLAG_FIN,
     MAX_TARGET,
+    TOKEN_SIZE,
     AckFrame,
+    CellBuilder,
     ConnectedFrame,
     DataFrame,
+    LinkFrame,
     OpenFrame,
     PaddingFrame,
+    PingFrame,
+    PongFrame,
     ResetFrame,
     StreamFrame,
     StreamFrameType,
-    decode_stream_frame,
-    encode_stream_frame,
+    decode_stream_frames,
+    encode_frame,
+    encode_stream_frames,
 )
 
 PAYLOAD = Geometry().cell_payload_size
@@ -42,7 +48,23 @@ FRAMES: list[StreamFrame] = [
     ResetFrame(5, 0),
     ResetFrame(5, 0xFFFF),
     ConnectedFrame(7),
+    LinkFrame(bytes(range(TOKEN_SIZE)), 0),
+    LinkFrame(b"\xff" * TOKEN_SIZE, 255),
+    PingFrame(0),
+    PingFrame(2**64 - 1),
+    PongFrame(12345),
 ]
+
+
+def encode_stream_frame(frame: StreamFrame, payload_size: int) -> bytes:
+    return encode_stream_frames([frame], payload_size)
+
+
+def decode_stream_frame(payload: bytes) -> StreamFrame:
+    """The one frame of a payload (an empty payload is the PADDING frame)."""
+    frames = decode_stream_frames(payload)
+    assert len(frames) <= 1
+    return frames[0] if frames else PaddingFrame()
 
 
 def fits(frame: StreamFrame, n: int) -> bool:
@@ -92,8 +114,10 @@ def test_data_overhead_is_exact() -> None:
 
 
 def test_all_zero_payload_is_padding() -> None:
-    assert decode_stream_frame(bytes(PAYLOAD)) == PaddingFrame()
-    assert decode_stream_frame(b"\x00") == PaddingFrame()
+    assert decode_stream_frames(bytes(PAYLOAD)) == []
+    assert decode_stream_frames(b"\x00") == []
+    assert decode_stream_frames(b"") == []
+    assert encode_frame(PaddingFrame()) == b""
 
 
 @pytest.mark.parametrize(
@@ -117,24 +141,33 @@ def test_encode_too_big_for_payload(frame: StreamFrame) -> None:
 @pytest.mark.parametrize("frame", FRAMES[1:], ids=lambda f: type(f).__name__)
 def test_every_truncation_is_rejected(frame: StreamFrame) -> None:
     data = encode_stream_frame(frame, body_len(frame))
-    for n in range(len(data)):
+    assert decode_stream_frames(data[:0]) == []  # an empty payload holds no frame
+    for n in range(1, len(data)):
         with pytest.raises(RemoteProtocolError):
-            decode_stream_frame(data[:n])
+            decode_stream_frames(data[:n])
 
 
 @pytest.mark.parametrize("frame", FRAMES, ids=lambda f: type(f).__name__)
 @pytest.mark.parametrize("extra", [b"\x01", b"\x00" * 5 + b"\x80"])
-def test_trailing_non_zero_is_rejected(frame: StreamFrame, extra: bytes) -> None:
-    data = encode_stream_frame(frame, body_len(frame))
+def test_non_zero_after_padding_is_rejected(frame: StreamFrame, extra: bytes) -> None:
+    data = encode_stream_frame(frame, body_len(frame)) + b"\x00"
     assert decode_stream_frame(data + bytes(len(extra))) == frame  # zeros are padding
     with pytest.raises(RemoteProtocolError, match="non-zero"):
-        decode_stream_frame(data + extra)
+        decode_stream_frames(data + extra)
+
+
+@pytest.mark.parametrize("frame", FRAMES[1:], ids=lambda f: type(f).__name__)
+def test_bytes_right_after_a_frame_are_the_next_frame(frame: StreamFrame) -> None:
+    data = encode_stream_frame(frame, body_len(frame))
+    with pytest.raises(RemoteProtocolError, match="truncated"):
+        decode_stream_frames(data + b"\x01")  # an OPEN cut short
+    assert decode_stream_frames(data + encode_frame(PingFrame(9))) == [frame, PingFrame(9)]
 
 
 @pytest.mark.parametrize("kind", [max(StreamFrameType) + 1, 0x80, 0xFF])
 def test_unknown_type(kind: int) -> None:
     with pytest.raises(RemoteProtocolError, match="unknown stream frame type"):
-        decode_stream_frame(bytes([kind]) + bytes(PAYLOAD - 1))
+        decode_stream_frames(bytes([kind]) + bytes(PAYLOAD - 1))
 
 
 @pytest.mark.parametrize("flags", [2, 3, 0x80, 0xFF])
@@ -143,25 +176,74 @@ def test_data_unknown_flags(flags: int) -> None:
     assert data[13] == FLAG_FIN
     data[13] = flags
     with pytest.raises(RemoteProtocolError, match="flags"):
-        decode_stream_frame(bytes(data))
+        decode_stream_frames(bytes(data))
 
 
 def test_data_length_past_the_end() -> None:
     data = encode_stream_frame(DataFrame(1, 0, b"x" * 10), 100)
     with pytest.raises(RemoteProtocolError, match="truncated"):
-        decode_stream_frame(data[:14] + (200).to_bytes(2, "big") + data[16:])
+        decode_stream_frames(data[:14] + (200).to_bytes(2, "big") + data[16:])
 
 
 @pytest.mark.parametrize("raw", [b"\xff", b"\xc3", b"\xc0\xaf", b"\xed\xa0\x80", b"ok\x80"])
 def test_open_target_not_utf8(raw: bytes) -> None:
     data = b"\x01" + (9).to_bytes(4, "big") + bytes([len(raw)]) + raw + bytes(10)
     with pytest.raises(RemoteProtocolError, match="UTF-8"):
-        decode_stream_frame(data)
+        decode_stream_frames(data)
 
 
 def test_open_target_length_past_the_end() -> None:
     with pytest.raises(RemoteProtocolError, match="truncated"):
-        decode_stream_frame(b"\x01" + (9).to_bytes(4, "big") + b"\xff" + b"abc")
+        decode_stream_frames(b"\x01" + (9).to_bytes(4, "big") + b"\xff" + b"abc")
+
+
+# -- several frames per cell -------------------------------------------------------------
+
+
+def test_cell_builder_fills_a_cell_then_refuses() -> None:
+    builder = CellBuilder(100)
+    assert builder.empty and builder.room == 100
+    assert builder.add(AckFrame(1, 2, 3))
+    assert builder.add(PingFrame(7))
+    assert builder.room == 100 - 22 - 9
+    data = DataFrame(1, 0, b"x" * (builder.room - DATA_OVERHEAD))
+    assert not builder.add(DataFrame(1, 0, data.data + b"y"))  # one byte too many
+    assert builder.add(data)
+    assert builder.room == 0
+    assert not builder.add(PingFrame(8))
+    payload = builder.payload()
+    assert len(payload) == 100
+    assert decode_stream_frames(payload) == [AckFrame(1, 2, 3), PingFrame(7), data]
+    assert decode_stream_frames(payload) == builder.frames
+
+
+def test_encode_several_frames_too_big() -> None:
+    with pytest.raises(ValueError, match="larger than the cell payload"):
+        encode_stream_frames([PingFrame(1)] * 12, 100)  # 108 bytes
+    assert len(decode_stream_frames(encode_stream_frames([PingFrame(1)] * 11, 100))) == 11
+
+
+def test_link_token_size_is_checked() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        encode_frame(LinkFrame(b"short", 1))
+
+
+def test_every_frame_of_a_packed_cell_round_trips() -> None:
+    frames = [f for f in FRAMES if not isinstance(f, PaddingFrame) and body_len(f) < 600]
+    payload = encode_stream_frames(frames, sum(body_len(f) for f in frames) + 3)
+    assert decode_stream_frames(payload) == frames
+
+
+def test_packed_payload_split_anywhere_is_rejected_or_a_prefix() -> None:
+    """A payload cut at any byte yields a prefix of its frames or a clean error."""
+    frames: list[StreamFrame] = [AckFrame(1, 5, 9), PingFrame(3), DataFrame(1, 0, b"abc", True)]
+    payload = encode_stream_frames(frames, 80)
+    for n in range(len(payload) + 1):
+        try:
+            got = decode_stream_frames(payload[:n])
+        except RemoteProtocolError:
+            continue
+        assert got == frames[: len(got)]
 
 
 # -- fuzzing -----------------------------------------------------------------------------
@@ -169,11 +251,11 @@ def test_open_target_length_past_the_end() -> None:
 
 def parses_canonically_or_rejects(data: bytes) -> None:
     try:
-        frame = decode_stream_frame(data)
+        frames = decode_stream_frames(data)
     except RemoteProtocolError:
         return
-    # every accepted payload is the unique encoding of its frame
-    assert encode_stream_frame(frame, len(data)) == data
+    # every accepted payload is the unique encoding of its frames
+    assert encode_stream_frames(frames, len(data)) == data
 
 
 @settings(max_examples=300, deadline=None)
@@ -188,39 +270,57 @@ def parses_canonically_or_rejects(data: bytes) -> None:
 @example(b"\x04" + bytes(6))
 @example(b"\x04" + bytes(5))
 @example(b"\x01" + bytes(4) + b"\x01\xff")
+@example(b"\x06" + bytes(TOKEN_SIZE))
+@example(b"\x06" + bytes(TOKEN_SIZE + 1))
+@example(b"\x07" + bytes(7))
+@example(b"\x08" + bytes(8) + b"\x07" + bytes(8))
 def test_fuzz_arbitrary_payloads(data: bytes) -> None:
     parses_canonically_or_rejects(data)
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    kind=st.integers(0, 6),
+    kinds=st.lists(st.integers(0, 9), min_size=1, max_size=4),
     body=st.binary(max_size=40),
     padding=st.lists(st.integers(0, 255), max_size=4).map(bytes) | st.just(b""),
 )
-def test_fuzz_typed_payloads(kind: int, body: bytes, padding: bytes) -> None:
-    parses_canonically_or_rejects(bytes([kind]) + body + padding)
+def test_fuzz_typed_payloads(kinds: list[int], body: bytes, padding: bytes) -> None:
+    parts = [bytes([k]) + body[i * 10 : i * 10 + 10] for i, k in enumerate(kinds)]
+    parses_canonically_or_rejects(b"".join(parts) + padding)
 
 
 FRAME_STRATEGY = st.one_of(
-    st.just(PaddingFrame()),
     st.builds(OpenFrame, st.integers(0, 2**32 - 1), st.text(max_size=60)),
     st.builds(
         DataFrame,
         st.integers(0, 2**32 - 1),
         st.integers(0, 2**64 - 1),
-        st.binary(max_size=MAX_DATA),
+        st.binary(max_size=300),
         st.booleans(),
     ),
     st.builds(
         AckFrame, st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)
     ),
     st.builds(ResetFrame, st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF)),
+    st.builds(ConnectedFrame, st.integers(0, 2**32 - 1)),
+    st.builds(LinkFrame, st.binary(min_size=TOKEN_SIZE, max_size=TOKEN_SIZE), st.integers(0, 255)),
+    st.builds(PingFrame, st.integers(0, 2**64 - 1)),
+    st.builds(PongFrame, st.integers(0, 2**64 - 1)),
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(FRAME_STRATEGY)
-def test_fuzz_round_trip(frame: StreamFrame) -> None:
-    data = encode_stream_frame(frame, PAYLOAD)
-    assert decode_stream_frame(data) == frame
+@given(st.lists(FRAME_STRATEGY, max_size=8))
+def test_fuzz_round_trip(frames: list[StreamFrame]) -> None:
+    data = encode_stream_frames(frames, PAYLOAD)
+    assert decode_stream_frames(data) == frames
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(FRAME_STRATEGY, min_size=1, max_size=4), st.data())
+def test_fuzz_builder_matches_encoder(frames: list[StreamFrame], data: st.DataObject) -> None:
+    size = data.draw(st.integers(0, 800))
+    builder = CellBuilder(size)
+    fitted = [f for f in frames if builder.add(f)]
+    assert builder.payload() == encode_stream_frames(fitted, size)
+    assert decode_stream_frames(builder.payload()) == fitted

@@ -15,13 +15,17 @@ from ..onion.geometry import Geometry
 from ..onion.sphinx import HopKeys
 from .frames import (
     DATA_OVERHEAD,
+    CellBuilder,
     ConnectedFrame,
+    LinkFrame,
     OpenFrame,
     PaddingFrame,
+    PingFrame,
+    PongFrame,
     ResetFrame,
     StreamFrame,
-    decode_stream_frame,
-    encode_stream_frame,
+    decode_stream_frames,
+    encode_stream_frames,
 )
 from .stream import DEFAULT_WINDOW, Stream, StreamState
 
@@ -86,7 +90,10 @@ class CircuitEnd(ABC):
         """Remove this end's cell layers and authenticate."""
 
     def seal_frame(self, frame: StreamFrame) -> bytes:
-        payload = encode_stream_frame(frame, self.geometry.cell_payload_size)
+        return self.seal_payload(encode_stream_frames([frame], self.geometry.cell_payload_size))
+
+    def seal_payload(self, payload: bytes) -> bytes:
+        """Seal one encoded cell payload with the next counter."""
         out = self._seal(self.send_counter, payload)
         self.send_counter += 1
         return out
@@ -95,11 +102,16 @@ class CircuitEnd(ABC):
         """Authenticate and apply one cell; raises RemoteProtocolError if it is garbled."""
         payload = self._open(self.recv_counter, cell_bytes)
         self.recv_counter += 1
-        return self.apply(decode_stream_frame(payload))
+        events: list[StreamEvent] = []
+        for frame in decode_stream_frames(payload):
+            events += self.apply(frame)
+        return events
 
     def apply(self, frame: StreamFrame) -> list[StreamEvent]:
         if isinstance(frame, PaddingFrame):
             return []
+        if isinstance(frame, LinkFrame | PingFrame | PongFrame):
+            raise RemoteProtocolError("session frame on a circuit without a session")
         if isinstance(frame, OpenFrame):
             return self._peer_open(frame)
         stream = self.streams.get(frame.stream_id)
@@ -146,14 +158,42 @@ class CircuitEnd(ABC):
             self._control.append(ResetFrame(stream_id, code))
 
     def cells_to_send(self) -> list[bytes]:
-        """Every cell the streams may send now, within their flow-control credit."""
-        frames, self._control = self._control, []
-        max_len = self.geometry.cell_payload_size - DATA_OVERHEAD
+        """Every cell the streams may send now, within their flow-control credit.
+
+        Frames are packed back to back: control frames and ACKs first, then DATA sized
+        to the room left in each cell.
+        """
+        payloads: list[bytes] = []
+        builder = CellBuilder(self.geometry.cell_payload_size)
+
+        def put(frame: StreamFrame) -> None:
+            nonlocal builder
+            if not builder.add(frame):
+                payloads.append(builder.payload())
+                builder = CellBuilder(self.geometry.cell_payload_size)
+                builder.add(frame)
+
+        control, self._control = self._control, []
+        for frame in control:
+            put(frame)
         for stream in list(self.streams.values()):
-            frames.extend(stream.frames_to_send(max_len, budget=1 << 30))
+            if stream.ack_due and stream.state is StreamState.OPEN:
+                put(stream.ack_frame())
+            while True:
+                if builder.room <= DATA_OVERHEAD and not builder.empty:
+                    payloads.append(builder.payload())
+                    builder = CellBuilder(self.geometry.cell_payload_size)
+                data = stream.data_frame(builder.room - DATA_OVERHEAD)
+                if data is None:
+                    break
+                builder.add(data)
+                if data.fin:
+                    break
             if stream.finished and not stream.ack_due:
                 del self.streams[stream.stream_id]
-        return [self.seal_frame(f) for f in frames]
+        if not builder.empty:
+            payloads.append(builder.payload())
+        return [self.seal_payload(p) for p in payloads]
 
 
 class ClientEnd(CircuitEnd):

@@ -87,31 +87,85 @@ class Stream:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def acked(self) -> int:
+        """Every byte below this offset was acknowledged by the peer."""
+        return self._acked
+
+    @property
+    def fin_sent(self) -> bool:
+        return self._fin_sent
+
+    @property
+    def has_data_to_send(self) -> bool:
+        """Written bytes (or a FIN) wait and the peer's credit allows some of them now."""
+        if self.state is not StreamState.OPEN:
+            return False
+        if self._fin_wanted and not self._fin_sent and not self._pending:
+            return True
+        return bool(self._pending) and self._peer_max > self.send_offset
+
+    def ack_frame(self) -> AckFrame:
+        """The ACK for what we received so far; it counts as reported (no longer due)."""
+        self._acked_up_to = self._received
+        self._advertised = self._max_data
+        self._ack_due = False
+        return AckFrame(self.stream_id, self._received, self._max_data, self.peer_finished)
+
+    @property
+    def unreported(self) -> int:
+        """Bytes delivered since the last ACK we produced."""
+        return self._received - self._acked_up_to
+
+    def data_frame(self, max_data_len: int) -> DataFrame | None:
+        """The next DATA frame of at most ``max_data_len`` new bytes within the peer's
+        credit (FIN set on the last one), or None if nothing may be sent."""
+        if self.state is not StreamState.OPEN:
+            return None
+        credit = self._peer_max - self.send_offset
+        n = max(0, min(max_data_len, len(self._pending), credit))
+        fin = self._fin_wanted and not self._fin_sent and n == len(self._pending)
+        if n == 0 and not fin:
+            return None
+        chunk = bytes(self._pending[:n])
+        del self._pending[:n]
+        frame = DataFrame(self.stream_id, self.send_offset, chunk, fin)
+        self._unacked += chunk
+        self.bytes_sent += n
+        if fin:
+            self._fin_sent = True
+        return frame
+
+    def resend_frame(self, start: int, end: int, max_data_len: int) -> DataFrame | None:
+        """DATA for the still unacknowledged bytes of ``[start, end)`` (at most
+        ``max_data_len`` of them, from the lowest), for resending on another circuit.
+
+        A range ending at our FIN's offset carries the FIN again until the FIN is
+        acknowledged.  None if nothing of the range is unacknowledged.
+        """
+        if self.state is not StreamState.OPEN:
+            return None
+        start = max(start, self._acked)
+        end = min(end, self.send_offset, start + max(0, max_data_len))
+        fin = self._fin_sent and not self.fin_acked and end == self.send_offset
+        if end <= start and not (fin and start == end):
+            return None
+        data = bytes(self._unacked[start - self._acked : end - self._acked])
+        return DataFrame(self.stream_id, start, data, fin)
+
     def frames_to_send(self, max_data_len: int, budget: int) -> list[StreamFrame]:
         """Up to ``budget`` frames: an ACK if one is due, then DATA within the peer's credit."""
         frames: list[StreamFrame] = []
         if self.state is not StreamState.OPEN:
             return frames
         if self._ack_due and budget > 0:
-            frames.append(
-                AckFrame(self.stream_id, self._received, self._max_data, self.peer_finished)
-            )
-            self._acked_up_to = self._received
-            self._advertised = self._max_data
-            self._ack_due = False
+            frames.append(self.ack_frame())
         while len(frames) < budget:
-            credit = self._peer_max - self.send_offset
-            n = min(max_data_len, len(self._pending), credit)
-            fin = self._fin_wanted and not self._fin_sent and n == len(self._pending)
-            if n <= 0 and not fin:
+            frame = self.data_frame(max_data_len)
+            if frame is None:
                 break
-            chunk = bytes(self._pending[:n])
-            del self._pending[:n]
-            frames.append(DataFrame(self.stream_id, self.send_offset, chunk, fin))
-            self._unacked += chunk
-            self.bytes_sent += n
-            if fin:
-                self._fin_sent = True
+            frames.append(frame)
+            if frame.fin:
                 break
         return frames
 
@@ -233,6 +287,12 @@ class Stream:
         # only an ACK that says it saw our FIN acknowledges it (a stale one may not)
         if frame.fin and self._fin_sent and self._acked == self.send_offset:
             self.fin_acked = True
+
+    def request_ack(self) -> None:
+        """Report what we received in the next ACK even if nothing changed (the last one
+        may have been lost with its circuit)."""
+        if self.state is StreamState.OPEN:
+            self._ack_due = True
 
     @property
     def ack_due(self) -> bool:

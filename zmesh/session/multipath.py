@@ -1,0 +1,746 @@
+"""Sessions: streams that outlive their circuits (zMesh issue 8).
+
+Theory of operation.  A :class:`Session` owns its streams and sends them over up to
+:data:`MAX_LEGS` circuits ("legs") that end at the same final hop.  It is sans-I/O, with
+aioquic's shape: inputs ``add_leg``, ``leg_closed``, ``receive`` and ``handle_timer``,
+each taking ``now``; outputs ``cells_to_send``, ``get_timer`` and ``next_event``.  The
+driver seals each frame list from ``cells_to_send`` into one cell of that leg's circuit.
+
+Binding.  The client starts every leg with ``LINK(token, leg number)``; the final hop
+routes a circuit whose first cell begins with LINK (see :func:`link_token`) to the
+session with that token, whose ``receive`` then adopts the leg.
+
+Byte accounting.  Streams keep end-to-end offsets (:class:`~.stream.Stream`): the sender
+keeps every byte until the peer's cumulative ACK covers it, the receiver reassembles by
+offset and ignores duplicates.  Each leg also records what it carried and may have to
+resend (DATA ranges and the control frames OPEN, CONNECTED, RESET and final ACKs), in
+send order.  A circuit delivers its cells in order or not at all, so a PONG proves that
+everything sent on the leg before its PING arrived: the record is cut at the PING's
+mark, and also pruned when a stream's cumulative ACK passes a range.
+
+Failover.  When a leg is closed, or stalls, its unconfirmed records are queued for
+resending on the other legs at once (a stalled leg is reported with :class:`LegLost`
+and no longer used).  A leg stalls when its oldest unanswered PING is older than the
+leg's RTO and nothing has arrived on it for ``RTO / 2`` (so a leg that is merely slow,
+still delivering, is kept), or, whatever arrives, when the PING is older than
+``3 * RTO`` (a leg dead in one direction only).  Before its first RTT sample a leg's RTO
+is twice the slowest measured leg's SRTT (1 s if none is measured).  Every leg that
+carried data since its last PING gets a new PING (one per ``RTO / 4``, and one after
+every :data:`PING_BYTES` sent), an idle leg one every :data:`IDLE_PING_INTERVAL`, so a
+silent leg is found within about one RTO, and PONGs keep arriving while a long queue on
+a healthy leg drains.  RTT comes
+only from PING/PONG (RFC 6298 section 2, with a 200 ms floor): ACKs are delayed and may
+return on another leg, so they give no unambiguous sample.
+
+Scheduling (LowRTT with a BLEST-style rule).  New data goes on the lowest-SRTT leg whose
+unconfirmed bytes are below the per-leg cap.  If that is not the fastest leg (the
+fastest is full), data goes on it only if it would arrive sooner than by waiting for the
+fastest: ``SRTT_slow / 2 < wait_fast + SRTT_fast / 2``, where ``wait_fast`` is the time
+until the PONG of the fastest leg's oldest PING (which frees its room) is due.  Resent
+data ignores that rule and may use up to twice the cap, since it fills a hole the
+receiver is waiting on.
+
+ACKs.  A stream's ACK is due when its own rule says so (a quarter window), after every
+:data:`ACK_EVERY` bytes, and for every stream with unreported bytes when a PING arrives
+(then on the PING's leg, with the PONG); other ACKs go on the lowest-RTT leg.  When a
+leg is lost, every stream reports again, since its last ACK may have been lost too.
+
+Stream ids.  The client opens streams with increasing ids and sends no DATA on a stream
+before the server has answered it (CONNECTED, or DATA that implies it), so DATA never
+arrives for a stream the server has not seen; frames for ids never opened are protocol
+errors, late frames for closed streams are dropped.  A session whose last leg is gone
+fails with :class:`SessionFailed` after ``grace`` seconds unless a leg is added.
+"""
+
+import hmac
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
+from .endpoint import (
+    MAX_STREAMS,
+    StreamConnected,
+    StreamData,
+    StreamEvent,
+    StreamFinished,
+    StreamOpened,
+    StreamReset,
+)
+from .frames import (
+    DATA_OVERHEAD,
+    TOKEN_SIZE,
+    AckFrame,
+    CellBuilder,
+    ConnectedFrame,
+    DataFrame,
+    LinkFrame,
+    OpenFrame,
+    PaddingFrame,
+    PingFrame,
+    PongFrame,
+    ResetFrame,
+    StreamFrame,
+)
+from .stream import DEFAULT_WINDOW, Stream, StreamState
+
+MAX_LEGS = 4
+LEG_INFLIGHT_CAP = 128 * 1024  # unconfirmed DATA bytes per leg
+MAX_LEG_RECORDS = 4096  # unconfirmed records (DATA ranges, control frames) per leg
+MAX_PINGS = 16  # unanswered PINGs per leg (4 RTOs of them, at one per RTO / 4)
+MAX_PONGS = 8  # PONGs owed per leg; PINGs beyond are dropped
+MAX_CONTROL = 1024  # control frames waiting for a leg
+MAX_OPEN_GAPS = 4096  # stream ids seen above the lowest id not seen yet (server)
+ACK_EVERY = 64 * 1024
+PING_BYTES = 32 * 1024  # a busy leg gets a PING after this many DATA bytes
+INITIAL_RTO = 1.0  # RFC 6298 section 2.1
+MIN_RTO = 0.2  # RFC 6298 says 1 s; a failover must stall for less than a second
+MAX_RTO = 10.0
+CLOCK_GRANULARITY = 0.001
+IDLE_PING_INTERVAL = 0.5
+SESSION_GRACE = 10.0
+MIN_PAYLOAD = 512  # the largest control frame (OPEN) is 261 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LegLost:
+    """A leg was closed or stalled; its unconfirmed data is being resent elsewhere.
+
+    ``reason`` is ``"closed"`` or ``"stalled"``; the driver closes a stalled leg's circuit.
+    """
+
+    leg_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFailed:
+    """Every leg was gone for the grace time: the session and its streams are over."""
+
+    reason: str
+
+
+SessionEvent = StreamEvent | LegLost | SessionFailed
+
+
+@dataclass(frozen=True, slots=True)
+class LegInfo:
+    """One leg as the status shows it."""
+
+    leg_id: int
+    number: int
+    srtt: float | None
+    rto: float
+    inflight: int
+
+
+@dataclass(slots=True)
+class _Record:
+    """Something a leg carried that must be resent if the leg dies before confirming it:
+    a DATA range ``[start, end)`` of a stream, or a control frame."""
+
+    seq: int
+    stream_id: int
+    start: int
+    end: int
+    control: StreamFrame | None = None
+
+
+class _Leg:
+    __slots__ = (
+        "ack_here",
+        "inflight",
+        "last_ping_sent",
+        "last_recv",
+        "leg_id",
+        "link_pending",
+        "next_seq",
+        "number",
+        "ping_mark",
+        "pings",
+        "pongs",
+        "records",
+        "rto",
+        "rttvar",
+        "since_ping",
+        "srtt",
+    )
+
+    def __init__(self, leg_id: int, number: int, now: float) -> None:
+        self.leg_id = leg_id
+        self.number = number
+        self.link_pending = False
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = INITIAL_RTO
+        self.records: deque[_Record] = deque()
+        self.next_seq = 0
+        self.inflight = 0  # DATA bytes in ``records``
+        self.pings: dict[int, tuple[float, int]] = {}  # nonce -> (sent at, mark), in order
+        self.ping_mark = 0  # next_seq when the last PING was sent
+        self.since_ping = 0  # DATA bytes sent since the last PING
+        self.last_ping_sent = -math.inf
+        self.last_recv = now
+        self.pongs: list[int] = []
+        self.ack_here = False
+
+    def rtt_sample(self, r: float) -> None:
+        """RFC 6298 section 2.2-2.4, with our floor and ceiling on the RTO."""
+        if self.srtt is None:
+            self.srtt, self.rttvar = r, r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)))
+
+    def record(self, stream_id: int, start: int, end: int, control: StreamFrame | None) -> None:
+        self.records.append(_Record(self.next_seq, stream_id, start, end, control))
+        self.next_seq += 1
+        self.inflight += end - start
+        self.since_ping += end - start
+
+    def confirm(self, mark: int) -> None:
+        """Everything sent before ``mark`` reached the peer."""
+        while self.records and self.records[0].seq < mark:
+            rec = self.records.popleft()
+            self.inflight -= rec.end - rec.start
+
+    def prune(self, stream_id: int, acked: int) -> None:
+        """Drop the parts of ``stream_id``'s ranges the peer acknowledged."""
+        kept: deque[_Record] = deque()
+        for rec in self.records:
+            if rec.control is None and rec.stream_id == stream_id and rec.start < acked:
+                cut = min(acked, rec.end) - rec.start
+                self.inflight -= cut
+                rec.start += cut
+                if rec.start >= rec.end:
+                    continue
+            kept.append(rec)
+        self.records = kept
+
+    @property
+    def oldest_ping(self) -> float | None:
+        return next(iter(self.pings.values()))[0] if self.pings else None
+
+    def sort_key(self) -> tuple[float, int]:
+        return (math.inf if self.srtt is None else self.srtt, self.number)
+
+
+def link_token(frames: list[StreamFrame]) -> bytes | None:
+    """The session token if ``frames`` (one cell) begin with LINK, else None.
+
+    The final hop calls it on the first cell of a circuit to find the session to route
+    the circuit to.
+    """
+    if frames and isinstance(frames[0], LinkFrame):
+        return frames[0].token
+    return None
+
+
+class Session:
+    """One end of a multi-circuit session (``client`` opens streams and legs)."""
+
+    def __init__(
+        self,
+        *,
+        client: bool,
+        token: bytes,
+        payload_size: int,
+        now: float,
+        window: int = DEFAULT_WINDOW,
+        auto_consume: bool = True,
+        leg_cap: int = LEG_INFLIGHT_CAP,
+        grace: float = SESSION_GRACE,
+    ) -> None:
+        if len(token) != TOKEN_SIZE:
+            raise LocalProtocolError("a session token is 16 bytes")
+        if payload_size < MIN_PAYLOAD:
+            raise LocalProtocolError(f"cell payloads must hold at least {MIN_PAYLOAD} bytes")
+        self.client = client
+        self.token = token
+        self.payload_size = payload_size
+        self.window = window
+        self.auto_consume = auto_consume
+        self.leg_cap = leg_cap
+        self.grace = grace
+        self.streams: dict[int, Stream] = {}
+        self._legs: dict[int, _Leg] = {}
+        self._gone_legs: deque[int] = deque(maxlen=2 * MAX_LEGS)
+        self._legs_added = 0
+        self._events: deque[SessionEvent] = deque()
+        self._control: deque[OpenFrame | ConnectedFrame | ResetFrame] = deque()
+        self._resend: deque[_Record] = deque()
+        self._unconfirmed: set[int] = set()  # client streams the server has not answered
+        self._next_stream = 1  # client: the next id to open
+        self._open_floor = 1  # server: every id below was opened (or refused)
+        self._open_above: set[int] = set()  # server: ids opened at or above the floor
+        self._nonce = 0
+        self._no_legs_since: float | None = now
+        self.failed = False
+        self.failovers = 0  # legs lost with records to resend
+
+    # -- legs ---------------------------------------------------------------------------
+    def add_leg(self, leg_id: int, now: float) -> None:
+        """Client: start using the circuit ``leg_id`` (it sends LINK first).
+
+        Raises LocalProtocolError on the server, after failure, for a known id or beyond
+        :data:`MAX_LEGS` legs.
+        """
+        if not self.client:
+            raise LocalProtocolError("the server adopts legs by their LINK")
+        if self.failed:
+            raise LocalProtocolError("the session failed")
+        if leg_id in self._legs:
+            raise LocalProtocolError(f"leg {leg_id} exists")
+        if len(self._legs) >= MAX_LEGS:
+            raise LocalProtocolError(f"a session has at most {MAX_LEGS} legs")
+        leg = self._new_leg(leg_id, self._legs_added % 256, now)
+        leg.link_pending = True
+
+    def _new_leg(self, leg_id: int, number: int, now: float) -> _Leg:
+        leg = self._legs[leg_id] = _Leg(leg_id, number, now)
+        self._legs_added += 1
+        self._no_legs_since = None
+        return leg
+
+    def leg_closed(self, leg_id: int, now: float) -> None:
+        """The circuit of ``leg_id`` is gone: resend what it carried on the others."""
+        leg = self._legs.get(leg_id)
+        if leg is not None:
+            self._lose(leg, "closed", now)
+
+    def _lose(self, leg: _Leg, reason: str, now: float) -> None:
+        del self._legs[leg.leg_id]
+        self._gone_legs.append(leg.leg_id)
+        if leg.records:
+            self.failovers += 1
+            self._resend.extend(leg.records)
+        for sid, stream in self.streams.items():
+            if sid not in self._unconfirmed:  # the peer may not know it yet
+                stream.request_ack()
+        self._events.append(LegLost(leg.leg_id, reason))
+        if not self._legs:
+            self._no_legs_since = now
+
+    @property
+    def leg_ids(self) -> list[int]:
+        return list(self._legs)
+
+    def legs(self) -> list[LegInfo]:
+        """The live legs, fastest first."""
+        return [
+            LegInfo(leg.leg_id, leg.number, leg.srtt, self._rto(leg), leg.inflight)
+            for leg in sorted(self._legs.values(), key=_Leg.sort_key)
+        ]
+
+    # -- streams ------------------------------------------------------------------------
+    def open_stream(self, target: str) -> Stream:
+        """Client: open a stream to ``target``; write to it once StreamConnected arrives
+        (earlier writes wait).  Raises LocalProtocolError on the server or at the limit."""
+        if not self.client:
+            raise LocalProtocolError("only the client opens streams")
+        if len(self.streams) >= MAX_STREAMS or self._next_stream > 0xFFFFFFFF:
+            raise LocalProtocolError("too many streams")
+        if len(target.encode()) > 255:
+            raise LocalProtocolError("stream target too long")
+        sid = self._next_stream
+        self._next_stream += 1
+        stream = self.streams[sid] = self._stream(sid)
+        self._unconfirmed.add(sid)
+        self._control.append(OpenFrame(sid, target))
+        return stream
+
+    def accept_stream(self, stream_id: int) -> None:
+        """Server: tell the client its stream reached the target."""
+        if self.client or stream_id not in self.streams:
+            raise LocalProtocolError(f"no stream {stream_id} to accept")
+        self._control.append(ConnectedFrame(stream_id))
+
+    def reset_stream(self, stream_id: int, code: int) -> None:
+        """Abandon a stream and tell the peer."""
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.state = StreamState.RESET
+            self._unconfirmed.discard(stream_id)
+            self._control.append(ResetFrame(stream_id, code))
+
+    def _stream(self, sid: int) -> Stream:
+        return Stream(sid, window=self.window, auto_consume=self.auto_consume)
+
+    # -- receiving ----------------------------------------------------------------------
+    def receive(self, leg_id: int, frames: list[StreamFrame], now: float) -> None:
+        """Apply the frames of one cell that arrived on ``leg_id``.
+
+        The server adopts an unknown leg whose cell begins with LINK for this session.
+        Raises RemoteProtocolError for a protocol violation (the driver closes the leg
+        and calls :meth:`leg_closed`); cells of legs already gone are dropped.
+        """
+        if self.failed:
+            return
+        leg = self._legs.get(leg_id)
+        if leg is None:
+            if self.client or leg_id in self._gone_legs:
+                return
+            leg = self._adopt(leg_id, frames, now)
+            frames = frames[1:]
+        leg.last_recv = now
+        for frame in frames:
+            self._apply(leg, frame, now)
+
+    def _adopt(self, leg_id: int, frames: list[StreamFrame], now: float) -> _Leg:
+        first = frames[0] if frames else None
+        if not isinstance(first, LinkFrame):
+            raise RemoteProtocolError("a new leg must begin with LINK")
+        if not hmac.compare_digest(first.token, self.token):
+            raise RemoteProtocolError("LINK names another session")
+        if len(self._legs) >= MAX_LEGS:
+            raise RemoteProtocolError(f"more than {MAX_LEGS} legs", CloseCode.RESOURCE)
+        return self._new_leg(leg_id, first.leg, now)
+
+    def _apply(self, leg: _Leg, frame: StreamFrame, now: float) -> None:
+        match frame:
+            case PingFrame(nonce):
+                if len(leg.pongs) < MAX_PONGS:
+                    leg.pongs.append(nonce)
+                leg.ack_here = True
+            case PongFrame(nonce):
+                self._pong(leg, nonce, now)
+            case DataFrame() | AckFrame() | ResetFrame() | ConnectedFrame():
+                stream = self._known_stream(frame.stream_id)
+                if stream is not None:
+                    self._stream_frame(stream, frame)
+            case OpenFrame():
+                self._peer_open(frame)
+            case LinkFrame():
+                raise RemoteProtocolError("LINK on a leg already linked")
+            case PaddingFrame():
+                pass
+
+    def _pong(self, leg: _Leg, nonce: int, now: float) -> None:
+        entry = leg.pings.get(nonce)
+        if entry is None:
+            return  # not ours, or answered already: nothing to learn
+        sent_at, mark = entry
+        # a circuit is in order: PINGs sent before this one were answered or lost with it
+        for older in list(leg.pings):
+            del leg.pings[older]
+            if older == nonce:
+                break
+        leg.rtt_sample(max(0.0, now - sent_at))
+        leg.confirm(mark)
+
+    def _known_stream(self, sid: int) -> Stream | None:
+        """The stream ``sid``, None for a closed one; raises for an id never opened."""
+        stream = self.streams.get(sid)
+        if stream is not None:
+            return stream
+        if self.client:
+            if sid >= self._next_stream or sid == 0:
+                raise RemoteProtocolError(f"frame for stream {sid}, never opened")
+        elif sid >= self._open_floor and sid not in self._open_above:
+            raise RemoteProtocolError(f"frame for stream {sid}, never opened")
+        return None
+
+    def _stream_frame(self, stream: Stream, frame: StreamFrame) -> None:
+        sid = stream.stream_id
+        if isinstance(frame, ConnectedFrame):
+            if not self.client:
+                raise RemoteProtocolError("CONNECTED from the client")
+            self._confirm(sid)
+            return
+        if isinstance(frame, ResetFrame):
+            stream.receive(frame)
+            del self.streams[sid]
+            self._unconfirmed.discard(sid)
+            self._events.append(StreamReset(sid, frame.code))
+            return
+        if isinstance(frame, DataFrame):
+            if self.client:
+                self._confirm(sid)  # data implies the target was reached
+            was_finished = stream.peer_finished
+            data = stream.receive(frame)
+            if data:
+                self._events.append(StreamData(sid, data))
+                if stream.unreported >= ACK_EVERY:
+                    stream.request_ack()
+            if stream.peer_finished and not was_finished:
+                self._events.append(StreamFinished(sid))
+        else:
+            acked = stream.acked
+            stream.receive(frame)
+            if stream.acked > acked:
+                for leg in self._legs.values():
+                    leg.prune(sid, stream.acked)
+        self._drop_if_finished(stream)
+
+    def _confirm(self, sid: int) -> None:
+        if sid in self._unconfirmed:
+            self._unconfirmed.discard(sid)
+            self._events.append(StreamConnected(sid))
+
+    def _peer_open(self, frame: OpenFrame) -> None:
+        sid = frame.stream_id
+        if self.client:
+            raise RemoteProtocolError("the server opened a stream")
+        if sid == 0:
+            raise RemoteProtocolError("stream id 0")
+        if sid < self._open_floor or sid in self._open_above:
+            return  # resent after a leg was lost: the first copy won
+        if len(self._open_above) >= MAX_OPEN_GAPS:
+            raise RemoteProtocolError("stream ids too sparse", CloseCode.RESOURCE)
+        self._open_above.add(sid)
+        while self._open_floor in self._open_above:
+            self._open_above.discard(self._open_floor)
+            self._open_floor += 1
+        if len(self.streams) >= MAX_STREAMS:
+            self._queue_control(ResetFrame(sid, CloseCode.RESOURCE))
+            return
+        self.streams[sid] = self._stream(sid)
+        self._events.append(StreamOpened(sid, frame.target))
+
+    def _queue_control(self, frame: ResetFrame) -> None:
+        if len(self._control) >= MAX_CONTROL:
+            raise RemoteProtocolError("too many control frames pending", CloseCode.RESOURCE)
+        self._control.append(frame)
+
+    def _drop_if_finished(self, stream: Stream) -> None:
+        if stream.finished and not stream.ack_due:
+            del self.streams[stream.stream_id]
+
+    # -- timers -------------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` (and then :meth:`cells_to_send`) should run next."""
+        if self.failed:
+            return None
+        times: list[float] = []
+        if self._no_legs_since is not None:
+            times.append(self._no_legs_since + self.grace)
+        for leg in self._legs.values():
+            oldest = leg.oldest_ping
+            if oldest is not None:  # the stall checks of handle_timer
+                rto = self._rto(leg)
+                times.append(min(max(oldest + rto, leg.last_recv + rto / 2), oldest + 3 * rto))
+            due = self._ping_due(leg)
+            if due is not None:
+                times.append(due)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        """Declare stalled legs lost and fail a session left without legs too long."""
+        if self.failed:
+            return
+        for leg in list(self._legs.values()):
+            oldest = leg.oldest_ping
+            if oldest is None:
+                continue
+            rto = self._rto(leg)
+            # the same sums as get_timer, so a timer at that instant fires
+            silent = now >= oldest + rto and now >= leg.last_recv + rto / 2
+            if silent or now >= oldest + 3 * rto:
+                self._lose(leg, "stalled", now)
+        if self._no_legs_since is not None and now >= self._no_legs_since + self.grace:
+            self.failed = True
+            self._events.append(SessionFailed(f"no leg for {self.grace:g} s"))
+
+    def _rto(self, leg: _Leg) -> float:
+        """The leg's RTO; before its first sample, twice the slowest measured leg's SRTT
+        (legs end at the same hop), or :data:`INITIAL_RTO` if none is measured."""
+        if leg.srtt is not None:
+            return leg.rto
+        srtts = [other.srtt for other in self._legs.values() if other.srtt is not None]
+        return max(MIN_RTO, 2 * max(srtts)) if srtts else INITIAL_RTO
+
+    def _ping_due(self, leg: _Leg) -> float | None:
+        """When ``leg`` should get its next PING (None: not while PINGs are unanswered)."""
+        if len(leg.pings) >= MAX_PINGS:
+            return None
+        if leg.srtt is None:
+            return None if leg.pings else -math.inf  # measure a new leg at once
+        if leg.next_seq > leg.ping_mark:  # carried something since its last PING
+            return leg.last_ping_sent + leg.rto / 4
+        if leg.pings:
+            return None
+        return leg.last_ping_sent + IDLE_PING_INTERVAL
+
+    def next_event(self) -> SessionEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- sending ------------------------------------------------------------------------
+    def cells_to_send(self, now: float) -> list[tuple[int, list[StreamFrame]]]:
+        """Every cell to send now: ``(leg_id, frames)``, each list fitting one cell."""
+        if self.failed or not self._legs:
+            return []
+        out = _Cells(self.payload_size)
+        for leg in self._legs.values():
+            if leg.link_pending:
+                leg.link_pending = False
+                out.put(leg, LinkFrame(self.token, leg.number))
+            for nonce in leg.pongs:
+                out.put(leg, PongFrame(nonce))
+            leg.pongs.clear()
+            if leg.ack_here:
+                leg.ack_here = False
+                for stream in list(self.streams.values()):
+                    if stream.state is StreamState.OPEN and (stream.ack_due or stream.unreported):
+                        self._put_ack(out, leg, stream)
+        self._send_control(out)
+        self._send_resends(out, now)
+        self._send_new_data(out, now)
+        for leg in self._legs.values():
+            due = self._ping_due(leg)
+            if due is not None and due <= now:
+                self._ping(out, leg, now)
+        return out.finish()
+
+    def _ping(self, out: "_Cells", leg: _Leg, now: float) -> None:
+        self._nonce += 1
+        out.put(leg, PingFrame(self._nonce))
+        leg.pings[self._nonce] = (now, leg.next_seq)
+        leg.ping_mark = leg.next_seq
+        leg.last_ping_sent = now
+        leg.since_ping = 0
+
+    def _put_data(self, out: "_Cells", leg: _Leg, frame: DataFrame, now: float) -> None:
+        """Send ``frame`` on ``leg``, with a PING after every :data:`PING_BYTES` so that
+        PONGs keep coming back while a burst drains."""
+        out.put(leg, frame)
+        leg.record(frame.stream_id, frame.offset, frame.offset + len(frame.data), None)
+        if leg.since_ping >= PING_BYTES and len(leg.pings) < MAX_PINGS:
+            self._ping(out, leg, now)
+
+    def _fastest(self) -> _Leg | None:
+        """The lowest-RTT leg with fewer than :data:`MAX_LEG_RECORDS` records."""
+        legs = [leg for leg in self._legs.values() if len(leg.records) < MAX_LEG_RECORDS]
+        return min(legs, key=_Leg.sort_key) if legs else None
+
+    def _put_ack(self, out: "_Cells", leg: _Leg, stream: Stream) -> None:
+        ack = stream.ack_frame()
+        out.put(leg, ack)
+        if ack.fin:  # the stream may be dropped now: keep the final ACK resendable
+            leg.record(stream.stream_id, 0, 0, ack)
+        self._drop_if_finished(stream)
+
+    def _send_control(self, out: "_Cells") -> None:
+        while self._control:
+            leg = self._fastest()
+            if leg is None:
+                return
+            frame = self._control.popleft()
+            out.put(leg, frame)
+            leg.record(frame.stream_id, 0, 0, frame)
+        for stream in list(self.streams.values()):
+            if stream.ack_due and stream.state is StreamState.OPEN:
+                leg = self._fastest()
+                if leg is None:
+                    return
+                self._put_ack(out, leg, stream)
+
+    def _send_resends(self, out: "_Cells", now: float) -> None:
+        while self._resend:
+            rec = self._resend[0]
+            if rec.control is not None:
+                leg = self._fastest()
+                if leg is None:
+                    return
+                out.put(leg, rec.control)
+                leg.record(rec.stream_id, 0, 0, rec.control)
+                self._resend.popleft()
+                continue
+            stream = self.streams.get(rec.stream_id)
+            if stream is None or (rec.start >= rec.end and not stream.fin_sent):
+                self._resend.popleft()
+                continue
+            legs = [
+                leg
+                for leg in self._legs.values()
+                if leg.inflight < 2 * self.leg_cap and len(leg.records) < MAX_LEG_RECORDS
+            ]
+            if not legs:
+                return
+            leg = min(legs, key=_Leg.sort_key)
+            frame = stream.resend_frame(rec.start, rec.end, out.room_for_data(leg))
+            if frame is None:
+                self._resend.popleft()
+                continue
+            self._put_data(out, leg, frame, now)
+            end = frame.offset + len(frame.data)
+            if end >= rec.end:
+                self._resend.popleft()
+            else:
+                rec.start = end
+
+    def _send_new_data(self, out: "_Cells", now: float) -> None:
+        progress = True
+        while progress:
+            progress = False
+            for stream in list(self.streams.values()):
+                if stream.stream_id in self._unconfirmed or not stream.has_data_to_send:
+                    continue
+                leg = self._pick_leg(now)
+                if leg is None:
+                    return
+                frame = stream.data_frame(out.room_for_data(leg))
+                if frame is None:
+                    continue
+                self._put_data(out, leg, frame, now)
+                progress = True
+
+    def _pick_leg(self, now: float) -> _Leg | None:
+        """LowRTT with the BLEST-style rule of the module docstring."""
+        legs = list(self._legs.values())
+        measured = [leg for leg in legs if leg.srtt is not None]
+        if not measured:  # nothing measured yet: the first leg, while it has room
+            first = min(legs, key=_Leg.sort_key)
+            return first if self._has_room(first) else None
+        fastest = min(measured, key=_Leg.sort_key)
+        with_room = [leg for leg in measured if self._has_room(leg)]
+        if not with_room:
+            return None
+        best = min(with_room, key=_Leg.sort_key)
+        if best is fastest:
+            return best
+        assert best.srtt is not None and fastest.srtt is not None
+        oldest = fastest.oldest_ping
+        wait = fastest.srtt if oldest is None else max(0.0, oldest + fastest.srtt - now)
+        return best if best.srtt / 2 < wait + fastest.srtt / 2 else None
+
+    def _has_room(self, leg: _Leg) -> bool:
+        return leg.inflight < self.leg_cap and len(leg.records) < MAX_LEG_RECORDS
+
+
+class _Cells:
+    """The cells being filled in one :meth:`Session.cells_to_send`, one builder per leg."""
+
+    def __init__(self, payload_size: int) -> None:
+        self.payload_size = payload_size
+        self.builders: dict[int, CellBuilder] = {}
+        self.cells: list[tuple[int, list[StreamFrame]]] = []
+
+    def put(self, leg: _Leg, frame: StreamFrame) -> None:
+        builder = self.builders.get(leg.leg_id)
+        if builder is not None and builder.add(frame):
+            return
+        if builder is not None:
+            self._flush(leg.leg_id, builder)
+        builder = self.builders[leg.leg_id] = CellBuilder(self.payload_size)
+        if not builder.add(frame):
+            raise LocalProtocolError("a frame larger than a cell")
+
+    def room_for_data(self, leg: _Leg) -> int:
+        """The DATA bytes that fit in the leg's cell (a fresh cell if this one is full)."""
+        builder = self.builders.get(leg.leg_id)
+        if builder is None or builder.room <= DATA_OVERHEAD:
+            if builder is not None:
+                self._flush(leg.leg_id, builder)
+            builder = self.builders[leg.leg_id] = CellBuilder(self.payload_size)
+        return builder.room - DATA_OVERHEAD
+
+    def _flush(self, leg_id: int, builder: CellBuilder) -> None:
+        if not builder.empty:
+            self.cells.append((leg_id, builder.frames))
+
+    def finish(self) -> list[tuple[int, list[StreamFrame]]]:
+        for leg_id, builder in self.builders.items():
+            self._flush(leg_id, builder)
+        self.builders.clear()
+        return self.cells
