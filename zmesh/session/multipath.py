@@ -68,10 +68,8 @@ from .endpoint import (
     StreamReset,
 )
 from .frames import (
-    DATA_OVERHEAD,
     TOKEN_SIZE,
     AckFrame,
-    CellBuilder,
     ConnectedFrame,
     DataFrame,
     LinkFrame,
@@ -82,6 +80,7 @@ from .frames import (
     ResetFrame,
     StreamFrame,
 )
+from .legs import INITIAL_RTO, MIN_RTO, Cells, Leg, LegInfo, Record
 from .stream import DEFAULT_WINDOW, Stream, StreamState
 
 MAX_LEGS = 4
@@ -93,10 +92,6 @@ MAX_CONTROL = 1024  # control frames waiting for a leg
 MAX_OPEN_GAPS = 4096  # stream ids seen above the lowest id not seen yet (server)
 ACK_EVERY = 64 * 1024
 PING_BYTES = 32 * 1024  # a busy leg gets a PING after this many DATA bytes
-INITIAL_RTO = 1.0  # RFC 6298 section 2.1
-MIN_RTO = 0.2  # RFC 6298 says 1 s; a failover must stall for less than a second
-MAX_RTO = 10.0
-CLOCK_GRANULARITY = 0.001
 IDLE_PING_INTERVAL = 0.5
 SESSION_GRACE = 10.0
 MIN_PAYLOAD = 512  # the largest control frame (OPEN) is 261 bytes
@@ -121,109 +116,6 @@ class SessionFailed:
 
 
 SessionEvent = StreamEvent | LegLost | SessionFailed
-
-
-@dataclass(frozen=True, slots=True)
-class LegInfo:
-    """One leg as the status shows it."""
-
-    leg_id: int
-    number: int
-    srtt: float | None
-    rto: float
-    inflight: int
-
-
-@dataclass(slots=True)
-class _Record:
-    """Something a leg carried that must be resent if the leg dies before confirming it:
-    a DATA range ``[start, end)`` of a stream, or a control frame."""
-
-    seq: int
-    stream_id: int
-    start: int
-    end: int
-    control: StreamFrame | None = None
-
-
-class _Leg:
-    __slots__ = (
-        "ack_here",
-        "inflight",
-        "last_ping_sent",
-        "last_recv",
-        "leg_id",
-        "link_pending",
-        "next_seq",
-        "number",
-        "ping_mark",
-        "pings",
-        "pongs",
-        "records",
-        "rto",
-        "rttvar",
-        "since_ping",
-        "srtt",
-    )
-
-    def __init__(self, leg_id: int, number: int, now: float) -> None:
-        self.leg_id = leg_id
-        self.number = number
-        self.link_pending = False
-        self.srtt: float | None = None
-        self.rttvar = 0.0
-        self.rto = INITIAL_RTO
-        self.records: deque[_Record] = deque()
-        self.next_seq = 0
-        self.inflight = 0  # DATA bytes in ``records``
-        self.pings: dict[int, tuple[float, int]] = {}  # nonce -> (sent at, mark), in order
-        self.ping_mark = 0  # next_seq when the last PING was sent
-        self.since_ping = 0  # DATA bytes sent since the last PING
-        self.last_ping_sent = -math.inf
-        self.last_recv = now
-        self.pongs: list[int] = []
-        self.ack_here = False
-
-    def rtt_sample(self, r: float) -> None:
-        """RFC 6298 section 2.2-2.4, with our floor and ceiling on the RTO."""
-        if self.srtt is None:
-            self.srtt, self.rttvar = r, r / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
-            self.srtt = 0.875 * self.srtt + 0.125 * r
-        self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + max(CLOCK_GRANULARITY, 4 * self.rttvar)))
-
-    def record(self, stream_id: int, start: int, end: int, control: StreamFrame | None) -> None:
-        self.records.append(_Record(self.next_seq, stream_id, start, end, control))
-        self.next_seq += 1
-        self.inflight += end - start
-        self.since_ping += end - start
-
-    def confirm(self, mark: int) -> None:
-        """Everything sent before ``mark`` reached the peer."""
-        while self.records and self.records[0].seq < mark:
-            rec = self.records.popleft()
-            self.inflight -= rec.end - rec.start
-
-    def prune(self, stream_id: int, acked: int) -> None:
-        """Drop the parts of ``stream_id``'s ranges the peer acknowledged."""
-        kept: deque[_Record] = deque()
-        for rec in self.records:
-            if rec.control is None and rec.stream_id == stream_id and rec.start < acked:
-                cut = min(acked, rec.end) - rec.start
-                self.inflight -= cut
-                rec.start += cut
-                if rec.start >= rec.end:
-                    continue
-            kept.append(rec)
-        self.records = kept
-
-    @property
-    def oldest_ping(self) -> float | None:
-        return next(iter(self.pings.values()))[0] if self.pings else None
-
-    def sort_key(self) -> tuple[float, int]:
-        return (math.inf if self.srtt is None else self.srtt, self.number)
 
 
 def link_token(frames: list[StreamFrame]) -> bytes | None:
@@ -264,12 +156,12 @@ class Session:
         self.leg_cap = leg_cap
         self.grace = grace
         self.streams: dict[int, Stream] = {}
-        self._legs: dict[int, _Leg] = {}
+        self._legs: dict[int, Leg] = {}
         self._gone_legs: deque[int] = deque(maxlen=2 * MAX_LEGS)
         self._legs_added = 0
         self._events: deque[SessionEvent] = deque()
         self._control: deque[OpenFrame | ConnectedFrame | ResetFrame] = deque()
-        self._resend: deque[_Record] = deque()
+        self._resend: deque[Record] = deque()
         self._unconfirmed: set[int] = set()  # client streams the server has not answered
         self._next_stream = 1  # client: the next id to open
         self._open_floor = 1  # server: every id below was opened (or refused)
@@ -297,8 +189,8 @@ class Session:
         leg = self._new_leg(leg_id, self._legs_added % 256, now)
         leg.link_pending = True
 
-    def _new_leg(self, leg_id: int, number: int, now: float) -> _Leg:
-        leg = self._legs[leg_id] = _Leg(leg_id, number, now)
+    def _new_leg(self, leg_id: int, number: int, now: float) -> Leg:
+        leg = self._legs[leg_id] = Leg(leg_id, number, now)
         self._legs_added += 1
         self._no_legs_since = None
         return leg
@@ -309,7 +201,7 @@ class Session:
         if leg is not None:
             self._lose(leg, "closed", now)
 
-    def _lose(self, leg: _Leg, reason: str, now: float) -> None:
+    def _lose(self, leg: Leg, reason: str, now: float) -> None:
         del self._legs[leg.leg_id]
         self._gone_legs.append(leg.leg_id)
         if leg.records:
@@ -330,7 +222,7 @@ class Session:
         """The live legs, fastest first."""
         return [
             LegInfo(leg.leg_id, leg.number, leg.srtt, self._rto(leg), leg.inflight)
-            for leg in sorted(self._legs.values(), key=_Leg.sort_key)
+            for leg in sorted(self._legs.values(), key=Leg.sort_key)
         ]
 
     # -- streams ------------------------------------------------------------------------
@@ -387,7 +279,7 @@ class Session:
         for frame in frames:
             self._apply(leg, frame, now)
 
-    def _adopt(self, leg_id: int, frames: list[StreamFrame], now: float) -> _Leg:
+    def _adopt(self, leg_id: int, frames: list[StreamFrame], now: float) -> Leg:
         first = frames[0] if frames else None
         if not isinstance(first, LinkFrame):
             raise RemoteProtocolError("a new leg must begin with LINK")
@@ -397,7 +289,7 @@ class Session:
             raise RemoteProtocolError(f"more than {MAX_LEGS} legs", CloseCode.RESOURCE)
         return self._new_leg(leg_id, first.leg, now)
 
-    def _apply(self, leg: _Leg, frame: StreamFrame, now: float) -> None:
+    def _apply(self, leg: Leg, frame: StreamFrame, now: float) -> None:
         match frame:
             case PingFrame(nonce):
                 if len(leg.pongs) < MAX_PONGS:
@@ -416,7 +308,7 @@ class Session:
             case PaddingFrame():
                 pass
 
-    def _pong(self, leg: _Leg, nonce: int, now: float) -> None:
+    def _pong(self, leg: Leg, nonce: int, now: float) -> None:
         entry = leg.pings.get(nonce)
         if entry is None:
             return  # not ours, or answered already: nothing to learn
@@ -542,7 +434,7 @@ class Session:
             self.failed = True
             self._events.append(SessionFailed(f"no leg for {self.grace:g} s"))
 
-    def _rto(self, leg: _Leg) -> float:
+    def _rto(self, leg: Leg) -> float:
         """The leg's RTO; before its first sample, twice the slowest measured leg's SRTT
         (legs end at the same hop), or :data:`INITIAL_RTO` if none is measured."""
         if leg.srtt is not None:
@@ -550,7 +442,7 @@ class Session:
         srtts = [other.srtt for other in self._legs.values() if other.srtt is not None]
         return max(MIN_RTO, 2 * max(srtts)) if srtts else INITIAL_RTO
 
-    def _ping_due(self, leg: _Leg) -> float | None:
+    def _ping_due(self, leg: Leg) -> float | None:
         """When ``leg`` should get its next PING (None: not while PINGs are unanswered)."""
         if len(leg.pings) >= MAX_PINGS:
             return None
@@ -570,7 +462,7 @@ class Session:
         """Every cell to send now: ``(leg_id, frames)``, each list fitting one cell."""
         if self.failed or not self._legs:
             return []
-        out = _Cells(self.payload_size)
+        out = Cells(self.payload_size)
         for leg in self._legs.values():
             if leg.link_pending:
                 leg.link_pending = False
@@ -592,7 +484,7 @@ class Session:
                 self._ping(out, leg, now)
         return out.finish()
 
-    def _ping(self, out: "_Cells", leg: _Leg, now: float) -> None:
+    def _ping(self, out: Cells, leg: Leg, now: float) -> None:
         self._nonce += 1
         out.put(leg, PingFrame(self._nonce))
         leg.pings[self._nonce] = (now, leg.next_seq)
@@ -600,7 +492,7 @@ class Session:
         leg.last_ping_sent = now
         leg.since_ping = 0
 
-    def _put_data(self, out: "_Cells", leg: _Leg, frame: DataFrame, now: float) -> None:
+    def _put_data(self, out: Cells, leg: Leg, frame: DataFrame, now: float) -> None:
         """Send ``frame`` on ``leg``, with a PING after every :data:`PING_BYTES` so that
         PONGs keep coming back while a burst drains."""
         out.put(leg, frame)
@@ -608,19 +500,19 @@ class Session:
         if leg.since_ping >= PING_BYTES and len(leg.pings) < MAX_PINGS:
             self._ping(out, leg, now)
 
-    def _fastest(self) -> _Leg | None:
+    def _fastest(self) -> Leg | None:
         """The lowest-RTT leg with fewer than :data:`MAX_LEG_RECORDS` records."""
         legs = [leg for leg in self._legs.values() if len(leg.records) < MAX_LEG_RECORDS]
-        return min(legs, key=_Leg.sort_key) if legs else None
+        return min(legs, key=Leg.sort_key) if legs else None
 
-    def _put_ack(self, out: "_Cells", leg: _Leg, stream: Stream) -> None:
+    def _put_ack(self, out: Cells, leg: Leg, stream: Stream) -> None:
         ack = stream.ack_frame()
         out.put(leg, ack)
         if ack.fin:  # the stream may be dropped now: keep the final ACK resendable
             leg.record(stream.stream_id, 0, 0, ack)
         self._drop_if_finished(stream)
 
-    def _send_control(self, out: "_Cells") -> None:
+    def _send_control(self, out: Cells) -> None:
         while self._control:
             leg = self._fastest()
             if leg is None:
@@ -635,7 +527,7 @@ class Session:
                     return
                 self._put_ack(out, leg, stream)
 
-    def _send_resends(self, out: "_Cells", now: float) -> None:
+    def _send_resends(self, out: Cells, now: float) -> None:
         while self._resend:
             rec = self._resend[0]
             if rec.control is not None:
@@ -657,7 +549,7 @@ class Session:
             ]
             if not legs:
                 return
-            leg = min(legs, key=_Leg.sort_key)
+            leg = min(legs, key=Leg.sort_key)
             frame = stream.resend_frame(rec.start, rec.end, out.room_for_data(leg))
             if frame is None:
                 self._resend.popleft()
@@ -669,7 +561,7 @@ class Session:
             else:
                 rec.start = end
 
-    def _send_new_data(self, out: "_Cells", now: float) -> None:
+    def _send_new_data(self, out: Cells, now: float) -> None:
         progress = True
         while progress:
             progress = False
@@ -685,18 +577,18 @@ class Session:
                 self._put_data(out, leg, frame, now)
                 progress = True
 
-    def _pick_leg(self, now: float) -> _Leg | None:
+    def _pick_leg(self, now: float) -> Leg | None:
         """LowRTT with the BLEST-style rule of the module docstring."""
         legs = list(self._legs.values())
         measured = [leg for leg in legs if leg.srtt is not None]
         if not measured:  # nothing measured yet: the first leg, while it has room
-            first = min(legs, key=_Leg.sort_key)
+            first = min(legs, key=Leg.sort_key)
             return first if self._has_room(first) else None
-        fastest = min(measured, key=_Leg.sort_key)
+        fastest = min(measured, key=Leg.sort_key)
         with_room = [leg for leg in measured if self._has_room(leg)]
         if not with_room:
             return None
-        best = min(with_room, key=_Leg.sort_key)
+        best = min(with_room, key=Leg.sort_key)
         if best is fastest:
             return best
         assert best.srtt is not None and fastest.srtt is not None
@@ -704,43 +596,5 @@ class Session:
         wait = fastest.srtt if oldest is None else max(0.0, oldest + fastest.srtt - now)
         return best if best.srtt / 2 < wait + fastest.srtt / 2 else None
 
-    def _has_room(self, leg: _Leg) -> bool:
+    def _has_room(self, leg: Leg) -> bool:
         return leg.inflight < self.leg_cap and len(leg.records) < MAX_LEG_RECORDS
-
-
-class _Cells:
-    """The cells being filled in one :meth:`Session.cells_to_send`, one builder per leg."""
-
-    def __init__(self, payload_size: int) -> None:
-        self.payload_size = payload_size
-        self.builders: dict[int, CellBuilder] = {}
-        self.cells: list[tuple[int, list[StreamFrame]]] = []
-
-    def put(self, leg: _Leg, frame: StreamFrame) -> None:
-        builder = self.builders.get(leg.leg_id)
-        if builder is not None and builder.add(frame):
-            return
-        if builder is not None:
-            self._flush(leg.leg_id, builder)
-        builder = self.builders[leg.leg_id] = CellBuilder(self.payload_size)
-        if not builder.add(frame):
-            raise LocalProtocolError("a frame larger than a cell")
-
-    def room_for_data(self, leg: _Leg) -> int:
-        """The DATA bytes that fit in the leg's cell (a fresh cell if this one is full)."""
-        builder = self.builders.get(leg.leg_id)
-        if builder is None or builder.room <= DATA_OVERHEAD:
-            if builder is not None:
-                self._flush(leg.leg_id, builder)
-            builder = self.builders[leg.leg_id] = CellBuilder(self.payload_size)
-        return builder.room - DATA_OVERHEAD
-
-    def _flush(self, leg_id: int, builder: CellBuilder) -> None:
-        if not builder.empty:
-            self.cells.append((leg_id, builder.frames))
-
-    def finish(self) -> list[tuple[int, list[StreamFrame]]]:
-        for leg_id, builder in self.builders.items():
-            self._flush(leg_id, builder)
-        self.builders.clear()
-        return self.cells
