@@ -129,14 +129,14 @@ def status_document(
     """The status document (see the module doc) of a node with these figures.
 
     Circuits are listed by id, at most MAX_LISTED of them (``circuits_total`` counts them
-    all); links are sorted.  No I/O."""
+    all); links are sorted, each peer once.  No I/O."""
     listed = sorted(circuits, key=lambda c: c.cid)
     return {
         "version": VERSION,
         "role": role,
         "uptime_s": round(uptime, 1),
         "node_id": None if node_id is None else node_id.hex(),
-        "links": sorted(peer.hex() for peer in links),
+        "links": sorted({peer.hex() for peer in links}),  # both sides may have dialled
         "relays_known": relays_known,
         "relayed_circuits": relayed_circuits,
         "streams_waiting": streams_waiting,
@@ -311,7 +311,7 @@ async def start_control(address: str, snapshot: Snapshot) -> tuple[ControlServer
     except (OSError, ValueError) as exc:
         return None, f"Status: not served ({address}: {exc})."
     shown = f"[{host}]" if ":" in host else host
-    hint = "" if bound == port or port != 0 else f" --control {shown}:{bound}"
+    hint = "" if address == DEFAULT_CONTROL else f" --control {shown}:{bound}"
     return server, f"Status: `zmesh status{hint}` (GET http://{shown}:{bound}/status)."
 
 
