@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import h11
@@ -79,7 +79,7 @@ class Request:
     path: str
     body: bytes
     #: the header fields as h11 gives them (names lower-case), for servers that check them
-    headers: tuple[tuple[bytes, bytes], ...] = ()
+    headers: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False)
 
 
 Handler = Callable[[Request], Awaitable[tuple[str, bytes]]]
