@@ -24,7 +24,7 @@ def test_parse_size_rejects(text: str) -> None:
         parse_size(text)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["status", "--help"]])
 def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -46,6 +46,9 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["demo", "--loss", "1.5"],
         ["demo", "--latency", "-3"],
         ["up", "--relays", "x"],
+        ["up", "--control", "nowhere"],
+        ["status", "--control", "127.0.0.1:99999"],
+        ["proxy", "--control", "x"],
         ["frobnicate"],
     ],
 )

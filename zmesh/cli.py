@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import __version__
+from .runtime.control import DEFAULT_CONTROL
 from .runtime.processes import MAX_RELAYS, MIN_RELAYS
 from .sim.demo import DemoError, DemoResult, run_demo
 from .sim.network import LinkModel
@@ -199,6 +200,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         loopback=args.loopback,
         keep_trying=args.keep_trying,
         log_hops=args.log_hops,
+        control=None if args.control == "off" else args.control,
     )
     return main_proxy(opts)
 
@@ -208,7 +210,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     data = Path(args.data) if args.data else None
     web = None if args.web == "off" else args.web
-    return main_up(UpOptions(args.relays, args.socks, data, args.verbose, web))
+    control = None if args.control == "off" else args.control
+    return main_up(UpOptions(args.relays, args.socks, data, args.verbose, web, control))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .runtime.control import main_status
+
+    return main_status(args.control, args.json)
 
 
 def cmd_harness(args: argparse.Namespace) -> int:
@@ -241,6 +250,12 @@ def _port(text: str) -> int:
 
 
 def _web_address(text: str) -> str:
+    if text.lower() in ("off", "none", "no"):
+        return "off"
+    return _hostport(text)
+
+
+def _control_address(text: str) -> str:
     if text.lower() in ("off", "none", "no"):
         return "off"
     return _hostport(text)
@@ -391,6 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="log each circuit it relays for others with its predecessor and successor (for "
         "tests of your own mesh only, as for `zmesh relay --log-hops`)",
     )
+    proxy.add_argument(
+        "--control",
+        type=_control_address,
+        nargs="?",
+        const=DEFAULT_CONTROL,
+        default="off",
+        metavar="HOST:PORT",
+        help=f"serve GET /status (JSON: its links and circuits) for `zmesh status` here "
+        f"(--control alone: {DEFAULT_CONTROL}; default off: the status names this client's "
+        "circuit paths to any program on this machine)",
+    )
     proxy.set_defaults(func=cmd_proxy)
 
     up = sub.add_parser(
@@ -425,7 +451,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the browser node's page here, joined to these relays (default "
         "127.0.0.1:8080; 'off' to disable; needs the browser bundle: see `zmesh web --help`)",
     )
+    up.add_argument(
+        "--control",
+        type=_control_address,
+        default=DEFAULT_CONTROL,
+        metavar="HOST:PORT",
+        help=f"serve GET /status (JSON: relays, circuits, sessions) for `zmesh status` here "
+        f"(default {DEFAULT_CONTROL}; 'off' to disable)",
+    )
     up.set_defaults(func=cmd_up)
+
+    status = sub.add_parser(
+        "status",
+        help="show a running `zmesh up` or `zmesh proxy --control`: relays, circuits, sessions",
+        description=(
+            "Ask the status endpoint of a running `zmesh up` (or `zmesh proxy --control`) "
+            "for its state and print it as tables: the relays it started and whether each "
+            "is alive, the proxy's circuits with their paths, and its sessions.  Node ids "
+            "are shortened in the tables; --json prints the whole document."
+        ),
+    )
+    status.add_argument(
+        "--control",
+        type=_hostport,
+        default=DEFAULT_CONTROL,
+        metavar="HOST:PORT",
+        help=f"the status endpoint to ask (default {DEFAULT_CONTROL}, as `zmesh up`)",
+    )
+    status.add_argument("--json", action="store_true", help="print the raw JSON document")
+    status.set_defaults(func=cmd_status)
 
     web = sub.add_parser(
         "web",

@@ -21,9 +21,18 @@ from ..node import Event, HopOpened, Node, NodeConfig
 from ..signaling.backoff import Backoff
 from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
+from .control import (
+    DEFAULT_CONTROL,
+    ControlServer,
+    Document,
+    RelayInfo,
+    fetch_status,
+    start_control,
+    up_document,
+)
 from .entropy import SystemRng
 from .http import HttpServer, Request, serve_fixed
-from .processes import MAX_RELAYS, MIN_RELAYS, LocalProcesses
+from .processes import MAX_RELAYS, MIN_RELAYS, LocalProcesses, Process, free_port
 from .store import Store, usable_directory
 
 if TYPE_CHECKING:
@@ -168,7 +177,7 @@ async def run_relay(opts: RelayOptions) -> int:
     cached = [a for d in store.peers(wall_clock()) for a in d.addresses if a != url]
     boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap + cached[:8]))
     role = "exit relay" if opts.exit else "relay"
-    print(f"zmesh {role} {node.node_id.hex()[:16]} listening on {url}", flush=True)
+    print(f"zmesh {role} {node.node_id.hex()} listening on {url}", flush=True)
     if policy is not None:
         print(f"exit policy: {policy.summary()}", flush=True)
     try:
@@ -192,6 +201,7 @@ class UpOptions:
     data: Path | None
     verbose: int = 0
     web: str | None = "127.0.0.1:8080"  # serve the browser node's page here (None: don't)
+    control: str | None = DEFAULT_CONTROL  # serve GET /status here (None: don't)
 
 
 async def _start_web(address: str, urls: list[str]) -> tuple["WebServer | None", str]:
@@ -219,10 +229,20 @@ def check_relay_count(relays: int) -> None:
         )
 
 
+PROXY_STATUS_TIMEOUT = 2.0  # how long `zmesh up`'s status waits for its proxy's
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 async def run_up(opts: UpOptions) -> int:
     stop = stop_requested()
     check_relay_count(opts.relays)
     socks_host, socks_port = split_hostport(opts.socks)
+    started = time.monotonic()
     with contextlib.ExitStack() as stack:
         base = (
             usable_directory(opts.data)
@@ -231,6 +251,10 @@ async def run_up(opts: UpOptions) -> int:
         )
         children = LocalProcesses(opts.verbose)
         web: WebServer | None = None
+        control: ControlServer | None = None
+        proxy: Process | None = None
+        proxy_control = ("127.0.0.1", free_port()) if opts.control is not None else None
+        proxy_died = asyncio.Event()
         up = 0
 
         def relay_ready(index: int, url: str) -> None:
@@ -239,13 +263,49 @@ async def run_up(opts: UpOptions) -> int:
             role = "exit relay" if index == 0 else "relay"
             print(f"  relay {index}: {role} listening on {url} ({up}/{opts.relays} up)", flush=True)
 
+        async def snapshot() -> Document:
+            proxy_doc = None
+            if proxy is not None and proxy.returncode is None and proxy_control is not None:
+                with contextlib.suppress(OSError, TimeoutError, ZMeshError):
+                    proxy_doc = await fetch_status(*proxy_control, timeout=PROXY_STATUS_TIMEOUT)
+            relays = [
+                RelayInfo(r.index, r.node_id, r.process.pid, r.exit, r.url, r.alive)
+                for r in children.relays
+            ]
+            return up_document(
+                uptime=time.monotonic() - started,
+                relays=relays,
+                proxy_pid=None if proxy is None else proxy.pid,
+                proxy_alive=proxy is not None and proxy.returncode is None,
+                proxy_doc=proxy_doc,
+            )
+
+        def exited(process: Process) -> None:
+            if process is proxy:
+                proxy_died.set()
+                return
+            index = next((r.index for r in children.relays if r.process is process), None)
+            print(
+                f"zmesh up: relay {index} (pid {process.pid}) exited "
+                f"({_exit_text(process.returncode)}); the mesh keeps running without it",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        watcher: asyncio.Future[None] | None = None
         try:
+            control_note = ""
+            if opts.control is not None:
+                control, control_note = await start_control(opts.control, snapshot)
+                control_note = "\n" + control_note
             urls = await children.start_relays(opts.relays, base, relay_ready)
             proxy_args = ["proxy", "--socks", f"{socks_host}:{socks_port}"]
             proxy_args += ["--data", str(base / "proxy")]
+            if proxy_control is not None:
+                proxy_args += ["--control", f"{proxy_control[0]}:{proxy_control[1]}"]
             for url in urls:
                 proxy_args += ["--bootstrap", url]
-            ready = await children.start(proxy_args, "SOCKS5 proxy ready on")
+            proxy, ready = await children.start_process(proxy_args, "SOCKS5 proxy ready on")
             print(ready, flush=True)
             socks_port = split_hostport(ready.split(" ready on ", 1)[1].split()[0])[1]
             print(await self_test(socks_host, socks_port), flush=True)
@@ -258,20 +318,27 @@ async def run_up(opts: UpOptions) -> int:
                 f"\nYour local zMesh is up: {opts.relays} relays (relay 0 is the exit and "
                 "may reach loopback) and a SOCKS5 proxy, which relays too.\n"
                 f"  curl --socks5-hostname {host_text}:{socks_port} http://example.com/\n"
-                f"Every request goes through a 3-hop onion circuit.{web_note}\n"
+                f"Every request goes through a 3-hop onion circuit.{web_note}{control_note}\n"
                 "Press Ctrl-C to stop.",
                 flush=True,
             )
+            # a relay that dies is reported (and shown dead in the status); the mesh runs on
+            watcher = asyncio.ensure_future(children.watch(exited))
             stopper = asyncio.ensure_future(stop.wait())
-            died = asyncio.ensure_future(children.wait_any())
+            died = asyncio.ensure_future(proxy_died.wait())
             await asyncio.wait([stopper, died], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             died.cancel()
             if not stop.is_set():
-                print("zmesh up: a node exited unexpectedly; stopping the mesh", file=sys.stderr)
+                code = _exit_text(proxy.returncode)
+                print(f"zmesh up: the proxy exited ({code}); stopping the mesh", file=sys.stderr)
                 return 1
             return 0
         finally:
+            if watcher is not None:
+                watcher.cancel()
+            if control is not None:
+                await control.close()
             if web is not None:
                 await web.close()
             await children.stop()

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import h11
@@ -78,6 +78,8 @@ class Request:
     method: str
     path: str
     body: bytes
+    #: the header fields as h11 gives them (names lower-case), for servers that check them
+    headers: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False)
 
 
 Handler = Callable[[Request], Awaitable[tuple[str, bytes]]]
@@ -175,7 +177,8 @@ class ServerConnection:
         except TimeoutError:
             raise HttpError(408) from None
         target = event.target.decode("ascii")  # h11 checked: visible ASCII
-        return Request(method, target.split("?", 1)[0], b"".join(chunks))
+        path = target.split("?", 1)[0]
+        return Request(method, path, b"".join(chunks), tuple(event.headers))
 
     def start_response(self, status: int, headers: Sequence[tuple[str, str]], length: int) -> None:
         """Write the head of a ``length``-byte response (``Connection: close``).

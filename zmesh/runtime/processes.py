@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZMeshError
@@ -24,6 +25,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+Process = asyncio.subprocess.Process
+
+
+@dataclass(frozen=True, slots=True)
+class RelayChild:
+    """A relay :meth:`LocalProcesses.start_relays` started.  ``node_id`` is the hex id its
+    ready line printed (None if that line carried none)."""
+
+    index: int
+    url: str
+    node_id: str | None
+    process: Process
+    exit: bool
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+
+def ready_node_id(line: str) -> str | None:
+    """The node id (hex) a relay's ready line ``zmesh [exit ]relay ID listening on URL``
+    names, or None."""
+    words = line.partition(" listening on ")[0].split()
+    if len(words) < 3 or words[0] != "zmesh":
+        return None
+    try:
+        return bytes.fromhex(words[-1]).hex() or None
+    except ValueError:
+        return None
+
+
 class LocalProcesses:
     """``python -m zmesh`` children, each in its own session, stopped together.
 
@@ -34,11 +66,19 @@ class LocalProcesses:
     def __init__(self, verbosity: int = 0) -> None:
         flags = ["-" + "v" * verbosity] if verbosity else []
         self._cmd = [sys.executable, "-m", "zmesh", *flags]
-        self.procs: list[asyncio.subprocess.Process] = []
+        self.procs: list[Process] = []
+        self.relays: list[RelayChild] = []  # as they come up, by start_relays
         self._drains: list[asyncio.Task[None]] = []
 
     async def start(self, args: list[str], ready: str, timeout: float = READY_TIMEOUT) -> str:
         """Start ``zmesh ARGS`` and return its first stdout line containing ``ready``."""
+        return (await self.start_process(args, ready, timeout))[1]
+
+    async def start_process(
+        self, args: list[str], ready: str, timeout: float = READY_TIMEOUT
+    ) -> tuple[Process, str]:
+        """As :meth:`start`, and the process too.  ZMeshError if it exits before it is
+        ready, TimeoutError if it is not ready within ``timeout`` seconds."""
         proc = await asyncio.create_subprocess_exec(
             *self._cmd, *args, stdout=subprocess.PIPE, start_new_session=True
         )
@@ -55,7 +95,7 @@ class LocalProcesses:
 
         line = await asyncio.wait_for(scan(), timeout)
         self._drains.append(asyncio.ensure_future(self._drain(stdout)))
-        return line
+        return proc, line
 
     @staticmethod
     async def _drain(stdout: asyncio.StreamReader) -> None:
@@ -70,7 +110,7 @@ class LocalProcesses:
         bootstrapping from the first; ``ready(index, url)`` is called as each comes up.
         Returns their signaling URLs in index order.  Raises ZMeshError (or TimeoutError)
         if one does not come up; the others then stop starting, and :meth:`stop` ends
-        every child already started."""
+        every child already started.  Each relay is added to :attr:`relays` as it comes up."""
 
         async def one(i: int, bootstrap: list[str]) -> str:
             args = ["relay", "--listen", f"127.0.0.1:{free_port()}"]
@@ -79,7 +119,9 @@ class LocalProcesses:
                 args += ["--exit", "--allow-private-exits"]
             for url in bootstrap:
                 args += ["--bootstrap", url]
-            url = (await self.start(args, "listening on")).rsplit(" ", 1)[-1]
+            proc, line = await self.start_process(args, "listening on")
+            url = line.rsplit(" ", 1)[-1]
+            self.relays.append(RelayChild(i, url, ready_node_id(line), proc, i == 0))
             if ready is not None:
                 ready(i, url)
             return url
@@ -92,14 +134,18 @@ class LocalProcesses:
             raise failed.exceptions[0] from None
         return [first, *(task.result() for task in others)]
 
-    async def wait_any(self) -> None:
-        """Return when any child exits."""
-        waits = [asyncio.ensure_future(p.wait()) for p in self.procs]
+    async def watch(self, exited: Callable[[Process], None]) -> None:
+        """Call ``exited(process)`` as each child started so far exits; return when all
+        have (cancel it to stop watching, before :meth:`stop`)."""
+        waits = {asyncio.ensure_future(p.wait()): p for p in self.procs}
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            while waits:
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exited(waits.pop(task))
         finally:
-            for w in waits:
-                w.cancel()
+            for task in waits:
+                task.cancel()
 
     async def stop(self) -> None:
         """SIGTERM every child's process group; SIGKILL what is still there after

@@ -8,6 +8,9 @@ cells and signaling exactly as ``zmesh relay`` does (:func:`~zmesh.runtime.daemo
 so no first hop can tell it is a client's.  It serves no HTTP signaling endpoint: peers
 reach it by signaling relayed through the mesh over the links it opened.  It is never an
 exit (its driver has no exit policy, so streams opened to it are refused).
+
+With ``--control HOST:PORT`` it serves its status (:mod:`zmesh.runtime.control`): its
+node, links and circuits.
 """
 
 import asyncio
@@ -35,6 +38,7 @@ from .circuits import (
     NoPathError,
     PooledCircuit,
 )
+from .control import CircuitInfo, ControlServer, Document, start_control, status_document
 from .daemon import (
     BootstrapStatus,
     keep_bootstrapping,
@@ -72,6 +76,10 @@ class SocksProxy:
         self.driver = driver
         self.pool = CircuitPool(driver)
         self._server: asyncio.Server | None = None
+        self._started = time.monotonic()
+        # the pool's circuits as it handed them out (pruned to those it still holds)
+        self._circuits: dict[int, PooledCircuit] = {}
+        self._waiting = 0  # connections waiting for a circuit
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._serve, host, port)
@@ -147,16 +155,47 @@ class SocksProxy:
         self, key: bytes, target: str
     ) -> tuple[StreamPipe | None, PooledCircuit | None]:
         for _ in range(2):
+            self._waiting += 1
             try:
                 circuit = await self.pool.circuit_for(key)
             except ZMeshError as exc:
                 log.info("socks event=no_circuit reason=%r", str(exc))
                 return None, None
+            finally:
+                self._waiting -= 1
+            self._prune()
+            self._circuits[circuit.cid] = circuit
             try:
                 return self.driver.open_stream(circuit.cid, target), circuit
             except ZMeshError:
                 self.pool.forget(circuit, failed=True)
         return None, None
+
+    def _prune(self) -> None:
+        """Drop the circuits the pool or the node no longer holds (bounds the table by the
+        pool's bounds)."""
+        held = set(self.pool.core.circuit_ids()) & self.driver.node.client_circuits()
+        for cid in [cid for cid in self._circuits if cid not in held]:
+            del self._circuits[cid]
+
+    def status(self) -> Document:
+        """The proxy's status document (see :mod:`zmesh.runtime.control`)."""
+        self._prune()
+        node = self.driver.node
+        circuits = [
+            CircuitInfo(c.cid, tuple(c.path), "retired" if c.retired else "open", c.streams)
+            for c in self._circuits.values()
+        ]
+        return status_document(
+            role="proxy",
+            uptime=time.monotonic() - self._started,
+            node_id=node.node_id,
+            links=node.peers(),
+            relays_known=len(node.directory),
+            relayed_circuits=node.relayed_circuits(),
+            streams_waiting=self._waiting,
+            circuits=circuits,
+        )
 
     async def close(self) -> None:
         if self._server is not None:
@@ -179,6 +218,7 @@ class ProxyOptions:
     loopback: bool | None = None
     keep_trying: bool = False  # when every bootstrap relay refuses: warn and keep trying
     log_hops: bool = False  # tests only, as for ``zmesh relay --log-hops``
+    control: str | None = None  # serve GET /status here (None: don't)
 
 
 REFUSED_ROUNDS = 3  # outright refusals of every bootstrap URL before we say so
@@ -201,6 +241,14 @@ async def run_proxy(opts: ProxyOptions) -> int:
     if opts.log_hops:
         driver.on_event = log_hop
     proxy = SocksProxy(driver)
+    control: ControlServer | None = None
+    if opts.control is not None:
+
+        async def snapshot() -> Document:
+            return proxy.status()
+
+        control, note = await start_control(opts.control, snapshot)
+        print(note, file=sys.stdout if control is not None else sys.stderr, flush=True)
     status = BootstrapStatus()
     boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap, status))
     try:
@@ -229,6 +277,8 @@ async def run_proxy(opts: ProxyOptions) -> int:
         await stop.wait()
     finally:
         boot.cancel()
+        if control is not None:
+            await control.close()
         await proxy.close()
         await driver.close()
     return 0

@@ -1,0 +1,478 @@
+"""The status endpoint (``--control HOST:PORT``) and ``zmesh status``, after Tor's ControlPort.
+
+``zmesh proxy --control`` and ``zmesh up --control`` serve one resource, ``GET /status``,
+a JSON document (version 1)::
+
+    {
+      "version": 1,
+      "role": "up",                    # or "proxy"
+      "uptime_s": 42.1,                # of the process serving it
+      "node_id": "9f...",              # the proxy's node id, full hex (null if unknown)
+      "links": ["3a...", ...],         # peers it has an open link to, full hex
+      "relays_known": 5,               # descriptors in its directory
+      "relayed_circuits": 1,           # circuits of others passing through it
+      "streams_waiting": 0,            # SOCKS connections waiting for a circuit
+      "relays": [                      # zmesh up: the relays it started ([] for a proxy)
+        {"index": 0, "node_id": "c1...", "pid": 4242, "exit": true,
+         "url": "http://127.0.0.1:40001", "alive": true}, ...],
+      "circuits": [                    # the proxy's client circuits, by id
+        {"id": 7, "path": ["a...", "b...", "c..."], "state": "open",
+         "streams": 1, "rtt_ms": null, "session": null}, ...],
+      "sessions": [],
+      "proxy": {"pid": 4250, "alive": true}   # zmesh up only: its proxy process
+    }
+
+A circuit's ``path`` runs from the first hop to the final hop (the exit).  Its ``state``
+is ``"open"`` while it takes new streams and ``"retired"`` once it only carries the
+streams it has (it closes when the last one ends; see :mod:`zmesh.onion.pool`).
+``rtt_ms`` is null until the circuit's round-trip time is measured, and ``session`` names
+the session the circuit carries as a leg (null for a circuit no session uses).
+
+``sessions`` lists the proxy's sessions (none until sessions carry the proxy's streams),
+one object each::
+
+    {"id": 3, "streams": 2, "bytes_in": 1048576, "bytes_out": 512,
+     "legs": [7, 9], "failovers": 1, "longest_stall_ms": 212.0}
+
+with ``legs`` the ids of its circuits in ``circuits``.
+
+The server is for tools on this machine, not for web pages: it listens on loopback by
+default, answers only ``GET /status`` (404 for other paths, 405 for other methods), sends
+no CORS header, and refuses with 403 any request whose ``Host`` does not name this machine's
+loopback (or the address it listens on: DNS rebinding) and any request carrying an
+``Origin`` other than the control address itself (a page in a browser).  Requests are
+framed by h11 through :class:`~zmesh.runtime.http.ServerConnection`, with its bounds
+(8 KiB head, phase timeouts); a request may carry no body; at most
+:data:`MAX_CONNECTIONS` are served at once (503 beyond).
+
+The documents are built by :func:`status_document` and :func:`up_document`, which do no
+I/O; :func:`format_status` renders one as tables for ``zmesh status``.
+"""
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ZMeshError
+from . import run_command
+from .http import (
+    MAX_HEAD,
+    PHASE_TIMEOUT,
+    READ_SIZE,
+    ClientExchange,
+    HttpError,
+    Request,
+    ResponseError,
+    ServerConnection,
+)
+
+log = logging.getLogger("zmesh.control")
+
+VERSION = 1
+DEFAULT_CONTROL = "127.0.0.1:9051"  # Tor's ControlPort number; free of zmesh's other defaults
+MAX_CONNECTIONS = 16
+MAX_LISTED = 1024  # circuits or sessions listed in one document (the counts say the rest)
+MAX_DOCUMENT = 4 * 1024 * 1024  # what `zmesh status` reads of a response body
+FETCH_TIMEOUT = 5.0
+RESPONSE_HEADERS = (
+    ("Content-Type", "application/json"),
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayInfo:
+    """A relay ``zmesh up`` started (``node_id`` as its ready line printed it, or None)."""
+
+    index: int
+    node_id: str | None
+    pid: int
+    exit: bool
+    url: str
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitInfo:
+    """One of the proxy's client circuits (``path``: node ids, first hop first)."""
+
+    cid: int
+    path: tuple[bytes, ...]
+    state: str
+    streams: int
+    rtt_ms: float | None = None
+    session: int | None = None
+
+
+def status_document(
+    *,
+    role: str,
+    uptime: float,
+    node_id: bytes | None,
+    links: Iterable[bytes] = (),
+    relays_known: int = 0,
+    relayed_circuits: int = 0,
+    streams_waiting: int = 0,
+    circuits: Iterable[CircuitInfo] = (),
+    relays: Iterable[RelayInfo] = (),
+    sessions: Sequence[Mapping[str, Any]] = (),
+) -> Document:
+    """The status document (see the module doc) of a node with these figures.
+
+    Circuits are listed by id, at most MAX_LISTED of them (``circuits_total`` counts them
+    all); links are sorted, each peer once.  No I/O."""
+    listed = sorted(circuits, key=lambda c: c.cid)
+    return {
+        "version": VERSION,
+        "role": role,
+        "uptime_s": round(uptime, 1),
+        "node_id": None if node_id is None else node_id.hex(),
+        "links": sorted({peer.hex() for peer in links}),  # both sides may have dialled
+        "relays_known": relays_known,
+        "relayed_circuits": relayed_circuits,
+        "streams_waiting": streams_waiting,
+        "relays": [
+            {
+                "index": r.index,
+                "node_id": r.node_id,
+                "pid": r.pid,
+                "exit": r.exit,
+                "url": r.url,
+                "alive": r.alive,
+            }
+            for r in sorted(relays, key=lambda r: r.index)
+        ],
+        "circuits": [
+            {
+                "id": c.cid,
+                "path": [hop.hex() for hop in c.path],
+                "state": c.state,
+                "streams": c.streams,
+                "rtt_ms": c.rtt_ms,
+                "session": c.session,
+            }
+            for c in listed[:MAX_LISTED]
+        ],
+        "circuits_total": len(listed),
+        "sessions": [dict(s) for s in sessions[:MAX_LISTED]],
+    }
+
+
+#: the fields of a proxy's document that ``zmesh up`` passes on as its own
+PROXY_FIELDS = (
+    "node_id",
+    "links",
+    "relays_known",
+    "relayed_circuits",
+    "streams_waiting",
+    "circuits",
+    "circuits_total",
+    "sessions",
+)
+
+
+def up_document(
+    *,
+    uptime: float,
+    relays: Iterable[RelayInfo],
+    proxy_pid: int | None,
+    proxy_alive: bool,
+    proxy_doc: Mapping[str, Any] | None,
+) -> Document:
+    """``zmesh up``'s document: its relays, and its proxy's node and circuits as the
+    proxy's own document (``proxy_doc``, None if it did not answer) gives them.  No I/O."""
+    doc = status_document(role="up", uptime=uptime, node_id=None, relays=relays)
+    if proxy_doc is not None:
+        doc.update({key: proxy_doc[key] for key in PROXY_FIELDS if key in proxy_doc})
+    doc["proxy"] = {"pid": proxy_pid, "alive": proxy_alive, "answered": proxy_doc is not None}
+    return doc
+
+
+# -- the server ---------------------------------------------------------------------------
+def _host_name(value: str) -> str:
+    """The host of a ``Host`` field or an origin's authority, without port or brackets."""
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    name, sep, port = value.rpartition(":")
+    return name if sep and port.isdigit() else value
+
+
+def is_local_name(name: str, own_host: str) -> bool:
+    """Whether ``name`` (from a Host field or an Origin) names this machine's loopback or
+    ``own_host``, the address the control server listens on."""
+    name = name.lower().rstrip(".")
+    if name in ("localhost", own_host.lower()):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_request(request: Request, own_host: str, port: int) -> None:
+    """Raise HttpError unless ``request`` is ``GET /status`` from a tool on this machine.
+
+    403 for a ``Host`` that names no local address (or none at all) and for an ``Origin``
+    other than the control address; then 405 for a method other than GET and 404 for a
+    path other than ``/status``."""
+    fields = dict(request.headers)  # a repeated field keeps its last value
+    host = fields.get(b"host", b"").decode("latin-1")
+    if not host or not is_local_name(_host_name(host), own_host):
+        raise HttpError(403, "the Host must name this machine (loopback)")
+    origin = fields.get(b"origin")
+    if origin is not None:
+        scheme, _, authority = origin.decode("latin-1").partition("://")
+        name = _host_name(authority)
+        own_port = authority == f"{name}:{port}" or authority.endswith(f"]:{port}")
+        if scheme != "http" or not own_port or not is_local_name(name, own_host):
+            raise HttpError(403, "web pages may not read the status")
+    if request.method != "GET":
+        raise HttpError(405)
+    if request.path != "/status":
+        raise HttpError(404)
+
+
+Snapshot = Callable[[], Awaitable[Document]]
+
+
+class ControlServer:
+    """Serves ``GET /status`` with the document ``snapshot`` returns (see the module doc)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._server: asyncio.Server | None = None
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._host = ""
+        self.port = 0
+        self.requests = 0
+        self.refused = 0
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (port 0: any); returns the port.  OSError if taken."""
+        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD)
+        self._host = host
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = ServerConnection(reader, writer, max_body=0)
+        if self._slots.locked():
+            conn.respond(503, RESPONSE_HEADERS, b'{"error": "busy"}\n')
+            writer.close()
+            return
+        async with self._slots:
+            self.requests += 1
+            try:
+                request = await conn.read_request()
+                check_request(request, self._host, self.port)
+                body = json.dumps(await self._snapshot(), indent=1).encode() + b"\n"
+                conn.respond(200, RESPONSE_HEADERS, body)
+            except HttpError as exc:
+                self.refused += 1
+                log.debug("control event=refused status=%d reason=%r", exc.status, str(exc))
+                extra = [("Allow", "GET")] if exc.status == 405 else []
+                error = json.dumps({"error": str(exc)}).encode() + b"\n"
+                conn.respond(exc.status, [*RESPONSE_HEADERS, *extra], error)
+            except Exception:  # a bug must not stop the node: answer 500, log it
+                log.exception("control event=snapshot_error")
+                conn.respond(500, RESPONSE_HEADERS, b'{"error": "internal error"}\n')
+            try:
+                await conn.drain(PHASE_TIMEOUT)
+            except (TimeoutError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+
+async def start_control(address: str, snapshot: Snapshot) -> tuple[ControlServer | None, str]:
+    """Serve the status on ``address`` (HOST:PORT); never fatal: (server or None, a line
+    saying where it is served or why not)."""
+    from .daemon import split_hostport  # noqa: PLC0415 (daemon imports this module)
+
+    server = ControlServer(snapshot)
+    try:
+        host, port = split_hostport(address)
+        bound = await server.start(host, port)
+    except (OSError, ValueError) as exc:
+        return None, f"Status: not served ({address}: {exc})."
+    shown = f"[{host}]" if ":" in host else host
+    hint = "" if address == DEFAULT_CONTROL else f" --control {shown}:{bound}"
+    return server, f"Status: `zmesh status{hint}` (GET http://{shown}:{bound}/status)."
+
+
+# -- the client ---------------------------------------------------------------------------
+async def fetch_status(host: str, port: int, timeout: float = FETCH_TIMEOUT) -> Document:
+    """GET /status from a control server; its document.
+
+    OSError if nothing listens there, TimeoutError after ``timeout`` seconds, ZMeshError
+    (ResponseError included) for an error status, a malformed response, one over
+    MAX_DOCUMENT or a body that is not a JSON object."""
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    headers = [(b"Host", authority.encode()), (b"Accept", b"application/json")]
+    exchange = ClientExchange("GET", "/status", headers, max_body=MAX_DOCUMENT)
+
+    async def run() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(exchange.request)
+            await writer.drain()
+            while not exchange.complete:
+                if chunk := await reader.read(READ_SIZE):
+                    exchange.feed(chunk)
+                else:
+                    exchange.eof()
+        finally:
+            writer.close()
+
+    await asyncio.wait_for(run(), timeout)
+    if exchange.status != 200:
+        raise ResponseError(f"the control server answered {exchange.status} {exchange.reason}")
+    try:
+        doc = json.loads(exchange.body)
+    except ValueError:
+        raise ResponseError("the status is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ResponseError("the status is not a JSON object")
+    return doc
+
+
+def _short(node_id: object) -> str:
+    return node_id[:16] if isinstance(node_id, str) and node_id else "?"
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{seconds:.0f}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole // 60 % 60:02d}m"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+
+
+def _yes(value: object) -> str:
+    return "yes" if value is True else "no" if value is False else "?"
+
+
+def format_status(doc: Mapping[str, Any]) -> str:
+    """``doc`` as readable tables: the node, its relays, circuits and sessions.
+
+    Node ids are shown by their first 16 hex digits (``--json`` has them whole).
+    ZMeshError if the document does not have the shape of the module doc."""
+    try:
+        return "\n".join(_format(doc)) + "\n"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ZMeshError(
+            f"the status document is malformed ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _format(doc: Mapping[str, Any]) -> list[str]:
+    links = doc.get("links", [])
+    head = f"zmesh {doc['role']}: node {_short(doc.get('node_id'))}"
+    head += f", up {_duration(float(doc['uptime_s']))}, {len(links)} links"
+    head += f", {doc.get('relays_known', 0)} relays known"
+    head += f", relaying {doc.get('relayed_circuits', 0)} circuits for others"
+    out = [head]
+    proxy = doc.get("proxy")
+    if isinstance(proxy, Mapping):
+        state = "running" if proxy.get("alive") else "EXITED"
+        if proxy.get("alive") and not proxy.get("answered"):
+            state += ", not answering"
+        out.append(f"proxy: pid {proxy.get('pid')}, {state}")
+    relays = doc.get("relays", [])
+    if doc["role"] == "up" or relays:
+        alive = sum(1 for r in relays if r["alive"] is True)
+        out += ["", f"Relays: {len(relays)} ({alive} alive)"]
+        rows = [
+            [
+                str(r["index"]),
+                _short(r["node_id"]),
+                str(r["pid"]),
+                _yes(r["exit"]),
+                _yes(r["alive"]),
+                str(r["url"]),
+            ]
+            for r in relays
+        ]
+        out += _table(["#", "node", "pid", "exit", "alive", "url"], rows) if rows else []
+    circuits = doc.get("circuits", [])
+    total = doc.get("circuits_total", len(circuits))
+    waiting = doc.get("streams_waiting", 0)
+    title = f"Circuits: {total}" + (f" ({waiting} streams waiting for one)" if waiting else "")
+    out += ["", title]
+    rows = [
+        [
+            str(c["id"]),
+            str(c["state"]),
+            str(c.get("streams", "?")),
+            "-" if c.get("rtt_ms") is None else f"{float(c['rtt_ms']):.0f} ms",
+            "-" if c.get("session") is None else str(c["session"]),
+            " > ".join(_short(hop)[:8] for hop in c["path"]),
+        ]
+        for c in circuits
+    ]
+    out += _table(["id", "state", "streams", "rtt", "session", "path"], rows) if rows else []
+    sessions = doc.get("sessions", [])
+    out += ["", f"Sessions: {len(sessions)}"]
+    rows = [
+        [
+            str(s["id"]),
+            str(s["streams"]),
+            str(s["bytes_in"]),
+            str(s["bytes_out"]),
+            ",".join(str(leg) for leg in s["legs"]),
+            str(s["failovers"]),
+            f"{float(s['longest_stall_ms']):.0f} ms",
+        ]
+        for s in sessions
+    ]
+    header = ["id", "streams", "bytes in", "bytes out", "legs", "failovers", "longest stall"]
+    out += _table(header, rows) if rows else []
+    return out
+
+
+async def run_status(address: str, as_json: bool) -> int:
+    """``zmesh status``: print the document at ``address`` (tables, or JSON); 1 if nothing
+    answers there."""
+    from .daemon import split_hostport  # noqa: PLC0415
+
+    host, port = split_hostport(address)
+    try:
+        doc = await fetch_status(host, port)
+    except (OSError, TimeoutError) as exc:
+        reason = "nothing answers" if isinstance(exc, OSError) else "no answer in time"
+        raise ZMeshError(
+            f"{reason} on {address} (is `zmesh up` or `zmesh proxy --control {address}` running?)"
+        ) from None
+    if as_json:
+        print(json.dumps(doc, indent=1))
+    else:
+        sys.stdout.write(format_status(doc))
+    return 0
+
+
+def main_status(address: str, as_json: bool) -> int:
+    return run_command("status", run_status(address, as_json))
