@@ -293,6 +293,7 @@ def hostile_bytes(draw: st.DrawFn) -> bytes:
 @example(b"", 1)
 @example(b"\r\n" * 100, 3)
 @example(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", 7)
+@example(post(b"\x00" * 5) + b"offer", 2)  # bytes after the body: the close must not reset
 def test_any_bytes_get_a_4xx_or_a_close_and_never_an_escaping_exception(
     data: bytes, split: int
 ) -> None:

@@ -291,12 +291,7 @@ class ControlServer:
             except Exception:  # a bug must not stop the node: answer 500, log it
                 log.exception("control event=snapshot_error")
                 conn.respond(500, RESPONSE_HEADERS, b'{"error": "internal error"}\n')
-            try:
-                await conn.drain(PHASE_TIMEOUT)
-            except (TimeoutError, ConnectionError):
-                pass
-            finally:
-                writer.close()
+            await conn.close(PHASE_TIMEOUT)
 
 
 async def start_control(address: str, snapshot: Snapshot) -> tuple[ControlServer | None, str]:

@@ -17,7 +17,6 @@ response as a sans-I/O object, shared with the in-circuit fetch (:mod:`zmesh.run
 """
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ MAX_RESPONSE_HEADERS = 200
 PHASE_TIMEOUT = 5.0
 MAX_CONNECTIONS = 256
 READ_SIZE = 65536
+LINGER = 2.0  # seconds a closing server reads what the client still sends (RFC 9112, 9.6)
+LINGER_BYTES = 65536  # ... and at most this much
 REASONS = {
     200: "OK",
     204: "No Content",
@@ -210,6 +211,28 @@ class ServerConnection:
     async def drain(self, timeout: float) -> None:
         await asyncio.wait_for(self._writer.drain(), timeout)
 
+    async def close(self, timeout: float) -> None:
+        """Send what is queued (within ``timeout``), then close in stages (RFC 9112,
+        section 9.6): half-close, read and discard what the client still sends (at most
+        :data:`LINGER_BYTES`, for at most :data:`LINGER` seconds), close.  Closing at once
+        would make the kernel answer bytes we did not read with a reset, which can destroy
+        the response before the client reads it.  Never raises."""
+
+        async def discard() -> None:
+            left = LINGER_BYTES
+            while left > 0 and (chunk := await self._reader.read(min(left, READ_SIZE))):
+                left -= len(chunk)
+
+        try:
+            await self.drain(timeout)
+            if self._writer.can_write_eof():
+                self._writer.write_eof()
+            await asyncio.wait_for(discard(), LINGER)
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            self._writer.close()
+
 
 def _reply(
     conn: ServerConnection,
@@ -259,12 +282,7 @@ class HttpServer:
             except Exception:  # a bug must not take the relay down: answer 500, log it
                 log.exception("http event=handler_error")
                 _reply(conn, 500, b"internal error\n")
-            try:
-                await conn.drain(PHASE_TIMEOUT)
-            except (TimeoutError, ConnectionError):
-                pass
-            finally:
-                writer.close()
+            await conn.close(PHASE_TIMEOUT)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -422,14 +440,12 @@ async def serve_fixed(body: bytes, content_type: str) -> tuple[asyncio.Server, s
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = ServerConnection(reader, writer)
         headers = [("Content-Type", content_type), ("Access-Control-Allow-Origin", "*")]
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            try:
-                await conn.read_request()
-                conn.respond(200, headers, body)
-            except HttpError as exc:
-                conn.respond(exc.status, headers, b"")
-            await conn.drain(PHASE_TIMEOUT)
-        writer.close()
+        try:
+            await conn.read_request()
+            conn.respond(200, headers, body)
+        except HttpError as exc:
+            conn.respond(exc.status, headers, b"")
+        await conn.close(PHASE_TIMEOUT)
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"

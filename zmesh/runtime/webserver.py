@@ -145,7 +145,7 @@ class WebServer:
             except Exception:  # a bug must not stop the server: log it, drop the connection
                 log.exception("web event=handler_error")
             finally:
-                writer.close()
+                await conn.close(WRITE_TIMEOUT)
 
     async def _respond(self, conn: ServerConnection) -> None:
         try:
