@@ -61,7 +61,7 @@ def provider(n: int, key: bytes, published: int = NOW, **kw: int) -> Record:
         key,
         published=published,
         value=b"meta",
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -249,6 +249,27 @@ def test_a_full_store_sheds_the_farthest_key_for_a_closer_one() -> None:
     assert s.put(provider(1, key(6)), NOW, SOURCE) is PutOutcome.STORED  # closer
     assert s.get(RecordType.PROVIDER, key(1 << 200), NOW, 5) == []
     assert len(s) == 3
+
+
+def test_a_forged_record_sheds_nothing_from_a_full_store() -> None:
+    s = store(max_records=2)
+    far = [provider(1, key(1 << 200)), provider(1, key(1 << 201))]
+    for rec in far:
+        s.put(rec, NOW, SOURCE)
+    with pytest.raises(RemoteProtocolError):
+        s.put(replace(provider(2, key(3)), value=b"evil"), NOW, SOURCE)
+    assert [s.get(RecordType.PROVIDER, r.key, NOW, 1) for r in far] == [[r] for r in far]
+
+
+def test_own_records_are_never_shed_and_a_store_full_of_them_refuses() -> None:
+    s = store(max_records=2)
+    s.publish(provider(1, key(1 << 250)), NOW)
+    s.publish(provider(1, key(1 << 251)), NOW)
+    assert s.put(provider(2, key(1)), NOW, SOURCE) is PutOutcome.FULL
+    with pytest.raises(LocalProtocolError):
+        s.publish(provider(1, key(5)), NOW)
+    s.publish(provider(1, key(1 << 250), published=NOW + 1), NOW + 1)  # an update fits
+    assert len(s) == 2
 
 
 def test_the_byte_and_type_bounds() -> None:

@@ -60,7 +60,6 @@ class _Candidate:
     hop: int
     state: _State = _State.NEW
     path: int = -1  # the path that claimed (queried) it
-    deadline: float = 0.0
     referrer: bytes = b""  # the first responder that named it (b"" for a seed)
     vouched: int = 1  # responders (or seeding) that named it
 
@@ -130,6 +129,7 @@ class Lookup:
         )
         self._own_id = own_id
         self._candidates: dict[bytes, _Candidate] = {}
+        self._deadlines: dict[bytes, float] = {}  # requests in flight
         self._paths = [_Path() for _ in range(disjoint_paths)]
         self._events: deque[FindRequest] = deque()
         self._rpcs = 0
@@ -155,16 +155,17 @@ class Lookup:
 
     def get_timer(self) -> float:
         """The earliest deadline of a request in flight (infinity if none)."""
-        deadlines = [c.deadline for c in self._candidates.values() if c.state is _State.IN_FLIGHT]
-        return min(deadlines, default=float("inf"))
+        if self.done:
+            return float("inf")
+        return min(self._deadlines.values(), default=float("inf"))
 
     def handle_timer(self, now: float) -> None:
         """Fail every request whose deadline has passed, then send what that allows."""
         if self.done:
             return
-        for node_id, cand in list(self._candidates.items()):
-            if cand.state is _State.IN_FLIGHT and cand.deadline <= now:
-                self._fail(node_id, cand)
+        for node_id, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                self._fail(node_id, self._candidates[node_id])
         self._step(now)
 
     # -- inputs ----------------------------------------------------------------------------
@@ -177,6 +178,7 @@ class Lookup:
         if self.done or cand is None or cand.state is not _State.IN_FLIGHT:
             return False
         cand.state = _State.ANSWERED
+        del self._deadlines[node_id]
         cand.contact = Contact(node_id, cand.contact.address, now)
         path = self._paths[cand.path]
         path.in_flight -= 1
@@ -239,6 +241,7 @@ class Lookup:
 
     def _fail(self, node_id: bytes, cand: _Candidate) -> None:
         cand.state = _State.FAILED
+        del self._deadlines[node_id]
         self._failures += 1
         path = self._paths[cand.path]
         path.in_flight -= 1
@@ -268,7 +271,7 @@ class Lookup:
                 if cand is None:
                     break
                 cand.state, cand.path = _State.IN_FLIGHT, index
-                cand.deadline = now + self._timeout
+                self._deadlines[cand.contact.node_id] = now + self._timeout
                 path.in_flight += 1
                 self._rpcs += 1
                 self._events.append(FindRequest(cand.contact, index))

@@ -265,7 +265,7 @@ class RecordStore:
         self._held: dict[Slot, _Held] = {}
         self._per_type: dict[RecordType, int] = {}
         self._per_publisher: dict[bytes, int] = {}
-        self._per_key: dict[tuple[RecordType, bytes], int] = {}
+        self._by_key: dict[tuple[RecordType, bytes], dict[bytes, None]] = {}  # -> publishers
         self._bytes = 0
         self._budgets: OrderedDict[bytes, TokenBucket] = OrderedDict()
         self._budget_all = TokenBucket(verify_rate_total, verify_rate_total * 2)
@@ -308,10 +308,11 @@ class RecordStore:
     def get(self, record_type: RecordType, key: bytes, now: float, limit: int) -> list[Record]:
         """Up to ``limit`` unexpired records of ``record_type`` under ``key`` (for a
         FIND_VALUE answer), the most recently published first."""
+        publishers = self._by_key.get((record_type, key), {})
         found = [
-            h.record
-            for (t, k, _), h in self._held.items()
-            if t is record_type and k == key and h.record.expires > now
+            held.record
+            for held in (self._held[(record_type, key, p)] for p in publishers)
+            if held.record.expires > now
         ]
         found.sort(key=lambda r: (-r.published, r.publisher))
         return found[:limit]
@@ -338,17 +339,19 @@ class RecordStore:
             if now < held.stored + self._min_update:
                 return PutOutcome.TOO_SOON
         record.check_shape(now)
-        size = len(record.encode())
-        if held is None and not self._make_room(record, size):
-            return PutOutcome.FULL
-        if held is not None and self._bytes - held.size + size > self._max_bytes:
+        if held is None and not self._bounds_allow(record):
             return PutOutcome.FULL
         if not self._take_budget(source, now):
             return PutOutcome.OVER_BUDGET
+        size = len(record.encode())
+        victims = self._room_for(record, size, held)
+        if victims is None:
+            return PutOutcome.FULL
         digest = hashlib.sha256(record.descriptor.encode()).digest()
-        known = digest in self._verified
-        record.verify(now, descriptor_verified=known)
+        record.verify(now, descriptor_verified=digest in self._verified)
         self._remember_descriptor(digest)
+        for victim in victims:
+            self._drop(victim)
         self._store(slot, record, size, now, own=False)
         return PutOutcome.UPDATED if held is not None else PutOutcome.STORED
 
@@ -363,8 +366,12 @@ class RecordStore:
             raise LocalProtocolError(str(exc)) from None
         slot = (record.type, record.key, record.publisher)
         size = len(record.encode())
-        if slot not in self._held and not self._make_room(record, size):
-            raise LocalProtocolError("the record store is full of our own records")
+        held = self._held.get(slot)
+        victims = self._room_for(record, size, held)
+        if victims is None or (held is None and not self._bounds_allow(record)):
+            raise LocalProtocolError("the record store has no room for our own record")
+        for victim in victims:
+            self._drop(victim)
         self._store(slot, record, size, now, own=True)
 
     def unpublish(self, record_type: RecordType, key: bytes, publisher: bytes) -> None:
@@ -389,33 +396,47 @@ class RecordStore:
         if len(self._verified) > VERIFIED_DESCRIPTORS:
             self._verified.popitem(last=False)
 
-    def _make_room(self, record: Record, size: int) -> bool:
-        """For a new slot: False if the publisher or key bound holds; else shed the
-        stored record (not ours) whose key is farthest from our id, if the new one is
-        closer, until the total, type and byte bounds hold."""
-        if self._per_publisher.get(record.publisher, 0) >= self._max_publisher:
-            return False
-        if self._per_key.get((record.type, record.key), 0) >= self._max_key:
-            return False
+    def _bounds_allow(self, record: Record) -> bool:
+        """For a new slot: the publisher and key bounds (which shed nobody)."""
+        return (
+            self._per_publisher.get(record.publisher, 0) < self._max_publisher
+            and len(self._by_key.get((record.type, record.key), ())) < self._max_key
+        )
+
+    def _room_for(self, record: Record, size: int, held: _Held | None) -> list[Slot] | None:
+        """The stored records (not ours) to shed so that ``record`` fits the total, type
+        and byte bounds: those whose keys are farthest from our id, and only if each is
+        farther than the new one.  None if it cannot fit.  Sheds nothing itself (the caller
+        does, once the record has verified)."""
+        count = len(self._held) - (held is not None)
+        of_type = self._per_type.get(record.type, 0) - (held is not None)
+        used = self._bytes - (held.size if held is not None else 0)
+        if count < self._max and of_type < self._max_type and used + size <= self._max_bytes:
+            return []
         mine = int.from_bytes(record.key, "big") ^ self._own_id
-        while (
-            len(self._held) >= self._max
-            or self._per_type.get(record.type, 0) >= self._max_type
-            or self._bytes + size > self._max_bytes
-        ):
-            type_full = self._per_type.get(record.type, 0) >= self._max_type
-            victims = [
-                (int.from_bytes(s[1], "big") ^ self._own_id, s)
-                for s, h in self._held.items()
-                if not h.own and (not type_full or s[0] is record.type)
-            ]
-            if not victims:
-                return False
-            far, slot = max(victims)
+        candidates = sorted(
+            (
+                (int.from_bytes(slot[1], "big") ^ self._own_id, slot)
+                for slot, h in self._held.items()
+                if not h.own and h is not held
+            ),
+            reverse=True,
+        )
+        victims: list[Slot] = []
+        for far, slot in candidates:
+            if count < self._max and of_type < self._max_type and used + size <= self._max_bytes:
+                break
             if far <= mine:
-                return False
-            self._drop(slot)
-        return True
+                return None
+            if of_type >= self._max_type and slot[0] is not record.type:
+                continue
+            victims.append(slot)
+            count -= 1
+            of_type -= slot[0] is record.type
+            used -= self._held[slot].size
+        if count < self._max and of_type < self._max_type and used + size <= self._max_bytes:
+            return victims
+        return None
 
     def _store(self, slot: Slot, record: Record, size: int, now: float, *, own: bool) -> None:
         if slot in self._held:
@@ -427,15 +448,17 @@ class RecordStore:
         self._held[slot] = _Held(record, size, now, due, own)
         self._per_type[record.type] = self._per_type.get(record.type, 0) + 1
         self._per_publisher[slot[2]] = self._per_publisher.get(slot[2], 0) + 1
-        key = (record.type, record.key)
-        self._per_key[key] = self._per_key.get(key, 0) + 1
+        self._by_key.setdefault((record.type, record.key), {})[slot[2]] = None
         self._bytes += size
 
     def _drop(self, slot: Slot) -> None:
         held = self._held.pop(slot)
         _decrement(self._per_type, slot[0])
         _decrement(self._per_publisher, slot[2])
-        _decrement(self._per_key, (slot[0], slot[1]))
+        publishers = self._by_key[(slot[0], slot[1])]
+        del publishers[slot[2]]
+        if not publishers:
+            del self._by_key[(slot[0], slot[1])]
         self._bytes -= held.size
 
 
