@@ -62,6 +62,7 @@ def test_solve_limits() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "emscripten", reason="no subprocess in Pyodide")
 def test_bench_quick() -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH), "--quick"],
