@@ -27,6 +27,7 @@ export const SUBSET = [
   "tests/signaling",
   "tests/circuit",
   "tests/health",
+  "tests/dht",
   "tests/test_budget.py",
   "tests/test_dialer.py",
   "tests/test_directory.py",
