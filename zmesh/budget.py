@@ -22,14 +22,16 @@ class TokenBucket:
 
     def take(self, now: float, n: float = 1.0) -> bool:
         """Take ``n`` tokens if the bucket holds them; False (taking nothing) if not."""
-        if self.tokens < 0:
-            self.tokens, self.updated = self.burst, now
+        tokens = self.tokens
+        if tokens < 0:
+            tokens, self.updated = self.burst, now
         elif now > self.updated:
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            tokens = min(self.burst, tokens + (now - self.updated) * self.rate)
             self.updated = now
-        if self.tokens + _EPSILON < n:
+        if tokens + _EPSILON < n:
+            self.tokens = tokens
             return False
-        self.tokens = max(0.0, self.tokens - n)
+        self.tokens = tokens - n if tokens > n else 0.0
         return True
 
     def ready_at(self, now: float, n: float = 1.0) -> float:

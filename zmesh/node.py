@@ -88,6 +88,7 @@ class NodeConfig:
     build_timeout: float = BUILD_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT  # destroy relayed circuits with no cell this long
     auto_consume: bool = True  # see CircuitConfig.auto_consume
+    hop_events: bool = False  # see CircuitConfig.hop_events
     max_links: int = 0  # relays to link to on our own (DialWanted); 0: only when told
     max_inbound_links: int = MAX_INBOUND_LINKS
 
@@ -115,7 +116,9 @@ class Node:
         self._links = LinkTable()
         ids = itertools.count(1)
         cfg = self.config
-        cc = CircuitConfig(cfg.stream_window, cfg.build_timeout, cfg.idle_timeout, cfg.auto_consume)
+        cc = CircuitConfig(
+            cfg.stream_window, cfg.build_timeout, cfg.idle_timeout, cfg.auto_consume, cfg.hop_events
+        )
         self._limits = LinkLimits(cfg.keepalive, cfg.link_timeout, cfg.credit_timeout)
         self.directory = Directory(self.node_id, self._links, now)
         self.dialer = Dialer(self.node_id, self.config.max_links)

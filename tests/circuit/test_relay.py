@@ -143,8 +143,9 @@ def test_idle_circuits_time_out_at_every_hop() -> None:
 
 
 def test_relays_keep_no_history_of_circuits() -> None:
-    """What a hop learns is an event for the demo and tests; nothing stays on the node."""
-    sim = full_mesh(3)
+    """What a hop learns is an event for the demo and tests (hop_events, off by default);
+    nothing stays on the node."""
+    sim = full_mesh(3, config=NodeConfig(hop_events=True))
     source, relay, dest = sim.nodes
     for _ in range(20):
         cid = build(sim, source, [relay, dest])

@@ -22,6 +22,7 @@ class CircuitConfig:
     #: False when the application reports what it consumed (Node.consume): receive windows
     #: then slide only as fast as it reads, e.g. as fast as a TCP socket drains
     auto_consume: bool = True
+    hop_events: bool = False  # emit HopOpened (the demo, tests, --log-hops); production: no
 
 
 # -- events -------------------------------------------------------------------------------
@@ -48,8 +49,9 @@ class CircuitStreamEvent:
 class HopOpened:
     """We became a hop of a circuit: all a hop learns is its predecessor and successor.
 
-    ``successor`` is None when this node is the circuit's final hop.  Nothing keeps these:
-    the demo and the tests collect them from the events; a production driver drops them.
+    ``successor`` is None when this node is the circuit's final hop.  Emitted only with
+    ``hop_events`` on (the demo, the tests, ``--log-hops``): a production node does not
+    even make them.
     """
 
     predecessor: bytes

@@ -202,7 +202,8 @@ class RelayTable:
             hop.circuit_id = next(self._ids)
             self._endpoints[hop.circuit_id] = hop
             self._hops[side] = hop
-            self.events.append(HopOpened(conn.peer_id, None))
+            if self._config.hop_events:
+                self.events.append(HopOpened(conn.peer_id, None))
             inner = self._rng.bytes(self._geometry.created_size)
             reply = sphinx.wrap_created(self._geometry, result.keys, result.confirm_tag, inner)
             conn.send(lf.Created(circ_id, reply), now)
@@ -239,7 +240,8 @@ class RelayTable:
         hop = _Hop(side, result.keys, result.confirm_tag, conn, out, next_conn, active=now)
         self._hops[side] = hop
         self._hops[out] = hop
-        self.events.append(HopOpened(conn.peer_id, result.next_node_id))
+        if self._config.hop_events:
+            self.events.append(HopOpened(conn.peer_id, result.next_node_id))
         next_conn.send(lf.Create(out_id, result.next_epoch, result.header), now)
         return True
 

@@ -130,13 +130,19 @@ class RelayOptions:
 MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
 
 
-def relay_config(flags: Flags = Flags.NONE, addresses: tuple[str, ...] = ()) -> NodeConfig:
+def relay_config(
+    flags: Flags = Flags.NONE, addresses: tuple[str, ...] = (), *, hop_events: bool = False
+) -> NodeConfig:
     """The :class:`NodeConfig` of every native node, ``zmesh relay`` and ``zmesh proxy``
     alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
     under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
     and answers signaling, so that a first hop cannot tell a client from a relay (D22)."""
     return NodeConfig(
-        flags=Flags.RELAY | flags, addresses=addresses, auto_consume=False, max_links=MAX_LINKS
+        flags=Flags.RELAY | flags,
+        addresses=addresses,
+        auto_consume=False,
+        max_links=MAX_LINKS,
+        hop_events=hop_events,
     )
 
 
@@ -163,7 +169,8 @@ async def run_relay(opts: RelayOptions) -> int:
     server = HttpServer(handler)
     bound = await server.start(host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
-    config = relay_config(Flags.EXIT if opts.exit else Flags.NONE, (url,))
+    flags = Flags.EXIT if opts.exit else Flags.NONE
+    config = relay_config(flags, (url,), hop_events=opts.log_hops)
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:

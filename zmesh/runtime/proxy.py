@@ -231,7 +231,8 @@ async def run_proxy(opts: ProxyOptions) -> int:
     rng = SystemRng()
     store = Store(opts.data) if opts.data is not None else None
     identity = store.load_or_create_identity(rng) if store else Identity.generate(rng)
-    node = Node(identity, rng, wall_clock(), relay_config())  # it relays, too (D22)
+    config = relay_config(hop_events=opts.log_hops)  # it relays, too (D22)
+    node = Node(identity, rng, wall_clock(), config)
     loopback = (
         opts.loopback
         if opts.loopback is not None

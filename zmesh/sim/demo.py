@@ -9,7 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..identity import short_id
-from ..node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event, HopOpened, LinkUp
+from ..node import (
+    CircuitBuilt,
+    CircuitClosed,
+    CircuitStreamEvent,
+    Event,
+    HopOpened,
+    LinkUp,
+    NodeConfig,
+)
 from ..onion.geometry import DEFAULT_GEOMETRY
 from ..rng import sample
 from ..session.endpoint import StreamData, StreamFinished, StreamOpened
@@ -90,7 +98,7 @@ def run_demo(
         raise DemoError(f"at most {DEFAULT_GEOMETRY.max_hops - 1} relays fit in a circuit")
     sim = Simulator(seed, model)
     wall0 = clock()
-    mesh = [sim.add_node() for _ in range(nodes)]
+    mesh = [sim.add_node(NodeConfig(hop_events=True)) for _ in range(nodes)]
     pairs = [(a, b) for i, a in enumerate(mesh) for b in mesh[i + 1 :]]
     links_up = [0]
 
