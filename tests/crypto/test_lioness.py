@@ -21,11 +21,11 @@ KNOWN_ANSWERS = [
         5,
         1,
         bytes(range(64)),
-        "cbada7184ecabb01a73a1a40e34ad3e3185e7291946d16fb2022c48ff74cc4db"
-        "731a94da1ee7be74949a1897bfcf275f5ee2d23dfc4636e394a25bc3d5402b24",
+        "c4a31e50f1253912d7d9ec3a86c65ee7eeb0e9cce2d3bc9dfb74f038f54e2e5e"
+        "37bc24ffe473f102c6b3313eb03e6d03cb1a33e06be6a0e31de229ca3bc8f3de",
     ),
-    (0, 0, bytes(33), "6cabc6a9f9a6de1a96d5d6ba6937b56f09169ccda4a7cba08800a99b7c2fc9d547"),
-]
+    (0, 0, bytes(33), "d7ca00da80098e8b46f88cf023ef912a6fc21985a3e07a919360cbaf884b1f7e3c"),
+]  # computed with pycryptodome's ChaCha20 from block 1 (D40), not with zmesh's backend
 
 keys = st.binary(min_size=lioness.KEY_SIZE, max_size=lioness.KEY_SIZE)
 tweaks = st.builds(lioness.make_tweak, st.integers(0, 2**64 - 1), st.integers(0, 1))

@@ -40,8 +40,9 @@ function remote(message) {
 }
 
 /** XOR `data` with the ChaCha20 keystream (RFC 8439, counter 0, 12-byte nonce). */
+// The ChaCha20 keystream from block counter 1, as RFC 8439's AEAD encrypts (D40).
 function chacha20Xor(key, nonce, data) {
-  return chacha20(sized(key, 32, "key"), sized(nonce, 12, "nonce"), u8(data, "data"));
+  return chacha20(sized(key, 32, "key"), sized(nonce, 12, "nonce"), u8(data, "data"), undefined, 1);
 }
 
 /** ChaCha20-Poly1305 seal (RFC 8439): ciphertext || tag. */

@@ -89,7 +89,8 @@ def _bool(name: str, *parts: bytes) -> bool:
 
 
 def chacha20_xor(key: bytes, nonce: bytes, data: bytes) -> bytes:
-    """XOR ``data`` with the ChaCha20 keystream (RFC 8439, counter 0, 12-byte nonce)."""
+    """XOR ``data`` with the ChaCha20 keystream from block counter 1 (RFC 8439, 12-byte
+    nonce), as RFC 8439's AEAD encrypts (D40)."""
     return _bytes("chacha20Xor", key, nonce, data)
 
 
