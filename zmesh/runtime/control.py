@@ -64,12 +64,12 @@ from . import run_command
 from .http import (
     MAX_HEAD,
     PHASE_TIMEOUT,
-    READ_SIZE,
     ClientExchange,
     HttpError,
     Request,
     ResponseError,
     ServerConnection,
+    run_exchange,
 )
 
 log = logging.getLogger("zmesh.control")
@@ -320,21 +320,7 @@ async def fetch_status(host: str, port: int, timeout: float = FETCH_TIMEOUT) -> 
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     headers = [(b"Host", authority.encode()), (b"Accept", b"application/json")]
     exchange = ClientExchange("GET", "/status", headers, max_body=MAX_DOCUMENT)
-
-    async def run() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(exchange.request)
-            await writer.drain()
-            while not exchange.complete:
-                if chunk := await reader.read(READ_SIZE):
-                    exchange.feed(chunk)
-                else:
-                    exchange.eof()
-        finally:
-            writer.close()
-
-    await asyncio.wait_for(run(), timeout)
+    await run_exchange(host, port, exchange, timeout)
     if exchange.status != 200:
         raise ResponseError(f"the control server answered {exchange.status} {exchange.reason}")
     try:

@@ -414,9 +414,16 @@ async def http_request(
     port = parts.port or 80
     headers = [(b"Host", parts.netloc.encode()), (b"Content-Length", b"%d" % len(body))]
     exchange = ClientExchange(method, parts.path or "/", headers, body)
+    await run_exchange(parts.hostname, port, exchange, timeout)
+    return exchange.status, exchange.body
 
-    async def run() -> tuple[int, bytes]:
-        reader, writer = await asyncio.open_connection(parts.hostname, port)
+
+async def run_exchange(host: str, port: int, exchange: "ClientExchange", timeout: float) -> None:
+    """Carry out ``exchange`` over a new connection to ``host:port`` within ``timeout``
+    seconds.  Raises OSError, TimeoutError or the exchange's ResponseError."""
+
+    async def run() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
         try:
             writer.write(exchange.request)
             await writer.drain()
@@ -427,9 +434,8 @@ async def http_request(
                     exchange.eof()
         finally:
             writer.close()
-        return exchange.status, exchange.body
 
-    return await asyncio.wait_for(run(), timeout)
+    await asyncio.wait_for(run(), timeout)
 
 
 async def serve_fixed(body: bytes, content_type: str) -> tuple[asyncio.Server, str]:
