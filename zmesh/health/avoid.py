@@ -21,17 +21,11 @@ A ``now`` that is NaN or infinite, or a weight that is not a finite positive num
 raises ValueError.  A ``now`` earlier than an entry's last update decays nothing.
 """
 
-import math
+from .checks import finite
 
 MAX_SCORE = 1e6
 HALF_LIFE = 60.0
 THRESHOLD = 0.5
-
-
-def _finite(name: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
 
 
 class Avoidance:
@@ -47,9 +41,9 @@ class Avoidance:
         max_entries: int = 1024,
     ) -> None:
         """Raises ValueError for a non-positive or non-finite setting."""
-        if not _finite("half_life", half_life) > 0.0:
+        if not finite("half_life", half_life) > 0.0:
             raise ValueError("half_life must be positive")
-        if not 0.0 < _finite("threshold", threshold) <= MAX_SCORE:
+        if not 0.0 < finite("threshold", threshold) <= MAX_SCORE:
             raise ValueError(f"threshold must be in (0, {MAX_SCORE}]")
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
@@ -71,8 +65,8 @@ class Avoidance:
         """Count a failure of ``node_id`` at ``now``.
 
         Raises ValueError if ``now`` is not finite or ``weight`` not finite and positive."""
-        _finite("now", now)
-        if not _finite("weight", weight) > 0.0:
+        finite("now", now)
+        if not finite("weight", weight) > 0.0:
             raise ValueError("weight must be positive")
         entry = self._entries.pop(node_id, None)
         score = 0.0 if entry is None else self._decayed(entry, now)
@@ -94,7 +88,7 @@ class Avoidance:
         """The decayed failure score of ``node_id`` at ``now`` (0 if unknown).
 
         Raises ValueError if ``now`` is not finite."""
-        _finite("now", now)
+        finite("now", now)
         entry = self._entries.get(node_id)
         if entry is None:
             return 0.0

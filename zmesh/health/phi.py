@@ -23,17 +23,13 @@ non-decreasing in ``now`` for a fixed history.
 import math
 from collections import deque
 
+from .checks import finite
+
 MAX_INTERVAL = 1e9  # seconds (~32 years); longer intervals are stored as this
 _Y_MAX = 1e6  # |y| beyond this changes nothing a caller can act on; keeps phi finite
 _A, _B = 1.5976, 0.070566  # the logistic approximation's coefficients
 _Z_LINEAR = 40.0  # above this log10(1 + e^z) == z / ln 10 to double precision
 _PHI_AT_LINEAR = math.log10(1.0 + math.exp(_Z_LINEAR))
-
-
-def _finite(name: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
 
 
 class PhiDetector:
@@ -61,13 +57,13 @@ class PhiDetector:
         """Raises ValueError for a window under 2 or a non-finite or out-of-range setting."""
         if window < 2:
             raise ValueError("window must hold at least 2 intervals")
-        if not _finite("min_std", min_std) > 0.0:
+        if not finite("min_std", min_std) > 0.0:
             raise ValueError("min_std must be positive")
-        if not _finite("acceptable_pause", acceptable_pause) >= 0.0:
+        if not finite("acceptable_pause", acceptable_pause) >= 0.0:
             raise ValueError("acceptable_pause must be >= 0")
-        if not 0.0 < _finite("first_interval", first_interval) <= MAX_INTERVAL:
+        if not 0.0 < finite("first_interval", first_interval) <= MAX_INTERVAL:
             raise ValueError(f"first_interval must be in (0, {MAX_INTERVAL}]")
-        if not _finite("threshold", threshold) > 0.0:
+        if not finite("threshold", threshold) > 0.0:
             raise ValueError("threshold must be positive")
         self._min_std = min_std
         self._acceptable_pause = acceptable_pause
@@ -103,7 +99,7 @@ class PhiDetector:
 
         A heartbeat earlier than the last one is ignored; one that ends a suspected failure
         (phi over ``threshold``) resets the clock but does not enter the window."""
-        _finite("now", now)
+        finite("now", now)
         last = self._last
         if last is not None:
             if now < last:
@@ -119,7 +115,7 @@ class PhiDetector:
         """The suspicion level at ``now``: 0 before the first heartbeat or at an earlier time.
 
         Raises ValueError if ``now`` is not finite."""
-        _finite("now", now)
+        finite("now", now)
         last = self._last
         if last is None or now < last:
             return 0.0
