@@ -331,7 +331,7 @@ async def native_circuit(client: AsyncNode, browser_id: str) -> int:
 async def download(client: AsyncNode, cid: int, files: FileServer, timeout: float) -> float:
     """GET the file over a new stream on circuit ``cid`` (SHA-256 checked); MB/s."""
     start = time.perf_counter()
-    pipe = client.open_stream(cid, files.url.split("/")[2])
+    pipe = client.open_stream(client.session_for([cid]), files.url.split("/")[2])
     await pipe.wait_connected(timeout)
     body = await _http_get_over(pipe, files.url)
     took = time.perf_counter() - start

@@ -1,7 +1,8 @@
 """Test helpers: small simulated meshes of real nodes (virtual time, no sleeps)."""
 
-from zmesh.node import CircuitBuilt, CircuitClosed, CircuitStreamEvent, Event, LinkUp, NodeConfig
-from zmesh.session.endpoint import StreamData, StreamFinished
+from zmesh.circuit.sessions import SessionStreamEvent
+from zmesh.node import CircuitBuilt, CircuitClosed, Event, LinkUp, NodeConfig
+from zmesh.session.endpoint import StreamData, StreamFinished, StreamOpened
 from zmesh.sim import LinkModel, SimNode, Simulator
 
 
@@ -40,20 +41,61 @@ def build(sim: Simulator, source: SimNode, path: list[SimNode]) -> int | None:
     return cid if built else None
 
 
-def received(sn: SimNode, circuit_id: int | None = None) -> bytes:
+def open_stream(sim: Simulator, source: SimNode, cids: list[int], target: str) -> tuple[int, int]:
+    """A session whose legs are the built circuits ``cids``, and a stream on it to
+    ``target``: returns (session id, stream id)."""
+    sessions = source.node.sessions
+
+    def open_(now: float) -> tuple[int, int]:
+        session_id = sessions.create(now)
+        for cid in cids:
+            sessions.add_leg(session_id, cid, now)
+        return session_id, sessions.open(session_id, target, now)
+
+    return sim.call(source, lambda: open_(sim.now))
+
+
+def accept_streams(sim: Simulator, *nodes: SimNode) -> None:
+    """Make ``nodes`` accept every stream opened to them (as an exit that reached the
+    target would), after whatever ``sim.on_event`` did before."""
+    before = sim.on_event
+
+    def on_event(sn: SimNode, event: Event) -> None:
+        if before is not None:
+            before(sn, event)
+        if sn in nodes and isinstance(event, SessionStreamEvent):
+            inner, session_id = event.event, event.session_id
+            if isinstance(inner, StreamOpened):
+                sessions = sn.node.sessions
+                sim.call(sn, lambda: sessions.accept(session_id, inner.stream_id, sim.now))
+
+    sim.on_event = on_event
+
+
+def received(sn: SimNode, session_id: int | None = None) -> bytes:
     return b"".join(
         e.event.data
         for e in sn.events
-        if isinstance(e, CircuitStreamEvent)
+        if isinstance(e, SessionStreamEvent)
         and isinstance(e.event, StreamData)
-        and (circuit_id is None or e.circuit_id == circuit_id)
+        and (session_id is None or e.session_id == session_id)
     )
 
 
 def finished(sn: SimNode) -> bool:
     return any(
-        isinstance(e, CircuitStreamEvent) and isinstance(e.event, StreamFinished) for e in sn.events
+        isinstance(e, SessionStreamEvent) and isinstance(e.event, StreamFinished) for e in sn.events
     )
 
 
-__all__ = ["Event", "LinkUp", "build", "events_of", "finished", "full_mesh", "received"]
+__all__ = [
+    "Event",
+    "LinkUp",
+    "accept_streams",
+    "build",
+    "events_of",
+    "finished",
+    "full_mesh",
+    "open_stream",
+    "received",
+]

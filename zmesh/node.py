@@ -3,7 +3,7 @@
 Theory of operation (aioquic's pattern).  A driver owns the transports and the clock and
 talks to one :class:`Node`.  Inputs each take ``now``: :meth:`Node.open_link`,
 :meth:`Node.receive`, :meth:`Node.link_closed`, :meth:`Node.handle_timer`, and the
-application API (:meth:`Node.build_circuit`, :attr:`Node.streams`, ...).  Outputs are
+application API (:meth:`Node.build_circuit`, :attr:`Node.sessions`, ...).  Outputs are
 pulled after every input (:func:`zmesh.driver.drain`): :meth:`Node.datagrams_to_send`,
 :meth:`Node.get_timer` (one deadline) and :meth:`Node.next_event` (events, and effects such
 as :class:`~zmesh.dialer.DialWanted` that the driver carries out).
@@ -12,8 +12,10 @@ The node holds no protocol state of its own.  Its components share one outer sha
 (``handle_timer(now)``, ``get_timer()``, ``next_event()``, inputs taking ``now``): a
 :class:`~zmesh.link.connection.LinkConnection` per link (in a
 :class:`~zmesh.link.table.LinkTable`), the :class:`~zmesh.circuit.relay.RelayTable`, the
-:class:`~zmesh.circuit.builder.CircuitBuilder`, the :class:`~zmesh.directory.Directory`,
-the :class:`~zmesh.signaling.router.SignalRouter` and the :class:`~zmesh.dialer.Dialer`.
+:class:`~zmesh.circuit.builder.CircuitBuilder`, the :class:`~zmesh.circuit.sessions.Sessions`
+(every stream rides a session over one or more circuits), the
+:class:`~zmesh.directory.Directory`, the :class:`~zmesh.signaling.router.SignalRouter` and
+the :class:`~zmesh.dialer.Dialer`.
 
 Frames reach them through a handler table keyed by frame type, with "allowed before the
 handshake" and "after" columns.  A frame for a circuit that closed is dropped quietly; one
@@ -37,11 +39,11 @@ from .circuit.common import (
     CircuitBuilt,
     CircuitClosed,
     CircuitConfig,
-    CircuitStreamEvent,
+    CircuitEvent,
     HopOpened,
 )
 from .circuit.relay import RelayTable
-from .circuit.streams import Streams
+from .circuit.sessions import SessionEvent, Sessions
 from .dialer import Dialer, DialWanted
 from .directory import MIN_UPDATE_INTERVAL, DescriptorLearned, Directory
 from .errors import CloseCode, LocalProtocolError, RemoteProtocolError
@@ -64,10 +66,8 @@ MAX_INBOUND_LINKS = 256  # links peers opened to us and that are up
 Event = (
     LinkUp
     | LinkClosed
-    | CircuitBuilt
-    | CircuitClosed
-    | CircuitStreamEvent
-    | HopOpened
+    | CircuitEvent
+    | SessionEvent
     | DescriptorLearned
     | SignalReceived
     | DialWanted
@@ -128,9 +128,9 @@ class Node:
         self.relay.dial_through(self.directory, self.dialer.want)
         self.builder = CircuitBuilder(self._links, self.geometry, rng, config=cc, ids=ids)
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
-        self.streams = Streams(self.builder, self.relay, self._settle)
-        self._sources = (self.relay, self.builder, self.directory, self.signals, self.dialer)
-        self._timed = (self.relay, self.builder, self.directory, self.dialer)
+        self.sessions = Sessions(self.builder, self.relay, rng, config=cc, settle=self._settle)
+        self._timed = (self.relay, self.builder, self.sessions, self.directory, self.dialer)
+        self._sources = (*self._timed, self.signals)
         self._events: deque[Event] = deque()
         self._descriptor: Descriptor | None = None
         self._closing: list[tuple[int, bytes]] = []  # CLOSE frames of links already gone
@@ -223,16 +223,19 @@ class Node:
         self._collect(now)
 
     def _collect(self, now: float) -> None:
-        """Move the components' events into ours, in order, reacting to new relays."""
-        for source in self._sources:
-            events = source.events
-            while events:
-                event = events.popleft()
-                self._events.append(event)
-                if type(event) is DescriptorLearned:
-                    desc = event.descriptor
-                    linked = self._links.to_peer(desc.node_id) is not None
-                    self.dialer.consider(desc, linked, len(self._links.peers()), now)
+        """Move the components' events into ours, in order, reacting to some."""
+        while any(source.events for source in self._sources):
+            for source in self._sources:
+                events = source.events
+                while events:
+                    event = events.popleft()
+                    self._events.append(event)
+                    if type(event) is CircuitClosed:
+                        self.sessions.circuit_closed(event.circuit_id, now)
+                    elif type(event) is DescriptorLearned:
+                        desc = event.descriptor
+                        linked = self._links.to_peer(desc.node_id) is not None
+                        self.dialer.consider(desc, linked, len(self._links.peers()), now)
 
     # -- links ----------------------------------------------------------------------
     def open_link(
@@ -369,10 +372,8 @@ class Node:
 
     # -- circuits and streams --------------------------------------------------------
     def build_circuit(self, path: list[Descriptor], now: float) -> int:
-        """Start building a circuit through ``path`` (verified descriptors, first hop linked).
-
-        Returns the local circuit id; :class:`CircuitBuilt` follows one round trip later.
-        """
+        """Start building a circuit through ``path`` (verified descriptors, first hop
+        linked); returns its id.  :class:`CircuitBuilt` follows one round trip later."""
         circuit_id = self.builder.build(path, now)
         self._settle(now)
         return circuit_id
@@ -386,7 +387,6 @@ class Node:
 __all__ = [
     "CircuitBuilt",
     "CircuitClosed",
-    "CircuitStreamEvent",
     "DescriptorLearned",
     "DialWanted",
     "Event",
@@ -395,5 +395,6 @@ __all__ = [
     "LinkUp",
     "Node",
     "NodeConfig",
+    "SessionEvent",
     "SignalReceived",
 ]

@@ -7,7 +7,8 @@ A build that takes longer than the adaptive timeout is destroyed:
 :mod:`zmesh.health.cbt`), with ``build_timeout`` as the default and the ceiling.  The
 relays past the first hop of a build that timed out or was refused are scored in
 :attr:`CircuitBuilder.avoidance` for path choice.  Once built, the circuit's
-:class:`~zmesh.session.endpoint.ClientEnd` seals and opens cells for its streams.
+:class:`~zmesh.session.endpoint.ClientEnd` seals and opens its cells, whose frames go to
+the session the circuit is a leg of (:mod:`zmesh.circuit.sessions`).
 """
 
 import itertools
@@ -26,14 +27,15 @@ from ..onion import sphinx
 from ..onion.geometry import Geometry
 from ..rng import Rng
 from ..session.endpoint import ClientEnd
+from ..session.frames import StreamFrame
 from .common import (
     CircuitBuilt,
     CircuitClosed,
     CircuitConfig,
     CircuitEvent,
+    Deliver,
     Side,
-    open_cell,
-    pump,
+    send_frames,
 )
 
 log = logging.getLogger("zmesh.builder")
@@ -65,7 +67,7 @@ class CircuitBuilder:
         ids: "itertools.count[int]",
     ) -> None:
         self._links = links
-        self._geometry = geometry
+        self.geometry = geometry
         self._rng = rng
         self._config = config
         self._ids = ids
@@ -80,6 +82,12 @@ class CircuitBuilder:
         )
         #: relays of builds that timed out or failed; path choice may skip the avoided ones
         self.avoidance = Avoidance()
+        self._deliver: Deliver | None = None
+
+    def deliver_to(self, deliver: Deliver) -> None:
+        """Hand the frames of every cell that arrives on a built circuit to ``deliver``
+        (without it, such a cell closes the circuit)."""
+        self._deliver = deliver
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> CircuitEvent | None:
@@ -100,15 +108,15 @@ class CircuitBuilder:
 
         Returns the local circuit id; :class:`CircuitBuilt` follows one round trip later.
         Raises LocalProtocolError for a bad path or when too many builds are pending."""
-        if not 1 <= len(path) <= self._geometry.max_hops:
-            raise LocalProtocolError(f"a path has 1 to {self._geometry.max_hops} hops")
+        if not 1 <= len(path) <= self.geometry.max_hops:
+            raise LocalProtocolError(f"a path has 1 to {self.geometry.max_hops} hops")
         conn = self._links.to_peer(path[0].node_id)
         if conn is None:
             raise LocalProtocolError("no open link to the first hop")
         if len(self._building) >= MAX_BUILDING:
             raise LocalProtocolError(f"{MAX_BUILDING} circuits are being built already")
         hops = [sphinx.PathHop(d.node_id, d.onion_epoch, d.onion_pk) for d in path]
-        setup = sphinx.build_setup_header(self._geometry, hops, self._rng)
+        setup = sphinx.build_setup_header(self.geometry, hops, self._rng)
         circ_id = conn.allocate(self._rng, "client")
         if circ_id is None:
             raise LocalProtocolError("no circuit id left on the link to the first hop")
@@ -133,17 +141,18 @@ class CircuitBuilder:
         circ = self._circuits.get(circuit_id)
         return None if circ is None else circ.end
 
-    def pump(self, circuit_id: int, now: float) -> None:
+    def send_frames(self, circuit_id: int, frames: list[StreamFrame], now: float) -> None:
+        """Send one cell of ``frames`` on the built circuit; a full queue closes it."""
         circ = self._circuits[circuit_id]
         assert circ.end is not None
-        if not pump(circ.end, self._links.get(circ.out[0]), circ.out[1], now):
+        if not send_frames(circ.end, self._links.get(circ.out[0]), circ.out[1], frames, now):
             self._teardown(circ, CloseCode.RESOURCE, now)
 
-    def close(self, circuit_id: int, now: float) -> None:
+    def close(self, circuit_id: int, now: float, code: CloseCode = CloseCode.REQUESTED) -> None:
         circ = self._circuits.get(circuit_id)
         if circ is None:
             raise LocalProtocolError(f"no circuit {circuit_id}")
-        self._teardown(circ, CloseCode.REQUESTED, now)
+        self._teardown(circ, code, now)
 
     # -- frames ----------------------------------------------------------------------------
     def on_created(self, conn: LinkConnection, frame: lf.Created, now: float) -> None:
@@ -151,7 +160,7 @@ class CircuitBuilder:
         if circ.end is not None:
             raise RemoteProtocolError("unexpected CREATED")
         try:
-            sphinx.verify_created(self._geometry, circ.setup, frame.reply)
+            sphinx.verify_created(self.geometry, circ.setup, frame.reply)
         except RemoteProtocolError as exc:
             self._blame(circ, now)
             self._teardown(circ, exc.code, now)
@@ -160,24 +169,23 @@ class CircuitBuilder:
         elapsed = now - circ.started
         if 0.0 <= elapsed < math.inf:  # a clock that went back gives no sample
             self.build_times.add(elapsed)
-        circ.end = ClientEnd(
-            self._geometry,
-            circ.setup.hop_keys,
-            window=self._config.stream_window,
-            auto_consume=self._config.auto_consume,
-        )
+        circ.end = ClientEnd(self.geometry, circ.setup.hop_keys)
         self.events.append(CircuitBuilt(circ.circuit_id))
-        self.pump(circ.circuit_id, now)
 
     def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
         circ = self._by_side[(conn.link_id, frame.circ_id)]
         if circ.end is None:
             raise RemoteProtocolError("cell before CREATED")
-        if not open_cell(circ.end, circ.circuit_id, frame.cell, self.events):
+        try:
+            frames = circ.end.open_frames(frame.cell)
+        except RemoteProtocolError:
             log.info("circuit=%d event=teardown reason='garbled cell'", circ.circuit_id)
             self._teardown(circ, CloseCode.AUTH, now)
             return
-        self.pump(circ.circuit_id, now)
+        if self._deliver is None:
+            self._teardown(circ, CloseCode.PROTOCOL, now)
+            return
+        self._deliver(circ.circuit_id, frames, now)
 
     def on_destroy(self, conn: LinkConnection, frame: lf.Destroy, now: float) -> None:
         circ = self._by_side[(conn.link_id, frame.circ_id)]

@@ -1,11 +1,12 @@
-"""What the relay table and the circuit builder share: configuration, events, circuit ends."""
+"""What the relay table and the circuit builder share: configuration, events, sending."""
 
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import CloseCode, RemoteProtocolError
+from ..errors import CloseCode
 from ..link.connection import LinkConnection
-from ..session.endpoint import CircuitEnd, StreamEvent
+from ..session.endpoint import CircuitEnd
+from ..session.frames import StreamFrame
 
 Side = tuple[int, int]  # (link_id, circ_id)
 BUILD_TIMEOUT = 30.0
@@ -38,14 +39,6 @@ class CircuitClosed:
 
 
 @dataclass(frozen=True, slots=True)
-class CircuitStreamEvent:
-    """A stream event on one of this node's circuit ends (client or final hop)."""
-
-    circuit_id: int
-    event: StreamEvent
-
-
-@dataclass(frozen=True, slots=True)
 class HopOpened:
     """We became a hop of a circuit: all a hop learns is its predecessor and successor.
 
@@ -58,21 +51,18 @@ class HopOpened:
     successor: bytes | None
 
 
-CircuitEvent = CircuitBuilt | CircuitClosed | CircuitStreamEvent | HopOpened
+CircuitEvent = CircuitBuilt | CircuitClosed | HopOpened
+
+#: where a circuit end hands the frames of each cell it opened: (circuit id, frames, now)
+Deliver = Callable[[int, list[StreamFrame], float], None]
 
 
-def open_cell(end: CircuitEnd, circuit_id: int, data: bytes, events: deque[CircuitEvent]) -> bool:
-    """Apply one cell at a circuit's end; False if it was garbled (destroy the circuit)."""
-    try:
-        stream_events = end.open_cell(data)
-    except RemoteProtocolError:
-        return False
-    events.extend(CircuitStreamEvent(circuit_id, e) for e in stream_events)
-    return True
-
-
-def pump(end: CircuitEnd, conn: LinkConnection | None, circ_id: int, now: float) -> bool:
-    """Send every cell the end's streams may send; False if the circuit's queue overflowed."""
-    if conn is None:
-        return True
-    return all(conn.send_cell(circ_id, cell, now) for cell in end.cells_to_send())
+def send_frames(
+    end: CircuitEnd,
+    conn: LinkConnection | None,
+    circ_id: int,
+    frames: list[StreamFrame],
+    now: float,
+) -> bool:
+    """Seal ``frames`` into one cell and queue it; False if the circuit's queue overflowed."""
+    return conn is None or conn.send_cell(circ_id, end.seal_frames(frames), now)

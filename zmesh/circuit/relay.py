@@ -41,14 +41,15 @@ from ..onion.geometry import Geometry
 from ..onion.keyring import OnionKeyRing
 from ..rng import Rng
 from ..session.endpoint import ServerEnd
+from ..session.frames import StreamFrame
 from .common import (
     CircuitClosed,
     CircuitConfig,
     CircuitEvent,
+    Deliver,
     HopOpened,
     Side,
-    open_cell,
-    pump,
+    send_frames,
 )
 
 log = logging.getLogger("zmesh.relay")
@@ -121,6 +122,12 @@ class RelayTable:
         self._all_creates = TokenBucket(CREATE_RATE_TOTAL, CREATE_RATE_TOTAL * 2)
         self._pairs: dict[tuple[int, int], int] = {}  # (in link, out link) -> circuits
         self.cells_relayed = 0
+        self._deliver: Deliver | None = None
+
+    def deliver_to(self, deliver: Deliver) -> None:
+        """Hand the frames of every cell that reaches us as a final hop to ``deliver``
+        (without it, such a cell closes the circuit)."""
+        self._deliver = deliver
 
     def dial_through(
         self, directory: Mapping[bytes, Descriptor], dial: Callable[[Descriptor, float], bool]
@@ -157,14 +164,15 @@ class RelayTable:
         """Circuits that pass through this node (as a relay or as their final hop)."""
         return sum(1 for s, h in self._hops.items() if s == h.prev)
 
-    def end(self, circuit_id: int) -> ServerEnd | None:
-        hop = self._endpoints.get(circuit_id)
-        return None if hop is None else hop.end
+    def __contains__(self, circuit_id: object) -> bool:
+        """Whether ``circuit_id`` is a circuit we are the final hop of."""
+        return circuit_id in self._endpoints
 
-    def pump(self, circuit_id: int, now: float) -> None:
+    def send_frames(self, circuit_id: int, frames: list[StreamFrame], now: float) -> None:
+        """Send one cell of ``frames`` back to the client; a full queue closes the circuit."""
         hop = self._endpoints[circuit_id]
         assert hop.end is not None
-        if not pump(hop.end, hop.prev_conn, hop.prev[1], now):
+        if not send_frames(hop.end, hop.prev_conn, hop.prev[1], frames, now):
             self._teardown(hop.prev, CloseCode.RESOURCE, now)
 
     # -- frames ----------------------------------------------------------------------------
@@ -193,12 +201,7 @@ class RelayTable:
         if isinstance(result, sphinx.Final):
             entry.replay.record(result.keys.replay_tag)
             hop = _Hop(side, result.keys, result.confirm_tag, conn, open=True, active=now)
-            hop.end = ServerEnd(
-                self._geometry,
-                result.keys,
-                window=self._config.stream_window,
-                auto_consume=self._config.auto_consume,
-            )
+            hop.end = ServerEnd(self._geometry, result.keys)
             hop.circuit_id = next(self._ids)
             self._endpoints[hop.circuit_id] = hop
             self._hops[side] = hop
@@ -329,11 +332,16 @@ class RelayTable:
         hop.active = now
         if hop.end is not None:
             # the final hop: remove its layer (the same LIONESS pass) and authenticate
-            if not open_cell(hop.end, hop.circuit_id, frame.cell, self.events):
+            try:
+                frames = hop.end.open_frames(frame.cell)
+            except RemoteProtocolError:
                 log.info("circuit=%d event=teardown reason='garbled cell'", hop.circuit_id)
                 self._teardown(side, CloseCode.AUTH, now)
                 return
-            self.pump(hop.circuit_id, now)
+            if self._deliver is None:
+                self._teardown(side, CloseCode.PROTOCOL, now)
+                return
+            self._deliver(hop.circuit_id, frames, now)
             return
         if side == hop.prev:
             assert hop.next is not None and hop.next_conn is not None
@@ -365,11 +373,11 @@ class RelayTable:
                 self._teardown((conn.link_id, circ_id), CloseCode.CONNECTION_FAILED, now)
         self._budgets.pop(conn.link_id, None)
 
-    def close(self, circuit_id: int, now: float) -> None:
+    def close(self, circuit_id: int, now: float, code: CloseCode = CloseCode.REQUESTED) -> None:
         hop = self._endpoints.get(circuit_id)
         if hop is None:
             raise LocalProtocolError(f"no circuit {circuit_id}")
-        self._teardown(hop.prev, CloseCode.REQUESTED, now)
+        self._teardown(hop.prev, code, now)
 
     def _teardown(
         self, side: Side, code: CloseCode, now: float, *, from_peer: bool = False

@@ -11,12 +11,13 @@ On top of the node it runs what needs the network:
   and cap, is decided by :class:`~zmesh.signaling.negotiation.Negotiation`; the driver
   makes the WebRTC calls and runs the deadline scopes it expires;
 * link policy: carry out the node's :class:`~zmesh.node.DialWanted` effects;
-* streams: :class:`StreamPipe` couples a circuit stream to a TCP connection, with
+* streams: :class:`StreamPipe` couples a session's stream to a TCP connection, with
   backpressure both ways (exits use it towards servers, the SOCKS proxy towards apps).
 """
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..circuit.sessions import SessionClosed, SessionStreamEvent
 from ..driver import drain
 from ..errors import CloseCode, RemoteProtocolError, ZMeshError
 from ..exit_policy import ExitPolicy, PolicyError, check_target
@@ -32,7 +34,6 @@ from ..link.transport import Transport
 from ..node import (
     CircuitBuilt,
     CircuitClosed,
-    CircuitStreamEvent,
     DescriptorLearned,
     DialWanted,
     Event,
@@ -93,7 +94,7 @@ def session_sdp(session: bytes, fingerprint: bytes, role: str) -> str:
 
 
 class StreamClosedError(ZMeshError):
-    """A circuit stream ended abnormally (reset, or its circuit was destroyed)."""
+    """A stream ended abnormally (reset, or its session ended)."""
 
 
 @dataclass
@@ -132,7 +133,7 @@ class AsyncNode:
         self._timer_at: float | None = None
         self._link_waiters: dict[bytes, list[asyncio.Future[int]]] = {}
         self._circuit_waiters: dict[int, asyncio.Future[None]] = {}
-        self._streams: dict[tuple[int, int], _StreamSlot] = {}
+        self._streams: dict[tuple[int, int], _StreamSlot] = {}  # (session, stream) ->
         self.negotiation = Negotiation(node.identity, self.rng, signaling_limits)
         self._answers: dict[bytes, asyncio.Future[Answer]] = {}  # our offer's nonce -> answer
         self._scopes: dict[bytes, asyncio.Timeout] = {}  # negotiation key -> its deadline
@@ -261,21 +262,24 @@ class AsyncNode:
                 failed = self._circuit_waiters.pop(cid, None)
                 if failed is not None and not failed.done():
                     failed.set_exception(StreamClosedError(f"circuit closed ({code.name})"))
-                for key in [k for k in self._streams if k[0] == cid]:
+            case SessionClosed(session_id, reason):
+                log.info("session=%d event=closed reason=%r", session_id, reason)
+                for key in [k for k in self._streams if k[0] == session_id]:
                     self._streams.pop(key).inbox.put_nowait(None)
-            case CircuitStreamEvent(cid, inner):
-                self._on_stream_event(cid, inner)
+            case SessionStreamEvent(session_id, inner):
+                self._on_stream_event(session_id, inner)
 
-    def _on_stream_event(self, cid: int, event: StreamEvent) -> None:
+    def _on_stream_event(self, session_id: int, event: StreamEvent) -> None:
+        key = (session_id, event.stream_id)
         if isinstance(event, StreamOpened):
-            self._streams[(cid, event.stream_id)] = _StreamSlot(asyncio.Queue())
-            self._spawn(self._serve_exit(cid, event.stream_id, event.target))
+            self._streams[key] = _StreamSlot(asyncio.Queue())
+            self._spawn(self._serve_exit(session_id, event.stream_id, event.target))
             return
-        slot = self._streams.get((cid, event.stream_id))
+        slot = self._streams.get(key)
         if slot is not None:
             slot.inbox.put_nowait(event)
             if isinstance(event, StreamReset):
-                del self._streams[(cid, event.stream_id)]
+                del self._streams[key]
 
     # -- signaling ------------------------------------------------------------------
     def _on_negotiation_event(self, event: NegotiationEvent) -> None:
@@ -494,16 +498,32 @@ class AsyncNode:
             raise
         return cid
 
-    def open_stream(self, cid: int, target: str) -> "StreamPipe":
-        sid = self.call(lambda now: self.node.streams.open(cid, target, now))
-        slot = _StreamSlot(asyncio.Queue())
-        self._streams[(cid, sid)] = slot
-        return StreamPipe(self, cid, sid, slot)
+    def session_for(self, cids: list[int]) -> int:
+        """The session whose legs are the built circuits ``cids``: the session of the
+        first if it has one, else a new one over all of them.  Raises ZMeshError."""
+        sessions = self.node.sessions
+        existing = sessions.session_of(cids[0])
+        if existing is not None:
+            return existing
 
-    async def _serve_exit(self, cid: int, sid: int, target: str) -> None:
+        def create(now: float) -> int:
+            session_id = sessions.create(now)
+            for cid in cids:
+                sessions.add_leg(session_id, cid, now)
+            return session_id
+
+        return self.call(create)
+
+    def open_stream(self, session_id: int, target: str) -> "StreamPipe":
+        sid = self.call(lambda now: self.node.sessions.open(session_id, target, now))
+        slot = _StreamSlot(asyncio.Queue())
+        self._streams[(session_id, sid)] = slot
+        return StreamPipe(self, session_id, sid, slot)
+
+    async def _serve_exit(self, session_id: int, sid: int, target: str) -> None:
         """An exit: resolve, apply the exit policy, connect, then pipe both ways."""
-        slot = self._streams[(cid, sid)]
-        pipe = StreamPipe(self, cid, sid, slot)
+        slot = self._streams[(session_id, sid)]
+        pipe = StreamPipe(self, session_id, sid, slot)
         if self.exit_policy is None:
             pipe.reset(RESET_POLICY)
             return
@@ -532,7 +552,7 @@ class AsyncNode:
             return
         log.debug("exit event=connected target=%s", target)
         with contextlib.suppress(ZMeshError):
-            self.call(lambda now: self.node.streams.accept(cid, sid, now))
+            self.call(lambda now: self.node.sessions.accept(session_id, sid, now))
         await pipe.run(reader, writer)
 
     async def close(self) -> None:
@@ -561,11 +581,11 @@ def split_target(target: str) -> tuple[str, int]:
 
 
 class StreamPipe:
-    """One circuit stream coupled to a TCP connection, with backpressure both ways."""
+    """One session stream coupled to a TCP connection, with backpressure both ways."""
 
-    def __init__(self, driver: AsyncNode, cid: int, sid: int, slot: _StreamSlot) -> None:
+    def __init__(self, driver: AsyncNode, session_id: int, sid: int, slot: _StreamSlot) -> None:
         self.driver = driver
-        self.cid = cid
+        self.session_id = session_id
         self.sid = sid
         self._slot = slot
 
@@ -576,52 +596,56 @@ class StreamPipe:
             return
         if isinstance(event, StreamReset):
             raise StreamClosedError(f"refused by the exit (code {event.code})")
-        raise StreamClosedError("circuit closed before the stream connected")
+        raise StreamClosedError("the session closed before the stream connected")
 
     async def receive(self, timeout: float | None = None) -> StreamEvent | None:
-        """The stream's next event; None once its circuit has closed.  TimeoutError if
+        """The stream's next event; None once its session has closed.  TimeoutError if
         nothing arrives within ``timeout`` seconds."""
         return await asyncio.wait_for(self._slot.inbox.get(), timeout)
 
     def finish(self) -> None:
         """Finish our direction and stop listening (once the peer has finished its own)."""
-        self.driver._streams.pop((self.cid, self.sid), None)
-        with contextlib.suppress(ZMeshError):
-            self.driver.call(lambda now: self.driver.node.streams.finish(self.cid, self.sid, now))
-
-    def reset(self, code: int) -> None:
-        self.driver._streams.pop((self.cid, self.sid), None)
+        self.driver._streams.pop((self.session_id, self.sid), None)
         with contextlib.suppress(ZMeshError):
             self.driver.call(
-                lambda now: self.driver.node.streams.reset(self.cid, self.sid, code, now)
+                lambda now: self.driver.node.sessions.finish(self.session_id, self.sid, now)
+            )
+
+    def reset(self, code: int) -> None:
+        self.driver._streams.pop((self.session_id, self.sid), None)
+        with contextlib.suppress(ZMeshError):
+            self.driver.call(
+                lambda now: self.driver.node.sessions.reset(self.session_id, self.sid, code, now)
             )
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Pipe until both directions finish; reset the stream on any failure."""
         node, call = self.driver.node, self.driver.call
 
-        async def upstream() -> None:  # TCP -> circuit
+        async def upstream() -> None:  # TCP -> session
             while data := await reader.read(READ_CHUNK):
-                call(lambda now: node.streams.send(self.cid, self.sid, data, now))
-                while node.streams.buffered(self.cid, self.sid) > STREAM_HIGH_WATER:
+                call(lambda now: node.sessions.send(self.session_id, self.sid, data, now))
+                while node.sessions.buffered(self.session_id, self.sid) > STREAM_HIGH_WATER:
                     await self.driver._progress.wait()
-            call(lambda now: node.streams.finish(self.cid, self.sid, now))
+            call(lambda now: node.sessions.finish(self.session_id, self.sid, now))
 
-        async def downstream() -> None:  # circuit -> TCP
+        async def downstream() -> None:  # session -> TCP
             while True:
                 event = await self._slot.inbox.get()
                 if isinstance(event, StreamData):
                     writer.write(event.data)
                     await writer.drain()
-                    taken = len(event.data)
                     if not node.config.auto_consume:  # slide the window as the app reads
-                        call(lambda now: node.streams.consume(self.cid, self.sid, taken, now))  # noqa: B023
+                        consume = functools.partial(
+                            node.sessions.consume, self.session_id, self.sid, len(event.data)
+                        )
+                        call(consume)
                 elif isinstance(event, StreamFinished):
                     if writer.can_write_eof():
                         writer.write_eof()
                     return
                 elif event is None or isinstance(event, StreamReset):
-                    raise StreamClosedError("the stream was reset or its circuit closed")
+                    raise StreamClosedError("the stream was reset or its session closed")
 
         up = asyncio.ensure_future(upstream())
         down = asyncio.ensure_future(downstream())
@@ -633,5 +657,5 @@ class StreamPipe:
         finally:
             up.cancel()
             down.cancel()
-            self.driver._streams.pop((self.cid, self.sid), None)
+            self.driver._streams.pop((self.session_id, self.sid), None)
             writer.close()

@@ -146,11 +146,11 @@ async def circuit_fetch(
     except ZMeshError as exc:
         raise FetchError(f"no circuit: {exc}") from None
     try:
-        pipe = driver.open_stream(circuit.cid, target.stream_target)
+        pipe = driver.open_stream(driver.session_for([circuit.cid]), target.stream_target)
     except ZMeshError as exc:
         pool.forget(circuit, failed=True)
         raise FetchError(f"the circuit failed: {exc}") from None
-    node, cid, sid = driver.node, pipe.cid, pipe.sid
+    node, session_id, sid = driver.node, pipe.session_id, pipe.sid
     finished = False
     try:
         try:
@@ -162,7 +162,7 @@ async def circuit_fetch(
             raise FetchError(
                 f"the exit could not connect to {target.stream_target}: {exc}"
             ) from None
-        driver.call(lambda now: node.streams.send(cid, sid, exchange.request, now))
+        driver.call(lambda now: node.sessions.send(session_id, sid, exchange.request, now))
         while not exchange.complete:
             try:
                 event = await pipe.receive(IDLE_TIMEOUT)
@@ -173,12 +173,12 @@ async def circuit_fetch(
                     exchange.feed(event.data)
                     taken = len(event.data)
                     with contextlib.suppress(ZMeshError):
-                        driver.call(lambda now: node.streams.consume(cid, sid, taken, now))  # noqa: B023
+                        driver.call(lambda now: node.sessions.consume(session_id, sid, taken, now))  # noqa: B023
                 elif isinstance(event, StreamFinished):
                     finished = True
                     exchange.eof()
                 elif event is None or isinstance(event, StreamReset):
-                    raise FetchError("the stream was reset or its circuit closed")
+                    raise FetchError("the stream was reset or its session closed")
             except ResponseError as exc:
                 raise FetchError(str(exc)) from None
         return FetchResponse(exchange.status, exchange.reason, exchange.headers, exchange.body)

@@ -270,7 +270,7 @@ class Harness:
             self.step = "building a circuit through a browser"
             cid = await self._first_working_circuit(client, guards, middles, exits[0], details)
             self.step = "opening a stream to the file server"
-            pipe = client.open_stream(cid, self.files.url.split("/")[2])
+            pipe = client.open_stream(client.session_for([cid]), self.files.url.split("/")[2])
             await pipe.wait_connected(self.opts.timeout)
             self.step = "fetching the file through the circuit"
             body = await _http_get_over(pipe, self.files.url)

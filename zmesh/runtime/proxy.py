@@ -123,7 +123,9 @@ class SocksProxy:
             writer.write(socks.reply(ReplyCode.SUCCEEDED))
             for data in [e.data for e in _drain_events(socks)]:  # bytes sent with the request
                 self.driver.call(
-                    functools.partial(self.driver.node.streams.send, pipe.cid, pipe.sid, data)
+                    functools.partial(
+                        self.driver.node.sessions.send, pipe.session_id, pipe.sid, data
+                    )
                 )
             await pipe.run(reader, writer)
         finally:
@@ -166,7 +168,8 @@ class SocksProxy:
             self._prune()
             self._circuits[circuit.cid] = circuit
             try:
-                return self.driver.open_stream(circuit.cid, target), circuit
+                session_id = self.driver.session_for([circuit.cid])
+                return self.driver.open_stream(session_id, target), circuit
             except ZMeshError:
                 self.pool.forget(circuit, failed=True)
         return None, None

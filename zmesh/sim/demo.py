@@ -8,11 +8,11 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..circuit.sessions import SessionStreamEvent
 from ..identity import short_id
 from ..node import (
     CircuitBuilt,
     CircuitClosed,
-    CircuitStreamEvent,
     Event,
     HopOpened,
     LinkUp,
@@ -133,21 +133,21 @@ def run_demo(
             state["circuit"] = event.circuit_id
         elif isinstance(event, CircuitClosed):
             state["closed"] = event.code
-        elif sn is destination and isinstance(event, CircuitStreamEvent):
-            inner = event.event
-            if isinstance(inner, StreamOpened) and inner.target != SINK_TARGET:
-                sim.call(
-                    sn, lambda: sn.node.streams.reset(event.circuit_id, inner.stream_id, 0, sim.now)
-                )
+        elif sn is destination and isinstance(event, SessionStreamEvent):
+            inner, session_id = event.event, event.session_id
+            if isinstance(inner, StreamOpened):
+                sessions = sn.node.sessions
+                if inner.target == SINK_TARGET:
+                    sim.call(sn, lambda: sessions.accept(session_id, inner.stream_id, sim.now))
+                else:
+                    sim.call(sn, lambda: sessions.reset(session_id, inner.stream_id, 0, sim.now))
             elif isinstance(inner, StreamData):
                 sink.sha.update(inner.data)
                 sink.received += len(inner.data)
                 progress("transfer", sink.received, size)
             elif isinstance(inner, StreamFinished):
                 sink.finished = True
-                sim.call(
-                    sn, lambda: sn.node.streams.finish(event.circuit_id, inner.stream_id, sim.now)
-                )
+                sim.call(sn, lambda: sn.node.sessions.finish(session_id, inner.stream_id, sim.now))
 
     sim.on_event = on_event
     t0, w0 = sim.now, clock()
@@ -161,11 +161,18 @@ def run_demo(
     data = sim.rng.bytes(size)
     sent_sha = hashlib.sha256(data).hexdigest()
     t1, w1 = sim.now, clock()
-    sid = sim.call(source, lambda: source.node.streams.open(circuit, SINK_TARGET, sim.now))
+    sessions = source.node.sessions
+
+    def open_session(now: float) -> tuple[int, int]:
+        session_id = sessions.create(now)
+        sessions.add_leg(session_id, circuit, now)
+        return session_id, sessions.open(session_id, SINK_TARGET, now)
+
+    session, sid = sim.call(source, lambda: open_session(sim.now))
     for offset in range(0, size, WRITE_CHUNK):
         chunk = data[offset : offset + WRITE_CHUNK]
-        sim.call(source, lambda: source.node.streams.send(circuit, sid, chunk, sim.now))  # noqa: B023 (runs now)
-    sim.call(source, lambda: source.node.streams.finish(circuit, sid, sim.now))
+        sim.call(source, lambda: sessions.send(session, sid, chunk, sim.now))  # noqa: B023 (runs now)
+    sim.call(source, lambda: sessions.finish(session, sid, sim.now))
     progress("transfer", 0, size)
     if not sim.run(lambda: sink.finished or state["closed"] is not None, max_time=t1 + 3600):
         raise DemoError("the transfer stalled")
