@@ -129,6 +129,7 @@ class Node:
         self.builder = CircuitBuilder(self._links, self.geometry, rng, config=cc, ids=ids)
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
         self.sessions = Sessions(self.builder, self.relay, rng, config=cc, settle=self._settle)
+        self.sessions.route_with(self.directory, self._links, self.node_id)
         self._timed = (self.relay, self.builder, self.sessions, self.directory, self.dialer)
         self._sources = (*self._timed, self.signals)
         self._events: deque[Event] = deque()
@@ -172,14 +173,6 @@ class Node:
 
     def peers(self) -> list[bytes]:
         return self._links.peers()
-
-    def client_circuits(self) -> set[int]:
-        """Ids of this node's built (open) client circuits."""
-        return self.builder.built()
-
-    def relayed_circuits(self) -> int:
-        """How many circuits pass through this node (as a relay or as their final hop)."""
-        return len(self.relay)
 
     # -- driver outputs -------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> list[tuple[int, bytes]]:
@@ -232,6 +225,8 @@ class Node:
                     self._events.append(event)
                     if type(event) is CircuitClosed:
                         self.sessions.circuit_closed(event.circuit_id, now)
+                    elif type(event) is CircuitBuilt:
+                        self.sessions.circuit_built(event.circuit_id, now)
                     elif type(event) is DescriptorLearned:
                         desc = event.descriptor
                         linked = self._links.to_peer(desc.node_id) is not None

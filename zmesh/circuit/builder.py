@@ -52,7 +52,7 @@ class _ClientCircuit:
     started: float
     timeout: float
     deadline: float
-    relays: tuple[bytes, ...]  # the path past the first hop, blamed if the build fails
+    path: tuple[bytes, ...]  # node ids, first hop first; past the first, blamed if it fails
     end: ClientEnd | None = None
 
 
@@ -121,9 +121,9 @@ class CircuitBuilder:
         if circ_id is None:
             raise LocalProtocolError("no circuit id left on the link to the first hop")
         out = (conn.link_id, circ_id)
-        relays = tuple(d.node_id for d in path[1:])
+        ids = tuple(d.node_id for d in path)
         timeout = self.build_times.timeout()
-        circ = _ClientCircuit(next(self._ids), out, setup, now, timeout, now + timeout, relays)
+        circ = _ClientCircuit(next(self._ids), out, setup, now, timeout, now + timeout, ids)
         self._circuits[circ.circuit_id] = circ
         self._by_side[out] = circ
         self._building[circ.circuit_id] = circ
@@ -132,6 +132,11 @@ class CircuitBuilder:
 
     def __contains__(self, circuit_id: object) -> bool:
         return circuit_id in self._circuits
+
+    def path(self, circuit_id: int) -> tuple[bytes, ...]:
+        """The node ids of a client circuit's path, first hop first (empty if unknown)."""
+        circ = self._circuits.get(circuit_id)
+        return () if circ is None else circ.path
 
     def built(self) -> set[int]:
         """Ids of the built (open) circuits."""
@@ -202,7 +207,7 @@ class CircuitBuilder:
     def _blame(self, circ: _ClientCircuit, now: float) -> None:
         """Score the relays past the first hop of a build that timed out or failed."""
         if math.isfinite(now):
-            for node_id in circ.relays:
+            for node_id in circ.path[1:]:
                 self.avoidance.failed(node_id, now)
 
     def _teardown(

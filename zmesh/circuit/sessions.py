@@ -6,6 +6,17 @@ more circuits (its legs) that end at the same final hop.  The client creates a s
 the final hop finds the session of a new circuit from the LINK frame that begins its
 first cell, and creates it if the token is new.
 
+Healing.  :meth:`Sessions.connect` creates a *managed* session: the node picks an exit
+and builds :data:`DEFAULT_LEGS` circuits to it through disjoint middles (and disjoint
+guards where the linked relays allow; :func:`~zmesh.onion.paths.choose_leg`), adding each
+as a leg once built.  When a leg is lost, its guard and middle are scored in the
+builder's avoidance table, and the leg is replaced at once by a *standby* circuit to the
+same exit that avoids them, if one is ready, else by a new build; the standby is
+refilled in the background (:data:`STANDBY_PER_EXIT` per exit in use).  A build that
+fails is retried after a backoff (:data:`RETRY_DELAY`, doubling, at most
+:data:`MAX_RETRY_DELAY`).  A session whose exit is gone fails after its grace time, as
+every session without legs does.
+
 The tables are bounded: at most :data:`MAX_SESSIONS` sessions in all, one per circuit at
 the most (a session needs a circuit to be created, and CREATEs are budgeted per peer by
 the relay table), and a session without legs fails after its grace time.  A protocol
@@ -20,21 +31,28 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
+from ..identity import Descriptor
+from ..link.table import LinkTable
+from ..onion.paths import NoPathError, choose_leg, choose_path
 from ..rng import Rng
 from ..session.endpoint import StreamData, StreamEvent
 from ..session.frames import TOKEN_SIZE, StreamFrame
 from ..session.legs import LegInfo
-from ..session.multipath import LegLost, Session, SessionFailed, link_token
+from ..session.multipath import MAX_LEGS, LegLost, Session, SessionFailed, link_token
 from ..session.stream import Stream
 from .builder import CircuitBuilder
 from .common import CircuitConfig
 from .relay import RelayTable
 
 MAX_SESSIONS = 4096
+DEFAULT_LEGS = 2
+STANDBY_PER_EXIT = 1
+RETRY_DELAY = 0.25
+MAX_RETRY_DELAY = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +98,21 @@ class SessionInfo:
 
 
 @dataclass(slots=True)
+class _Plan:
+    """What a managed session keeps up: ``want`` legs to ``exit_id``."""
+
+    exit_id: bytes
+    want: int
+    building: set[int] = field(default_factory=set)  # circuits being built as its legs
+    retry_at: float | None = None
+    delay: float = RETRY_DELAY
+
+
+@dataclass(slots=True)
 class _Entry:
     session_id: int
     session: Session
+    plan: _Plan | None = None
     bytes_sent: int = 0
     bytes_received: int = 0
     last_data: float | None = None  # when data last reached the application
@@ -116,6 +146,19 @@ class Sessions:
         self.events: deque[SessionEvent] = deque()
         builder.deliver_to(self._on_frames)
         relay.deliver_to(self._on_frames)
+        # healing (managed sessions): where paths come from, and the circuits being built
+        self._relays: Mapping[bytes, Descriptor] = {}
+        self._links: LinkTable | None = None
+        self._own_id = b""
+        self._building: dict[int, _Entry] = {}  # circuit id -> the session it will join
+        self._standby: dict[bytes, set[int]] = {}  # exit id -> built spare circuits to it
+        self._standby_building: dict[int, bytes] = {}  # circuit id -> its exit
+
+    def route_with(
+        self, relays: Mapping[bytes, Descriptor], links: LinkTable, own_id: bytes
+    ) -> None:
+        """Where :meth:`connect` finds paths: the relays known, our links, our own id."""
+        self._relays, self._links, self._own_id = relays, links, own_id
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> SessionEvent | None:
@@ -133,6 +176,10 @@ class Sessions:
             del self._deadlines[session_id]
             entry = self._sessions[session_id]
             entry.session.handle_timer(now)
+            plan = entry.plan
+            if plan is not None and plan.retry_at is not None and plan.retry_at <= now:
+                plan.retry_at = None
+                self._top_up(entry, now)
             self._flush(entry, now)
 
     # -- queries ------------------------------------------------------------------------
@@ -161,6 +208,10 @@ class Sessions:
     def ids(self) -> list[int]:
         return list(self._sessions)
 
+    def standby(self) -> list[int]:
+        """The built spare circuits, kept to replace lost legs."""
+        return [cid for spare in self._standby.values() for cid in spare]
+
     # -- the client API ---------------------------------------------------------------------
     def create(self, now: float) -> int:
         """A new client session without legs (add them with :meth:`add_leg` within its
@@ -171,6 +222,26 @@ class Sessions:
         self._flush(entry, now)
         return entry.session_id
 
+    def connect(self, now: float, legs: int = DEFAULT_LEGS) -> int:
+        """A managed session of ``legs`` legs to an exit the node picks (see Healing).
+
+        Streams may be opened at once; they go out when its first leg is up.  Raises
+        NoPathError if no path exists now, LocalProtocolError for a bad number of legs
+        or at :data:`MAX_SESSIONS`."""
+        if not 1 <= legs <= MAX_LEGS:
+            raise LocalProtocolError(f"a session has 1 to {MAX_LEGS} legs")
+        linked = set(self._links.peers()) if self._links is not None else set()
+        suspects = self._builder.avoidance.avoided_ids(now)
+        path = choose_path(self._rng, self._relays.values(), linked, self._own_id, suspects)
+        entry = self._sessions[self.create(now)]
+        plan = entry.plan = _Plan(path[-1].node_id, legs)
+        self._build_leg(entry, plan, path, now)
+        self._top_up(entry, now)
+        self._refill_standby(plan.exit_id, now)
+        self._flush(entry, now)
+        self._settle(now)
+        return entry.session_id
+
     def add_leg(self, session_id: int, circuit_id: int, now: float) -> None:
         """Make the built client circuit ``circuit_id`` a leg of the session.
 
@@ -179,12 +250,15 @@ class Sessions:
         entry = self._entry(session_id)
         if circuit_id not in self._builder.built():
             raise LocalProtocolError(f"circuit {circuit_id} is not a built client circuit")
-        if circuit_id in self._by_leg:
+        if circuit_id in self._by_leg or circuit_id in self._building:
             raise LocalProtocolError(f"circuit {circuit_id} is a leg already")
+        self._attach(entry, circuit_id, now)
+        self._apply(entry, now)
+
+    def _attach(self, entry: _Entry, circuit_id: int, now: float) -> None:
         entry.session.add_leg(circuit_id, now)
         self._by_leg[circuit_id] = entry
         entry.legs.add(circuit_id)
-        self._apply(entry, now)
 
     def close(self, session_id: int, now: float) -> None:
         """Reset the session's streams, close its legs and forget it."""
@@ -244,8 +318,34 @@ class Sessions:
         return 0 if stream is None else stream.pending
 
     # -- circuits ---------------------------------------------------------------------------
+    def circuit_built(self, circuit_id: int, now: float) -> None:
+        """A client circuit is up: a leg a managed session waited for, or a standby."""
+        entry = self._building.pop(circuit_id, None)
+        if entry is not None:
+            assert entry.plan is not None
+            entry.plan.building.discard(circuit_id)
+            entry.plan.delay = RETRY_DELAY
+            self._attach(entry, circuit_id, now)
+            self._flush(entry, now)
+            return
+        exit_id = self._standby_building.pop(circuit_id, None)
+        if exit_id is not None:
+            self._standby.setdefault(exit_id, set()).add(circuit_id)
+
     def circuit_closed(self, circuit_id: int, now: float) -> None:
-        """A circuit closed: if it was a leg, its session resends what it carried."""
+        """A circuit closed: if it was a leg, its session resends what it carried; if it
+        was being built for one, the build is retried after a backoff."""
+        entry = self._building.pop(circuit_id, None)
+        if entry is not None:
+            assert entry.plan is not None
+            entry.plan.building.discard(circuit_id)
+            self._retry_later(entry.plan, now)
+            self._flush(entry, now)
+            return
+        exit_id = self._standby_building.pop(circuit_id, None)
+        if exit_id is None:
+            for spare in self._standby.values():
+                spare.discard(circuit_id)
         entry = self._by_leg.pop(circuit_id, None)
         if entry is not None:
             entry.legs.discard(circuit_id)
@@ -315,21 +415,26 @@ class Sessions:
     def _flush(self, entry: _Entry, now: float) -> None:
         """Send the session's cells, turn its events into ours, re-arm its timer."""
         session = entry.session
-        for leg_id, frames in session.cells_to_send(now):
-            table = self._builder if leg_id in self._builder else self._relay
-            table.send_frames(leg_id, frames, now)  # a full queue closes the circuit
-        while (event := session.next_event()) is not None:
-            match event:
-                case LegLost(leg_id, reason):
-                    self._lost(entry, leg_id, reason, now)
-                case SessionFailed(reason):
-                    self._end(entry, reason, now)
-                    return
-                case _:
-                    if type(event) is StreamData:
-                        self._received(entry, len(event.data), now)
-                    self.events.append(SessionStreamEvent(entry.session_id, event))
+        event: object = True
+        while event is not None:  # a lost leg's replacement has cells to send too
+            for leg_id, frames in session.cells_to_send(now):
+                table = self._builder if leg_id in self._builder else self._relay
+                table.send_frames(leg_id, frames, now)  # a full queue closes the circuit
+            while (event := session.next_event()) is not None:
+                match event:
+                    case LegLost(leg_id, reason):
+                        self._lost(entry, leg_id, reason, now)
+                        break
+                    case SessionFailed(reason):
+                        self._end(entry, reason, now)
+                        return
+                    case _:
+                        if type(event) is StreamData:
+                            self._received(entry, len(event.data), now)
+                        self.events.append(SessionStreamEvent(entry.session_id, event))
         deadline = session.get_timer()
+        if entry.plan is not None and entry.plan.retry_at is not None:
+            deadline = min(deadline or math.inf, entry.plan.retry_at)
         if deadline is None:
             self._deadlines.pop(entry.session_id, None)
         elif self._deadlines.get(entry.session_id) != deadline:
@@ -348,9 +453,16 @@ class Sessions:
             entry.failover_at = now
         self._by_leg.pop(leg_id, None)
         entry.legs.discard(leg_id)
+        path = self._builder.path(leg_id)
         if reason == "stalled":
             self._close_circuit(leg_id, CloseCode.TIMEOUT, now)
         self.events.append(SessionLegLost(entry.session_id, leg_id, reason))
+        plan = entry.plan
+        if plan is not None:
+            for node_id in path[:-1]:  # the guard and the middle; the exit is the session's
+                self._builder.avoidance.failed(node_id, now)
+            self._top_up(entry, now)
+            self._refill_standby(plan.exit_id, now)
 
     def _end(
         self, entry: _Entry, reason: str, now: float, code: CloseCode = CloseCode.REQUESTED
@@ -364,7 +476,103 @@ class Sessions:
             del self._by_leg[leg_id]
             self._close_circuit(leg_id, code, now)
         entry.legs.clear()
+        plan = entry.plan
+        if plan is not None:
+            for cid in plan.building:
+                del self._building[cid]
+                self._close_circuit(cid, CloseCode.REQUESTED, now)
+            plan.building.clear()
+            if not any(e.plan and e.plan.exit_id == plan.exit_id for e in self._sessions.values()):
+                self._drop_standby(plan.exit_id, now)
         self.events.append(SessionClosed(entry.session_id, reason))
+
+    # -- healing ----------------------------------------------------------------------------
+    def _top_up(self, entry: _Entry, now: float) -> None:
+        """Give a managed session its wanted legs: standby circuits first, then builds."""
+        plan = entry.plan
+        assert plan is not None
+        while len(entry.legs) + len(plan.building) < plan.want:
+            used = self._used(entry)
+            spare = self._take_standby(plan.exit_id, used, now)
+            if spare is not None:
+                self._attach(entry, spare, now)
+                continue
+            path = self._leg_path(plan.exit_id, used, now)
+            if path is None or not self._build_leg(entry, plan, path, now):
+                self._retry_later(plan, now)
+                return
+
+    def _used(self, entry: _Entry) -> set[bytes]:
+        """The guards and middles of a session's legs and of the legs being built."""
+        assert entry.plan is not None
+        return {
+            node_id
+            for cid in entry.legs | entry.plan.building
+            for node_id in self._builder.path(cid)[:-1]
+        }
+
+    def _leg_path(self, exit_id: bytes, used: set[bytes], now: float) -> list[Descriptor] | None:
+        linked = set(self._links.peers()) if self._links is not None else set()
+        suspects = self._builder.avoidance.avoided_ids(now)
+        try:
+            return choose_leg(
+                self._rng,
+                self._relays.values(),
+                linked,
+                self._own_id,
+                exit_id=exit_id,
+                used=used,
+                suspects=suspects,
+            )
+        except NoPathError:
+            return None
+
+    def _build_leg(self, entry: _Entry, plan: _Plan, path: list[Descriptor], now: float) -> bool:
+        try:
+            cid = self._builder.build(path, now)
+        except LocalProtocolError:
+            return False
+        plan.building.add(cid)
+        self._building[cid] = entry
+        return True
+
+    def _retry_later(self, plan: _Plan, now: float) -> None:
+        if plan.retry_at is None:
+            plan.retry_at = now + plan.delay
+            plan.delay = min(MAX_RETRY_DELAY, 2 * plan.delay)
+
+    def _take_standby(self, exit_id: bytes, used: set[bytes], now: float) -> int | None:
+        """A built spare circuit to ``exit_id`` whose middle is not in ``used`` and whose
+        guard and middle are not avoided, taken out of the standby."""
+        avoided = set(self._builder.avoidance.avoided_ids(now))
+        for cid in sorted(self._standby.get(exit_id, ())):
+            guard, middle = self._builder.path(cid)[:2]
+            if middle not in used and not {guard, middle} & avoided:
+                self._standby[exit_id].discard(cid)
+                return cid
+        return None
+
+    def _refill_standby(self, exit_id: bytes, now: float) -> None:
+        """Start building spares to ``exit_id`` up to :data:`STANDBY_PER_EXIT`."""
+        building = sum(1 for e in self._standby_building.values() if e == exit_id)
+        if len(self._standby.get(exit_id, ())) + building >= STANDBY_PER_EXIT:
+            return
+        path = self._leg_path(exit_id, set(), now)
+        if path is None:
+            return
+        try:
+            cid = self._builder.build(path, now)
+        except LocalProtocolError:
+            return
+        self._standby_building[cid] = exit_id
+
+    def _drop_standby(self, exit_id: bytes, now: float) -> None:
+        """No session uses ``exit_id`` any more: close its spares."""
+        spares = self._standby.pop(exit_id, set())
+        spares |= {c for c, e in self._standby_building.items() if e == exit_id}
+        for cid in spares:
+            self._standby_building.pop(cid, None)
+            self._close_circuit(cid, CloseCode.REQUESTED, now)
 
     def _close_circuit(self, circuit_id: int, code: CloseCode, now: float) -> None:
         if circuit_id in self._builder:

@@ -86,4 +86,49 @@ def choose_path[D: Relay](
     raise NoPathError(f"not enough relays known yet (need {HOPS}, one of them an exit)")
 
 
-__all__ = ["HOPS", "NoPathError", "Relay", "choice", "choose_path"]
+def choose_leg[D: Relay](
+    rng: Rng,
+    relays: Iterable[D],
+    linked: Collection[bytes],
+    own_id: bytes,
+    *,
+    exit_id: bytes,
+    used: Collection[bytes] = (),
+    suspects: Collection[bytes] = (),
+) -> list[D]:
+    """Return ``[guard, middle, exit]`` for one more leg of a session that ends at
+    ``exit_id``; NoPathError if the exit or a guard and a middle are missing.
+
+    The session's other legs run through ``used``: the middle avoids them and the
+    suspects if it can, then only them, then neither; the guard likewise, after the
+    middle (so two legs share a guard before they share a middle).
+    """
+    by_id: dict[bytes, D] = {}
+    for desc in relays:
+        if desc.flags & Flags.RELAY and desc.node_id != own_id:
+            by_id[desc.node_id] = desc
+    if exit_id not in by_id:
+        raise NoPathError("the session's exit is no longer known")
+    ids = [i for i in sorted(by_id) if i != exit_id]
+    used_set, bad = set(used), set(used) | set(suspects)
+    steps = (bad, used_set, set[bytes]())
+    for avoid_middle in steps:
+        for avoid_guard in steps:
+            guards = [g for g in ids if g in linked and g not in avoid_guard]
+            for guard in _shuffled(rng, guards):
+                middles = [m for m in ids if m != guard and m not in avoid_middle]
+                if middles:
+                    return [by_id[guard], by_id[choice(rng, middles)], by_id[exit_id]]
+    raise NoPathError("no guard and middle left for another leg")
+
+
+def _shuffled[T](rng: Rng, items: list[T]) -> list[T]:
+    """``items`` in a random order (Fisher-Yates)."""
+    out = list(items)
+    for i in range(len(out) - 1, 0, -1):
+        j = randbelow(rng, i + 1)
+        out[i], out[j] = out[j], out[i]
+    return out
+
+
+__all__ = ["HOPS", "NoPathError", "Relay", "choice", "choose_leg", "choose_path"]

@@ -315,8 +315,8 @@ class BrowserNode:
         node = self.node
         peers = list(dict.fromkeys(node.peers()))
         relays = [d for d in node.directory.values() if d.flags & Flags.RELAY]
-        own = len(node.client_circuits())
-        relayed = node.relayed_circuits()
+        own = len(node.builder.built())
+        relayed = len(node.relay)
         transports = self.rtc.transports()
         boot = self.config.boot
         page_start = boot.get("pageStart")

@@ -112,7 +112,7 @@ class CircuitPool:
         self._apply()
 
     def _drop_closed(self) -> None:
-        alive = self.driver.node.client_circuits()
+        alive = self.driver.node.builder.built()
         for cid in self.core.circuit_ids():
             if cid not in alive:
                 self.core.circuit_closed(cid)

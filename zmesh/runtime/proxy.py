@@ -177,7 +177,7 @@ class SocksProxy:
     def _prune(self) -> None:
         """Drop the circuits the pool or the node no longer holds (bounds the table by the
         pool's bounds)."""
-        held = set(self.pool.core.circuit_ids()) & self.driver.node.client_circuits()
+        held = set(self.pool.core.circuit_ids()) & self.driver.node.builder.built()
         for cid in [cid for cid in self._circuits if cid not in held]:
             del self._circuits[cid]
 
@@ -195,7 +195,7 @@ class SocksProxy:
             node_id=node.node_id,
             links=node.peers(),
             relays_known=len(node.directory),
-            relayed_circuits=node.relayed_circuits(),
+            relayed_circuits=len(node.relay),
             streams_waiting=self._waiting,
             circuits=circuits,
         )
