@@ -222,6 +222,19 @@ class Sessions:
         self._flush(entry, now)
         return entry.session_id
 
+    def can_connect(self, now: float) -> bool:
+        """Whether :meth:`connect` finds a path now (relays known, an exit, a link)."""
+        try:
+            self._first_path(now)
+        except NoPathError:
+            return False
+        return True
+
+    def _first_path(self, now: float) -> list[Descriptor]:
+        linked = set(self._links.peers()) if self._links is not None else set()
+        suspects = self._builder.avoidance.avoided_ids(now)
+        return choose_path(self._rng, self._relays.values(), linked, self._own_id, suspects)
+
     def connect(self, now: float, legs: int = DEFAULT_LEGS) -> int:
         """A managed session of ``legs`` legs to an exit the node picks (see Healing).
 
@@ -230,9 +243,7 @@ class Sessions:
         or at :data:`MAX_SESSIONS`."""
         if not 1 <= legs <= MAX_LEGS:
             raise LocalProtocolError(f"a session has 1 to {MAX_LEGS} legs")
-        linked = set(self._links.peers()) if self._links is not None else set()
-        suspects = self._builder.avoidance.avoided_ids(now)
-        path = choose_path(self._rng, self._relays.values(), linked, self._own_id, suspects)
+        path = self._first_path(now)
         entry = self._sessions[self.create(now)]
         plan = entry.plan = _Plan(path[-1].node_id, legs)
         self._build_leg(entry, plan, path, now)

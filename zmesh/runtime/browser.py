@@ -37,8 +37,8 @@ from ..node import Event, LinkClosed, LinkUp, Node, NodeConfig
 from ..signaling.backoff import Backoff
 from .aio import AsyncNode, wall_clock
 from .browser_rtc import BrowserRng, BrowserRtc, BrowserTransport, Host, JsHost, to_bytes
-from .circuits import CircuitPool
 from .fetch import MAX_BODY, FetchError, circuit_fetch
+from .pool import Pool
 from .rtc import TransportError
 from .tasks import TaskSet
 
@@ -211,7 +211,7 @@ class BrowserNode:
         self.rtc = BrowserRtc(host)
         self.driver = AsyncNode(self.node, rtc=self.rtc, http_client=http_client, loopback=False)
         self.driver.on_event = self._on_event
-        self.pool = CircuitPool(self.driver)
+        self.pool = Pool(self.driver)
         self.bootstrap = [BootstrapEntry(url) for url in config.bootstrap]
         self.first_link_ms: float | None = None
         self.ready_ms: float | None = None

@@ -15,26 +15,29 @@ a JSON document (version 1)::
       "relays": [                      # zmesh up: the relays it started ([] for a proxy)
         {"index": 0, "node_id": "c1...", "pid": 4242, "exit": true,
          "url": "http://127.0.0.1:40001", "alive": true}, ...],
-      "circuits": [                    # the proxy's client circuits, by id
+      "circuits": [                    # the proxy's client circuits, legs first
         {"id": 7, "path": ["a...", "b...", "c..."], "state": "open",
-         "streams": 1, "rtt_ms": null, "session": null}, ...],
-      "sessions": [],
+         "streams": 1, "rtt_ms": 41.5, "session": 3}, ...],
+      "sessions": [...],
       "proxy": {"pid": 4250, "alive": true}   # zmesh up only: its proxy process
     }
 
-A circuit's ``path`` runs from the first hop to the final hop (the exit).  Its ``state``
-is ``"open"`` while it takes new streams and ``"retired"`` once it only carries the
-streams it has (it closes when the last one ends; see :mod:`zmesh.onion.pool`).
-``rtt_ms`` is null until the circuit's round-trip time is measured, and ``session`` names
-the session the circuit carries as a leg (null for a circuit no session uses).
+A circuit's ``path`` runs from the first hop to the final hop (the exit); its ``state``
+is ``"open"`` once built.  ``session`` names the session the circuit carries as a leg
+(null for a standby circuit, kept to replace a lost leg), ``streams`` counts that
+session's streams and ``rtt_ms`` is the leg's smoothed round-trip time (null until
+measured).  The legs of sessions come first, by session, then the standby circuits.
 
-``sessions`` lists the proxy's sessions (none until sessions carry the proxy's streams),
-one object each::
+``sessions`` lists the proxy's sessions, one object each::
 
-    {"id": 3, "streams": 2, "bytes_in": 1048576, "bytes_out": 512,
+    {"id": 3, "state": "open", "streams": 2, "bytes_in": 1048576, "bytes_out": 512,
      "legs": [7, 9], "failovers": 1, "longest_stall_ms": 212.0}
 
-with ``legs`` the ids of its circuits in ``circuits``.
+with ``legs`` the ids of its circuits in ``circuits``; ``state`` is ``"open"`` while it
+takes new streams and ``"retired"`` once it only carries the streams it has (it closes
+when the last one ends; see :mod:`zmesh.circuit.pool`); ``failovers`` counts the legs it
+lost with data in flight, and ``longest_stall_ms`` the longest gap in the data it
+received around one.
 
 The server is for tools on this machine, not for web pages: it listens on loopback by
 default, answers only ``GET /status`` (404 for other paths, 405 for other methods), sends
@@ -59,7 +62,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..circuit.sessions import SessionInfo
 from ..errors import ZMeshError
+from ..node import Node
 from . import run_command
 from .http import (
     MAX_HEAD,
@@ -128,9 +133,9 @@ def status_document(
 ) -> Document:
     """The status document (see the module doc) of a node with these figures.
 
-    Circuits are listed by id, at most MAX_LISTED of them (``circuits_total`` counts them
-    all); links are sorted, each peer once.  No I/O."""
-    listed = sorted(circuits, key=lambda c: c.cid)
+    Circuits are listed legs first (by session, then id), at most MAX_LISTED of them
+    (``circuits_total`` counts them all); links are sorted, each peer once.  No I/O."""
+    listed = sorted(circuits, key=lambda c: (c.session is None, c.session or 0, c.cid))
     return {
         "version": VERSION,
         "role": role,
@@ -164,6 +169,34 @@ def status_document(
         ],
         "circuits_total": len(listed),
         "sessions": [dict(s) for s in sessions[:MAX_LISTED]],
+    }
+
+
+def circuit_infos(node: Node, sessions: Iterable[SessionInfo]) -> list[CircuitInfo]:
+    """The node's built client circuits, with the session, stream count and RTT of those
+    that are legs of ``sessions``.  No I/O."""
+    legs = {leg.leg_id: (info, leg) for info in sessions for leg in info.legs}
+    out = []
+    for cid in node.builder.built():
+        info, leg = legs.get(cid, (None, None))
+        rtt = None if leg is None or leg.srtt is None else round(leg.srtt * 1000, 1)
+        streams = 0 if info is None else info.streams
+        session = None if info is None else info.session_id
+        out.append(CircuitInfo(cid, node.builder.path(cid), "open", streams, rtt, session))
+    return out
+
+
+def session_entry(info: SessionInfo, retired: bool) -> dict[str, Any]:
+    """One session as the document lists it."""
+    return {
+        "id": info.session_id,
+        "state": "retired" if retired else "open",
+        "streams": info.streams,
+        "bytes_in": info.bytes_received,
+        "bytes_out": info.bytes_sent,
+        "legs": [leg.leg_id for leg in info.legs],
+        "failovers": info.failovers,
+        "longest_stall_ms": round(info.longest_stall * 1000, 1),
     }
 
 

@@ -1,7 +1,7 @@
 """HTTP/1.1 through a circuit: what the browser node's ``zmesh.fetch`` runs.
 
-:func:`circuit_fetch` takes a 3-hop circuit to an exit from a
-:class:`~zmesh.runtime.circuits.CircuitPool`, opens a stream to the URL's ``host:port``
+:func:`circuit_fetch` takes a session (legs of 3-hop circuits to an exit) from a
+:class:`~zmesh.runtime.pool.Pool`, opens a stream to the URL's ``host:port``
 (the exit makes the TCP connection under its exit policy), writes one HTTP/1.1 request
 and parses the response, both with h11 through :func:`start_exchange`
 (a :class:`~zmesh.runtime.http.ClientExchange`).  ``http://`` only: an ``https://`` URL
@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 from ..errors import ZMeshError
 from ..session.endpoint import StreamData, StreamFinished, StreamReset
 from .aio import RESET_CLOSED, AsyncNode, StreamClosedError
-from .circuits import CircuitPool
 from .http import ClientExchange, ResponseError
+from .pool import Pool
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 << 20
@@ -126,7 +126,7 @@ def start_exchange(
 
 async def circuit_fetch(
     driver: AsyncNode,
-    pool: CircuitPool,
+    pool: Pool,
     url: str,
     *,
     method: str = "GET",
@@ -142,21 +142,21 @@ async def circuit_fetch(
     exchange = start_exchange(method, target, headers, body, max_body)
     key = isolation_key if isolation_key is not None else target.origin.encode()
     try:
-        circuit = await pool.circuit_for(key)
+        session = pool.session_for(key)
     except ZMeshError as exc:
-        raise FetchError(f"no circuit: {exc}") from None
+        raise FetchError(f"no session: {exc}") from None
     try:
-        pipe = driver.open_stream(driver.session_for([circuit.cid]), target.stream_target)
+        pipe = driver.open_stream(session.session_id, target.stream_target)
     except ZMeshError as exc:
-        pool.forget(circuit, failed=True)
-        raise FetchError(f"the circuit failed: {exc}") from None
+        pool.forget(session)
+        raise FetchError(f"the session failed: {exc}") from None
     node, session_id, sid = driver.node, pipe.session_id, pipe.sid
     finished = False
     try:
         try:
             await pipe.wait_connected(CONNECT_TIMEOUT)
         except TimeoutError:
-            pool.forget(circuit, failed=True)
+            pool.forget(session)
             raise FetchError(f"no answer from the exit within {CONNECT_TIMEOUT:g} s") from None
         except StreamClosedError as exc:
             raise FetchError(
@@ -187,4 +187,4 @@ async def circuit_fetch(
             pipe.finish()
         else:
             pipe.reset(RESET_CLOSED)
-        pool.stream_closed(circuit)
+        pool.stream_closed(session)

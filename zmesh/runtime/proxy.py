@@ -1,7 +1,9 @@
-"""``zmesh proxy``: a SOCKS5 server whose connections ride 3-hop circuits to an exit.
+"""``zmesh proxy``: a SOCKS5 server whose connections ride sessions of 3-hop circuits.
 
-Circuits come from a :class:`~zmesh.runtime.circuits.CircuitPool` keyed by the SOCKS
-username (as Tor's IsolateSOCKSAuth): see that module for the reuse and failure rules.
+Each connection is a stream of a session from a :class:`~zmesh.runtime.pool.Pool` keyed
+by the SOCKS username (as Tor's IsolateSOCKSAuth): see that module for the reuse rules.
+A session runs over two circuits to one exit and replaces a circuit that dies, without
+losing a byte (:mod:`zmesh.circuit.sessions`).
 
 The proxy is also a relay (D22): it publishes ``Flags.RELAY`` and accepts links, CREATEs,
 cells and signaling exactly as ``zmesh relay`` does (:func:`~zmesh.runtime.daemon.relay_config`),
@@ -10,7 +12,7 @@ reach it by signaling relayed through the mesh over the links it opened.  It is 
 exit (its driver has no exit policy, so streams opened to it are refused).
 
 With ``--control HOST:PORT`` it serves its status (:mod:`zmesh.runtime.control`): its
-node, links and circuits.
+node, links, circuits and sessions.
 """
 
 import asyncio
@@ -28,17 +30,14 @@ from ..node import Node
 from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
 from . import run_command, webrtc
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
-from .circuits import (
-    BUILD_ATTEMPTS,
-    BUILD_TIMEOUT,
-    HOPS,
-    MAX_DIRTINESS,
-    SUSPECT_FOR,
-    CircuitPool,
-    NoPathError,
-    PooledCircuit,
+from .control import (
+    ControlServer,
+    Document,
+    circuit_infos,
+    session_entry,
+    start_control,
+    status_document,
 )
-from .control import CircuitInfo, ControlServer, Document, start_control, status_document
 from .daemon import (
     BootstrapStatus,
     keep_bootstrapping,
@@ -48,38 +47,23 @@ from .daemon import (
     stop_requested,
 )
 from .entropy import SystemRng
+from .pool import Pool, PooledSession
 from .store import Store
 
 log = logging.getLogger("zmesh.proxy")
 
 CONNECT_TIMEOUT = 15.0
 
-__all__ = [
-    "BUILD_ATTEMPTS",
-    "BUILD_TIMEOUT",
-    "CONNECT_TIMEOUT",
-    "HOPS",
-    "MAX_DIRTINESS",
-    "SUSPECT_FOR",
-    "CircuitPool",
-    "NoPathError",
-    "PooledCircuit",
-    "ProxyOptions",
-    "SocksProxy",
-    "main_proxy",
-    "run_proxy",
-]
+__all__ = ["CONNECT_TIMEOUT", "ProxyOptions", "SocksProxy", "main_proxy", "run_proxy"]
 
 
 class SocksProxy:
     def __init__(self, driver: AsyncNode) -> None:
         self.driver = driver
-        self.pool = CircuitPool(driver)
+        self.pool = Pool(driver)
         self._server: asyncio.Server | None = None
         self._started = time.monotonic()
-        # the pool's circuits as it handed them out (pruned to those it still holds)
-        self._circuits: dict[int, PooledCircuit] = {}
-        self._waiting = 0  # connections waiting for a circuit
+        self._waiting = 0  # connections waiting for their stream to connect
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._serve, host, port)
@@ -100,12 +84,14 @@ class SocksProxy:
             if ":" in request.host
             else f"{request.host}:{request.port}"
         )
-        pipe, circuit = await self._open(request.isolation_key, target)
-        if pipe is None or circuit is None:
+        opened = self._open(request.isolation_key, target)
+        if opened is None:
             writer.write(socks.reply(ReplyCode.GENERAL_FAILURE))
             writer.close()
             return
+        pipe, session = opened
         try:
+            self._waiting += 1
             try:
                 await pipe.wait_connected(CONNECT_TIMEOUT)
             except (StreamClosedError, TimeoutError) as exc:
@@ -116,20 +102,19 @@ class SocksProxy:
                     else ReplyCode.TTL_EXPIRED
                 )
                 if isinstance(exc, TimeoutError):
-                    self.pool.forget(circuit, failed=True)
+                    self.pool.forget(session)
                 writer.write(socks.reply(code))
                 writer.close()
                 return
+            finally:
+                self._waiting -= 1
             writer.write(socks.reply(ReplyCode.SUCCEEDED))
+            sessions = self.driver.node.sessions
             for data in [e.data for e in _drain_events(socks)]:  # bytes sent with the request
-                self.driver.call(
-                    functools.partial(
-                        self.driver.node.sessions.send, pipe.session_id, pipe.sid, data
-                    )
-                )
+                self.driver.call(functools.partial(sessions.send, pipe.session_id, pipe.sid, data))
             await pipe.run(reader, writer)
         finally:
-            self.pool.stream_closed(circuit)
+            self.pool.stream_closed(session)
 
     async def _negotiate(
         self, socks: Socks5Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -153,42 +138,25 @@ class SocksProxy:
             if socks.failed:
                 raise ZMeshError("SOCKS handshake refused")
 
-    async def _open(
-        self, key: bytes, target: str
-    ) -> tuple[StreamPipe | None, PooledCircuit | None]:
-        for _ in range(2):
-            self._waiting += 1
+    def _open(self, key: bytes, target: str) -> tuple[StreamPipe, PooledSession] | None:
+        """A stream to ``target`` on the session for ``key``; None if none can be had."""
+        for _ in range(2):  # a session may have failed since the pool handed it out
             try:
-                circuit = await self.pool.circuit_for(key)
+                session = self.pool.session_for(key)
             except ZMeshError as exc:
-                log.info("socks event=no_circuit reason=%r", str(exc))
-                return None, None
-            finally:
-                self._waiting -= 1
-            self._prune()
-            self._circuits[circuit.cid] = circuit
+                log.info("socks event=no_session reason=%r", str(exc))
+                return None
             try:
-                session_id = self.driver.session_for([circuit.cid])
-                return self.driver.open_stream(session_id, target), circuit
+                return self.driver.open_stream(session.session_id, target), session
             except ZMeshError:
-                self.pool.forget(circuit, failed=True)
-        return None, None
-
-    def _prune(self) -> None:
-        """Drop the circuits the pool or the node no longer holds (bounds the table by the
-        pool's bounds)."""
-        held = set(self.pool.core.circuit_ids()) & self.driver.node.builder.built()
-        for cid in [cid for cid in self._circuits if cid not in held]:
-            del self._circuits[cid]
+                self.pool.forget(session)
+        return None
 
     def status(self) -> Document:
         """The proxy's status document (see :mod:`zmesh.runtime.control`)."""
-        self._prune()
         node = self.driver.node
-        circuits = [
-            CircuitInfo(c.cid, tuple(c.path), "retired" if c.retired else "open", c.streams)
-            for c in self._circuits.values()
-        ]
+        retired = {s.session_id: s.retired for s in self.pool.core.sessions()}
+        infos = [node.sessions.info(sid) for sid in node.sessions.ids() if sid in retired]
         return status_document(
             role="proxy",
             uptime=time.monotonic() - self._started,
@@ -197,7 +165,8 @@ class SocksProxy:
             relays_known=len(node.directory),
             relayed_circuits=len(node.relay),
             streams_waiting=self._waiting,
-            circuits=circuits,
+            circuits=circuit_infos(node, infos),
+            sessions=[session_entry(info, retired[info.session_id]) for info in infos],
         )
 
     async def close(self) -> None:
