@@ -95,6 +95,7 @@ class SessionInfo:
     legs: list[LegInfo]
     failovers: int
     longest_stall: float  # the longest gap in received data around a failover (seconds)
+    longest_gap: float  # the longest gap in received data (seconds)
 
 
 @dataclass(slots=True)
@@ -118,6 +119,7 @@ class _Entry:
     last_data: float | None = None  # when data last reached the application
     failover_at: float | None = None  # a leg was lost since then, with data to resend
     longest_stall: float = 0.0
+    longest_gap: float = 0.0
     legs: set[int] = field(default_factory=set)
 
 
@@ -203,7 +205,13 @@ class Sessions:
             s.legs(),
             s.failovers,
             entry.longest_stall,
+            entry.longest_gap,
         )
+
+    def legs_of(self, session_id: int) -> list[int]:
+        """The circuit ids of a session's legs (empty for an unknown session)."""
+        entry = self._sessions.get(session_id)
+        return [] if entry is None else sorted(entry.legs)
 
     def ids(self) -> list[int]:
         return list(self._sessions)
@@ -454,8 +462,11 @@ class Sessions:
 
     def _received(self, entry: _Entry, n: int, now: float) -> None:
         entry.bytes_received += n
-        if entry.failover_at is not None and entry.last_data is not None:
-            entry.longest_stall = max(entry.longest_stall, now - entry.last_data)
+        if entry.last_data is not None:
+            gap = now - entry.last_data
+            entry.longest_gap = max(entry.longest_gap, gap)
+            if entry.failover_at is not None:
+                entry.longest_stall = max(entry.longest_stall, gap)
         entry.failover_at = None
         entry.last_data = now
 
