@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TextIO
 
 from . import __version__
+from .circuit.sessions import DEFAULT_LEGS
 from .runtime.control import DEFAULT_CONTROL
 from .runtime.processes import MAX_RELAYS, MIN_RELAYS
+from .session.multipath import MAX_LEGS
 from .sim.demo import DemoError, DemoResult, run_demo
 from .sim.network import LinkModel
 
@@ -186,6 +188,16 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return main_relay(opts)
 
 
+def _legs(text: str) -> int:
+    try:
+        legs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= legs <= MAX_LEGS:
+        raise argparse.ArgumentTypeError(f"give 1 to {MAX_LEGS} legs")
+    return legs
+
+
 def cmd_proxy(args: argparse.Namespace) -> int:
     from .runtime.proxy import ProxyOptions, main_proxy
 
@@ -201,6 +213,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         keep_trying=args.keep_trying,
         log_hops=args.log_hops,
         control=None if args.control == "off" else args.control,
+        legs=args.legs,
     )
     return main_proxy(opts)
 
@@ -365,11 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     proxy = sub.add_parser(
         "proxy",
-        help="run a SOCKS5 proxy that sends each connection through a 3-hop circuit",
+        help="run a SOCKS5 proxy that sends each connection through 3-hop circuits",
         description=(
             "Run a SOCKS5 server (RFC 1928: CONNECT, domain names, IPv4 and IPv6).  Each "
-            "connection goes through a 3-hop circuit to an exit relay.  A distinct SOCKS "
-            "username gets distinct circuits.  The proxy also relays circuits for others "
+            "connection is a stream of a session that runs over --legs 3-hop circuits to "
+            "one exit relay at once; a circuit that dies is replaced and its bytes in "
+            "flight are resent on the others, so the connection survives.  A distinct SOCKS "
+            "username gets a distinct session.  The proxy also relays circuits for others "
             "(it publishes the RELAY flag, never EXIT), over the links it holds."
         ),
     )
@@ -388,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a relay's signaling URL (repeatable, at least one)",
     )
     proxy.add_argument("--data", help="state directory (default: a fresh identity each run)")
+    proxy.add_argument(
+        "--legs",
+        type=_legs,
+        default=DEFAULT_LEGS,
+        help=f"circuits each session runs over at once, 1 to {MAX_LEGS} (default "
+        f"{DEFAULT_LEGS}; 1 still heals, with a stall while a circuit is replaced)",
+    )
     proxy.add_argument(
         "--loopback",
         action=argparse.BooleanOptionalAction,

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..circuit.sessions import DEFAULT_LEGS
 from ..errors import ZMeshError
 from ..identity import Identity, short_id
 from ..node import Node
@@ -58,9 +59,9 @@ __all__ = ["CONNECT_TIMEOUT", "ProxyOptions", "SocksProxy", "main_proxy", "run_p
 
 
 class SocksProxy:
-    def __init__(self, driver: AsyncNode) -> None:
+    def __init__(self, driver: AsyncNode, legs: int = DEFAULT_LEGS) -> None:
         self.driver = driver
-        self.pool = Pool(driver)
+        self.pool = Pool(driver, legs=legs)
         self._server: asyncio.Server | None = None
         self._started = time.monotonic()
         self._waiting = 0  # connections waiting for their stream to connect
@@ -191,6 +192,7 @@ class ProxyOptions:
     keep_trying: bool = False  # when every bootstrap relay refuses: warn and keep trying
     log_hops: bool = False  # tests only, as for ``zmesh relay --log-hops``
     control: str | None = None  # serve GET /status here (None: don't)
+    legs: int = DEFAULT_LEGS  # circuits per session
 
 
 REFUSED_ROUNDS = 3  # outright refusals of every bootstrap URL before we say so
@@ -213,7 +215,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
     driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback)
     if opts.log_hops:
         driver.on_event = log_hop
-    proxy = SocksProxy(driver)
+    proxy = SocksProxy(driver, opts.legs)
     control: ControlServer | None = None
     if opts.control is not None:
 
