@@ -567,10 +567,15 @@ class Sessions:
         """A built spare circuit to ``exit_id`` whose middle is not in ``used`` and whose
         guard and middle are not avoided, taken out of the standby."""
         avoided = set(self._builder.avoidance.avoided_ids(now))
-        for cid in sorted(self._standby.get(exit_id, ())):
-            guard, middle = self._builder.path(cid)[:2]
+        spares = self._standby.get(exit_id, set())
+        for cid in sorted(spares):
+            path = self._builder.path(cid)
+            if not path:  # closed, and its CircuitClosed not yet handled (same input)
+                spares.discard(cid)
+                continue
+            guard, middle = path[:2]
             if middle not in used and not {guard, middle} & avoided:
-                self._standby[exit_id].discard(cid)
+                spares.discard(cid)
                 return cid
         return None
 
