@@ -272,6 +272,8 @@ class Node:
             # what was queued within credit, and the CLOSE, still go out
             self._closing.extend((conn.link_id, d) for d in conn.datagrams_to_send())
         self._links.remove(conn)  # first: teardowns send nothing more on it
+        if conn.peer_id is not None and code in (CloseCode.CONNECTION_FAILED, CloseCode.TIMEOUT):
+            self.builder.avoidance.failed(conn.peer_id, now)  # it may be dead: no paths via it
         self.relay.link_closed(conn, now)
         self.builder.link_closed(conn, now)
         self.directory.link_closed(conn.link_id)

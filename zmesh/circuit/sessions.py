@@ -9,13 +9,16 @@ first cell, and creates it if the token is new.
 Healing.  :meth:`Sessions.connect` creates a *managed* session: the node picks an exit
 and builds :data:`DEFAULT_LEGS` circuits to it through disjoint middles (and disjoint
 guards where the linked relays allow; :func:`~zmesh.onion.paths.choose_leg`), adding each
-as a leg once built.  When a leg is lost, its guard and middle are scored in the
-builder's avoidance table, and the leg is replaced at once by a *standby* circuit to the
-same exit that avoids them, if one is ready, else by a new build; the standby is
-refilled in the background (:data:`STANDBY_PER_EXIT` per exit in use).  A build that
-fails is retried after a backoff (:data:`RETRY_DELAY`, doubling, at most
-:data:`MAX_RETRY_DELAY`).  A session whose exit is gone fails after its grace time, as
-every session without legs does.
+as a leg once built.  When a leg is lost, its middle is scored in the builder's avoidance
+table (a guard whose link fails is scored by the node), and the leg is replaced at once
+by a *standby* circuit to the same exit that avoids the avoided relays and the other
+legs' middles, if one is ready, else by a new build; the standby is refilled in the
+background (:data:`STANDBY_PER_EXIT` per exit in use).  A build that fails is retried
+after a backoff (:data:`RETRY_DELAY`, doubling, at most :data:`MAX_RETRY_DELAY`).  While
+a session lacks legs and its newest build has been under way for :data:`HEDGE_AFTER`,
+another starts beside it through other relays (at most twice the legs it wants): a build
+through a dead relay would wait for the build timeout.  A session whose exit is gone
+fails after its grace time, as every session without legs does.
 
 The tables are bounded: at most :data:`MAX_SESSIONS` sessions in all, one per circuit at
 the most (a session needs a circuit to be created, and CREATEs are budgeted per peer by
@@ -53,6 +56,7 @@ DEFAULT_LEGS = 2
 STANDBY_PER_EXIT = 1
 RETRY_DELAY = 0.25
 MAX_RETRY_DELAY = 4.0
+HEDGE_AFTER = 1.0  # a leg's build still under way this long gets a parallel one
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +108,20 @@ class _Plan:
 
     exit_id: bytes
     want: int
-    building: set[int] = field(default_factory=set)  # circuits being built as its legs
+    building: dict[int, float] = field(default_factory=dict)  # its builds: id -> started
     retry_at: float | None = None
     delay: float = RETRY_DELAY
+
+    def hedge_at(self, legs: int) -> float | None:
+        """When to start one more build because those under way are slow (a relay on
+        their path may be dead: waiting for the build timeout would outlast the grace)."""
+        if legs >= self.want or not self.building or len(self.building) >= 2 * self.want:
+            return None
+        return max(self.building.values()) + HEDGE_AFTER
+
+    def deadline(self, legs: int) -> float | None:
+        times = [t for t in (self.retry_at, self.hedge_at(legs)) if t is not None]
+        return min(times) if times else None
 
 
 @dataclass(slots=True)
@@ -182,6 +197,11 @@ class Sessions:
             if plan is not None and plan.retry_at is not None and plan.retry_at <= now:
                 plan.retry_at = None
                 self._top_up(entry, now)
+            hedge = None if plan is None else plan.hedge_at(len(entry.legs))
+            if plan is not None and hedge is not None and hedge <= now:
+                path = self._leg_path(plan.exit_id, self._used(entry), now)
+                if path is not None:
+                    self._build_leg(entry, plan, path, now)
             self._flush(entry, now)
 
     # -- queries ------------------------------------------------------------------------
@@ -342,10 +362,16 @@ class Sessions:
         entry = self._building.pop(circuit_id, None)
         if entry is not None:
             assert entry.plan is not None
-            entry.plan.building.discard(circuit_id)
-            entry.plan.delay = RETRY_DELAY
-            self._attach(entry, circuit_id, now)
-            self._flush(entry, now)
+            plan = entry.plan
+            del plan.building[circuit_id]
+            plan.delay = RETRY_DELAY
+            if len(entry.legs) < plan.want:
+                self._attach(entry, circuit_id, now)
+                self._flush(entry, now)
+            elif len(self._standby.setdefault(plan.exit_id, set())) < STANDBY_PER_EXIT:
+                self._standby[plan.exit_id].add(circuit_id)  # a hedge that came in late
+            else:
+                self._close_circuit(circuit_id, CloseCode.REQUESTED, now)
             return
         exit_id = self._standby_building.pop(circuit_id, None)
         if exit_id is not None:
@@ -357,7 +383,7 @@ class Sessions:
         entry = self._building.pop(circuit_id, None)
         if entry is not None:
             assert entry.plan is not None
-            entry.plan.building.discard(circuit_id)
+            del entry.plan.building[circuit_id]
             self._retry_later(entry.plan, now)
             self._flush(entry, now)
             return
@@ -452,8 +478,9 @@ class Sessions:
                             self._received(entry, len(event.data), now)
                         self.events.append(SessionStreamEvent(entry.session_id, event))
         deadline = session.get_timer()
-        if entry.plan is not None and entry.plan.retry_at is not None:
-            deadline = min(deadline or math.inf, entry.plan.retry_at)
+        plan_deadline = None if entry.plan is None else entry.plan.deadline(len(entry.legs))
+        if plan_deadline is not None:
+            deadline = min(deadline or math.inf, plan_deadline)
         if deadline is None:
             self._deadlines.pop(entry.session_id, None)
         elif self._deadlines.get(entry.session_id) != deadline:
@@ -481,8 +508,8 @@ class Sessions:
         self.events.append(SessionLegLost(entry.session_id, leg_id, reason))
         plan = entry.plan
         if plan is not None:
-            for node_id in path[:-1]:  # the guard and the middle; the exit is the session's
-                self._builder.avoidance.failed(node_id, now)
+            if len(path) > 2:  # the middle: a dead guard is scored when its link closes
+                self._builder.avoidance.failed(path[1], now)
             self._top_up(entry, now)
             self._refill_standby(plan.exit_id, now)
 
@@ -529,7 +556,7 @@ class Sessions:
         assert entry.plan is not None
         return {
             node_id
-            for cid in entry.legs | entry.plan.building
+            for cid in entry.legs | set(entry.plan.building)
             for node_id in self._builder.path(cid)[:-1]
         }
 
@@ -554,7 +581,7 @@ class Sessions:
             cid = self._builder.build(path, now)
         except LocalProtocolError:
             return False
-        plan.building.add(cid)
+        plan.building[cid] = now
         self._building[cid] = entry
         return True
 
