@@ -16,8 +16,9 @@ Every read is timed.  The figures: SHA-256 intact or not, the longest gap betwee
 successive reads (and the longest after each fault, within :data:`FAULT_WINDOW` seconds
 and before the next fault),
 time and throughput, and the session's failovers and longest stall as the proxy reports
-them (the proxy's side of the session: a download's data is resent by the exit, so its
-failovers show there, not in this count; the stall is what the proxy received).  A status
+them (the proxy's side of the session: it counts legs lost with what the *proxy* sent
+unconfirmed, the request and control frames; a download's data is resent by the exit,
+whose count no status shows.  The stall is the gap in what the proxy received).  A status
 poller records when the session's legs or standby circuits change.  The acceptance bounds:
 intact, and the longest gap under 1 s (kill) or 2 s (stop).  The exit status is 1 if a
 faulted download misses them (or a baseline is not intact, or a fault could not be
@@ -406,7 +407,8 @@ async def download(
                 session = download_session(doc)
                 sid = session_seen[-1] if session_seen else (session or {}).get("id")
                 text = legs_text(doc, sid)
-            shape = re.sub(r", rtt [^)]*", "", text)  # a new entry when legs change
+            shape = str([sorted(re.findall(r"c\d+\(", part)) for part in text.split("standby")])
+            shape += re.sub(r".*failovers", "", text)  # an entry when legs or figures change
             if shape != last:
                 last = shape
                 result.timeline.append(f"{time.monotonic() - result.started:7.2f} s  {text}")
