@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..circuit.sessions import SessionClosed, SessionStreamEvent
+from ..circuit.sessions import SessionClosed, SessionLegLost, SessionStreamEvent
 from ..driver import drain
 from ..errors import CloseCode, RemoteProtocolError, ZMeshError
 from ..exit_policy import ExitPolicy, PolicyError, check_target
@@ -262,6 +262,8 @@ class AsyncNode:
                 failed = self._circuit_waiters.pop(cid, None)
                 if failed is not None and not failed.done():
                     failed.set_exception(StreamClosedError(f"circuit closed ({code.name})"))
+            case SessionLegLost(session_id, cid, reason):
+                log.info("session=%d event=leg_lost circuit=%d reason=%s", session_id, cid, reason)
             case SessionClosed(session_id, reason):
                 log.info("session=%d event=closed reason=%r", session_id, reason)
                 for key in [k for k in self._streams if k[0] == session_id]:
