@@ -100,8 +100,10 @@ def choose_leg[D: Relay](
     ``exit_id``; NoPathError if the exit or a guard and a middle are missing.
 
     The session's other legs run through ``used``: the middle avoids them and the
-    suspects if it can, then only them, then neither; the guard likewise, after the
-    middle (so two legs share a guard before they share a middle).
+    suspects if it can, then only the suspects, then neither; the guard likewise, after
+    the middle (so two legs share a guard before they share a middle).  Suspects are
+    kept out longer than shared relays: a leg through a dead relay is no leg, one that
+    shares a relay with another is a leg with less redundancy.
     """
     by_id: dict[bytes, D] = {}
     for desc in relays:
@@ -110,8 +112,8 @@ def choose_leg[D: Relay](
     if exit_id not in by_id:
         raise NoPathError("the session's exit is no longer known")
     ids = [i for i in sorted(by_id) if i != exit_id]
-    used_set, bad = set(used), set(used) | set(suspects)
-    steps = (bad, used_set, set[bytes]())
+    suspected = set(suspects)
+    steps = (suspected | set(used), suspected, set[bytes]())
     for avoid_middle in steps:
         for avoid_guard in steps:
             guards = [g for g in ids if g in linked and g not in avoid_guard]

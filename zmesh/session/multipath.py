@@ -22,15 +22,17 @@ Failover.  When a leg is closed, or stalls, its unconfirmed records are queued f
 resending on the other legs at once (a stalled leg is reported with :class:`LegLost`
 and no longer used).  A leg stalls when its oldest unanswered PING is older than the
 leg's RTO and nothing has arrived on it for ``RTO / 2`` (so a leg that is merely slow,
-still delivering, is kept), or, whatever arrives, when the PING is older than
-``3 * RTO`` (a leg dead in one direction only).  Before its first RTT sample a leg's RTO
-is twice the slowest measured leg's SRTT (1 s if none is measured).  Every leg that
-carried data since its last PING gets a new PING (one per ``RTO / 4``, and one after
-every :data:`PING_BYTES` sent), an idle leg one every :data:`IDLE_PING_INTERVAL`, so a
-silent leg is found within about one RTO, and PONGs keep arriving while a long queue on
-a healthy leg drains.  RTT comes
-only from PING/PONG (RFC 6298 section 2, with a 200 ms floor): ACKs are delayed and may
-return on another leg, so they give no unambiguous sample.
+still delivering, is kept), or, whatever arrives, when the PING is older than both
+``3 * RTO`` and :data:`ONE_WAY_STALL` (a leg dead in one direction only; the floor,
+because a PONG waits behind the data the peer queued on the leg before it, up to the
+leg's cap: a leg carrying a resent burst answered late and was dropped though healthy).
+Before its first RTT sample a leg's RTO is twice the slowest measured leg's SRTT (1 s if
+none is measured).  Every leg that carried data since its last PING gets a new PING (one
+per ``RTO / 4``, and one after every :data:`PING_BYTES` sent), an idle leg one every
+:data:`IDLE_PING_INTERVAL`, so a silent leg is found within about one RTO, and PONGs keep
+arriving while a long queue on a healthy leg drains.  RTT comes only from PING/PONG
+(RFC 6298 section 2, with a 200 ms floor): ACKs are delayed and may return on another
+leg, so they give no unambiguous sample.
 
 Scheduling (LowRTT with a BLEST-style rule).  New data goes on the lowest-SRTT leg whose
 unconfirmed bytes are below the per-leg cap.  If that is not the fastest leg (the
@@ -94,6 +96,7 @@ ACK_EVERY = 64 * 1024
 PING_BYTES = 32 * 1024  # a busy leg gets a PING after this many DATA bytes
 IDLE_PING_INTERVAL = 0.5
 SESSION_GRACE = 10.0
+ONE_WAY_STALL = 2.0  # a leg that delivers but answers no PING for this long (and 3 RTOs)
 MIN_PAYLOAD = 512  # the largest control frame (OPEN) is 261 bytes
 
 
@@ -411,7 +414,8 @@ class Session:
             oldest = leg.oldest_ping
             if oldest is not None:  # the stall checks of handle_timer
                 rto = self._rto(leg)
-                times.append(min(max(oldest + rto, leg.last_recv + rto / 2), oldest + 3 * rto))
+                one_way = oldest + max(3 * rto, ONE_WAY_STALL)
+                times.append(min(max(oldest + rto, leg.last_recv + rto / 2), one_way))
             due = self._ping_due(leg)
             if due is not None:
                 times.append(due)
@@ -428,7 +432,7 @@ class Session:
             rto = self._rto(leg)
             # the same sums as get_timer, so a timer at that instant fires
             silent = now >= oldest + rto and now >= leg.last_recv + rto / 2
-            if silent or now >= oldest + 3 * rto:
+            if silent or now >= oldest + max(3 * rto, ONE_WAY_STALL):
                 self._lose(leg, "stalled", now)
         if self._no_legs_since is not None and now >= self._no_legs_since + self.grace:
             self.failed = True
