@@ -402,13 +402,21 @@ class Harness:
             self.step = "waiting for the fetch's session to have two legs and data"
             killed, session_id = await self._kill_a_middle(page, browser_id, start, details)
             killed_at = time.monotonic()
+            timeline = _LegTimeline(session_id, killed_at)
             self.step = "waiting for the fetch to complete after the kill"
-            status, size, sha, error = await asyncio.wait_for(
-                page.evaluate("() => window.__zmeshHeal"), self.opts.timeout
-            )
+            deadline = killed_at + self.opts.timeout
+            while not (polled := await page.evaluate(_HEAL_STATUS))["done"]:
+                timeline.record(polled["status"])
+                if time.monotonic() > deadline:
+                    raise ZMeshError(
+                        f"the fetch did not end {self.opts.timeout:g} s after the kill"
+                    )
+                await asyncio.sleep(HEAL_POLL)
+            status, size, sha, error = await page.evaluate("() => window.__zmeshHeal")
             took = time.monotonic() - start
             if error:
                 details.append(f"zmesh.fetch failed after {took:.2f} s: {error}")
+                details.append(timeline.text())
                 return False
             match = sha == files.sha256
             details.append(
@@ -426,7 +434,8 @@ class Harness:
                 )
             if killed:
                 self.step = "waiting for the session to have two legs again"
-                details.append(await self._releg(page, session_id, killed, killed_at))
+                details.append(await self._releg(page, session_id, killed, timeline))
+                details.append(timeline.text())
             return bool(killed) and match and status == 200
         finally:
             await files.close()
@@ -435,19 +444,24 @@ class Harness:
         sessions = (await self.status(page))["sessions"]
         return next((s for s in sessions if s["id"] == session_id), None)
 
-    async def _releg(self, page: Any, session_id: int, killed: str, killed_at: float) -> str:
+    async def _releg(
+        self, page: Any, session_id: int, killed: str, timeline: "_LegTimeline"
+    ) -> str:
         """How long after the kill the session had two legs again, none through the killed
         relay (waits at most :data:`HEAL_RELEG_WAIT` seconds)."""
         deadline = time.monotonic() + HEAL_RELEG_WAIT
         while True:
-            session = await self._session_status(page, session_id)
+            status = await self.status(page)
+            timeline.record(status)
+            session = next((s for s in status["sessions"] if s["id"] == session_id), None)
             if session is None:
                 return f"session {session_id} closed before it had two legs again"
             legs = session["legs"]
             if len(legs) >= 2 and not any(killed in leg["path"] for leg in legs):
                 return (
                     f"session {session_id} had two legs again "
-                    f"{time.monotonic() - killed_at:.2f} s after the kill: {_legs_text(legs)}"
+                    f"{time.monotonic() - timeline.start:.2f} s after the kill: "
+                    f"{_legs_text(legs)}"
                 )
             if time.monotonic() > deadline:
                 return (
@@ -540,6 +554,31 @@ async def _socket_pair(pipe: Any) -> tuple[asyncio.StreamReader, asyncio.StreamW
 
 
 _PIPES: set["asyncio.Future[None]"] = set()  # keep running pipes referenced
+
+
+class _LegTimeline:
+    """A session's legs (circuit ids) and the page's peer count each time they change, in
+    seconds after ``start`` (at most :data:`MAX_TIMELINE` changes)."""
+
+    MAX_TIMELINE = 32
+
+    def __init__(self, session_id: int, start: float) -> None:
+        self.session_id = session_id
+        self.start = start
+        self.changes: list[tuple[float, list[int], int]] = []
+
+    def record(self, status: dict[str, Any]) -> None:
+        session = next((s for s in status["sessions"] if s["id"] == self.session_id), None)
+        legs = [] if session is None else sorted(leg["circuit"] for leg in session["legs"])
+        last = self.changes[-1] if self.changes else None
+        if len(self.changes) < self.MAX_TIMELINE and (
+            last is None or (last[1], last[2]) != (legs, status["peers"])
+        ):
+            self.changes.append((time.monotonic() - self.start, legs, status["peers"]))
+
+    def text(self) -> str:
+        steps = ", ".join(f"+{t:.2f} s {legs} ({peers} peers)" for t, legs, peers in self.changes)
+        return f"legs of session {self.session_id} after the kill: {steps}"
 
 
 def _legs_text(legs: list[dict[str, Any]]) -> str:
