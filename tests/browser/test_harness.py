@@ -30,8 +30,9 @@ def dist() -> Path:
         (2, 3, "join", "ready in"),
         (1, 3, "fetch", "SHA-256 matches"),
         (1, 3, "embed", "the card says what is true: 'zMesh relay linked to"),
-        # two legs with disjoint guards and middles, and a spare after one relay dies
-        (1, 5, "heal", "SHA-256 matches"),
+        # 6: two legs with disjoint guards and middles, and after the kill a live relay
+        # for a replacement leg that shares neither with the surviving one
+        (1, 6, "heal", "SHA-256 matches"),
     ],
 )
 def test_scenario(dist: Path, browsers: int, relays: int, scenario: str, expect: str) -> None:

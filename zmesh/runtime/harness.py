@@ -20,8 +20,10 @@ Scenarios:
 * ``heal``: the first page's ``zmesh.fetch`` gets a larger file (:data:`HEAL_FILE_SIZE`)
   while a native middle relay of one of its session's legs is killed (SIGKILL); the fetch
   still completes intact (HTTP 200, SHA-256 checked).  Needs :data:`HEAL_RELAYS` relays,
-  so that the session has two legs with disjoint guards and middles and a leg can be
-  replaced after one relay is gone.
+  so that the session has two legs with disjoint guards and middles.  The report says
+  when the session had two legs again; with 5 relays it often has not (the only paths
+  left that share nothing with the surviving leg run through the dead relay, still in
+  the directory), with 6 it has.
 """
 
 import asyncio
