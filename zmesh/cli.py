@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     harness.add_argument(
         "--scenario",
-        choices=["join", "browser-circuit", "fetch", "embed", "all"],
+        choices=["join", "browser-circuit", "fetch", "embed", "heal", "all"],
         default="join",
         help="what to run (default join)",
     )

@@ -24,17 +24,20 @@ def dist() -> Path:
 
 
 @pytest.mark.parametrize(
-    ("browsers", "scenario", "expect"),
+    ("browsers", "relays", "scenario", "expect"),
     [
-        (3, "browser-circuit", "(browser) -> exit"),
-        (2, "join", "ready in"),
-        (1, "fetch", "SHA-256 matches"),
-        (1, "embed", "the card says what is true: 'zMesh relay linked to"),
+        (3, 3, "browser-circuit", "(browser) -> exit"),
+        (2, 3, "join", "ready in"),
+        (1, 3, "fetch", "SHA-256 matches"),
+        (1, 3, "embed", "the card says what is true: 'zMesh relay linked to"),
+        # 6: two legs with disjoint guards and middles, and after the kill a live relay
+        # for a replacement leg that shares neither with the surviving one
+        (1, 6, "heal", "SHA-256 matches"),
     ],
 )
-def test_scenario(dist: Path, browsers: int, scenario: str, expect: str) -> None:
+def test_scenario(dist: Path, browsers: int, relays: int, scenario: str, expect: str) -> None:
     cmd = [sys.executable, "-X", "faulthandler", "-m", "zmesh", "-v", "harness"]
-    cmd += ["--browsers", str(browsers), "--relays", "3", "--scenario", scenario]
+    cmd += ["--browsers", str(browsers), "--relays", str(relays), "--scenario", scenario]
     cmd += ["--dist", str(dist)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

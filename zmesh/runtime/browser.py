@@ -49,6 +49,7 @@ IDENTITY_LOCK_WAIT_MS: Final = 1500  # a reload: the old page's worker may still
 BOOTSTRAP_LINKS: Final = 2  # links made through HTTP signaling; gossip brings the rest
 STATUS_INTERVAL: Final = 0.5
 MAX_FETCHES: Final = 16
+MAX_STATUS_SESSIONS: Final = 8  # sessions listed in the status (the newest ones)
 SIGNALING_REPLY_LIMIT: Final = 64 * 1024
 _SEEDS: Final = xwing.SEED_SIZE + signing.SEED_SIZE
 
@@ -347,6 +348,7 @@ class BrowserNode:
             "fetches": self.fetches,
             "fetchFailures": self.fetch_failures,
             "bootstrap": [e.as_dict() for e in self.bootstrap],
+            "sessions": self._sessions_status(),
             "timings": {
                 "workerStartMs": span("pageStart", "workerStart"),
                 "pyodideBootMs": span("workerStart", "pyodideLoaded"),
@@ -361,6 +363,40 @@ class BrowserNode:
                 ),
             },
         }
+
+    def _sessions_status(self) -> list[dict[str, Any]]:
+        """The pool's sessions (the newest :data:`MAX_STATUS_SESSIONS`), each with its legs
+        (circuit id, path of full hex node ids from the first hop to the exit, smoothed
+        RTT), its open streams, failovers, longest stall around a failover and bytes
+        received."""
+        sessions, builder = self.node.sessions, self.node.builder
+        alive = set(sessions.ids())
+        ids = sorted(s.session_id for s in self.pool.core.sessions() if s.session_id in alive)
+        out = []
+        for session_id in ids[-MAX_STATUS_SESSIONS:]:
+            info = sessions.info(session_id)
+            rtts = {leg.leg_id: leg.srtt for leg in info.legs}
+            legs = []
+            for cid in sessions.legs_of(session_id):
+                rtt = rtts.get(cid)
+                legs.append(
+                    {
+                        "circuit": cid,
+                        "path": [hop.hex() for hop in builder.path(cid)],
+                        "rttMs": None if rtt is None else round(rtt * 1000, 1),
+                    }
+                )
+            out.append(
+                {
+                    "id": session_id,
+                    "streams": info.streams,
+                    "legs": legs,
+                    "failovers": info.failovers,
+                    "longestStallMs": round(info.longest_stall * 1000, 1),
+                    "bytesReceived": info.bytes_received,
+                }
+            )
+        return out
 
     def _publish(self) -> None:
         self._dirty = False
