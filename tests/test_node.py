@@ -5,10 +5,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mesh import accept_streams, build, events_of, finished, full_mesh, open_stream, received
 
+from zmesh.circuit.sessions import SessionStreamEvent
 from zmesh.errors import CloseCode, LocalProtocolError
 from zmesh.identity import Identity
 from zmesh.link import frames as lf
-from zmesh.circuit.sessions import SessionStreamEvent
 from zmesh.node import CircuitClosed, LinkClosed, Node
 from zmesh.rng import DeterministicRng
 from zmesh.session.endpoint import StreamConnected

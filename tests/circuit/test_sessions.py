@@ -223,9 +223,7 @@ def test_killing_one_legs_middle_relay_mid_transfer_loses_no_byte() -> None:
     sim.apply(Crash(r1.index))
     assert sim.run(lambda: finished(b), max_time=sim.now + 60)
     assert received(b) == data  # every byte, in order, once
-    assert [(e.circuit_id, e.reason) for e in events_of(a, SessionLegLost)] == [
-        (legs[0], "closed")
-    ]
+    assert [(e.circuit_id, e.reason) for e in events_of(a, SessionLegLost)] == [(legs[0], "closed")]
     assert not events_of(a, SessionClosed)
     info = a.node.sessions.info(session)
     assert [leg.leg_id for leg in info.legs] == [legs[1]]

@@ -100,7 +100,9 @@ def test_several_frames_per_cell_round_trip_through_the_relays(hops: int) -> Non
 def test_a_full_cell_of_data_round_trips() -> None:
     circ = Circuit(3)
     head: list[StreamFrame] = [LinkFrame(TOKEN, 3), PingFrame(9)]
-    room = PAYLOAD - sum(len(encode_frame(f)) for f in head) - len(encode_frame(DataFrame(1, 0, b"")))
+    room = (
+        PAYLOAD - sum(len(encode_frame(f)) for f in head) - len(encode_frame(DataFrame(1, 0, b"")))
+    )
     frames = [*head, DataFrame(1, 0, bytes(range(256)) * (room // 256) + bytes(room % 256))]
     assert circ.up(frames) == frames
 
