@@ -3,13 +3,15 @@
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mesh import build, events_of, finished, full_mesh, received
+from mesh import accept_streams, build, events_of, finished, full_mesh, open_stream, received
 
+from zmesh.circuit.sessions import SessionStreamEvent
 from zmesh.errors import CloseCode, LocalProtocolError
 from zmesh.identity import Identity
 from zmesh.link import frames as lf
-from zmesh.node import CircuitClosed, CircuitStreamEvent, LinkClosed, Node
+from zmesh.node import CircuitClosed, LinkClosed, Node
 from zmesh.rng import DeterministicRng
+from zmesh.session.endpoint import StreamConnected
 from zmesh.sim import MemoryTransport, Partition, Simulator, Tamper, TamperLink
 
 
@@ -18,9 +20,10 @@ def transfer(sim: Simulator, hops: int, size: int, seed: int = 3) -> None:
     cid = build(sim, source, [*relays, dest])
     assert cid is not None
     data = DeterministicRng(seed).bytes(size)
-    sid = sim.call(source, lambda: source.node.streams.open(cid, "test", sim.now))
-    sim.call(source, lambda: source.node.streams.send(cid, sid, data, sim.now))
-    sim.call(source, lambda: source.node.streams.finish(cid, sid, sim.now))
+    accept_streams(sim, dest)
+    session, sid = open_stream(sim, source, [cid], "test")
+    sim.call(source, lambda: source.node.sessions.send(session, sid, data, sim.now))
+    sim.call(source, lambda: source.node.sessions.finish(session, sid, sim.now))
     assert sim.run(lambda: finished(dest), max_time=sim.now + 60)
     assert received(dest) == data
 
@@ -36,18 +39,22 @@ def test_stream_both_directions_and_clean_close() -> None:
     source, r1, r2, dest = sim.nodes
     cid = build(sim, source, [r1, r2, dest])
     assert cid is not None
-    sid = sim.call(source, lambda: source.node.streams.open(cid, "echo", sim.now))
-    sim.call(source, lambda: source.node.streams.send(cid, sid, b"ping" * 5000, sim.now))
-    sim.call(source, lambda: source.node.streams.finish(cid, sid, sim.now))
-    sim.run(lambda: finished(dest), max_time=10)
-    dest_cid = events_of(dest, CircuitStreamEvent)[0].circuit_id
-    sim.call(dest, lambda: dest.node.streams.send(dest_cid, sid, b"pong" * 5000, sim.now))
-    sim.call(dest, lambda: dest.node.streams.finish(dest_cid, sid, sim.now))
+    accept_streams(sim, dest)
+    session, sid = open_stream(sim, source, [cid], "echo")
+    sim.call(source, lambda: source.node.sessions.send(session, sid, b"ping" * 5000, sim.now))
+    sim.call(source, lambda: source.node.sessions.finish(session, sid, sim.now))
+    assert sim.run(lambda: finished(dest), max_time=10)
+    assert received(dest) == b"ping" * 5000
+    dest_session = events_of(dest, SessionStreamEvent)[0].session_id
+    sessions = dest.node.sessions
+    sim.call(dest, lambda: sessions.send(dest_session, sid, b"pong" * 5000, sim.now))
+    sim.call(dest, lambda: sessions.finish(dest_session, sid, sim.now))
     assert sim.run(lambda: finished(source), max_time=20)
     assert received(source) == b"pong" * 5000
     sim.run(max_time=sim.now + 5)
-    # both ends dropped the finished stream
-    assert not source.node.builder.end(cid).streams  # type: ignore[union-attr]
+    # both ends dropped the finished stream (the sessions and their legs live on)
+    assert source.node.sessions.info(session).streams == 0
+    assert dest.node.sessions.info(dest_session).streams == 0
 
 
 def test_flow_control_bounds_what_is_in_flight() -> None:
@@ -55,12 +62,21 @@ def test_flow_control_bounds_what_is_in_flight() -> None:
     source, relay, dest = sim.nodes
     cid = build(sim, source, [relay, dest])
     assert cid is not None
-    sid = sim.call(source, lambda: source.node.streams.open(cid, "x", sim.now))
-    sim.call(source, lambda: source.node.streams.send(cid, sid, bytes(5 * 1024 * 1024), sim.now))
-    stream = source.node.builder.end(cid).streams[sid]  # type: ignore[union-attr]
+    accept_streams(sim, dest)
+    session, sid = open_stream(sim, source, [cid], "x")
+    sessions = source.node.sessions
+    assert sim.run(
+        lambda: any(
+            isinstance(e, SessionStreamEvent) and isinstance(e.event, StreamConnected)
+            for e in source.events
+        ),
+        max_time=sim.now + 5,
+    )
+    size = 5 * 1024 * 1024
+    sim.call(source, lambda: sessions.send(session, sid, bytes(size), sim.now))
     # nothing has been acknowledged yet: at most one window is out
-    assert stream.send_offset <= source.node.config.stream_window
-    assert stream.pending >= 4 * 1024 * 1024
+    assert size - sessions.buffered(session, sid) <= source.node.config.stream_window
+    assert sessions.buffered(session, sid) >= 4 * 1024 * 1024
 
 
 def _flip_next(kind: lf.FrameType, pos: int) -> Tamper:
@@ -85,8 +101,9 @@ def test_tampered_cell_tears_the_circuit_down_everywhere() -> None:
     assert cid is not None
     # r1 (malicious) flips a bit in the next cell it forwards to r2
     sim.apply(TamperLink(r1.index, r2.index, _flip_next(lf.FrameType.CELL, pos=777)))
-    sid = sim.call(source, lambda: source.node.streams.open(cid, "x", sim.now))
-    sim.call(source, lambda: source.node.streams.send(cid, sid, b"hello", sim.now))
+    accept_streams(sim, dest)
+    session, sid = open_stream(sim, source, [cid], "x")
+    sim.call(source, lambda: source.node.sessions.send(session, sid, b"hello", sim.now))
     sim.run(max_time=sim.now + 5)
     closed = events_of(source, CircuitClosed)
     assert [c.code for c in closed] == [CloseCode.AUTH]
@@ -228,7 +245,9 @@ def test_local_misuse_raises_local_errors() -> None:
     with pytest.raises(LocalProtocolError):
         a.node.build_circuit([], sim.now)
     with pytest.raises(LocalProtocolError):
-        a.node.streams.open(999, "x", sim.now)
+        a.node.sessions.open(999, "x", sim.now)
+    with pytest.raises(LocalProtocolError):
+        a.node.sessions.add_leg(a.node.sessions.create(sim.now), 999, sim.now)
     with pytest.raises(LocalProtocolError):
         a.node.open_link(next(iter(a.transports)), sim.now, binding=b"")
     lonely = Node(Identity.generate(DeterministicRng(9)), DeterministicRng(10), 0.0)
@@ -289,10 +308,11 @@ def test_relays_see_the_same_traffic_whatever_their_position() -> None:
         source, *path = sim.nodes[: relays + 2]
         cid = build(sim, source, path)
         assert cid is not None
-        src, c = source, cid
-        sid = sim.call(src, lambda: src.node.streams.open(c, "x", sim.now))  # noqa: B023 (runs now)
-        sim.call(src, lambda: src.node.streams.send(c, sid, bytes(40_000), sim.now))  # noqa: B023
-        sim.call(src, lambda: src.node.streams.finish(c, sid, sim.now))  # noqa: B023
+        accept_streams(sim, path[-1])
+        session, sid = open_stream(sim, source, [cid], "x")
+        sessions = source.node.sessions
+        sim.call(source, lambda: sessions.send(session, sid, bytes(40_000), sim.now))  # noqa: B023 (runs now)
+        sim.call(source, lambda: sessions.finish(session, sid, sim.now))  # noqa: B023
         sim.run(max_time=sim.now + 10)
         views += [_hop_view(log, r.index) for r in path[:-1]]
     assert len(views) == 5
@@ -338,7 +358,7 @@ def test_fuzz_well_framed_garbage_on_an_open_link(
 
 
 def test_circuit_events_come_before_the_close_of_their_link() -> None:
-    """One input carrying a stream's cells and then CLOSE: the stream and circuit events,
+    """One input carrying a stream's cell and then CLOSE: the stream and circuit events,
     then LinkClosed (the order drivers rely on)."""
     sim = full_mesh(2)
     a, b = sim.nodes
@@ -347,11 +367,12 @@ def test_circuit_events_come_before_the_close_of_their_link() -> None:
     link = a.node.link_to(b.node.node_id)
     b_link = b.node.link_to(a.node.node_id)
     assert link is not None and b_link is not None
-    sid = a.node.streams.open(cid, "x", sim.now)
-    a.node.streams.send(cid, sid, b"hello", sim.now)
+    session = a.node.sessions.create(sim.now)
+    a.node.sessions.add_leg(session, cid, sim.now)
+    a.node.sessions.open(session, "x", sim.now)  # LINK and OPEN go out in one cell
     held = b"".join(d for lid, d in a.node.datagrams_to_send(sim.now) if lid == link)
     mark = b.event_count
     sim.call(b, lambda: b.node.receive(b_link, held + lf.encode_frame(lf.Close(0)), sim.now))
     kinds = [type(e).__name__ for e in b.events_since(mark)]
     assert kinds.index("CircuitClosed") < kinds.index("LinkClosed")
-    assert kinds.index("CircuitStreamEvent") < kinds.index("LinkClosed")
+    assert kinds.index("SessionStreamEvent") < kinds.index("LinkClosed")

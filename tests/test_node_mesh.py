@@ -3,18 +3,14 @@
 import itertools
 
 import pytest
-from mesh import build, events_of, full_mesh, received
+from mesh import accept_streams, build, events_of, full_mesh, open_stream, received
 
+from zmesh.circuit.sessions import SessionStreamEvent
 from zmesh.errors import CloseCode
 from zmesh.link import frames as lf
 from zmesh.link.connection import LINK_WINDOW
-from zmesh.node import (
-    CircuitStreamEvent,
-    DescriptorLearned,
-    LinkClosed,
-    SignalReceived,
-)
-from zmesh.session.endpoint import StreamConnected, StreamOpened
+from zmesh.node import DescriptorLearned, LinkClosed, SignalReceived
+from zmesh.session.endpoint import StreamConnected, StreamOpened, StreamReset
 from zmesh.sim import Simulator
 
 
@@ -107,9 +103,10 @@ def test_link_credit_bounds_frames_in_flight() -> None:
     transport.send = counting_send  # type: ignore[method-assign]
     source.node.receive = on_receive  # type: ignore[method-assign]
     data = bytes(3_000_000)
-    sid = sim.call(source, lambda: source.node.streams.open(cid, "x", sim.now))
-    sim.call(source, lambda: source.node.streams.send(cid, sid, data, sim.now))
-    sim.call(source, lambda: source.node.streams.finish(cid, sid, sim.now))
+    accept_streams(sim, dest)
+    session, sid = open_stream(sim, source, [cid], "x")
+    sim.call(source, lambda: source.node.sessions.send(session, sid, data, sim.now))
+    sim.call(source, lambda: source.node.sessions.finish(session, sid, sim.now))
     sim.run(max_time=sim.now + 30)
     assert received(dest) == data
     assert max(in_flight) <= LINK_WINDOW
@@ -145,17 +142,16 @@ def test_endpoint_accepts_or_refuses_a_stream(accept: bool) -> None:
     source, r1, r2, exit_ = sim.nodes
     cid = build(sim, source, [r1, r2, exit_])
     assert cid is not None
-    sid = sim.call(source, lambda: source.node.streams.open(cid, "example.org:80", sim.now))
+    _, sid = open_stream(sim, source, [cid], "example.org:80")
     sim.run(max_time=sim.now + 1)
-    opened = [e for e in events_of(exit_, CircuitStreamEvent) if isinstance(e.event, StreamOpened)]
+    opened = [e for e in events_of(exit_, SessionStreamEvent) if isinstance(e.event, StreamOpened)]
     assert [(o.event.target) for o in opened] == ["example.org:80"]
-    exit_cid = opened[0].circuit_id
+    exit_session = opened[0].session_id
+    sessions = exit_.node.sessions
     if accept:
-        sim.call(exit_, lambda: exit_.node.streams.accept(exit_cid, sid, sim.now))
+        sim.call(exit_, lambda: sessions.accept(exit_session, sid, sim.now))
     else:
-        sim.call(exit_, lambda: exit_.node.streams.reset(exit_cid, sid, 5, sim.now))
+        sim.call(exit_, lambda: sessions.reset(exit_session, sid, 5, sim.now))
     sim.run(max_time=sim.now + 1)
-    kinds = [type(e.event).__name__ for e in events_of(source, CircuitStreamEvent)]
-    assert kinds == (["StreamConnected"] if accept else ["StreamReset"])
-    if accept:
-        assert isinstance(events_of(source, CircuitStreamEvent)[0].event, StreamConnected)
+    events = [e.event for e in events_of(source, SessionStreamEvent)]
+    assert events == ([StreamConnected(sid)] if accept else [StreamReset(sid, 5)])

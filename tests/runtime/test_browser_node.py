@@ -251,19 +251,19 @@ async def _browser_node_scenario() -> None:
         client = next(n for n in (relay1, relay2) if n.node.link_to(browser_id) is not None)
         path = [client.node.directory[browser_id], client.node.directory[exit_.node.node_id]]
         cid = await client.build_circuit(path)
-        pipe = client.open_stream(cid, f"127.0.0.1:{files_port}")
+        session = client.session_for([cid])
+        pipe = client.open_stream(session, f"127.0.0.1:{files_port}")
         await pipe.wait_connected(10)
-        client.call(
-            lambda now: client.node.streams.send(cid, pipe.sid, b"GET /file HTTP/1.0\r\n\r\n", now)
-        )
+        request = b"GET /file HTTP/1.0\r\n\r\n"
+        client.call(lambda now: client.node.sessions.send(session, pipe.sid, request, now))
         received = b""
         while True:
             event = await pipe.receive(10)
             if isinstance(event, StreamData):
                 received += event.data
                 client.call(
-                    lambda now, e=event: client.node.streams.consume(
-                        cid, pipe.sid, len(e.data), now
+                    lambda now, e=event: client.node.sessions.consume(
+                        session, pipe.sid, len(e.data), now
                     )
                 )  # type: ignore[misc]
             elif isinstance(event, StreamFinished) or event is None:

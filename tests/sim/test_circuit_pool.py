@@ -4,6 +4,8 @@ A circuit past its dirtiness with no open stream is destroyed, so every relay on
 drops the circuit's keys; one that still carries a stream is destroyed when it ends.
 """
 
+from mesh import open_stream
+
 from zmesh.identity import Flags
 from zmesh.node import CircuitBuilt, CircuitClosed, NodeConfig
 from zmesh.onion.pool import BuildPath, CircuitPool, PooledCircuit, UseCircuit
@@ -101,9 +103,9 @@ def test_a_dirty_circuit_without_streams_is_destroyed_and_its_relays_drop_its_ke
     driver = SimPoolDriver(sim, client, CircuitPool(DeterministicRng(11), max_dirtiness=DIRTINESS))
     built_at = sim.now
     circuit = driver.circuit_for(b"alice")
-    sid = sim.call(client, lambda: client.node.streams.open(circuit.cid, "example.org:80", sim.now))
+    session, sid = open_stream(sim, client, [circuit.cid], "example.org:80")
     sim.run(max_time=sim.now + 1)
-    sim.call(client, lambda: client.node.streams.reset(circuit.cid, sid, 0, sim.now))
+    sim.call(client, lambda: client.node.sessions.reset(session, sid, 0, sim.now))
     driver.stream_closed(circuit)
     assert holding(relays, circuit) == [1, 1, 1]
     sim.run(max_time=built_at + DIRTINESS - 0.01)
@@ -120,14 +122,14 @@ def test_a_dirty_circuit_is_destroyed_only_after_its_last_stream_ends() -> None:
     sim, client, relays = mesh(12)
     driver = SimPoolDriver(sim, client, CircuitPool(DeterministicRng(12), max_dirtiness=DIRTINESS))
     circuit = driver.circuit_for(b"alice")
-    sid = sim.call(client, lambda: client.node.streams.open(circuit.cid, "example.org:80", sim.now))
+    session, sid = open_stream(sim, client, [circuit.cid], "example.org:80")
     sim.run(max_time=sim.now + 2 * DIRTINESS)
     assert circuit.retired  # past its dirtiness: no new streams on it ...
     assert holding(relays, circuit) == [1, 1, 1]
     assert circuit.cid in client.node.client_circuits()  # ... but its stream lives on
     fresh = driver.circuit_for(b"alice")
     assert fresh is not circuit
-    sim.call(client, lambda: client.node.streams.reset(circuit.cid, sid, 0, sim.now))
+    sim.call(client, lambda: client.node.sessions.reset(session, sid, 0, sim.now))
     driver.stream_closed(circuit)
     sim.run(max_time=sim.now + 1)
     assert circuit.cid not in client.node.client_circuits()

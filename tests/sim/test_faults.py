@@ -4,13 +4,15 @@ bounded logs, on real nodes in virtual time."""
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mesh import build, events_of, finished, full_mesh, received
+from mesh import accept_streams, build, events_of, finished, full_mesh, open_stream, received
 
+from zmesh.circuit.sessions import SessionClosed, SessionLegLost
 from zmesh.errors import CloseCode, LocalProtocolError
 from zmesh.link import frames as lf
 from zmesh.node import CircuitClosed, Event, LinkClosed, LinkUp
 from zmesh.onion.geometry import DEFAULT_GEOMETRY
 from zmesh.rng import DeterministicRng
+from zmesh.session.multipath import SESSION_GRACE
 from zmesh.sim import (
     DEFAULT_EVENT_LOG,
     Blackhole,
@@ -31,10 +33,12 @@ from zmesh.sim.transport import MAX_HELD
 
 
 def start_transfer(sim: Simulator, source: SimNode, cid: int, size: int) -> bytes:
+    """Send ``size`` bytes and FIN on a new session over ``cid`` (its final hop must
+    accept streams: :func:`mesh.accept_streams`)."""
     data = DeterministicRng(size).bytes(size)
-    sid = sim.call(source, lambda: source.node.streams.open(cid, "sink", sim.now))
-    sim.call(source, lambda: source.node.streams.send(cid, sid, data, sim.now))
-    sim.call(source, lambda: source.node.streams.finish(cid, sid, sim.now))
+    session, sid = open_stream(sim, source, [cid], "sink")
+    sim.call(source, lambda: source.node.sessions.send(session, sid, data, sim.now))
+    sim.call(source, lambda: source.node.sessions.finish(session, sid, sim.now))
     return data
 
 
@@ -48,6 +52,7 @@ def test_a_crash_mid_transfer_tears_the_circuit_down_within_link_timeout() -> No
     source, r1, r2, dest, spare = sim.nodes
     cid = build(sim, source, [r1, r2, dest])
     assert cid is not None
+    accept_streams(sim, dest)
     start_transfer(sim, source, cid, 2_000_000)
     assert sim.run(lambda: len(received(dest)) > 200_000, max_time=sim.now + 30)
     crashed_at = sim.now
@@ -66,6 +71,13 @@ def test_a_crash_mid_transfer_tears_the_circuit_down_within_link_timeout() -> No
     assert not r2.alive and not r2.transports
     with pytest.raises(LocalProtocolError):
         sim.call(r2, r2.node.peers)
+    # the stream outlives its circuit for the session's grace time, then both ends end it
+    assert sim.run(
+        lambda: bool(events_of(source, SessionClosed) and events_of(dest, SessionClosed)),
+        max_time=crashed_at + SESSION_GRACE + 1,
+    )
+    assert sim.now - crashed_at >= SESSION_GRACE
+    assert not finished(dest) and len(source.node.sessions) == len(dest.node.sessions) == 0
     # the survivors carry on: a circuit around the dead relay works
     cid2 = build(sim, source, [r1, spare, dest])
     assert cid2 is not None
@@ -98,22 +110,56 @@ def test_a_blackholed_middle_relay_is_detected_by_keepalive_timeout() -> None:
 
 # -- partitions ------------------------------------------------------------------------
 def test_a_short_partition_delays_a_transfer_and_loses_nothing() -> None:
+    """Shorter than the leg's RTO (200 ms at the least): the session waits, the leg
+    carries on."""
     sim = full_mesh(4)
     source, r1, r2, dest = sim.nodes
     cid = build(sim, source, [r1, r2, dest])
     assert cid is not None
+    accept_streams(sim, dest)
     data = start_transfer(sim, source, cid, 1_000_000)
     assert sim.run(lambda: len(received(dest)) > 100_000, max_time=sim.now + 30)
     cut = Partition.between([r1.index], [r2.index])
     sim.apply(cut)
-    sim.at(sim.now + 1.0, Heal(cut))  # shorter than link_timeout: the links survive
-    sim.run(max_time=sim.now + 0.9)
+    sim.at(sim.now + 0.1, Heal(cut))
+    sim.run(max_time=sim.now + 0.09)
     stalled = len(received(dest))
     assert sim.held and stalled < len(data)
     assert sim.run(lambda: finished(dest), max_time=sim.now + 30)
     assert received(dest) == data
     assert not any(events_of(n, LinkClosed) for n in sim.nodes)
+    assert not events_of(source, SessionLegLost)
     assert not sim.held
+
+
+def test_a_partition_past_the_legs_rto_stalls_it_and_a_new_leg_loses_nothing() -> None:
+    """A 1 s partition: the links survive (shorter than link_timeout), but the session
+    declares its only leg stalled and closes its circuit; a leg added within the grace
+    time resends what was lost, and every byte arrives."""
+    sim = full_mesh(4)
+    source, r1, r2, dest = sim.nodes
+    cid = build(sim, source, [r1, r2, dest])
+    assert cid is not None
+    accept_streams(sim, dest)
+    data = start_transfer(sim, source, cid, 1_000_000)
+    assert sim.run(lambda: len(received(dest)) > 100_000, max_time=sim.now + 30)
+    cut = Partition.between([r1.index], [r2.index])
+    sim.apply(cut)
+    sim.at(sim.now + 1.0, Heal(cut))
+    assert sim.run(lambda: bool(events_of(source, SessionLegLost)), max_time=sim.now + 1.0)
+    (lost,) = events_of(source, SessionLegLost)
+    assert (lost.circuit_id, lost.reason) == (cid, "stalled")
+    assert [e.code for e in events_of(source, CircuitClosed)] == [CloseCode.TIMEOUT]
+    assert not finished(dest)
+    replacement = build(sim, source, [r2, dest])  # around the cut, to the same final hop
+    assert replacement is not None
+    sessions = source.node.sessions
+    session = lost.session_id
+    sim.call(source, lambda: sessions.add_leg(session, replacement, sim.now))
+    assert sim.run(lambda: finished(dest), max_time=sim.now + 30)
+    assert received(dest) == data
+    assert not events_of(source, SessionClosed)
+    assert not any(events_of(n, LinkClosed) for n in sim.nodes)
 
 
 def test_a_partition_heals_and_new_circuits_work() -> None:
@@ -141,6 +187,7 @@ def test_a_partition_heals_and_new_circuits_work() -> None:
     assert sim.run(lambda: all(len(n.node.peers()) == 5 for n in sim.nodes), max_time=sim.now + 5)
     cid = build(sim, a, [b, x, y])
     assert cid is not None
+    accept_streams(sim, y)
     data = start_transfer(sim, a, cid, 100_000)
     assert sim.run(lambda: finished(y), max_time=sim.now + 30)
     assert received(y) == data
@@ -328,6 +375,7 @@ def test_the_event_log_stays_bounded_under_a_long_run() -> None:
     for m, n in ((source, relay), (relay, dest), (source, dest)):
         sim.connect(m, n)
     sim.run(lambda: len(source.node.peers()) == 2, max_time=10)
+    accept_streams(sim, dest)
     for _ in range(3):
         cid = build(sim, source, [relay, dest])
         assert cid is not None
