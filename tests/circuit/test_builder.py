@@ -13,11 +13,11 @@ def test_build_then_close_releases_the_circuit_everywhere() -> None:
     source, relay, dest = sim.nodes
     cid = build(sim, source, [relay, dest])
     assert cid is not None and cid in source.node.builder
-    assert source.node.client_circuits() == {cid}
+    assert source.node.builder.built() == {cid}
     sim.call(source, lambda: source.node.close_circuit(cid, sim.now))
     sim.run(max_time=sim.now + 1)
-    assert not source.node.client_circuits() and cid not in source.node.builder
-    assert relay.node.relayed_circuits() == dest.node.relayed_circuits() == 0
+    assert not source.node.builder.built() and cid not in source.node.builder
+    assert len(relay.node.relay) == len(dest.node.relay) == 0
     assert events_of(source, CircuitClosed)[-1] == CircuitClosed(cid, CloseCode.REQUESTED)
     with pytest.raises(LocalProtocolError):
         source.node.close_circuit(cid, sim.now)

@@ -55,7 +55,7 @@ def test_create_then_destroy_at_once_does_not_close_the_relay_link() -> None:
     sim.call(source, race)
     sim.run(max_time=sim.now + 2)
     assert not events_of(relay, LinkClosed) and not events_of(dest, LinkClosed)
-    assert relay.node.relayed_circuits() == dest.node.relayed_circuits() == 0
+    assert len(relay.node.relay) == len(dest.node.relay) == 0
     assert build(sim, source, [relay, dest]) is not None  # the links still serve
 
 
@@ -67,7 +67,7 @@ def test_a_late_created_after_the_build_timeout_is_dropped_quietly() -> None:
     sim.run(max_time=sim.now + 2)  # the CREATED arrives late, then DESTROY reaches the end
     assert not events_of(source, LinkClosed) and not events_of(relay, LinkClosed)
     assert source.node.link_to(relay.node.node_id) is not None
-    assert relay.node.relayed_circuits() == dest.node.relayed_circuits() == 0
+    assert len(relay.node.relay) == len(dest.node.relay) == 0
 
 
 def test_frames_for_circuit_ids_that_never_existed_are_protocol_errors() -> None:
@@ -135,11 +135,11 @@ def test_idle_circuits_time_out_at_every_hop() -> None:
     sim = full_mesh(3, config=NodeConfig(idle_timeout=30.0))
     source, relay, dest = sim.nodes
     assert build(sim, source, [relay, dest]) is not None
-    assert relay.node.relayed_circuits() == dest.node.relayed_circuits() == 1
+    assert len(relay.node.relay) == len(dest.node.relay) == 1
     sim.run(max_time=sim.now + 30.0 + 61.0)  # the timeout, plus one sweep interval
-    assert relay.node.relayed_circuits() == dest.node.relayed_circuits() == 0
+    assert len(relay.node.relay) == len(dest.node.relay) == 0
     assert events_of(source, CircuitClosed)[-1].code is CloseCode.TIMEOUT
-    assert not source.node.client_circuits()
+    assert not source.node.builder.built()
 
 
 def test_relays_keep_no_history_of_circuits() -> None:
@@ -152,7 +152,7 @@ def test_relays_keep_no_history_of_circuits() -> None:
         assert cid is not None
         sim.call(source, lambda c=cid: source.node.close_circuit(c, sim.now))  # type: ignore[misc]
         sim.run(max_time=sim.now + 1)
-    assert relay.node.relayed_circuits() == 0 and len(relay.node.relay._hops) == 0
+    assert len(relay.node.relay) == 0 and len(relay.node.relay._hops) == 0
     assert not hasattr(relay.node, "relay_views")
     views = events_of(relay, HopOpened)
     assert len(views) == 20
@@ -177,10 +177,10 @@ def test_tearing_down_many_circuits_never_closes_the_link_to_a_third_party(
     for i in range(20):
         hostile.send(lf.Create(_PEER | i, epoch, _header(node, [hop], 30 + i).header), 0.0)
     slow.read(0.0)
-    assert node.relayed_circuits() == 20
+    assert len(node.relay) == 20
     hostile.send(lf.Close(CloseCode.NONE), 0.0)
     assert hostile.closed() and not slow.closed()
-    assert node.relayed_circuits() == 0
+    assert len(node.relay) == 0
 
 
 def test_one_predecessor_cannot_take_every_circuit_id_towards_a_next_hop(
@@ -242,10 +242,10 @@ def test_a_create_waits_while_the_relay_dials_the_next_hop() -> None:
     peer.send(_create_to(node, target, 1, _PEER | 1), 0.0)
     assert _answers(peer) == []  # no DESTROY: it waits
     assert _dials(node) == [target.node_id]
-    assert node.relayed_circuits() == 0
+    assert len(node.relay) == 0
     hop = RawPeer(node, 2, 1.0, identity=target)  # the dial succeeded: the link is up
     forwarded = [f for f in hop.read_all(1.0) if isinstance(f, lf.Create)]
-    assert len(forwarded) == 1 and node.relayed_circuits() == 1
+    assert len(forwarded) == 1 and len(node.relay) == 1
     assert _answers(peer) == []
 
 

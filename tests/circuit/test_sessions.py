@@ -107,7 +107,7 @@ def test_frames_on_a_client_circuit_that_is_no_leg_close_it() -> None:
     sim.call(a, lambda: a.node.builder.send_frames(cid, [link, PingFrame(1)], sim.now))
     sim.run(max_time=sim.now + 2)
     assert closed(a, cid) == [CloseCode.PROTOCOL]
-    assert not a.node.client_circuits()
+    assert not a.node.builder.built()
     assert not events_of(a, SessionStreamEvent)
 
 
@@ -121,7 +121,7 @@ def test_a_first_cell_without_link_closes_the_final_hops_circuit() -> None:
     assert [e.code for e in events_of(b, CircuitClosed)] == [CloseCode.PROTOCOL]
     assert closed(a, cid) == [CloseCode.PROTOCOL]
     assert len(b.node.sessions) == 0 and not events_of(b, SessionStreamEvent)
-    assert not r.node.relayed_circuits() and not b.node.relayed_circuits()
+    assert not len(r.node.relay) and not len(b.node.relay)
 
 
 def test_max_sessions_at_the_final_hop_refuses_with_resource(
@@ -165,7 +165,7 @@ def test_a_protocol_error_from_the_peer_ends_the_whole_session() -> None:
     assert len(ended) == 1 and ended[0].session_id == session
     assert ended[0].reason.startswith("protocol error")
     assert all(closed(a, cid) == [CloseCode.PROTOCOL] for cid in legs)
-    assert len(a.node.sessions) == 0 and not a.node.client_circuits()
+    assert len(a.node.sessions) == 0 and not a.node.builder.built()
     assert len(events_of(b, CircuitClosed)) == 2
     assert [e.reason for e in events_of(b, SessionLegLost)] == ["closed", "closed"]
     # the final hop's session, without legs, fails after its grace time

@@ -5,10 +5,10 @@ drops the circuit's keys; one that still carries a stream is destroyed when it e
 """
 
 from mesh import open_stream
+from zmesh.onion.pool import BuildPath, CircuitPool, PooledCircuit, UseCircuit
 
 from zmesh.identity import Flags
 from zmesh.node import CircuitBuilt, CircuitClosed, NodeConfig
-from zmesh.onion.pool import BuildPath, CircuitPool, PooledCircuit, UseCircuit
 from zmesh.rng import DeterministicRng
 from zmesh.sim import SimNode, Simulator
 
@@ -91,7 +91,7 @@ def mesh(seed: int) -> tuple[Simulator, SimNode, dict[bytes, SimNode]]:
 
 def holding(relays: dict[bytes, SimNode], circuit: PooledCircuit) -> list[int]:
     """How many circuits each relay on ``circuit``'s path holds keys for."""
-    return [relays[node_id].node.relayed_circuits() for node_id in circuit.path]
+    return [len(relays[node_id].node.relay) for node_id in circuit.path]
 
 
 def closed(client: SimNode, circuit: PooledCircuit) -> bool:

@@ -65,7 +65,7 @@ def test_a_crash_mid_transfer_tears_the_circuit_down_within_link_timeout() -> No
     assert sim.now - crashed_at < 2 * sim.model.latency + 0.1  # a crash closes: seen at once
     assert not finished(dest)
     for n in (source, r1, dest):
-        assert not n.node.relayed_circuits() and not n.node.client_circuits(), n.index
+        assert not len(n.node.relay) and not n.node.builder.built(), n.index
         assert not peer_of(n, r2)
         assert [e.code for e in events_of(n, LinkClosed)] == [CloseCode.CONNECTION_FAILED]
     assert not r2.alive and not r2.transports
@@ -92,10 +92,10 @@ def test_a_blackholed_middle_relay_is_detected_by_keepalive_timeout() -> None:
     silent_at = sim.now
     sim.apply(Blackhole(r2.index))
     sim.run(max_time=silent_at + config.link_timeout - config.keepalive)
-    assert cid in source.node.client_circuits()  # silence is not a close: nobody knows yet
+    assert cid in source.node.builder.built()  # silence is not a close: nobody knows yet
     assert not any(events_of(n, LinkClosed) for n in (source, r1, dest))
     assert sim.run(
-        lambda: cid not in source.node.client_circuits(),
+        lambda: cid not in source.node.builder.built(),
         max_time=silent_at + config.link_timeout + config.keepalive + 0.1,
     )
     assert sim.now - silent_at >= config.link_timeout - config.keepalive
@@ -103,7 +103,7 @@ def test_a_blackholed_middle_relay_is_detected_by_keepalive_timeout() -> None:
     for n in (source, r1, dest):
         closed = events_of(n, LinkClosed)
         assert [(e.peer_id, e.code) for e in closed] == [(r2.node.node_id, CloseCode.TIMEOUT)]
-        assert not n.node.relayed_circuits() and not n.node.client_circuits()
+        assert not len(n.node.relay) and not n.node.builder.built()
     assert len(r2.node.peers()) == 3  # frozen: it never learnt anything
     assert not sim.held
 
@@ -174,7 +174,7 @@ def test_a_partition_heals_and_new_circuits_work() -> None:
     sim.at(sim.now + 1, cut)
     sim.at(sim.now + 1 + 3 * timeout, Heal(cut))
     sim.run(max_time=sim.now + 1 + 2 * timeout)
-    assert crossing not in a.node.client_circuits()
+    assert crossing not in a.node.builder.built()
     for n in sim.nodes:  # every link across timed out, on both sides
         side = left if n in left else right
         assert sorted(n.node.peers()) == sorted(m.node.node_id for m in side if m is not n)
@@ -249,13 +249,13 @@ def check_consistent(sim: Simulator, paths: dict[int, list[int]]) -> None:
     client = sim.nodes[0]
     for cid, path in paths.items():  # circuits live exactly as long as their relays
         alive = all(sim.nodes[i].alive for i in path)
-        assert (cid in client.node.client_circuits()) == alive, (cid, path)
+        assert (cid in client.node.builder.built()) == alive, (cid, path)
     relayed = dict.fromkeys(range(len(sim.nodes)), 0)
     for cid, path in paths.items():
-        if cid in client.node.client_circuits():
+        if cid in client.node.builder.built():
             for i in path:
                 relayed[i] += 1
-    assert {n.index: n.node.relayed_circuits() for n in live} == {
+    assert {n.index: len(n.node.relay) for n in live} == {
         n.index: relayed[n.index] for n in live
     }
 
