@@ -147,9 +147,11 @@ class CircuitBuilder:
         return None if circ is None else circ.end
 
     def send_frames(self, circuit_id: int, frames: list[StreamFrame], now: float) -> None:
-        """Send one cell of ``frames`` on the built circuit; a full queue closes it."""
-        circ = self._circuits[circuit_id]
-        assert circ.end is not None
+        """Send one cell of ``frames`` on the built circuit; a full queue closes it.  A
+        circuit closed in this same input (its CircuitClosed still queued) is skipped."""
+        circ = self._circuits.get(circuit_id)
+        if circ is None or circ.end is None:
+            return
         if not send_frames(circ.end, self._links.get(circ.out[0]), circ.out[1], frames, now):
             self._teardown(circ, CloseCode.RESOURCE, now)
 

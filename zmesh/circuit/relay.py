@@ -169,8 +169,11 @@ class RelayTable:
         return circuit_id in self._endpoints
 
     def send_frames(self, circuit_id: int, frames: list[StreamFrame], now: float) -> None:
-        """Send one cell of ``frames`` back to the client; a full queue closes the circuit."""
-        hop = self._endpoints[circuit_id]
+        """Send one cell of ``frames`` back to the client; a full queue closes the circuit.
+        A circuit closed in this same input (its CircuitClosed still queued) is skipped."""
+        hop = self._endpoints.get(circuit_id)
+        if hop is None:
+            return
         assert hop.end is not None
         if not send_frames(hop.end, hop.prev_conn, hop.prev[1], frames, now):
             self._teardown(hop.prev, CloseCode.RESOURCE, now)
