@@ -177,7 +177,7 @@ class CircuitBuilder:
         if 0.0 <= elapsed < math.inf:  # a clock that went back gives no sample
             self.build_times.add(elapsed)
         circ.end = ClientEnd(self.geometry, circ.setup.hop_keys)
-        self.events.append(CircuitBuilt(circ.circuit_id))
+        self.events.append(CircuitBuilt(circ.circuit_id, elapsed))
 
     def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
         circ = self._by_side[(conn.link_id, frame.circ_id)]

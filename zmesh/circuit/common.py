@@ -30,6 +30,7 @@ class CircuitConfig:
 @dataclass(frozen=True, slots=True)
 class CircuitBuilt:
     circuit_id: int
+    seconds: float = 0.0  # from CREATE to CREATED
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,7 +254,10 @@ class AsyncNode:
                     self._spawn(self._dial_via_mesh(desc))
             case SignalReceived(origin, payload):
                 self._on_signal(origin, payload)
-            case CircuitBuilt(cid):
+            case CircuitBuilt(cid, seconds):
+                path = ",".join(short_id(i) for i in self.node.builder.path(cid))
+                ms = seconds * 1000
+                log.info("circuit=%d event=circuit_built build_ms=%.1f path=%s", cid, ms, path)
                 built = self._circuit_waiters.pop(cid, None)
                 if built is not None and not built.done():
                     built.set_result(None)
