@@ -423,7 +423,9 @@ def test_zmesh_up_shows_its_status_and_survives_a_killed_relay(tmp_path: Path) -
         assert open_, doc  # the self-test's
         assert len(open_[0]["path"]) == 3 and set(open_[0]["path"]) <= ids
         assert open_[0]["path"][-1] == doc["relays"][0]["node_id"]  # ends at the exit
-        assert doc["sessions"] == [] and doc["proxy"]["alive"]
+        (session,) = doc["sessions"]  # the self-test's, over its legs
+        legs = [c["id"] for c in doc["circuits"] if c["session"] == session["id"]]
+        assert legs and sorted(session["legs"]) == sorted(legs) and doc["proxy"]["alive"]
 
         victim = doc["relays"][2]
         os.kill(victim["pid"], signal.SIGKILL)

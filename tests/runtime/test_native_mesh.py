@@ -20,7 +20,6 @@ from netmesh import FileServer, Mesh, curl, file_server, native_mesh
 from zmesh.crypto import signing
 from zmesh.identity import Identity
 from zmesh.rng import DeterministicRng
-from zmesh.session.multipath import SESSION_GRACE
 from zmesh.signaling.messages import Kind, SignalingMessage
 
 pytestmark = pytest.mark.slow
@@ -196,9 +195,11 @@ def test_garbage_on_a_data_channel_is_dropped(mesh: Mesh, server: FileServer) ->
     assert code == 0 and hashlib.sha256(body).hexdigest() == server.sha256
 
 
-def test_killing_a_middle_relay_fails_the_stream_cleanly_and_recovers(
+def test_killing_a_middle_relay_mid_download_loses_nothing(
     tmp_path: Path, server: FileServer
 ) -> None:
+    """The download's session runs over two legs; killing the middle relay of one of them
+    mid-way (SIGKILL) neither ends nor corrupts it (issue 8; figures: bench/heal.py)."""
     with native_mesh(tmp_path) as m:
         done: list[tuple[int, bytes, float]] = []
         download = threading.Thread(
@@ -211,35 +212,20 @@ def test_killing_a_middle_relay_fails_the_stream_cleanly_and_recovers(
         path: list[str] = []
         while time.monotonic() < deadline and not path:
             found = re.findall(r"event=circuit_built build_ms=\S+ path=(\S+)", m.proxy.log_text())
-            path = found[-1].split(",") if found else []
+            path = found[0].split(",") if found else []  # the session's first leg
             time.sleep(0.1)
         assert path, "no circuit was built"
         time.sleep(1.0)
         middle = m.relay_by_short_id(path[1])
         os.killpg(middle.popen.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
         download.join(60)
         assert not download.is_alive(), "the stream hung after its middle relay died"
         code, body, _ = done[0]
-        assert code != 0 and len(body) < server.size  # a clear error, not a silent truncation
-        ended_after = time.monotonic() - killed_at
-        # the circuit dies within the link keepalive timeout (3 s) plus DESTROY; the proxy's
-        # session, left without a leg, ends the stream after its grace time
-        assert SESSION_GRACE <= ended_after < SESSION_GRACE + 10
-        # the next request gets a fresh circuit, all bytes intact.  Its first byte may wait
-        # for one build through the dead relay to time out (5 s) before the retry avoids it;
-        # the bound leaves room for a loaded machine (a timing claim is a benchmark's job)
-        code, out, _ = curl(
-            m.socks_port,
-            server.url,
-            user="next",
-            timeout=30,
-            extra=["-o", str(tmp_path / "next.bin"), "-w", "%{time_starttransfer}"],
-        )
         assert code == 0
-        assert float(out) < 12.0
-        data = (tmp_path / "next.bin").read_bytes()
-        assert hashlib.sha256(data).hexdigest() == server.sha256
+        assert hashlib.sha256(body).hexdigest() == server.sha256
+        # and a new request works too
+        code, body, _ = curl(m.socks_port, server.url, user="next", timeout=30)
+        assert code == 0 and hashlib.sha256(body).hexdigest() == server.sha256
 
 
 def test_a_restarted_relay_keeps_its_node_id(tmp_path: Path) -> None:
