@@ -22,7 +22,9 @@ Failover.  When a leg is closed, or stalls, its unconfirmed records are queued f
 resending on the other legs at once (a stalled leg is reported with :class:`LegLost`
 and no longer used).  A leg stalls when its oldest unanswered PING is older than the
 leg's RTO and nothing has arrived on it for ``RTO / 2`` (so a leg that is merely slow,
-still delivering, is kept), or, whatever arrives, when the PING is older than both
+still delivering, is kept), if it carries something unconfirmed or a stream waits for
+the peer's data (a late PONG on an idle session is more likely a busy relay than a dead
+one), or, whatever arrives, when the PING is older than both
 ``3 * RTO`` and :data:`ONE_WAY_STALL` (a leg dead in one direction only; the floor,
 because a PONG waits behind the data the peer queued on the leg before it, up to the
 leg's cap: a leg carrying a resent burst answered late and was dropped though healthy).
@@ -414,8 +416,10 @@ class Session:
             oldest = leg.oldest_ping
             if oldest is not None:  # the stall checks of handle_timer
                 rto = self._rto(leg)
-                one_way = oldest + max(3 * rto, ONE_WAY_STALL)
-                times.append(min(max(oldest + rto, leg.last_recv + rto / 2), one_way))
+                late = oldest + max(3 * rto, ONE_WAY_STALL)
+                if self._urgent(leg):
+                    late = min(max(oldest + rto, leg.last_recv + rto / 2), late)
+                times.append(late)
             due = self._ping_due(leg)
             if due is not None:
                 times.append(due)
@@ -432,11 +436,19 @@ class Session:
             rto = self._rto(leg)
             # the same sums as get_timer, so a timer at that instant fires
             silent = now >= oldest + rto and now >= leg.last_recv + rto / 2
-            if silent or now >= oldest + max(3 * rto, ONE_WAY_STALL):
+            if (silent and self._urgent(leg)) or now >= oldest + max(3 * rto, ONE_WAY_STALL):
                 self._lose(leg, "stalled", now)
         if self._no_legs_since is not None and now >= self._no_legs_since + self.grace:
             self.failed = True
             self._events.append(SessionFailed(f"no leg for {self.grace:g} s"))
+
+    def _urgent(self, leg: Leg) -> bool:
+        """Whether a silent ``leg`` is given up after one RTO: it carries something
+        unconfirmed, or a stream waits for the peer's data (which the peer may be
+        sending on it).  Otherwise only the late rule applies: a late PONG on an idle
+        session is more likely a busy relay than a dead one, and dropping the leg would
+        gain nothing."""
+        return bool(leg.records) or any(not s.peer_finished for s in self.streams.values())
 
     def _rto(self, leg: Leg) -> float:
         """The leg's RTO; before its first sample, twice the slowest measured leg's SRTT
