@@ -397,9 +397,10 @@ def test_a_crashed_middle_s_leg_is_replaced_by_the_standby_at_once_and_no_byte_i
 def test_builds_failing_for_the_grace_time_are_retried_with_backoff_then_the_session_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Every relay but one crashes and that one goes silent: the legs stall, the builds
-    through the silent relay hang (hedged, at most two per wanted leg), then no path is
-    left and the retries back off; the session fails after its grace time."""
+    """Every relay but one crashes and that one goes silent: the legs are lost (a standby
+    through the silent relay may stand in until its link times out; builds through it
+    hang, hedged, at most two per wanted leg), then no path is left and the retries back
+    off; the session fails after its grace time."""
     sim, a, relays, _ = exit_mesh(3, seed=1)
     session = connect(sim, a)
     assert sim.run(lambda: ready(a, session), max_time=sim.now + 5)
@@ -422,10 +423,10 @@ def test_builds_failing_for_the_grace_time_are_retried_with_backoff_then_the_ses
     assert sim.now - lost_at == pytest.approx(SESSION_GRACE, abs=0.01)
     (ended,) = events_of(a, SessionClosed)
     assert ended.session_id == session and ended.reason == f"no leg for {SESSION_GRACE:g} s"
-    assert 0 < len(builds) <= 2 * DEFAULT_LEGS  # hedged builds, bounded
+    assert len(builds) <= 2 * DEFAULT_LEGS  # hedged builds, bounded (a standby may do)
     assert all(silent.node.node_id in path for _, _, path in builds)
     # once the silent relay's link timed out there is no path: retries back off
-    after = [t for t in tries if t > builds[-1][0]]
+    after = sorted({t for t in tries if not builds or t > builds[-1][0]})  # (one per instant)
     gaps = [round(b - t, 6) for t, b in itertools.pairwise(after)]
     assert len(gaps) >= 3 and gaps[0] >= RETRY_DELAY and gaps[-1] == MAX_RETRY_DELAY
     assert gaps == [min(MAX_RETRY_DELAY, gaps[0] * 2**k) for k in range(len(gaps))]

@@ -13,7 +13,7 @@ def test_sessions_lose_no_byte_while_relays_on_their_legs_crash_or_go_silent() -
     assert report.failovers >= 5  # the faults hit sessions with data in flight
     assert report.completed == report.sessions and report.failed == 0
     assert report.bytes_lost == 0
-    assert max(report.stalls) < 1.0
+    assert max(report.stalls) < 2.0
 
 
 def test_the_experiment_is_deterministic() -> None:

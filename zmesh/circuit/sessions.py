@@ -45,7 +45,14 @@ from ..rng import Rng
 from ..session.endpoint import StreamData, StreamEvent
 from ..session.frames import TOKEN_SIZE, StreamFrame
 from ..session.legs import LegInfo
-from ..session.multipath import MAX_LEGS, LegLost, Session, SessionFailed, link_token
+from ..session.multipath import (
+    MAX_LEGS,
+    LastLegStalled,
+    LegLost,
+    Session,
+    SessionFailed,
+    link_token,
+)
 from ..session.stream import Stream
 from .builder import CircuitBuilder
 from .common import CircuitConfig
@@ -111,6 +118,7 @@ class _Plan:
     building: dict[int, float] = field(default_factory=dict)  # its builds: id -> started
     retry_at: float | None = None
     delay: float = RETRY_DELAY
+    spare: bool = False  # a build beside a stalled only leg: it joins whatever the count
 
     def hedge_at(self, legs: int) -> float | None:
         """When to start one more build because those under way are slow (a relay on
@@ -365,7 +373,8 @@ class Sessions:
             plan = entry.plan
             del plan.building[circuit_id]
             plan.delay = RETRY_DELAY
-            if len(entry.legs) < plan.want:
+            if len(entry.legs) < plan.want or plan.spare:
+                plan.spare = False
                 self._attach(entry, circuit_id, now)
                 self._flush(entry, now)
             elif len(self._standby.setdefault(plan.exit_id, set())) < STANDBY_PER_EXIT:
@@ -473,6 +482,8 @@ class Sessions:
                     case SessionFailed(reason):
                         self._end(entry, reason, now)
                         return
+                    case LastLegStalled():
+                        self._spare_leg(entry, now)
                     case _:
                         if type(event) is StreamData:
                             self._received(entry, len(event.data), now)
@@ -550,6 +561,22 @@ class Sessions:
             if path is None or not self._build_leg(entry, plan, path, now):
                 self._retry_later(plan, now)
                 return
+
+    def _spare_leg(self, entry: _Entry, now: float) -> None:
+        """A managed session's only leg stalled: add one more (a standby, or a build)
+        beside it; the session gives the stalled one up once the new one is a leg."""
+        plan = entry.plan
+        if plan is None or plan.building:
+            return
+        used = self._used(entry)
+        spare = self._take_standby(plan.exit_id, used, now)
+        if spare is not None:
+            self._attach(entry, spare, now)
+            self._refill_standby(plan.exit_id, now)
+            return
+        path = self._leg_path(plan.exit_id, used, now)
+        if path is not None:
+            plan.spare = self._build_leg(entry, plan, path, now)
 
     def _used(self, entry: _Entry) -> set[bytes]:
         """The guards and middles of a session's legs and of the legs being built."""

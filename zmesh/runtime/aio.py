@@ -262,6 +262,7 @@ class AsyncNode:
                 if built is not None and not built.done():
                     built.set_result(None)
             case CircuitClosed(cid, code):
+                log.debug("circuit=%d event=closed code=%s", cid, code.name)
                 failed = self._circuit_waiters.pop(cid, None)
                 if failed is not None and not failed.done():
                     failed.set_exception(StreamClosedError(f"circuit closed ({code.name})"))

@@ -55,6 +55,7 @@ class Leg:
         "rttvar",
         "since_ping",
         "srtt",
+        "stalled",
     )
 
     def __init__(self, leg_id: int, number: int, now: float) -> None:
@@ -74,6 +75,7 @@ class Leg:
         self.last_recv = now
         self.pongs: list[int] = []
         self.ack_here = False
+        self.stalled = False  # the last leg, silent: kept, reported once
 
     def rtt_sample(self, r: float) -> None:
         """RFC 6298 section 2.2-2.4, with our floor and ceiling on the RTO."""

@@ -19,22 +19,27 @@ everything sent on the leg before its PING arrived: the record is cut at the PIN
 mark, and also pruned when a stream's cumulative ACK passes a range.
 
 Failover.  When a leg is closed, or stalls, its unconfirmed records are queued for
-resending on the other legs at once (a stalled leg is reported with :class:`LegLost`
-and no longer used).  A leg stalls when its oldest unanswered PING is older than the
-leg's RTO and nothing has arrived on it for ``RTO / 2`` (so a leg that is merely slow,
-still delivering, is kept), if it carries something unconfirmed or a stream waits for
-the peer's data (a late PONG on an idle session is more likely a busy relay than a dead
-one), or, whatever arrives, when the PING is older than both
-``3 * RTO`` and :data:`ONE_WAY_STALL` (a leg dead in one direction only; the floor,
-because a PONG waits behind the data the peer queued on the leg before it, up to the
-leg's cap: a leg carrying a resent burst answered late and was dropped though healthy).
-Before its first RTT sample a leg's RTO is twice the slowest measured leg's SRTT (1 s if
-none is measured).  Every leg that carried data since its last PING gets a new PING (one
-per ``RTO / 4``, and one after every :data:`PING_BYTES` sent), an idle leg one every
-:data:`IDLE_PING_INTERVAL`, so a silent leg is found within about one RTO, and PONGs keep
-arriving while a long queue on a healthy leg drains.  RTT comes only from PING/PONG
-(RFC 6298 section 2, with a 200 ms floor): ACKs are delayed and may return on another
-leg, so they give no unambiguous sample.
+resending on the other legs at once (a stalled leg is reported with :class:`LegLost` and
+no longer used).  The last leg is not given up when it stalls, since no other could take
+its data over: it is reported once with :class:`LastLegStalled` (the driver may add a
+leg), and given up when another leg exists and it is still silent, or after the grace
+time.  Only a leg with something at stake is watched: one that carries something
+unconfirmed, or any leg while a stream waits for the peer's data (a late PONG on an idle
+session is more likely a busy relay than a dead one; a leg that died meanwhile is found
+as soon as something is at stake, its oldest PING being old by then).  Such a leg stalls
+when its oldest unanswered PING is older than the leg's RTO and nothing has arrived on
+it for ``RTO / 2`` (so a leg that is merely slow, still delivering, is kept), or,
+whatever arrives, when the PING is older than both ``3 * RTO`` and :data:`ONE_WAY_STALL`
+(a leg dead in one direction only; the floor, because a PONG waits behind the data the
+peer queued on the leg before it, up to the leg's cap: a leg carrying a resent burst
+answered late and was dropped though healthy).  Before its first RTT sample a leg's RTO
+is twice the slowest measured leg's SRTT (1 s if none is measured).  Every leg that
+carried data since its last PING gets a new PING (one per ``RTO / 4``, and one after
+every :data:`PING_BYTES` sent), an idle leg one every :data:`IDLE_PING_INTERVAL`, so a
+silent leg is found within about one RTO, and PONGs keep arriving while a long queue on
+a healthy leg drains.  RTT comes only from PING/PONG (RFC 6298 section 2, with a 200 ms
+floor): ACKs are delayed and may return on another leg, so they give no unambiguous
+sample.
 
 Scheduling (LowRTT with a BLEST-style rule).  New data goes on the lowest-SRTT leg whose
 unconfirmed bytes are below the per-leg cap.  If that is not the fastest leg (the
@@ -114,13 +119,21 @@ class LegLost:
 
 
 @dataclass(frozen=True, slots=True)
+class LastLegStalled:
+    """The session's only leg stalled.  It is kept (nothing could take its data over);
+    the driver may add a leg, after which the stalled one is given up if still silent."""
+
+    leg_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionFailed:
     """Every leg was gone for the grace time: the session and its streams are over."""
 
     reason: str
 
 
-SessionEvent = StreamEvent | LegLost | SessionFailed
+SessionEvent = StreamEvent | LegLost | LastLegStalled | SessionFailed
 
 
 def link_token(frames: list[StreamFrame]) -> bytes | None:
@@ -318,6 +331,7 @@ class Session:
         if entry is None:
             return  # not ours, or answered already: nothing to learn
         sent_at, mark = entry
+        leg.stalled = False
         # a circuit is in order: PINGs sent before this one were answered or lost with it
         for older in list(leg.pings):
             del leg.pings[older]
@@ -413,13 +427,9 @@ class Session:
         if self._no_legs_since is not None:
             times.append(self._no_legs_since + self.grace)
         for leg in self._legs.values():
-            oldest = leg.oldest_ping
-            if oldest is not None:  # the stall checks of handle_timer
-                rto = self._rto(leg)
-                late = oldest + max(3 * rto, ONE_WAY_STALL)
-                if self._urgent(leg):
-                    late = min(max(oldest + rto, leg.last_recv + rto / 2), late)
-                times.append(late)
+            stall = self._stall_at(leg)
+            if stall is not None:
+                times.append(stall)
             due = self._ping_due(leg)
             if due is not None:
                 times.append(due)
@@ -430,24 +440,36 @@ class Session:
         if self.failed:
             return
         for leg in list(self._legs.values()):
-            oldest = leg.oldest_ping
-            if oldest is None:
+            stall = self._stall_at(leg)
+            if stall is None or now < stall:
                 continue
-            rto = self._rto(leg)
-            # the same sums as get_timer, so a timer at that instant fires
-            silent = now >= oldest + rto and now >= leg.last_recv + rto / 2
-            if (silent and self._urgent(leg)) or now >= oldest + max(3 * rto, ONE_WAY_STALL):
+            if len(self._legs) > 1 or leg.stalled:
                 self._lose(leg, "stalled", now)
+            else:
+                leg.stalled = True
+                self._events.append(LastLegStalled(leg.leg_id))
         if self._no_legs_since is not None and now >= self._no_legs_since + self.grace:
             self.failed = True
             self._events.append(SessionFailed(f"no leg for {self.grace:g} s"))
 
+    def _stall_at(self, leg: Leg) -> float | None:
+        """When ``leg`` counts as stalled (see Failover), None while it is not watched.
+        A last leg already reported stalled is given up after the grace time."""
+        oldest = leg.oldest_ping
+        if oldest is None or not self._urgent(leg):
+            return None
+        if leg.stalled and len(self._legs) == 1:
+            return oldest + self.grace
+        rto = self._rto(leg)
+        late = oldest + max(3 * rto, ONE_WAY_STALL)
+        return min(max(oldest + rto, leg.last_recv + rto / 2), late)
+
     def _urgent(self, leg: Leg) -> bool:
-        """Whether a silent ``leg`` is given up after one RTO: it carries something
-        unconfirmed, or a stream waits for the peer's data (which the peer may be
-        sending on it).  Otherwise only the late rule applies: a late PONG on an idle
-        session is more likely a busy relay than a dead one, and dropping the leg would
-        gain nothing."""
+        """Whether ``leg`` is watched for stalls: it carries something unconfirmed, or a
+        stream waits for the peer's data (which the peer may be sending on it).  A late
+        PONG on an idle session is more likely a busy relay than a dead one, and dropping
+        the leg would gain nothing; a leg that died meanwhile is found as soon as the
+        session has something at stake (its oldest PING is old by then)."""
         return bool(leg.records) or any(not s.peer_finished for s in self.streams.values())
 
     def _rto(self, leg: Leg) -> float:
