@@ -109,9 +109,11 @@ def test_a_blackholed_middle_relay_is_detected_by_keepalive_timeout() -> None:
 
 
 # -- partitions ------------------------------------------------------------------------
-def test_a_short_partition_delays_a_transfer_and_loses_nothing() -> None:
-    """Shorter than the leg's RTO (200 ms at the least): the session waits, the leg
-    carries on."""
+def _cut_mid_transfer(
+    seconds: float,
+) -> tuple[Simulator, SimNode, SimNode, SimNode, int, bytes]:
+    """A 1 MB transfer over source -> r1 -> r2 -> dest, and a partition between r1 and
+    r2 once 100 kB arrived, healed ``seconds`` later: (sim, source, r2, dest, cid, data)."""
     sim = full_mesh(4)
     source, r1, r2, dest = sim.nodes
     cid = build(sim, source, [r1, r2, dest])
@@ -121,7 +123,14 @@ def test_a_short_partition_delays_a_transfer_and_loses_nothing() -> None:
     assert sim.run(lambda: len(received(dest)) > 100_000, max_time=sim.now + 30)
     cut = Partition.between([r1.index], [r2.index])
     sim.apply(cut)
-    sim.at(sim.now + 0.1, Heal(cut))
+    sim.at(sim.now + seconds, Heal(cut))
+    return sim, source, r2, dest, cid, data
+
+
+def test_a_short_partition_delays_a_transfer_and_loses_nothing() -> None:
+    """Shorter than the leg's RTO (200 ms at the least): the session waits, the leg
+    carries on."""
+    sim, source, _, dest, _, data = _cut_mid_transfer(0.1)
     sim.run(max_time=sim.now + 0.09)
     stalled = len(received(dest))
     assert sim.held and stalled < len(data)
@@ -136,16 +145,7 @@ def test_a_partition_past_the_legs_rto_keeps_the_only_leg_until_a_new_one_is_add
     """A 1 s partition: the links survive (shorter than link_timeout) and the session's
     only leg stalls.  It is kept (nothing could take its data over); a leg added during
     the cut takes over, the stalled one is given up, and every byte arrives."""
-    sim = full_mesh(4)
-    source, r1, r2, dest = sim.nodes
-    cid = build(sim, source, [r1, r2, dest])
-    assert cid is not None
-    accept_streams(sim, dest)
-    data = start_transfer(sim, source, cid, 1_000_000)
-    assert sim.run(lambda: len(received(dest)) > 100_000, max_time=sim.now + 30)
-    cut = Partition.between([r1.index], [r2.index])
-    sim.apply(cut)
-    sim.at(sim.now + 1.0, Heal(cut))
+    sim, source, r2, dest, cid, data = _cut_mid_transfer(1.0)
     sim.run(max_time=sim.now + 0.6)  # well past the leg's RTO
     assert not events_of(source, SessionLegLost) and cid in source.node.builder.built()
     replacement = build(sim, source, [r2, dest])  # around the cut, to the same final hop
@@ -163,16 +163,7 @@ def test_a_partition_past_the_legs_rto_keeps_the_only_leg_until_a_new_one_is_add
 
 
 def test_a_partition_shorter_than_the_grace_time_only_delays_a_single_leg() -> None:
-    sim = full_mesh(4)
-    source, r1, r2, dest = sim.nodes
-    cid = build(sim, source, [r1, r2, dest])
-    assert cid is not None
-    accept_streams(sim, dest)
-    data = start_transfer(sim, source, cid, 1_000_000)
-    assert sim.run(lambda: len(received(dest)) > 100_000, max_time=sim.now + 30)
-    cut = Partition.between([r1.index], [r2.index])
-    sim.apply(cut)
-    sim.at(sim.now + 1.0, Heal(cut))
+    sim, source, _, dest, _, data = _cut_mid_transfer(1.0)
     assert sim.run(lambda: finished(dest), max_time=sim.now + 30)
     assert received(dest) == data
     assert not events_of(source, SessionLegLost) and not events_of(source, CircuitClosed)
