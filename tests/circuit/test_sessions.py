@@ -504,3 +504,31 @@ def test_max_sessions_bounds_connect(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(LocalProtocolError, match="sessions exist"):
         connect(sim, a)
     assert len(a.node.sessions) == 1 and len(builds) == count  # nothing started
+
+
+def test_a_hedge_that_finds_no_path_waits_for_the_next_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pending build hangs and no other path exists: the hedge is tried once per
+    HEDGE_AFTER, not again and again at the same instant (the 1,000-session run spun)."""
+    sim, a, _, _ = exit_mesh(3, seed=2)
+    builds = record_builds(monkeypatch, sim, a)
+    session = connect(sim, a)
+    (_, _, first), (_, _, second), _ = builds
+    tries: list[float] = []
+
+    def no_path(*args: Any, **kw: Any) -> Any:
+        tries.append(sim.now)
+        if len(tries) > 50:
+            raise AssertionError("hedges spin")
+        raise NoPathError("none left")
+
+    monkeypatch.setattr(sessions_module, "choose_leg", no_path)
+    sim.apply(Blackhole(node_of(sim, second[1]).index))
+    start = sim.now
+    sim.run(max_time=start + 5 * HEDGE_AFTER)
+    # hedges at +1 s and +2 s; the hung build fails when the silent relay's link times
+    # out, then retries back off: one try per instant, never a spin
+    assert tries[:2] == pytest.approx([start + HEDGE_AFTER, start + 2 * HEDGE_AFTER])
+    assert len(set(tries)) == len(tries) <= 8
+    assert session in a.node.sessions.ids() and first

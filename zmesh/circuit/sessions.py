@@ -119,13 +119,14 @@ class _Plan:
     retry_at: float | None = None
     delay: float = RETRY_DELAY
     spare: bool = False  # a build beside a stalled only leg: it joins whatever the count
+    hedged: float = -math.inf  # the last hedge tried (one per HEDGE_AFTER, found a path or not)
 
     def hedge_at(self, legs: int) -> float | None:
         """When to start one more build because those under way are slow (a relay on
         their path may be dead: waiting for the build timeout would outlast the grace)."""
         if legs >= self.want or not self.building or len(self.building) >= 2 * self.want:
             return None
-        return max(self.building.values()) + HEDGE_AFTER
+        return max(*self.building.values(), self.hedged) + HEDGE_AFTER
 
     def deadline(self, legs: int) -> float | None:
         times = [t for t in (self.retry_at, self.hedge_at(legs)) if t is not None]
@@ -207,6 +208,7 @@ class Sessions:
                 self._top_up(entry, now)
             hedge = None if plan is None else plan.hedge_at(len(entry.legs))
             if plan is not None and hedge is not None and hedge <= now:
+                plan.hedged = now
                 path = self._leg_path(plan.exit_id, self._used(entry), now)
                 if path is not None:
                     self._build_leg(entry, plan, path, now)
