@@ -197,10 +197,15 @@ class Sessions:
         return heap[0][0] if heap else math.inf
 
     def handle_timer(self, now: float) -> None:
+        due: list[int] = []  # each once: a deadline still due after it runs waits for the next call
         while self.get_timer() <= now:
             _, session_id = heapq.heappop(self._heap)
             del self._deadlines[session_id]
-            entry = self._sessions[session_id]
+            due.append(session_id)
+        for session_id in due:
+            entry = self._sessions.get(session_id)
+            if entry is None:  # ended by another's timer in this call
+                continue
             entry.session.handle_timer(now)
             plan = entry.plan
             if plan is not None and plan.retry_at is not None and plan.retry_at <= now:
