@@ -81,6 +81,9 @@ bench: $(SYSDEPS) web  ## the benchmarks, each with a same-run baseline and rati
 	$(PY) bench/signing.py
 	$(PY) bench/stream_reassembly.py
 	$(PY) bench/dial_on_demand.py
+	$(PY) bench/legs.py
+	$(PY) bench/heal.py
+	$(PY) bench/heal_sim.py
 	$(PY) bench/dht_puzzle.py
 	$(PY) bench/webrtc_raw.py
 	$(PY) bench/vs_tor.py --install
