@@ -376,3 +376,16 @@ def test_circuit_events_come_before_the_close_of_their_link() -> None:
     kinds = [type(e).__name__ for e in b.events_since(mark)]
     assert kinds.index("CircuitClosed") < kinds.index("LinkClosed")
     assert kinds.index("SessionStreamEvent") < kinds.index("LinkClosed")
+
+
+def test_a_peer_whose_link_fails_is_avoided_for_paths() -> None:
+    from zmesh.node import LINK_FAILED
+    from zmesh.sim.faults import Crash
+
+    sim = full_mesh(3)
+    a, _, c = sim.nodes
+    sim.apply(Crash(c.index))
+    assert sim.run(lambda: c.node.node_id not in a.node.peers(), max_time=sim.now + 10)
+    avoidance = a.node.builder.avoidance
+    assert avoidance.score(c.node.node_id, sim.now) == pytest.approx(LINK_FAILED, rel=0.05)
+    assert c.node.node_id in avoidance.avoided_ids(sim.now + 200)

@@ -61,6 +61,7 @@ log = logging.getLogger("zmesh.node")
 
 DESCRIPTOR_LIFETIME = 3 * 3600
 MAX_INBOUND_LINKS = 256  # links peers opened to us and that are up
+LINK_FAILED = 8.0  # the avoidance weight of a peer whose link failed: 4 min, until it is back
 
 
 Event = (
@@ -273,7 +274,7 @@ class Node:
             self._closing.extend((conn.link_id, d) for d in conn.datagrams_to_send())
         self._links.remove(conn)  # first: teardowns send nothing more on it
         if conn.peer_id is not None and code in (CloseCode.CONNECTION_FAILED, CloseCode.TIMEOUT):
-            self.builder.avoidance.failed(conn.peer_id, now)  # it may be dead: no paths via it
+            self.builder.avoidance.failed(conn.peer_id, now, LINK_FAILED)  # likely dead
         self.relay.link_closed(conn, now)
         self.builder.link_closed(conn, now)
         self.directory.link_closed(conn.link_id)
@@ -317,6 +318,7 @@ class Node:
             conn.last_tx = conn.last_rx = now
             self._links.mark_up(conn)
             self.dialer.done(conn.peer_id)
+            self.builder.avoidance.clear(conn.peer_id)  # alive after all
             self.relay.link_up(conn, now)  # CREATEs that waited for this link go on
             log.debug("link=%d event=up peer=%s", conn.link_id, short_id(conn.peer_id))
             self._collect(now)

@@ -141,3 +141,12 @@ def test_fuzz_any_input_keeps_scores_finite_and_the_table_bounded(
             score = t.score(node_id, now)
             assert 0.0 <= score <= MAX_SCORE
             assert t.avoided(node_id, now) == (score >= t.threshold)
+
+
+def test_clear_forgets_a_relay_seen_working_again() -> None:
+    table = Avoidance()
+    table.failed(b"r", 0.0, weight=8.0)
+    assert table.avoided(b"r", 200.0)  # 8 halves to 0.5 only after 4 half-lives
+    table.clear(b"r")
+    assert not table.avoided(b"r", 1.0) and len(table) == 0
+    table.clear(b"unknown")  # nothing to forget: no error

@@ -13,7 +13,8 @@ def test_sessions_lose_no_byte_while_relays_on_their_legs_crash_or_go_silent() -
     assert report.failovers >= 5  # the faults hit sessions with data in flight
     assert report.completed == report.sessions and report.failed == 0
     assert report.bytes_lost == 0
-    assert max(report.stalls) < 2.0
+    assert sorted(report.stalls)[len(report.stalls) // 2] < 0.5  # the median failover
+    assert max(report.stalls) < 3.0  # the one-way rule's 2 s floor, plus an RTO
 
 
 def test_the_experiment_is_deterministic() -> None:

@@ -6,9 +6,9 @@ guard and circuit-build-timeout bookkeeping and Envoy's outlier detection), so a
 that failed once is soon given another chance and one that keeps failing stays avoided.
 A relay is avoided while its score is at least ``threshold``: with the defaults (a
 60 s half-life, threshold 0.5) one failure avoids a relay for 60 s, two for 120 s, and
-each further one for longer.  The circuit builder and the client's circuit pool share one
-table (``CircuitBuilder.avoidance``), so a failed build and a circuit that fails later
-count alike.
+each further one for longer.  One table (``CircuitBuilder.avoidance``) counts a failed
+build, a session's lost leg (its middle) and a peer whose link failed (the node adds
+``LINK_FAILED``, and :meth:`Avoidance.clear` forgets it when the link is back).
 
 Bounded against an attacker who spreads failures over many cheap identities: at most
 ``max_entries`` relays are tracked; a full table evicts its lowest-scoring entry (which
@@ -83,6 +83,10 @@ class Avoidance:
                 del self._entries[key]
         if len(self._entries) > self.max_entries:
             del self._entries[min(self._entries, key=scores.__getitem__)]
+
+    def clear(self, node_id: bytes) -> None:
+        """Forget ``node_id``'s failures (we saw it working again)."""
+        self._entries.pop(node_id, None)
 
     def score(self, node_id: bytes, now: float) -> float:
         """The decayed failure score of ``node_id`` at ``now`` (0 if unknown).
