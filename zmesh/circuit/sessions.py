@@ -174,7 +174,7 @@ class Sessions:
         relay.deliver_to(self._on_frames)
         # healing (managed sessions): where paths come from, and the circuits being built
         self._relays: Mapping[bytes, Descriptor] = {}
-        self._links: LinkTable | None = None
+        self._links = LinkTable()  # none until route_with
         self._own_id = b""
         self._building: dict[int, _Entry] = {}  # circuit id -> the session it will join
         self._standby: dict[bytes, set[int]] = {}  # exit id -> built spare circuits to it
@@ -274,9 +274,12 @@ class Sessions:
         return True
 
     def _first_path(self, now: float) -> list[Descriptor]:
-        linked = set(self._links.peers()) if self._links is not None else set()
-        suspects = self._builder.avoidance.avoided_ids(now)
+        linked, suspects = self._path_inputs(now)
         return choose_path(self._rng, self._relays.values(), linked, self._own_id, suspects)
+
+    def _path_inputs(self, now: float) -> tuple[set[bytes], list[bytes]]:
+        """The relays we are linked to (possible guards) and those avoided now."""
+        return set(self._links.peers()), self._builder.avoidance.avoided_ids(now)
 
     def connect(self, now: float, legs: int = DEFAULT_LEGS) -> int:
         """A managed session of ``legs`` legs to an exit the node picks (see Healing).
@@ -595,8 +598,7 @@ class Sessions:
         }
 
     def _leg_path(self, exit_id: bytes, used: set[bytes], now: float) -> list[Descriptor] | None:
-        linked = set(self._links.peers()) if self._links is not None else set()
-        suspects = self._builder.avoidance.avoided_ids(now)
+        linked, suspects = self._path_inputs(now)
         try:
             return choose_leg(
                 self._rng,
