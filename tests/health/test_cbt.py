@@ -70,10 +70,10 @@ def test_timeouts_are_right_censored_samples(seed: int) -> None:
     assert truncated.timeout() < 0.75 * true_timeout
 
 
-def test_add_timeout_defaults_to_the_current_timeout() -> None:
+def test_add_timeout_defaults_to_the_current_close_timeout() -> None:
     b = BuildTimes(min_samples=1)
     b.add(2.0)
-    waited = b.timeout()
+    waited = b.close_timeout()
     b.add_timeout()
     assert b.timeouts == 1 and max(x for x, _ in b._samples) == waited
 
@@ -186,3 +186,25 @@ def test_fuzz_any_durations_give_a_timeout_in_range(
             timeout = b.timeout()
             assert math.isfinite(timeout) and b.min_timeout <= timeout <= b.default
     assert twins[0].fit() == twins[1].fit()  # deterministic
+
+
+def test_the_close_timeout_is_the_later_quantile() -> None:
+    """A build is late at the 80% point (the caller hedges) and abandoned at the 99%
+    point, both from the same Pareto fit."""
+    b = BuildTimes(min_samples=10)
+    for i in range(200):
+        b.add(0.5 + 0.02 * i)
+    fit = b.fit()
+    assert fit is not None
+    late = fit.xm / (1 - 0.8) ** (1 / fit.alpha)
+    close = fit.xm / (1 - 0.99) ** (1 / fit.alpha)
+    assert b.timeout() == pytest.approx(max(late, b.min_timeout))
+    assert b.close_timeout() == pytest.approx(min(max(close, b.min_timeout), b.default))
+    assert b.close_timeout() > b.timeout()
+
+
+def test_quantiles_out_of_order_are_refused() -> None:
+    with pytest.raises(ValueError):
+        BuildTimes(quantile=0.9, close_quantile=0.8)
+    with pytest.raises(ValueError):
+        BuildTimes(close_quantile=1.0)

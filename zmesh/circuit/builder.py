@@ -2,9 +2,10 @@
 
 :meth:`CircuitBuilder.build` sends one CREATE through a path of verified descriptors; the
 CREATED that comes back one round trip later confirms every hop (docs/decisions.md, D8).
-A build that takes longer than the adaptive timeout is destroyed:
+A build that takes longer than the adaptive close timeout is destroyed:
 :attr:`CircuitBuilder.build_times` learns it from the builds seen so far (Tor's method,
-:mod:`zmesh.health.cbt`), with ``build_timeout`` as the default and the ceiling.  The
+:mod:`zmesh.health.cbt`: the 99% point; the sessions build another beside a build still
+under way after ``HEDGE_AFTER``), with ``build_timeout`` as the default and the ceiling.  The
 relays past the first hop of a build that timed out or was refused are scored in
 :attr:`CircuitBuilder.avoidance` for path choice.  Once built, the circuit's
 :class:`~zmesh.session.endpoint.ClientEnd` seals and opens its cells, whose frames go to
@@ -122,7 +123,7 @@ class CircuitBuilder:
             raise LocalProtocolError("no circuit id left on the link to the first hop")
         out = (conn.link_id, circ_id)
         ids = tuple(d.node_id for d in path)
-        timeout = self.build_times.timeout()
+        timeout = self.build_times.close_timeout()
         circ = _ClientCircuit(next(self._ids), out, setup, now, timeout, now + timeout, ids)
         self._circuits[circ.circuit_id] = circ
         self._by_side[out] = circ

@@ -20,11 +20,15 @@ As in Tor (``circuit_build_times_*``):
   network has changed: the history is dropped and the timeout returns to ``default``
   (``circuit_build_times_network_check_changed``).
 
-One deliberate difference: Tor keeps a timed-out circuit open until a later "close"
-quantile to measure it, and drops circuits abandoned even then from the fit.  Our builder
-destroys a circuit at its timeout, so ignoring timeouts would truncate the sample at the
-timeout and ratchet it down.  A timeout is therefore a right-censored sample at the time
-it waited, and alpha is the censored MLE Tor used from 0.2.2 to 0.4.4 (Fernández,
+Two timeouts, as in Tor (``cbtquantile`` and ``cbtclosequantile``): past :meth:`timeout`
+(the ``quantile`` point, 80%) a build is late, and the caller starts another beside it;
+past :meth:`close_timeout` (the ``close_quantile`` point, 99%) it is abandoned.  A late
+build that completes is a sample like any other, so the fit sees the slow tail a loaded
+network has (abandoning builds at the 80% point threw away one build in five and, under
+load, every rebuild of a session for seconds on end; D43).  One deliberate difference:
+Tor drops circuits abandoned even at the close quantile from the fit; ignoring them would
+truncate the sample at that point and ratchet it down.  An abandoned build is therefore a
+right-censored sample at the time it waited, and alpha is the censored MLE Tor used from 0.2.2 to 0.4.4 (Fernández,
 "Bayesian estimation based on trimmed samples from Pareto populations", eq. 4):
 ``alpha = completed / (sum ln(max(x, Xm) / Xm) over all samples)``.  Tor's cap of the
 timeout at the largest build time seen is not applied either: with censored samples it
@@ -54,6 +58,7 @@ class Fit:
     xm: float
     alpha: float
     timeout: float
+    close_timeout: float
 
 
 class BuildTimes:
@@ -64,6 +69,7 @@ class BuildTimes:
         "_recent",
         "_samples",
         "bin_width",
+        "close_quantile",
         "default",
         "max_recent_timeouts",
         "min_samples",
@@ -79,6 +85,7 @@ class BuildTimes:
         default: float = 30.0,
         min_timeout: float = 1.0,
         quantile: float = 0.8,
+        close_quantile: float = 0.99,
         num_modes: int = 10,
         min_samples: int = 100,
         max_samples: int = 1000,
@@ -89,8 +96,8 @@ class BuildTimes:
         """Raises ValueError for settings out of range (see Tor's consensus parameter bounds)."""
         if not 0.0 < _check("min_timeout", min_timeout) <= _check("default", default):
             raise ValueError("need 0 < min_timeout <= default")
-        if not 0.0 < quantile < 1.0:
-            raise ValueError("quantile must be in (0, 1)")
+        if not 0.0 < quantile <= close_quantile < 1.0:
+            raise ValueError("need 0 < quantile <= close_quantile < 1")
         if not 1 <= min_samples <= max_samples:
             raise ValueError("need 1 <= min_samples <= max_samples")
         if num_modes < 1:
@@ -102,6 +109,7 @@ class BuildTimes:
         self.default = default
         self.min_timeout = min_timeout
         self.quantile = quantile
+        self.close_quantile = close_quantile
         self.num_modes = num_modes
         self.min_samples = min_samples
         self.bin_width = bin_width
@@ -129,10 +137,10 @@ class BuildTimes:
         self._record(min(_check("seconds", seconds), MAX_SAMPLE), completed=True)
 
     def add_timeout(self, seconds: float | None = None) -> None:
-        """Record a build abandoned after ``seconds`` (default: the current timeout).
+        """Record a build abandoned after ``seconds`` (default: the current close timeout).
 
         Raises ValueError if ``seconds`` is NaN, infinite or negative."""
-        waited = self.timeout() if seconds is None else _check("seconds", seconds)
+        waited = self.close_timeout() if seconds is None else _check("seconds", seconds)
         self._record(min(waited, MAX_SAMPLE), completed=False)
         if sum(self._recent) >= self.max_recent_timeouts:
             self._samples.clear()
@@ -152,9 +160,15 @@ class BuildTimes:
         return self._fit
 
     def timeout(self) -> float:
-        """How long a new circuit build may take (seconds)."""
+        """How long a new circuit build may take before it is late (seconds): then the
+        caller builds another beside it."""
         fit = self.fit()
         return self.default if fit is None else fit.timeout
+
+    def close_timeout(self) -> float:
+        """How long a build may take before it is abandoned (seconds)."""
+        fit = self.fit()
+        return self.default if fit is None else fit.close_timeout
 
     def _compute(self) -> Fit | None:
         width = self.bin_width
@@ -166,13 +180,18 @@ class BuildTimes:
         completed = sum(histogram.values())
         log_xm = math.log(xm)
         spread = math.fsum(math.log(x) - log_xm for x, _ in self._samples if x > xm)
-        if spread <= 0.0:  # every sample at or under Xm: the curve is a wall at Xm
-            quantile_point = xm
-            alpha = math.inf
-        else:
-            alpha = completed / spread
-            # Xm / (1 - q) ** (1 / alpha), in logs so a tiny alpha cannot overflow
-            log_point = log_xm - math.log1p(-self.quantile) / alpha
-            quantile_point = math.exp(min(log_point, math.log(self.default)))
-        timeout = min(max(quantile_point, self.min_timeout), self.default)
-        return Fit(xm, alpha, timeout)
+        alpha = math.inf if spread <= 0.0 else completed / spread  # inf: a wall at Xm
+        return Fit(
+            xm,
+            alpha,
+            self._point(xm, alpha, self.quantile),
+            self._point(xm, alpha, self.close_quantile),
+        )
+
+    def _point(self, xm: float, alpha: float, quantile: float) -> float:
+        """The Pareto quantile ``Xm / (1 - q) ** (1 / alpha)``, in logs so that a tiny
+        alpha cannot overflow, clamped to ``[min_timeout, default]``."""
+        log_point = math.log(xm) - math.log1p(-quantile) / alpha
+        return min(
+            max(math.exp(min(log_point, math.log(self.default))), self.min_timeout), self.default
+        )
