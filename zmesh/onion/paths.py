@@ -33,7 +33,6 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from ..errors import ZMeshError
 from ..identity import Flags
@@ -43,6 +42,7 @@ HOPS = 3
 ATTEMPTS = 16  # random draws before a draw filters its whole list
 NO_ADDRESS = "none"  # the subnet of every relay without a usable address: one bucket
 SUBNET_CACHE = 16384  # address tuples whose subnet is remembered (bounded)
+_RELAY, _EXIT = int(Flags.RELAY), int(Flags.EXIT)
 
 
 class NoPathError(ZMeshError):
@@ -97,17 +97,19 @@ def _subnet(addresses: tuple[str, ...]) -> str:
         return f"host:{name}"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    prefix = 16 if isinstance(ip, ipaddress.IPv4Address) else 32
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    if isinstance(ip, ipaddress.IPv4Address):
+        a, b = ip.packed[:2]
+        return f"{a}.{b}.0.0/16"
+    return f"{ipaddress.IPv6Address(int(ip) >> 96 << 96)}/32"
 
 
 def _host_of(address: str) -> str | None:
     """The host part of a URL, ``host:port``, ``[v6]:port`` or a bare host; None if bad."""
-    if "://" in address:
-        try:
-            return urlsplit(address).hostname
-        except ValueError:
+    scheme, sep, rest = address.partition("://")
+    if sep:
+        if not scheme.isalnum():
             return None
+        address = rest.partition("/")[0].rpartition("@")[2]  # netloc without userinfo
     if address.startswith("["):
         host, sep, _ = address[1:].partition("]")
         return host if sep else None
@@ -163,11 +165,11 @@ class RelayPool[D: Relay]:
         by_id: dict[bytes, D] = {}
         for desc in relays:
             node_id = desc.node_id
-            if desc.flags & Flags.RELAY and node_id != own_id:
+            if int(desc.flags) & _RELAY and node_id != own_id:  # int(): IntFlag's & is slow
                 by_id[node_id] = desc
         self.by_id = by_id
         self.ids = sorted(by_id)
-        self.exits = [i for i in self.ids if by_id[i].flags & Flags.EXIT]
+        self.exits = [i for i in self.ids if int(by_id[i].flags) & _EXIT]
         self.key: dict[bytes, str | bytes] = (
             {i: subnet(by_id[i]) for i in self.ids} if subnet else {i: i for i in self.ids}
         )
