@@ -179,21 +179,29 @@ class Familiarity(Mapping[bytes, float]):
         return len(self._seen)
 
     def observe(self, relays: Iterable[GuardRelay], now: float) -> None:
-        """Record that ``relays`` (the RELAY-flagged ones) are in the network at ``now``."""
+        """Record that ``relays`` (the RELAY-flagged ones) are in the network at ``now``:
+        refresh the known, forget those unseen for :data:`REMOVE_UNLISTED_AFTER`, then
+        add the new while there is room."""
+        fresh = []
+        for desc in relays:
+            if not int(desc.flags) & int(Flags.RELAY):
+                continue
+            known = self._seen.get(desc.node_id)
+            if known is None:
+                fresh.append(desc)
+            else:
+                known.last = max(known.last, now)
         for node_id, seen in list(self._seen.items()):
             if seen.last < now - REMOVE_UNLISTED_AFTER:
                 self._forget(node_id)
-        for desc in relays:
-            if not desc.flags & Flags.RELAY:
-                continue
-            node_id = desc.node_id
-            known = self._seen.get(node_id)
-            if known is not None:
-                known.last = max(known.last, now)
-                continue
+        for desc in fresh:
             subnet = subnet_of(desc)
-            if len(self._seen) < FAMILIAR_MAX and self._per_subnet[subnet] < FAMILIAR_PER_SUBNET:
-                self._seen[node_id] = _Seen(subnet, now, now)
+            if (
+                desc.node_id not in self._seen  # an id repeated in ``relays``
+                and len(self._seen) < FAMILIAR_MAX
+                and self._per_subnet[subnet] < FAMILIAR_PER_SUBNET
+            ):
+                self._seen[desc.node_id] = _Seen(subnet, now, now)
                 self._per_subnet[subnet] += 1
 
     def _forget(self, node_id: bytes) -> None:
