@@ -26,11 +26,15 @@ Model, each choice stated:
   depend on the rate; the hour keeps 10,000 relays x 30 days within a couple of minutes.
 - **Relays** are native (a daemon on a server, ``native_fraction``) or browser nodes.
   Exits are native (a browser cannot open TCP connections), ``exit_fraction`` of them.
+  Exactly ``adversary`` of the native exits, of the other native relays and of the
+  browser nodes are hostile at the start, so that a small run has the stated fraction
+  among guards and exits alike.
   Each relay has an IPv4 address in one of ``relays // 2`` /16 subnets drawn uniformly,
   hostile relays exactly like honest ones (an adversary spread over many subnets, the
   worst case for the subnet rule).
 - **Churn.**  Each hour a fraction ``churn`` of the relays leaves and as many newcomers
-  join (same kind, hostile with probability ``adversary``; first seen at their join).
+  join (same kind and exit flag, hostile with probability ``adversary``; first seen at
+  their join).
   Native relays leave at the rate of a mean lifetime of ``native_lifetime_days`` (long-
   lived servers, as most Tor relays are) within that budget; browser nodes take the rest
   of the departures (sessions of minutes to hours).  A guard that leaves is unlisted, and
@@ -136,20 +140,23 @@ class _Network:
         browsers = cfg.relays - natives
         spare = cfg.churn * cfg.relays - natives * self.native_hazard
         self.browser_hazard = spare / browsers if browsers and spare > 0 else self.native_hazard
-        hostile = set(_pick(rng, list(range(cfg.relays)), round(cfg.relays * cfg.adversary)))
+        exits = [i < natives and _uniform(rng) < cfg.exit_fraction for i in range(cfg.relays)]
+        hostile: set[int] = set()
+        for kind in ((True, True), (True, False), (False, False)):  # (native, exit)
+            group = [i for i in range(cfg.relays) if (i < natives, exits[i]) == kind]
+            hostile.update(_pick(rng, group, round(len(group) * cfg.adversary)))
         for i in range(cfg.relays):
             native = i < natives
             hazard = self.native_hazard if native else self.browser_hazard
             age = -math.log(1 - _uniform(rng)) / hazard * HOUR  # stationary: exponential
-            self._join(native, i in hostile, -age)
+            self._join(native, exits[i], i in hostile, -age)
         self.carry = 0.0
         self.native_carry = 0.0
 
-    def _join(self, native: bool, hostile: bool, now: float) -> None:
+    def _join(self, native: bool, exit_: bool, hostile: bool, now: float) -> None:
         rng = self.rng
         subnet = randbelow(rng, self.subnets)
         host = f"{1 + subnet // 256}.{subnet % 256}.{randbelow(rng, 256)}.{randbelow(rng, 256)}"
-        exit_ = native and _uniform(rng) < self.cfg.exit_fraction
         flags = Flags.RELAY | Flags.EXIT if exit_ else Flags.RELAY
         relay = SimRelay(rng.bytes(32), flags, (f"http://{host}:{PORT}",), hostile, native, now)
         self.relays[relay.node_id] = relay
@@ -178,7 +185,8 @@ class _Network:
         ]
         for node_id in gone:
             relay = self.relays.pop(node_id)
-            self._join(relay.native, _uniform(rng) < cfg.adversary, now)
+            exit_ = bool(int(relay.flags) & int(Flags.EXIT))  # replaced by its like
+            self._join(relay.native, exit_, _uniform(rng) < cfg.adversary, now)
 
 
 def _pick[T](rng: Rng, items: list[T], k: int) -> list[T]:
