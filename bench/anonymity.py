@@ -1,6 +1,6 @@
 """The TorPS-style anonymity run (zmesh.sim.anonymity) with and without guards.
 
-    python bench/anonymity.py [--relays 10000] [--clients 1000] [--days 30]
+    python bench/anonymity.py [--relays 10000] [--clients 500] [--days 30]
                               [--adversary 0.1] [--churn 0.02] [--seed 1]
 
 Prints the compromise figures with guards against the same clients without guards (the
@@ -17,7 +17,7 @@ from zmesh.sim.anonymity import AnonymityConfig, simulate_anonymity
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--relays", type=int, default=10_000)
-    p.add_argument("--clients", type=int, default=1_000)
+    p.add_argument("--clients", type=int, default=500)
     p.add_argument("--days", type=float, default=30.0)
     p.add_argument("--adversary", type=float, default=0.1)
     p.add_argument("--churn", type=float, default=0.02)
