@@ -53,8 +53,8 @@ def test_stream_both_directions_and_clean_close() -> None:
     assert received(source) == b"pong" * 5000
     sim.run(max_time=sim.now + 5)
     # both ends dropped the finished stream (the sessions and their legs live on)
-    assert source.node.sessions.info(session).streams == 0
-    assert dest.node.sessions.info(dest_session).streams == 0
+    assert source.node.sessions.info(session, sim.now).streams == 0
+    assert dest.node.sessions.info(dest_session, sim.now).streams == 0
 
 
 def test_flow_control_bounds_what_is_in_flight() -> None:

@@ -158,3 +158,21 @@ def test_fuzz_any_clock_gives_a_finite_monotone_phi(
     phis = [d.phi(now) for now in sorted(probes)]
     assert all(math.isfinite(p) and p >= 0.0 for p in phis)
     assert phis == sorted(phis)  # non-decreasing in now for a fixed history
+
+
+@pytest.mark.parametrize("threshold", [0.5, 1.0, 3.0, 8.0, 16.0])
+def test_suspect_at_is_when_phi_reaches_the_threshold(threshold: float) -> None:
+    d = PhiDetector(first_interval=0.5, acceptable_pause=1.0, min_std=0.1)
+    assert d.suspect_at() is None
+    for i in range(20):
+        d.heartbeat(i * 0.5 + (0.03 if i % 3 else 0.0))
+    at = d.suspect_at(threshold)
+    assert at is not None and at > d.last_heartbeat
+    assert d.phi(at + 1e-6) >= threshold > d.phi(at - 1e-3)
+
+
+def test_suspect_at_follows_the_default_threshold() -> None:
+    d = PhiDetector(threshold=8.0)
+    d.heartbeat(0.0)
+    at = d.suspect_at()
+    assert at is not None and not d.available(at + 1e-6) and d.available(at - 1e-3)

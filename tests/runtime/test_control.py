@@ -106,6 +106,7 @@ def test_the_document_has_full_ids_relays_by_index_and_circuits_by_id() -> None:
                 "state": "open",
                 "streams": 0,
                 "rtt_ms": 41.5,
+                "phi": None,
                 "session": None,
             },
             {
@@ -114,6 +115,7 @@ def test_the_document_has_full_ids_relays_by_index_and_circuits_by_id() -> None:
                 "state": "retired",
                 "streams": 1,
                 "rtt_ms": None,
+                "phi": None,
                 "session": None,
             },
         ],

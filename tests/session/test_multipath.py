@@ -49,6 +49,8 @@ from zmesh.session.multipath import (
     MAX_LEGS,
     MAX_PINGS,
     MAX_PONGS,
+    ONE_WAY_STALL,
+    LastLegStalled,
     LegLost,
     Session,
     SessionFailed,
@@ -356,9 +358,42 @@ def test_idle_legs_get_cheap_pings_and_nothing_else() -> None:
     # both ends ping both legs about every IDLE_PING_INTERVAL
     assert 4 * 10 / IDLE_PING_INTERVAL * 0.8 <= pings <= 4 * 10 / IDLE_PING_INTERVAL * 1.2
     assert model.client.leg_ids == [1, 2] and not model.client.failed
-    info = model.client.legs()
+    info = model.client.legs(model.now)
     assert [i.leg_id for i in info] == [1, 2]
     assert info[0].srtt is not None and 0.04 < info[0].srtt < 0.04 * 1.7  # plus cell times
+
+
+def test_a_silent_idle_leg_is_found_by_phi_accrual_and_a_slow_one_is_kept() -> None:
+    """Nothing at stake: the RTO rule does not watch the legs, the phi detector over each
+    leg's PONGs does.  A blackholed idle leg is lost about ONE_WAY_STALL (its acceptable
+    pause) plus a few spreads after its last PONG; a healthy one stays, its phi low."""
+    model = Model()
+    model.add_leg(1, 0.02, MB)
+    model.add_leg(2, 0.03, MB)
+    model.run(5.0)
+    assert max(leg.phi for leg in model.client.legs(model.now)) < 1.0
+    lost: list[float] = []
+    model.handlers["client"] = lambda e: lost.append(model.now) if isinstance(e, LegLost) else None
+    model.blackhole(2)
+    cut = model.now
+    model.run(cut + 10.0)
+    assert LegLost(2, "stalled") in model.events["client"]
+    assert model.client.leg_ids == [1] and not model.client.failed
+    assert model.client.legs(model.now)[0].phi < 1.0  # leg 1 healthy all along
+    # found after the acceptable pause (from the last PONG, one PING interval or less
+    # before the cut), and long before the session's grace time
+    (when,) = lost
+    assert cut + ONE_WAY_STALL - IDLE_PING_INTERVAL < when < cut + ONE_WAY_STALL + 1.5
+
+
+def test_a_silent_idle_last_leg_is_reported_not_dropped() -> None:
+    model = Model()
+    model.add_leg(1, 0.02, MB)
+    model.run(2.0)
+    model.blackhole(1)
+    model.run(model.now + 5.0)
+    assert LastLegStalled(1) in model.events["client"]
+    assert model.client.leg_ids == [1] and not model.client.failed
 
 
 # -- 1,000 sessions with random faults ----------------------------------------------------

@@ -34,7 +34,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
@@ -214,7 +214,8 @@ class Sessions:
             hedge = None if plan is None else plan.hedge_at(len(entry.legs))
             if plan is not None and hedge is not None and hedge <= now:
                 plan.hedged = now
-                path = self._leg_path(plan.exit_id, self._used(entry), now)
+                slow = {n for cid in plan.building for n in self._builder.path(cid)[:-1]}
+                path = self._leg_path(plan.exit_id, self._used(entry), now, slow)
                 if path is not None:
                     self._build_leg(entry, plan, path, now)
             self._flush(entry, now)
@@ -228,7 +229,7 @@ class Sessions:
         entry = self._by_leg.get(circuit_id)
         return None if entry is None else entry.session_id
 
-    def info(self, session_id: int) -> SessionInfo:
+    def info(self, session_id: int, now: float) -> SessionInfo:
         entry = self._entry(session_id)
         s = entry.session
         return SessionInfo(
@@ -237,7 +238,7 @@ class Sessions:
             len(s.streams),
             entry.bytes_sent,
             entry.bytes_received,
-            s.legs(),
+            s.legs(now),
             s.failovers,
             entry.longest_stall,
             entry.longest_gap,
@@ -597,8 +598,13 @@ class Sessions:
             for node_id in self._builder.path(cid)[:-1]
         }
 
-    def _leg_path(self, exit_id: bytes, used: set[bytes], now: float) -> list[Descriptor] | None:
-        linked, suspects = self._path_inputs(now)
+    def _leg_path(
+        self, exit_id: bytes, used: set[bytes], now: float, slow: Collection[bytes] = ()
+    ) -> list[Descriptor] | None:
+        """A path for one more leg to ``exit_id``, around ``used`` if it can; the relays
+        of ``slow`` builds (a hedge's) are avoided like suspects, since one may be dead."""
+        linked, avoided = self._path_inputs(now)
+        suspects = [*avoided, *slow]
         try:
             return choose_leg(
                 self._rng,

@@ -28,8 +28,9 @@ network has (abandoning builds at the 80% point threw away one build in five and
 load, every rebuild of a session for seconds on end; D43).  One deliberate difference:
 Tor drops circuits abandoned even at the close quantile from the fit; ignoring them would
 truncate the sample at that point and ratchet it down.  An abandoned build is therefore a
-right-censored sample at the time it waited, and alpha is the censored MLE Tor used from 0.2.2 to 0.4.4 (Fernández,
-"Bayesian estimation based on trimmed samples from Pareto populations", eq. 4):
+right-censored sample at the time it waited, and alpha is the censored MLE Tor used from
+0.2.2 to 0.4.4 (Fernández, "Bayesian estimation based on trimmed samples from Pareto
+populations", eq. 4):
 ``alpha = completed / (sum ln(max(x, Xm) / Xm) over all samples)``.  Tor's cap of the
 timeout at the largest build time seen is not applied either: with censored samples it
 would keep the timeout from ever growing past the one that censored them.

@@ -129,6 +129,26 @@ class PhiDetector:
             return math.log10(1.0 + math.exp(z))
         return max(_PHI_AT_LINEAR, z / math.log(10.0))
 
+    def suspect_at(self, threshold: float | None = None) -> float | None:
+        """The earliest time ``phi`` reaches ``threshold`` (default: the detector's own),
+        if no heartbeat comes first; None before the first heartbeat.  A timer for it."""
+        last = self._last
+        if last is None:
+            return None
+        target = self.threshold if threshold is None else threshold
+        # phi = log10(1 + e^z) = target  <=>  z = ln(10^target - 1); then y(A + B y^2) = z
+        # (increasing in y) by bisection
+        z = math.log(math.expm1(min(target, 300.0) * math.log(10.0)))
+        lo, hi = -_Y_MAX, _Y_MAX
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if mid * (_A + _B * mid * mid) < z:
+                lo = mid
+            else:
+                hi = mid
+        mean = self._mean + self._acceptable_pause
+        return last + max(0.0, mean + hi * max(self._std, self._min_std))
+
     def available(self, now: float, threshold: float | None = None) -> bool:
         """True while ``phi(now)`` is under ``threshold`` (default: the detector's own).
 

@@ -367,25 +367,23 @@ class BrowserNode:
     def _sessions_status(self) -> list[dict[str, Any]]:
         """The pool's sessions (the newest :data:`MAX_STATUS_SESSIONS`), each with its legs
         (circuit id, path of full hex node ids from the first hop to the exit, smoothed
-        RTT), its open streams, failovers, longest stall around a failover and bytes
-        received."""
+        RTT, phi-accrual suspicion), its open streams, failovers, longest stall around a
+        failover and bytes received."""
         sessions, builder = self.node.sessions, self.node.builder
         alive = set(sessions.ids())
         ids = sorted(s.session_id for s in self.pool.core.sessions() if s.session_id in alive)
         out = []
         for session_id in ids[-MAX_STATUS_SESSIONS:]:
-            info = sessions.info(session_id)
-            rtts = {leg.leg_id: leg.srtt for leg in info.legs}
-            legs = []
-            for cid in sessions.legs_of(session_id):
-                rtt = rtts.get(cid)
-                legs.append(
-                    {
-                        "circuit": cid,
-                        "path": [hop.hex() for hop in builder.path(cid)],
-                        "rttMs": None if rtt is None else round(rtt * 1000, 1),
-                    }
-                )
+            info = sessions.info(session_id, wall_clock())
+            legs = [
+                {
+                    "circuit": leg.leg_id,
+                    "path": [hop.hex() for hop in builder.path(leg.leg_id)],
+                    "rttMs": None if leg.srtt is None else round(leg.srtt * 1000, 1),
+                    "phi": round(leg.phi, 2),
+                }
+                for leg in sorted(info.legs, key=lambda leg: leg.leg_id)
+            ]
             out.append(
                 {
                     "id": session_id,

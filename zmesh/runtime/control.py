@@ -17,7 +17,7 @@ a JSON document (version 1)::
          "url": "http://127.0.0.1:40001", "alive": true}, ...],
       "circuits": [                    # the proxy's client circuits, legs first
         {"id": 7, "path": ["a...", "b...", "c..."], "state": "open",
-         "streams": 1, "rtt_ms": 41.5, "session": 3}, ...],
+         "streams": 1, "rtt_ms": 41.5, "phi": 0.1, "session": 3}, ...],
       "sessions": [...],
       "proxy": {"pid": 4250, "alive": true}   # zmesh up only: its proxy process
     }
@@ -25,8 +25,10 @@ a JSON document (version 1)::
 A circuit's ``path`` runs from the first hop to the final hop (the exit); its ``state``
 is ``"open"`` once built.  ``session`` names the session the circuit carries as a leg
 (null for a standby circuit, kept to replace a lost leg), ``streams`` counts that
-session's streams and ``rtt_ms`` is the leg's smoothed round-trip time (null until
-measured).  The legs of sessions come first, by session, then the standby circuits.
+session's streams, ``rtt_ms`` is the leg's smoothed round-trip time (null until
+measured) and ``phi`` the phi-accrual suspicion that the leg is dead, from its PONGs
+(null for a standby circuit; an idle leg is replaced at 8).  The legs of sessions come
+first, by session, then the standby circuits.
 
 ``sessions`` lists the proxy's sessions, one object each::
 
@@ -116,6 +118,7 @@ class CircuitInfo:
     streams: int
     rtt_ms: float | None = None
     session: int | None = None
+    phi: float | None = None
 
 
 def status_document(
@@ -163,6 +166,7 @@ def status_document(
                 "state": c.state,
                 "streams": c.streams,
                 "rtt_ms": c.rtt_ms,
+                "phi": c.phi,
                 "session": c.session,
             }
             for c in listed[:MAX_LISTED]
@@ -182,7 +186,8 @@ def circuit_infos(node: Node, sessions: Iterable[SessionInfo]) -> list[CircuitIn
         rtt = None if leg is None or leg.srtt is None else round(leg.srtt * 1000, 1)
         streams = 0 if info is None else info.streams
         session = None if info is None else info.session_id
-        out.append(CircuitInfo(cid, node.builder.path(cid), "open", streams, rtt, session))
+        phi = None if leg is None else round(leg.phi, 2)
+        out.append(CircuitInfo(cid, node.builder.path(cid), "open", streams, rtt, session, phi))
     return out
 
 
@@ -443,12 +448,13 @@ def _format(doc: Mapping[str, Any]) -> list[str]:
             str(c["state"]),
             str(c.get("streams", "?")),
             "-" if c.get("rtt_ms") is None else f"{float(c['rtt_ms']):.0f} ms",
+            "-" if c.get("phi") is None else f"{float(c['phi']):.1f}",
             "-" if c.get("session") is None else str(c["session"]),
             " > ".join(_short(hop)[:8] for hop in c["path"]),
         ]
         for c in circuits
     ]
-    out += _table(["id", "state", "streams", "rtt", "session", "path"], rows) if rows else []
+    out += _table(["id", "state", "streams", "rtt", "phi", "session", "path"], rows) if rows else []
     sessions = doc.get("sessions", [])
     out += ["", f"Sessions: {len(sessions)}"]
     rows = [

@@ -157,7 +157,8 @@ class SocksProxy:
         """The proxy's status document (see :mod:`zmesh.runtime.control`)."""
         node = self.driver.node
         retired = {s.session_id: s.retired for s in self.pool.core.sessions()}
-        infos = [node.sessions.info(sid) for sid in node.sessions.ids() if sid in retired]
+        now = wall_clock()
+        infos = [node.sessions.info(sid, now) for sid in node.sessions.ids() if sid in retired]
         return status_document(
             role="proxy",
             uptime=time.monotonic() - self._started,

@@ -6,6 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..errors import LocalProtocolError
+from ..health.phi import PhiDetector
 from .frames import DATA_OVERHEAD, CellBuilder, StreamFrame
 
 INITIAL_RTO = 1.0  # RFC 6298 section 2.1
@@ -23,6 +24,7 @@ class LegInfo:
     srtt: float | None
     rto: float
     inflight: int
+    phi: float  # suspicion that the leg is dead, from its PONGs (phi-accrual)
 
 
 @dataclass(slots=True)
@@ -47,6 +49,7 @@ class Leg:
         "link_pending",
         "next_seq",
         "number",
+        "phi",
         "ping_mark",
         "pings",
         "pongs",
@@ -58,8 +61,9 @@ class Leg:
         "stalled",
     )
 
-    def __init__(self, leg_id: int, number: int, now: float) -> None:
+    def __init__(self, leg_id: int, number: int, now: float, phi: PhiDetector) -> None:
         self.leg_id = leg_id
+        self.phi = phi  # fed by every PONG
         self.number = number
         self.link_pending = False
         self.srtt: float | None = None

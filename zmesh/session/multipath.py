@@ -26,7 +26,11 @@ leg), and given up when another leg exists and it is still silent, or after the 
 time.  Only a leg with something at stake is watched: one that carries something
 unconfirmed, or any leg while a stream waits for the peer's data (a late PONG on an idle
 session is more likely a busy relay than a dead one; a leg that died meanwhile is found
-as soon as something is at stake, its oldest PING being old by then).  Such a leg stalls
+as soon as something is at stake, its oldest PING being old by then).  A leg with nothing
+at stake is watched by a phi-accrual detector over its PONGs instead (Hayashibara et al.;
+:mod:`zmesh.health.phi`, with :data:`ONE_WAY_STALL` as its acceptable pause): the cheap
+PINGs of an idle leg find it dead, about 3 s after its last PONG, before the session
+needs it, and the node replaces it.  An urgent leg stalls
 when its oldest unanswered PING is older than the leg's RTO and nothing has arrived on
 it for ``RTO / 2`` (so a leg that is merely slow, still delivering, is kept), or,
 whatever arrives, when the PING is older than both ``3 * RTO`` and :data:`ONE_WAY_STALL`
@@ -67,6 +71,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
+from ..health.phi import PhiDetector
 from .endpoint import (
     MAX_STREAMS,
     StreamConnected,
@@ -104,6 +109,7 @@ PING_BYTES = 32 * 1024  # a busy leg gets a PING after this many DATA bytes
 IDLE_PING_INTERVAL = 0.5
 SESSION_GRACE = 10.0
 ONE_WAY_STALL = 2.0  # a leg that delivers but answers no PING for this long (and 3 RTOs)
+PHI_MIN_STD = 0.1  # an idle leg's PONG intervals: the phi detector's floor on their spread
 MIN_PAYLOAD = 512  # the largest control frame (OPEN) is 261 bytes
 
 
@@ -208,7 +214,11 @@ class Session:
         leg.link_pending = True
 
     def _new_leg(self, leg_id: int, number: int, now: float) -> Leg:
-        leg = self._legs[leg_id] = Leg(leg_id, number, now)
+        phi = PhiDetector(
+            first_interval=IDLE_PING_INTERVAL, acceptable_pause=ONE_WAY_STALL, min_std=PHI_MIN_STD
+        )
+        phi.heartbeat(now)  # a leg that never answers is found too
+        leg = self._legs[leg_id] = Leg(leg_id, number, now, phi)
         self._legs_added += 1
         self._no_legs_since = None
         return leg
@@ -236,10 +246,12 @@ class Session:
     def leg_ids(self) -> list[int]:
         return list(self._legs)
 
-    def legs(self) -> list[LegInfo]:
+    def legs(self, now: float) -> list[LegInfo]:
         """The live legs, fastest first."""
         return [
-            LegInfo(leg.leg_id, leg.number, leg.srtt, self._rto(leg), leg.inflight)
+            LegInfo(
+                leg.leg_id, leg.number, leg.srtt, self._rto(leg), leg.inflight, leg.phi.phi(now)
+            )
             for leg in sorted(self._legs.values(), key=Leg.sort_key)
         ]
 
@@ -338,6 +350,7 @@ class Session:
             if older == nonce:
                 break
         leg.rtt_sample(max(0.0, now - sent_at))
+        leg.phi.heartbeat(now)
         leg.confirm(mark)
 
     def _known_stream(self, sid: int) -> Stream | None:
@@ -456,10 +469,12 @@ class Session:
         """When ``leg`` counts as stalled (see Failover), None while it is not watched.
         A last leg already reported stalled is given up after the grace time."""
         oldest = leg.oldest_ping
-        if oldest is None or not self._urgent(leg):
+        if oldest is None:
             return None
         if leg.stalled and len(self._legs) == 1:
             return oldest + self.grace
+        if not self._urgent(leg):
+            return leg.phi.suspect_at()
         rto = self._rto(leg)
         late = oldest + max(3 * rto, ONE_WAY_STALL)
         return min(max(oldest + rto, leg.last_recv + rto / 2), late)

@@ -123,7 +123,7 @@ def run_heal(
             elif run is not None and isinstance(inner, StreamFinished):
                 run.done = True
                 sessions_ = sn.node.sessions
-                run.info = sessions_.info(sid)
+                run.info = sessions_.info(sid, sim.now)
                 sim.call(sn, lambda: sessions_.close(sid, sim.now))
         elif isinstance(event, SessionClosed):
             run = runs.get((sn.index, event.session_id))
