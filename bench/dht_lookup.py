@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )
     ratio = first.latency_ms_median / second.latency_ms_median
-    print(f"first pass latency / second pass latency (median): {ratio:.2f}x")
+    print(f"ratio, first pass / second pass median latency: {ratio:.2f}x")
     return 0
 
 
