@@ -29,9 +29,7 @@ else escapes :meth:`receive`.
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from .circuit.builder import CircuitBuilder
 from .circuit.common import (
@@ -53,6 +51,7 @@ from .identity import Descriptor, Flags, Identity, short_id
 from .link import frames as lf
 from .link.connection import LinkClosed, LinkConnection, LinkLimits, LinkUp
 from .link.handshake import LinkHandshake
+from .link.routes import Route as _Route
 from .link.table import LinkTable
 from .onion.geometry import DEFAULT_GEOMETRY, Geometry
 from .onion.keyring import DEFAULT_EPOCH_LENGTH, OnionKeyRing
@@ -99,13 +98,6 @@ class NodeConfig:
     puzzle_difficulty: int = 0  # DHT contacts' ids must solve the S/Kademlia puzzle at this
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
-    handler: Callable[[LinkConnection, Any, float], None]
-    before_handshake: bool = False
-    after_handshake: bool = True
-
-
 class Node:
     def __init__(
         self, identity: Identity, rng: Rng, now: float, config: NodeConfig | None = None
@@ -136,10 +128,10 @@ class Node:
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
         self.sessions = Sessions(self.builder, self.relay, rng, config=cc, settle=self._settle)
         self.sessions.route_with(self.directory, self._links, self.node_id)
+        dc = DhtConfig(puzzle_difficulty=cfg.puzzle_difficulty)
         self.dht = None if not cfg.dht else Dht(
-            identity, self.descriptor, rng, now, dial=self.dialer.want,
-            descriptor_of=self.directory.get, settle=self._settle,
-            config=DhtConfig(puzzle_difficulty=cfg.puzzle_difficulty),
+            identity, self.descriptor, rng, now, dial=self.dialer.want, settle=self._settle,
+            descriptor_of=self.directory.get, config=dc,
         )  # fmt: skip
         dht = (self.dht,) if self.dht else ()
         self._timed: tuple[RelayTable | CircuitBuilder | Sessions | Directory | Dialer | Dht, ...]
