@@ -85,6 +85,7 @@ bench: $(SYSDEPS) web  ## the benchmarks, each with a same-run baseline and rati
 	$(PY) bench/heal.py
 	$(PY) bench/heal_sim.py
 	$(PY) bench/dht_puzzle.py
+	$(PY) bench/dht_lookup.py
 	$(PY) bench/webrtc_raw.py
 	$(PY) bench/vs_tor.py --install
 	$(PY) bench/browser.py

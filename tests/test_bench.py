@@ -17,6 +17,7 @@ SCRIPTS = [
     "signing.py",
     "stream_reassembly.py",
     "dial_on_demand.py",
+    "dht_lookup.py",
 ]
 
 

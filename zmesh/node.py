@@ -15,7 +15,8 @@ The node holds no protocol state of its own.  Its components share one outer sha
 :class:`~zmesh.circuit.builder.CircuitBuilder`, the :class:`~zmesh.circuit.sessions.Sessions`
 (every stream rides a session over one or more circuits), the
 :class:`~zmesh.directory.Directory`, the :class:`~zmesh.signaling.router.SignalRouter` and
-the :class:`~zmesh.dialer.Dialer`.
+the :class:`~zmesh.dialer.Dialer`, and, with ``NodeConfig.dht``, the :class:`~zmesh.dht.service.Dht`
+(whose :class:`~zmesh.dht.service.DhtSend` the node puts on links as DHT frames).
 
 Frames reach them through a handler table keyed by frame type, with "allowed before the
 handshake" and "after" columns.  A frame for a circuit that closed is dropped quietly; one
@@ -28,9 +29,7 @@ else escapes :meth:`receive`.
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from .circuit.builder import CircuitBuilder
 from .circuit.common import (
@@ -44,6 +43,7 @@ from .circuit.common import (
 )
 from .circuit.relay import RelayTable
 from .circuit.sessions import SessionEvent, Sessions
+from .dht.service import Dht, DhtConfig, DhtSend, LookupDone
 from .dialer import Dialer, DialWanted
 from .directory import MIN_UPDATE_INTERVAL, DescriptorLearned, Directory
 from .errors import CloseCode, LocalProtocolError, RemoteProtocolError
@@ -51,6 +51,7 @@ from .identity import Descriptor, Flags, Identity, short_id
 from .link import frames as lf
 from .link.connection import LinkClosed, LinkConnection, LinkLimits, LinkUp
 from .link.handshake import LinkHandshake
+from .link.routes import Route as _Route
 from .link.table import LinkTable
 from .onion.geometry import DEFAULT_GEOMETRY, Geometry
 from .onion.keyring import DEFAULT_EPOCH_LENGTH, OnionKeyRing
@@ -72,6 +73,7 @@ Event = (
     | DescriptorLearned
     | SignalReceived
     | DialWanted
+    | LookupDone
 )
 
 
@@ -92,13 +94,8 @@ class NodeConfig:
     hop_events: bool = False  # see CircuitConfig.hop_events
     max_links: int = 0  # relays to link to on our own (DialWanted); 0: only when told
     max_inbound_links: int = MAX_INBOUND_LINKS
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    handler: Callable[[LinkConnection, Any, float], None]
-    before_handshake: bool = False
-    after_handshake: bool = True
+    dht: bool = False  # run the DHT on links (zmesh/dht/service.py)
+    puzzle_difficulty: int = 0  # DHT contacts' ids must solve the S/Kademlia puzzle at this
 
 
 class Node:
@@ -131,7 +128,14 @@ class Node:
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
         self.sessions = Sessions(self.builder, self.relay, rng, config=cc, settle=self._settle)
         self.sessions.route_with(self.directory, self._links, self.node_id)
-        self._timed = (self.relay, self.builder, self.sessions, self.directory, self.dialer)
+        dc = DhtConfig(puzzle_difficulty=cfg.puzzle_difficulty)
+        self.dht = None if not cfg.dht else Dht(
+            identity, self.descriptor, rng, now, dial=self.dialer.want, settle=self._settle,
+            descriptor_of=self.directory.get, config=dc,
+        )  # fmt: skip
+        dht = (self.dht,) if self.dht else ()
+        self._timed: tuple[RelayTable | CircuitBuilder | Sessions | Directory | Dialer | Dht, ...]
+        self._timed = (self.relay, self.builder, self.sessions, self.directory, self.dialer, *dht)
         self._sources = (*self._timed, self.signals)
         self._events: deque[Event] = deque()
         self._descriptor: Descriptor | None = None
@@ -151,6 +155,7 @@ class Node:
             lf.Destroy: _Route(self._on_circuit_frame),
             lf.DescriptorFrame: _Route(self.directory.on_descriptor),
             lf.Signal: _Route(self.signals.on_signal),
+            lf.DhtFrame: _Route(self._on_dht),
         }
 
     def descriptor(self, now: float) -> Descriptor:
@@ -223,6 +228,11 @@ class Node:
                 events = source.events
                 while events:
                     event = events.popleft()
+                    if isinstance(event, DhtSend):  # the DHT's RPCs ride on links
+                        conn = self._links.to_peer(event.peer_id)
+                        if conn is not None and conn.has_room(0):
+                            conn.send(lf.DhtFrame(event.data), now)
+                        continue
                     self._events.append(event)
                     if type(event) is CircuitClosed:
                         self.sessions.circuit_closed(event.circuit_id, now)
@@ -279,6 +289,8 @@ class Node:
         self.builder.link_closed(conn, now)
         self.directory.link_closed(conn.link_id)
         self.signals.link_closed(conn.link_id)
+        if self.dht and conn.peer_id and self._links.to_peer(conn.peer_id) is None:
+            self.dht.link_down(conn.peer_id, now)
         self._collect(now)  # the circuits' events come before the link's
         self._events.append(LinkClosed(conn.link_id, conn.peer_id, code))
 
@@ -320,6 +332,8 @@ class Node:
             self.dialer.done(conn.peer_id)
             self.builder.avoidance.clear(conn.peer_id)  # alive after all
             self.relay.link_up(conn, now)  # CREATEs that waited for this link go on
+            if self.dht:
+                self.dht.link_up(conn.peer_id, self.directory.get(conn.peer_id), now)
             log.debug("link=%d event=up peer=%s", conn.link_id, short_id(conn.peer_id))
             self._collect(now)
             self._events.append(LinkUp(conn.link_id, conn.peer_id))
@@ -328,6 +342,10 @@ class Node:
 
     def _on_close(self, conn: LinkConnection, frame: lf.Close, now: float) -> None:
         self._close_link(conn, frame.code, now, notify=False)
+
+    def _on_dht(self, conn: LinkConnection, frame: lf.DhtFrame, now: float) -> None:
+        if self.dht and conn.peer_id:  # a node without the DHT ignores it
+            self.dht.receive(conn.peer_id, frame.data, now)
 
     def _on_credit(self, conn: LinkConnection, frame: lf.Credit, now: float) -> None:
         conn.receive_credit(frame.frames, now)
@@ -356,6 +374,8 @@ class Node:
         """A :class:`DialWanted` could not be carried out."""
         self.dialer.done(node_id)
         self.relay.dial_failed(node_id, now)
+        if self.dht:
+            self.dht.dial_failed(node_id, now)
         self._settle(now)
 
     def learn_descriptor(self, desc: Descriptor, now: float) -> None:
@@ -392,6 +412,7 @@ __all__ = [
     "HopOpened",
     "LinkClosed",
     "LinkUp",
+    "LookupDone",
     "Node",
     "NodeConfig",
     "SessionEvent",

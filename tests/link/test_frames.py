@@ -9,6 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from zmesh.crypto import xwing
+from zmesh.dht.messages import MAX_MESSAGE_SIZE
 from zmesh.errors import CloseCode, RemoteProtocolError
 from zmesh.link.frames import (
     FRAME_HEADER,
@@ -16,6 +17,7 @@ from zmesh.link.frames import (
     LINK_VERSION,
     MAC_SIZE,
     MAX_DESCRIPTOR,
+    MAX_DHT,
     MAX_PADDING,
     MAX_SIGNAL_PAYLOAD,
     VARIABLE_SIZE,
@@ -26,6 +28,7 @@ from zmesh.link.frames import (
     Credit,
     DescriptorFrame,
     Destroy,
+    DhtFrame,
     Frame,
     FrameDecoder,
     FrameType,
@@ -72,6 +75,9 @@ def sample_frames(g: Geometry) -> list[Frame]:
         DescriptorFrame(filler(MAX_DESCRIPTOR, 9)),
         Signal(bytes(32), b"\xff" * 32, 0, b""),
         Signal(filler(32, 1), filler(32, 2), 255, filler(MAX_SIGNAL_PAYLOAD, 3)),
+        DhtFrame(b""),
+        DhtFrame(filler(37, 10)),
+        DhtFrame(filler(MAX_DHT, 11)),
     ]
 
 
@@ -218,6 +224,18 @@ def test_oversized_padding(length: int) -> None:
         FrameDecoder(GEOMETRY).feed(header(FrameType.PADDING, length))
 
 
+@pytest.mark.parametrize("length", [MAX_DHT + 1, 2**24 - 1])
+def test_oversized_dht_frame(length: int) -> None:
+    with pytest.raises(RemoteProtocolError, match="DHT") as exc:
+        FrameDecoder(GEOMETRY).feed(header(FrameType.DHT, length))
+    assert exc.value.code is CloseCode.PROTOCOL
+
+
+def test_dht_frame_holds_the_largest_dht_message() -> None:
+    assert MAX_DHT >= MAX_MESSAGE_SIZE
+    assert FrameType.DHT == 15  # 13 and 14 are the link PING/PONG
+
+
 def test_bad_length_is_rejected_from_the_header_alone() -> None:
     """The decoder never waits for (or buffers) the body of a frame it will reject."""
     dec = FrameDecoder(GEOMETRY)
@@ -282,6 +300,7 @@ SMALL_FRAMES = st.one_of(
     st.builds(Destroy, st.integers(0, 2**32 - 1), st.sampled_from(list(CloseCode))),
     st.builds(Close, st.sampled_from(list(CloseCode))),
     st.builds(Padding, st.integers(0, 64)),
+    st.builds(DhtFrame, st.binary(max_size=64)),
     st.builds(
         Created,
         st.integers(0, 2**32 - 1),

@@ -3,7 +3,7 @@
 The decoder accepts bytes in any split (a WebRTC message, a TCP segment, one byte at a
 time) and yields typed frames.  Every fixed-size body length is exact for its type, derived
 from the onion :class:`~zmesh.onion.geometry.Geometry`; the few variable-size types
-(PADDING, DESCRIPTOR, SIGNAL) have a maximum.  A frame can never be oversized.
+(PADDING, DESCRIPTOR, SIGNAL, DHT) have a maximum.  A frame can never be oversized.
 
 Bodies::
 
@@ -17,6 +17,7 @@ Bodies::
     CREDIT      u32 frames: the sender may send that many more frames (link flow control)
     DESCRIPTOR  a signed node descriptor (gossip)
     SIGNAL      origin id[32] | target id[32] | u8 ttl | payload (signaling, relayed)
+    DHT         one DHT message (zmesh/dht/messages.py), at most MAX_DHT bytes
 """
 
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ IDENTITY_KEYS_SIZE = xwing.PUBLIC_KEY_SIZE + signing.PUBLIC_KEY_SIZE
 MAX_PADDING = 65536
 MAX_DESCRIPTOR = 8192
 MAX_SIGNAL_PAYLOAD = 8192
+MAX_DHT = 56 * 1024  # a DHT message: at least zmesh.dht.messages.MAX_MESSAGE_SIZE
 NODE_ID = 32
 
 
@@ -50,6 +52,7 @@ class FrameType(IntEnum):
     CREDIT = 10
     DESCRIPTOR = 11
     SIGNAL = 12
+    DHT = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,13 @@ class Signal:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class DhtFrame:
+    """One DHT message (decoded by :mod:`zmesh.dht.messages`, not here)."""
+
+    data: bytes
+
+
 Frame = (
     Hello1
     | Hello2
@@ -139,6 +149,7 @@ Frame = (
     | Credit
     | DescriptorFrame
     | Signal
+    | DhtFrame
 )
 
 
@@ -178,6 +189,8 @@ def encode_frame(frame: Frame) -> bytes:
             kind, body = FrameType.DESCRIPTOR, data
         case Signal(origin, target, ttl, payload):
             kind, body = FrameType.SIGNAL, origin + target + bytes([ttl]) + payload
+        case DhtFrame(data):
+            kind, body = FrameType.DHT, data
     return bytes([kind]) + len(body).to_bytes(3, "big") + body
 
 
@@ -207,10 +220,13 @@ def body_sizes(geometry: Geometry) -> dict[FrameType, int]:
         FrameType.CREDIT: 4,
         FrameType.DESCRIPTOR: MAX_DESCRIPTOR,
         FrameType.SIGNAL: 2 * NODE_ID + 1 + MAX_SIGNAL_PAYLOAD,
+        FrameType.DHT: MAX_DHT,
     }
 
 
-VARIABLE_SIZE = frozenset({FrameType.PADDING, FrameType.DESCRIPTOR, FrameType.SIGNAL})
+VARIABLE_SIZE = frozenset(
+    {FrameType.PADDING, FrameType.DESCRIPTOR, FrameType.SIGNAL, FrameType.DHT}
+)
 
 
 def decode_body(kind: FrameType, body: bytes) -> Frame:
@@ -246,6 +262,8 @@ def decode_body(kind: FrameType, body: bytes) -> Frame:
     if kind is FrameType.SIGNAL:
         origin, target, ttl = buf.pull_bytes(NODE_ID), buf.pull_bytes(NODE_ID), buf.pull_uint8()
         return Signal(origin, target, ttl, buf.pull_rest())
+    if kind is FrameType.DHT:
+        return DhtFrame(body)
     return Padding(len(body))
 
 
