@@ -2,7 +2,7 @@
 
 from peer import quick_identity
 
-from zmesh.dialer import DIAL_TIMEOUT, Dialer, DialWanted
+from zmesh.dialer import DIAL_TIMEOUT, FAILURE_LIFETIME, MAX_FAILURES, Dialer, DialWanted
 from zmesh.identity import Descriptor, Flags
 
 
@@ -51,3 +51,27 @@ def test_max_links_zero_never_dials() -> None:
     dialer = Dialer(b"\x00" * 32, max_links=0)
     dialer.consider(_desc(1), linked=False, links=0, now=0.0)
     assert _wanted(dialer) == []
+
+
+def test_a_node_whose_dial_or_link_failed_is_not_dialled_for_a_while() -> None:
+    d = max((_desc(i) for i in range(3)), key=lambda d: d.node_id)
+    dialer = Dialer(b"\x00" * 32, max_links=8)
+    assert dialer.want(d, 0.0)
+    dialer.failed(d.node_id, 1.0)  # the dial failed (or the link to it broke)
+    assert not dialer.want(d, 2.0)  # a CREATE for it is refused at once
+    dialer.consider(d, linked=False, links=0, now=2.0)
+    assert _wanted(dialer) == [d.node_id]  # only the first
+    assert dialer.want(d, 1.0 + FAILURE_LIFETIME)  # tried again after the lifetime
+    dialer.failed(d.node_id, 70.0)
+    dialer.done(d.node_id)  # it linked to us: alive after all
+    assert dialer.want(d, 71.0)
+
+
+def test_the_failure_table_is_bounded_oldest_forgotten_first() -> None:
+    dialer = Dialer(b"\x00" * 32, max_links=8)
+    first = _desc(1)
+    dialer.failed(first.node_id, 0.0)
+    for i in range(MAX_FAILURES):  # an attacker's CREATEs naming many dead ids
+        dialer.failed(i.to_bytes(32, "big"), 1.0)
+    assert len(dialer._failed) == MAX_FAILURES
+    assert dialer.want(first, 2.0)  # evicted: dialled again

@@ -285,6 +285,7 @@ class Node:
         self._links.remove(conn)  # first: teardowns send nothing more on it
         if conn.peer_id is not None and code in (CloseCode.CONNECTION_FAILED, CloseCode.TIMEOUT):
             self.builder.avoidance.failed(conn.peer_id, now, LINK_FAILED)  # likely dead
+            self.dialer.failed(conn.peer_id, now)
         self.relay.link_closed(conn, now)
         self.builder.link_closed(conn, now)
         self.directory.link_closed(conn.link_id)
@@ -372,7 +373,7 @@ class Node:
 
     def dial_failed(self, node_id: bytes, now: float) -> None:
         """A :class:`DialWanted` could not be carried out."""
-        self.dialer.done(node_id)
+        self.dialer.failed(node_id, now)
         self.relay.dial_failed(node_id, now)
         if self.dht:
             self.dht.dial_failed(node_id, now)
