@@ -129,6 +129,30 @@ class PhiDetector:
             return math.log10(1.0 + math.exp(z))
         return max(_PHI_AT_LINEAR, z / math.log(10.0))
 
+    def reaches(self, threshold: float | None = None) -> float:
+        """When ``phi`` reaches ``threshold`` (default: the detector's own) if no heartbeat
+        comes first: ``inf`` before the first heartbeat, never before the last one.
+
+        The inverse of :meth:`phi`: ``log10(1 + e^z) = t`` gives ``z = ln(10^t - 1)``, and
+        ``y (A + B y^2) = z`` has one real root (Cardano, then a Newton step).  A timer armed
+        for this time sees ``phi`` at the threshold up to rounding, so callers compare
+        times, not ``phi``.  Raises ValueError for a threshold that is not positive."""
+        t = self.threshold if threshold is None else threshold
+        if not finite("threshold", t) > 0.0:
+            raise ValueError("threshold must be positive")
+        last = self._last
+        if last is None:
+            return math.inf
+        ln10 = math.log(10.0)
+        z = math.log(math.expm1(t * ln10)) if t < _PHI_AT_LINEAR else t * ln10
+        p, q = _A / _B, -z / _B  # y^3 + p y + q = 0, p > 0: one real root
+        root = math.sqrt(q * q / 4 + p * p * p / 27)
+        y = math.cbrt(-q / 2 + root) + math.cbrt(-q / 2 - root)
+        y -= (y * (_A + _B * y * y) - z) / (_A + 3 * _B * y * y)
+        y = min(max(y, -_Y_MAX), _Y_MAX)
+        mean = self._mean + self._acceptable_pause
+        return max(last, last + mean + y * max(self._std, self._min_std))
+
     def available(self, now: float, threshold: float | None = None) -> bool:
         """True while ``phi(now)`` is under ``threshold`` (default: the detector's own).
 

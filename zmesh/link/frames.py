@@ -17,6 +17,8 @@ Bodies::
     CREDIT      u32 frames: the sender may send that many more frames (link flow control)
     DESCRIPTOR  a signed node descriptor (gossip)
     SIGNAL      origin id[32] | target id[32] | u8 ttl | payload (signaling, relayed)
+    PING        u32 seq: a heartbeat; answered by PONG with the same seq (link health)
+    PONG        u32 seq
 """
 
 from dataclasses import dataclass
@@ -50,6 +52,8 @@ class FrameType(IntEnum):
     CREDIT = 10
     DESCRIPTOR = 11
     SIGNAL = 12
+    PING = 13
+    PONG = 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,16 @@ class Credit:
 
 
 @dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class DescriptorFrame:
     data: bytes
 
@@ -139,6 +153,8 @@ Frame = (
     | Credit
     | DescriptorFrame
     | Signal
+    | Ping
+    | Pong
 )
 
 
@@ -178,6 +194,10 @@ def encode_frame(frame: Frame) -> bytes:
             kind, body = FrameType.DESCRIPTOR, data
         case Signal(origin, target, ttl, payload):
             kind, body = FrameType.SIGNAL, origin + target + bytes([ttl]) + payload
+        case Ping(seq):
+            kind, body = FrameType.PING, seq.to_bytes(4, "big")
+        case Pong(seq):
+            kind, body = FrameType.PONG, seq.to_bytes(4, "big")
     return bytes([kind]) + len(body).to_bytes(3, "big") + body
 
 
@@ -207,6 +227,8 @@ def body_sizes(geometry: Geometry) -> dict[FrameType, int]:
         FrameType.CREDIT: 4,
         FrameType.DESCRIPTOR: MAX_DESCRIPTOR,
         FrameType.SIGNAL: 2 * NODE_ID + 1 + MAX_SIGNAL_PAYLOAD,
+        FrameType.PING: 4,
+        FrameType.PONG: 4,
     }
 
 
@@ -241,6 +263,10 @@ def decode_body(kind: FrameType, body: bytes) -> Frame:
         return Close(_code(buf.pull_uint8()))
     if kind is FrameType.CREDIT:
         return Credit(buf.pull_uint32())
+    if kind is FrameType.PING:
+        return Ping(buf.pull_uint32())
+    if kind is FrameType.PONG:
+        return Pong(buf.pull_uint32())
     if kind is FrameType.DESCRIPTOR:
         return DescriptorFrame(body)
     if kind is FrameType.SIGNAL:
