@@ -14,6 +14,7 @@ from zmesh.link.connection import (
     MAX_CLOSED_IDS,
     MAX_CONTROL_BACKLOG,
     MAX_QUEUED_CELLS,
+    PONGS_PER_INTERVAL,
     LinkConnection,
     LinkLimits,
     LinkWatch,
@@ -187,6 +188,36 @@ def test_timers_ping_silence_and_handshake() -> None:
     assert fresh.get_timer() == lc.HANDSHAKE_TIMEOUT
     fresh.handle_timer(lc.HANDSHAKE_TIMEOUT)
     assert fresh.failure is not None and fresh.failure[1] is CloseCode.TIMEOUT
+
+
+def _pongs(conn: LinkConnection, pings: int, now: float) -> int:
+    for seq in range(pings):
+        conn.on_ping(lf.Ping(seq), now)
+    return sum(1 for d in conn.datagrams_to_send() if d[0] == lf.FrameType.PONG)
+
+
+def test_a_peers_pings_are_answered_within_the_budget() -> None:
+    conn = _conn()
+    assert _pongs(conn, 100, 5.0) == PONGS_PER_INTERVAL  # a burst
+    assert conn.pongs_refused == 100 - PONGS_PER_INTERVAL
+    interval = conn.limits.keepalive / PONGS_PER_INTERVAL
+    assert _pongs(conn, 1, 5.0 + interval / 2) == 0
+    assert _pongs(conn, 1, 5.0 + interval) == 1  # refills at 4 per keepalive
+    conn.on_ping(lf.Ping(0xDEADBEEF), 100.0)
+    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Pong(0xDEADBEEF))]  # the same seq
+
+
+def test_a_ping_flood_gets_at_most_4_pongs_per_keepalive() -> None:
+    """The attack: 1,000 PINGs a second for 60 s.  We answer 4 per keepalive (plus the
+    first burst), not 60,000; an honest peer (one PING per keepalive, or even two) always
+    gets its answer."""
+    conn = _conn()
+    answered = sum(_pongs(conn, 1, i / 1000) for i in range(60_000))
+    assert PONGS_PER_INTERVAL * 60 - 1 <= answered <= PONGS_PER_INTERVAL * 61
+    assert conn.pongs_refused == 60_000 - answered
+    honest = _conn()
+    assert all(_pongs(honest, 1, i * 0.5) == 1 for i in range(2000))
+    assert honest.pongs_refused == 0
 
 
 def test_circuit_ids_are_capped_in_each_direction(monkeypatch: pytest.MonkeyPatch) -> None:

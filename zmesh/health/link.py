@@ -4,9 +4,8 @@ Sans-I/O: the link (:class:`~zmesh.link.connection.LinkConnection`) sends PING f
 hands PONGs in; every method takes ``now`` from its caller.
 
 Heartbeats.  Each side sends a PING every ``keepalive`` seconds, busy or not
-(:attr:`LinkHealth.next_ping`), and answers each of the peer's PINGs with a PONG.  Answers
-are budgeted: the peer may make us send at most :data:`PONGS_PER_INTERVAL` PONGs per
-``keepalive`` (a token bucket, burst as many); the rest are dropped quietly and counted.
+(:attr:`LinkHealth.next_ping`), and answers the peer's PINGs with PONGs (within a budget
+the link keeps, :data:`zmesh.link.connection.PONGS_PER_INTERVAL`).
 
 Estimates, from our PINGs' PONGs:
 
@@ -40,7 +39,6 @@ armed for :meth:`dead_at` always finds the link dead.
 
 from collections import OrderedDict, deque
 
-from ..budget import TokenBucket
 from .checks import finite
 from .phi import PhiDetector
 
@@ -48,7 +46,6 @@ PHI_THRESHOLD = 8.0  # the link is dead past it (and silent for a keepalive)
 SUSPECT_PHI = 3.0  # path choice avoids a linked peer past it
 MAX_OUTSTANDING = 16  # PINGs waiting for their PONG; the oldest forgotten (lost)
 LOSS_WINDOW = 32  # PINGs decided (answered in time, or lost) that the loss figure covers
-PONGS_PER_INTERVAL = 4  # PONGs a peer may make us send per keepalive (burst as many)
 SEQ_MODULUS = 1 << 32
 
 
@@ -56,14 +53,12 @@ class LinkHealth:
     """The heartbeat state of one link that is up."""
 
     __slots__ = (
-        "_budget",
         "_outcomes",
         "_outstanding",
         "_seq",
         "detector",
         "keepalive",
         "next_ping",
-        "pongs_refused",
         "_srtt",
         "rttvar",
         "silence_cap",
@@ -92,9 +87,7 @@ class LinkHealth:
         self._seq = 0
         self._outstanding: OrderedDict[int, tuple[float, bool]] = OrderedDict()  # seq -> (sent, lost)
         self._outcomes: deque[bool] = deque(maxlen=LOSS_WINDOW)  # True: lost
-        self._budget = TokenBucket(PONGS_PER_INTERVAL / keepalive, PONGS_PER_INTERVAL)
         self.stale_pongs = 0  # PONGs for a seq never sent or already answered
-        self.pongs_refused = 0  # the peer's PINGs left unanswered (over the budget)
 
     # -- our PINGs ----------------------------------------------------------------------
     def ping(self, now: float) -> int:
@@ -149,14 +142,6 @@ class LinkHealth:
     @property
     def outstanding(self) -> int:
         return len(self._outstanding)
-
-    # -- the peer's PINGs ---------------------------------------------------------------
-    def answer(self, now: float) -> bool:
-        """The peer sent a PING: True if we may answer it within the PONG budget."""
-        if self._budget.take(now):
-            return True
-        self.pongs_refused += 1
-        return False
 
     # -- the figures --------------------------------------------------------------------
     @property

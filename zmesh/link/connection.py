@@ -34,7 +34,8 @@ kept (bounded, oldest forgotten first) so that a frame racing a DESTROY is dropp
 while a frame for an id that never existed is a protocol error.
 
 Heartbeats (D42).  Once up, each side sends a PING every ``keepalive`` seconds, busy or not,
-and answers the peer's PINGs with PONGs (at most 4 per ``keepalive``); both go out ahead of
+and answers the peer's PINGs with PONGs (at most :data:`PONGS_PER_INTERVAL` per
+``keepalive``, a token bucket; the rest are dropped quietly); both go out ahead of
 the credit backlog and are not counted.  :class:`~zmesh.health.link.LinkHealth` turns the
 PONGs into :attr:`LinkConnection.rtt`, :attr:`LinkConnection.loss` and
 :meth:`LinkConnection.phi`, and decides when the peer is dead: phi over 8 and nothing
@@ -46,6 +47,7 @@ Outputs are pulled by the node: :meth:`datagrams_to_send` and :meth:`get_timer`.
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from ..budget import TokenBucket
 from ..errors import CloseCode, RemoteProtocolError
 from ..health.link import LinkHealth
 from ..onion.geometry import Geometry
@@ -60,6 +62,7 @@ MAX_BACKLOG_BYTES = 32 << 20  # everything waiting for credit on one link
 MAX_CIRCUITS_PER_DIRECTION = 4096  # live circuit ids allocated by each side of a link
 MAX_CLOSED_IDS = 8192  # ids of closed circuits remembered per link
 HANDSHAKE_TIMEOUT = 15.0
+PONGS_PER_INTERVAL = 4  # PONGs a peer may make us send per keepalive (burst as many)
 # frame types (each a final class, so ``type(frame) in ...`` is exact)
 UNCOUNTED: frozenset[type] = frozenset(
     {lf.Hello1, lf.Hello2, lf.Hello3, lf.Credit, lf.Close, lf.Ping, lf.Pong}
@@ -107,6 +110,8 @@ class LinkConnection:
         self.last_rx = now
         self.up_since = now  # set again when the handshake completes (start)
         self.health = LinkHealth(limits.keepalive, limits.timeout, now)
+        self._pongs = TokenBucket(PONGS_PER_INTERVAL / limits.keepalive, PONGS_PER_INTERVAL)
+        self.pongs_refused = 0  # the peer's PINGs left unanswered (over the budget)
         self.credit = LINK_WINDOW  # counted frames we may still send
         self.allowance = LINK_WINDOW  # counted frames the peer may still send
         self.processed = 0  # counted frames processed since we last returned credit
@@ -159,9 +164,12 @@ class LinkConnection:
         return True
 
     def on_ping(self, frame: lf.Ping, now: float) -> None:
-        """The peer's heartbeat: answered with a PONG within the budget, else dropped."""
-        if self.health.answer(now):
+        """The peer's heartbeat: answered with a PONG within the budget (at most
+        :data:`PONGS_PER_INTERVAL` per keepalive), else dropped quietly and counted."""
+        if self._pongs.take(now):
             self._push(lf.encode_frame(lf.Pong(frame.seq)))
+        else:
+            self.pongs_refused += 1
 
     def on_pong(self, frame: lf.Pong, now: float) -> None:
         """The answer to one of our PINGs (a stale or unknown one is dropped quietly)."""
