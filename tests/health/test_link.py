@@ -30,7 +30,7 @@ def steady(health: LinkHealth, start: float, count: int, rtt: float) -> float:
 
 def test_the_first_sample_sets_srtt_and_rttvar() -> None:
     h = LinkHealth(KEEPALIVE, CAP, 0.0)
-    assert h.rtt is None and h.loss == 0.0 and h.next_ping == 0.0
+    assert h.rtt is None and h.loss == 0.0 and h.next_ping == KEEPALIVE
     seq = h.ping(0.0)
     assert h.next_ping == KEEPALIVE and h.outstanding == 1
     assert h.pong(seq, 0.08)

@@ -168,17 +168,16 @@ def test_a_peer_holding_credit_too_long_loses_the_link() -> None:
 
 def test_timers_ping_silence_and_handshake() -> None:
     conn = _conn()
-    conn.start(0.0)  # the first PING goes out at link up, then one per keepalive
-    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(0))]
-    assert conn.get_timer() == 1.0
+    conn.start(0.0)  # link up: the first PING a keepalive later, then one per keepalive
+    assert conn.datagrams_to_send() == [] and conn.get_timer() == 1.0
     conn.handle_timer(1.0)
-    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(1))]
+    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(0))]
     conn.handle_timer(2.0)
-    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(2))]
+    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(1))]
     dead = conn.health.dead_at(conn.last_rx)  # no PONG since link up: phi crosses 8
     assert 3.0 < dead < 3.5  # about 3 keepalives on
     conn.handle_timer(3.0)
-    assert conn.failure is None and conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(3))]
+    assert conn.failure is None and conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(2))]
     assert conn.get_timer() == dead
     conn.handle_timer(dead)
     assert conn.failure == ("peer silent", CloseCode.TIMEOUT)

@@ -20,7 +20,8 @@ Estimates, from our PINGs' PONGs:
   still gives an RTT sample.  A PONG for a seq never sent or already answered is dropped
   quietly and counted (:attr:`LinkHealth.stale_pongs`).
 * **Phi**: a :class:`~zmesh.health.phi.PhiDetector` with a heartbeat at link up and one
-  per PONG, configured as Akka's: ``first_interval = keepalive``, ``acceptable_pause =
+  per PONG (the first PING goes out a keepalive after link up, not at once: its PONG one
+  RTT after the first heartbeat would teach the detector an interval of one RTT), configured as Akka's: ``first_interval = keepalive``, ``acceptable_pause =
   keepalive``, ``min_std = keepalive / 5`` and threshold :data:`PHI_THRESHOLD` (8).  On a
   steady link (PONGs every ``keepalive``, the deviation at its floor) phi reaches 8 about
   ``3.05 keepalive`` after the last PONG; with 1 s keepalives, a peer that stops is found
@@ -81,7 +82,7 @@ class LinkHealth:
             threshold=PHI_THRESHOLD,
         )
         self.detector.heartbeat(now)
-        self.next_ping = now  # the first PING goes out at once
+        self.next_ping = now + keepalive  # so the first PONG comes a keepalive after up
         self._srtt: float | None = None
         self.rttvar = 0.0
         self._seq = 0

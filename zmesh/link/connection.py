@@ -136,10 +136,10 @@ class LinkConnection:
             self._watch.failed[self] = None
 
     def start(self, now: float) -> None:
-        """The handshake completed at ``now``: heartbeats begin, the first PING goes out."""
+        """The handshake completed at ``now``: heartbeats begin (the first PING a
+        keepalive later)."""
         self.last_rx = self.up_since = now
         self.health = LinkHealth(self.limits.keepalive, self.limits.timeout, now)
-        self._push(lf.encode_frame(lf.Ping(self.health.ping(now))))
 
     def _push(self, data: bytes) -> None:
         if not self._ready:
