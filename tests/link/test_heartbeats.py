@@ -183,7 +183,9 @@ def test_real_nodes_report_each_links_rtt_loss_and_phi() -> None:
     report = sim.call(a, lambda: a.node.link_health(sim.now))
     assert sorted(s.peer_id for s in report) == sorted(n.node.node_id for n in sim.nodes[1:])
     for status in report:
-        assert status.rtt is not None and status.rtt == pytest.approx(2 * sim.model.latency, rel=0.5)
+        assert status.rtt is not None and status.rtt == pytest.approx(
+            2 * sim.model.latency, rel=0.5
+        )
         assert status.loss == 0.0 and 0.0 <= status.phi < 1.0 and status.age > 15
         assert math.isfinite(status.phi)
     assert not any(events_of(n, LinkClosed) for n in sim.nodes)

@@ -21,7 +21,8 @@ Estimates, from our PINGs' PONGs:
   quietly and counted (:attr:`LinkHealth.stale_pongs`).
 * **Phi**: a :class:`~zmesh.health.phi.PhiDetector` with a heartbeat at link up and one
   per PONG (the first PING goes out a keepalive after link up, not at once: its PONG one
-  RTT after the first heartbeat would teach the detector an interval of one RTT), configured as Akka's: ``first_interval = keepalive``, ``acceptable_pause =
+  RTT after the first heartbeat would teach the detector an interval of one RTT),
+  configured as Akka's: ``first_interval = keepalive``, ``acceptable_pause =
   keepalive``, ``min_std = keepalive / 5`` and threshold :data:`PHI_THRESHOLD` (8).  On a
   steady link (PONGs every ``keepalive``, the deviation at its floor) phi reaches 8 about
   ``3.05 keepalive`` after the last PONG; with 1 s keepalives, a peer that stops is found
@@ -54,13 +55,14 @@ class LinkHealth:
     """The heartbeat state of one link that is up."""
 
     __slots__ = (
+        "_detector",
         "_outcomes",
         "_outstanding",
+        "_phi_dead",
         "_seq",
-        "detector",
+        "_srtt",
         "keepalive",
         "next_ping",
-        "_srtt",
         "rttvar",
         "silence_cap",
         "stale_pongs",
@@ -75,18 +77,20 @@ class LinkHealth:
             raise ValueError("silence_cap must be positive")
         self.keepalive = keepalive
         self.silence_cap = silence_cap
-        self.detector = PhiDetector(
+        self._detector = PhiDetector(
             first_interval=keepalive,
             acceptable_pause=keepalive,
             min_std=keepalive / 5,
             threshold=PHI_THRESHOLD,
         )
-        self.detector.heartbeat(now)
+        self._detector.heartbeat(now)
+        self._phi_dead = self._detector.reaches()  # moves only with a heartbeat
         self.next_ping = now + keepalive  # so the first PONG comes a keepalive after up
         self._srtt: float | None = None
         self.rttvar = 0.0
         self._seq = 0
-        self._outstanding: OrderedDict[int, tuple[float, bool]] = OrderedDict()  # seq -> (sent, lost)
+        # seq -> (sent, counted lost), in the order sent
+        self._outstanding: OrderedDict[int, tuple[float, bool]] = OrderedDict()
         self._outcomes: deque[bool] = deque(maxlen=LOSS_WINDOW)  # True: lost
         self.stale_pongs = 0  # PONGs for a seq never sent or already answered
 
@@ -121,7 +125,8 @@ class LinkHealth:
         else:  # (2.3)
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(srtt - rtt)
             self._srtt = 0.875 * srtt + 0.125 * rtt
-        self.detector.heartbeat(now)
+        self._detector.heartbeat(now)
+        self._phi_dead = self._detector.reaches()
         return True
 
     def _expire(self, now: float) -> None:
@@ -158,15 +163,10 @@ class LinkHealth:
 
     def phi(self, now: float) -> float:
         """The detector's suspicion level at ``now``.  ValueError if ``now`` is not finite."""
-        return self.detector.phi(now)
+        return self._detector.phi(now)
 
     def dead_at(self, last_rx: float) -> float:
         """When the link is dead by the failure rule (module doc), given that the last
         bytes were received at ``last_rx``; later input moves it."""
-        phi_rule = max(self.detector.reaches(), last_rx + self.keepalive)
+        phi_rule = max(self._phi_dead, last_rx + self.keepalive)
         return min(phi_rule, last_rx + self.silence_cap)
-
-    def suspected(self, now: float, level: float = SUSPECT_PHI) -> bool:
-        """True if phi is over ``level`` at ``now``."""
-        return self.detector.phi(now) > level
-

@@ -41,6 +41,7 @@ class PhiDetector:
         "_last",
         "_mean",
         "_min_std",
+        "_reach",
         "_std",
         "threshold",
     )
@@ -75,6 +76,7 @@ class PhiDetector:
         )
         self._mean = first_interval
         self._std = spread
+        self._reach = (math.nan, 0.0)  # (threshold, y at which phi reaches it): reaches()
 
     def __len__(self) -> int:
         """How many intervals the window holds (at most ``window``)."""
@@ -143,13 +145,17 @@ class PhiDetector:
         last = self._last
         if last is None:
             return math.inf
-        ln10 = math.log(10.0)
-        z = math.log(math.expm1(t * ln10)) if t < _PHI_AT_LINEAR else t * ln10
-        p, q = _A / _B, -z / _B  # y^3 + p y + q = 0, p > 0: one real root
-        root = math.sqrt(q * q / 4 + p * p * p / 27)
-        y = math.cbrt(-q / 2 + root) + math.cbrt(-q / 2 - root)
-        y -= (y * (_A + _B * y * y) - z) / (_A + 3 * _B * y * y)
-        y = min(max(y, -_Y_MAX), _Y_MAX)
+        if self._reach[0] == t:
+            y = self._reach[1]
+        else:  # once per threshold: a link asks at every timer
+            ln10 = math.log(10.0)
+            z = math.log(math.expm1(t * ln10)) if t < _PHI_AT_LINEAR else t * ln10
+            p, q = _A / _B, -z / _B  # y^3 + p y + q = 0, p > 0: one real root
+            root = math.sqrt(q * q / 4 + p * p * p / 27)
+            y = math.cbrt(-q / 2 + root) + math.cbrt(-q / 2 - root)
+            y -= (y * (_A + _B * y * y) - z) / (_A + 3 * _B * y * y)
+            y = min(max(y, -_Y_MAX), _Y_MAX)
+            self._reach = (t, y)
         mean = self._mean + self._acceptable_pause
         return max(last, last + mean + y * max(self._std, self._min_std))
 

@@ -25,8 +25,8 @@ not be free.  An honest peer returns credit in steps of at least half a window (
 :meth:`processed_frames`), and each such step restarts the clock; trickling CREDIT(0) or
 CREDIT(1) does not.  (Before D42 the clock was the age of the oldest frame waiting for
 credit, and the counted PADDING keepalives made every starved link queue one; PINGs are
-not counted.)  A closed circuit's queued
-cells are skipped as credit comes (no scan of the backlog per closed circuit).
+not counted.)  A closed circuit's queued cells are skipped as credit comes (no scan of
+the backlog per closed circuit).
 
 Circuit ids.  Each side allocates ids with its own top bit, so both never pick the same.
 Live ids map to their owner (``"relay"`` or ``"client"``); ids of circuits that closed are
