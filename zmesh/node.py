@@ -49,7 +49,7 @@ from .directory import MIN_UPDATE_INTERVAL, DescriptorLearned, Directory
 from .errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from .identity import Descriptor, Flags, Identity, short_id
 from .link import frames as lf
-from .link.connection import LinkClosed, LinkConnection, LinkLimits, LinkUp
+from .link.connection import LinkClosed, LinkConnection, LinkLimits, LinkStatus, LinkUp
 from .link.handshake import LinkHandshake
 from .link.routes import Route as _Route
 from .link.table import LinkTable
@@ -85,8 +85,8 @@ class NodeConfig:
     addresses: tuple[str, ...] = ()
     stream_window: int = 1 << 20
     gossip: bool = True
-    keepalive: float = 1.0  # send PADDING on a link idle this long
-    link_timeout: float = 3.0  # close a link silent this long (a peer died)
+    keepalive: float = 1.0  # send a PING on every link this often (phi-accrual, D42)
+    link_timeout: float = 10.0  # close a link silent this long, whatever phi says
     credit_timeout: float = 30.0  # close a link whose peer holds our credit this long
     build_timeout: float = BUILD_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT  # destroy relayed circuits with no cell this long
@@ -149,6 +149,8 @@ class Node:
             lf.Close: _Route(self._on_close, before_handshake=True),
             lf.Credit: _Route(self._on_credit),
             lf.Padding: _Route(lambda conn, frame, now: None),  # the receive refreshed the link
+            lf.Ping: _Route(LinkConnection.on_ping),
+            lf.Pong: _Route(LinkConnection.on_pong),
             lf.Create: _Route(self.relay.on_create),
             lf.Created: _Route(self._on_circuit_frame),
             lf.Cell: _Route(self._on_circuit_frame),
@@ -179,6 +181,10 @@ class Node:
 
     def peers(self) -> list[bytes]:
         return self._links.peers()
+
+    def link_health(self, now: float) -> list[LinkStatus]:
+        """Each up link's peer, RTT, loss, phi and age."""
+        return [conn.status(now) for conn in self._links if conn.up]
 
     # -- driver outputs -------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> list[tuple[int, bytes]]:
@@ -328,8 +334,8 @@ class Node:
         if conn.handshake.done:
             conn.peer_id = conn.handshake.peer_id
             assert conn.peer_id is not None
-            conn.last_tx = conn.last_rx = now
             self._links.mark_up(conn)
+            conn.start(now)
             self.dialer.done(conn.peer_id)
             self.builder.avoidance.clear(conn.peer_id)  # alive after all
             self.relay.link_up(conn, now)  # CREATEs that waited for this link go on

@@ -160,19 +160,46 @@ def test_fuzz_any_clock_gives_a_finite_monotone_phi(
     assert phis == sorted(phis)  # non-decreasing in now for a fixed history
 
 
-@pytest.mark.parametrize("threshold", [0.5, 1.0, 3.0, 8.0, 16.0])
-def test_suspect_at_is_when_phi_reaches_the_threshold(threshold: float) -> None:
-    d = PhiDetector(first_interval=0.5, acceptable_pause=1.0, min_std=0.1)
-    assert d.suspect_at() is None
-    for i in range(20):
-        d.heartbeat(i * 0.5 + (0.03 if i % 3 else 0.0))
-    at = d.suspect_at(threshold)
-    assert at is not None and at > d.last_heartbeat
-    assert d.phi(at + 1e-6) >= threshold > d.phi(at - 1e-3)
+# -- reaches: the inverse of phi ---------------------------------------------------------
+@pytest.mark.parametrize("threshold", [0.01, 0.3, 1.0, 3.0, 8.0, 17.0, 17.5, 40.0, 1000.0])
+def test_reaches_is_the_time_phi_reaches_a_threshold(threshold: float) -> None:
+    d = PhiDetector(min_std=0.2, acceptable_pause=1.0)
+    last = regular(d, 30)
+    when = d.reaches(threshold)
+    assert when >= last
+    if when > last:
+        assert d.phi(when) == pytest.approx(threshold, rel=1e-9)
+        assert d.phi(when - 1e-6) < threshold <= d.phi(when + 1e-6)
 
 
-def test_suspect_at_follows_the_default_threshold() -> None:
-    d = PhiDetector(threshold=8.0)
-    d.heartbeat(0.0)
-    at = d.suspect_at()
-    assert at is not None and not d.available(at + 1e-6) and d.available(at - 1e-3)
+def test_reaches_defaults_to_the_detectors_threshold_and_is_never_before_the_last_beat() -> None:
+    d = PhiDetector(threshold=8.0, min_std=1.0)
+    assert d.reaches() == math.inf  # no heartbeat yet
+    last = regular(d, 10)
+    assert d.reaches() == d.reaches(8.0) > last
+    assert d.reaches(1e-9) == last  # phi is already over it at the last heartbeat
+
+
+@pytest.mark.parametrize("threshold", [0.0, -1.0, math.nan, math.inf])
+def test_reaches_refuses_a_bad_threshold(threshold: float) -> None:
+    d = PhiDetector()
+    with pytest.raises(ValueError):
+        d.reaches(threshold)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.001, 100.0), min_size=1, max_size=30),
+    st.floats(0.01, 50.0),
+)
+def test_fuzz_phi_at_reaches_is_the_threshold(intervals: list[float], threshold: float) -> None:
+    d = PhiDetector(min_std=0.05, acceptable_pause=0.5)
+    now = 0.0
+    d.heartbeat(now)
+    for step in intervals:
+        now += step
+        d.heartbeat(now)
+    when = d.reaches(threshold)
+    assert when >= now and math.isfinite(when)
+    if when > now:
+        assert d.phi(when) == pytest.approx(threshold, rel=1e-6)

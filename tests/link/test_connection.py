@@ -14,6 +14,7 @@ from zmesh.link.connection import (
     MAX_CLOSED_IDS,
     MAX_CONTROL_BACKLOG,
     MAX_QUEUED_CELLS,
+    PONGS_PER_INTERVAL,
     LinkConnection,
     LinkLimits,
     LinkWatch,
@@ -135,7 +136,8 @@ def test_credit_drains_the_backlog_in_order() -> None:
     conn.send(lf.Destroy(4, CloseCode.NONE), 0.0)
     conn.receive_credit(2, 1.0)
     assert [d[0] for d in conn.datagrams_to_send()] == [lf.FrameType.CELL, lf.FrameType.DESTROY]
-    assert conn.get_timer() == min(conn.last_tx + 1.0, conn.last_rx + 3.0)  # no stall
+    health = conn.health
+    assert conn.get_timer() == min(health.next_ping, health.dead_at(conn.last_rx))  # no stall
 
 
 def test_trickled_credit_does_not_reset_the_stall_clock() -> None:
@@ -164,17 +166,57 @@ def test_a_peer_holding_credit_too_long_loses_the_link() -> None:
     assert conn.failure == ("peer held our credit too long", CloseCode.RESOURCE)
 
 
-def test_timers_keepalive_silence_and_handshake() -> None:
+def test_timers_ping_silence_and_handshake() -> None:
     conn = _conn()
-    conn.handle_timer(1.0)  # idle for the keepalive interval: PADDING goes out
-    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Padding(0))]
+    conn.start(0.0)  # link up: the first PING a keepalive later, then one per keepalive
+    assert conn.datagrams_to_send() == [] and conn.get_timer() == 1.0
+    conn.handle_timer(1.0)
+    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(0))]
+    conn.handle_timer(2.0)
+    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(1))]
+    dead = conn.health.dead_at(conn.last_rx)  # no PONG since link up: phi crosses 8
+    assert 3.0 < dead < 3.5  # about 3 keepalives on
     conn.handle_timer(3.0)
+    assert conn.failure is None and conn.datagrams_to_send() == [lf.encode_frame(lf.Ping(2))]
+    assert conn.get_timer() == dead
+    conn.handle_timer(dead)
     assert conn.failure == ("peer silent", CloseCode.TIMEOUT)
+    assert conn.phi(dead) >= 8.0 - 1e-6
     fresh = _conn()
     fresh.up = False
     assert fresh.get_timer() == lc.HANDSHAKE_TIMEOUT
     fresh.handle_timer(lc.HANDSHAKE_TIMEOUT)
     assert fresh.failure is not None and fresh.failure[1] is CloseCode.TIMEOUT
+
+
+def _pongs(conn: LinkConnection, pings: int, now: float) -> int:
+    for seq in range(pings):
+        conn.on_ping(lf.Ping(seq), now)
+    return sum(1 for d in conn.datagrams_to_send() if d[0] == lf.FrameType.PONG)
+
+
+def test_a_peers_pings_are_answered_within_the_budget() -> None:
+    conn = _conn()
+    assert _pongs(conn, 100, 5.0) == PONGS_PER_INTERVAL  # a burst
+    assert conn.pongs_refused == 100 - PONGS_PER_INTERVAL
+    interval = conn.limits.keepalive / PONGS_PER_INTERVAL
+    assert _pongs(conn, 1, 5.0 + interval / 2) == 0
+    assert _pongs(conn, 1, 5.0 + interval) == 1  # refills at 4 per keepalive
+    conn.on_ping(lf.Ping(0xDEADBEEF), 100.0)
+    assert conn.datagrams_to_send() == [lf.encode_frame(lf.Pong(0xDEADBEEF))]  # the same seq
+
+
+def test_a_ping_flood_gets_at_most_4_pongs_per_keepalive() -> None:
+    """The attack: 1,000 PINGs a second for 60 s.  We answer 4 per keepalive (plus the
+    first burst), not 60,000; an honest peer (one PING per keepalive, or even two) always
+    gets its answer."""
+    conn = _conn()
+    answered = sum(_pongs(conn, 1, i / 1000) for i in range(60_000))
+    assert PONGS_PER_INTERVAL * 60 - 1 <= answered <= PONGS_PER_INTERVAL * 61
+    assert conn.pongs_refused == 60_000 - answered
+    honest = _conn()
+    assert all(_pongs(honest, 1, i * 0.5) == 1 for i in range(2000))
+    assert honest.pongs_refused == 0
 
 
 def test_circuit_ids_are_capped_in_each_direction(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,9 +295,9 @@ def test_a_peer_that_never_returns_credit_costs_bounded_memory_and_loses_its_lin
     honest = RawPeer(node, 2, now, seed=7)
     most, t = 0, now
     learned: set[bytes] = set()
-    while not hostile.closed() and t < now + 400:
+    while (not hostile.closed() or len(learned) < 601) and t < now + 400:
         t += 1.0
-        hostile.send(lf.Padding(0), t)  # alive, but never a CREDIT
+        hostile.send(lf.Padding(0), t)  # alive, but never a CREDIT (dropped once closed)
         honest.send(lf.Padding(0), t)
         node.handle_timer(t)
         hostile.read(t)
@@ -263,7 +305,7 @@ def test_a_peer_that_never_returns_credit_costs_bounded_memory_and_loses_its_lin
         learned |= {
             lf.DescriptorFrame(f.data).data for f in got if isinstance(f, lf.DescriptorFrame)
         }
-        if n := sum(1 for f in got if not isinstance(f, lf.Credit | lf.Close)):
+        if n := sum(1 for f in got if type(f) not in lc.UNCOUNTED):
             honest.send(lf.Credit(n), t)  # the honest peer returns credit as it reads
         most = max(most, _held_bytes(node, 1))
     assert hostile.closed()

@@ -36,6 +36,8 @@ from zmesh.link.frames import (
     Hello2,
     Hello3,
     Padding,
+    Ping,
+    Pong,
     Signal,
     body_sizes,
     encode_frame,
@@ -78,6 +80,10 @@ def sample_frames(g: Geometry) -> list[Frame]:
         DhtFrame(b""),
         DhtFrame(filler(37, 10)),
         DhtFrame(filler(MAX_DHT, 11)),
+        Ping(0),
+        Ping(2**32 - 1),
+        Pong(0),
+        Pong(0x01020304),
     ]
 
 
@@ -274,6 +280,19 @@ def test_unknown_close_codes_map_to_protocol(code: int) -> None:
     assert frames == [Destroy(9, CloseCode.PROTOCOL), Close(CloseCode.PROTOCOL)]
 
 
+def test_ping_and_pong_bodies_are_exactly_a_u32() -> None:
+    seq = (0xA1B2C3D4).to_bytes(4, "big")
+    assert decode_all(header(FrameType.PING, 4) + seq) == [Ping(0xA1B2C3D4)]
+    assert decode_all(header(FrameType.PONG, 4) + seq) == [Pong(0xA1B2C3D4)]
+    assert encode_frame(Ping(1)) == bytes([13, 0, 0, 4, 0, 0, 0, 1])
+    assert encode_frame(Pong(1)) == bytes([14, 0, 0, 4, 0, 0, 0, 1])
+    for kind in (FrameType.PING, FrameType.PONG):
+        for length in (0, 3, 5, 8):
+            with pytest.raises(RemoteProtocolError, match=kind.name) as exc:
+                FrameDecoder(GEOMETRY).feed(header(kind, length) + bytes(length))
+            assert exc.value.code is CloseCode.PROTOCOL
+
+
 def test_padding_contents_are_ignored() -> None:
     assert decode_all(header(FrameType.PADDING, 3) + b"abc") == [Padding(3)]
 
@@ -301,6 +320,8 @@ SMALL_FRAMES = st.one_of(
     st.builds(Close, st.sampled_from(list(CloseCode))),
     st.builds(Padding, st.integers(0, 64)),
     st.builds(DhtFrame, st.binary(max_size=64)),
+    st.builds(Ping, st.integers(0, 2**32 - 1)),
+    st.builds(Pong, st.integers(0, 2**32 - 1)),
     st.builds(
         Created,
         st.integers(0, 2**32 - 1),
@@ -327,6 +348,8 @@ SEGMENTS = st.lists(
 @example(data=header(FrameType.CLOSE, 2) + b"\x00\x00", cuts=[])
 @example(data=header(FrameType.PADDING, MAX_PADDING), cuts=[2])
 @example(data=header(FrameType.PADDING, MAX_PADDING + 1), cuts=[])
+@example(data=encode_frame(Ping(7)) + encode_frame(Pong(7)), cuts=[3, 5, 9])
+@example(data=header(FrameType.PONG, 5) + bytes(5), cuts=[])
 def test_fuzz_any_split_gives_the_same_result(data: bytes, cuts: list[int]) -> None:
     whole, whole_buffered, whole_failed = feed_in_pieces(data, [])
     split, split_buffered, split_failed = feed_in_pieces(data, cuts)

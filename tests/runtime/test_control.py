@@ -19,6 +19,7 @@ from netmesh import free_port
 from zmesh.cli import build_parser
 from zmesh.errors import ZMeshError
 from zmesh.identity import Identity
+from zmesh.link.connection import LinkStatus
 from zmesh.node import Node
 from zmesh.runtime import control, webrtc
 from zmesh.runtime.aio import AsyncNode, wall_clock
@@ -52,6 +53,13 @@ def _relays() -> list[RelayInfo]:
     ]
 
 
+def _link_health() -> list[LinkStatus]:
+    return [
+        LinkStatus(C, None, 0.0, 0.123, 2.04),
+        LinkStatus(A, 0.01234, 1 / 3, 1234.5678, 3725.0),
+    ]
+
+
 def _circuits() -> list[CircuitInfo]:
     return [
         CircuitInfo(9, (B, C, A), "retired", 1),
@@ -66,6 +74,7 @@ def test_the_document_has_full_ids_relays_by_index_and_circuits_by_id() -> None:
         uptime=12.345,
         node_id=D,
         links=[C, A, C],
+        link_health=_link_health(),
         relays_known=4,
         relayed_circuits=2,
         streams_waiting=1,
@@ -78,6 +87,10 @@ def test_the_document_has_full_ids_relays_by_index_and_circuits_by_id() -> None:
         "uptime_s": 12.3,
         "node_id": D.hex(),
         "links": [A.hex(), C.hex()],  # sorted, each peer once
+        "link_health": [  # by peer
+            {"peer": A.hex(), "rtt_ms": 12.3, "loss": 0.333, "phi": 1234.57, "age_s": 3725.0},
+            {"peer": C.hex(), "rtt_ms": None, "loss": 0.0, "phi": 0.12, "age_s": 2.0},
+        ],
         "relays_known": 4,
         "relayed_circuits": 2,
         "streams_waiting": 1,
@@ -168,7 +181,12 @@ def test_format_status_prints_tables_with_short_ids() -> None:
         proxy_pid=7,
         proxy_alive=True,
         proxy_doc=status_document(
-            role="proxy", uptime=3, node_id=D, circuits=_circuits(), sessions=sessions
+            role="proxy",
+            uptime=3,
+            node_id=D,
+            link_health=_link_health(),
+            circuits=_circuits(),
+            sessions=sessions,
         ),
     )
     text = format_status(doc)
@@ -176,6 +194,7 @@ def test_format_status_prints_tables_with_short_ids() -> None:
     assert "Relays: 2 (1 alive)" in text and "Circuits: 2" in text and "Sessions: 1" in text
     assert f"{C.hex()[:8]} > {D.hex()[:8]} > {A.hex()[:8]}" in text
     assert "42 ms" in text and "212 ms" in text and "3,9" in text
+    assert "Links: 2" in text and "33%" in text and "1234.6" in text and "1h02m" in text
     assert D.hex() not in text  # whole ids only in --json
     with pytest.raises(ZMeshError, match="malformed"):
         format_status({"role": "up", "uptime_s": 1, "relays": [{"index": 0}]})
@@ -204,6 +223,7 @@ def test_the_proxys_own_status_names_its_node() -> None:
     doc = asyncio.run(scenario())
     assert doc["role"] == "proxy" and len(doc["node_id"]) == 64
     assert doc["circuits"] == [] and doc["links"] == [] and doc["relays"] == []
+    assert doc["link_health"] == []
 
 
 # -- the server ---------------------------------------------------------------------------

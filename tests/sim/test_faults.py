@@ -83,7 +83,9 @@ def test_a_crash_mid_transfer_tears_the_circuit_down_within_link_timeout() -> No
     assert cid2 is not None
 
 
-def test_a_blackholed_middle_relay_is_detected_by_keepalive_timeout() -> None:
+def test_a_blackholed_middle_relay_is_detected_by_the_phi_rule() -> None:
+    """Its neighbours' link phi reaches 8 about 3 keepalives after its last PONG (D42):
+    2 to 3 s after it went silent, long before the 10 s hard cap."""
     sim = full_mesh(4)
     source, r1, r2, dest = sim.nodes
     cid = build(sim, source, [r1, r2, dest])
@@ -91,14 +93,14 @@ def test_a_blackholed_middle_relay_is_detected_by_keepalive_timeout() -> None:
     config = r1.node.config
     silent_at = sim.now
     sim.apply(Blackhole(r2.index))
-    sim.run(max_time=silent_at + config.link_timeout - config.keepalive)
+    sim.run(max_time=silent_at + 2 * config.keepalive)
     assert cid in source.node.builder.built()  # silence is not a close: nobody knows yet
     assert not any(events_of(n, LinkClosed) for n in (source, r1, dest))
     assert sim.run(
         lambda: cid not in source.node.builder.built(),
-        max_time=silent_at + config.link_timeout + config.keepalive + 0.1,
+        max_time=silent_at + 3.5 * config.keepalive,
     )
-    assert sim.now - silent_at >= config.link_timeout - config.keepalive
+    assert sim.now - silent_at < config.link_timeout / 2
     sim.run(max_time=sim.now + 1)
     for n in (source, r1, dest):
         closed = events_of(n, LinkClosed)

@@ -279,8 +279,10 @@ class Sessions:
         return choose_path(self._rng, self._relays.values(), linked, self._own_id, suspects)
 
     def _path_inputs(self, now: float) -> tuple[set[bytes], list[bytes]]:
-        """The relays we are linked to (possible guards) and those avoided now."""
-        return set(self._links.peers()), self._builder.avoidance.avoided_ids(now)
+        """The relays we are linked to (possible guards) and those avoided now (failed
+        recently, or a link whose phi says they may be gone)."""
+        avoided = self._builder.avoidance.avoided_ids(now) + self._links.suspects(now)
+        return set(self._links.peers()), avoided
 
     def connect(self, now: float, legs: int = DEFAULT_LEGS) -> int:
         """A managed session of ``legs`` legs to an exit the node picks (see Healing).

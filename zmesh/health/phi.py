@@ -41,6 +41,7 @@ class PhiDetector:
         "_last",
         "_mean",
         "_min_std",
+        "_reach",
         "_std",
         "threshold",
     )
@@ -75,6 +76,7 @@ class PhiDetector:
         )
         self._mean = first_interval
         self._std = spread
+        self._reach = (math.nan, 0.0)  # (threshold, y at which phi reaches it): reaches()
 
     def __len__(self) -> int:
         """How many intervals the window holds (at most ``window``)."""
@@ -129,25 +131,33 @@ class PhiDetector:
             return math.log10(1.0 + math.exp(z))
         return max(_PHI_AT_LINEAR, z / math.log(10.0))
 
-    def suspect_at(self, threshold: float | None = None) -> float | None:
-        """The earliest time ``phi`` reaches ``threshold`` (default: the detector's own),
-        if no heartbeat comes first; None before the first heartbeat.  A timer for it."""
+    def reaches(self, threshold: float | None = None) -> float:
+        """When ``phi`` reaches ``threshold`` (default: the detector's own) if no heartbeat
+        comes first: ``inf`` before the first heartbeat, never before the last one.
+
+        The inverse of :meth:`phi`: ``log10(1 + e^z) = t`` gives ``z = ln(10^t - 1)``, and
+        ``y (A + B y^2) = z`` has one real root (Cardano, then a Newton step).  A timer armed
+        for this time sees ``phi`` at the threshold up to rounding, so callers compare
+        times, not ``phi``.  Raises ValueError for a threshold that is not positive."""
+        t = self.threshold if threshold is None else threshold
+        if not finite("threshold", t) > 0.0:
+            raise ValueError("threshold must be positive")
         last = self._last
         if last is None:
-            return None
-        target = self.threshold if threshold is None else threshold
-        # phi = log10(1 + e^z) = target  <=>  z = ln(10^target - 1); then y(A + B y^2) = z
-        # (increasing in y) by bisection
-        z = math.log(math.expm1(min(target, 300.0) * math.log(10.0)))
-        lo, hi = -_Y_MAX, _Y_MAX
-        for _ in range(100):
-            mid = (lo + hi) / 2
-            if mid * (_A + _B * mid * mid) < z:
-                lo = mid
-            else:
-                hi = mid
+            return math.inf
+        if self._reach[0] == t:
+            y = self._reach[1]
+        else:  # once per threshold: a link asks at every timer
+            ln10 = math.log(10.0)
+            z = math.log(math.expm1(t * ln10)) if t < _PHI_AT_LINEAR else t * ln10
+            p, q = _A / _B, -z / _B  # y^3 + p y + q = 0, p > 0: one real root
+            root = math.sqrt(q * q / 4 + p * p * p / 27)
+            y = math.cbrt(-q / 2 + root) + math.cbrt(-q / 2 - root)
+            y -= (y * (_A + _B * y * y) - z) / (_A + 3 * _B * y * y)
+            y = min(max(y, -_Y_MAX), _Y_MAX)
+            self._reach = (t, y)
         mean = self._mean + self._acceptable_pause
-        return last + max(0.0, mean + hi * max(self._std, self._min_std))
+        return max(last, last + mean + y * max(self._std, self._min_std))
 
     def available(self, now: float, threshold: float | None = None) -> bool:
         """True while ``phi(now)`` is under ``threshold`` (default: the detector's own).

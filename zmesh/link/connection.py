@@ -1,4 +1,4 @@
-"""One link to a neighbour: handshake, frame decoder, credit, keepalive and a send queue.
+"""One link to a neighbour: handshake, frame decoder, credit, heartbeats and a send queue.
 
 Theory of operation.  A :class:`LinkConnection` is created when a transport opens.  Until
 the handshake (:mod:`zmesh.link.handshake`) completes it accepts only HELLO and CLOSE
@@ -19,15 +19,27 @@ to an honest neighbour (D32):
   the directory and the signal router only send with room to spare, so only our own
   misbehaviour could reach it.
 
-A peer that leaves the oldest waiting frame unsent for ``credit_timeout`` loses the link
-(:meth:`handle_timer`): holding credit costs us memory, so it must not be free, and
-trickling CREDIT(0) or CREDIT(1) does not reset the clock.  A closed circuit's queued
-cells are skipped as credit comes (no scan of the backlog per closed circuit).
+A peer that holds more than half our window for ``credit_timeout`` without returning half
+a window loses the link (:meth:`handle_timer`): holding credit costs us memory, so it must
+not be free.  An honest peer returns credit in steps of at least half a window (see
+:meth:`processed_frames`), and each such step restarts the clock; trickling CREDIT(0) or
+CREDIT(1) does not.  (Before D42 the clock was the age of the oldest frame waiting for
+credit, and the counted PADDING keepalives made every starved link queue one; PINGs are
+not counted.)  A closed circuit's queued cells are skipped as credit comes (no scan of
+the backlog per closed circuit).
 
 Circuit ids.  Each side allocates ids with its own top bit, so both never pick the same.
 Live ids map to their owner (``"relay"`` or ``"client"``); ids of circuits that closed are
 kept (bounded, oldest forgotten first) so that a frame racing a DESTROY is dropped quietly
 while a frame for an id that never existed is a protocol error.
+
+Heartbeats (D42).  Once up, each side sends a PING every ``keepalive`` seconds, busy or not,
+and answers the peer's PINGs with PONGs (at most :data:`PONGS_PER_INTERVAL` per
+``keepalive``, a token bucket; the rest are dropped quietly); both go out ahead of
+the credit backlog and are not counted.  :class:`~zmesh.health.link.LinkHealth` turns the
+PONGs into :attr:`LinkConnection.rtt`, :attr:`LinkConnection.loss` and
+:meth:`LinkConnection.phi`, and decides when the peer is dead: phi over 8 and nothing
+received for ``keepalive``, or nothing received for ``timeout`` (the hard cap).
 
 Outputs are pulled by the node: :meth:`datagrams_to_send` and :meth:`get_timer`.
 """
@@ -35,7 +47,9 @@ Outputs are pulled by the node: :meth:`datagrams_to_send` and :meth:`get_timer`.
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from ..budget import TokenBucket
 from ..errors import CloseCode, RemoteProtocolError
+from ..health.link import LinkHealth
 from ..onion.geometry import Geometry
 from ..rng import Rng, randbelow
 from . import frames as lf
@@ -48,8 +62,11 @@ MAX_BACKLOG_BYTES = 32 << 20  # everything waiting for credit on one link
 MAX_CIRCUITS_PER_DIRECTION = 4096  # live circuit ids allocated by each side of a link
 MAX_CLOSED_IDS = 8192  # ids of closed circuits remembered per link
 HANDSHAKE_TIMEOUT = 15.0
+PONGS_PER_INTERVAL = 4  # PONGs a peer may make us send per keepalive (burst as many)
 # frame types (each a final class, so ``type(frame) in ...`` is exact)
-UNCOUNTED: frozenset[type] = frozenset({lf.Hello1, lf.Hello2, lf.Hello3, lf.Credit, lf.Close})
+UNCOUNTED: frozenset[type] = frozenset(
+    {lf.Hello1, lf.Hello2, lf.Hello3, lf.Credit, lf.Close, lf.Ping, lf.Pong}
+)
 _CIRCUIT_FRAMES: frozenset[type] = frozenset({lf.Create, lf.Created, lf.Destroy})  # bounded by ids
 _TOP = 0x80000000
 
@@ -64,8 +81,8 @@ class LinkWatch:
 
 @dataclass(frozen=True)
 class LinkLimits:
-    keepalive: float = 1.0  # send PADDING on a link idle this long
-    timeout: float = 3.0  # close a link silent this long (the peer died)
+    keepalive: float = 1.0  # send a PING on every link this often
+    timeout: float = 10.0  # close a link silent this long, whatever phi says (D42)
     credit_timeout: float = 30.0  # close a link whose peer holds our credit this long
 
 
@@ -91,13 +108,17 @@ class LinkConnection:
         self.peer_id: bytes | None = None
         self.deadline = now + HANDSHAKE_TIMEOUT
         self.last_rx = now
-        self.last_tx = now
+        self.up_since = now  # set again when the handshake completes (start)
+        self.health = LinkHealth(limits.keepalive, limits.timeout, now)
+        self._pongs = TokenBucket(PONGS_PER_INTERVAL / limits.keepalive, PONGS_PER_INTERVAL)
+        self.pongs_refused = 0  # the peer's PINGs left unanswered (over the budget)
         self.credit = LINK_WINDOW  # counted frames we may still send
         self.allowance = LINK_WINDOW  # counted frames the peer may still send
         self.processed = 0  # counted frames processed since we last returned credit
         self._ready: list[bytes] = []
-        # (bytes, circ_id of a cell or None, kind, when queued)
-        self._backlog: deque[tuple[bytes, int | None, bool, float]] = deque()
+        # (bytes, circ_id of a cell or None, control or not)
+        self._backlog: deque[tuple[bytes, int | None, bool]] = deque()
+        self._owed_since: float | None = None  # the peer holds over half our window since
         self._backlog_bytes = 0
         self._control_queued = 0
         self._queued: dict[int, int] = {}  # circ_id -> live cells in the backlog
@@ -113,6 +134,12 @@ class LinkConnection:
         if self.failure is None:
             self.failure = (reason, code)
             self._watch.failed[self] = None
+
+    def start(self, now: float) -> None:
+        """The handshake completed at ``now``: heartbeats begin (the first PING a
+        keepalive later)."""
+        self.last_rx = self.up_since = now
+        self.health = LinkHealth(self.limits.keepalive, self.limits.timeout, now)
 
     def _push(self, data: bytes) -> None:
         if not self._ready:
@@ -136,6 +163,37 @@ class LinkConnection:
         self.allowance -= 1
         return True
 
+    def on_ping(self, frame: lf.Ping, now: float) -> None:
+        """The peer's heartbeat: answered with a PONG within the budget (at most
+        :data:`PONGS_PER_INTERVAL` per keepalive), else dropped quietly and counted."""
+        if self._pongs.take(now):
+            self._push(lf.encode_frame(lf.Pong(frame.seq)))
+        else:
+            self.pongs_refused += 1
+
+    def on_pong(self, frame: lf.Pong, now: float) -> None:
+        """The answer to one of our PINGs (a stale or unknown one is dropped quietly)."""
+        self.health.pong(frame.seq, now)
+
+    @property
+    def rtt(self) -> float | None:
+        """The link's smoothed round-trip time in seconds, None before the first PONG."""
+        return self.health.rtt
+
+    @property
+    def loss(self) -> float:
+        """The fraction (0..1) of the last PINGs left unanswered within their deadline."""
+        return self.health.loss
+
+    def phi(self, now: float) -> float:
+        """The phi-accrual suspicion level of the peer at ``now`` (0 while fine)."""
+        return self.health.phi(now)
+
+    def status(self, now: float) -> "LinkStatus":
+        """The link's health figures at ``now`` (for status pages)."""
+        assert self.peer_id is not None, "status of a link that is not up"
+        return LinkStatus(self.peer_id, self.rtt, self.loss, self.phi(now), now - self.up_since)
+
     def processed_frames(self, n: int) -> None:
         """``n`` counted frames were handled: return credit once half a window is due."""
         self.processed += n
@@ -151,7 +209,7 @@ class LinkConnection:
         self.credit += frames
         backlog = self._backlog
         while self.credit > 0 and backlog:
-            data, circ_id, control, _ = backlog.popleft()
+            data, circ_id, control = backlog.popleft()
             self._backlog_bytes -= len(data)
             if circ_id is not None:
                 dead = self._dead.get(circ_id)
@@ -170,6 +228,9 @@ class LinkConnection:
                 self._control_queued -= 1
             self.credit -= 1
             self._push(data)
+        half = LINK_WINDOW // 2
+        if frames >= half or self.credit >= half:  # a real return restarts the clock
+            self._owed_since = now if self.credit < half else None
 
     # -- output -------------------------------------------------------------------------
     def send(self, frame: lf.Frame, now: float) -> None:
@@ -192,7 +253,8 @@ class LinkConnection:
         return self._counted(lf.encode_cell(circ_id, cell), circ_id, False, now)
 
     def _counted(self, data: bytes, circ_id: int | None, control: bool, now: float) -> bool:
-        self.last_tx = now
+        if self._owed_since is None and self.credit <= LINK_WINDOW // 2:
+            self._owed_since = now  # the peer will hold over half our window
         if self.credit > 0 and not self._backlog:
             self.credit -= 1
             self._push(data)
@@ -206,7 +268,7 @@ class LinkConnection:
             if self._control_queued >= MAX_CONTROL_BACKLOG:
                 return False
             self._control_queued += 1
-        self._backlog.append((data, circ_id, control, now))
+        self._backlog.append((data, circ_id, control))
         self._backlog_bytes += len(data)
         return True
 
@@ -226,24 +288,24 @@ class LinkConnection:
     def get_timer(self) -> float:
         if not self.up:
             return self.deadline
-        lim = self.limits
-        deadline = min(self.last_tx + lim.keepalive, self.last_rx + lim.timeout)
-        if self._backlog:  # the oldest waiting frame's age, whatever credit trickled in
-            deadline = min(deadline, self._backlog[0][3] + lim.credit_timeout)
+        health = self.health
+        deadline = min(health.next_ping, health.dead_at(self.last_rx))
+        if self._owed_since is not None:
+            deadline = min(deadline, self._owed_since + self.limits.credit_timeout)
         return deadline
 
     def handle_timer(self, now: float) -> None:
-        """Send a keepalive if one is due; set :attr:`failure` if the link must close."""
-        lim = self.limits
+        """Send a PING if one is due; set :attr:`failure` if the link must close."""
+        health = self.health
         if not self.up:
             if now >= self.deadline:
                 self.fail("handshake timed out", CloseCode.TIMEOUT)
-        elif now >= self.last_rx + lim.timeout:
+        elif now >= health.dead_at(self.last_rx):
             self.fail("peer silent", CloseCode.TIMEOUT)
-        elif self._backlog and now >= self._backlog[0][3] + lim.credit_timeout:
+        elif self._owed_since is not None and now >= self._owed_since + self.limits.credit_timeout:
             self.fail("peer held our credit too long", CloseCode.RESOURCE)
-        elif now >= self.last_tx + lim.keepalive:
-            self.send(lf.Padding(0), now)
+        elif now >= health.next_ping:
+            self._push(lf.encode_frame(lf.Ping(health.ping(now))))
 
     # -- circuit ids --------------------------------------------------------------------
     def circuit_state(self, circ_id: int) -> str | None:
@@ -301,6 +363,18 @@ class LinkConnection:
 
 
 # -- events -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """One link's health at a moment: its peer, RTT (seconds, None until measured), loss
+    (0..1), phi and how long it has been up (seconds)."""
+
+    peer_id: bytes
+    rtt: float | None
+    loss: float
+    phi: float
+    age: float
+
+
 @dataclass(frozen=True, slots=True)
 class LinkUp:
     link_id: int

@@ -18,6 +18,8 @@ Bodies::
     DESCRIPTOR  a signed node descriptor (gossip)
     SIGNAL      origin id[32] | target id[32] | u8 ttl | payload (signaling, relayed)
     DHT         one DHT message (zmesh/dht/messages.py), at most MAX_DHT bytes
+    PING        u32 seq: a heartbeat; answered by PONG with the same seq (link health)
+    PONG        u32 seq
 """
 
 from dataclasses import dataclass
@@ -53,6 +55,8 @@ class FrameType(IntEnum):
     DESCRIPTOR = 11
     SIGNAL = 12
     DHT = 15
+    PING = 13
+    PONG = 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,16 @@ class Credit:
 
 
 @dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class DescriptorFrame:
     data: bytes
 
@@ -150,6 +164,8 @@ Frame = (
     | DescriptorFrame
     | Signal
     | DhtFrame
+    | Ping
+    | Pong
 )
 
 
@@ -191,6 +207,10 @@ def encode_frame(frame: Frame) -> bytes:
             kind, body = FrameType.SIGNAL, origin + target + bytes([ttl]) + payload
         case DhtFrame(data):
             kind, body = FrameType.DHT, data
+        case Ping(seq):
+            kind, body = FrameType.PING, seq.to_bytes(4, "big")
+        case Pong(seq):
+            kind, body = FrameType.PONG, seq.to_bytes(4, "big")
     return bytes([kind]) + len(body).to_bytes(3, "big") + body
 
 
@@ -221,6 +241,8 @@ def body_sizes(geometry: Geometry) -> dict[FrameType, int]:
         FrameType.DESCRIPTOR: MAX_DESCRIPTOR,
         FrameType.SIGNAL: 2 * NODE_ID + 1 + MAX_SIGNAL_PAYLOAD,
         FrameType.DHT: MAX_DHT,
+        FrameType.PING: 4,
+        FrameType.PONG: 4,
     }
 
 
@@ -257,6 +279,10 @@ def decode_body(kind: FrameType, body: bytes) -> Frame:
         return Close(_code(buf.pull_uint8()))
     if kind is FrameType.CREDIT:
         return Credit(buf.pull_uint32())
+    if kind is FrameType.PING:
+        return Ping(buf.pull_uint32())
+    if kind is FrameType.PONG:
+        return Pong(buf.pull_uint32())
     if kind is FrameType.DESCRIPTOR:
         return DescriptorFrame(body)
     if kind is FrameType.SIGNAL:

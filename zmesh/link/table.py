@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 from ..errors import CloseCode, LocalProtocolError
+from ..health.link import SUSPECT_PHI
 from .connection import LinkConnection, LinkWatch
 
 MAX_HANDSHAKING = 64  # inbound links still in their handshake (the oldest is evicted)
@@ -29,6 +30,12 @@ class LinkTable:
 
     def peers(self) -> list[bytes]:
         return [c.peer_id for c in self._links.values() if c.up and c.peer_id]
+
+    def suspects(self, now: float, level: float = SUSPECT_PHI) -> list[bytes]:
+        """Peers whose link's phi is over ``level`` at ``now`` (path choice avoids them)."""
+        return [
+            c.peer_id for c in self._links.values() if c.up and c.peer_id and c.phi(now) > level
+        ]
 
     def inbound(self) -> int:
         """Links the peer opened that are up."""

@@ -9,6 +9,8 @@ a JSON document (version 1)::
       "uptime_s": 42.1,                # of the process serving it
       "node_id": "9f...",              # the proxy's node id, full hex (null if unknown)
       "links": ["3a...", ...],         # peers it has an open link to, full hex
+      "link_health": [                 # each open link's heartbeats (D42), by peer
+        {"peer": "3a...", "rtt_ms": 12.5, "loss": 0.0, "phi": 0.3, "age_s": 61.0}, ...],
       "relays_known": 5,               # descriptors in its directory
       "relayed_circuits": 1,           # circuits of others passing through it
       "streams_waiting": 0,            # SOCKS connections waiting for a circuit
@@ -21,6 +23,11 @@ a JSON document (version 1)::
       "sessions": [...],
       "proxy": {"pid": 4250, "alive": true}   # zmesh up only: its proxy process
     }
+
+In ``link_health``, ``rtt_ms`` is the link's smoothed round-trip time from its PINGs (null
+until measured), ``loss`` the fraction of its recent PINGs unanswered in time, ``phi`` the
+phi-accrual suspicion of the peer (the link closes past 8 once nothing arrives) and
+``age_s`` how long it has been up; a peer linked twice (both sides dialled) appears twice.
 
 A circuit's ``path`` runs from the first hop to the final hop (the exit); its ``state``
 is ``"open"`` once built.  ``session`` names the session the circuit carries as a leg
@@ -66,6 +73,7 @@ from typing import Any
 
 from ..circuit.sessions import SessionInfo
 from ..errors import ZMeshError
+from ..link.connection import LinkStatus
 from ..node import Node
 from . import run_command
 from .http import (
@@ -127,6 +135,7 @@ def status_document(
     uptime: float,
     node_id: bytes | None,
     links: Iterable[bytes] = (),
+    link_health: Iterable[LinkStatus] = (),
     relays_known: int = 0,
     relayed_circuits: int = 0,
     streams_waiting: int = 0,
@@ -145,6 +154,16 @@ def status_document(
         "uptime_s": round(uptime, 1),
         "node_id": None if node_id is None else node_id.hex(),
         "links": sorted({peer.hex() for peer in links}),  # both sides may have dialled
+        "link_health": [
+            {
+                "peer": s.peer_id.hex(),
+                "rtt_ms": None if s.rtt is None else round(s.rtt * 1000, 1),
+                "loss": round(s.loss, 3),
+                "phi": round(s.phi, 2),
+                "age_s": round(s.age, 1),
+            }
+            for s in sorted(link_health, key=lambda s: (s.peer_id, s.age))[:MAX_LISTED]
+        ],
         "relays_known": relays_known,
         "relayed_circuits": relayed_circuits,
         "streams_waiting": streams_waiting,
@@ -209,6 +228,7 @@ def session_entry(info: SessionInfo, retired: bool) -> dict[str, Any]:
 PROXY_FIELDS = (
     "node_id",
     "links",
+    "link_health",
     "relays_known",
     "relayed_circuits",
     "streams_waiting",
@@ -437,6 +457,20 @@ def _format(doc: Mapping[str, Any]) -> list[str]:
             for r in relays
         ]
         out += _table(["#", "node", "pid", "exit", "alive", "url"], rows) if rows else []
+    health = doc.get("link_health", [])
+    if health:
+        out += ["", f"Links: {len(health)}"]
+        rows = [
+            [
+                _short(h["peer"]),
+                "-" if h.get("rtt_ms") is None else f"{float(h['rtt_ms']):.0f} ms",
+                f"{float(h['loss']):.0%}",
+                f"{float(h['phi']):.1f}",
+                _duration(float(h["age_s"])),
+            ]
+            for h in health
+        ]
+        out += _table(["peer", "rtt", "loss", "phi", "up"], rows)
     circuits = doc.get("circuits", [])
     total = doc.get("circuits_total", len(circuits))
     waiting = doc.get("streams_waiting", 0)

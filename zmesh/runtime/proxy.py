@@ -164,6 +164,7 @@ class SocksProxy:
             uptime=time.monotonic() - self._started,
             node_id=node.node_id,
             links=node.peers(),
+            link_health=node.link_health(wall_clock()),
             relays_known=len(node.directory),
             relayed_circuits=len(node.relay),
             streams_waiting=self._waiting,

@@ -474,7 +474,7 @@ class Session:
         if leg.stalled and len(self._legs) == 1:
             return oldest + self.grace
         if not self._urgent(leg):
-            return leg.phi.suspect_at()
+            return leg.phi.reaches()
         rto = self._rto(leg)
         late = oldest + max(3 * rto, ONE_WAY_STALL)
         return min(max(oldest + rto, leg.last_recv + rto / 2), late)
