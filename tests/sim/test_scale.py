@@ -232,7 +232,7 @@ PINNED = ScaleConfig(
     circuits=100,
     anonymity_clients=50,
 )
-PINNED_DIGEST = "to be pinned"
+PINNED_DIGEST = "aa409a4891c64dec116951dd8aa41fa5452c474ef7be76b410d33eb7ddcb906d"
 
 
 @pytest.mark.slow
