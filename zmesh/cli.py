@@ -5,6 +5,7 @@ stays sans-I/O.
 """
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -21,6 +22,8 @@ from .session.multipath import MAX_LEGS
 from .sim.demo import DemoError, DemoResult, run_demo
 from .sim.network import LinkModel
 
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 MAX_DEMO_SIZE = 1 << 30
 
@@ -36,6 +39,58 @@ def parse_size(text: str) -> int:
     value = int(float(m.group(1)) * scale)
     if not 1 <= value <= MAX_DEMO_SIZE:
         raise argparse.ArgumentTypeError(f"size must be between 1 B and 1 GiB, not {text!r}")
+    return value
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``90s``, ``10m``, ``1h``, ``2d`` or ``600`` (seconds) into seconds (argparse
+    type); the simulator takes 60 s to 7 days."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 10m or 1h)")
+    value = float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
+    if not 60 <= value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"duration must be between 60s and 7d, not {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {value}")
+    return value
+
+
+def _churn(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 10.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 10 per hour, not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= 3650:
+        raise argparse.ArgumentTypeError(f"must be in (0, 3650] days, not {value}")
     return value
 
 
@@ -171,6 +226,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     print_demo(result, sys.stdout)
     return 0 if result.ok else 1
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from .sim.scale import ScaleConfig, simulate
+
+    try:
+        cfg = ScaleConfig(
+            nodes=args.nodes,
+            duration=args.duration,
+            churn=args.churn,
+            adversary=args.adversary,
+            sybil=args.sybil,
+            sybil_subnets=args.sybil_subnets,
+            anonymity_days=args.anonymity_days,
+            no_guards=args.no_guards,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        print(f"zmesh sim: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.json) if args.json else None
+    if out is not None and not out.parent.is_dir():
+        print(f"zmesh sim: error: no directory for --json {args.json!r}", file=sys.stderr)
+        return 2
+    progress = Progress(sys.stderr, sys.stderr.isatty() and not args.quiet)
+    report = simulate(cfg, clock=time.perf_counter, progress=progress)
+    figures = report.to_json()
+    for key, value in figures.items():
+        print(f"{key:<34} {value}")
+    if out is not None:
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -530,6 +617,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="a relay's signaling URL the page joins through (repeatable, at least one)",
     )
     web.set_defaults(func=cmd_web)
+
+    sim = sub.add_parser(
+        "sim",
+        help="simulate an open network at scale: DHT, churn, adversaries, Sybils, anonymity",
+        description=(
+            "Run --nodes real DHT components (one per node, real messages and signed "
+            "records, links and latencies modelled) for --duration of simulated time with "
+            "churn, hostile nodes and Sybils, measuring lookups, circuit setup through the "
+            "production path and guard code, and maintenance traffic; then the anonymity of "
+            "guards over --anonymity-days (TorPS-style).  Prints the figures; --json writes "
+            "them.  See zmesh/sim/scale.py for what is real and what is modelled."
+        ),
+    )
+    sim.add_argument("--nodes", type=_positive_int, required=True, help="nodes at the start")
+    sim.add_argument(
+        "--duration",
+        type=parse_duration,
+        required=True,
+        metavar="D",
+        help="simulated time, e.g. 90s, 10m or 1h",
+    )
+    sim.add_argument(
+        "--churn",
+        type=_churn,
+        default=0.0,
+        metavar="R",
+        help="fraction of nodes leaving (replaced by newcomers) per simulated hour (default 0)",
+    )
+    sim.add_argument(
+        "--adversary",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="fraction of relays hostile and colluding (default 0)",
+    )
+    sim.add_argument(
+        "--sybil",
+        type=_non_negative_int,
+        default=0,
+        metavar="M",
+        help="extra hostile identities (default 0; needs --sybil-subnets)",
+    )
+    sim.add_argument(
+        "--sybil-subnets",
+        type=_non_negative_int,
+        default=0,
+        metavar="K",
+        help="subnets the Sybil identities come from (default 0)",
+    )
+    sim.add_argument(
+        "--anonymity-days",
+        type=_days,
+        default=30.0,
+        metavar="A",
+        help="days of the anonymity run (default 30)",
+    )
+    sim.add_argument(
+        "--no-guards", action="store_true", help="the baseline: circuits without guards"
+    )
+    sim.add_argument("--seed", type=int, required=True, metavar="S", help="seed of the run")
+    sim.add_argument("--json", metavar="OUT", help="write the figures as one JSON object")
+    sim.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=cmd_sim)
 
     harness = sub.add_parser(
         "harness",

@@ -165,8 +165,12 @@ def _check_contacts(contacts: tuple[Contact, ...]) -> tuple[Contact, ...]:
     return contacts
 
 
+_PRINTABLE = bytes(range(0x21, 0x7F))
+
+
 def _valid_address(raw: bytes) -> bool:
-    return 0 < len(raw) <= MAX_ADDRESS and all(0x20 < b < 0x7F for b in raw)
+    """1 to 255 bytes, each printable ASCII (0x21 to 0x7E): nothing left once those go."""
+    return 0 < len(raw) <= MAX_ADDRESS and not raw.translate(None, _PRINTABLE)
 
 
 def _pull_contacts(buf: Buffer) -> tuple[Contact, ...]:

@@ -19,12 +19,15 @@ hashes alone; ``bench/dht_puzzle.py`` prints both, and D39 sets the difficulty f
 floor.
 """
 
+from functools import lru_cache
+
 from ..crypto import backend, sha256, signing, xwing
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from ..identity import Identity, node_id_of
 from ..rng import Rng
 
 MAX_DIFFICULTY = 64
+CHECK_CACHE = 8192  # ids whose puzzle check is remembered (bounded)
 ATTEMPTS_FACTOR = 64  # solve gives up after this many times the expected attempts
 
 
@@ -41,7 +44,14 @@ def leading_zero_bits(digest: bytes) -> int:
 
 def satisfies(node_id: bytes, difficulty: int) -> bool:
     """True if ``node_id`` solves the puzzle at ``difficulty`` (0 accepts every id)."""
-    return leading_zero_bits(puzzle_hash(node_id)) >= difficulty
+    return difficulty <= 0 or _zero_bits(node_id) >= difficulty
+
+
+@lru_cache(maxsize=CHECK_CACHE)
+def _zero_bits(node_id: bytes) -> int:
+    """The puzzle's work in ``node_id``, remembered (a node checks the same ids again and
+    again: every answer names contacts it already knows)."""
+    return leading_zero_bits(puzzle_hash(node_id))
 
 
 def check(node_id: bytes, difficulty: int) -> None:

@@ -1,0 +1,242 @@
+"""``zmesh sim``: the control plane at scale on real Dht objects, its figures, determinism and
+the command line's argument errors."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from zmesh import cli
+from zmesh.crypto import signing
+from zmesh.dht import messages
+from zmesh.sim.scale import ScaleConfig, ScaleReport, shared_pure_functions, simulate
+
+ISSUE_KEYS = {
+    "nodes",
+    "simulated_s",
+    "wall_s",
+    "digest",
+    "lookup_success",
+    "lookup_hops_median",
+    "lookup_latency_ms_median",
+    "circuit_success",
+    "circuit_build_ms_median",
+    "adversary_fraction",
+    "guards_per_client",
+    "anonymity_days",
+    "circuits_compromised",
+    "clients_deanonymized",
+    "clients_deanonymized_no_guards",
+    "sybil_path_share",
+    "sybil_guard_share",
+    "bytes_per_node_per_s",
+}
+
+SMALL = ScaleConfig(
+    nodes=150,
+    duration=180,
+    churn=0.2,
+    adversary=0.1,
+    sybil=60,
+    sybil_subnets=2,
+    anonymity_days=1,
+    seed=1,
+    lookups=60,
+    circuits=60,
+    anonymity_clients=30,
+)
+
+
+@pytest.fixture(scope="module")
+def small() -> ScaleReport:
+    return simulate(SMALL)
+
+
+@pytest.fixture(scope="module")
+def small_again() -> ScaleReport:
+    return simulate(SMALL)
+
+
+@pytest.fixture(scope="module")
+def other_seed() -> ScaleReport:
+    return simulate(ScaleConfig(**{**_fields(SMALL), "seed": 2}))
+
+
+def _fields(cfg: ScaleConfig) -> dict[str, object]:
+    return {name: getattr(cfg, name) for name in cfg.__dataclass_fields__}
+
+
+def test_the_report_has_every_key_of_the_issue_within_range(small: ScaleReport) -> None:
+    figures = small.to_json()
+    assert set(figures) >= ISSUE_KEYS
+    json.dumps(figures)  # one JSON object
+    assert small.nodes == 150 and small.simulated_s == 180
+    for key in (
+        "lookup_success",
+        "circuit_success",
+        "adversary_fraction",
+        "circuits_compromised",
+        "clients_deanonymized",
+        "clients_deanonymized_no_guards",
+        "sybil_path_share",
+        "sybil_guard_share",
+    ):
+        assert 0.0 <= figures[key] <= 1.0, key  # type: ignore[operator]
+    assert small.adversary_fraction == pytest.approx(0.1)
+    assert small.lookups > 20 and small.circuits > 20
+    assert small.lookup_success >= 0.9
+    assert 1 <= small.lookup_hops_median <= 6
+    assert small.lookup_latency_ms_median > 0
+    assert small.circuit_success >= 0.9
+    # one round trip over three hops of wide-area links (plus dials), not seconds
+    assert 100 < small.circuit_build_ms_median < 5000
+    assert 0 < small.guards_per_client <= 2
+    assert small.bytes_per_node_per_s > 0 and math.isfinite(small.bytes_per_node_per_s)
+    assert small.nodes_left > 0 and small.nodes_joined > 150 + 60  # churn replaced some
+    assert small.sybil_guard_share == 0.0  # new ids are never guards (the age rule)
+    assert small.fast_crypto
+
+
+def test_the_same_seed_gives_the_same_digest_and_another_seed_another(
+    small: ScaleReport, small_again: ScaleReport, other_seed: ScaleReport
+) -> None:
+    assert small.digest == small_again.digest
+    assert small.to_json() | {"wall_s": 0, "anonymity_wall_s": 0, "control_wall_s": 0} == (
+        small_again.to_json() | {"wall_s": 0, "anonymity_wall_s": 0, "control_wall_s": 0}
+    )
+    assert other_seed.digest != small.digest
+
+
+def test_the_memoized_pure_functions_are_restored_even_after_an_error() -> None:
+    verify, decode = signing.verify, messages.decode_record
+    with pytest.raises(RuntimeError), shared_pure_functions():
+        assert signing.verify is not verify
+        raise RuntimeError
+    assert signing.verify is verify and messages.decode_record is decode
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"nodes": 5},
+        {"duration": 10},
+        {"adversary": 1.0},
+        {"churn": -0.1},
+        {"sybil": 10},  # without subnets
+        {"sybil_subnets": 3},  # without Sybils
+        {"anonymity_days": 0},
+        {"lookups": 0},
+    ],
+)
+def test_a_bad_configuration_is_a_value_error(changes: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        ScaleConfig(**{"nodes": 100, "duration": 600.0, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("10m", 600), ("1h", 3600), ("1.5h", 5400), ("2d", 172800), ("600", 600)],
+)
+def test_durations_parse(text: str, seconds: float) -> None:
+    assert cli.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--nodes", "100", "--duration", "soon", "--seed", "1"],
+        ["--nodes", "100", "--duration", "10x", "--seed", "1"],
+        ["--nodes", "100", "--duration", "5s", "--seed", "1"],
+        ["--nodes", "100", "--duration", "30d", "--seed", "1"],
+        ["--nodes", "0", "--duration", "1h", "--seed", "1"],
+        ["--nodes", "100", "--duration", "1h", "--seed", "1", "--adversary", "1.5"],
+        ["--nodes", "100", "--duration", "1h", "--seed", "1", "--churn", "x"],
+        ["--nodes", "100", "--duration", "1h", "--seed", "1", "--sybil", "-3"],
+        ["--nodes", "100", "--duration", "1h", "--seed", "1", "--anonymity-days", "0"],
+        ["--nodes", "100", "--duration", "1h"],  # no seed
+        ["--duration", "1h", "--seed", "1"],  # no nodes
+    ],
+)
+def test_the_command_line_rejects_bad_arguments(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["sim", *argv])
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--nodes", "5", "--duration", "1h", "--seed", "1"], "nodes must be between"),
+        (["--nodes", "100", "--duration", "1h", "--seed", "1", "--sybil", "10"], "--sybil"),
+        (
+            ["--nodes", "100", "--duration", "1h", "--seed", "1", "--json", "/no/such/x.json"],
+            "no directory",
+        ),
+    ],
+)
+def test_the_command_line_explains_an_impossible_run(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["sim", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_command_line_writes_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.json"
+    argv = ["sim", "--nodes", "40", "--duration", "90s", "--churn", "0.5", "--adversary"]
+    argv += ["0.1", "--anonymity-days", "0.5", "--seed", "3", "--json", str(out), "-q"]
+    assert cli.main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert set(figures) >= ISSUE_KEYS
+    assert figures["nodes"] == 40 and figures["anonymity_days"] == 0.5
+    assert "lookup_success" in capsys.readouterr().out
+
+
+def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["sim", "--help"])
+    text = capsys.readouterr().out
+    for option in (
+        "--nodes",
+        "--duration",
+        "--churn",
+        "--adversary",
+        "--sybil",
+        "--sybil-subnets",
+        "--anonymity-days",
+        "--no-guards",
+        "--seed",
+        "--json",
+    ):
+        assert option in text
+
+
+# A 1,000-node run (2 simulated minutes, churn and adversaries, the real protocol) is
+# pinned: any change to what the DHT sends, to path or guard choice, or to the model
+# changes it.  Regenerate with `python -c "from zmesh.sim.scale import *;
+# print(simulate(PINNED).digest)"` after a deliberate change, and say why in the commit.
+PINNED = ScaleConfig(
+    nodes=1000,
+    duration=120,
+    churn=0.2,
+    adversary=0.1,
+    anonymity_days=1,
+    seed=1,
+    lookups=100,
+    circuits=100,
+    anonymity_clients=50,
+)
+PINNED_DIGEST = "aa409a4891c64dec116951dd8aa41fa5452c474ef7be76b410d33eb7ddcb906d"
+
+
+@pytest.mark.slow
+def test_a_thousand_node_run_has_its_pinned_digest() -> None:
+    report = simulate(PINNED)
+    assert report.lookup_success >= 0.9 and report.circuit_success >= 0.9
+    assert report.digest == PINNED_DIGEST
