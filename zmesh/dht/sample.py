@@ -212,9 +212,10 @@ class PeerSample(Mapping[bytes, Descriptor]):
                 subnet is not None
                 and node_id not in self._entries
                 and self._per_subnet[subnet] >= self.config.per_subnet
-                and (held is None or held.subnet != subnet)
+                and not (held is not None and held.subnet == subnet and held.slots == 1)
             ):
-                continue  # its subnet is full (a newcomer may replace only its own kind)
+                continue  # its subnet is full (a newcomer may only take a slot whose
+                # holder, of the same subnet, then leaves: the count stays)
             if held is not None:
                 self._release(slot)
             slot.node_id, slot.rank = node_id, rank
