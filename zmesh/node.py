@@ -29,6 +29,7 @@ else escapes :meth:`receive`.
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .circuit.builder import CircuitBuilder
@@ -41,8 +42,10 @@ from .circuit.common import (
     CircuitEvent,
     HopOpened,
 )
+from .circuit.guarding import Guards, GuardStateChanged
 from .circuit.relay import RelayTable
 from .circuit.sessions import SessionEvent, Sessions
+from .dht.sample import PeerSample
 from .dht.service import Dht, DhtConfig, DhtSend, LookupDone
 from .dialer import Dialer, DialWanted
 from .directory import MIN_UPDATE_INTERVAL, DescriptorLearned, Directory
@@ -55,6 +58,7 @@ from .link.routes import Route as _Route
 from .link.table import LinkTable
 from .onion.geometry import DEFAULT_GEOMETRY, Geometry
 from .onion.keyring import DEFAULT_EPOCH_LENGTH, OnionKeyRing
+from .onion.paths import subnet_of
 from .rng import Rng
 from .signaling.router import SignalReceived, SignalRouter
 
@@ -74,6 +78,7 @@ Event = (
     | SignalReceived
     | DialWanted
     | LookupDone
+    | GuardStateChanged
 )
 
 
@@ -96,6 +101,8 @@ class NodeConfig:
     max_inbound_links: int = MAX_INBOUND_LINKS
     dht: bool = False  # run the DHT on links (zmesh/dht/service.py)
     puzzle_difficulty: int = 0  # DHT contacts' ids must solve the S/Kademlia puzzle at this
+    guards: bool = False  # first hops from persistent guards (zmesh/circuit/guarding.py)
+    private: bool = True  # loopback or operator-named relays: no subnet or guard-age rules
 
 
 class Node:
@@ -123,19 +130,35 @@ class Node:
         self.relay = RelayTable(
             self._links, self.keyring, self.geometry, rng, config=cc, ids=ids, now=now
         )
-        self.relay.dial_through(self.directory, self.dialer.want)
         self.builder = CircuitBuilder(self._links, self.geometry, rng, config=cc, ids=ids)
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
         self.sessions = Sessions(self.builder, self.relay, rng, config=cc, settle=self._settle)
-        self.sessions.route_with(self.directory, self._links, self.node_id)
+        subnet: Callable[[Descriptor], str] | None = None if cfg.private else subnet_of
         dc = DhtConfig(puzzle_difficulty=cfg.puzzle_difficulty)
-        self.dht = None if not cfg.dht else Dht(
-            identity, self.descriptor, rng, now, dial=self.dialer.want, settle=self._settle,
-            descriptor_of=self.directory.get, config=dc,
+        self.dht = self.sample = None
+        if cfg.dht:  # paths come from a peer sample (zmesh/dht/sample.py), not the directory
+            self.dht = Dht(
+                identity, self.descriptor, rng, now, dial=self.dialer.want, settle=self._settle,
+                descriptor_of=self.directory.get, config=dc,
+            )  # fmt: skip
+            self.sample = PeerSample(
+                self.dht, rng, now, linked=lambda i: self._links.to_peer(i) is not None,
+                subnet=subnet, dial=self.dialer.want, unresolved=self.relay.dial_failed,
+                keep=lambda i: self.guards is not None and self.guards.holds(i),
+            )  # fmt: skip
+        relays = self.directory if self.sample is None else self.sample
+        known = self.directory if self.sample is None else self.sample.known(self.directory)
+        self.relay.dial_through(
+            known, self.dialer.want, None if self.sample is None else self.sample.find
+        )
+        self.guards = None if not cfg.guards else Guards(
+            self.node_id, relays, self._links, rng, now, dial=self.dialer.want, private=cfg.private
         )  # fmt: skip
-        dht = (self.dht,) if self.dht else ()
-        self._timed: tuple[RelayTable | CircuitBuilder | Sessions | Directory | Dialer | Dht, ...]
-        self._timed = (self.relay, self.builder, self.sessions, self.directory, self.dialer, *dht)
+        self.sessions.route_with(
+            relays, self._links, self.node_id, guards=self.guards, subnet=subnet
+        )
+        extra = tuple(c for c in (self.dht, self.sample, self.guards) if c is not None)
+        self._timed = (self.relay, self.builder, self.sessions, self.directory, self.dialer, *extra)
         self._sources = (*self._timed, self.signals)
         self._events: deque[Event] = deque()
         self._descriptor: Descriptor | None = None
@@ -239,6 +262,8 @@ class Node:
                         if conn is not None and conn.has_room(0):
                             conn.send(lf.DhtFrame(event.data), now)
                         continue
+                    if type(event) is LookupDone and self._sampled(event, now):
+                        continue  # the sample's own walk: not the application's
                     self._events.append(event)
                     if type(event) is CircuitClosed:
                         self.sessions.circuit_closed(event.circuit_id, now)
@@ -248,6 +273,9 @@ class Node:
                         desc = event.descriptor
                         linked = self._links.to_peer(desc.node_id) is not None
                         self.dialer.consider(desc, linked, len(self._links.peers()), now)
+
+    def _sampled(self, event: LookupDone, now: float) -> bool:
+        return self.sample is not None and self.sample.lookup_done(event, now)
 
     # -- links ----------------------------------------------------------------------
     def open_link(
@@ -292,6 +320,8 @@ class Node:
         if conn.peer_id is not None and code in (CloseCode.CONNECTION_FAILED, CloseCode.TIMEOUT):
             self.builder.avoidance.failed(conn.peer_id, now, LINK_FAILED)  # likely dead
             self.dialer.failed(conn.peer_id, now)
+            if self.guards:
+                self.guards.link_failed(conn.peer_id, now)
         self.relay.link_closed(conn, now)
         self.builder.link_closed(conn, now)
         self.directory.link_closed(conn.link_id)
@@ -338,6 +368,8 @@ class Node:
             conn.start(now)
             self.dialer.done(conn.peer_id)
             self.builder.avoidance.clear(conn.peer_id)  # alive after all
+            if self.guards:
+                self.guards.link_up(conn.peer_id, now)
             self.relay.link_up(conn, now)  # CREATEs that waited for this link go on
             if self.dht:
                 self.dht.link_up(conn.peer_id, self.directory.get(conn.peer_id), now)
@@ -383,6 +415,8 @@ class Node:
         self.relay.dial_failed(node_id, now)
         if self.dht:
             self.dht.dial_failed(node_id, now)
+        if self.guards:
+            self.guards.link_failed(node_id, now)
         self._settle(now)
 
     def learn_descriptor(self, desc: Descriptor, now: float) -> None:

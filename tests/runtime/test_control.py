@@ -94,6 +94,7 @@ def test_the_document_has_full_ids_relays_by_index_and_circuits_by_id() -> None:
         "relays_known": 4,
         "relayed_circuits": 2,
         "streams_waiting": 1,
+        "guards_per_client": 0,
         "relays": [
             {
                 "index": 0,

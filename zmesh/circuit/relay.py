@@ -107,6 +107,7 @@ class RelayTable:
         self._links = links
         self._directory: Mapping[bytes, Descriptor] = {}  # (dial_through)
         self._dial: Callable[[Descriptor, float], bool] | None = None
+        self._find: Callable[[bytes, float], bool] | None = None  # (dial_through)
         self._parked: dict[bytes, list[_Parked]] = {}  # next hop's id -> CREATEs for it
         self._parked_count = 0
         self.keyring = keyring
@@ -130,12 +131,16 @@ class RelayTable:
         self._deliver = deliver
 
     def dial_through(
-        self, directory: Mapping[bytes, Descriptor], dial: Callable[[Descriptor, float], bool]
+        self,
+        directory: Mapping[bytes, Descriptor],
+        dial: Callable[[Descriptor, float], bool],
+        find: Callable[[bytes, float], bool] | None = None,
     ) -> None:
         """Dial next hops we have no link to, found in ``directory``, with ``dial`` (the
-        dialer's ``want``: False if it cannot dial now).  Without this, such a CREATE is
-        refused with CONNECTION_FAILED."""
-        self._directory, self._dial = directory, dial
+        dialer's ``want``: False if it cannot dial now); ``find`` looks up one missing
+        there and dials it (False if it cannot; :meth:`dial_failed` if it fails).  Without
+        this, such a CREATE is refused with CONNECTION_FAILED."""
+        self._directory, self._dial, self._find = directory, dial, find
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> CircuitEvent | None:
@@ -257,11 +262,12 @@ class RelayTable:
         once) if the next hop is unknown or a bound is reached."""
         desc = self._directory.get(result.next_node_id)
         mine = sum(1 for ps in self._parked.values() for p in ps if p.conn is conn)
-        if desc is None:
+        find = self._find
+        if desc is None and (find is None or not find(result.next_node_id, now)):
             self._refuse(conn, circ_id, CloseCode.CONNECTION_FAILED, "unknown next hop", now)
         elif self._parked_count >= MAX_PARKED or mine >= MAX_PARKED_PER_LINK:
             self._refuse(conn, circ_id, CloseCode.RESOURCE, "too many CREATEs wait", now)
-        elif self._dial is None or not self._dial(desc, now):
+        elif desc is not None and (self._dial is None or not self._dial(desc, now)):
             self._refuse(conn, circ_id, CloseCode.RESOURCE, "cannot dial the next hop", now)
         else:
             waiting = self._parked.setdefault(result.next_node_id, [])

@@ -56,6 +56,7 @@ from ..session.multipath import (
 from ..session.stream import Stream
 from .builder import CircuitBuilder
 from .common import CircuitConfig
+from .guarding import Guards
 from .relay import RelayTable
 
 MAX_SESSIONS = 4096
@@ -176,15 +177,26 @@ class Sessions:
         self._relays: Mapping[bytes, Descriptor] = {}
         self._links = LinkTable()  # none until route_with
         self._own_id = b""
+        self._guards: Guards | None = None
+        self._subnet: Callable[[Descriptor], str] | None = None
         self._building: dict[int, _Entry] = {}  # circuit id -> the session it will join
         self._standby: dict[bytes, set[int]] = {}  # exit id -> built spare circuits to it
         self._standby_building: dict[int, bytes] = {}  # circuit id -> its exit
 
     def route_with(
-        self, relays: Mapping[bytes, Descriptor], links: LinkTable, own_id: bytes
+        self,
+        relays: Mapping[bytes, Descriptor],
+        links: LinkTable,
+        own_id: bytes,
+        *,
+        guards: Guards | None = None,
+        subnet: Callable[[Descriptor], str] | None = None,
     ) -> None:
-        """Where :meth:`connect` finds paths: the relays known, our links, our own id."""
+        """Where :meth:`connect` finds paths: the relays known, our links, our own id; with
+        ``guards``, first hops come from them only; ``subnet``
+        (:func:`~zmesh.onion.paths.subnet_of`) keeps a path to one relay per subnet."""
         self._relays, self._links, self._own_id = relays, links, own_id
+        self._guards, self._subnet = guards, subnet
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> SessionEvent | None:
@@ -276,7 +288,16 @@ class Sessions:
 
     def _first_path(self, now: float) -> list[Descriptor]:
         linked, suspects = self._path_inputs(now)
-        return choose_path(self._rng, self._relays.values(), linked, self._own_id, suspects)
+        guards = None if self._guards is None else self._guards.first_hops(now)
+        return choose_path(
+            self._rng,
+            self._relays.values(),
+            linked,
+            self._own_id,
+            suspects,
+            guards=guards,
+            subnet=self._subnet,
+        )
 
     def _path_inputs(self, now: float) -> tuple[set[bytes], list[bytes]]:
         """The relays we are linked to (possible guards) and those avoided now (failed
@@ -380,6 +401,8 @@ class Sessions:
     # -- circuits ---------------------------------------------------------------------------
     def circuit_built(self, circuit_id: int, now: float) -> None:
         """A client circuit is up: a leg a managed session waited for, or a standby."""
+        if self._guards is not None:
+            self._guards.build_ended(circuit_id, True, now)
         entry = self._building.pop(circuit_id, None)
         if entry is not None:
             assert entry.plan is not None
@@ -402,6 +425,8 @@ class Sessions:
     def circuit_closed(self, circuit_id: int, now: float) -> None:
         """A circuit closed: if it was a leg, its session resends what it carried; if it
         was being built for one, the build is retried after a backoff."""
+        if self._guards is not None:
+            self._guards.build_ended(circuit_id, False, now)
         entry = self._building.pop(circuit_id, None)
         if entry is not None:
             assert entry.plan is not None
@@ -607,6 +632,7 @@ class Sessions:
         of ``slow`` builds (a hedge's) are avoided like suspects, since one may be dead."""
         linked, avoided = self._path_inputs(now)
         suspects = [*avoided, *slow]
+        guards = None if self._guards is None else self._guards.first_hops(now)
         try:
             return choose_leg(
                 self._rng,
@@ -616,14 +642,15 @@ class Sessions:
                 exit_id=exit_id,
                 used=used,
                 suspects=suspects,
+                guards=guards,
+                subnet=self._subnet,
             )
         except NoPathError:
             return None
 
     def _build_leg(self, entry: _Entry, plan: _Plan, path: list[Descriptor], now: float) -> bool:
-        try:
-            cid = self._builder.build(path, now)
-        except LocalProtocolError:
+        cid = self._build(path, now)
+        if cid is None:
             return False
         plan.building[cid] = now
         self._building[cid] = entry
@@ -656,13 +683,19 @@ class Sessions:
         if len(self._standby.get(exit_id, ())) + building >= STANDBY_PER_EXIT:
             return
         path = self._leg_path(exit_id, set(), now)
-        if path is None:
-            return
+        cid = None if path is None else self._build(path, now)
+        if cid is not None:
+            self._standby_building[cid] = exit_id
+
+    def _build(self, path: list[Descriptor], now: float) -> int | None:
+        """Start building ``path``; its id, or None if the builder refused."""
         try:
             cid = self._builder.build(path, now)
         except LocalProtocolError:
-            return
-        self._standby_building[cid] = exit_id
+            return None
+        if self._guards is not None:
+            self._guards.build_started(cid, path[0].node_id)
+        return cid
 
     def _drop_standby(self, exit_id: bytes, now: float) -> None:
         """No session uses ``exit_id`` any more: close its spares."""
@@ -673,6 +706,8 @@ class Sessions:
             self._close_circuit(cid, CloseCode.REQUESTED, now)
 
     def _close_circuit(self, circuit_id: int, code: CloseCode, now: float) -> None:
+        if self._guards is not None:
+            self._guards.forget(circuit_id)
         if circuit_id in self._builder:
             self._builder.close(circuit_id, now, code)
         elif circuit_id in self._relay:

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..circuit.guarding import GuardStateChanged
 from ..circuit.sessions import SessionClosed, SessionLegLost, SessionStreamEvent
 from ..driver import drain
 from ..errors import CloseCode, RemoteProtocolError, ZMeshError
@@ -142,6 +143,8 @@ class AsyncNode:
         self.on_event: Callable[[Event], None] | None = None
         self.http: HttpServer | None = None
         self._closing = False
+        if store is not None and node.guards is not None:
+            store.restore_guards(node.guards, wall_clock())
 
     # -- the driver loop ------------------------------------------------------------
     def call[T](self, action: Callable[[float], T]) -> T:
@@ -249,6 +252,9 @@ class AsyncNode:
             case DescriptorLearned(desc):
                 if self.store is not None:
                     self.store.remember_peer(desc)
+            case GuardStateChanged(state):
+                if self.store is not None:
+                    self.store.save_guards(state)
             case DialWanted(desc):
                 if not self._closing:
                     self._spawn(self._dial_via_mesh(desc))

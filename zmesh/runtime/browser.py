@@ -340,6 +340,9 @@ class BrowserNode:
             "circuits": own + relayed,
             "circuitsOwn": own,
             "circuitsRelayed": relayed,
+            "guardsPerClient": len(
+                {p[0] for c in node.builder.built() if (p := node.builder.path(c))}
+            ),
             "cellsRelayed": node.relay.cells_relayed,
             "bytesRelayed": node.relay.cells_relayed * node.geometry.cell_size,
             "bytesIn": sum(t.bytes_in for t in transports),

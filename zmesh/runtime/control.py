@@ -14,6 +14,7 @@ a JSON document (version 1)::
       "relays_known": 5,               # descriptors in its directory
       "relayed_circuits": 1,           # circuits of others passing through it
       "streams_waiting": 0,            # SOCKS connections waiting for a circuit
+      "guards_per_client": 1,          # distinct first hops of its open client circuits
       "relays": [                      # zmesh up: the relays it started ([] for a proxy)
         {"index": 0, "node_id": "c1...", "pid": 4242, "exit": true,
          "url": "http://127.0.0.1:40001", "alive": true}, ...],
@@ -142,6 +143,7 @@ def status_document(
     circuits: Iterable[CircuitInfo] = (),
     relays: Iterable[RelayInfo] = (),
     sessions: Sequence[Mapping[str, Any]] = (),
+    guards_per_client: int = 0,
 ) -> Document:
     """The status document (see the module doc) of a node with these figures.
 
@@ -167,6 +169,7 @@ def status_document(
         "relays_known": relays_known,
         "relayed_circuits": relayed_circuits,
         "streams_waiting": streams_waiting,
+        "guards_per_client": guards_per_client,
         "relays": [
             {
                 "index": r.index,
@@ -193,6 +196,13 @@ def status_document(
         "circuits_total": len(listed),
         "sessions": [dict(s) for s in sessions[:MAX_LISTED]],
     }
+
+
+def guards_per_client(node: Node) -> int:
+    """The distinct first hops of the node's open client circuits: with guards, at most
+    two (issue 9); without, as many as its circuits."""
+    builder = node.builder
+    return len({path[0] for cid in builder.built() if (path := builder.path(cid))})
 
 
 def circuit_infos(node: Node, sessions: Iterable[SessionInfo]) -> list[CircuitInfo]:
@@ -232,6 +242,7 @@ PROXY_FIELDS = (
     "relays_known",
     "relayed_circuits",
     "streams_waiting",
+    "guards_per_client",
     "circuits",
     "circuits_total",
     "sessions",
@@ -434,6 +445,7 @@ def _format(doc: Mapping[str, Any]) -> list[str]:
     head += f", up {_duration(float(doc['uptime_s']))}, {len(links)} links"
     head += f", {doc.get('relays_known', 0)} relays known"
     head += f", relaying {doc.get('relayed_circuits', 0)} circuits for others"
+    head += f", {doc.get('guards_per_client', 0)} guards in use"
     out = [head]
     proxy = doc.get("proxy")
     if isinstance(proxy, Mapping):

@@ -131,18 +131,26 @@ MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links
 
 
 def relay_config(
-    flags: Flags = Flags.NONE, addresses: tuple[str, ...] = (), *, hop_events: bool = False
+    flags: Flags = Flags.NONE,
+    addresses: tuple[str, ...] = (),
+    *,
+    hop_events: bool = False,
+    private: bool = False,
 ) -> NodeConfig:
     """The :class:`NodeConfig` of every native node, ``zmesh relay`` and ``zmesh proxy``
     alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
     under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
-    and answers signaling, so that a first hop cannot tell a client from a relay (D22)."""
+    and answers signaling, so that a first hop cannot tell a client from a relay (D22).
+    Its circuits start at persistent guards; ``private`` (a mesh on loopback, as
+    ``zmesh up`` runs) waives the one-relay-per-subnet and guard-age rules."""
     return NodeConfig(
         flags=Flags.RELAY | flags,
         addresses=addresses,
         auto_consume=False,
         max_links=MAX_LINKS,
         hop_events=hop_events,
+        guards=True,
+        private=private,
     )
 
 
@@ -170,12 +178,12 @@ async def run_relay(opts: RelayOptions) -> int:
     bound = await server.start(host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
     flags = Flags.EXIT if opts.exit else Flags.NONE
-    config = relay_config(flags, (url,), hop_events=opts.log_hops)
+    loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
+    config = relay_config(flags, (url,), hop_events=opts.log_hops, private=loopback)
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:
         policy = ExitPolicy.allow_private() if opts.allow_private else ExitPolicy.default()
-    loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
     driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback, exit_policy=policy)
     driver.http = server
     if opts.log_hops:

@@ -35,6 +35,7 @@ from .control import (
     ControlServer,
     Document,
     circuit_infos,
+    guards_per_client,
     session_entry,
     start_control,
     status_document,
@@ -170,6 +171,7 @@ class SocksProxy:
             streams_waiting=self._waiting,
             circuits=circuit_infos(node, infos),
             sessions=[session_entry(info, retired[info.session_id]) for info in infos],
+            guards_per_client=guards_per_client(node),
         )
 
     async def close(self) -> None:
@@ -207,13 +209,13 @@ async def run_proxy(opts: ProxyOptions) -> int:
     rng = SystemRng()
     store = Store(opts.data) if opts.data is not None else None
     identity = store.load_or_create_identity(rng) if store else Identity.generate(rng)
-    config = relay_config(hop_events=opts.log_hops)  # it relays, too (D22)
-    node = Node(identity, rng, wall_clock(), config)
     loopback = (
         opts.loopback
         if opts.loopback is not None
         else all("127.0.0.1" in u or "localhost" in u for u in opts.bootstrap)
     )
+    config = relay_config(hop_events=opts.log_hops, private=loopback)  # it relays (D22)
+    node = Node(identity, rng, wall_clock(), config)
     driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback)
     if opts.log_hops:
         driver.on_event = log_hop

@@ -1,20 +1,31 @@
-"""A node's persistent state in SQLite: its identity and its peer cache.
+"""A node's persistent state in SQLite: its identity, its peer cache and its guards.
 
 Onion (circuit) keys are deliberately *not* stored: they live one epoch plus a grace
 period in memory, which is what gives circuits forward secrecy.  The identity seeds are
 written once, with the file readable by its owner only.
+
+The guard state (:mod:`zmesh.circuit.guarding`: the guard set and the familiarity table,
+kept for months) is one JSON document in its own row.  A corrupt one (bad JSON, or a
+document the guard component refuses) is logged and replaced by a fresh start at the next
+save; it never stops the node and never touches the other tables.
 """
 
+import json
+import logging
 import os
 import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
+from ..circuit.guarding import Guards
 from ..crypto import signing, xwing
 from ..errors import RemoteProtocolError, UsageError
 from ..identity import Descriptor, Identity, decode_descriptor
+from ..onion.guards import GuardStateError
 from ..rng import Rng
+
+log = logging.getLogger("zmesh.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS identity (
@@ -28,8 +39,13 @@ CREATE TABLE IF NOT EXISTS peers (
     descriptor BLOB NOT NULL,
     last_seen REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 MAX_PEERS = 10_000
+MAX_GUARD_STATE = 1 << 20  # bytes of guard state JSON we read (ours is ~300 KB at most)
 
 
 class StoreError(UsageError):
@@ -105,6 +121,41 @@ class Store:
                 continue
             out.append(desc)
         return out
+
+    def save_guards(self, state: dict[str, object]) -> None:
+        """Store the guard state (:class:`~zmesh.circuit.guarding.GuardStateChanged`)."""
+        text = json.dumps(state, separators=(",", ":"), allow_nan=False)
+        self._db.execute("INSERT OR REPLACE INTO state VALUES ('guards', ?)", (text,))
+
+    def load_guards(self) -> object | None:
+        """The stored guard state as parsed JSON; None if there is none, or (logged) if
+        it is not JSON or is oversized."""
+        row = self._db.execute("SELECT value FROM state WHERE name = 'guards'").fetchone()
+        if row is None:
+            return None
+        text = row[0]
+        if not isinstance(text, str) or len(text) > MAX_GUARD_STATE:
+            log.warning("guard state in %s is oversized or not text; starting afresh", self.path)
+            return None
+        try:
+            state: object = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # not JSON, or nested too deep
+            log.warning("guard state in %s is not JSON (%s); starting afresh", self.path, exc)
+            return None
+        return state
+
+    def restore_guards(self, guards: Guards, now: float) -> bool:
+        """Load the stored guard state into ``guards``; False (logged, ``guards`` left
+        fresh) if there is none or it is corrupt.  Never raises for bad content."""
+        state = self.load_guards()
+        if state is None:
+            return False
+        try:
+            guards.restore(state, now)
+        except GuardStateError as exc:
+            log.warning("guard state in %s is corrupt (%s); starting afresh", self.path, exc)
+            return False
+        return True
 
     def close(self) -> None:
         self._db.close()
