@@ -184,7 +184,7 @@ def test_a_protocol_error_from_the_peer_ends_the_whole_session() -> None:
     assert len(events_of(b, CircuitClosed)) == 2
     assert [e.reason for e in events_of(b, SessionLegLost)] == ["closed", "closed"]
     # the final hop's session, without legs, fails after its grace time
-    assert sim.run(lambda: bool(events_of(b, SessionClosed)), max_time=sim.now + 12)
+    assert sim.run(lambda: bool(events_of(b, SessionClosed)), max_time=sim.now + SESSION_GRACE + 2)
     assert len(b.node.sessions) == 0
 
 

@@ -50,6 +50,7 @@ from zmesh.session.multipath import (
     MAX_PINGS,
     MAX_PONGS,
     ONE_WAY_STALL,
+    SESSION_GRACE,
     LastLegStalled,
     LegLost,
     Session,
@@ -329,11 +330,11 @@ def test_a_replacement_leg_takes_over() -> None:
 def test_a_session_without_legs_fails_after_the_grace_time() -> None:
     t = transfer([(0.02, 2 * MB)], 2 * MB)
     t.model.at(0.3, lambda: t.model.close_leg(1))
-    t.model.run(10.0)
+    t.model.run(0.3 + SESSION_GRACE - 0.01)
     assert not t.model.client.failed
-    t.model.run(11.0)
+    t.model.run(0.3 + SESSION_GRACE + 1.0)
     assert t.model.client.failed and t.model.server.failed
-    assert SessionFailed("no leg for 10 s") in t.model.events["client"]
+    assert SessionFailed(f"no leg for {SESSION_GRACE:g} s") in t.model.events["client"]
     assert t.model.client.get_timer() is None
     assert t.model.client.cells_to_send(t.model.now) == []
     with pytest.raises(LocalProtocolError):
@@ -604,7 +605,9 @@ def test_resend_queue_is_bounded_by_the_window() -> None:
     stream = next(iter(server.streams.values()))
     assert 0 < queued <= stream.send_offset - stream.acked <= DEFAULT_WINDOW
     assert len(server._resend) <= MAX_LEGS * MAX_LEG_RECORDS
-    model.run(30.0)  # the last leg, silent, is given up after the grace time; then the session
+    model.run(
+        3.0 + 2 * SESSION_GRACE
+    )  # the last leg, silent, is given up after the grace time; then the session
     assert not server.leg_ids and server.failed
 
 
