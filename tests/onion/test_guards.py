@@ -69,6 +69,15 @@ def update(gs: GuardSet, rng: DeterministicRng, relays: list[R], now: float) -> 
 
 
 # -- sampling and use -----------------------------------------------------------------------
+def test_a_paths_exit_is_passed_over_for_the_next_primary() -> None:
+    """A session's exit cannot be its guard: its two guards are the first two others."""
+    gs, rng, relays, _, _ = setup()
+    update(gs, rng, relays, 0)
+    first, second, third = gs.primary()
+    assert gs.in_use(0, exclude=first) == [second, third]
+    assert gs.in_use(0, exclude=third) == [first, second]
+
+
 def test_a_new_set_samples_primaries_and_uses_two_at_a_time() -> None:
     gs, rng, relays, _, _ = setup()
     update(gs, rng, relays, 0)

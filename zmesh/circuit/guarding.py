@@ -139,13 +139,15 @@ class Guards:
         self._next_update = now
 
     # -- paths ----------------------------------------------------------------------------
-    def first_hops(self, now: float) -> list[bytes]:
-        """The guards for the next path, in order (at most IN_USE); dials those we have
-        no link to.  Updates the set first if it is short of usable guards."""
-        in_use = self.set.in_use(now)
+    def first_hops(self, now: float, exit_id: bytes | None = None) -> list[bytes]:
+        """The guards for the next path, in order (at most IN_USE), other than the path's
+        exit if it is known (a session whose exit is a guard takes the next usable guard
+        for its second leg, as Tor takes its next primary); dials those we have no link
+        to.  Updates the set first if it is short of usable guards."""
+        in_use = self.set.in_use(now, exit_id)
         if len(in_use) < IN_USE and now >= self._last_update + UPDATE_MIN_GAP:
             self.update(now)
-            in_use = self.set.in_use(now)
+            in_use = self.set.in_use(now, exit_id)
         for guard in in_use:
             desc = self._relays.get(guard)
             if desc is not None and self._links.to_peer(guard) is None:

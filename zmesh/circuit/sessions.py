@@ -591,7 +591,7 @@ class Sessions:
         assert plan is not None
         while len(entry.legs) + len(plan.building) < plan.want:
             used = self._used(entry)
-            spare = self._take_standby(plan.exit_id, used, now)
+            spare = self._take_standby(plan.exit_id, used, now, any_guard=not entry.legs)
             if spare is not None:
                 self._attach(entry, spare, now)
                 continue
@@ -607,7 +607,7 @@ class Sessions:
         if plan is None or plan.building:
             return
         used = self._used(entry)
-        spare = self._take_standby(plan.exit_id, used, now)
+        spare = self._take_standby(plan.exit_id, used, now, any_guard=True)
         if spare is not None:
             self._attach(entry, spare, now)
             self._refill_standby(plan.exit_id, now)
@@ -632,7 +632,7 @@ class Sessions:
         of ``slow`` builds (a hedge's) are avoided like suspects, since one may be dead."""
         linked, avoided = self._path_inputs(now)
         suspects = [*avoided, *slow]
-        guards = None if self._guards is None else self._guards.first_hops(now)
+        guards = None if self._guards is None else self._guards.first_hops(now, exit_id)
         try:
             return choose_leg(
                 self._rng,
@@ -661,9 +661,13 @@ class Sessions:
             plan.retry_at = now + plan.delay
             plan.delay = min(MAX_RETRY_DELAY, 2 * plan.delay)
 
-    def _take_standby(self, exit_id: bytes, used: set[bytes], now: float) -> int | None:
-        """A built spare circuit to ``exit_id`` whose middle is not in ``used`` and whose
-        guard and middle are not avoided, taken out of the standby."""
+    def _take_standby(
+        self, exit_id: bytes, used: set[bytes], now: float, *, any_guard: bool
+    ) -> int | None:
+        """A built spare circuit to ``exit_id`` whose middle is not in ``used``, nor its
+        guard unless ``any_guard`` (a session with a live leg builds a leg through another
+        guard rather than put both on one), and whose guard and middle are not avoided,
+        taken out of the standby."""
         avoided = set(self._builder.avoidance.avoided_ids(now))
         spares = self._standby.get(exit_id, set())
         for cid in sorted(spares):
@@ -672,7 +676,11 @@ class Sessions:
                 spares.discard(cid)
                 continue
             guard, middle = path[:2]
-            if middle not in used and not {guard, middle} & avoided:
+            if (
+                middle not in used
+                and (any_guard or guard not in used)
+                and not {guard, middle} & avoided
+            ):
                 spares.discard(cid)
                 return cid
         return None

@@ -42,6 +42,7 @@ dicts; ``from_state`` validates strictly and raises :class:`GuardStateError` on 
 else, so a corrupt or hostile state file is a clear error, never a crash.
 """
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -340,11 +341,12 @@ class GuardSet:
         """The primary guards: the first :data:`N_PRIMARY` listed guards of the sample."""
         return [g.node_id for g in self.guards if g.unlisted_since is None][:N_PRIMARY]
 
-    def in_use(self, now: float) -> list[bytes]:
+    def in_use(self, now: float, exclude: bytes | None = None) -> list[bytes]:
         """The guards for circuits now, at most :data:`IN_USE`: the first usable guards
-        in sample order (a primary first; the next serves a session's second leg, or
-        stands in while a primary is unreachable)."""
-        return [g.node_id for g in self.guards if g.usable(now)][:IN_USE]
+        in sample order other than ``exclude`` (a path's exit), a primary first; the
+        next serves a session's second leg, or stands in while a primary is unreachable."""
+        usable = (g.node_id for g in self.guards if g.usable(now) and g.node_id != exclude)
+        return list(itertools.islice(usable, IN_USE))
 
     def note_failure(self, node_id: bytes, now: float) -> None:
         """A link or circuit through guard ``node_id`` failed: do not use it until its

@@ -141,15 +141,17 @@ def relay_config(
     alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
     under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
     and answers signaling, so that a first hop cannot tell a client from a relay (D22).
-    Its circuits start at persistent guards; ``private`` (a mesh on loopback, as
-    ``zmesh up`` runs) waives the one-relay-per-subnet and guard-age rules."""
+    Its circuits start at persistent guards, except in a ``private`` mesh (on loopback,
+    as ``zmesh up`` runs), which also waives the one-relay-per-subnet rule: one operator
+    holds every relay there, and with a guard set of two, legs that heal shared one
+    guard and a session stalled for 2.6 s when it died (D43)."""
     return NodeConfig(
         flags=Flags.RELAY | flags,
         addresses=addresses,
         auto_consume=False,
         max_links=MAX_LINKS,
         hop_events=hop_events,
-        guards=True,
+        guards=not private,
         private=private,
     )
 
