@@ -30,19 +30,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookups", type=int, default=200, help="lookups (default 200)")
     parser.add_argument("--latency", type=float, default=0.025, help="one-way seconds")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="passes over linked contacts (default 1)"
+    )
     parser.add_argument("--quick", action="store_true", help="60 nodes, 20 lookups")
     args = parser.parse_args(argv)
     nodes, lookups = (60, 20) if args.quick else (args.nodes, args.lookups)
-    if nodes < 3 or lookups < 1:
-        parser.error("--nodes must be at least 3 and --lookups at least 1")
+    if nodes < 3 or lookups < 1 or args.rounds < 1:
+        parser.error("--nodes must be at least 3, --lookups and --rounds at least 1")
     note(f"{nodes} nodes joining…")
     t0 = time.perf_counter()
     sim = sim_dht.build(nodes, args.seed, latency=args.latency)
     built = time.perf_counter() - t0
     pairs = sim_dht.pairs(sim, lookups)
-    note(f"built in {built:.0f} s; {lookups} lookups, twice…")
+    note(f"built in {built:.0f} s; {lookups} lookups, {1 + args.rounds} passes…")
     first = sim_dht.measure(sim, pairs)
-    second = sim_dht.measure(sim, pairs)
+    # the linked passes: the one with the median latency stands for them
+    linked = sorted(
+        (sim_dht.measure(sim, pairs) for _ in range(args.rounds)), key=lambda f: f.latency_ms_median
+    )
+    second = linked[len(linked) // 2]
     wall = time.perf_counter() - t0
     rows = [
         [

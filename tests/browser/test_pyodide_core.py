@@ -56,7 +56,7 @@ def test_core_suite_passes_in_pyodide() -> None:
         [node, str(RUNNER)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
         env={**os.environ, "NO_COLOR": "1"},
     )

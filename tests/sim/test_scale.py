@@ -232,7 +232,7 @@ PINNED = ScaleConfig(
     circuits=100,
     anonymity_clients=50,
 )
-PINNED_DIGEST = "aa409a4891c64dec116951dd8aa41fa5452c474ef7be76b410d33eb7ddcb906d"
+PINNED_DIGEST = "a12c0577253f38f182bf13def7616ad368da15bfabc37a51f9db336a339a0e48"
 
 
 @pytest.mark.slow
