@@ -126,8 +126,12 @@ def subnet_of(address: str | None) -> str | None:
 class _Entry:
     contact: Contact
     subnet: str
+    key: int = 0  # the id as an integer (set once: XOR distances are taken on it)
     failures: int = 0
     pinged: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        self.key = int.from_bytes(self.contact.node_id, "big")
 
 
 @dataclass(slots=True)
@@ -158,6 +162,7 @@ class RoutingTable:
         if len(own_id) != ID_SIZE:
             raise LocalProtocolError(f"node ids are {ID_SIZE} bytes")
         self.own_id = own_id
+        self._own_int = int.from_bytes(own_id, "big")
         self._rng = rng
         self.k = k
         self._replacements = replacements
@@ -246,10 +251,31 @@ class RoutingTable:
             bucket = self._buckets.get(bucket_index(self.own_id, target))
             if bucket is not None:
                 bucket.touched = now
+        # Per-bucket selection, not a sort of the table.  With D = own ^ target and j its
+        # top bit, an entry of bucket i is at distance D ^ (its distance from us), whose top
+        # bit is i's: bucket j holds the distances below 2**j; a bucket i < j those that
+        # agree with D above bit i and differ at i, so closer than every bucket under it if
+        # D has bit i set and farther if not; a bucket i > j the distances in
+        # [2**i, 2**(i+1)).  So whole buckets come in a fixed order and only those that
+        # reach ``n`` are sorted (XOR distances never tie).
         t = int.from_bytes(target, "big")
-        everyone = [e.contact for b in self._buckets.values() for e in b.entries.values()]
-        everyone.sort(key=lambda c: int.from_bytes(c.node_id, "big") ^ t)
-        return everyone[:n]
+        d = t ^ self._own_int
+        j = d.bit_length() - 1  # -1: the target is our own id
+        buckets = self._buckets
+        indices = sorted(buckets)
+        order = [i for i in reversed(indices) if i < j and d >> i & 1]
+        order += [i for i in indices if i < j and not d >> i & 1]
+        order += [i for i in indices if i > j]
+        if j in buckets:
+            order.insert(0, j)
+        out: list[Contact] = []
+        for i in order:
+            entries = buckets[i].entries
+            if entries:
+                out.extend(e.contact for e in sorted(entries.values(), key=lambda e: e.key ^ t))
+                if len(out) >= n:
+                    return out[:n]
+        return out
 
     def random_id_in_bucket(self, index: int) -> bytes:
         """A random id whose distance from ours has its highest bit at ``index``."""

@@ -35,6 +35,7 @@ Bounds: :class:`DhtConfig` (lookups in flight, pending requests, requests waitin
 link, in all and per peer, records verified per lookup, peers' node records kept).
 """
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,6 +233,11 @@ class Dht:
         self._budgets: dict[bytes, TokenBucket] = {}
         self._budget_all = TokenBucket(cfg.request_rate_total, cfg.request_rate_total * 2)
         self._pending: dict[tuple[bytes, int], _Pending] = {}
+        # the deadlines of requests pending or waiting, a heap with lazy deletion: an entry
+        # whose request left both tables is dropped when it reaches the top (bounded: the
+        # heap is rebuilt from live entries when it outgrows twice max_pending)
+        self._deadlines: list[tuple[float, int, bytes, int, _Pending]] = []
+        self._deadline_seq = 0
         self._waiting: dict[bytes, dict[int, _Pending]] = {}
         self._waiting_count = 0
         self._searches: dict[int, _Search] = {}
@@ -248,24 +254,21 @@ class Dht:
         return min(
             self.table.get_timer(),
             self.store.get_timer(),
-            min((p.deadline for p in self._pending.values()), default=float("inf")),
-            min(
-                (p.deadline for q in self._waiting.values() for p in q.values()),
-                default=float("inf"),
-            ),
+            self._first_deadline(),
             min((s.lookup.get_timer() for s in self._searches.values()), default=float("inf")),
         )
 
     def handle_timer(self, now: float) -> None:
         """Fail requests past their deadline, advance lookups, run table and store upkeep."""
-        for key in [k for k, p in self._pending.items() if p.deadline <= now]:
-            self._fail(key[0], self._pending.pop(key), now)
-        for peer in [
-            p for p, q in self._waiting.items() if any(w.deadline <= now for w in q.values())
-        ]:
-            queue = self._waiting[peer]
-            for rid in [r for r, w in queue.items() if w.deadline <= now]:
-                self._fail(peer, self._unwait(peer, rid), now)
+        if self._first_deadline() <= now:
+            for key in [k for k, p in self._pending.items() if p.deadline <= now]:
+                self._fail(key[0], self._pending.pop(key), now)
+            for peer in [
+                p for p, q in self._waiting.items() if any(w.deadline <= now for w in q.values())
+            ]:
+                queue = self._waiting[peer]
+                for rid in [r for r, w in queue.items() if w.deadline <= now]:
+                    self._fail(peer, self._unwait(peer, rid), now)
         for lookup_id in list(self._searches):
             search = self._searches.get(lookup_id)
             if search is not None:
@@ -664,6 +667,7 @@ class Dht:
         if peer in self._linked:
             pending.data = data
             self._send_pending(peer, rid, pending)
+            self._track(peer, rid, pending)
             return True
         queue = self._waiting.get(peer)
         if self._waiting_count >= self.config.max_waiting or (
@@ -679,7 +683,30 @@ class Dht:
         pending.data = data
         queue[rid] = pending
         self._waiting_count += 1
+        self._track(peer, rid, pending)
         return True
+
+    def _track(self, peer: bytes, rid: int, pending: _Pending) -> None:
+        """Enter a new request's deadline in the heap (rebuilt when stale entries pile up)."""
+        self._deadline_seq += 1
+        heapq.heappush(self._deadlines, (pending.deadline, self._deadline_seq, peer, rid, pending))
+        if len(self._deadlines) > 2 * self.config.max_pending + 64:
+            self._deadlines = [e for e in self._deadlines if self._live(e[2], e[3], e[4])]
+            heapq.heapify(self._deadlines)
+
+    def _live(self, peer: bytes, rid: int, pending: _Pending) -> bool:
+        """True while the request is pending or waiting for its link."""
+        if self._pending.get((peer, rid)) is pending:
+            return True
+        queue = self._waiting.get(peer)
+        return queue is not None and queue.get(rid) is pending
+
+    def _first_deadline(self) -> float:
+        """The earliest deadline of a request pending or waiting (infinity if none)."""
+        heap = self._deadlines
+        while heap and not self._live(heap[0][2], heap[0][3], heap[0][4]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else float("inf")
 
     def _send_pending(self, peer: bytes, rid: int, pending: _Pending) -> None:
         data, pending.data = pending.data, b""

@@ -62,6 +62,7 @@ from .scale_config import (
 _DELIVER, _LINK_UP, _DIAL_FAILED, _LINK_DOWN, _TIMER, _JOIN, _LEAVE, _LOOKUP, _CIRCUIT = range(9)
 _HONEST, _DROPPER, _LIAR = range(3)
 _LOOKUP_TYPES = (MessageType.FIND_NODE, MessageType.FIND_VALUE)
+FAKE_PREFIX = 20  # bytes a liar's fake contact shares with the target
 
 
 @dataclass(slots=True)
@@ -369,7 +370,8 @@ class World:
             return
         msg = decode_message(data)
         target = msg.target if isinstance(msg, FindNode) else getattr(msg, "key", b"")
-        fakes = tuple(self._fake_contact(node, target) for _ in range(K))
+        prefix = hashlib.sha256(target[:FAKE_PREFIX])  # the attacker's SHA-256 midstate
+        fakes = tuple(self._fake_contact(node, target, prefix) for _ in range(K))
         reply = (
             Nodes(msg.request_id, fakes)
             if isinstance(msg, FindNode)
@@ -379,11 +381,16 @@ class World:
         node.dht.stats.bytes_out += len(out)
         self.push(self.now + node.links[src], _DELIVER, src, node.index, out)
 
-    def _fake_contact(self, node: SimNode, target: bytes) -> Contact:
-        """An id closer to ``target`` than almost anyone, solving the puzzle, naming no node."""
+    def _fake_contact(self, node: SimNode, target: bytes, prefix: "hashlib._Hash") -> Contact:
+        """An id closer to ``target`` than almost anyone, solving the puzzle, naming no node.
+        The puzzle hash of each try continues ``prefix``, the midstate over the target's
+        first bytes (the cheap search :mod:`zmesh.dht.puzzle` expects of an attacker)."""
         while True:
-            fake = target[:20] + node.rng.bytes(ID_SIZE - 20)
-            if dht_puzzle.satisfies(fake, PUZZLE_DIFFICULTY):
+            suffix = node.rng.bytes(ID_SIZE - FAKE_PREFIX)
+            h = prefix.copy()
+            h.update(suffix)
+            if dht_puzzle.leading_zero_bits(h.digest()) >= PUZZLE_DIFFICULTY:
+                fake = target[:FAKE_PREFIX] + suffix
                 host = f"198.51.{randbelow(node.rng, 256)}.{1 + randbelow(node.rng, 254)}"
                 return Contact(fake, f"http://{host}:{PORT}", self.now)
 
