@@ -309,3 +309,20 @@ def test_closest_by_buckets_equals_a_sort_of_the_whole_table(
     for goal in (target, own[:near] + target[near:], own):
         brute = sorted(t.contacts(), key=lambda c: distance(c.node_id, goal))[:n]
         assert t.closest(goal, n) == brute
+
+
+def test_an_entry_seen_without_an_address_keeps_its_subnet_slot() -> None:
+    """Seeing a peer before we can describe it (its first request) must not turn its
+    entry into a subnet of one: that freed its subnet's slot for one more of a flood."""
+    rng = DeterministicRng(5, b"no address")
+    t = table()
+    flood = [rng.bytes(ID_SIZE) for _ in range(400)]
+    for n, node_id in enumerate(flood):
+        t.seen(Contact(node_id, f"6.6.6.{n % 250}:{n}", 0.0), 1.0)
+    assert len(t) == 10
+    for contact in t.contacts():  # each entry asks us something before we can name it
+        t.seen(Contact(contact.node_id, None, 0.0), 2.0)
+    for n, node_id in reversed(list(enumerate(flood))):  # the rest of the flood tries again
+        t.seen(Contact(node_id, f"6.6.6.{n % 250}:{n}", 0.0), 3.0)
+    assert len(t) == 10
+    assert all(c.address is not None for c in t.contacts())

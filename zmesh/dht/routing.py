@@ -288,7 +288,8 @@ class RoutingTable:
         """``contact`` proved itself live (it answered, or sent a request we verified).
 
         Moves a known entry to the tail (an address change is taken only if the new
-        subnet fits the caps); adds a newcomer if its bucket has room under the caps, else
+        subnet fits the caps; a contact without an address keeps the one its entry or
+        cached replacement has); adds a newcomer if its bucket has room under the caps, else
         caches it as a replacement and may emit :class:`PingContact` for the bucket's least
         recently seen entry.  Returns True if ``contact`` is now an entry of the table.
         Raises LocalProtocolError for a malformed id (callers check ids on decoding).
@@ -303,7 +304,13 @@ class RoutingTable:
         if bucket is None:
             bucket = self._buckets[index] = _Bucket(touched=now)
         bucket.touched = max(bucket.touched, now)
-        contact = Contact(node_id, contact.address, now)
+        known = bucket.entries.get(node_id) or bucket.cache.get(node_id)
+        if contact.address is None and known is not None:
+            # seen without an address (a request before we could describe the peer): not
+            # knowing it is not having none, which would free its subnet's slot
+            contact = Contact(node_id, known.contact.address, now)
+        else:
+            contact = Contact(node_id, contact.address, now)
         subnet = subnet_of(contact.address) or "id:" + node_id.hex()
         entry = bucket.entries.get(node_id)
         if entry is not None:

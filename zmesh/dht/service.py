@@ -260,7 +260,7 @@ class Dht:
         self.store = RecordStore(self.node_id, now)
         self.stats = DhtStats()
         self.events: deque[Event] = deque()
-        self._linked: dict[bytes, None] = {}
+        self._linked: dict[bytes, str | None] = {}  # linked peer -> its address, if known
         self._budgets: dict[bytes, TokenBucket] = {}
         self._budget_all = TokenBucket(cfg.request_rate_total, cfg.request_rate_total * 2)
         self._pending: dict[tuple[bytes, int], _Pending] = {}
@@ -357,8 +357,8 @@ class Dht:
         """A link to ``peer_id`` came up (``descriptor``: its verified descriptor, if the
         node knows it).  The peer enters the table if its id passes the puzzle; we send it
         our node record; requests waiting for this link go out; the first link bootstraps."""
-        self._linked[peer_id] = None
         address = descriptor.addresses[0] if descriptor and descriptor.addresses else None
+        self._linked[peer_id] = address
         self._seen(peer_id, now, address)
         own = self._own_node_record(now)
         self._request(peer_id, lambda rid: Store(rid, own), _Purpose.STORE, now)
@@ -843,6 +843,8 @@ class Dht:
         """``peer_id`` proved live on a link: into the table if its id passes the puzzle."""
         if peer_id == self.node_id or not self._puzzle_ok(peer_id):
             return
+        if address is None:  # the link's (a peer's STORE comes before we hold its record)
+            address = self._linked.get(peer_id)
         if address is None:
             desc = self._describe(peer_id)
             address = desc.addresses[0] if desc is not None and desc.addresses else None

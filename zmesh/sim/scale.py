@@ -31,9 +31,12 @@
    :class:`~zmesh.dht.service.DhtSend` is handed to the peer's ``Dht.receive`` one one-way
    latency later.  Links stay up until a node leaves; idle keepalives are not sent.  A
    node that leaves stops at once (messages to it are lost); each linked peer learns it
-   after the link layer's detection delay, drawn as ``link_timeout - U(0, keepalive)``
-   plus one latency (:class:`~zmesh.link.connection.LinkLimits` defaults: a keepalive every
-   1 s, a link silent 3 s is closed), then gets ``Dht.link_down``.
+   after the link layer's detection delay, drawn as ``detection - U(0, keepalive)`` plus
+   one latency, where ``detection`` is what the real :class:`~zmesh.health.link.LinkHealth`
+   answers for a steady link after its last PONG (its phi rule with the
+   :class:`~zmesh.link.connection.LinkLimits` defaults: a PING every 1 s, dead about 3 s
+   after the last PONG; :func:`~zmesh.sim.scale_world.detection_delay`), then gets
+   ``Dht.link_down``.
 
    *Latency*: each pair of nodes has a fixed core round-trip time drawn from a log-normal
    with median ``RTT_MEDIAN`` (150 ms) and sigma ``RTT_SIGMA`` (0.6: 10% of pairs

@@ -31,6 +31,7 @@ from ..dialer import DIAL_TIMEOUT
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..health.avoid import Avoidance
 from ..health.cbt import BuildTimes
+from ..health.link import LinkHealth
 from ..identity import Descriptor, Flags, Identity
 from ..link.connection import LinkLimits
 from ..onion.guards import HOUR, GuardSet, eligible_guards
@@ -63,6 +64,7 @@ _DELIVER, _LINK_UP, _DIAL_FAILED, _LINK_DOWN, _TIMER, _JOIN, _LEAVE, _LOOKUP, _C
 _HONEST, _DROPPER, _LIAR = range(3)
 _LOOKUP_TYPES = (MessageType.FIND_NODE, MessageType.FIND_VALUE)
 FAKE_PREFIX = 20  # bytes a liar's fake contact shares with the target
+HEARTBEATS = 60  # of a steady link, before the failure detector is asked (detection_delay)
 
 
 @dataclass(slots=True)
@@ -110,6 +112,19 @@ class CircuitOutcome:
     paths: tuple[tuple[int, int, int], ...]
 
 
+def detection_delay(limits: LinkLimits) -> float:
+    """How long after a peer's last PONG the health layer finds its link dead, on a steady
+    link (a PING every keepalive, answered at once): the real
+    :class:`~zmesh.health.link.LinkHealth` is fed :data:`HEARTBEATS` heartbeats and asked
+    (its phi rule, about 3 keepalives; ``timeout`` is only its hard cap)."""
+    health = LinkHealth(limits.keepalive, limits.timeout, 0.0)
+    last = 0.0
+    for _ in range(HEARTBEATS):
+        last = health.next_ping
+        health.pong(health.ping(last), last)
+    return health.dead_at(last) - last
+
+
 def _uniform(rng: Rng) -> float:
     """A float in [0, 1) from 53 random bits."""
     return randbelow(rng, 1 << 53) / (1 << 53)
@@ -131,6 +146,7 @@ class World:
         self.by_id: dict[bytes, int] = {}
         self.first_seen: dict[bytes, float] = {}
         self.limits = LinkLimits()
+        self.detection = detection_delay(self.limits)
         self.dht_config = DhtConfig(puzzle_difficulty=PUZZLE_DIFFICULTY)
         self.subnets = max(16, cfg.nodes // 2)
         self.ramp = min(cfg.duration / 4, MAX_RAMP)
@@ -451,9 +467,9 @@ class World:
         if node.native:
             self.up_natives.remove(node.index)
         self.left_count += 1
-        keepalive, timeout = self.limits.keepalive, self.limits.timeout
+        keepalive, detection = self.limits.keepalive, self.detection
         for peer, latency in node.links.items():
-            delay = timeout - _uniform(self.rng) * keepalive + latency
+            delay = detection - _uniform(self.rng) * keepalive + latency
             self.push(self.now + delay, _LINK_DOWN, peer, node.index)
         node.links.clear()
 
@@ -512,7 +528,7 @@ class World:
         elapsed = 0.0
         paths: list[tuple[int, int, int]] = []
         relays = self._known_relays(client)
-        pool = RelayPool(relays, client.node_id, subnet_of)
+        pool = RelayPool(relays, client.node_id, subnet_of, first_seen=self.first_seen, now=now)
         guards: list[bytes] | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             t = now + elapsed
