@@ -234,7 +234,7 @@ PINNED = ScaleConfig(
     circuits=100,
     anonymity_clients=50,
 )
-PINNED_DIGEST = "0dc808130e46e0ad3c3dbd40f0f73d22ce97c74a4aa3e7e9d21603c18b5250aa"
+PINNED_DIGEST = "cb70a6bed538695ad7ddb18e6dd4e15c6b0f7adfb94e054abeda79c6307e7b5e"
 
 
 @pytest.mark.slow

@@ -361,11 +361,12 @@ class World:
                     self.push(now + latency, _DELIVER, peer, node.index, event.data)
             elif isinstance(event, LookupDone):
                 self._lookup_done(node, event)
+        # only an earlier deadline is scheduled: a later one is re-armed when the one on
+        # the heap fires (a Dht may be asked early; it fails nothing before its time)
         timer = max(dht.get_timer(), now + 1e-3)
-        if timer != node.timer_at:
+        if timer < node.timer_at:
             node.timer_at = timer
-            if timer < math.inf:
-                self.push(timer, _TIMER, node.index)
+            self.push(timer, _TIMER, node.index)
 
     def _deliver(self, dst: int, src: int, data: bytes) -> None:
         node = self.nodes[dst]
