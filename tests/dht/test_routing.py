@@ -281,3 +281,48 @@ def test_fuzz_invariants_hold_under_any_sequence(ops: list[tuple[str, int, int]]
         assert max(per.values(), default=0) <= 2
     assert max(subnets.values(), default=0) <= 10
     assert total == len(t)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    own=st.binary(min_size=ID_SIZE, max_size=ID_SIZE),
+    ids=st.lists(
+        st.tuples(st.integers(0, 24), st.binary(min_size=ID_SIZE, max_size=ID_SIZE)),
+        max_size=120,
+    ),
+    target=st.binary(min_size=ID_SIZE, max_size=ID_SIZE),
+    n=st.integers(min_value=0, max_value=60),
+    near=st.integers(min_value=0, max_value=ID_SIZE),
+)
+def test_closest_by_buckets_equals_a_sort_of_the_whole_table(
+    own: bytes, ids: list[tuple[int, bytes]], target: bytes, n: int, near: int
+) -> None:
+    """The per-bucket selection gives exactly the n closest of a full sort, for tables with
+    deep buckets (ids sharing up to 24 bits with ours) and targets far from our id, near
+    it (sharing ``near`` bytes) and equal to it."""
+    t = RoutingTable(own, DeterministicRng(1, b"table"), 0.0, subnet_bucket_cap=None)
+    own_int = int.from_bytes(own, "big")
+    for i, (shared, noise) in enumerate(ids):
+        low = (1 << (ID_SIZE * 8 - shared)) - 1
+        node_id = ((own_int & ~low) | (int.from_bytes(noise, "big") & low)).to_bytes(ID_SIZE, "big")
+        t.seen(Contact(node_id, ip(i), 1.0), 1.0)
+    for goal in (target, own[:near] + target[near:], own):
+        brute = sorted(t.contacts(), key=lambda c: distance(c.node_id, goal))[:n]
+        assert t.closest(goal, n) == brute
+
+
+def test_an_entry_seen_without_an_address_keeps_its_subnet_slot() -> None:
+    """Seeing a peer before we can describe it (its first request) must not turn its
+    entry into a subnet of one: that freed its subnet's slot for one more of a flood."""
+    rng = DeterministicRng(5, b"no address")
+    t = table()
+    flood = [rng.bytes(ID_SIZE) for _ in range(400)]
+    for n, node_id in enumerate(flood):
+        t.seen(Contact(node_id, f"6.6.6.{n % 250}:{n}", 0.0), 1.0)
+    assert len(t) == 10
+    for contact in t.contacts():  # each entry asks us something before we can name it
+        t.seen(Contact(contact.node_id, None, 0.0), 2.0)
+    for n, node_id in reversed(list(enumerate(flood))):  # the rest of the flood tries again
+        t.seen(Contact(node_id, f"6.6.6.{n % 250}:{n}", 0.0), 3.0)
+    assert len(t) == 10
+    assert all(c.address is not None for c in t.contacts())

@@ -9,7 +9,7 @@ from functools import cache, partial
 import pytest
 
 from zmesh.crypto import signing, xwing
-from zmesh.dht import puzzle
+from zmesh.dht import puzzle, service
 from zmesh.dht.messages import (
     MAX_MESSAGE_SIZE,
     FindNode,
@@ -78,6 +78,7 @@ class Mesh:
         self.done: list[tuple[int, LookupDone]] = []
         self.sent: list[tuple[int, int, Message]] = []
         self.tamper: Callable[[int, int, Message], Message] | None = None
+        self.droppers: set[int] = set()  # nodes that never answer FIND_NODE or FIND_VALUE
         self.difficulty = difficulty
         self.solved: dict[int, int] = {}
         for i in range(n):
@@ -129,6 +130,8 @@ class Mesh:
                     if frozenset((i, j)) not in self.links:
                         continue
                     msg = decode_message(event.data)
+                    if j in self.droppers and isinstance(msg, FindNode | FindValue):
+                        continue
                     if self.tamper is not None:
                         msg = self.tamper(i, j, msg)
                     self.sent.append((i, j, msg))
@@ -412,6 +415,109 @@ def test_ids_failing_the_puzzle_are_kept_out() -> None:
     mesh.lookup(0, fake_id(1))
     asked = {mesh.dhts[j].node_id for i, j, m in mesh.sent if i == 0}
     assert not asked & {c.node_id for c in bad}
+
+
+def knowing(mesh: Mesh, i: int) -> int:
+    """How many other nodes hold node ``i`` in their routing table."""
+    node_id = mesh.dhts[i].node_id
+    return sum(node_id in d.table for j, d in enumerate(mesh.dhts) if j != i)
+
+
+def test_a_newcomer_whose_first_link_drops_lookups_bootstraps_again() -> None:
+    """The traced failure of ``zmesh sim --adversary 0.1``: a newcomer bootstrapped once,
+    through its first link, a node that drops lookups; nobody else ever heard of it, so
+    its neighbours could not name it and every lookup of it failed.  Now the bootstrap is
+    tried again through the links that came up meanwhile."""
+    mesh = joined(12, DhtConfig(publish_node_record=False))
+    mesh.droppers.add(0)
+    newcomer = mesh.add(12)
+    mesh.link(12, 0)  # its bootstrap asks the dropper and waits
+    mesh.pump()
+    mesh.link(12, 1)  # the second link of its join comes up meanwhile
+    mesh.pump()
+    assert knowing(mesh, 12) == 2  # only its two links know it so far
+    mesh.advance(newcomer.config.rpc_timeout + 1)  # the dropper's request times out
+    mesh.pump()
+    bootstraps = [e for i, e in mesh.done if i == 12 and e.kind is LookupKind.BOOTSTRAP]
+    assert len(bootstraps) >= 2 and len(bootstraps[-1].closest) >= 10
+    assert knowing(mesh, 12) >= 10  # it asked them, so they hold it
+    found = mesh.lookup(7, newcomer.node_id)
+    assert found.closest[0].node_id == newcomer.node_id
+
+
+def test_a_newcomer_whose_first_link_answers_with_fakes_bootstraps_again() -> None:
+    mesh = joined(12, DhtConfig(publish_node_record=False))
+
+    def lie(i: int, j: int, msg: Message) -> Message:
+        if i == 0 and isinstance(msg, Nodes):
+            return Nodes(msg.request_id, tuple(Contact(fake_id(n), None, 0.0) for n in range(5)))
+        return msg
+
+    mesh.tamper = lie
+    mesh.add(12)
+    mesh.link(12, 0)  # bootstraps through the liar: only the liar answers
+    mesh.pump()
+    [first] = [e for i, e in mesh.done if i == 12]
+    assert len(first.closest) == 1 and first.failures >= 1
+    mesh.link(12, 1)  # the next link-up tries again, through an honest node
+    mesh.pump()
+    assert len([e for i, e in mesh.done if i == 12]) >= 2
+    assert knowing(mesh, 12) >= 10
+
+
+def test_a_bootstrap_that_reached_everyone_is_not_repeated() -> None:
+    mesh = joined(6)
+    for i in range(6):
+        assert len([e for j, e in mesh.done if j == i and e.kind is LookupKind.BOOTSTRAP]) == 1
+
+
+def test_bootstraps_are_bounded() -> None:
+    mesh = Mesh(14, DhtConfig(publish_node_record=False))
+    mesh.droppers.update(range(1, 14))
+    for j in range(1, 14):  # every link drops lookups: each link-up may try once more
+        mesh.link(0, j)
+        mesh.pump()
+        mesh.advance(mesh.config.rpc_timeout + 1)
+    assert len([e for i, e in mesh.done if i == 0]) == service.MAX_BOOTSTRAPS
+
+
+def test_request_timeouts_are_learned_from_round_trips() -> None:
+    mesh = Mesh(2)
+    a, b = mesh.dhts
+    mesh.link(0, 1)
+    mesh.pump()
+    mesh.links.discard(frozenset((0, 1)))  # we answer by hand from here on
+    a.events.clear()
+
+    def request() -> FindNode:
+        a.lookup_node(fake_id(4), mesh.now)
+        [send] = [e for e in a.events if isinstance(e, DhtSend)]
+        a.events.clear()
+        msg = decode_message(send.data)
+        assert isinstance(msg, FindNode)
+        return msg
+
+    # instant answers so far: the timeout is the floor, not the 10 s cap
+    request()
+    assert a.get_timer() == pytest.approx(mesh.now + a.config.rpc_timeout_floor)
+    mesh.advance(a.config.rpc_timeout_floor + 0.01)  # a peer that drops: one second
+    assert a.pending == 0
+    # an answer after 2 s: SRTT 2 s, RTTVAR 1 s (RFC 6298 2.3 from the 0 s samples)
+    msg = request()
+    mesh.now += 2.0
+    a.receive(b.node_id, encode_message(Nodes(msg.request_id, ())), mesh.now)
+    request()
+    rtt = a._rtts[b.node_id]
+    assert rtt.srtt == pytest.approx(0.25) and a.get_timer() == pytest.approx(
+        mesh.now + max(a.config.rpc_timeout_floor, rtt.srtt + 4 * rtt.rttvar)
+    )
+    # never beyond the cap, however slow the peer was
+    for _ in range(6):
+        msg = request()
+        mesh.now += 60.0
+        a.receive(b.node_id, encode_message(Nodes(msg.request_id, ())), mesh.now)
+    request()
+    assert a.get_timer() == pytest.approx(mesh.now + a.config.rpc_timeout)
 
 
 # -- links on demand, and the bounds ------------------------------------------------------

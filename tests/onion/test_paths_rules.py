@@ -190,3 +190,65 @@ def test_a_path_is_found_iff_one_exists_under_the_subnet_rule(
         assert not valid
         return
     assert ids(path) in valid
+
+
+# -- Sybil resistance: draws per subnet, fresh ids weighed down ------------------------
+
+
+def sybil_world() -> tuple[list[R], set[bytes]]:
+    """20 honest relays, each in its own /16, 5 of them exits; 1,000 Sybil exits in 2 /16s."""
+    honest = [
+        relay(f"h{i}", f"10.{i}.0.1", Flags.RELAY | Flags.EXIT * (i % 4 == 0)) for i in range(20)
+    ]
+    sybils = [
+        relay(f"s{i}", f"203.{i % 2}.7.{i % 250}", Flags.RELAY | Flags.EXIT) for i in range(1000)
+    ]
+    return honest + sybils, {d.node_id for d in sybils}
+
+
+def shares(pool: RelayPool[R], sybils: set[bytes], n: int = 3000) -> tuple[float, float]:
+    rng = DeterministicRng(11)
+    middle = exit_ = 0
+    for _ in range(n):
+        _, m, e = pool.path(rng, None)
+        middle += m.node_id in sybils
+        exit_ += e.node_id in sybils
+    return middle / n, exit_ / n
+
+
+def test_one_subnet_s_many_ids_do_not_multiply_its_share() -> None:
+    known, sybils = sybil_world()
+    middle, exit_ = shares(RelayPool(known, ME, subnet_of), sybils)
+    # 2 Sybil subnets of 22 for a middle (about 0.09), of 7 exit subnets (about 0.29)
+    assert middle < 0.15 and exit_ < 0.4
+    uniform_middle, uniform_exit = shares(RelayPool(known, ME), sybils)  # a private mesh
+    assert uniform_middle > 0.9 and uniform_exit > 0.95
+
+
+def test_fresh_ids_weigh_a_hundredth_of_established_ones() -> None:
+    known, sybils = sybil_world()
+    day = 86400.0
+    first_seen = {d.node_id: (10 * day if d.node_id in sybils else 0.0) for d in known}
+    pool = RelayPool(known, ME, subnet_of, first_seen=first_seen, now=10 * day + 60)
+    middle, exit_ = shares(pool, sybils)
+    # 2 fresh subnets at 1 against 20 (middles) or 5 (exits) established ones at 100
+    assert middle < 0.01 and exit_ < 0.02
+    # once a day old, they weigh as much as anyone: per subnet again
+    later = RelayPool(known, ME, subnet_of, first_seen=first_seen, now=12 * day)
+    assert shares(later, sybils)[1] > 0.15
+    # a relay the ages do not list is fresh
+    unlisted = RelayPool(known, ME, subnet_of, first_seen={}, now=0.0)
+    assert set(unlisted.weight.values()) == {1}
+
+
+def test_weighted_fallbacks_still_find_every_valid_path() -> None:
+    """When rejection sampling gives up, the filtered draw keeps the weights: a path is
+    still found whenever one exists (one honest exit left among many fresh Sybils)."""
+    known, sybils = sybil_world()
+    first_seen = {d.node_id: (5.0 if d.node_id in sybils else 0.0) for d in known}
+    pool = RelayPool(known, ME, subnet_of, first_seen=first_seen, now=10.0, fresh_age=1.0)
+    rng = DeterministicRng(12)
+    suspects = {d.node_id for d in known if d.node_id not in sybils and d.node_id != b"h4"}
+    for _ in range(50):
+        g, m, e = pool.path(rng, None, suspects)
+        assert len({subnet_of(g), subnet_of(m), subnet_of(e)}) == 3

@@ -26,8 +26,9 @@ that costs signature checks, which the record store budgets per peer.
 
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 
-from ..codec import Buffer, push_uint, push_vector
+from ..codec import Buffer, BufferReadError, push_uint, push_vector
 from ..errors import CloseCode, RemoteProtocolError
 from .records import MAX_RECORD_SIZE, Record, RecordType, decode_record
 from .routing import ID_SIZE, Contact
@@ -36,6 +37,7 @@ DHT_VERSION = 1
 MAX_CONTACTS = 32  # per answer (we send k = 20)
 MAX_RECORDS = 4  # per VALUE answer
 MAX_ADDRESS = 255
+ADDRESS_CACHE = 4096  # addresses whose encoding is remembered (bounded)
 HEADER = 6
 CONTACT_MAX = ID_SIZE + 1 + MAX_ADDRESS
 MAX_MESSAGE_SIZE = HEADER + 1 + MAX_RECORDS * (2 + MAX_RECORD_SIZE) + 1 + MAX_CONTACTS * CONTACT_MAX
@@ -111,11 +113,36 @@ Message = Ping | Pong | FindNode | Nodes | FindValue | Value | Store | Stored
 
 
 def _push_contacts(contacts: tuple[Contact, ...]) -> bytes:
-    out = [bytes([len(contacts)])]
+    """The contact list of a NODES or VALUE body, each id and address checked on the way
+    (one pass: the hot path of every lookup answer).  Raises ValueError for more than
+    :data:`MAX_CONTACTS`, a malformed id or an address no peer would accept."""
+    if len(contacts) > MAX_CONTACTS:
+        raise ValueError(f"at most {MAX_CONTACTS} contacts per answer")
+    out = bytearray((len(contacts),))
     for c in contacts:
-        out.append(c.node_id)
-        out.append(push_vector((c.address or "").encode("ascii"), 1))
-    return b"".join(out)
+        if len(c.node_id) != ID_SIZE:
+            raise ValueError(f"ids are {ID_SIZE} bytes")
+        out += c.node_id
+        if c.address is None:
+            out.append(0)
+            continue
+        raw = _address_bytes(c.address)
+        out.append(len(raw))
+        out += raw
+    return bytes(out)
+
+
+@lru_cache(maxsize=ADDRESS_CACHE)
+def _address_bytes(address: str) -> bytes:
+    """A contact's address as sent, checked (remembered: answers repeat our table's
+    addresses); raises ValueError for one no peer would accept."""
+    try:
+        raw = address.encode("ascii")
+    except UnicodeEncodeError:
+        raw = b""
+    if not _valid_address(raw):
+        raise ValueError("addresses are 1 to 255 printable ASCII characters")
+    return raw
 
 
 def encode_message(msg: Message) -> bytes:
@@ -129,16 +156,14 @@ def encode_message(msg: Message) -> bytes:
         case FindNode(_, target):
             kind, body = MessageType.FIND_NODE, _check_id(target)
         case Nodes(_, contacts):
-            kind, body = MessageType.NODES, _push_contacts(_check_contacts(contacts))
+            kind, body = MessageType.NODES, _push_contacts(contacts)
         case FindValue(_, record_type, key):
             kind, body = MessageType.FIND_VALUE, bytes([record_type]) + _check_id(key)
         case Value(_, records, contacts):
             if len(records) > MAX_RECORDS:
                 raise ValueError(f"at most {MAX_RECORDS} records per answer")
             encoded = [push_vector(r.encode(), 2) for r in records]
-            body = b"".join(
-                (bytes([len(records)]), *encoded, _push_contacts(_check_contacts(contacts)))
-            )
+            body = b"".join((bytes([len(records)]), *encoded, _push_contacts(contacts)))
             kind = MessageType.VALUE
         case Store(_, record):
             kind, body = MessageType.STORE, push_vector(record.encode(), 2)
@@ -155,16 +180,6 @@ def _check_id(node_id: bytes) -> bytes:
     return node_id
 
 
-def _check_contacts(contacts: tuple[Contact, ...]) -> tuple[Contact, ...]:
-    if len(contacts) > MAX_CONTACTS:
-        raise ValueError(f"at most {MAX_CONTACTS} contacts per answer")
-    for c in contacts:
-        _check_id(c.node_id)
-        if c.address is not None and not _valid_address(c.address.encode("ascii")):
-            raise ValueError("addresses are 1 to 255 printable ASCII characters")
-    return contacts
-
-
 _PRINTABLE = bytes(range(0x21, 0x7F))
 
 
@@ -174,16 +189,34 @@ def _valid_address(raw: bytes) -> bool:
 
 
 def _pull_contacts(buf: Buffer) -> tuple[Contact, ...]:
-    n = buf.pull_uint8()
+    """The contact list that ends a NODES or VALUE body: it takes the rest of ``buf`` and
+    must fill it exactly.  Parsed by slicing (the hot path of every lookup answer)."""
+    data = buf.pull_rest()
+    end = len(data)
+    if not end:
+        raise BufferReadError("truncated input")
+    n = data[0]
     if n > MAX_CONTACTS:
         raise RemoteProtocolError(f"{n} contacts in one answer", CloseCode.RESOURCE)
     contacts = []
+    pos = 1
     for _ in range(n):
-        node_id = buf.pull_bytes(ID_SIZE)
-        raw = buf.pull_vector(1, MAX_ADDRESS)
-        if raw and not _valid_address(raw):
-            raise RemoteProtocolError("contact address is not printable ASCII")
-        contacts.append(Contact(node_id, raw.decode("ascii") if raw else None, 0.0))
+        at = pos + ID_SIZE
+        if at >= end:
+            raise BufferReadError("truncated input")
+        stop = at + 1 + data[at]  # an address is at most 255 = MAX_ADDRESS bytes
+        if stop > end:
+            raise BufferReadError("truncated input")
+        address = None
+        if stop > at + 1:
+            raw = data[at + 1 : stop]
+            if raw.translate(None, _PRINTABLE):
+                raise RemoteProtocolError("contact address is not printable ASCII")
+            address = raw.decode("ascii")
+        contacts.append(Contact(data[pos:at], address, 0.0))
+        pos = stop
+    if pos != end:
+        raise RemoteProtocolError(f"{end - pos} unexpected trailing bytes")
     return tuple(contacts)
 
 

@@ -33,7 +33,7 @@ their lifetime (:class:`Republish`).
 
 import hashlib
 from collections import OrderedDict, deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 
 from ..budget import TokenBucket
@@ -89,12 +89,20 @@ class Record:
     descriptor: Descriptor
     value: bytes
     signature: bytes
+    _signed: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     @property
     def publisher(self) -> bytes:
         return self.descriptor.node_id
 
     def signed_part(self) -> bytes:
+        """The bytes the signature covers, built once (a record is compared, sized and
+        verified by its encoding again and again)."""
+        if not self._signed:
+            object.__setattr__(self, "_signed", self._build_signed_part())
+        return self._signed
+
+    def _build_signed_part(self) -> bytes:
         return b"".join(
             (
                 bytes([RECORD_VERSION, self.type]),

@@ -126,8 +126,12 @@ def subnet_of(address: str | None) -> str | None:
 class _Entry:
     contact: Contact
     subnet: str
+    key: int = 0  # the id as an integer (set once: XOR distances are taken on it)
     failures: int = 0
     pinged: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        self.key = int.from_bytes(self.contact.node_id, "big")
 
 
 @dataclass(slots=True)
@@ -158,6 +162,7 @@ class RoutingTable:
         if len(own_id) != ID_SIZE:
             raise LocalProtocolError(f"node ids are {ID_SIZE} bytes")
         self.own_id = own_id
+        self._own_int = int.from_bytes(own_id, "big")
         self._rng = rng
         self.k = k
         self._replacements = replacements
@@ -246,10 +251,31 @@ class RoutingTable:
             bucket = self._buckets.get(bucket_index(self.own_id, target))
             if bucket is not None:
                 bucket.touched = now
+        # Per-bucket selection, not a sort of the table.  With D = own ^ target and j its
+        # top bit, an entry of bucket i is at distance D ^ (its distance from us), whose top
+        # bit is i's: bucket j holds the distances below 2**j; a bucket i < j those that
+        # agree with D above bit i and differ at i, so closer than every bucket under it if
+        # D has bit i set and farther if not; a bucket i > j the distances in
+        # [2**i, 2**(i+1)).  So whole buckets come in a fixed order and only those that
+        # reach ``n`` are sorted (XOR distances never tie).
         t = int.from_bytes(target, "big")
-        everyone = [e.contact for b in self._buckets.values() for e in b.entries.values()]
-        everyone.sort(key=lambda c: int.from_bytes(c.node_id, "big") ^ t)
-        return everyone[:n]
+        d = t ^ self._own_int
+        j = d.bit_length() - 1  # -1: the target is our own id
+        buckets = self._buckets
+        indices = sorted(buckets)
+        order = [i for i in reversed(indices) if i < j and d >> i & 1]
+        order += [i for i in indices if i < j and not d >> i & 1]
+        order += [i for i in indices if i > j]
+        if j in buckets:
+            order.insert(0, j)
+        out: list[Contact] = []
+        for i in order:
+            entries = buckets[i].entries
+            if entries:
+                out.extend(e.contact for e in sorted(entries.values(), key=lambda e: e.key ^ t))
+                if len(out) >= n:
+                    return out[:n]
+        return out
 
     def random_id_in_bucket(self, index: int) -> bytes:
         """A random id whose distance from ours has its highest bit at ``index``."""
@@ -262,7 +288,8 @@ class RoutingTable:
         """``contact`` proved itself live (it answered, or sent a request we verified).
 
         Moves a known entry to the tail (an address change is taken only if the new
-        subnet fits the caps); adds a newcomer if its bucket has room under the caps, else
+        subnet fits the caps; a contact without an address keeps the one its entry or
+        cached replacement has); adds a newcomer if its bucket has room under the caps, else
         caches it as a replacement and may emit :class:`PingContact` for the bucket's least
         recently seen entry.  Returns True if ``contact`` is now an entry of the table.
         Raises LocalProtocolError for a malformed id (callers check ids on decoding).
@@ -277,7 +304,13 @@ class RoutingTable:
         if bucket is None:
             bucket = self._buckets[index] = _Bucket(touched=now)
         bucket.touched = max(bucket.touched, now)
-        contact = Contact(node_id, contact.address, now)
+        known = bucket.entries.get(node_id) or bucket.cache.get(node_id)
+        if contact.address is None and known is not None:
+            # seen without an address (a request before we could describe the peer): not
+            # knowing it is not having none, which would free its subnet's slot
+            contact = Contact(node_id, known.contact.address, now)
+        else:
+            contact = Contact(node_id, contact.address, now)
         subnet = subnet_of(contact.address) or "id:" + node_id.hex()
         entry = bucket.entries.get(node_id)
         if entry is not None:

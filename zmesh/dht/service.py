@@ -11,8 +11,12 @@ frame, :class:`LookupDone`), one deadline with :meth:`get_timer`/:meth:`handle_t
 * **Requests and answers.**  Every request we send carries a random 32-bit id and waits in
   a bounded pending table keyed by (peer, id) until its answer or its deadline.  An answer
   nobody asked for (unsolicited, late, duplicate) is dropped quietly; one of the wrong
-  type fails the request.  Requests from a peer are budgeted (a token bucket per peer and
-  one for all): beyond it they are dropped unanswered.
+  type fails the request.  The deadline of a request on a link is learned from the round
+  trips of answers (:meth:`Dht._timeout`: RFC 6298's SRTT + 4 RTTVAR, per peer, or over
+  all peers for one not heard yet, between ``rpc_timeout_floor`` and ``rpc_timeout``); a
+  request waiting for a dial has the whole ``rpc_timeout``.  Requests from a peer are
+  budgeted (a token bucket per peer and one for all): beyond it they are dropped
+  unanswered.
 * **Links on demand.**  A request to a node we have no link to waits (bounded, per peer and
   in all) while ``dial`` (the node's :meth:`~zmesh.dialer.Dialer.want`, whose effect is
   :class:`~zmesh.dialer.DialWanted`) links to it; the link coming up sends it, a failed
@@ -27,14 +31,21 @@ frame, :class:`LookupDone`), one deadline with :meth:`get_timer`/:meth:`handle_t
   enter the routing table or a lookup; the table applies its subnet caps.  A peer enters the
   table when its link comes up and whenever it answers or asks us something.
 * **Maintenance.**  Bootstrap is a lookup of our own id at the first link-up, after which
-  our node record is stored at the ``k`` closest nodes; a bucket unused for an hour is
-  refreshed by a lookup (Kademlia section 2.3); held records are replicated hourly and our
-  own republished halfway through their life (:mod:`~zmesh.dht.records`).
+  our node record is stored at the ``k`` closest nodes.  A bootstrap counts only if ``k``
+  nodes answered, or, in a small mesh, every node of the table did and no request failed;
+  else (its only seed was a node that drops lookups, or one that answers with fake
+  contacts) it is tried again, seeded by what the table holds then: at once if the table
+  grew meanwhile (the other links of a join), else at the next link-up, up to
+  :data:`MAX_BOOTSTRAPS` tries.  A newcomer that stopped after one failed bootstrap would
+  stay unknown to its neighbours, and every lookup of it would fail.  Then a bucket unused
+  for an hour is refreshed by a lookup (Kademlia section 2.3); held records are replicated
+  hourly and our own republished halfway through their life (:mod:`~zmesh.dht.records`).
 
 Bounds: :class:`DhtConfig` (lookups in flight, pending requests, requests waiting for a
 link, in all and per peer, records verified per lookup, peers' node records kept).
 """
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,7 +83,9 @@ from .records import (
 )
 from .routing import ID_SIZE, Contact, K, PingContact, RefreshBucket, RoutingTable
 
-RPC_TIMEOUT = 10.0  # per request, a dial (and a record fetch) included
+RPC_TIMEOUT = 10.0  # per request, a dial (and a record fetch) included: the cap
+RPC_TIMEOUT_FLOOR = 1.0  # a learned timeout is never shorter (RFC 6298's minimum RTO)
+MAX_RTT_PEERS = 4096  # peers whose round-trip estimate is kept (the least recent go)
 REQUEST_RATE = 20.0  # requests per second one peer may make us answer
 REQUEST_BURST = 60.0
 REQUEST_RATE_TOTAL = 400.0
@@ -83,6 +96,7 @@ MAX_WAITING_PER_PEER = 8
 MAX_NODE_RECORDS = 2048  # peers' node records kept to describe them to others
 MAX_REFERRERS = 4096  # per lookup: which responder first named a contact
 MAX_VERIFY_PER_LOOKUP = 64  # records a lookup verifies from answers
+MAX_BOOTSTRAPS = 4  # bootstrap lookups tried until one reaches the k closest
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +105,7 @@ class DhtConfig:
     alpha: int = ALPHA
     disjoint_paths: int = 2
     rpc_timeout: float = RPC_TIMEOUT
+    rpc_timeout_floor: float = RPC_TIMEOUT_FLOOR
     puzzle_difficulty: int = 0
     subnet_caps: bool = True  # False only for a private mesh on loopback
     publish_node_record: bool = True  # store ours at the k closest after bootstrap
@@ -179,6 +194,23 @@ class _Pending:
     lookup_id: int = 0
     subject: bytes = b""
     data: bytes = b""  # the encoded request, while it waits for a link
+    sent: float = 0.0  # when it went out on the link
+
+
+@dataclass(slots=True)
+class _Rtt:
+    """A smoothed round-trip time and its variation (RFC 6298 section 2)."""
+
+    srtt: float
+    rttvar: float
+
+    def sample(self, rtt: float) -> None:
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+        self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    @property
+    def rto(self) -> float:
+        return self.srtt + 4 * self.rttvar
 
 
 @dataclass(slots=True)
@@ -228,17 +260,27 @@ class Dht:
         self.store = RecordStore(self.node_id, now)
         self.stats = DhtStats()
         self.events: deque[Event] = deque()
-        self._linked: dict[bytes, None] = {}
+        self._linked: dict[bytes, str | None] = {}  # linked peer -> its address, if known
         self._budgets: dict[bytes, TokenBucket] = {}
         self._budget_all = TokenBucket(cfg.request_rate_total, cfg.request_rate_total * 2)
         self._pending: dict[tuple[bytes, int], _Pending] = {}
+        # the deadlines of requests pending or waiting, a heap with lazy deletion: an entry
+        # whose request left both tables is dropped when it reaches the top (bounded: the
+        # heap is rebuilt from live entries when it outgrows twice max_pending)
+        self._deadlines: list[tuple[float, int, bytes, int, _Pending]] = []
+        self._deadline_seq = 0
+        self._rtts: OrderedDict[bytes, _Rtt] = OrderedDict()  # per peer, bounded
+        self._rtt_all: _Rtt | None = None  # over every answer, for peers without samples
         self._waiting: dict[bytes, dict[int, _Pending]] = {}
         self._waiting_count = 0
         self._searches: dict[int, _Search] = {}
         self._next_lookup = 1
         self._node_records: OrderedDict[bytes, Record] = OrderedDict()
         self._own_record: Record | None = None
-        self._bootstrapped = False
+        self._bootstraps = 0  # bootstrap lookups started
+        self._bootstrapping: int | None = None  # the one in flight
+        self._bootstrap_done = False  # one reached the k closest (or all the table knew)
+        self._bootstrap_seeds = 0  # the table's size when the last one started
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> Event | None:
@@ -248,24 +290,21 @@ class Dht:
         return min(
             self.table.get_timer(),
             self.store.get_timer(),
-            min((p.deadline for p in self._pending.values()), default=float("inf")),
-            min(
-                (p.deadline for q in self._waiting.values() for p in q.values()),
-                default=float("inf"),
-            ),
+            self._first_deadline(),
             min((s.lookup.get_timer() for s in self._searches.values()), default=float("inf")),
         )
 
     def handle_timer(self, now: float) -> None:
         """Fail requests past their deadline, advance lookups, run table and store upkeep."""
-        for key in [k for k, p in self._pending.items() if p.deadline <= now]:
-            self._fail(key[0], self._pending.pop(key), now)
-        for peer in [
-            p for p, q in self._waiting.items() if any(w.deadline <= now for w in q.values())
-        ]:
-            queue = self._waiting[peer]
-            for rid in [r for r, w in queue.items() if w.deadline <= now]:
-                self._fail(peer, self._unwait(peer, rid), now)
+        if self._first_deadline() <= now:
+            for key in [k for k, p in self._pending.items() if p.deadline <= now]:
+                self._fail(key[0], self._pending.pop(key), now)
+            for peer in [
+                p for p, q in self._waiting.items() if any(w.deadline <= now for w in q.values())
+            ]:
+                queue = self._waiting[peer]
+                for rid in [r for r, w in queue.items() if w.deadline <= now]:
+                    self._fail(peer, self._unwait(peer, rid), now)
         for lookup_id in list(self._searches):
             search = self._searches.get(lookup_id)
             if search is not None:
@@ -310,8 +349,7 @@ class Dht:
     def bootstrap(self, now: float) -> int | None:
         """Look up our own id (filling the buckets near us), then, if configured, store our
         node record at the ``k`` closest.  None if lookups are full."""
-        self._bootstrapped = True
-        lookup_id = self._start(LookupKind.BOOTSTRAP, self.node_id, now)
+        lookup_id = self._start_bootstrap(now)
         self._settle(now)
         return lookup_id
 
@@ -319,18 +357,17 @@ class Dht:
         """A link to ``peer_id`` came up (``descriptor``: its verified descriptor, if the
         node knows it).  The peer enters the table if its id passes the puzzle; we send it
         our node record; requests waiting for this link go out; the first link bootstraps."""
-        self._linked[peer_id] = None
         address = descriptor.addresses[0] if descriptor and descriptor.addresses else None
+        self._linked[peer_id] = address
         self._seen(peer_id, now, address)
         own = self._own_node_record(now)
         self._request(peer_id, lambda rid: Store(rid, own), _Purpose.STORE, now)
         queue = self._waiting.pop(peer_id, {})
         self._waiting_count -= len(queue)
         for rid, pending in queue.items():
-            self._send_pending(peer_id, rid, pending)
-        if not self._bootstrapped and len(self.table):
-            self._bootstrapped = True
-            self._start(LookupKind.BOOTSTRAP, self.node_id, now)
+            self._send_pending(peer_id, rid, pending, now)
+        if not self._bootstrap_done and self._bootstrapping is None:
+            self._bootstrap_again(now)
 
     def link_down(self, peer_id: bytes, now: float) -> None:
         """Our last link to ``peer_id`` closed: its requests in flight fail now."""
@@ -392,6 +429,7 @@ class Dht:
         if type(msg) is not pending.expect:
             self._fail(peer_id, pending, now)
             return
+        self._sample_rtt(peer_id, now - pending.sent)
         self._seen(peer_id, now)
         search = self._searches.get(pending.lookup_id)
         match pending.purpose, msg:
@@ -529,9 +567,14 @@ class Dht:
             return
         result = lookup.result
         stored = 0
-        if search.kind is LookupKind.BOOTSTRAP and self.config.publish_node_record:
-            search.record = self._own_node_record(now)
-            self.store.publish(search.record, now)
+        if search.kind is LookupKind.BOOTSTRAP:
+            self._bootstrapping = None
+            answered = len(result.closest)
+            if answered >= self.config.k or (answered >= len(self.table) and not result.failures):
+                self._bootstrap_done = True
+            if self.config.publish_node_record:
+                search.record = self._own_node_record(now)
+                self.store.publish(search.record, now)
         if search.record is not None:
             own = search.record
             for contact in result.closest:
@@ -553,6 +596,27 @@ class Dht:
                 stored,
             )
         )
+        if search.kind is LookupKind.BOOTSTRAP and len(self.table) > self._bootstrap_seeds:
+            self._bootstrap_again(now)  # the table grew meanwhile: try the new seeds now
+
+    def _start_bootstrap(self, now: float) -> int | None:
+        self._bootstraps += 1
+        self._bootstrap_seeds = len(self.table)
+        lookup_id = self._start(LookupKind.BOOTSTRAP, self.node_id, now)
+        if lookup_id is not None:
+            self._bootstrapping = lookup_id
+        return lookup_id
+
+    def _bootstrap_again(self, now: float) -> None:
+        """Bootstrap (again) if no bootstrap reached the ``k`` closest yet, none is in
+        flight, the table has a seed, and tries are left (:data:`MAX_BOOTSTRAPS`)."""
+        if (
+            not self._bootstrap_done
+            and self._bootstrapping is None
+            and self._bootstraps < MAX_BOOTSTRAPS
+            and len(self.table)
+        ):
+            self._start_bootstrap(now)
 
     def _find(self, lookup_id: int, search: _Search, req: FindRequest, now: float) -> None:
         """Send a lookup's request; for a contact we cannot dial, ask its referrer for its
@@ -663,7 +727,7 @@ class Dht:
         data = encode_message(msg)
         if peer in self._linked:
             pending.data = data
-            self._send_pending(peer, rid, pending)
+            self._send_pending(peer, rid, pending, now)
             return True
         queue = self._waiting.get(peer)
         if self._waiting_count >= self.config.max_waiting or (
@@ -679,13 +743,73 @@ class Dht:
         pending.data = data
         queue[rid] = pending
         self._waiting_count += 1
+        self._track(peer, rid, pending)
         return True
 
-    def _send_pending(self, peer: bytes, rid: int, pending: _Pending) -> None:
+    def _track(self, peer: bytes, rid: int, pending: _Pending) -> None:
+        """Enter a new request's deadline in the heap (rebuilt when stale entries pile up)."""
+        self._deadline_seq += 1
+        heapq.heappush(self._deadlines, (pending.deadline, self._deadline_seq, peer, rid, pending))
+        if len(self._deadlines) > 2 * self.config.max_pending + 64:
+            self._deadlines = [e for e in self._deadlines if self._live(e)]
+            heapq.heapify(self._deadlines)
+
+    def _live(self, entry: tuple[float, int, bytes, int, _Pending]) -> bool:
+        """True while the entry's request is pending or waiting for its link, with this
+        deadline (one sent after a dial has a new deadline, and a new entry)."""
+        deadline, _, peer, rid, pending = entry
+        if pending.deadline != deadline:
+            return False
+        if self._pending.get((peer, rid)) is pending:
+            return True
+        queue = self._waiting.get(peer)
+        return queue is not None and queue.get(rid) is pending
+
+    def _first_deadline(self) -> float:
+        """The earliest deadline of a request pending or waiting (infinity if none)."""
+        heap = self._deadlines
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else float("inf")
+
+    def _send_pending(self, peer: bytes, rid: int, pending: _Pending, now: float) -> None:
+        """Put a request on the link; its deadline is now the peer's learned timeout."""
         data, pending.data = pending.data, b""
+        pending.sent = now
+        pending.deadline = now + self._timeout(peer)
         self._pending[(peer, rid)] = pending
+        self._track(peer, rid, pending)
         self.stats.requests_out += 1
         self._send(peer, data)
+
+    def _timeout(self, peer: bytes) -> float:
+        """How long a request sent to ``peer`` now may wait for its answer: the RFC 6298
+        retransmission timeout of the peer's round trips (SRTT + 4 RTTVAR), or of all our
+        answers' for a peer not heard yet, between ``rpc_timeout_floor`` and
+        ``rpc_timeout`` (the latter before any answer).  So a node that drops requests holds
+        a lookup slot about a second, not the full cap (libp2p and BitTorrent DHT clients
+        likewise time requests out from measured round trips)."""
+        cfg = self.config
+        rtt = self._rtts.get(peer) or self._rtt_all
+        if rtt is None:
+            return cfg.rpc_timeout
+        return min(cfg.rpc_timeout, max(cfg.rpc_timeout_floor, rtt.rto))
+
+    def _sample_rtt(self, peer: bytes, rtt: float) -> None:
+        """An answer came ``rtt`` seconds after its request: update the peer's estimate
+        (bounded, least recent first out) and the estimate over every peer."""
+        est = self._rtts.get(peer)
+        if est is None:
+            self._rtts[peer] = _Rtt(rtt, rtt / 2)  # RFC 6298 (2.2)
+        else:
+            est.sample(rtt)  # (2.3)
+            self._rtts.move_to_end(peer)
+        if self._rtt_all is None:
+            self._rtt_all = _Rtt(rtt, rtt / 2)
+        else:
+            self._rtt_all.sample(rtt)
+        while len(self._rtts) > MAX_RTT_PEERS:
+            self._rtts.popitem(last=False)
 
     def _unwait(self, peer: bytes, rid: int) -> _Pending:
         queue = self._waiting[peer]
@@ -719,6 +843,8 @@ class Dht:
         """``peer_id`` proved live on a link: into the table if its id passes the puzzle."""
         if peer_id == self.node_id or not self._puzzle_ok(peer_id):
             return
+        if address is None:  # the link's (a peer's STORE comes before we hold its record)
+            address = self._linked.get(peer_id)
         if address is None:
             desc = self._describe(peer_id)
             address = desc.addresses[0] if desc is not None and desc.addresses else None

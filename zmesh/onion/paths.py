@@ -19,19 +19,46 @@ Two rules serve anonymity on an open network (DESIGN 3b; Tor's path-spec 2.2):
   loopback or named by its operator, as ``zmesh up`` runs) passes no key and waives the
   rule, as Tor's TestingTorNetwork does; the simulator never waives it.
 
+Sybil resistance in the draw (issue 9; DESIGN 3b).  Ids are free, so a relay drawn
+uniformly from what a client knows hands an attacker who brings M ids from a few subnets a
+share M / (M + honest) of every position.  So on an open network (a ``subnet`` key given)
+a draw is **per subnet**: a subnet is drawn, weighted by its heaviest relay, then a relay
+in it, weighted likewise; one subnet's many ids do not multiply its share, as one relay
+per /16 per path already keeps them from sharing a path.  And given when each relay was
+first seen (``first_seen``, as the guard age rule reads it), a relay seen for less than
+``fresh_age`` (:data:`FRESH_AGE`, a day) weighs :data:`FRESH_WEIGHT` (a hundredth) of
+an established one, after Tor's cap on relays its authorities have not measured yet: a
+flood of new ids in K fresh subnets gets about K / (100 H + K) of the middle and exit
+positions against H established subnets, whatever their number of ids.  Guards are not
+drawn here (a guard set gives them, with its own age rule).
+
+The cost to anonymity: draws are no longer uniform over relays.  A relay in a crowded
+subnet (a hosting provider's /16) is drawn less often than one alone in its subnet, so an
+adversary who spreads relays over many subnets gains, per relay, what crowded honest
+subnets lose, and new honest relays carry a hundredth of the load for their first day; the
+path's entropy over relays drops accordingly (Tor accepts the like for its family and
+/16 rules and its unmeasured-relay cap).  Honest exits are few (a fraction of the
+relays) and every Sybil may claim the flag, so the exit position is where a weaker
+penalty would show first; a hundredth keeps K fresh exit subnets at about K / (100 E)
+of exits against E established exits.  A private mesh passes no key and no ages, and
+draws uniformly as before.
+
 Draws are by rejection sampling over a :class:`RelayPool` built once per directory
-change: a random index, the constraints checked, a few attempts, then the filtered list.
-A pool of 10,000 relays thus costs a handful of checks per path, not a pass over the
-directory (the anonymity simulator draws hundreds of thousands of paths).
+change: a weighted random pick, the constraints checked, a few attempts, then the
+filtered list with the same weights.  A pool of 10,000 relays thus costs a handful of
+checks per path, not a pass over the directory (the anonymity simulator draws hundreds
+of thousands of paths).
 
 Inputs are plain data (descriptors, linked ids, our id) and the randomness comes from an
 injected :class:`~zmesh.rng.Rng`, so a seeded run picks the same paths every time.
 """
 
 import ipaddress
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
+from itertools import accumulate
 from typing import Protocol
 
 from ..errors import ZMeshError
@@ -42,6 +69,9 @@ HOPS = 3
 ATTEMPTS = 16  # random draws before a draw filters its whole list
 NO_ADDRESS = "none"  # the subnet of every relay without a usable address: one bucket
 SUBNET_CACHE = 16384  # address tuples whose subnet is remembered (bounded)
+FRESH_AGE = 24 * 3600.0  # a relay first seen less than this long ago is fresh
+FRESH_WEIGHT = 0.01  # what a fresh relay weighs against an established one
+_ESTABLISHED = round(1 / FRESH_WEIGHT)  # integer weights: fresh 1, established 100
 _RELAY, _EXIT = int(Flags.RELAY), int(Flags.EXIT)
 
 
@@ -150,6 +180,77 @@ def shuffled[T](rng: Rng, items: Sequence[T]) -> Iterator[T]:
         yield out[i]
 
 
+def _uniform(rng: Rng) -> float:
+    """A float in [0, 1) from 53 random bits."""
+    return randbelow(rng, 1 << 53) / (1 << 53)
+
+
+class _Groups:
+    """Relays grouped by diversity key, for draws per key: a key weighted by its heaviest
+    relay, then a relay of it by weight (integer weights)."""
+
+    __slots__ = ("_key_cum", "_keys", "_members", "uniform")
+
+    def __init__(
+        self, ids: Sequence[bytes], key: Mapping[bytes, object], weight: Mapping[bytes, int]
+    ):
+        groups: dict[object, list[bytes]] = {}
+        for i in ids:  # ids are sorted: so are the members of each key
+            groups.setdefault(key[i], []).append(i)
+        self._keys = list(groups)
+        self._members = [
+            (members, list(accumulate(weight[m] for m in members))) for members in groups.values()
+        ]
+        self._key_cum = list(accumulate(max(weight[m] for m in g) for g in groups.values()))
+        self.uniform = (
+            all(len(g) == 1 for g in groups.values()) and len({weight[i] for i in ids}) <= 1
+        )  # one relay per key, all alike: a plain uniform draw over ``ids``
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def pick(self, rng: Rng) -> bytes:
+        """One relay: a key by weight, then a member by weight (one draw if it has one)."""
+        k = bisect_right(self._key_cum, randbelow(rng, self._key_cum[-1]))
+        members, cum = self._members[k]
+        if len(members) == 1:
+            return members[0]
+        return members[bisect_right(cum, randbelow(rng, cum[-1]))]
+
+    def draw(self, rng: Rng, ok: Callable[[bytes], bool]) -> bytes | None:
+        """A relay satisfying ``ok``, with the probability :meth:`pick` gives it, renormed
+        over those that do; None if none does.  Rejection sampling first (as
+        :func:`draw`), then the filtered relays with the same weights."""
+        if not self._keys:
+            return None
+        for _ in range(ATTEMPTS):
+            item = self.pick(rng)
+            if ok(item):
+                return item
+        return self.choose(rng, ok)
+
+    def choose(self, rng: Rng, ok: Callable[[bytes], bool]) -> bytes | None:
+        """Like :meth:`draw` without the rejection stage: one pass over the relays."""
+        if self.uniform:
+            good = [m for members, _ in self._members for m in members if ok(m)]
+            return choice(rng, good) if good else None
+        items: list[bytes] = []
+        masses: list[float] = []
+        previous = 0
+        for (members, cum), key_cum in zip(self._members, self._key_cum, strict=True):
+            key_weight, previous = key_cum - previous, key_cum
+            low = 0
+            for member, high in zip(members, cum, strict=True):
+                if ok(member):
+                    items.append(member)
+                    masses.append(key_weight * (high - low) / cum[-1])
+                low = high
+        if not items:
+            return None
+        total = list(accumulate(masses))
+        return items[min(bisect_right(total, _uniform(rng) * total[-1]), len(items) - 1)]
+
+
 class RelayPool[D: Relay]:
     """The relays a client may build paths through, indexed once for many draws.
 
@@ -160,8 +261,17 @@ class RelayPool[D: Relay]:
     """
 
     def __init__(
-        self, relays: Iterable[D], own_id: bytes, subnet: Callable[[D], str] | None = None
+        self,
+        relays: Iterable[D],
+        own_id: bytes,
+        subnet: Callable[[D], str] | None = None,
+        *,
+        first_seen: Mapping[bytes, float] | None = None,
+        now: float = 0.0,
+        fresh_age: float = FRESH_AGE,
     ) -> None:
+        """``first_seen`` (when each relay was first seen) and ``now`` weigh relays seen
+        for less than ``fresh_age`` down (the module doc); a relay it lacks is fresh."""
         by_id: dict[bytes, D] = {}
         for desc in relays:
             node_id = desc.node_id
@@ -173,6 +283,15 @@ class RelayPool[D: Relay]:
         self.key: dict[bytes, str | bytes] = (
             {i: subnet(by_id[i]) for i in self.ids} if subnet else {i: i for i in self.ids}
         )
+        if first_seen is None:
+            self.weight = dict.fromkeys(self.ids, 1)
+        else:
+            fresh = now - fresh_age
+            self.weight = {
+                i: _ESTABLISHED if first_seen.get(i, now) <= fresh else 1 for i in self.ids
+            }
+        self._all = _Groups(self.ids, self.key, self.weight)
+        self._exits = _Groups(self.exits, self.key, self.weight)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -257,7 +376,7 @@ class RelayPool[D: Relay]:
         if not self.ids:
             return
         for _ in range(ATTEMPTS):
-            g = self.ids[randbelow(rng, len(self.ids))]
+            g = self._all.pick(rng)
             if g not in avoid:
                 yield g
         yield from shuffled(rng, [g for g in self.ids if g not in avoid])
@@ -272,8 +391,8 @@ class RelayPool[D: Relay]:
         key_guard, key_exit = key[guard], key[exit_id]
         if key_guard == key_exit:
             return None
-        return draw(
-            rng, self.ids, lambda m: key[m] != key_guard and key[m] != key_exit and m not in avoid
+        return self._all.draw(
+            rng, lambda m: key[m] != key_guard and key[m] != key_exit and m not in avoid
         )
 
     def _exit_and_middle(
@@ -287,7 +406,7 @@ class RelayPool[D: Relay]:
         def exit_ok(e: bytes) -> bool:
             return e not in avoid_exits and e != guard and key[e] != key_guard
 
-        exit_ = draw(rng, self.exits, exit_ok)
+        exit_ = self._exits.draw(rng, exit_ok)
         if exit_ is None:
             return None
         middle = self._middle(rng, guard, exit_, avoid)
@@ -298,12 +417,14 @@ class RelayPool[D: Relay]:
         # holds e itself), so a count per subnet decides each exit at once.
         middles = [m for m in self.ids if m not in avoid and key[m] != key_guard]
         per_key = Counter(key[m] for m in middles)
-        viable = [e for e in self.exits if exit_ok(e) and len(middles) > per_key[key[e]]]
-        if not viable:
+        viable = {e for e in self.exits if exit_ok(e) and len(middles) > per_key[key[e]]}
+        exit_ = self._exits.choose(rng, viable.__contains__)
+        if exit_ is None:
             return None
-        exit_ = choice(rng, viable)
         key_exit = key[exit_]
-        return choice(rng, [m for m in middles if key[m] != key_exit]), exit_
+        candidates = {m for m in middles if key[m] != key_exit}
+        middle = self._all.choose(rng, candidates.__contains__)
+        return (middle, exit_) if middle is not None else None
 
 
 def choose_path[D: Relay](

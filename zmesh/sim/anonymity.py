@@ -231,7 +231,7 @@ def simulate_anonymity(
         first_seen = {r.node_id: r.joined for r in relays}
         listed = first_seen.keys()
         eligible = eligible_guards(relays, first_seen, now, own_id=b"")
-        pool = RelayPool(relays, b"", subnet_of)
+        pool = RelayPool(relays, b"", subnet_of, first_seen=first_seen, now=now)
         for client in clients:
             rng = client.rng
             client.guards.update(now, rng, eligible, listed)
