@@ -54,61 +54,45 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
+def _number[T: (int, float)](text: str, kind: type[T]) -> T:
+    """``text`` as an int or a float (argparse type step); ArgumentTypeError if it is not."""
     try:
-        value = float(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {value}")
-    return value
+        noun = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
 
 
 def _churn(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text, float)
     if not 0.0 <= value <= 10.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 10 per hour, not {value}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
     return value
 
 
 def _days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text, float)
     if not 0.0 < value <= 3650:
         raise argparse.ArgumentTypeError(f"must be in (0, 3650] days, not {value}")
     return value
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
 def _relay_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _number(text, int)
     if not MIN_RELAYS <= value <= MAX_RELAYS:
         raise argparse.ArgumentTypeError(
             f"must be between {MIN_RELAYS} and {MAX_RELAYS}, not {value} (a 3-hop circuit "
@@ -118,20 +102,14 @@ def _relay_count(text: str) -> int:
 
 
 def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text, float)
     if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError("loss must be in [0, 1)")
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {value}")
     return value
 
 
 def _milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text, float)
     if not 0.0 <= value <= 10_000:
         raise argparse.ArgumentTypeError("latency must be between 0 and 10000 ms")
     return value / 1000
@@ -647,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--adversary",
-        type=_fraction,
+        type=_probability,
         default=0.0,
         metavar="F",
         help="fraction of relays hostile and colluding (default 0)",
