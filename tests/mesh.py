@@ -2,6 +2,7 @@
 
 from zmesh.circuit.sessions import SessionStreamEvent
 from zmesh.node import CircuitBuilt, CircuitClosed, Event, LinkUp, NodeConfig
+from zmesh.rng import DeterministicRng
 from zmesh.session.endpoint import StreamData, StreamFinished, StreamOpened
 from zmesh.sim import LinkModel, SimNode, Simulator
 
@@ -82,6 +83,14 @@ def received(sn: SimNode, session_id: int | None = None) -> bytes:
     )
 
 
+def send_all(sim: Simulator, source: SimNode, session: int, stream: int, size: int) -> bytes:
+    """Send ``size`` seeded bytes on a session's stream and FIN; returns them."""
+    data = DeterministicRng(size).bytes(size)
+    sim.call(source, lambda: source.node.sessions.send(session, stream, data, sim.now))
+    sim.call(source, lambda: source.node.sessions.finish(session, stream, sim.now))
+    return data
+
+
 def finished(sn: SimNode) -> bool:
     return any(
         isinstance(e, SessionStreamEvent) and isinstance(e.event, StreamFinished) for e in sn.events
@@ -98,4 +107,5 @@ __all__ = [
     "full_mesh",
     "open_stream",
     "received",
+    "send_all",
 ]

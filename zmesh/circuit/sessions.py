@@ -13,12 +13,12 @@ as a leg once built.  When a leg is lost, its middle is scored in the builder's 
 table (a guard whose link fails is scored by the node), and the leg is replaced at once
 by a *standby* circuit to the same exit that avoids the avoided relays and the other
 legs' middles, if one is ready, else by a new build; the standby is refilled in the
-background (:data:`STANDBY_PER_EXIT` per exit in use).  A build that fails is retried
-after a backoff (:data:`RETRY_DELAY`, doubling, at most :data:`MAX_RETRY_DELAY`).  While
-a session lacks legs and its newest build has been under way for :data:`HEDGE_AFTER`,
-another starts beside it through other relays (at most twice the legs it wants): a build
-through a dead relay would wait for the build timeout.  A session whose exit is gone
-fails after its grace time, as every session without legs does.
+background.  A build that fails is retried after a backoff.  While a session lacks legs
+and its newest build has been slow, another starts beside it through other relays (at
+most twice the legs it wants): a build through a dead relay would wait for the build
+timeout.  The paths, spares, backoff and hedge are :mod:`zmesh.circuit.healing`'s.  A
+session whose exit is gone fails after its grace time, as every session without legs
+does.
 
 The tables are bounded: at most :data:`MAX_SESSIONS` sessions in all, one per circuit at
 the most (a session needs a circuit to be created, and CREATEs are budgeted per peer by
@@ -34,13 +34,13 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from ..identity import Descriptor
 from ..link.table import LinkTable
-from ..onion.paths import NoPathError, choose_leg, choose_path
+from ..onion.paths import NoPathError
 from ..rng import Rng
 from ..session.endpoint import StreamData, StreamEvent
 from ..session.frames import TOKEN_SIZE, StreamFrame
@@ -57,14 +57,11 @@ from ..session.stream import Stream
 from .builder import CircuitBuilder
 from .common import CircuitConfig
 from .guarding import Guards
+from .healing import RETRY_DELAY, Healer, Plan
 from .relay import RelayTable
 
 MAX_SESSIONS = 4096
 DEFAULT_LEGS = 2
-STANDBY_PER_EXIT = 1
-RETRY_DELAY = 0.25
-MAX_RETRY_DELAY = 4.0
-HEDGE_AFTER = 1.0  # a leg's build still under way this long gets a parallel one
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,34 +108,10 @@ class SessionInfo:
 
 
 @dataclass(slots=True)
-class _Plan:
-    """What a managed session keeps up: ``want`` legs to ``exit_id``."""
-
-    exit_id: bytes
-    want: int
-    building: dict[int, float] = field(default_factory=dict)  # its builds: id -> started
-    retry_at: float | None = None
-    delay: float = RETRY_DELAY
-    spare: bool = False  # a build beside a stalled only leg: it joins whatever the count
-    hedged: float = -math.inf  # the last hedge tried (one per HEDGE_AFTER, found a path or not)
-
-    def hedge_at(self, legs: int) -> float | None:
-        """When to start one more build because those under way are slow (a relay on
-        their path may be dead: waiting for the build timeout would outlast the grace)."""
-        if legs >= self.want or not self.building or len(self.building) >= 2 * self.want:
-            return None
-        return max(*self.building.values(), self.hedged) + HEDGE_AFTER
-
-    def deadline(self, legs: int) -> float | None:
-        times = [t for t in (self.retry_at, self.hedge_at(legs)) if t is not None]
-        return min(times) if times else None
-
-
-@dataclass(slots=True)
 class _Entry:
     session_id: int
     session: Session
-    plan: _Plan | None = None
+    plan: Plan | None = None
     bytes_sent: int = 0
     bytes_received: int = 0
     last_data: float | None = None  # when data last reached the application
@@ -173,15 +146,9 @@ class Sessions:
         self.events: deque[SessionEvent] = deque()
         builder.deliver_to(self._on_frames)
         relay.deliver_to(self._on_frames)
-        # healing (managed sessions): where paths come from, and the circuits being built
-        self._relays: Mapping[bytes, Descriptor] = {}
-        self._links = LinkTable()  # none until route_with
-        self._own_id = b""
-        self._guards: Guards | None = None
-        self._subnet: Callable[[Descriptor], str] | None = None
+        # healing (managed sessions): paths and spares, and the legs being built
+        self._healer = Healer(builder, rng)
         self._building: dict[int, _Entry] = {}  # circuit id -> the session it will join
-        self._standby: dict[bytes, set[int]] = {}  # exit id -> built spare circuits to it
-        self._standby_building: dict[int, bytes] = {}  # circuit id -> its exit
 
     def route_with(
         self,
@@ -192,11 +159,8 @@ class Sessions:
         guards: Guards | None = None,
         subnet: Callable[[Descriptor], str] | None = None,
     ) -> None:
-        """Where :meth:`connect` finds paths: the relays known, our links, our own id; with
-        ``guards``, first hops come from them only; ``subnet``
-        (:func:`~zmesh.onion.paths.subnet_of`) keeps a path to one relay per subnet."""
-        self._relays, self._links, self._own_id = relays, links, own_id
-        self._guards, self._subnet = guards, subnet
+        """Where :meth:`connect` finds paths (:meth:`Healer.route_with`)."""
+        self._healer.route_with(relays, links, own_id, guards=guards, subnet=subnet)
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> SessionEvent | None:
@@ -227,7 +191,7 @@ class Sessions:
             if plan is not None and hedge is not None and hedge <= now:
                 plan.hedged = now
                 slow = {n for cid in plan.building for n in self._builder.path(cid)[:-1]}
-                path = self._leg_path(plan.exit_id, self._used(entry), now, slow)
+                path = self._healer.leg_path(plan.exit_id, self._used(entry), now, slow)
                 if path is not None:
                     self._build_leg(entry, plan, path, now)
             self._flush(entry, now)
@@ -266,7 +230,7 @@ class Sessions:
 
     def standby(self) -> list[int]:
         """The built spare circuits, kept to replace lost legs."""
-        return [cid for spare in self._standby.values() for cid in spare]
+        return self._healer.standby()
 
     # -- the client API ---------------------------------------------------------------------
     def create(self, now: float) -> int:
@@ -281,29 +245,10 @@ class Sessions:
     def can_connect(self, now: float) -> bool:
         """Whether :meth:`connect` finds a path now (relays known, an exit, a link)."""
         try:
-            self._first_path(now)
+            self._healer.first_path(now)
         except NoPathError:
             return False
         return True
-
-    def _first_path(self, now: float) -> list[Descriptor]:
-        linked, suspects = self._path_inputs(now)
-        guards = None if self._guards is None else self._guards.first_hops(now)
-        return choose_path(
-            self._rng,
-            self._relays.values(),
-            linked,
-            self._own_id,
-            suspects,
-            guards=guards,
-            subnet=self._subnet,
-        )
-
-    def _path_inputs(self, now: float) -> tuple[set[bytes], list[bytes]]:
-        """The relays we are linked to (possible guards) and those avoided now (failed
-        recently, or a link whose phi says they may be gone)."""
-        avoided = self._builder.avoidance.avoided_ids(now) + self._links.suspects(now)
-        return set(self._links.peers()), avoided
 
     def connect(self, now: float, legs: int = DEFAULT_LEGS) -> int:
         """A managed session of ``legs`` legs to an exit the node picks (see Healing).
@@ -313,12 +258,12 @@ class Sessions:
         or at :data:`MAX_SESSIONS`."""
         if not 1 <= legs <= MAX_LEGS:
             raise LocalProtocolError(f"a session has 1 to {MAX_LEGS} legs")
-        path = self._first_path(now)
+        path = self._healer.first_path(now)
         entry = self._sessions[self.create(now)]
-        plan = entry.plan = _Plan(path[-1].node_id, legs)
+        plan = entry.plan = Plan(path[-1].node_id, legs)
         self._build_leg(entry, plan, path, now)
         self._top_up(entry, now)
-        self._refill_standby(plan.exit_id, now)
+        self._healer.refill_standby(plan.exit_id, now)
         self._flush(entry, now)
         self._settle(now)
         return entry.session_id
@@ -401,8 +346,8 @@ class Sessions:
     # -- circuits ---------------------------------------------------------------------------
     def circuit_built(self, circuit_id: int, now: float) -> None:
         """A client circuit is up: a leg a managed session waited for, or a standby."""
-        if self._guards is not None:
-            self._guards.build_ended(circuit_id, True, now)
+        if self._healer.guards is not None:
+            self._healer.guards.build_ended(circuit_id, True, now)
         entry = self._building.pop(circuit_id, None)
         if entry is not None:
             assert entry.plan is not None
@@ -413,31 +358,24 @@ class Sessions:
                 plan.spare = False
                 self._attach(entry, circuit_id, now)
                 self._flush(entry, now)
-            elif len(self._standby.setdefault(plan.exit_id, set())) < STANDBY_PER_EXIT:
-                self._standby[plan.exit_id].add(circuit_id)  # a hedge that came in late
-            else:
-                self._close_circuit(circuit_id, CloseCode.REQUESTED, now)
+            elif not self._healer.keep(plan.exit_id, circuit_id):  # a hedge that came in late
+                self._healer.close(circuit_id, now)
             return
-        exit_id = self._standby_building.pop(circuit_id, None)
-        if exit_id is not None:
-            self._standby.setdefault(exit_id, set()).add(circuit_id)
+        self._healer.standby_built(circuit_id)
 
     def circuit_closed(self, circuit_id: int, now: float) -> None:
         """A circuit closed: if it was a leg, its session resends what it carried; if it
         was being built for one, the build is retried after a backoff."""
-        if self._guards is not None:
-            self._guards.build_ended(circuit_id, False, now)
+        if self._healer.guards is not None:
+            self._healer.guards.build_ended(circuit_id, False, now)
         entry = self._building.pop(circuit_id, None)
         if entry is not None:
             assert entry.plan is not None
             del entry.plan.building[circuit_id]
-            self._retry_later(entry.plan, now)
+            entry.plan.retry_later(now)
             self._flush(entry, now)
             return
-        exit_id = self._standby_building.pop(circuit_id, None)
-        if exit_id is None:
-            for spare in self._standby.values():
-                spare.discard(circuit_id)
+        self._healer.standby_closed(circuit_id)
         entry = self._by_leg.pop(circuit_id, None)
         if entry is not None:
             entry.legs.discard(circuit_id)
@@ -560,7 +498,7 @@ class Sessions:
             if len(path) > 2:  # the middle: a dead guard is scored when its link closes
                 self._builder.avoidance.failed(path[1], now)
             self._top_up(entry, now)
-            self._refill_standby(plan.exit_id, now)
+            self._healer.refill_standby(plan.exit_id, now)
 
     def _end(
         self, entry: _Entry, reason: str, now: float, code: CloseCode = CloseCode.REQUESTED
@@ -581,7 +519,7 @@ class Sessions:
                 self._close_circuit(cid, CloseCode.REQUESTED, now)
             plan.building.clear()
             if not any(e.plan and e.plan.exit_id == plan.exit_id for e in self._sessions.values()):
-                self._drop_standby(plan.exit_id, now)
+                self._healer.drop_standby(plan.exit_id, now)
         self.events.append(SessionClosed(entry.session_id, reason))
 
     # -- healing ----------------------------------------------------------------------------
@@ -591,13 +529,13 @@ class Sessions:
         assert plan is not None
         while len(entry.legs) + len(plan.building) < plan.want:
             used = self._used(entry)
-            spare = self._take_standby(plan.exit_id, used, now, any_guard=not entry.legs)
+            spare = self._healer.take_standby(plan.exit_id, used, now, any_guard=not entry.legs)
             if spare is not None:
                 self._attach(entry, spare, now)
                 continue
-            path = self._leg_path(plan.exit_id, used, now)
+            path = self._healer.leg_path(plan.exit_id, used, now)
             if path is None or not self._build_leg(entry, plan, path, now):
-                self._retry_later(plan, now)
+                plan.retry_later(now)
                 return
 
     def _spare_leg(self, entry: _Entry, now: float) -> None:
@@ -607,12 +545,12 @@ class Sessions:
         if plan is None or plan.building:
             return
         used = self._used(entry)
-        spare = self._take_standby(plan.exit_id, used, now, any_guard=True)
+        spare = self._healer.take_standby(plan.exit_id, used, now, any_guard=True)
         if spare is not None:
             self._attach(entry, spare, now)
-            self._refill_standby(plan.exit_id, now)
+            self._healer.refill_standby(plan.exit_id, now)
             return
-        path = self._leg_path(plan.exit_id, used, now)
+        path = self._healer.leg_path(plan.exit_id, used, now)
         if path is not None:
             plan.spare = self._build_leg(entry, plan, path, now)
 
@@ -625,99 +563,17 @@ class Sessions:
             for node_id in self._builder.path(cid)[:-1]
         }
 
-    def _leg_path(
-        self, exit_id: bytes, used: set[bytes], now: float, slow: Collection[bytes] = ()
-    ) -> list[Descriptor] | None:
-        """A path for one more leg to ``exit_id``, around ``used`` if it can; the relays
-        of ``slow`` builds (a hedge's) are avoided like suspects, since one may be dead."""
-        linked, avoided = self._path_inputs(now)
-        suspects = [*avoided, *slow]
-        guards = None if self._guards is None else self._guards.first_hops(now, exit_id)
-        try:
-            return choose_leg(
-                self._rng,
-                self._relays.values(),
-                linked,
-                self._own_id,
-                exit_id=exit_id,
-                used=used,
-                suspects=suspects,
-                guards=guards,
-                subnet=self._subnet,
-            )
-        except NoPathError:
-            return None
-
-    def _build_leg(self, entry: _Entry, plan: _Plan, path: list[Descriptor], now: float) -> bool:
-        cid = self._build(path, now)
+    def _build_leg(self, entry: _Entry, plan: Plan, path: list[Descriptor], now: float) -> bool:
+        cid = self._healer.build(path, now)
         if cid is None:
             return False
         plan.building[cid] = now
         self._building[cid] = entry
         return True
 
-    def _retry_later(self, plan: _Plan, now: float) -> None:
-        if plan.retry_at is None:
-            plan.retry_at = now + plan.delay
-            plan.delay = min(MAX_RETRY_DELAY, 2 * plan.delay)
-
-    def _take_standby(
-        self, exit_id: bytes, used: set[bytes], now: float, *, any_guard: bool
-    ) -> int | None:
-        """A built spare circuit to ``exit_id`` whose middle is not in ``used``, nor its
-        guard unless ``any_guard`` (a session with a live leg builds a leg through another
-        guard rather than put both on one), and whose guard and middle are not avoided,
-        taken out of the standby."""
-        avoided = set(self._builder.avoidance.avoided_ids(now))
-        spares = self._standby.get(exit_id, set())
-        for cid in sorted(spares):
-            path = self._builder.path(cid)
-            if not path:  # closed, and its CircuitClosed not yet handled (same input)
-                spares.discard(cid)
-                continue
-            guard, middle = path[:2]
-            if (
-                middle not in used
-                and (any_guard or guard not in used)
-                and not {guard, middle} & avoided
-            ):
-                spares.discard(cid)
-                return cid
-        return None
-
-    def _refill_standby(self, exit_id: bytes, now: float) -> None:
-        """Start building spares to ``exit_id`` up to :data:`STANDBY_PER_EXIT`."""
-        building = sum(1 for e in self._standby_building.values() if e == exit_id)
-        if len(self._standby.get(exit_id, ())) + building >= STANDBY_PER_EXIT:
-            return
-        path = self._leg_path(exit_id, set(), now)
-        cid = None if path is None else self._build(path, now)
-        if cid is not None:
-            self._standby_building[cid] = exit_id
-
-    def _build(self, path: list[Descriptor], now: float) -> int | None:
-        """Start building ``path``; its id, or None if the builder refused."""
-        try:
-            cid = self._builder.build(path, now)
-        except LocalProtocolError:
-            return None
-        if self._guards is not None:
-            self._guards.build_started(cid, path[0].node_id)
-        return cid
-
-    def _drop_standby(self, exit_id: bytes, now: float) -> None:
-        """No session uses ``exit_id`` any more: close its spares."""
-        spares = self._standby.pop(exit_id, set())
-        spares |= {c for c, e in self._standby_building.items() if e == exit_id}
-        for cid in spares:
-            self._standby_building.pop(cid, None)
-            self._close_circuit(cid, CloseCode.REQUESTED, now)
-
     def _close_circuit(self, circuit_id: int, code: CloseCode, now: float) -> None:
-        if self._guards is not None:
-            self._guards.forget(circuit_id)
         if circuit_id in self._builder:
-            self._builder.close(circuit_id, now, code)
+            self._healer.close(circuit_id, now, code)
         elif circuit_id in self._relay:
             self._relay.close(circuit_id, now, code)
 
