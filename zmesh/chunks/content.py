@@ -36,8 +36,10 @@ PIECE_PREFIX = b"\x02"
 
 
 def piece_hash(piece: bytes) -> bytes:
-    """SHA-256(0x02 || piece)."""
-    return hashlib.sha256(PIECE_PREFIX + piece).digest()
+    """SHA-256(0x02 || piece) (fed in two parts: a piece is not copied)."""
+    h = hashlib.sha256(PIECE_PREFIX)
+    h.update(piece)
+    return h.digest()
 
 
 def group_leaf(hashes: Sequence[bytes]) -> bytes:

@@ -20,6 +20,8 @@ if sys.platform == "emscripten":
 else:
     from . import _zfec as backend
 
+__all__ = ["BACKEND", "backend", "decode", "encode"]
+
 BACKEND = backend.__name__.rsplit(".", 1)[-1].lstrip("_")
 
 
