@@ -79,6 +79,13 @@ def test_too_few_pieces_fail_clearly() -> None:
     _, enc = content(6 * CS)
     with pytest.raises(NotEnoughPiecesError, match="group 0 needs 3 pieces, 2 given"):
         decode_group(enc.manifest, 0, {0: enc.pieces[0], 4: enc.pieces[4]}, enc.proof(0))
+    with pytest.raises(ProofError, match="bytes, not"):
+        decode_group(
+            enc.manifest,
+            0,
+            {0: enc.pieces[0] + b"x", 1: enc.pieces[1], 2: enc.pieces[2]},
+            enc.proof(0),
+        )
     with pytest.raises(NotEnoughPiecesError, match="no proof for group 1"):
         assemble(enc.manifest, dict(enumerate(enc.pieces)), {0: enc.proof(0)})
 

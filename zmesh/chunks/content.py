@@ -160,9 +160,10 @@ def decode_group(
     """The file's bytes covered by ``group``, from its verified pieces (index to bytes).
 
     Every chunk returned, held or rebuilt, is checked against the proof's hashes.
-    Raises NotEnoughPiecesError if too few of the group's pieces are given, ProofError if the
-    proof fails or a rebuilt chunk does not match its hash (the sharer's parity is
-    inconsistent with its data: drop the content)."""
+    Raises NotEnoughPiecesError if too few of the group's pieces are given, ProofError if
+    the proof fails, a piece has the wrong length, or a chunk does not match its hash
+    (for a rebuilt one: the sharer's parity is inconsistent with its data: drop the
+    content)."""
     layout = manifest.layout
     verify_group_proof(manifest, group, proof)
     data_count = layout.group_data_count(group)
@@ -171,8 +172,13 @@ def decode_group(
     shares: dict[int, bytes] = {s: bytes(block) for s in range(data_count, layout.k)}
     for index in indices:
         if index in pieces:
+            piece = pieces[index]
+            if len(piece) != layout.piece_length(index):
+                raise ProofError(
+                    f"piece {index} is {layout.piece_length(index)} bytes, not {len(piece)}"
+                )
             _, share = layout.locate(index)
-            shares[share] = bytes(pieces[index]).ljust(block, b"\0")
+            shares[share] = bytes(piece).ljust(block, b"\0")
     if len(shares) < layout.k:
         raise NotEnoughPiecesError(
             f"group {group} needs {data_count} pieces, {len(shares) - layout.k + data_count} given"
