@@ -136,15 +136,19 @@ def relay_config(
     *,
     hop_events: bool = False,
     private: bool = False,
+    gossip: bool = False,
 ) -> NodeConfig:
     """The :class:`NodeConfig` of every native node, ``zmesh relay`` and ``zmesh proxy``
     alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
     under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
     and answers signaling, so that a first hop cannot tell a client from a relay (D22).
-    Its circuits start at persistent guards, except in a ``private`` mesh (on loopback,
-    as ``zmesh up`` runs), which also waives the one-relay-per-subnet rule: one operator
-    holds every relay there, and with a guard set of two, legs that heal shared one
-    guard and a session stalled for 2.6 s when it died (D43)."""
+    It discovers relays through the DHT and picks paths from its peer sample (issue 9,
+    D46); descriptors are flooded only with ``gossip`` (a mesh that serves browser nodes,
+    which do not run the DHT).  Its circuits start at persistent guards, except in a
+    ``private`` mesh (on loopback, as ``zmesh up`` runs), which also waives the
+    one-relay-per-subnet rule: one operator holds every relay there, and with a guard set
+    of two, legs that heal shared one guard and a session stalled for 2.6 s when it died
+    (D43)."""
     return NodeConfig(
         flags=Flags.RELAY | flags,
         addresses=addresses,
@@ -153,6 +157,8 @@ def relay_config(
         hop_events=hop_events,
         guards=not private,
         private=private,
+        dht=True,
+        gossip=gossip,
     )
 
 
@@ -246,7 +252,8 @@ def check_relay_count(relays: int) -> None:
         )
 
 
-PROXY_STATUS_TIMEOUT = 2.0  # how long `zmesh up`'s status waits for its proxy's
+PROXY_STATUS_TIMEOUT = 2.0
+PROXY_BOOTSTRAPS = 2  # relays `zmesh up` names to its proxy (the exit first)  # how long `zmesh up`'s status waits for its proxy's
 
 
 def _exit_text(code: int | None) -> str:
@@ -320,7 +327,7 @@ async def run_up(opts: UpOptions) -> int:
             proxy_args += ["--data", str(base / "proxy")]
             if proxy_control is not None:
                 proxy_args += ["--control", f"{proxy_control[0]}:{proxy_control[1]}"]
-            for url in urls:
+            for url in urls[:PROXY_BOOTSTRAPS]:  # the DHT finds the others (D46)
                 proxy_args += ["--bootstrap", url]
             proxy, ready = await children.start_process(proxy_args, "SOCKS5 proxy ready on")
             print(ready, flush=True)

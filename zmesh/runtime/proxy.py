@@ -35,7 +35,9 @@ from .control import (
     ControlServer,
     Document,
     circuit_infos,
+    discovery,
     guards_per_client,
+    relays_known,
     session_entry,
     start_control,
     status_document,
@@ -160,13 +162,16 @@ class SocksProxy:
         retired = {s.session_id: s.retired for s in self.pool.core.sessions()}
         now = wall_clock()
         infos = [node.sessions.info(sid, now) for sid in node.sessions.ids() if sid in retired]
+        uptime = time.monotonic() - self._started
         return status_document(
             role="proxy",
-            uptime=time.monotonic() - self._started,
+            uptime=uptime,
             node_id=node.node_id,
             links=node.peers(),
             link_health=node.link_health(wall_clock()),
-            relays_known=len(node.directory),
+            relays_known=relays_known(node),
+            sample_size=0 if node.sample is None else len(node.sample),
+            discovery=discovery(node, uptime, self.driver.dials),
             relayed_circuits=len(node.relay),
             streams_waiting=self._waiting,
             circuits=circuit_infos(node, infos),
@@ -250,7 +255,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
         bound = await proxy.start(host, port)
         print(
             f"zmesh proxy {short_id(node.node_id)}: SOCKS5 proxy ready on {host}:{bound} "
-            f"({len(node.directory)} relays known)",
+            f"({relays_known(node)} relays known)",
             flush=True,
         )
         await stop.wait()
