@@ -49,6 +49,7 @@ from ..node import (
     Node,
     SignalReceived,
 )
+from ..onion.paths import Addressed
 from ..session.endpoint import (
     StreamConnected,
     StreamData,
@@ -113,7 +114,7 @@ def _ip_of(url: str) -> "ipaddress.IPv4Address | ipaddress.IPv6Address | None":
     return ip
 
 
-def signaling_url(desc: Descriptor, loopback: bool, own: tuple[str, ...] = ()) -> str | None:
+def signaling_url(desc: Addressed, loopback: bool, own: tuple[str, ...] = ()) -> str | None:
     """The first signaling URL (``http://`` or ``https://``, as ``scheme://host:port``) that
     ``desc`` publishes and this node may post an offer to; None if there is none.
 
@@ -133,10 +134,10 @@ def signaling_url(desc: Descriptor, loopback: bool, own: tuple[str, ...] = ()) -
         if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
             continue
         ip = _ip_of(address)
-        if not loopback and ip is not None and not ip.is_global:
+        if not loopback and ip is not None:
             refused = ip.is_loopback or ip.is_link_local or ip.is_multicast
             refused = refused or ip.is_unspecified or ip.is_reserved
-            if refused or not (ip.is_private and own_private):
+            if refused or not (ip.is_global or (ip.is_private and own_private)):
                 continue
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
