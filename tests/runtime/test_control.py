@@ -92,6 +92,8 @@ def test_the_document_has_full_ids_relays_by_index_and_circuits_by_id() -> None:
             {"peer": C.hex(), "rtt_ms": None, "loss": 0.0, "phi": 0.12, "age_s": 2.0},
         ],
         "relays_known": 4,
+        "sample_size": 0,
+        "discovery": None,
         "relayed_circuits": 2,
         "streams_waiting": 1,
         "guards_per_client": 0,
@@ -225,6 +227,14 @@ def test_the_proxys_own_status_names_its_node() -> None:
     assert doc["role"] == "proxy" and len(doc["node_id"]) == 64
     assert doc["circuits"] == [] and doc["links"] == [] and doc["relays"] == []
     assert doc["link_health"] == []
+    # a native node finds relays through the DHT, floods nothing, and says so (D46)
+    assert doc["relays_known"] == doc["sample_size"] == 0
+    found = doc["discovery"]
+    assert found["gossip"] is False and found["dht"] is True
+    assert found["sample_slots"] == 64 and found["directory_size"] == 0
+    assert found["dht_table"] == 0 and found["bytes_in"] == found["bytes_out"] == 0
+    assert found["dials"] == {"http": 0, "mesh": 0, "failed": 0}
+    assert "relays known (DHT sample, no gossip)" in control.format_status(doc)
 
 
 # -- the server ---------------------------------------------------------------------------

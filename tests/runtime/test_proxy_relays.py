@@ -66,16 +66,18 @@ def server() -> Iterator[FileServer]:
 def test_a_proxy_forwards_a_circuit_for_another_client(tmp_path: Path, server: FileServer) -> None:
     started: list[Proc] = []
     try:
-        exit_relay = start_relay(tmp_path, "exit", [], exit_=True)
+        exit_relay = start_relay(tmp_path, "exit", [], exit_=True, gossip=True)
         started.append(exit_relay)
-        relay = start_relay(tmp_path, "relay", [exit_relay.url])
+        relay = start_relay(tmp_path, "relay", [exit_relay.url], gossip=True)
         started.append(relay)
         urls = [exit_relay.url, relay.url]
         # A proxy is ready when it can draw a 3-hop path: each has one only by knowing
-        # the other proxy as a relay, so they start together.
-        helper, _ = _start_proxy(tmp_path, "helper", urls, "--log-hops")
+        # the other proxy as a relay, so they start together.  A proxy has no signaling
+        # URL: others reach it by signaling relayed over the link its descriptor came by,
+        # which only flooding gives them (--gossip; D46).
+        helper, _ = _start_proxy(tmp_path, "helper", urls, "--log-hops", "--gossip")
         started.append(helper)
-        client, socks_port = _start_proxy(tmp_path, "client", urls)
+        client, socks_port = _start_proxy(tmp_path, "client", urls, "--gossip")
         started.append(client)
         _wait_ready(helper)
         _wait_ready(client)

@@ -10,7 +10,11 @@ On top of the node it runs what needs the network:
   both carrying signed offers and answers.  What each message may do, and every deadline
   and cap, is decided by :class:`~zmesh.signaling.negotiation.Negotiation`; the driver
   makes the WebRTC calls and runs the deadline scopes it expires;
-* link policy: carry out the node's :class:`~zmesh.node.DialWanted` effects;
+* link policy: carry out the node's :class:`~zmesh.node.DialWanted` effects (the
+  dialer's, and the DHT's for a contact it must query): an offer POSTed to the
+  signaling URL the descriptor publishes (:func:`signaling_url`), as a bootstrap does,
+  else relayed through the mesh (which needs a route: a node without an address, such as
+  a proxy or a browser, is reached only over the links its descriptor or signals came by);
 * streams: :class:`StreamPipe` couples a session's stream to a TCP connection, with
   backpressure both ways (exits use it towards servers, the SOCKS proxy towards apps).
 """
@@ -18,12 +22,14 @@ On top of the node it runs what needs the network:
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from ..circuit.guarding import GuardStateChanged
 from ..circuit.sessions import SessionClosed, SessionLegLost, SessionStreamEvent
@@ -43,6 +49,7 @@ from ..node import (
     Node,
     SignalReceived,
 )
+from ..onion.paths import Addressed
 from ..session.endpoint import (
     StreamConnected,
     StreamData,
@@ -94,6 +101,49 @@ def session_sdp(session: bytes, fingerprint: bytes, role: str) -> str:
     return compact.to_sdp(role)
 
 
+def _ip_of(url: str) -> "ipaddress.IPv4Address | ipaddress.IPv6Address | None":
+    """The IP literal ``url`` names as its host (IPv4-mapped IPv6 as IPv4); None for a
+    host name or a URL that does not parse."""
+    try:
+        host = urlsplit(url).hostname or ""
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def signaling_url(desc: Addressed, loopback: bool, own: tuple[str, ...] = ()) -> str | None:
+    """The first signaling URL (``http://`` or ``https://``, as ``scheme://host:port``) that
+    ``desc`` publishes and this node may post an offer to; None if there is none.
+
+    A node on loopback (the operator's own mesh) posts anywhere.  Elsewhere a descriptor
+    is anyone's to sign, so its address must not aim our requests at this machine or its
+    network: an IP literal must be global, or private only if one of our ``own`` published
+    addresses is private too (a mesh on a LAN); loopback, link-local, multicast, reserved
+    and unspecified addresses are refused, as is a URL with credentials.  A host name is
+    accepted (it is resolved when dialled, not here)."""
+    own_private = any(ip is not None and ip.is_private for ip in map(_ip_of, own))
+    for address in desc.addresses:
+        try:
+            parts = urlsplit(address)
+            port = parts.port
+        except ValueError:
+            continue
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            continue
+        ip = _ip_of(address)
+        if not loopback and ip is not None:
+            refused = ip.is_loopback or ip.is_link_local or ip.is_multicast
+            refused = refused or ip.is_unspecified or ip.is_reserved
+            if refused or not (ip.is_global or (ip.is_private and own_private)):
+                continue
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    return None
+
+
 class StreamClosedError(ZMeshError):
     """A stream ended abnormally (reset, or its session ended)."""
 
@@ -142,6 +192,7 @@ class AsyncNode:
         self._progress = asyncio.Event()  # set whenever a flush may have freed buffers
         self.on_event: Callable[[Event], None] | None = None
         self.http: HttpServer | None = None
+        self.dials = dict.fromkeys(("http", "mesh", "failed"), 0)  # DialWanted, carried out
         self._closing = False
         if store is not None and node.guards is not None:
             store.restore_guards(node.guards, wall_clock())
@@ -257,7 +308,7 @@ class AsyncNode:
                     self.store.save_guards(state)
             case DialWanted(desc):
                 if not self._closing:
-                    self._spawn(self._dial_via_mesh(desc))
+                    self._spawn(self._dial(desc))
             case SignalReceived(origin, payload):
                 self._on_signal(origin, payload)
             case CircuitBuilt(cid, seconds):
@@ -429,6 +480,17 @@ class AsyncNode:
         if self.node.link_to(desc.node_id) is not None:
             return desc.node_id
 
+        transport = await self._connect(desc, self._post_to(base), introduce=True)
+        self.call(lambda now: self.node.learn_descriptor(desc, now))
+        self.attach(transport, desc)
+        await self.wait_link(desc.node_id)
+        return desc.node_id
+
+    def _post_to(self, base: str) -> Callable[[Offer], Awaitable[Answer]]:
+        """Deliver an offer by POSTing it to the signaling endpoint at ``base``; the
+        answer is verified.  The delivery raises ZMeshError for a refusal (an HTTP status
+        other than 200) or a bad answer, OSError, TimeoutError or ValueError."""
+
         async def post(offer: Offer) -> Answer:
             status, body = await self.http_client(
                 base + "/zmesh/signal", method="POST", body=offer.data
@@ -437,11 +499,7 @@ class AsyncNode:
                 raise ZMeshError(f"{base}: offer refused with HTTP {status}: {body[:200]!r}")
             return self.negotiation.open_answer(body, wall_clock())
 
-        transport = await self._connect(desc, post, introduce=True)
-        self.call(lambda now: self.node.learn_descriptor(desc, now))
-        self.attach(transport, desc)
-        await self.wait_link(desc.node_id)
-        return desc.node_id
+        return post
 
     async def _connect_via_mesh(self, desc: Descriptor) -> Transport:
         """Open a transport to ``desc`` with signaling relayed through the mesh (no link
@@ -459,14 +517,31 @@ class AsyncNode:
 
         return await self._connect(desc, relay, introduce=False)
 
-    async def _dial_via_mesh(self, desc: Descriptor) -> None:
-        """Link to ``desc`` through mesh signaling; a failure is logged."""
+    async def _dial(self, desc: Descriptor) -> None:
+        """Carry out a :class:`DialWanted`: post a signed offer (introducing us) to the
+        signaling URL ``desc`` publishes, if :func:`signaling_url` lets us, else signal
+        through the mesh.  A failure is logged and reported (``Node.dial_failed``)."""
+        if self.node.link_to(desc.node_id) is not None:
+            return  # it came up meanwhile (a bootstrap, or the peer dialled us)
+        url = signaling_url(desc, self.loopback, self.node.config.addresses)
+        how = "http" if url is not None else "mesh"
         try:
-            transport = await self._connect_via_mesh(desc)
+            if url is not None:
+                transport = await self._connect(desc, self._post_to(url), introduce=True)
+            else:
+                transport = await self._connect_via_mesh(desc)
             self.attach(transport, desc)
-        except (ZMeshError, TimeoutError, TransportError) as exc:
-            log.info("signal event=dial_failed peer=%s error=%r", short_id(desc.node_id), str(exc))
-            self.call(lambda now: self.node.dial_failed(desc.node_id, now))
+            self.dials[how] += 1
+        except (ZMeshError, TimeoutError, TransportError, OSError, ValueError) as exc:
+            self.dials["failed"] += 1
+            log.info(
+                "signal event=dial_failed peer=%s via=%s error=%r",
+                short_id(desc.node_id),
+                how,
+                str(exc) or type(exc).__name__,
+            )
+            if not self._closing:
+                self.call(lambda now: self.node.dial_failed(desc.node_id, now))
 
     def _on_signal(self, origin: bytes, payload: bytes) -> None:
         """A SIGNAL payload from ``origin``: an answer to one of our offers, or an offer

@@ -11,7 +11,9 @@ a JSON document (version 1)::
       "links": ["3a...", ...],         # peers it has an open link to, full hex
       "link_health": [                 # each open link's heartbeats (D42), by peer
         {"peer": "3a...", "rtt_ms": 12.5, "loss": 0.0, "phi": 0.3, "age_s": 61.0}, ...],
-      "relays_known": 5,               # descriptors in its directory
+      "relays_known": 5,               # relays it picks paths from (sample or directory)
+      "sample_size": 5,                # relays in its peer sample (0 without the DHT)
+      "discovery": {...},              # how it learns relays (below; null if unknown)
       "relayed_circuits": 1,           # circuits of others passing through it
       "streams_waiting": 0,            # SOCKS connections waiting for a circuit
       "guards_per_client": 1,          # distinct first hops of its open client circuits
@@ -29,6 +31,22 @@ In ``link_health``, ``rtt_ms`` is the link's smoothed round-trip time from its P
 until measured), ``loss`` the fraction of its recent PINGs unanswered in time, ``phi`` the
 phi-accrual suspicion of the peer (the link closes past 8 once nothing arrives) and
 ``age_s`` how long it has been up; a peer linked twice (both sides dialled) appears twice.
+
+``discovery`` says how the node learns relays (issue 9, D46)::
+
+    {"gossip": false,          # descriptors flooded on links (today: only for browsers)
+     "dht": true,              # relays found through the DHT, paths from the peer sample
+     "directory_size": 2,      # descriptors learned by bootstrap (or flooding)
+     "sample_slots": 64,       # the sample's bound (0 without the DHT)
+     "dht_table": 9,           # contacts in its DHT routing table
+     "walks": 3,               # random walks (lookups of random ids) the sample started
+     "lookups": 0,             # DHT lookups in flight
+     "requests_in": 40, "requests_out": 61, "failed": 2,   # DHT RPCs
+     "bytes_in": 90112, "bytes_out": 88064,               # DHT messages
+     "bytes_per_s": 1534.2,    # DHT bytes both ways per second of uptime (maintenance)
+     "dials": {"http": 9, "mesh": 0, "failed": 1}}        # DialWanted, carried out
+
+Without the DHT, ``relays_known`` counts the directory; with it, the sample.
 
 A circuit's ``path`` runs from the first hop to the final hop (the exit); its ``state``
 is ``"open"`` once built.  ``session`` names the session the circuit carries as a leg
@@ -144,6 +162,8 @@ def status_document(
     relays: Iterable[RelayInfo] = (),
     sessions: Sequence[Mapping[str, Any]] = (),
     guards_per_client: int = 0,
+    sample_size: int = 0,
+    discovery: Mapping[str, Any] | None = None,
 ) -> Document:
     """The status document (see the module doc) of a node with these figures.
 
@@ -167,6 +187,8 @@ def status_document(
             for s in sorted(link_health, key=lambda s: (s.peer_id, s.age))[:MAX_LISTED]
         ],
         "relays_known": relays_known,
+        "sample_size": sample_size,
+        "discovery": None if discovery is None else dict(discovery),
         "relayed_circuits": relayed_circuits,
         "streams_waiting": streams_waiting,
         "guards_per_client": guards_per_client,
@@ -196,6 +218,40 @@ def status_document(
         "circuits_total": len(listed),
         "sessions": [dict(s) for s in sessions[:MAX_LISTED]],
     }
+
+
+def discovery(node: Node, uptime: float, dials: Mapping[str, int]) -> Document:
+    """How ``node`` learns relays, for the document's ``discovery`` (see the module doc);
+    ``dials`` are its driver's dial counts.  No I/O."""
+    sample, dht = node.sample, node.dht
+    doc: Document = {
+        "gossip": node.config.gossip,
+        "dht": dht is not None,
+        "directory_size": len(node.directory),
+        "sample_slots": 0 if sample is None else sample.config.size,
+    }
+    if dht is not None:
+        stats = dht.stats
+        moved = stats.bytes_in + stats.bytes_out
+        doc |= {
+            "dht_table": len(dht.table),
+            "walks": 0 if sample is None else sample.walks,
+            "lookups": dht.lookups,
+            "requests_in": stats.requests_in,
+            "requests_out": stats.requests_out,
+            "failed": stats.failed,
+            "bytes_in": stats.bytes_in,
+            "bytes_out": stats.bytes_out,
+            "bytes_per_s": round(moved / uptime, 1) if uptime > 0 else 0.0,
+        }
+    doc["dials"] = dict(dials)
+    return doc
+
+
+def relays_known(node: Node) -> int:
+    """The relays ``node`` picks paths from: its peer sample with the DHT, else its
+    directory."""
+    return len(node.directory) if node.sample is None else len(node.sample)
 
 
 def guards_per_client(node: Node) -> int:
@@ -240,6 +296,8 @@ PROXY_FIELDS = (
     "links",
     "link_health",
     "relays_known",
+    "sample_size",
+    "discovery",
     "relayed_circuits",
     "streams_waiting",
     "guards_per_client",
@@ -444,6 +502,11 @@ def _format(doc: Mapping[str, Any]) -> list[str]:
     head = f"zmesh {doc['role']}: node {_short(doc.get('node_id'))}"
     head += f", up {_duration(float(doc['uptime_s']))}, {len(links)} links"
     head += f", {doc.get('relays_known', 0)} relays known"
+    found = doc.get("discovery")
+    if isinstance(found, Mapping):
+        how = "DHT sample" if found.get("dht") else "directory"
+        how += ", gossip" if found.get("gossip") else ", no gossip"
+        head += f" ({how})"
     head += f", relaying {doc.get('relayed_circuits', 0)} circuits for others"
     head += f", {doc.get('guards_per_client', 0)} guards in use"
     out = [head]

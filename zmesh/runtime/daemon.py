@@ -125,6 +125,7 @@ class RelayOptions:
     bootstrap: list[str] = field(default_factory=list)
     loopback: bool | None = None
     log_hops: bool = False  # tests only: production relays keep no record of circuits
+    gossip: bool = False  # flood descriptors too (a mesh with browser nodes, D46)
 
 
 MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
@@ -136,15 +137,19 @@ def relay_config(
     *,
     hop_events: bool = False,
     private: bool = False,
+    gossip: bool = False,
 ) -> NodeConfig:
     """The :class:`NodeConfig` of every native node, ``zmesh relay`` and ``zmesh proxy``
     alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
     under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
     and answers signaling, so that a first hop cannot tell a client from a relay (D22).
-    Its circuits start at persistent guards, except in a ``private`` mesh (on loopback,
-    as ``zmesh up`` runs), which also waives the one-relay-per-subnet rule: one operator
-    holds every relay there, and with a guard set of two, legs that heal shared one
-    guard and a session stalled for 2.6 s when it died (D43)."""
+    It discovers relays through the DHT and picks paths from its peer sample (issue 9,
+    D46); descriptors are flooded only with ``gossip`` (a mesh that serves browser nodes,
+    which do not run the DHT).  Its circuits start at persistent guards, except in a
+    ``private`` mesh (on loopback, as ``zmesh up`` runs), which also waives the
+    one-relay-per-subnet rule: one operator holds every relay there, and with a guard set
+    of two, legs that heal shared one guard and a session stalled for 2.6 s when it died
+    (D43)."""
     return NodeConfig(
         flags=Flags.RELAY | flags,
         addresses=addresses,
@@ -153,6 +158,8 @@ def relay_config(
         hop_events=hop_events,
         guards=not private,
         private=private,
+        dht=True,
+        gossip=gossip,
     )
 
 
@@ -181,7 +188,9 @@ async def run_relay(opts: RelayOptions) -> int:
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
     flags = Flags.EXIT if opts.exit else Flags.NONE
     loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
-    config = relay_config(flags, (url,), hop_events=opts.log_hops, private=loopback)
+    config = relay_config(
+        flags, (url,), hop_events=opts.log_hops, private=loopback, gossip=opts.gossip
+    )
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:
@@ -237,6 +246,17 @@ async def _start_web(address: str, urls: list[str]) -> tuple["WebServer | None",
     return server, f"Open {url} in a browser to make it a zMesh node (it relays, too)."
 
 
+def _has_bundle() -> bool:
+    """Whether the browser node's files are here to serve (:func:`_start_web`)."""
+    from .webserver import DistError, find_dist  # noqa: PLC0415
+
+    try:
+        find_dist()
+    except DistError:
+        return False
+    return True
+
+
 def check_relay_count(relays: int) -> None:
     """UsageError unless ``zmesh up`` can run ``relays`` relays (3 to 12)."""
     if not MIN_RELAYS <= relays <= MAX_RELAYS:
@@ -247,6 +267,7 @@ def check_relay_count(relays: int) -> None:
 
 
 PROXY_STATUS_TIMEOUT = 2.0  # how long `zmesh up`'s status waits for its proxy's
+PROXY_BOOTSTRAPS = 2  # relays `zmesh up` names to its proxy (the exit first)
 
 
 def _exit_text(code: int | None) -> str:
@@ -315,12 +336,14 @@ async def run_up(opts: UpOptions) -> int:
             if opts.control is not None:
                 control, control_note = await start_control(opts.control, snapshot)
                 control_note = "\n" + control_note
-            urls = await children.start_relays(opts.relays, base, relay_ready)
+            # browser nodes do not run the DHT yet: a mesh that serves them floods (D46)
+            gossip = opts.web is not None and _has_bundle()
+            urls = await children.start_relays(opts.relays, base, relay_ready, gossip=gossip)
             proxy_args = ["proxy", "--socks", f"{socks_host}:{socks_port}"]
-            proxy_args += ["--data", str(base / "proxy")]
+            proxy_args += ["--data", str(base / "proxy")] + (["--gossip"] if gossip else [])
             if proxy_control is not None:
                 proxy_args += ["--control", f"{proxy_control[0]}:{proxy_control[1]}"]
-            for url in urls:
+            for url in urls[:PROXY_BOOTSTRAPS]:  # the DHT finds the others (D46)
                 proxy_args += ["--bootstrap", url]
             proxy, ready = await children.start_process(proxy_args, "SOCKS5 proxy ready on")
             print(ready, flush=True)

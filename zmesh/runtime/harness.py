@@ -176,7 +176,8 @@ class Harness:
             from playwright.async_api import async_playwright  # noqa: PLC0415 (optional)
         except ImportError:
             raise ZMeshError("the harness needs Playwright: pip install playwright") from None
-        self.relay_urls = await self.procs.start_relays(self.opts.relays, self._tmp)
+        # browser nodes do not run the DHT yet: their relays flood descriptors (D46)
+        self.relay_urls = await self.procs.start_relays(self.opts.relays, self._tmp, gossip=True)
         port = free_port()
         args = ["web", "--port", str(port), "--dist", str(self.dist)]
         for url in self.relay_urls:

@@ -35,7 +35,9 @@ from .control import (
     ControlServer,
     Document,
     circuit_infos,
+    discovery,
     guards_per_client,
+    relays_known,
     session_entry,
     start_control,
     status_document,
@@ -160,13 +162,16 @@ class SocksProxy:
         retired = {s.session_id: s.retired for s in self.pool.core.sessions()}
         now = wall_clock()
         infos = [node.sessions.info(sid, now) for sid in node.sessions.ids() if sid in retired]
+        uptime = time.monotonic() - self._started
         return status_document(
             role="proxy",
-            uptime=time.monotonic() - self._started,
+            uptime=uptime,
             node_id=node.node_id,
             links=node.peers(),
             link_health=node.link_health(wall_clock()),
-            relays_known=len(node.directory),
+            relays_known=relays_known(node),
+            sample_size=0 if node.sample is None else len(node.sample),
+            discovery=discovery(node, uptime, self.driver.dials),
             relayed_circuits=len(node.relay),
             streams_waiting=self._waiting,
             circuits=circuit_infos(node, infos),
@@ -197,6 +202,7 @@ class ProxyOptions:
     log_hops: bool = False  # tests only, as for ``zmesh relay --log-hops``
     control: str | None = None  # serve GET /status here (None: don't)
     legs: int = DEFAULT_LEGS  # circuits per session
+    gossip: bool = False  # flood descriptors too (a mesh with browser nodes, D46)
 
 
 REFUSED_ROUNDS = 3  # outright refusals of every bootstrap URL before we say so
@@ -214,7 +220,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
         if opts.loopback is not None
         else all("127.0.0.1" in u or "localhost" in u for u in opts.bootstrap)
     )
-    config = relay_config(hop_events=opts.log_hops, private=loopback)  # it relays (D22)
+    config = relay_config(hop_events=opts.log_hops, private=loopback, gossip=opts.gossip)
     node = Node(identity, rng, wall_clock(), config)
     driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback)
     if opts.log_hops:
@@ -250,7 +256,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
         bound = await proxy.start(host, port)
         print(
             f"zmesh proxy {short_id(node.node_id)}: SOCKS5 proxy ready on {host}:{bound} "
-            f"({len(node.directory)} relays known)",
+            f"({relays_known(node)} relays known)",
             flush=True,
         )
         await stop.wait()
