@@ -18,6 +18,7 @@ SCRIPTS = [
     "stream_reassembly.py",
     "dial_on_demand.py",
     "dht_lookup.py",
+    "chunks.py",
 ]
 
 

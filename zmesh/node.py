@@ -134,7 +134,7 @@ class Node:
         self.signals = SignalRouter(self.node_id, self._links, self.directory.route)
         self.sessions = Sessions(self.builder, self.relay, rng, config=cc, settle=self._settle)
         subnet: Callable[[Descriptor], str] | None = None if cfg.private else subnet_of
-        dc = DhtConfig(puzzle_difficulty=cfg.puzzle_difficulty)
+        dc = DhtConfig(puzzle_difficulty=cfg.puzzle_difficulty, subnet_caps=not cfg.private)
         self.dht = self.sample = None
         if cfg.dht:  # paths come from a peer sample (zmesh/dht/sample.py), not the directory
             self.dht = Dht(

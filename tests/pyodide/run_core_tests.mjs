@@ -28,6 +28,7 @@ export const SUBSET = [
   "tests/circuit",
   "tests/health",
   "tests/dht",
+  "tests/chunks",
   "tests/test_budget.py",
   "tests/test_dialer.py",
   "tests/test_directory.py",
