@@ -174,7 +174,9 @@ def test_builds_failing_for_the_grace_time_are_retried_with_backoff_then_the_ses
     assert sim.run(lambda: len(events_of(a, SessionLegLost)) == DEFAULT_LEGS, max_time=sim.now + 5)
     lost_at = sim.now
     assert sim.run(lambda: bool(events_of(a, SessionClosed)), max_time=sim.now + 30)
-    assert sim.now - lost_at == pytest.approx(SESSION_GRACE, abs=0.01)
+    # the grace runs from the loss of the last leg that worked: a standby through the
+    # silent relay, which never answers, does not stop it
+    assert SESSION_GRACE - 5 < sim.now - lost_at <= SESSION_GRACE + 0.01
     (ended,) = events_of(a, SessionClosed)
     assert ended.session_id == session and ended.reason == f"no leg for {SESSION_GRACE:g} s"
     assert len(builds) <= 2 * DEFAULT_LEGS  # hedged builds, bounded (a standby may do)

@@ -50,6 +50,7 @@ from zmesh.session.multipath import (
     MAX_PINGS,
     MAX_PONGS,
     ONE_WAY_STALL,
+    SERVER_GRACE,
     SESSION_GRACE,
     LastLegStalled,
     LegLost,
@@ -339,6 +340,30 @@ def test_a_session_without_legs_fails_after_the_grace_time() -> None:
     assert t.model.client.cells_to_send(t.model.now) == []
     with pytest.raises(LocalProtocolError):
         t.model.client.add_leg(9, t.model.now)
+
+
+def test_legs_that_never_reach_the_server_do_not_stop_the_clients_grace() -> None:
+    """The client's only leg dies; every new leg it adds is lost before its LINK reaches
+    the server.  Those legs never reached the server's session, whose grace runs on, so
+    they must not stop the client's: the client fails at its grace time after the last
+    working leg, not later (the heal run saw a client outlive its server this way, then
+    build legs for minutes, each refused by a new server session as a protocol error)."""
+    t = transfer([(0.02, 2 * MB)], 2 * MB)
+    t.model.at(0.3, lambda: t.model.close_leg(1))
+
+    def doomed(leg_id: int) -> None:
+        t.model.add_leg(leg_id, 0.02, 2 * MB)
+        t.model.blackhole(leg_id)  # its LINK is lost
+        t.model.at(t.model.now + 2.0, lambda: t.model.close_leg(leg_id))
+
+    for k in range(20):
+        t.model.at(1.0 + 3 * k, lambda k=k: doomed(10 + k))
+    t.model.run(0.3 + SESSION_GRACE - 0.01)
+    assert not t.model.client.failed
+    t.model.run(0.3 + SESSION_GRACE + 0.01)
+    assert t.model.client.failed
+    assert SessionFailed(f"no leg for {SESSION_GRACE:g} s") in t.model.events["client"]
+    assert SERVER_GRACE > SESSION_GRACE
 
 
 def test_idle_legs_get_cheap_pings_and_nothing_else() -> None:

@@ -47,6 +47,8 @@ from ..session.frames import TOKEN_SIZE, StreamFrame
 from ..session.legs import LegInfo
 from ..session.multipath import (
     MAX_LEGS,
+    SERVER_GRACE,
+    SESSION_GRACE,
     LastLegStalled,
     LegLost,
     Session,
@@ -425,6 +427,7 @@ class Sessions:
             window=self._config.stream_window,
             auto_consume=self._config.auto_consume,
             leg_cap=self._config.stream_window,
+            grace=SESSION_GRACE if client else SERVER_GRACE,
         )
         entry = _Entry(next(self._ids), session)
         self._sessions[entry.session_id] = entry

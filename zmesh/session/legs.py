@@ -53,6 +53,7 @@ class Leg:
         "ping_mark",
         "pings",
         "pongs",
+        "proven",
         "records",
         "rto",
         "rttvar",
@@ -80,6 +81,7 @@ class Leg:
         self.pongs: list[int] = []
         self.ack_here = False
         self.stalled = False  # the last leg, silent: kept, reported once
+        self.proven = False  # something arrived on it: the peer's session knows it
 
     def rtt_sample(self, r: float) -> None:
         """RFC 6298 section 2.2-2.4, with our floor and ceiling on the RTO."""

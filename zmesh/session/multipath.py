@@ -61,8 +61,17 @@ leg is lost, every stream reports again, since its last ACK may have been lost t
 Stream ids.  The client opens streams with increasing ids and sends no DATA on a stream
 before the server has answered it (CONNECTED, or DATA that implies it), so DATA never
 arrives for a stream the server has not seen; frames for ids never opened are protocol
-errors, late frames for closed streams are dropped.  A session whose last leg is gone
-fails with :class:`SessionFailed` after ``grace`` seconds unless a leg is added.
+errors, late frames for closed streams are dropped.
+
+Grace.  A session without a working leg fails with :class:`SessionFailed` after ``grace``
+seconds.  A leg works once something arrived on it: a client's new leg does not stop the
+clock until the server answers on it, since a leg that is built but lost before its LINK
+arrives never reached the server's session, whose own clock runs on.  The server waits
+longer (:data:`SERVER_GRACE`): its clock starts when its last leg is lost, the client's
+when its last working leg is, and the two differ by how long each takes to find a dead
+leg.  A server that forgot a session the client still heals would take the client's next
+leg for a new session, refuse its data as a protocol error, and the client would build
+legs in a loop until its grace ran out, its bytes lost.
 """
 
 import hmac
@@ -107,7 +116,8 @@ MAX_OPEN_GAPS = 4096  # stream ids seen above the lowest id not seen yet (server
 ACK_EVERY = 64 * 1024
 PING_BYTES = 32 * 1024  # a busy leg gets a PING after this many DATA bytes
 IDLE_PING_INTERVAL = 0.5
-SESSION_GRACE = 30.0  # a session without legs fails after this (D43)
+SESSION_GRACE = 30.0  # a session without a working leg fails after this (D43)
+SERVER_GRACE = 2 * SESSION_GRACE  # the server's, longer: it must outlive the client's
 ONE_WAY_STALL = 2.0  # a leg that delivers but answers no PING for this long (and 3 RTOs)
 PHI_MIN_STD = 0.1  # an idle leg's PONG intervals: the phi detector's floor on their spread
 MIN_PAYLOAD = 512  # the largest control frame (OPEN) is 261 bytes
@@ -134,7 +144,7 @@ class LastLegStalled:
 
 @dataclass(frozen=True, slots=True)
 class SessionFailed:
-    """Every leg was gone for the grace time: the session and its streams are over."""
+    """No leg worked for the grace time: the session and its streams are over."""
 
     reason: str
 
@@ -220,7 +230,6 @@ class Session:
         phi.heartbeat(now)  # a leg that never answers is found too
         leg = self._legs[leg_id] = Leg(leg_id, number, now, phi)
         self._legs_added += 1
-        self._no_legs_since = None
         return leg
 
     def leg_closed(self, leg_id: int, now: float) -> None:
@@ -239,7 +248,7 @@ class Session:
             if sid not in self._unconfirmed:  # the peer may not know it yet
                 stream.request_ack()
         self._events.append(LegLost(leg.leg_id, reason))
-        if not self._legs:
+        if self._no_legs_since is None and not any(g.proven for g in self._legs.values()):
             self._no_legs_since = now
 
     @property
@@ -305,6 +314,9 @@ class Session:
                 return
             leg = self._adopt(leg_id, frames, now)
             frames = frames[1:]
+        if not leg.proven:
+            leg.proven = True
+            self._no_legs_since = None
         leg.last_recv = now
         for frame in frames:
             self._apply(leg, frame, now)
