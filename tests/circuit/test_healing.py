@@ -290,3 +290,25 @@ def test_a_hedge_that_finds_no_path_waits_for_the_next_interval(
     assert tries[:2] == pytest.approx([start + HEDGE_AFTER, start + 2 * HEDGE_AFTER])
     assert len(set(tries)) == len(tries) <= 8
     assert session in a.node.sessions.ids() and first
+
+
+def test_a_final_hop_that_forgot_the_session_fails_it_at_once_with_a_clear_reason() -> None:
+    """The exit forgets a session (it restarted, or gave it up) while the client heals:
+    the client's new legs say RESUME, the exit answers RESET on stream 0 instead of
+    starting a new session that would wait for bytes it acknowledged and lost, and the
+    client fails the session at once, not after building legs for minutes."""
+    sim, a, _, exit_ = exit_mesh(5)
+    accept_streams(sim, exit_)
+    session = connect(sim, a)
+    stream = sim.call(a, lambda: a.node.sessions.open(session, "x:1", sim.now))
+    assert sim.run(lambda: ready(a, session), max_time=sim.now + 5)
+    send_all(sim, a, session, stream, 100_000)
+    assert sim.run(lambda: len(received(exit_)) == 100_000, max_time=sim.now + 10)
+    (forgotten,) = exit_.node.sessions.ids()
+    sim.call(exit_, lambda: exit_.node.sessions.close(forgotten, sim.now))
+    start = sim.now
+    assert sim.run(lambda: bool(events_of(a, SessionClosed)), max_time=start + 10)
+    (ended,) = events_of(a, SessionClosed)
+    assert ended.session_id == session and "does not know the session" in ended.reason
+    assert sim.now - start < 2.0
+    assert exit_.node.sessions.ids() == []  # no new session was started for it

@@ -174,7 +174,12 @@ FRAME = st.one_of(
     st.builds(AckFrame, u32, u64, u64, st.booleans()),
     st.builds(ResetFrame, u32, st.integers(0, 2**16 - 1)),
     st.builds(ConnectedFrame, u32),
-    st.builds(LinkFrame, st.binary(min_size=TOKEN_SIZE, max_size=TOKEN_SIZE), st.integers(0, 255)),
+    st.builds(
+        LinkFrame,
+        st.binary(min_size=TOKEN_SIZE, max_size=TOKEN_SIZE),
+        st.integers(0, 127),
+        st.booleans(),
+    ),
     st.builds(PingFrame, u64),
     st.builds(PongFrame, u64),
 )

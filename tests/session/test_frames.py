@@ -49,7 +49,7 @@ FRAMES: list[StreamFrame] = [
     ResetFrame(5, 0xFFFF),
     ConnectedFrame(7),
     LinkFrame(bytes(range(TOKEN_SIZE)), 0),
-    LinkFrame(b"\xff" * TOKEN_SIZE, 255),
+    LinkFrame(b"\xff" * TOKEN_SIZE, 127, resume=True),
     PingFrame(0),
     PingFrame(2**64 - 1),
     PongFrame(12345),
@@ -223,9 +223,15 @@ def test_encode_several_frames_too_big() -> None:
     assert len(decode_stream_frames(encode_stream_frames([PingFrame(1)] * 11, 100))) == 11
 
 
-def test_link_token_size_is_checked() -> None:
+def test_link_token_size_and_leg_number_are_checked() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         encode_frame(LinkFrame(b"short", 1))
+    with pytest.raises(ValueError, match="below 128"):
+        encode_frame(LinkFrame(bytes(TOKEN_SIZE), 128))
+    # the top bit of the leg byte is RESUME
+    wire = encode_frame(LinkFrame(bytes(TOKEN_SIZE), 5, resume=True))
+    assert wire[-1] == 0x85
+    assert decode_stream_frames(wire) == [LinkFrame(bytes(TOKEN_SIZE), 5, resume=True)]
 
 
 def test_every_frame_of_a_packed_cell_round_trips() -> None:
@@ -303,7 +309,12 @@ FRAME_STRATEGY = st.one_of(
     ),
     st.builds(ResetFrame, st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF)),
     st.builds(ConnectedFrame, st.integers(0, 2**32 - 1)),
-    st.builds(LinkFrame, st.binary(min_size=TOKEN_SIZE, max_size=TOKEN_SIZE), st.integers(0, 255)),
+    st.builds(
+        LinkFrame,
+        st.binary(min_size=TOKEN_SIZE, max_size=TOKEN_SIZE),
+        st.integers(0, 127),
+        st.booleans(),
+    ),
     st.builds(PingFrame, st.integers(0, 2**64 - 1)),
     st.builds(PongFrame, st.integers(0, 2**64 - 1)),
 )

@@ -56,7 +56,7 @@ from zmesh.session.multipath import (
     LegLost,
     Session,
     SessionFailed,
-    link_token,
+    first_link,
 )
 from zmesh.session.stream import DEFAULT_WINDOW
 
@@ -512,18 +512,31 @@ def test_link_for_another_session_is_refused() -> None:
     server.receive(1, [LinkFrame(TOKEN, 0), PingFrame(1)], 0.0)
     with pytest.raises(RemoteProtocolError, match="already linked"):
         server.receive(1, [LinkFrame(TOKEN, 0)], 0.0)
-    assert link_token([LinkFrame(TOKEN, 3), PingFrame(1)]) == TOKEN
-    assert link_token([PingFrame(1), LinkFrame(TOKEN, 3)]) is None
-    assert link_token([]) is None
+    assert first_link([LinkFrame(TOKEN, 3), PingFrame(1)]) == LinkFrame(TOKEN, 3)
+    assert first_link([PingFrame(1), LinkFrame(TOKEN, 3)]) is None
+    assert first_link([]) is None
 
 
 def test_legs_per_session_are_bounded() -> None:
+    """A server never holds more than MAX_LEGS legs: a LINK beyond them replaces the
+    stalest (the client never has more at once, so that one is gone on its side; the
+    heal run saw exits end whole sessions with "more than 4 legs" instead)."""
     server = Session(client=False, token=TOKEN, payload_size=PAYLOAD, now=0.0)
     for i in range(MAX_LEGS):
-        server.receive(i, [LinkFrame(TOKEN, i)], 0.0)
-    with pytest.raises(RemoteProtocolError, match="legs"):
-        server.receive(99, [LinkFrame(TOKEN, 99)], 0.0)
-    assert len(server.leg_ids) == MAX_LEGS
+        server.receive(i, [LinkFrame(TOKEN, i)], float(i))
+    server.receive(2, [PingFrame(1)], 10.0)
+    server.receive(0, [PingFrame(2)], 11.0)
+    for k, leg in enumerate([99, 100, 101]):
+        server.receive(leg, [LinkFrame(TOKEN, leg)], 12.0 + k)
+        assert len(server.leg_ids) == MAX_LEGS
+    # legs 1 and 3 were the stalest, then 2 (heard at 10.0)
+    assert sorted(server.leg_ids) == [0, 99, 100, 101]
+    assert [e for e in drain(server) if isinstance(e, LegLost)] == [
+        LegLost(1, "replaced"),
+        LegLost(3, "replaced"),
+        LegLost(2, "replaced"),
+    ]
+    assert not server.failed
     client = Session(client=True, token=TOKEN, payload_size=PAYLOAD, now=0.0)
     for i in range(MAX_LEGS):
         client.add_leg(i, 0.0)
@@ -678,7 +691,9 @@ FRAMES = st.one_of(
     ),
     st.builds(ResetFrame, st.integers(0, 3), st.integers(0, 5)),
     st.builds(ConnectedFrame, st.integers(0, 3)),
-    st.builds(LinkFrame, st.sampled_from([TOKEN, bytes(TOKEN_SIZE)]), st.integers(0, 255)),
+    st.builds(
+        LinkFrame, st.sampled_from([TOKEN, bytes(TOKEN_SIZE)]), st.integers(0, 127), st.booleans()
+    ),
     st.builds(PingFrame, st.integers(0, 20)),
     st.builds(PongFrame, st.integers(0, 20)),
 )

@@ -43,7 +43,7 @@ from ..link.table import LinkTable
 from ..onion.paths import NoPathError
 from ..rng import Rng
 from ..session.endpoint import StreamData, StreamEvent
-from ..session.frames import TOKEN_SIZE, StreamFrame
+from ..session.frames import TOKEN_SIZE, ResetFrame, StreamFrame
 from ..session.legs import LegInfo
 from ..session.multipath import (
     MAX_LEGS,
@@ -53,7 +53,7 @@ from ..session.multipath import (
     LegLost,
     Session,
     SessionFailed,
-    link_token,
+    first_link,
 )
 from ..session.stream import Stream
 from .builder import CircuitBuilder
@@ -404,18 +404,23 @@ class Sessions:
 
     def _adopt(self, circuit_id: int, frames: list[StreamFrame], now: float) -> _Entry | None:
         """The session a final hop's new circuit names in its LINK, created if new; None
-        (and the circuit closed) if it names none or no session can be created."""
-        token = link_token(frames) if circuit_id not in self._builder else None
-        if token is None:
+        (and the circuit closed) if it names none, resumes one we do not know (answered
+        with RESET on stream 0 first), or no session can be created."""
+        link = first_link(frames) if circuit_id not in self._builder else None
+        if link is None:
             self._close_circuit(circuit_id, CloseCode.PROTOCOL, now)
             return None
-        entry = self._by_token.get(token)
+        entry = self._by_token.get(link.token)
         if entry is not None:
             return entry
+        if link.resume:
+            self._relay.send_frames(circuit_id, [ResetFrame(0, CloseCode.NONE)], now)
+            self._close_circuit(circuit_id, CloseCode.REQUESTED, now)
+            return None
         if len(self._sessions) >= MAX_SESSIONS:
             self._close_circuit(circuit_id, CloseCode.RESOURCE, now)
             return None
-        return self._new(False, token, now)
+        return self._new(False, link.token, now)
 
     # -- internals ----------------------------------------------------------------------
     def _new(self, client: bool, token: bytes, now: float) -> _Entry:
@@ -493,7 +498,7 @@ class Sessions:
         self._by_leg.pop(leg_id, None)
         entry.legs.discard(leg_id)
         path = self._builder.path(leg_id)
-        if reason == "stalled":
+        if reason != "closed":  # stalled, or replaced by a newer leg
             self._close_circuit(leg_id, CloseCode.TIMEOUT, now)
         self.events.append(SessionLegLost(entry.session_id, leg_id, reason))
         plan = entry.plan

@@ -10,7 +10,9 @@ stream's bytes can arrive over several circuits and still reassemble::
     ACK       u8 3 | u32 stream | u64 received | u64 max_data | u8 flags (1 = FIN received)
     RESET     u8 4 | u32 stream | u16 code
     CONNECTED u8 5 | u32 stream   (the endpoint reached the stream's target)
-    LINK      u8 6 | 16-byte session token | u8 leg number   (binds a circuit to a session)
+    LINK      u8 6 | 16-byte session token | u8 (leg number < 128) | (128 if RESUME)
+              (binds a circuit to a session; RESUME: the client's session has had a
+              working leg, so the final hop must know it already)
     PING      u8 7 | u64 nonce
     PONG      u8 8 | u64 nonce    (answers the PING with that nonce, on the same circuit)
 
@@ -28,6 +30,8 @@ DATA_OVERHEAD = 16
 MAX_TARGET = 255
 FLAG_FIN = 1
 TOKEN_SIZE = 16
+LINK_RESUME = 0x80
+MAX_LEG_NUMBER = LINK_RESUME
 
 
 class StreamFrameType(IntEnum):
@@ -86,6 +90,7 @@ class LinkFrame:
 
     token: bytes
     leg: int
+    resume: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +149,12 @@ def encode_frame(frame: StreamFrame) -> bytes:
             return bytes([StreamFrameType.RESET]) + sid.to_bytes(4, "big") + code.to_bytes(2, "big")
         case ConnectedFrame(sid):
             return bytes([StreamFrameType.CONNECTED]) + sid.to_bytes(4, "big")
-        case LinkFrame(token, leg):
+        case LinkFrame(token, leg, resume):
             if len(token) != TOKEN_SIZE:
                 raise ValueError("a session token is 16 bytes")
-            return bytes([StreamFrameType.LINK]) + token + bytes([leg])
+            if not 0 <= leg < MAX_LEG_NUMBER:
+                raise ValueError(f"a leg number is below {MAX_LEG_NUMBER}")
+            return bytes([StreamFrameType.LINK]) + token + bytes([leg | (LINK_RESUME * resume)])
         case PingFrame(nonce):
             return bytes([StreamFrameType.PING]) + nonce.to_bytes(8, "big")
         case PongFrame(nonce):
@@ -228,7 +235,8 @@ def _pull_frame(buf: Buffer, raw_type: int) -> StreamFrame:
     if raw_type == StreamFrameType.CONNECTED:
         return ConnectedFrame(buf.pull_uint32())
     if raw_type == StreamFrameType.LINK:
-        return LinkFrame(buf.pull_bytes(TOKEN_SIZE), buf.pull_uint8())
+        token, leg = buf.pull_bytes(TOKEN_SIZE), buf.pull_uint8()
+        return LinkFrame(token, leg & ~LINK_RESUME, bool(leg & LINK_RESUME))
     if raw_type == StreamFrameType.PING:
         return PingFrame(buf.pull_uint64())
     if raw_type == StreamFrameType.PONG:

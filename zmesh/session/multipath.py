@@ -7,8 +7,16 @@ each taking ``now``; outputs ``cells_to_send``, ``get_timer`` and ``next_event``
 driver seals each frame list from ``cells_to_send`` into one cell of that leg's circuit.
 
 Binding.  The client starts every leg with ``LINK(token, leg number)``; the final hop
-routes a circuit whose first cell begins with LINK (see :func:`link_token`) to the
-session with that token, whose ``receive`` then adopts the leg.
+routes a circuit whose first cell begins with LINK (see :func:`first_link`) to the
+session with that token, whose ``receive`` then adopts the leg.  A server holds at most
+:data:`MAX_LEGS` legs: the client never has more at once, so a LINK beyond them means one
+of the server's legs is gone on the client's side, not yet here; the stalest (the one
+heard from longest ago) is given up for the new one.  Once a client's session has had a
+working leg, its LINKs say RESUME: a final hop that does not know the token (it
+restarted, or forgot the session) answers ``RESET`` on stream 0, and the client fails at
+once with a clear reason (the bytes the server acknowledged are gone with it) instead of
+building legs to a server that starts a new session and waits for bytes that will never
+come again.
 
 Byte accounting.  Streams keep end-to-end offsets (:class:`~.stream.Stream`): the sender
 keeps every byte until the peer's cumulative ACK covers it, the receiver reassembles by
@@ -91,6 +99,7 @@ from .endpoint import (
     StreamReset,
 )
 from .frames import (
+    MAX_LEG_NUMBER,
     TOKEN_SIZE,
     AckFrame,
     ConnectedFrame,
@@ -127,7 +136,9 @@ MIN_PAYLOAD = 512  # the largest control frame (OPEN) is 261 bytes
 class LegLost:
     """A leg was closed or stalled; its unconfirmed data is being resent elsewhere.
 
-    ``reason`` is ``"closed"`` or ``"stalled"``; the driver closes a stalled leg's circuit.
+    ``reason`` is ``"closed"``, ``"stalled"`` or ``"replaced"`` (a server's stalest leg,
+    for a new one beyond :data:`MAX_LEGS`); the driver closes the circuit of a leg lost
+    for any reason but ``"closed"``.
     """
 
     leg_id: int
@@ -152,14 +163,14 @@ class SessionFailed:
 SessionEvent = StreamEvent | LegLost | LastLegStalled | SessionFailed
 
 
-def link_token(frames: list[StreamFrame]) -> bytes | None:
-    """The session token if ``frames`` (one cell) begin with LINK, else None.
+def first_link(frames: list[StreamFrame]) -> LinkFrame | None:
+    """The LINK that ``frames`` (one cell) begin with, else None.
 
     The final hop calls it on the first cell of a circuit to find the session to route
     the circuit to.
     """
     if frames and isinstance(frames[0], LinkFrame):
-        return frames[0].token
+        return frames[0]
     return None
 
 
@@ -202,6 +213,7 @@ class Session:
         self._open_above: set[int] = set()  # server: ids opened at or above the floor
         self._nonce = 0
         self._no_legs_since: float | None = now
+        self._worked = False  # a leg has worked (the server knows the session)
         self.failed = False
         self.failovers = 0  # legs lost with records to resend
 
@@ -220,7 +232,7 @@ class Session:
             raise LocalProtocolError(f"leg {leg_id} exists")
         if len(self._legs) >= MAX_LEGS:
             raise LocalProtocolError(f"a session has at most {MAX_LEGS} legs")
-        leg = self._new_leg(leg_id, self._legs_added % 256, now)
+        leg = self._new_leg(leg_id, self._legs_added % MAX_LEG_NUMBER, now)
         leg.link_pending = True
 
     def _new_leg(self, leg_id: int, number: int, now: float) -> Leg:
@@ -315,7 +327,7 @@ class Session:
             leg = self._adopt(leg_id, frames, now)
             frames = frames[1:]
         if not leg.proven:
-            leg.proven = True
+            leg.proven = self._worked = True
             self._no_legs_since = None
         leg.last_recv = now
         for frame in frames:
@@ -327,8 +339,8 @@ class Session:
             raise RemoteProtocolError("a new leg must begin with LINK")
         if not hmac.compare_digest(first.token, self.token):
             raise RemoteProtocolError("LINK names another session")
-        if len(self._legs) >= MAX_LEGS:
-            raise RemoteProtocolError(f"more than {MAX_LEGS} legs", CloseCode.RESOURCE)
+        if len(self._legs) >= MAX_LEGS:  # gone at the client: give the stalest up
+            self._lose(min(self._legs.values(), key=lambda g: g.last_recv), "replaced", now)
         return self._new_leg(leg_id, first.leg, now)
 
     def _apply(self, leg: Leg, frame: StreamFrame, now: float) -> None:
@@ -339,6 +351,8 @@ class Session:
                 leg.ack_here = True
             case PongFrame(nonce):
                 self._pong(leg, nonce, now)
+            case ResetFrame(0, _) if self.client:
+                self._fail("the final hop does not know the session (restarted, or forgot it)")
             case DataFrame() | AckFrame() | ResetFrame() | ConnectedFrame():
                 stream = self._known_stream(frame.stream_id)
                 if stream is not None:
@@ -474,8 +488,11 @@ class Session:
                 leg.stalled = True
                 self._events.append(LastLegStalled(leg.leg_id))
         if self._no_legs_since is not None and now >= self._no_legs_since + self.grace:
-            self.failed = True
-            self._events.append(SessionFailed(f"no leg for {self.grace:g} s"))
+            self._fail(f"no leg for {self.grace:g} s")
+
+    def _fail(self, reason: str) -> None:
+        self.failed = True
+        self._events.append(SessionFailed(reason))
 
     def _stall_at(self, leg: Leg) -> float | None:
         """When ``leg`` counts as stalled (see Failover), None while it is not watched.
@@ -531,7 +548,7 @@ class Session:
         for leg in self._legs.values():
             if leg.link_pending:
                 leg.link_pending = False
-                out.put(leg, LinkFrame(self.token, leg.number))
+                out.put(leg, LinkFrame(self.token, leg.number, self._worked))
             for nonce in leg.pongs:
                 out.put(leg, PongFrame(nonce))
             leg.pongs.clear()
