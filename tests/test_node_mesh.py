@@ -121,8 +121,10 @@ def test_peer_overrunning_the_link_window_is_disconnected() -> None:
     first = LINK_WINDOW // 2 - 1  # not yet enough to earn credit back
     sim.call(b, lambda: b.node.receive(link, padding * first, sim.now))
     assert b.node.link_to(a.node.node_id) == link  # within the window: fine
-    # a flood that ignores credit: the first frame beyond the window closes the link
-    sim.call(b, lambda: b.node.receive(link, padding * (LINK_WINDOW - first + 1), sim.now))
+    # a flood that ignores credit: the first frame beyond the window closes the link (one
+    # message: credit is returned after a message, so a whole window and one is too many
+    # whatever was returned before)
+    sim.call(b, lambda: b.node.receive(link, padding * (LINK_WINDOW + 1), sim.now))
     assert b.node.link_to(a.node.node_id) is None
     assert events_of(b, LinkClosed)[-1].code == CloseCode.RESOURCE
 

@@ -44,6 +44,12 @@ def _conn(initiator: bool = False, now: float = 0.0) -> LinkConnection:
     return conn
 
 
+def _sent(conn: LinkConnection) -> list[lf.Frame]:
+    """The frames ``conn`` has ready to send, decoded message by message."""
+    decoder = lf.FrameDecoder(DEFAULT_GEOMETRY)
+    return [f for message in conn.datagrams_to_send() for f in decoder.feed_message(message)]
+
+
 def _starve(conn: LinkConnection) -> None:
     for _ in range(LINK_WINDOW):
         conn.send(lf.Padding(0), 0.0)
@@ -124,7 +130,7 @@ def test_a_circuit_with_too_many_queued_cells_is_refused_more() -> None:
     conn.release(_PEER | 9)  # closing the circuit: its queued cells are never sent
     conn.datagrams_to_send()
     conn.receive_credit(LINK_WINDOW, 0.0)
-    assert [d[4:8] for d in conn.datagrams_to_send()] == [(_PEER | 10).to_bytes(4, "big")]
+    assert [f.circ_id for f in _sent(conn) if type(f) is lf.Cell] == [_PEER | 10]
     assert conn.backlog == 0
 
 
@@ -135,7 +141,7 @@ def test_credit_drains_the_backlog_in_order() -> None:
     conn.send_cell(3, b"a" * DEFAULT_GEOMETRY.cell_size, 0.0)
     conn.send(lf.Destroy(4, CloseCode.NONE), 0.0)
     conn.receive_credit(2, 1.0)
-    assert [d[0] for d in conn.datagrams_to_send()] == [lf.FrameType.CELL, lf.FrameType.DESTROY]
+    assert [type(f) for f in _sent(conn)] == [lf.Cell, lf.Destroy]
     health = conn.health
     assert conn.get_timer() == min(health.next_ping, health.dead_at(conn.last_rx))  # no stall
 
@@ -192,7 +198,7 @@ def test_timers_ping_silence_and_handshake() -> None:
 def _pongs(conn: LinkConnection, pings: int, now: float) -> int:
     for seq in range(pings):
         conn.on_ping(lf.Ping(seq), now)
-    return sum(1 for d in conn.datagrams_to_send() if d[0] == lf.FrameType.PONG)
+    return sum(1 for f in _sent(conn) if type(f) is lf.Pong)
 
 
 def test_a_peers_pings_are_answered_within_the_budget() -> None:

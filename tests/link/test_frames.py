@@ -1,4 +1,5 @@
-"""Link frames and the incremental FrameDecoder (zmesh/link/frames.py)."""
+"""Link frames, batches of them in one link message, and the FrameDecoder
+(zmesh/link/frames.py)."""
 
 import itertools
 import random
@@ -16,6 +17,7 @@ from zmesh.link.frames import (
     IDENTITY_KEYS_SIZE,
     LINK_VERSION,
     MAC_SIZE,
+    MAX_BATCH,
     MAX_DESCRIPTOR,
     MAX_DHT,
     MAX_PADDING,
@@ -40,9 +42,12 @@ from zmesh.link.frames import (
     Pong,
     Signal,
     body_sizes,
+    encode_cell,
     encode_frame,
+    pack_frames,
 )
 from zmesh.onion.geometry import Geometry
+from zmesh.signaling.sdp import MAX_MESSAGE_SIZE as SDP_MAX_MESSAGE_SIZE
 
 GEOMETRY = Geometry()
 SMALL = Geometry(max_hops=2, cell_size=512)
@@ -378,3 +383,163 @@ def test_fuzz_valid_frames_round_trip_in_random_splits(
         out += dec.feed(piece)
     assert out == frames
     assert dec.buffered == 0
+
+
+# -- batches: several frames in one link message (D47) -----------------------------------
+
+
+def messages_of(frames: list[Frame], limit: int = MAX_BATCH) -> list[bytes]:
+    return pack_frames([encode_frame(f) for f in frames], limit)
+
+
+def decode_messages(messages: list[bytes]) -> list[Frame]:
+    dec = FrameDecoder(GEOMETRY)
+    return [f for m in messages for f in dec.feed_message(m)]
+
+
+def test_a_batch_fits_every_peers_messages() -> None:
+    assert MAX_BATCH == 65536 <= SDP_MAX_MESSAGE_SIZE  # RFC 8841's default, and ours
+    assert FRAME_HEADER + MAX_BODY <= SDP_MAX_MESSAGE_SIZE  # every frame fits alone
+
+
+def test_batches_round_trip_every_frame_type() -> None:
+    messages = messages_of(FRAMES)
+    assert 1 < len(messages) < len(FRAMES)
+    assert all(len(m) <= MAX_BATCH for m in messages if len(m) > FRAME_HEADER + MAX_PADDING)
+    assert decode_messages(messages) == FRAMES
+    assert b"".join(messages) == STREAM  # packing adds no byte
+
+
+def test_a_lone_frame_goes_alone_and_uncopied() -> None:
+    cell = encode_cell(7, bytes(GEOMETRY.cell_size))
+    assert pack_frames([cell])[0] is cell
+    assert pack_frames([]) == []
+
+
+def test_cells_fill_a_batch_to_the_limit() -> None:
+    cell = encode_cell(7, bytes(GEOMETRY.cell_size))
+    per_batch = MAX_BATCH // len(cell)
+    messages = pack_frames([cell] * (2 * per_batch + 1))
+    assert [len(m) for m in messages] == [per_batch * len(cell)] * 2 + [len(cell)]
+
+
+def test_a_frame_over_the_limit_goes_alone() -> None:
+    small, big = encode_frame(Ping(1)), encode_frame(Padding(100))
+    assert pack_frames([small, big, small], limit=50) == [small, big, small]
+    assert pack_frames([small, small, big], limit=16) == [small + small, big]
+
+
+def test_batches_decode_the_same_one_byte_at_a_time() -> None:
+    """A batch is whole frames back to back: the stream decoder splits it the same way."""
+    messages = messages_of(FRAMES, limit=70_000)
+    dec = FrameDecoder(GEOMETRY)
+    out = [f for m in messages for i in range(len(m)) for f in dec.feed(m[i : i + 1])]
+    assert out == FRAMES and dec.buffered == 0
+
+
+def test_trailing_data_after_a_batch_is_rejected() -> None:
+    message = messages_of([Ping(1), Pong(2)])[0]
+    with pytest.raises(RemoteProtocolError):
+        FrameDecoder(GEOMETRY).feed_message(message + b"\x0d")
+
+
+@pytest.mark.parametrize("cut", [1, FRAME_HEADER, FRAME_HEADER + 3])
+def test_a_message_ending_inside_a_frame_is_rejected(cut: int) -> None:
+    data = encode_frame(Ping(1)) + encode_frame(Pong(2))
+    with pytest.raises(RemoteProtocolError, match="ends inside a frame"):
+        FrameDecoder(GEOMETRY).feed_message(data[: len(data) - cut])
+
+
+def test_a_batch_whose_length_claims_more_than_the_message_is_rejected() -> None:
+    """A DHT frame claiming the rest of the batch and more: an error at once, not a wait
+    for the next message."""
+    body = b"x" * 10
+    lying = header(FrameType.DHT, len(body) + 100) + body + encode_frame(Ping(1))
+    with pytest.raises(RemoteProtocolError, match="ends inside a frame"):
+        FrameDecoder(GEOMETRY).feed_message(lying)
+
+
+def test_a_batch_whose_length_claims_less_is_rejected() -> None:
+    """A CELL claiming too few bytes: a wrong fixed length (and the rest would be garbage)."""
+    cell = bytearray(encode_cell(1, bytes(GEOMETRY.cell_size)))
+    cell[1:4] = (4 + GEOMETRY.cell_size - 1).to_bytes(3, "big")
+    with pytest.raises(RemoteProtocolError, match="CELL frame"):
+        FrameDecoder(GEOMETRY).feed_message(bytes(cell) + encode_frame(Ping(1)))
+
+
+def test_message_errors_are_sticky() -> None:
+    dec = FrameDecoder(GEOMETRY)
+    with pytest.raises(RemoteProtocolError):
+        dec.feed_message(encode_frame(Ping(1))[:-1])
+    with pytest.raises(RemoteProtocolError, match="after a malformed one"):
+        dec.feed_message(encode_frame(Ping(1)))
+
+
+# Built from integers only: with -bb, hypothesis's own cache compares the bytes and the
+# integers of two choice sequences on a hash collision and raises BytesWarning.
+BYTES = st.lists(st.integers(0, 255), max_size=100).map(bytes)
+BATCH_FRAMES = st.one_of(
+    st.builds(Destroy, st.integers(0, 2**32 - 1), st.sampled_from(list(CloseCode))),
+    st.builds(Close, st.sampled_from(list(CloseCode))),
+    st.builds(Padding, st.integers(0, 64)),
+    st.builds(DhtFrame, BYTES),
+    st.builds(Ping, st.integers(0, 2**32 - 1)),
+    st.builds(Pong, st.integers(0, 2**32 - 1)),
+    st.builds(
+        Cell,
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 255).map(lambda b: bytes([b]) * GEOMETRY.cell_size),
+    ),
+)
+BATCHES = st.lists(st.one_of(BATCH_FRAMES.map(encode_frame), BYTES), max_size=6).map(b"".join)
+
+
+def feed_messages(messages: list[bytes]) -> tuple[list[Frame], bool]:
+    dec = FrameDecoder(GEOMETRY)
+    out: list[Frame] = []
+    for message in messages:
+        try:
+            out += dec.feed_message(message)
+        except RemoteProtocolError:
+            return out, True
+        assert dec.buffered == 0
+    return out, False
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    messages=st.lists(st.one_of(BYTES, BATCHES), max_size=5),
+)
+@example(messages=[header(FrameType.DHT, 5) + b"abc"])
+@example(messages=[encode_frame(Ping(1)), header(FrameType.PADDING, 2**24 - 1)])
+@example(messages=[encode_frame(Ping(1)) + encode_frame(Ping(2))[:6]])
+def test_fuzz_messages_parse_whole_or_fail_cleanly(messages: list[bytes]) -> None:
+    """Any sequence of messages either decodes to the frames of their concatenation (each
+    message ending on a frame boundary) or raises RemoteProtocolError, nothing else."""
+    out, failed = feed_messages(messages)
+    stream_dec = FrameDecoder(GEOMETRY)
+    stream: list[Frame] = []
+    stream_failed = False
+    boundaries_ok = True
+    for message in messages:
+        try:
+            stream += stream_dec.feed(message)
+        except RemoteProtocolError:
+            stream_failed = True
+            break
+        boundaries_ok = boundaries_ok and stream_dec.buffered == 0
+    if failed:
+        assert stream_failed or not boundaries_ok
+    else:
+        assert out == stream and not stream_failed and boundaries_ok
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    frames=st.lists(BATCH_FRAMES, max_size=40),
+    limit=st.integers(GEOMETRY.cell_size + 8, 4 * (GEOMETRY.cell_size + 8)),
+)
+def test_fuzz_packed_frames_round_trip(frames: list[Frame], limit: int) -> None:
+    messages = messages_of(frames, limit)
+    assert all(len(m) <= limit for m in messages)
+    assert decode_messages(messages) == frames

@@ -41,6 +41,12 @@ PONGs into :attr:`LinkConnection.rtt`, :attr:`LinkConnection.loss` and
 :meth:`LinkConnection.phi`, and decides when the peer is dead: phi over 8 and nothing
 received for ``keepalive``, or nothing received for ``timeout`` (the hard cap).
 
+Batching (D47).  Each received message holds whole frames, and
+:meth:`LinkConnection.datagrams_to_send` packs the frames queued since the last pull into
+as few messages as fit :data:`~zmesh.link.frames.MAX_BATCH` bytes: a burst of cells (a
+relay forwarding a received batch, a proxy splitting a large read) goes out in a few
+large messages, a lone frame at once and alone.  Credit still counts frames.
+
 Outputs are pulled by the node: :meth:`datagrams_to_send` and :meth:`get_timer`.
 """
 
@@ -148,9 +154,10 @@ class LinkConnection:
 
     # -- input --------------------------------------------------------------------------
     def feed(self, data: bytes, now: float) -> list[lf.Frame]:
-        """Decode ``data``; raises RemoteProtocolError on a malformed frame."""
+        """Decode one link message (whole frames, see :mod:`zmesh.link.frames`); raises
+        RemoteProtocolError on a malformed frame or a message that ends inside one."""
         self.last_rx = now
-        return self.decoder.feed(data)
+        return self.decoder.feed_message(data)
 
     def admit(self, frame: lf.Frame) -> bool:
         """Account for one received frame; True if it counts against the window.
@@ -281,8 +288,10 @@ class LinkConnection:
         return len(self._backlog)
 
     def datagrams_to_send(self) -> list[bytes]:
+        """The messages to send, in order: the frames ready, several to a message up to
+        :data:`~zmesh.link.frames.MAX_BATCH` bytes (a lone frame goes at once, alone)."""
         out, self._ready = self._ready, []
-        return out
+        return lf.pack_frames(out)
 
     # -- timers -------------------------------------------------------------------------
     def get_timer(self) -> float:

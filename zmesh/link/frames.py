@@ -1,7 +1,13 @@
-"""Link frames: ``u8 type | u24 length | body``, decoded incrementally.
+"""Link frames: ``u8 type | u24 length | body``, several to a link message.
 
-The decoder accepts bytes in any split (a WebRTC message, a TCP segment, one byte at a
-time) and yields typed frames.  Every fixed-size body length is exact for its type, derived
+A link message (one data-channel message) carries one or more whole frames, back to
+back: the sender packs the frames it has ready into messages of at most
+:data:`MAX_BATCH` bytes (:func:`pack_frames`, docs/decisions.md D47), and the receiver
+decodes each message on its own (:meth:`FrameDecoder.feed_message`): a message that ends
+inside a frame, like one whose frame lengths lie, is a protocol error.  (A peer that
+sends one frame per message, as before D47, sends such messages too.)  The decoder also
+accepts bytes in any split (:meth:`FrameDecoder.feed`, for a byte stream) and yields
+typed frames.  Every fixed-size body length is exact for its type, derived
 from the onion :class:`~zmesh.onion.geometry.Geometry`; the few variable-size types
 (PADDING, DESCRIPTOR, SIGNAL, DHT) have a maximum.  A frame can never be oversized.
 
@@ -39,6 +45,11 @@ MAX_DESCRIPTOR = 8192
 MAX_SIGNAL_PAYLOAD = 8192
 MAX_DHT = 56 * 1024  # a DHT message: at least zmesh.dht.messages.MAX_MESSAGE_SIZE
 NODE_ID = 32
+#: the largest batch of frames in one link message (D47): RFC 8841's default
+#: ``max-message-size``, which every data channel takes (zMesh's SDP offers 256 KiB), and
+#: small enough that a relay, which forwards a message only once it has all of it, adds
+#: little delay on a slow link (64 KiB: 5 ms per hop at 100 Mbit/s, 52 ms at 10 Mbit/s)
+MAX_BATCH = 65536
 
 
 class FrameType(IntEnum):
@@ -219,6 +230,26 @@ def encode_cell(circ_id: int, cell: bytes) -> bytes:
     return _frame(FrameType.CELL, circ_id.to_bytes(4, "big"), cell)
 
 
+def pack_frames(frames: list[bytes], limit: int = MAX_BATCH) -> list[bytes]:
+    """Encoded frames, in order, packed into as few messages of at most ``limit`` bytes as
+    a greedy fill gives; a frame is never split, and a message of one frame is that frame
+    (no copy).  A frame over ``limit`` goes alone (none is: every frame fits in 64 KiB
+    plus its header)."""
+    if len(frames) < 2:
+        return frames
+    out: list[bytes] = []
+    run: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if size + len(frame) > limit and run:
+            out.append(run[0] if len(run) == 1 else b"".join(run))
+            run, size = [], 0
+        run.append(frame)
+        size += len(frame)
+    out.append(run[0] if len(run) == 1 else b"".join(run))
+    return out
+
+
 def _frame(kind: FrameType, fields: bytes, payload: bytes) -> bytes:
     """``kind | length | fields | payload`` with one copy of the (large) payload."""
     header = bytes([kind]) + (len(fields) + len(payload)).to_bytes(3, "big") + fields
@@ -297,7 +328,8 @@ _TYPES = {int(t): t for t in FrameType}
 
 
 class FrameDecoder:
-    """Incremental decoder: ``feed(bytes)`` returns the frames completed so far."""
+    """Decoder of link messages (:meth:`feed_message`) or of a byte stream (:meth:`feed`,
+    which returns the frames completed so far)."""
 
     def __init__(self, geometry: Geometry) -> None:
         self._sizes = body_sizes(geometry)
@@ -342,6 +374,21 @@ class FrameDecoder:
                 del buf[:pos]
             else:
                 buf += src[pos:]
+        return frames
+
+    def feed_message(self, data: bytes) -> list[Frame]:
+        """The frames of one link message, which must hold whole frames only.
+
+        Raises RemoteProtocolError on an unknown type, a wrong length, a message that
+        ends inside a frame, and on every message after one that failed (errors are
+        sticky)."""
+        if self._buf:
+            raise RemoteProtocolError("link message after a malformed one")
+        frames = self.feed(data)
+        if self._buf:
+            raise RemoteProtocolError(
+                f"link message ends inside a frame ({len(self._buf)} bytes left over)"
+            )
         return frames
 
     @property

@@ -202,6 +202,12 @@ class WebRTCTransport(DataChannel):
             self._state = "open"
         self._watcher = self._loop.create_task(self._watch())
 
+    @property
+    def max_message_size(self) -> int:
+        """The largest message :meth:`send` takes: the SDP's ``max-message-size`` of both
+        ends, at most :data:`MAX_MESSAGE_SIZE` (known once open)."""
+        return self._max_message_size
+
     async def wait_closed(self) -> None:
         """Wait until the native connection is torn down (after a close)."""
         if self._teardown_task is not None:
