@@ -360,3 +360,30 @@ async def _send_ws(port: int, case: object) -> None:
                 break
     finally:
         client.close()
+
+
+def test_the_push_service_command_runs_and_refuses_a_bad_address(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "zmesh", "push-service", "--listen", "nowhere"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "expected HOST:PORT" in bad.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zmesh", "push-service", "--listen", "127.0.0.1:0",
+         "--data", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "dom.push.serverURL = ws://127.0.0.1:" in first
+        assert (tmp_path / "push.sqlite3").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -23,7 +23,6 @@ import binascii
 import json
 import os
 import re
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -255,6 +254,8 @@ async def send_push(
     exchange = ClientExchange("POST", target or "/", headers, body)
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
+    import ssl  # lazily: an unvendored module in Pyodide
+
     context = ssl.create_default_context() if secure else None
     assert parts.hostname is not None  # PushSubscription checked it
 

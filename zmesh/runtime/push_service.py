@@ -94,6 +94,8 @@ PHASE_TIMEOUT = 5.0
 IDLE_TIMEOUT = 2400.0
 READ_SIZE = 16384
 PURGE_EVERY = 60.0
+#: a WebSocket client must say hello this soon (a silent one holds no connection slot)
+HELLO_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -836,7 +838,7 @@ class PushServer:
                 wake_task = asyncio.ensure_future(wake.wait())
                 done, _ = await asyncio.wait(
                     {read_task, wake_task},
-                    timeout=IDLE_TIMEOUT,
+                    timeout=IDLE_TIMEOUT if session.uaid else HELLO_TIMEOUT,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 wake_task.cancel()
