@@ -31,11 +31,13 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)  ## create the virtualenv and install zmesh with its test extras
 
 # System tools the tests drive: curl (SOCKS5 tests), Debian's chromium (browser tests),
+# Debian's firefox-esr (the push service's Firefox test),
 # node and npm (the Pyodide bundle and the core tests in Pyodide).  Installed only when missing.
 $(SYSDEPS): $(STAMP)
 	@missing=""; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/firefox-esr ] || missing="$$missing firefox-esr"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
@@ -45,7 +47,7 @@ $(SYSDEPS): $(STAMP)
 	fi
 	@touch $(SYSDEPS)
 
-sysdeps: $(SYSDEPS)  ## install missing system tools (curl, chromium, node, npm)
+sysdeps: $(SYSDEPS)  ## install missing system tools (curl, chromium, firefox-esr, node, npm)
 
 run: $(SYSDEPS) web  ## run the main job: a local mesh (4 relays, an exit, a SOCKS5 proxy, the join page)
 	$(VENV)/bin/zmesh up

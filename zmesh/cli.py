@@ -18,6 +18,7 @@ from . import __version__
 from .circuit.sessions import DEFAULT_LEGS
 from .runtime.control import DEFAULT_CONTROL
 from .runtime.processes import MAX_RELAYS, MIN_RELAYS
+from .runtime.push_cli import add_push_service
 from .session.multipath import MAX_LEGS
 from .sim.demo import DemoError, DemoResult, run_demo
 from .sim.network import LinkModel
@@ -699,6 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     harness.add_argument("--dist", help="the browser bundle (default: as for `zmesh web`)")
     harness.set_defaults(func=cmd_harness)
+    add_push_service(sub)
     return parser
 
 
