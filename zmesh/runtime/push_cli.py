@@ -1,4 +1,4 @@
-"""The ``zmesh push-service`` subcommand's arguments (kept out of zmesh/cli.py, whose
+"""The ``zmesh push-service`` subcommand's arguments (kept out of zmesh/cli, whose
 imports stay light: the service's own modules load only when it runs)."""
 
 import argparse

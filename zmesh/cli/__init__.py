@@ -5,149 +5,31 @@ stays sans-I/O.
 """
 
 import argparse
-import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__
-from .circuit.sessions import DEFAULT_LEGS
-from .runtime.control import DEFAULT_CONTROL
-from .runtime.processes import MAX_RELAYS, MIN_RELAYS
-from .runtime.push_cli import add_push_service
-from .session.multipath import MAX_LEGS
-from .sim.demo import DemoError, DemoResult, run_demo
-from .sim.network import LinkModel
-
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
-MAX_DEMO_SIZE = 1 << 30
-
-
-def parse_size(text: str) -> int:
-    """Parse ``5MB``, ``512KiB``, ``1.5M`` or ``1000`` into bytes (argparse type)."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 5MB, 512KiB or 1000)")
-    unit = (m.group(2) or "").lower()
-    base = 1024 if "i" in unit else 1000
-    scale = 1 if unit in ("", "b") else base ** ("kmg".index(unit[0]) + 1)
-    value = int(float(m.group(1)) * scale)
-    if not 1 <= value <= MAX_DEMO_SIZE:
-        raise argparse.ArgumentTypeError(f"size must be between 1 B and 1 GiB, not {text!r}")
-    return value
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``90s``, ``10m``, ``1h``, ``2d`` or ``600`` (seconds) into seconds (argparse
-    type); the simulator takes 60 s to 7 days."""
-    m = _DURATION_RE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 10m or 1h)")
-    value = float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
-    if not 60 <= value <= 7 * 86400:
-        raise argparse.ArgumentTypeError(f"duration must be between 60s and 7d, not {text!r}")
-    return value
-
-
-def _number[T: (int, float)](text: str, kind: type[T]) -> T:
-    """``text`` as an int or a float (argparse type step); ArgumentTypeError if it is not."""
-    try:
-        return kind(text)
-    except ValueError:
-        noun = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
-
-
-def _churn(text: str) -> float:
-    value = _number(text, float)
-    if not 0.0 <= value <= 10.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 10 per hour, not {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
-
-
-def _days(text: str) -> float:
-    value = _number(text, float)
-    if not 0.0 < value <= 3650:
-        raise argparse.ArgumentTypeError(f"must be in (0, 3650] days, not {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _relay_count(text: str) -> int:
-    value = _number(text, int)
-    if not MIN_RELAYS <= value <= MAX_RELAYS:
-        raise argparse.ArgumentTypeError(
-            f"must be between {MIN_RELAYS} and {MAX_RELAYS}, not {value} (a 3-hop circuit "
-            f"needs {MIN_RELAYS}; each relay is a process on this machine)"
-        )
-    return value
-
-
-def _probability(text: str) -> float:
-    value = _number(text, float)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {value}")
-    return value
-
-
-def _milliseconds(text: str) -> float:
-    value = _number(text, float)
-    if not 0.0 <= value <= 10_000:
-        raise argparse.ArgumentTypeError("latency must be between 0 and 10000 ms")
-    return value / 1000
-
-
-class Progress:
-    """A one-line progress bar on stderr, only when it is a terminal."""
-
-    def __init__(self, stream: TextIO, enabled: bool) -> None:
-        self._stream = stream
-        self._enabled = enabled
-        self._last = -1
-        self._phase = ""
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self._enabled or total <= 0:
-            return
-        pct = min(100, done * 100 // total)
-        if pct == self._last and phase == self._phase:
-            return
-        self._last, self._phase = pct, phase
-        filled = pct * 30 // 100
-        bar = "#" * filled + "-" * (30 - filled)
-        amount = _fmt_bytes(done) if phase == "transfer" else f"{done}/{total}"
-        self._stream.write(f"\r  {phase:<9}[{bar}] {pct:3d}%  {amount}")
-        if pct == 100:
-            self._stream.write("\n")
-            self._last = -1
-        self._stream.flush()
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
+from .. import __version__
+from ..circuit.sessions import DEFAULT_LEGS
+from ..runtime.control import DEFAULT_CONTROL
+from ..runtime.processes import MAX_RELAYS, MIN_RELAYS
+from ..runtime.push_cli import add_push_service
+from ..session.multipath import MAX_LEGS
+from ..sim.demo import DemoError, DemoResult, run_demo
+from ..sim.network import LinkModel
+from .args import (
+    Progress,
+    fmt_bytes,
+    milliseconds,
+    parse_size,
+    positive_int,
+    probability,
+    relay_count,
+)
+from .sim import add_sim
 
 
 def print_demo(result: DemoResult, out: TextIO) -> None:
@@ -161,7 +43,7 @@ def print_demo(result: DemoResult, out: TextIO) -> None:
     sim_rate = mb / result.transfer_sim if result.transfer_sim else float("inf")
     wall_rate = mb / result.transfer_wall if result.transfer_wall else float("inf")
     w(
-        f"Transferred {_fmt_bytes(result.size)} in {result.transfer_sim:.2f} s simulated "
+        f"Transferred {fmt_bytes(result.size)} in {result.transfer_sim:.2f} s simulated "
         f"({sim_rate:.1f} MB/s), {result.transfer_wall:.2f} s wall ({wall_rate:.1f} MB/s); "
         f"{result.cells_relayed} cells relayed\n"
     )
@@ -186,7 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr, sys.stderr.isatty() and not args.quiet)
     model = LinkModel(latency=args.latency, loss=args.loss)
     print(
-        f"zmesh demo: {args.nodes} nodes, {args.hops} relays, {_fmt_bytes(args.size)}, "
+        f"zmesh demo: {args.nodes} nodes, {args.hops} relays, {fmt_bytes(args.size)}, "
         f"seed {args.seed}",
         flush=True,
     )
@@ -207,40 +89,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def cmd_sim(args: argparse.Namespace) -> int:
-    from .sim.scale import ScaleConfig, simulate
-
-    try:
-        cfg = ScaleConfig(
-            nodes=args.nodes,
-            duration=args.duration,
-            churn=args.churn,
-            adversary=args.adversary,
-            sybil=args.sybil,
-            sybil_subnets=args.sybil_subnets,
-            anonymity_days=args.anonymity_days,
-            no_guards=args.no_guards,
-            seed=args.seed,
-        )
-    except ValueError as exc:
-        print(f"zmesh sim: error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.json) if args.json else None
-    if out is not None and not out.parent.is_dir():
-        print(f"zmesh sim: error: no directory for --json {args.json!r}", file=sys.stderr)
-        return 2
-    progress = Progress(sys.stderr, sys.stderr.isatty() and not args.quiet)
-    report = simulate(cfg, clock=time.perf_counter, progress=progress)
-    figures = report.to_json()
-    for key, value in figures.items():
-        print(f"{key:<34} {value}")
-    if out is not None:
-        out.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0
-
-
 def cmd_relay(args: argparse.Namespace) -> int:
-    from .runtime.daemon import RelayOptions, main_relay
+    from ..runtime.daemon import RelayOptions, main_relay
 
     opts = RelayOptions(
         listen=args.listen,
@@ -266,7 +116,7 @@ def _legs(text: str) -> int:
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    from .runtime.proxy import ProxyOptions, main_proxy
+    from ..runtime.proxy import ProxyOptions, main_proxy
 
     if not args.bootstrap:
         print("zmesh proxy: error: give at least one --bootstrap URL", file=sys.stderr)
@@ -287,7 +137,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .runtime.daemon import UpOptions, main_up
+    from ..runtime.daemon import UpOptions, main_up
 
     data = Path(args.data) if args.data else None
     web = None if args.web == "off" else args.web
@@ -296,13 +146,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .runtime.control import main_status
+    from ..runtime.control import main_status
 
     return main_status(args.control, args.json)
 
 
 def cmd_harness(args: argparse.Namespace) -> int:
-    from .runtime.harness import SCENARIOS, HarnessOptions, main_harness
+    from ..runtime.harness import SCENARIOS, HarnessOptions, main_harness
 
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     dist = Path(args.dist) if args.dist else None
@@ -311,7 +161,7 @@ def cmd_harness(args: argparse.Namespace) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from .runtime.webserver import WebOptions, main_web
+    from ..runtime.webserver import WebOptions, main_web
 
     if not args.bootstrap:
         print(
@@ -372,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
             "stream --size random bytes and check the SHA-256 at the destination."
         ),
     )
-    demo.add_argument("--nodes", type=_positive_int, default=12, help="mesh size (default 12)")
+    demo.add_argument("--nodes", type=positive_int, default=12, help="mesh size (default 12)")
     demo.add_argument(
         "--hops",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="relays between source and destination (default 3)",
     )
@@ -388,13 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="seed for a reproducible run (default 7)")
     demo.add_argument(
         "--latency",
-        type=_milliseconds,
+        type=milliseconds,
         default=0.010,
         help="one-way link latency in ms (default 10)",
     )
     demo.add_argument(
         "--loss",
-        type=_probability,
+        type=probability,
         default=0.0,
         help="per-message loss under the reliable channel (default 0)",
     )
@@ -534,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--relays",
-        type=_relay_count,
+        type=relay_count,
         default=4,
         help=f"number of relays, {MIN_RELAYS} to {MAX_RELAYS} (default 4)",
     )
@@ -611,69 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     web.set_defaults(func=cmd_web)
 
-    sim = sub.add_parser(
-        "sim",
-        help="simulate an open network at scale: DHT, churn, adversaries, Sybils, anonymity",
-        description=(
-            "Run --nodes real DHT components (one per node, real messages and signed "
-            "records, links and latencies modelled) for --duration of simulated time with "
-            "churn, hostile nodes and Sybils, measuring lookups, circuit setup through the "
-            "production path and guard code, and maintenance traffic; then the anonymity of "
-            "guards over --anonymity-days (TorPS-style).  Prints the figures; --json writes "
-            "them.  See zmesh/sim/scale.py for what is real and what is modelled."
-        ),
-    )
-    sim.add_argument("--nodes", type=_positive_int, required=True, help="nodes at the start")
-    sim.add_argument(
-        "--duration",
-        type=parse_duration,
-        required=True,
-        metavar="D",
-        help="simulated time, e.g. 90s, 10m or 1h",
-    )
-    sim.add_argument(
-        "--churn",
-        type=_churn,
-        default=0.0,
-        metavar="R",
-        help="fraction of nodes leaving (replaced by newcomers) per simulated hour (default 0)",
-    )
-    sim.add_argument(
-        "--adversary",
-        type=_probability,
-        default=0.0,
-        metavar="F",
-        help="fraction of relays hostile and colluding (default 0)",
-    )
-    sim.add_argument(
-        "--sybil",
-        type=_non_negative_int,
-        default=0,
-        metavar="M",
-        help="extra hostile identities (default 0; needs --sybil-subnets)",
-    )
-    sim.add_argument(
-        "--sybil-subnets",
-        type=_non_negative_int,
-        default=0,
-        metavar="K",
-        help="subnets the Sybil identities come from (default 0)",
-    )
-    sim.add_argument(
-        "--anonymity-days",
-        type=_days,
-        default=30.0,
-        metavar="A",
-        help="days of the anonymity run (default 30)",
-    )
-    sim.add_argument(
-        "--no-guards", action="store_true", help="the baseline: circuits without guards"
-    )
-    sim.add_argument("--seed", type=int, required=True, metavar="S", help="seed of the run")
-    sim.add_argument("--json", metavar="OUT", help="write the figures as one JSON object")
-    sim.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    sim.set_defaults(func=cmd_sim)
-
+    add_sim(sub)
     harness = sub.add_parser(
         "harness",
         help="run headless Chromium nodes and native relays on loopback through a scenario",
@@ -684,11 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     harness.add_argument(
-        "--browsers", type=_positive_int, default=2, help="browser nodes (default 2)"
+        "--browsers", type=positive_int, default=2, help="browser nodes (default 2)"
     )
     harness.add_argument(
         "--relays",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="native relays, the first an exit (default 3)",
     )
