@@ -184,14 +184,14 @@ class Scheduler:
         self._source(source).proofs.discard(group)
 
     def received(self, source: bytes, index: int, size: int) -> list[bytes]:
-        """A verified piece arrived from ``source`` and was kept; returns the other sources
-        it is still in flight at (send them a cancel)."""
+        """A verified piece arrived from ``source`` (kept if :meth:`wanted`); returns the
+        other sources it is still in flight at (send them a cancel)."""
         s = self._source(source)
         s.pieces.pop(index, None)
         others = sorted(self._flight.pop(index, set()) - {source})
         for other in others:
             self._sources[other].pieces.pop(index, None)
-        if index not in self.held:
+        if self.wanted(index):
             s.bytes += size
             self._hold(index)
         return others
