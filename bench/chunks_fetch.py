@@ -94,20 +94,22 @@ def fetch_run(
             time.sleep(5.0)  # the seeders publish their provider records
             out = work / "got"
             cmd = _zmesh("get", cid, "-o", str(out), *boot, "--json", "--data", str(work / "get"))
-            get = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             killed_at, lines = None, 0
-            assert get.stderr is not None and get.stdout is not None
-            for line in get.stderr:
-                if not line.startswith("{"):
-                    continue
-                lines += 1
-                progress = json.loads(line)
-                fraction = progress["bytes"] / max(progress["total"], 1)
-                if kill_at is not None and killed_at is None and fraction >= kill_at:
-                    os.killpg(shares[0].pid, signal.SIGKILL)
-                    killed_at = fraction
-            result: dict[str, Any] = json.loads(get.stdout.read())
-            assert get.wait(GET_TIMEOUT) == 0
+            with subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            ) as get:
+                assert get.stderr is not None and get.stdout is not None
+                for line in get.stderr:
+                    if not line.startswith("{"):
+                        continue
+                    lines += 1
+                    progress = json.loads(line)
+                    fraction = progress["bytes"] / max(progress["total"], 1)
+                    if kill_at is not None and killed_at is None and fraction >= kill_at:
+                        os.killpg(shares[0].pid, signal.SIGKILL)
+                        killed_at = fraction
+                result: dict[str, Any] = json.loads(get.stdout.read())
+                assert get.wait(GET_TIMEOUT) == 0
             got = out.read_bytes()
             result["intact"] = (
                 got == payload and result["sha256"] == hashlib.sha256(got).hexdigest()
