@@ -77,22 +77,26 @@ class Rate:
     """A token bucket on payload bytes given, shared by every stream of the node.
 
     ``rate`` is bytes per second (None: no cap); the bucket holds a tenth of a second of
-    it, and at least the largest message, so one piece never waits for more than the
-    bucket can hold."""
+    it (at least ``min_burst`` bytes), and a larger message takes its bytes in parts, so
+    nothing is given faster than the rate beyond that tenth of a second."""
 
-    def __init__(self, rate: float | None, largest: int = 4 * 1024 * 1024 + 16) -> None:
+    def __init__(self, rate: float | None, min_burst: int = 1024) -> None:
         if rate is not None and rate <= 0:
             raise UsageError(f"--rate must be positive, not {rate:g}")
         self.rate = rate
-        self._bucket = None if rate is None else TokenBucket(rate, max(rate / 10, largest))
+        self._burst = 0.0 if rate is None else max(rate / 10, min_burst)
+        self._bucket = None if rate is None else TokenBucket(rate, self._burst)
 
     async def take(self, n: int) -> None:
         """Wait until ``n`` bytes may be given, and take them."""
         bucket = self._bucket
-        if bucket is None:
-            return
-        while not bucket.take(time.monotonic(), n):
-            await asyncio.sleep(max(0.001, bucket.ready_at(time.monotonic(), n) - time.monotonic()))
+        left = float(n)
+        while bucket is not None and left > 0:
+            part = min(left, self._burst)
+            while not bucket.take(time.monotonic(), part):
+                ready = bucket.ready_at(time.monotonic(), part)
+                await asyncio.sleep(max(0.001, ready - time.monotonic()))
+            left -= part
 
 
 @dataclass
