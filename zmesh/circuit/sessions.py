@@ -252,15 +252,21 @@ class Sessions:
             return False
         return True
 
-    def connect(self, now: float, legs: int = DEFAULT_LEGS) -> int:
-        """A managed session of ``legs`` legs to an exit the node picks (see Healing).
+    def connect(self, now: float, legs: int = DEFAULT_LEGS, exit_id: bytes | None = None) -> int:
+        """A managed session of ``legs`` legs to an exit the node picks, or to the final
+        hop ``exit_id`` (a provider of content; see Healing).
 
         Streams may be opened at once; they go out when its first leg is up.  Raises
         NoPathError if no path exists now, LocalProtocolError for a bad number of legs
         or at :data:`MAX_SESSIONS`."""
         if not 1 <= legs <= MAX_LEGS:
             raise LocalProtocolError(f"a session has 1 to {MAX_LEGS} legs")
-        path = self._healer.first_path(now)
+        found = self._healer.first_path(now) if exit_id is None else None
+        if exit_id is not None:
+            found = self._healer.leg_path(exit_id, set(), now)
+        if found is None:
+            raise NoPathError("no path to that final hop now")
+        path = found
         entry = self._sessions[self.create(now)]
         plan = entry.plan = Plan(path[-1].node_id, legs)
         self._build_leg(entry, plan, path, now)

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from .. import __version__
 from ..circuit.sessions import DEFAULT_LEGS
+from ..runtime.content_cli import add_content_commands, add_rate_option
 from ..runtime.control import DEFAULT_CONTROL
 from ..runtime.processes import MAX_RELAYS, MIN_RELAYS
 from ..runtime.push_cli import add_push_service
@@ -101,6 +102,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         loopback=args.loopback,
         log_hops=args.log_hops,
         gossip=args.gossip,
+        rate=args.rate,
     )
     return main_relay(opts)
 
@@ -298,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also flood descriptors on links, as before the DHT (for a mesh that serves "
         "browser nodes, which do not run the DHT yet; see D46)",
     )
+    add_rate_option(relay)
     relay.set_defaults(func=cmd_relay)
+    add_content_commands(sub)
 
     proxy = sub.add_parser(
         "proxy",

@@ -191,6 +191,8 @@ class AsyncNode:
         self._tasks = TaskSet(log)
         self._progress = asyncio.Event()  # set whenever a flush may have freed buffers
         self.on_event: Callable[[Event], None] | None = None
+        # streams whose target is a content id (``zm1...``): zmesh/runtime/content.py
+        self.content: Callable[[StreamPipe, str], Awaitable[None]] | None = None
         self.http: HttpServer | None = None
         self.dials = dict.fromkeys(("http", "mesh", "failed"), 0)  # DialWanted, carried out
         self._closing = False
@@ -611,6 +613,9 @@ class AsyncNode:
         """An exit: resolve, apply the exit policy, connect, then pipe both ways."""
         slot = self._streams[(session_id, sid)]
         pipe = StreamPipe(self, session_id, sid, slot)
+        if self.content is not None and target.startswith("zm1"):
+            await self.content(pipe, target)
+            return
         if self.exit_policy is None:
             pipe.reset(RESET_POLICY)
             return

@@ -21,6 +21,7 @@ from ..node import Event, HopOpened, Node, NodeConfig
 from ..signaling.backoff import Backoff
 from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
+from .content import Seeder
 from .control import (
     DEFAULT_CONTROL,
     ControlServer,
@@ -126,6 +127,8 @@ class RelayOptions:
     loopback: bool | None = None
     log_hops: bool = False  # tests only: production relays keep no record of circuits
     gossip: bool = False  # flood descriptors too (a mesh with browser nodes, D46)
+    rate: float | None = None  # payload bytes per second given (content; None: no cap)
+    share: list[Path] = field(default_factory=list)  # `zmesh share`: pin, print ids
 
 
 MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
@@ -200,18 +203,24 @@ async def run_relay(opts: RelayOptions) -> int:
     if opts.log_hops:
         driver.on_event = log_hop
     driver_box.append(driver)
+    seeder = Seeder(driver, opts.data, opts.rate)  # serves and announces what the store holds
+    for cid in seeder.share(opts.share):  # `zmesh share`: only the ids go to stdout
+        print(cid, flush=True)
+    info = sys.stderr if opts.share else sys.stdout
+    seeder.start()
     cached = [a for d in store.peers(wall_clock()) for a in d.addresses if a != url]
     boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap + cached[:8]))
     role = "exit relay" if opts.exit else "relay"
-    print(f"zmesh {role} {node.node_id.hex()} listening on {url}", flush=True)
+    print(f"zmesh {role} {node.node_id.hex()} listening on {url}", file=info, flush=True)
     if policy is not None:
-        print(f"exit policy: {policy.summary()}", flush=True)
+        print(f"exit policy: {policy.summary()}", file=info, flush=True)
     try:
         await stop.wait()
     finally:
         boot.cancel()
+        await seeder.close()
         await driver.close()
-    print("zmesh relay stopped", flush=True)
+    print("zmesh relay stopped", file=info, flush=True)
     return 0
 
 
@@ -354,6 +363,8 @@ async def run_up(opts: UpOptions) -> int:
                 web, web_note = await _start_web(opts.web, urls)
                 web_note = "\n" + web_note
             host_text = f"[{socks_host}]" if ":" in socks_host else socks_host
+            boot = " ".join(f"--bootstrap {u}" for u in urls[:PROXY_BOOTSTRAPS])
+            print(f"For zmesh share / zmesh get / zmesh relay: {boot}", flush=True)
             print(
                 f"\nYour local zMesh is up: {opts.relays} relays (relay 0 is the exit and "
                 "may reach loopback) and a SOCKS5 proxy, which relays too.\n"
