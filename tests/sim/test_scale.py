@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from zmesh import cli
+from zmesh.cli.args import parse_duration
 from zmesh.crypto import signing
 from zmesh.dht import messages
 from zmesh.sim.scale import ScaleConfig, ScaleReport, shared_pure_functions, simulate
@@ -139,7 +140,7 @@ def test_a_bad_configuration_is_a_value_error(changes: dict[str, object]) -> Non
     [("90s", 90), ("10m", 600), ("1h", 3600), ("1.5h", 5400), ("2d", 172800), ("600", 600)],
 )
 def test_durations_parse(text: str, seconds: float) -> None:
-    assert cli.parse_duration(text) == seconds
+    assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize(
