@@ -41,11 +41,10 @@ PONGs into :attr:`LinkConnection.rtt`, :attr:`LinkConnection.loss` and
 :meth:`LinkConnection.phi`, and decides when the peer is dead: phi over 8 and nothing
 received for ``keepalive``, or nothing received for ``timeout`` (the hard cap).
 
-Batching (D47).  Each received message holds whole frames, and
-:meth:`LinkConnection.datagrams_to_send` packs the frames queued since the last pull into
-as few messages as fit :data:`~zmesh.link.frames.MAX_BATCH` bytes: a burst of cells (a
-relay forwarding a received batch, a proxy splitting a large read) goes out in a few
-large messages, a lone frame at once and alone.  Credit still counts frames.
+Messages (D47).  Each received message must hold whole frames, one or several
+(:meth:`~zmesh.link.frames.FrameDecoder.feed_message`); this side sends one frame per
+message for now: sending batches made the heal simulation's failover stalls several times
+longer (D47).
 
 Outputs are pulled by the node: :meth:`datagrams_to_send` and :meth:`get_timer`.
 """
@@ -288,10 +287,9 @@ class LinkConnection:
         return len(self._backlog)
 
     def datagrams_to_send(self) -> list[bytes]:
-        """The messages to send, in order: the frames ready, several to a message up to
-        :data:`~zmesh.link.frames.MAX_BATCH` bytes (a lone frame goes at once, alone)."""
+        """The messages to send, in order: one frame each (see Messages)."""
         out, self._ready = self._ready, []
-        return lf.pack_frames(out)
+        return out
 
     # -- timers -------------------------------------------------------------------------
     def get_timer(self) -> float:
