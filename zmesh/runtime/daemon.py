@@ -125,7 +125,7 @@ class RelayOptions:
     bootstrap: list[str] = field(default_factory=list)
     loopback: bool | None = None
     log_hops: bool = False  # tests only: production relays keep no record of circuits
-    gossip: bool = False  # flood descriptors too (a mesh with browser nodes, D46)
+    gossip: bool = False  # flood descriptors too (a mesh with nodes without the DHT, D46)
 
 
 MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
@@ -144,8 +144,8 @@ def relay_config(
     under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
     and answers signaling, so that a first hop cannot tell a client from a relay (D22).
     It discovers relays through the DHT and picks paths from its peer sample (issue 9,
-    D46); descriptors are flooded only with ``gossip`` (a mesh that serves browser nodes,
-    which do not run the DHT).  Its circuits start at persistent guards, except in a
+    D46), as browser nodes do; descriptors are flooded only with ``gossip`` (a mesh with
+    nodes that do not run the DHT).  Its circuits start at persistent guards, except in a
     ``private`` mesh (on loopback, as ``zmesh up`` runs), which also waives the
     one-relay-per-subnet rule: one operator holds every relay there, and with a guard set
     of two, legs that heal shared one guard and a session stalled for 2.6 s when it died
@@ -246,17 +246,6 @@ async def _start_web(address: str, urls: list[str]) -> tuple["WebServer | None",
     return server, f"Open {url} in a browser to make it a zMesh node (it relays, too)."
 
 
-def _has_bundle() -> bool:
-    """Whether the browser node's files are here to serve (:func:`_start_web`)."""
-    from .webserver import DistError, find_dist  # noqa: PLC0415
-
-    try:
-        find_dist()
-    except DistError:
-        return False
-    return True
-
-
 def check_relay_count(relays: int) -> None:
     """UsageError unless ``zmesh up`` can run ``relays`` relays (3 to 12)."""
     if not MIN_RELAYS <= relays <= MAX_RELAYS:
@@ -336,11 +325,10 @@ async def run_up(opts: UpOptions) -> int:
             if opts.control is not None:
                 control, control_note = await start_control(opts.control, snapshot)
                 control_note = "\n" + control_note
-            # browser nodes do not run the DHT yet: a mesh that serves them floods (D46)
-            gossip = opts.web is not None and _has_bundle()
-            urls = await children.start_relays(opts.relays, base, relay_ready, gossip=gossip)
+            # every node, browsers included, finds relays through the DHT: no flooding (D46)
+            urls = await children.start_relays(opts.relays, base, relay_ready)
             proxy_args = ["proxy", "--socks", f"{socks_host}:{socks_port}"]
-            proxy_args += ["--data", str(base / "proxy")] + (["--gossip"] if gossip else [])
+            proxy_args += ["--data", str(base / "proxy")]
             if proxy_control is not None:
                 proxy_args += ["--control", f"{proxy_control[0]}:{proxy_control[1]}"]
             for url in urls[:PROXY_BOOTSTRAPS]:  # the DHT finds the others (D46)
