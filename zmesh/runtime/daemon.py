@@ -125,7 +125,6 @@ class RelayOptions:
     bootstrap: list[str] = field(default_factory=list)
     loopback: bool | None = None
     log_hops: bool = False  # tests only: production relays keep no record of circuits
-    gossip: bool = False  # flood descriptors too (a mesh with nodes without the DHT, D46)
 
 
 MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
@@ -137,19 +136,17 @@ def relay_config(
     *,
     hop_events: bool = False,
     private: bool = False,
-    gossip: bool = False,
 ) -> NodeConfig:
     """The :class:`NodeConfig` of every native node, ``zmesh relay`` and ``zmesh proxy``
     alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
     under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
     and answers signaling, so that a first hop cannot tell a client from a relay (D22).
     It discovers relays through the DHT and picks paths from its peer sample (issue 9,
-    D46), as browser nodes do; descriptors are flooded only with ``gossip`` (a mesh with
-    nodes that do not run the DHT).  Its circuits start at persistent guards, except in a
-    ``private`` mesh (on loopback, as ``zmesh up`` runs), which also waives the
-    one-relay-per-subnet rule: one operator holds every relay there, and with a guard set
-    of two, legs that heal shared one guard and a session stalled for 2.6 s when it died
-    (D43)."""
+    D46), as browser nodes do; descriptors are not flooded.  Its circuits start at
+    persistent guards, except in a ``private`` mesh (on loopback, as ``zmesh up`` runs),
+    which also waives the one-relay-per-subnet rule: one operator holds every relay
+    there, and with a guard set of two, legs that heal shared one guard and a session
+    stalled for 2.6 s when it died (D43)."""
     return NodeConfig(
         flags=Flags.RELAY | flags,
         addresses=addresses,
@@ -159,7 +156,7 @@ def relay_config(
         guards=not private,
         private=private,
         dht=True,
-        gossip=gossip,
+        gossip=False,
     )
 
 
@@ -188,9 +185,7 @@ async def run_relay(opts: RelayOptions) -> int:
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
     flags = Flags.EXIT if opts.exit else Flags.NONE
     loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
-    config = relay_config(
-        flags, (url,), hop_events=opts.log_hops, private=loopback, gossip=opts.gossip
-    )
+    config = relay_config(flags, (url,), hop_events=opts.log_hops, private=loopback)
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:
