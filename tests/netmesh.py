@@ -84,11 +84,8 @@ def start_relay(
     exit_: bool = False,
     python: str = sys.executable,
     env: dict[str, str] | None = None,
-    gossip: bool = False,
 ) -> Proc:
     args = ["relay", "--listen", "127.0.0.1:0", "--data", str(tmp / name), "--log-hops"]
-    if gossip:
-        args += ["--gossip"]
     if exit_:
         args += ["--exit", "--allow-private-exits"]
     for url in bootstrap:

@@ -105,15 +105,10 @@ def test_the_wheel_serves_a_page_that_joins(tmp_path: Path) -> None:
 
     procs: list[netmesh.Proc] = []
     try:
-        # the page's node learns relays by flooding, until browsers run the DHT (D46)
-        first = netmesh.start_relay(
-            tmp_path, "relay0", [], exit_=True, python=python, env=env, gossip=True
-        )
+        first = netmesh.start_relay(tmp_path, "relay0", [], exit_=True, python=python, env=env)
         procs.append(first)
         for i in (1, 2):  # a circuit needs three relays
-            relay = netmesh.start_relay(
-                tmp_path, f"relay{i}", [first.url], python=python, env=env, gossip=True
-            )
+            relay = netmesh.start_relay(tmp_path, f"relay{i}", [first.url], python=python, env=env)
             procs.append(relay)
         args = ["web", "--port", "0"]  # no --dist: the packaged bundle
         for relay in procs:

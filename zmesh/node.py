@@ -139,7 +139,7 @@ class Node:
         if cfg.dht:  # paths come from a peer sample (zmesh/dht/sample.py), not the directory
             self.dht = Dht(
                 identity, self.descriptor, rng, now, dial=self.dialer.want, settle=self._settle,
-                descriptor_of=self.directory.get, config=dc,
+                descriptor_of=self.directory.get, refer=self.signals.refer, config=dc,
             )  # fmt: skip
             self.sample = PeerSample(
                 self.dht, rng, now, linked=lambda i: self._links.to_peer(i) is not None,

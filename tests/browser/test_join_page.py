@@ -78,14 +78,18 @@ async def _send_garbage(page: Any, relay_url: str, browser_id: bytes) -> None:
     """A native peer sends garbage to the browser node: on a fresh data channel (before
     any handshake), then on a handshaken link (an oversized frame)."""
     rng = SystemRng()
-    node = Node(
-        Identity.generate(rng), rng, wall_clock(), NodeConfig(flags=Flags.NONE, gossip=True)
-    )
+    config = NodeConfig(flags=Flags.NONE, dht=True, gossip=False)  # as the mesh runs (D46)
+    node = Node(Identity.generate(rng), rng, wall_clock(), config)
     driver = AsyncNode(node, rtc=webrtc, loopback=True)  # max_links=0: dials only when told
+    dht = node.dht
+    assert dht is not None
     try:
         await driver.bootstrap(relay_url)
-        await _wait_for(lambda: browser_id in node.directory, 15, "the browser's descriptor")
-        target = node.directory[browser_id]
+        driver.call(lambda now: dht.find_node_record(browser_id, now))  # no gossip: look it up
+        await _wait_for(lambda: dht.node_record(browser_id), 15, "the browser's node record")
+        record = dht.node_record(browser_id)
+        assert record is not None
+        target = record.descriptor
         before = (await page.evaluate("() => zmesh.status()"))["linksClosed"]
 
         raw = await _dial_without_handshake(driver, target)
@@ -95,7 +99,9 @@ async def _send_garbage(page: Any, relay_url: str, browser_id: bytes) -> None:
         raw.send(os.urandom(3000))
         await asyncio.wait_for(closed.wait(), 10)  # the browser dropped the channel
 
-        await driver._dial_via_mesh(target)  # a real link this time, handshake and all
+        await driver._dial(
+            target
+        )  # a real link this time (through the referrer), handshake and all
         link_id = await driver.wait_link(browser_id, 10)
         driver._transports[link_id].send(bytes([9, 0xFF, 0xFF, 0xFF]))  # PADDING, 16 MiB
         await _wait_for(lambda: node.link_to(browser_id) is None, 10, "the link to close")

@@ -20,8 +20,8 @@ import pytest
 from netmesh import free_port
 
 from zmesh.exit_policy import ExitPolicy
-from zmesh.identity import Flags, Identity
-from zmesh.node import Node, NodeConfig
+from zmesh.identity import Descriptor, Flags, Identity
+from zmesh.node import Node
 from zmesh.runtime import webrtc
 from zmesh.runtime.aio import AsyncNode, wall_clock
 from zmesh.runtime.browser import (
@@ -30,9 +30,12 @@ from zmesh.runtime.browser import (
     BrowserRng,
     BrowserRtc,
     BrowserTransport,
+    browser_config,
     load_identity,
+    on_loopback,
     start,
 )
+from zmesh.runtime.daemon import relay_config
 from zmesh.runtime.entropy import SystemRng
 from zmesh.runtime.http import http_request
 from zmesh.runtime.rtc import PendingConnection
@@ -145,16 +148,28 @@ class LdcHost:
 
 
 async def _relay(exit_: bool, bootstrap: list[str]) -> tuple[AsyncNode, str]:
+    """A native relay as ``zmesh relay`` runs it on loopback: DHT on, gossip off (D46)."""
     rng = SystemRng()
-    flags = Flags.RELAY | (Flags.EXIT if exit_ else Flags.NONE)
-    config = NodeConfig(flags=flags, auto_consume=False, max_links=64)
+    url = f"http://127.0.0.1:{free_port()}"
+    config = relay_config(Flags.EXIT if exit_ else Flags.NONE, (url,), private=True)
     node = Node(Identity.generate(rng), rng, wall_clock(), config)
     policy = ExitPolicy.allow_private() if exit_ else None
     driver = AsyncNode(node, rtc=webrtc, loopback=True, exit_policy=policy)
-    port = await driver.serve_http("127.0.0.1", 0)
-    for url in bootstrap:
-        await driver.bootstrap(url)
-    return driver, f"http://127.0.0.1:{port}"
+    await driver.serve_http("127.0.0.1", int(url.rsplit(":", 1)[1]))
+    for boot in bootstrap:
+        await driver.bootstrap(boot)
+    return driver, url
+
+
+def _describe(driver: AsyncNode, node_id: bytes) -> Descriptor:
+    """A descriptor ``driver``'s node knows: from its directory, else the node record its
+    DHT holds (a linked peer's: gossip is off)."""
+    desc = driver.node.directory.get(node_id)
+    if desc is None and driver.node.dht is not None:
+        record = driver.node.dht.node_record(node_id)
+        desc = None if record is None else record.descriptor
+    assert desc is not None, "an unknown node"
+    return desc
 
 
 async def _file_server() -> tuple[asyncio.Server, int]:
@@ -220,6 +235,9 @@ async def _browser_node_scenario() -> None:
         await _until(lambda: host.status.get("ready"), 5, "a published ready status")
         status = host.status
         assert status["peers"] >= 1 and status["relaysKnown"] >= 3, status
+        # it found the relays through the DHT: nothing was flooded to it
+        assert node.node.dht is not None and not node.node.config.gossip
+        assert node.node.sample is not None and len(node.node.sample) >= 3
         entries = {e["url"]: e for e in status["bootstrap"]}
         assert entries[down]["state"] == "failed", entries[down]
         assert "unreachable" in entries[down]["error"], entries[down]
@@ -249,7 +267,7 @@ async def _browser_node_scenario() -> None:
             lambda: any(n.node.link_to(browser_id) for n in (relay1, relay2)), 15, "a link"
         )
         client = next(n for n in (relay1, relay2) if n.node.link_to(browser_id) is not None)
-        path = [client.node.directory[browser_id], client.node.directory[exit_.node.node_id]]
+        path = [_describe(client, browser_id), _describe(client, exit_.node.node_id)]
         cid = await client.build_circuit(path)
         session = client.session_for([cid])
         pipe = client.open_stream(session, f"127.0.0.1:{files_port}")
@@ -375,3 +393,16 @@ def test_transport_buffers_until_attached_and_closes_once() -> None:
         assert closes == [1]
 
     asyncio.run(scenario())
+
+
+def test_the_browser_node_runs_the_dht_without_gossip() -> None:
+    """As native nodes (D46): DHT on, flooding off, a relay; the subnet caps are waived
+    only for a mesh on loopback."""
+    for loopback in (True, False):
+        config = browser_config(loopback)
+        assert config.dht and not config.gossip and config.flags == Flags.RELAY
+        assert config.private is loopback
+    assert on_loopback(["http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:2"])
+    assert not on_loopback(["http://127.0.0.1:8000", "https://relay.example"])
+    assert not on_loopback(["http://10.0.0.1:1"])
+    assert not on_loopback([])

@@ -3,7 +3,8 @@
 Real processes on loopback: an exit relay, one more relay and two proxies.  The second
 proxy needs three relays for a path and only two ``zmesh relay`` processes exist, so each
 of its circuits runs through the first proxy; a verified download shows that proxy
-forwarding the cells, and its ``--log-hops`` line shows the hop it served.
+forwarding the cells, and its ``--log-hops`` line shows the hop it served.  Flooding is
+off (D46): the proxies find each other through the DHT.
 """
 
 import hashlib
@@ -66,18 +67,18 @@ def server() -> Iterator[FileServer]:
 def test_a_proxy_forwards_a_circuit_for_another_client(tmp_path: Path, server: FileServer) -> None:
     started: list[Proc] = []
     try:
-        exit_relay = start_relay(tmp_path, "exit", [], exit_=True, gossip=True)
+        exit_relay = start_relay(tmp_path, "exit", [], exit_=True)
         started.append(exit_relay)
-        relay = start_relay(tmp_path, "relay", [exit_relay.url], gossip=True)
+        relay = start_relay(tmp_path, "relay", [exit_relay.url])
         started.append(relay)
         urls = [exit_relay.url, relay.url]
         # A proxy is ready when it can draw a 3-hop path: each has one only by knowing
         # the other proxy as a relay, so they start together.  A proxy has no signaling
-        # URL: others reach it by signaling relayed over the link its descriptor came by,
-        # which only flooding gives them (--gossip; D46).
-        helper, _ = _start_proxy(tmp_path, "helper", urls, "--log-hops", "--gossip")
+        # URL, and gossip is off: others find it by DHT lookups and reach it by signaling
+        # through the relay that named it (D46).
+        helper, _ = _start_proxy(tmp_path, "helper", urls, "--log-hops")
         started.append(helper)
-        client, socks_port = _start_proxy(tmp_path, "client", urls, "--gossip")
+        client, socks_port = _start_proxy(tmp_path, "client", urls)
         started.append(client)
         _wait_ready(helper)
         _wait_ready(client)

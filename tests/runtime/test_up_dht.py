@@ -52,7 +52,9 @@ def _pids_under(marker: str) -> list[int]:
 
 def test_zmesh_up_12_relays_discovers_through_the_dht_and_carries_socks(tmp_path: Path) -> None:
     data, control, socks = tmp_path / "mesh", free_port(), free_port()
-    cmd = [sys.executable, "-m", "zmesh", "up", "--relays", str(RELAYS), "--web", "off"]
+    # the page is served too when a bundle is here: that no longer turns flooding on (D46)
+    web = f"127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "zmesh", "up", "--relays", str(RELAYS), "--web", web]
     cmd += ["--socks", f"127.0.0.1:{socks}", "--control", f"127.0.0.1:{control}"]
     cmd += ["--data", str(data)]
     out, err = tmp_path / "out", tmp_path / "err"

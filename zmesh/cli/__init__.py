@@ -101,7 +101,6 @@ def cmd_relay(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         loopback=args.loopback,
         log_hops=args.log_hops,
-        gossip=args.gossip,
         rate=args.rate,
     )
     return main_relay(opts)
@@ -133,7 +132,6 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         log_hops=args.log_hops,
         control=None if args.control == "off" else args.control,
         legs=args.legs,
-        gossip=args.gossip,
     )
     return main_proxy(opts)
 
@@ -294,12 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="log each circuit's predecessor and successor (for tests of your own mesh only: "
         "such a log names who talks to whom, so production relays keep none)",
     )
-    relay.add_argument(
-        "--gossip",
-        action="store_true",
-        help="also flood descriptors on links, as before the DHT (for a mesh that serves "
-        "browser nodes, which do not run the DHT yet; see D46)",
-    )
     add_rate_option(relay)
     relay.set_defaults(func=cmd_relay)
     add_content_commands(sub)
@@ -366,12 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"serve GET /status (JSON: its links and circuits) for `zmesh status` here "
         f"(--control alone: {DEFAULT_CONTROL}; default off: the status names this client's "
         "circuit paths to any program on this machine)",
-    )
-    proxy.add_argument(
-        "--gossip",
-        action="store_true",
-        help="also flood descriptors on links, as before the DHT (for a mesh that serves "
-        "browser nodes, which do not run the DHT yet; see D46)",
     )
     proxy.set_defaults(func=cmd_proxy)
 

@@ -27,6 +27,13 @@ frame, :class:`LookupDone`), one deadline with :meth:`get_timer`/:meth:`handle_t
   ever linked to that contact, as every routing-table entry did.  A contact nobody can
   describe fails at once, so answers full of unreachable ids cost one request each, not a
   timeout (and :mod:`~zmesh.dht.lookup` drops a liar's other referrals).
+* **Signal routes through the referrer.**  Dialling a node that publishes no signaling URL
+  (a proxy, a browser) means signaling through the mesh, which needs a route to it.  The
+  peer that named a contact we dial, or that gave us a node record a lookup was after, is
+  linked to it, so ``refer(contact, peer)`` (the node's
+  :meth:`~zmesh.signaling.router.SignalRouter.refer`) makes it the route: our offer goes
+  to it, and it forwards on its own link.  Signals are signed end to end, so a hostile
+  referrer can only drop the signals to the ids it names.
 * **Which ids count.**  Only ids solving the S/Kademlia puzzle at ``puzzle_difficulty``
   enter the routing table or a lookup; the table applies its subnet caps.  A peer enters the
   table when its link comes up and whenever it answers or asks us something.
@@ -226,7 +233,9 @@ class _Search:
 
 class Dht:
     """One node's DHT: see the module doc.  ``dial`` asks for a link to a descriptor's node
-    (False if it cannot); ``descriptor_of`` is the node's own knowledge (its directory)."""
+    (False if it cannot); ``descriptor_of`` is the node's own knowledge (its directory);
+    ``refer(contact, peer)`` says that the linked ``peer`` can forward signals to
+    ``contact`` (before we dial it)."""
 
     def __init__(
         self,
@@ -237,6 +246,7 @@ class Dht:
         *,
         dial: Callable[[Descriptor, float], bool],
         descriptor_of: Callable[[bytes], Descriptor | None] = lambda _: None,
+        refer: Callable[[bytes, bytes], None] = lambda _contact, _via: None,
         settle: Callable[[float], None] = lambda _: None,
         config: DhtConfig | None = None,
     ) -> None:
@@ -247,6 +257,7 @@ class Dht:
         self._rng = rng
         self._dial = dial
         self._descriptor_of = descriptor_of
+        self._refer = refer
         self._settle = settle  # the node collects our events after an API call
         caps = cfg.subnet_caps
         self.table = RoutingTable(
@@ -436,7 +447,7 @@ class Dht:
             case _Purpose.LOOKUP, Nodes(_, contacts) if search is not None:
                 search.lookup.response(peer_id, self._usable(search, peer_id, contacts), now)
             case _Purpose.LOOKUP, Value(_, records, contacts) if search is not None:
-                self._collect(search, records, now)
+                self._collect(search, peer_id, records, now)
                 search.lookup.response(peer_id, self._usable(search, peer_id, contacts), now)
                 if len(search.records) >= self._wanted(search):
                     search.lookup.cancel(now)
@@ -498,8 +509,12 @@ class Dht:
             self._node_records.popitem(last=False)
         return True
 
-    def _collect(self, search: _Search, records: tuple[Record, ...], now: float) -> None:
-        """Verify the records of a VALUE answer that fit the search (bounded per lookup)."""
+    def _collect(
+        self, search: _Search, responder: bytes, records: tuple[Record, ...], now: float
+    ) -> None:
+        """Verify the records of a VALUE answer that fit the search (bounded per lookup).
+        A node record found this way is routed (for a dial through the mesh) through the
+        linked peer that named its node in this lookup, else the ``responder``."""
         record_type = _VALUE_KINDS.get(search.kind)
         for record in records:
             if (
@@ -514,6 +529,9 @@ class Dht:
             if record_type is RecordType.NODE:
                 if self._keep_node_record(record, now):
                     search.records[record.publisher] = record
+                    if record.key not in self._linked:
+                        via = search.referrers.get(record.key)
+                        self._refer(record.key, via if via and via in self._linked else responder)
                 continue
             try:
                 record.verify(now)
@@ -619,18 +637,18 @@ class Dht:
             self._start_bootstrap(now)
 
     def _find(self, lookup_id: int, search: _Search, req: FindRequest, now: float) -> None:
-        """Send a lookup's request; for a contact we cannot dial, ask its referrer for its
-        node record first; if neither works, it fails at once."""
+        """Send a lookup's request (a contact we have no link to is dialled, signaling
+        through the linked peer that named it); for a contact we cannot describe, ask that
+        peer for its node record first; if neither works, it fails at once."""
         peer = req.contact.node_id
+        referrer = search.referrers.get(peer)
+        if peer not in self._linked and referrer is not None and referrer in self._linked:
+            self._refer(peer, referrer)  # the route of a dial through the mesh
+        else:
+            referrer = None
         if self._lookup_request(lookup_id, search, peer, now):
             return
-        referrer = search.referrers.get(peer)
-        if (
-            peer not in self._linked
-            and referrer is not None
-            and referrer in self._linked
-            and self._describe(peer) is None
-        ):
+        if referrer is not None and self._describe(peer) is None:
             self.stats.fetches += 1
 
             def fetch(rid: int) -> Message:

@@ -42,7 +42,7 @@ FRAME_HEADER = 4
 IDENTITY_KEYS_SIZE = xwing.PUBLIC_KEY_SIZE + signing.PUBLIC_KEY_SIZE
 MAX_PADDING = 65536
 MAX_DESCRIPTOR = 8192
-MAX_SIGNAL_PAYLOAD = 8192
+MAX_SIGNAL_PAYLOAD = 16384  # signaling's MAX_MESSAGE: an offer with its descriptor fits
 MAX_DHT = 56 * 1024  # a DHT message: at least zmesh.dht.messages.MAX_MESSAGE_SIZE
 NODE_ID = 32
 #: the largest batch of frames in one link message (D47): RFC 8841's default

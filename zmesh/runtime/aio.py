@@ -14,7 +14,9 @@ On top of the node it runs what needs the network:
   dialer's, and the DHT's for a contact it must query): an offer POSTed to the
   signaling URL the descriptor publishes (:func:`signaling_url`), as a bootstrap does,
   else relayed through the mesh (which needs a route: a node without an address, such as
-  a proxy or a browser, is reached only over the links its descriptor or signals came by);
+  a proxy or a browser, is reached over the link its descriptor or signals came by, or
+  through the DHT peer that named it); either way the offer carries our descriptor, since
+  with gossip off the target may not know us;
 * streams: :class:`StreamPipe` couples a session's stream to a TCP connection, with
   backpressure both ways (exits use it towards servers, the SOCKS proxy towards apps).
 """
@@ -369,9 +371,9 @@ class AsyncNode:
                 self._scopes.pop(key, None)
 
     async def _connect(
-        self, desc: Descriptor, deliver: Callable[[Offer], Awaitable[Answer]], *, introduce: bool
+        self, desc: Descriptor, deliver: Callable[[Offer], Awaitable[Answer]]
     ) -> Transport:
-        """Dial ``desc``: make a signed offer (with our descriptor if ``introduce``), have
+        """Dial ``desc``: make a signed offer (carrying our descriptor), have
         ``deliver`` carry it and return the verified answer, and open the connection, all
         before the offer's deadline.  Returns the open transport (no link handshake yet).
         Raises TimeoutError, TransportError or ZMeshError (RemoteProtocolError for a bad
@@ -386,7 +388,7 @@ class AsyncNode:
                     compact.fingerprint,
                     compact.encode(),
                     now,
-                    descriptor=self.node.descriptor(now).encode() if introduce else b"",
+                    descriptor=self.node.descriptor(now).encode(),
                 )
             )
             async with self._deadline(b"o" + offer.nonce):
@@ -482,7 +484,7 @@ class AsyncNode:
         if self.node.link_to(desc.node_id) is not None:
             return desc.node_id
 
-        transport = await self._connect(desc, self._post_to(base), introduce=True)
+        transport = await self._connect(desc, self._post_to(base))
         self.call(lambda now: self.node.learn_descriptor(desc, now))
         self.attach(transport, desc)
         await self.wait_link(desc.node_id)
@@ -505,7 +507,8 @@ class AsyncNode:
 
     async def _connect_via_mesh(self, desc: Descriptor) -> Transport:
         """Open a transport to ``desc`` with signaling relayed through the mesh (no link
-        handshake yet).  Raises as :meth:`_connect`."""
+        handshake yet); the offer introduces us (gossip may not have).  Raises as
+        :meth:`_connect`."""
 
         async def relay(offer: Offer) -> Answer:
             answered: asyncio.Future[Answer] = self._loop.create_future()
@@ -517,7 +520,7 @@ class AsyncNode:
             finally:
                 self._answers.pop(offer.nonce, None)
 
-        return await self._connect(desc, relay, introduce=False)
+        return await self._connect(desc, relay)
 
     async def _dial(self, desc: Descriptor) -> None:
         """Carry out a :class:`DialWanted`: post a signed offer (introducing us) to the
@@ -529,7 +532,7 @@ class AsyncNode:
         how = "http" if url is not None else "mesh"
         try:
             if url is not None:
-                transport = await self._connect(desc, self._post_to(url), introduce=True)
+                transport = await self._connect(desc, self._post_to(url))
             else:
                 transport = await self._connect_via_mesh(desc)
             self.attach(transport, desc)

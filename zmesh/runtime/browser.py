@@ -15,13 +15,17 @@ small JS *host* object that ``web/src/worker.js`` passes to :func:`main`
   an :class:`~zmesh.runtime.aio.AsyncNode` on Pyodide's asyncio loop, bootstraps through
   the configured signaling URLs (each failure gets a clear status, then the next URL is
   tried), publishes its status, and serves the page's ``zmesh.fetch``
-  (:mod:`zmesh.runtime.fetch`).
+  (:mod:`zmesh.runtime.fetch`).  Like a native node it finds relays through the DHT and
+  draws paths from its peer sample, with flooding off (:func:`browser_config`, D46); it
+  publishes no signaling URL, so other nodes reach it by signaling through the relay that
+  named it to their lookups.
 
 The JS host is reached only through :class:`JsHost`, so everything else here imports and
 runs on CPython too (the tests drive it with a fake host).
 """
 
 import asyncio
+import ipaddress
 import json
 import logging
 import sys
@@ -29,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from ..crypto import signing, xwing
 from ..errors import RemoteProtocolError, ZMeshError
@@ -46,7 +51,8 @@ log = logging.getLogger("zmesh.browser")
 
 IDENTITY_SLOTS: Final = 4
 IDENTITY_LOCK_WAIT_MS: Final = 1500  # a reload: the old page's worker may still hold it
-BOOTSTRAP_LINKS: Final = 2  # links made through HTTP signaling; gossip brings the rest
+BOOTSTRAP_LINKS: Final = 2  # links made through HTTP signaling; the DHT finds the rest
+MAX_LINKS: Final = 32  # relays linked to on the node's own account (NodeConfig.max_links)
 STATUS_INTERVAL: Final = 0.5
 MAX_FETCHES: Final = 16
 MAX_STATUS_SESSIONS: Final = 8  # sessions listed in the status (the newest ones)
@@ -190,6 +196,38 @@ class BrowserConfig:
         return cls(urls[:32], timings, verbose if isinstance(verbose, int) else 0)
 
 
+def on_loopback(urls: list[str]) -> bool:
+    """True if every URL names this machine (``localhost`` or a loopback address): the
+    page joins a mesh on loopback, as ``zmesh up`` and the harness run."""
+    hosts = [urlsplit(url).hostname or "" for url in urls]
+    if not hosts:
+        return False
+    for host in hosts:
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return False
+        except ValueError:
+            if host != "localhost":
+                return False
+    return True
+
+
+def browser_config(loopback: bool) -> NodeConfig:
+    """The browser node's :class:`NodeConfig`: a relay (``Flags.RELAY``, as every node is,
+    D22) with the DHT on and flooding off, paths from its peer sample, as native nodes
+    (``zmesh.runtime.daemon.relay_config``, D46).  On ``loopback`` the mesh is private
+    (one operator's relays on one machine): the DHT's and paths' per-subnet caps are
+    waived there, as on the native nodes of that mesh."""
+    return NodeConfig(
+        flags=Flags.RELAY,
+        auto_consume=False,
+        max_links=MAX_LINKS,
+        dht=True,
+        gossip=False,
+        private=loopback,
+    )
+
+
 class BrowserNode:
     """A running browser node: the driver, its circuit pool, bootstrap and status."""
 
@@ -207,10 +245,10 @@ class BrowserNode:
         self.identity_note = identity_note
         self.rng = BrowserRng(host)
         self.started_ms = time.time() * 1000
-        node_config = NodeConfig(flags=Flags.RELAY, auto_consume=False, max_links=32)
-        self.node = Node(identity, self.rng, wall_clock(), node_config)
+        loopback = on_loopback(config.bootstrap)
+        self.node = Node(identity, self.rng, wall_clock(), browser_config(loopback))
         self.rtc = BrowserRtc(host)
-        self.driver = AsyncNode(self.node, rtc=self.rtc, http_client=http_client, loopback=False)
+        self.driver = AsyncNode(self.node, rtc=self.rtc, http_client=http_client, loopback=loopback)
         self.driver.on_event = self._on_event
         self.pool = Pool(self.driver)
         self.bootstrap = [BootstrapEntry(url) for url in config.bootstrap]
@@ -315,7 +353,8 @@ class BrowserNode:
     def status(self) -> dict[str, Any]:
         node = self.node
         peers = list(dict.fromkeys(node.peers()))
-        relays = [d for d in node.directory.values() if d.flags & Flags.RELAY]
+        known = node.directory if node.sample is None else node.sample
+        relays = [d for d in known.values() if d.flags & Flags.RELAY]
         own = len(node.builder.built())
         relayed = len(node.relay)
         transports = self.rtc.transports()
@@ -495,9 +534,11 @@ __all__ = [
     "BrowserTransport",
     "Host",
     "JsHost",
+    "browser_config",
     "describe_failure",
     "load_identity",
     "main",
+    "on_loopback",
     "pyfetch_request",
     "start",
 ]

@@ -34,7 +34,7 @@ phi-accrual suspicion of the peer (the link closes past 8 once nothing arrives) 
 
 ``discovery`` says how the node learns relays (issue 9, D46)::
 
-    {"gossip": false,          # descriptors flooded on links (today: only for browsers)
+    {"gossip": false,          # descriptors flooded on links (native and browser nodes: no)
      "dht": true,              # relays found through the DHT, paths from the peer sample
      "directory_size": 2,      # descriptors learned by bootstrap (or flooding)
      "sample_slots": 64,       # the sample's bound (0 without the DHT)

@@ -126,7 +126,6 @@ class RelayOptions:
     bootstrap: list[str] = field(default_factory=list)
     loopback: bool | None = None
     log_hops: bool = False  # tests only: production relays keep no record of circuits
-    gossip: bool = False  # flood descriptors too (a mesh with browser nodes, D46)
     rate: float | None = None  # payload bytes per second given (content; None: no cap)
     share: list[Path] = field(default_factory=list)  # `zmesh share`: pin, print ids
 
@@ -140,19 +139,17 @@ def relay_config(
     *,
     hop_events: bool = False,
     private: bool = False,
-    gossip: bool = False,
 ) -> NodeConfig:
     """The :class:`NodeConfig` of every native node, ``zmesh relay`` and ``zmesh proxy``
     alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
     under the same caps (``max_inbound_links``, the relay table's limits), forwards cells
     and answers signaling, so that a first hop cannot tell a client from a relay (D22).
     It discovers relays through the DHT and picks paths from its peer sample (issue 9,
-    D46); descriptors are flooded only with ``gossip`` (a mesh that serves browser nodes,
-    which do not run the DHT).  Its circuits start at persistent guards, except in a
-    ``private`` mesh (on loopback, as ``zmesh up`` runs), which also waives the
-    one-relay-per-subnet rule: one operator holds every relay there, and with a guard set
-    of two, legs that heal shared one guard and a session stalled for 2.6 s when it died
-    (D43)."""
+    D46), as browser nodes do; descriptors are not flooded.  Its circuits start at
+    persistent guards, except in a ``private`` mesh (on loopback, as ``zmesh up`` runs),
+    which also waives the one-relay-per-subnet rule: one operator holds every relay
+    there, and with a guard set of two, legs that heal shared one guard and a session
+    stalled for 2.6 s when it died (D43)."""
     return NodeConfig(
         flags=Flags.RELAY | flags,
         addresses=addresses,
@@ -162,7 +159,7 @@ def relay_config(
         guards=not private,
         private=private,
         dht=True,
-        gossip=gossip,
+        gossip=False,
     )
 
 
@@ -191,9 +188,7 @@ async def run_relay(opts: RelayOptions) -> int:
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
     flags = Flags.EXIT if opts.exit else Flags.NONE
     loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
-    config = relay_config(
-        flags, (url,), hop_events=opts.log_hops, private=loopback, gossip=opts.gossip
-    )
+    config = relay_config(flags, (url,), hop_events=opts.log_hops, private=loopback)
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:
@@ -253,17 +248,6 @@ async def _start_web(address: str, urls: list[str]) -> tuple["WebServer | None",
         return None, f"Browser node: not served ({address}: {exc})."
     url = page_url(host, bound)
     return server, f"Open {url} in a browser to make it a zMesh node (it relays, too)."
-
-
-def _has_bundle() -> bool:
-    """Whether the browser node's files are here to serve (:func:`_start_web`)."""
-    from .webserver import DistError, find_dist  # noqa: PLC0415
-
-    try:
-        find_dist()
-    except DistError:
-        return False
-    return True
 
 
 def check_relay_count(relays: int) -> None:
@@ -345,11 +329,10 @@ async def run_up(opts: UpOptions) -> int:
             if opts.control is not None:
                 control, control_note = await start_control(opts.control, snapshot)
                 control_note = "\n" + control_note
-            # browser nodes do not run the DHT yet: a mesh that serves them floods (D46)
-            gossip = opts.web is not None and _has_bundle()
-            urls = await children.start_relays(opts.relays, base, relay_ready, gossip=gossip)
+            # every node, browsers included, finds relays through the DHT: no flooding (D46)
+            urls = await children.start_relays(opts.relays, base, relay_ready)
             proxy_args = ["proxy", "--socks", f"{socks_host}:{socks_port}"]
-            proxy_args += ["--data", str(base / "proxy")] + (["--gossip"] if gossip else [])
+            proxy_args += ["--data", str(base / "proxy")]
             if proxy_control is not None:
                 proxy_args += ["--control", f"{proxy_control[0]}:{proxy_control[1]}"]
             for url in urls[:PROXY_BOOTSTRAPS]:  # the DHT finds the others (D46)

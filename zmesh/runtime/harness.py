@@ -28,6 +28,7 @@ Scenarios:
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ from typing import Any
 
 from ..errors import ZMeshError
 from ..identity import Descriptor, Flags, Identity, short_id
-from ..node import Node
+from ..node import Node, NodeConfig
 from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
@@ -176,8 +177,8 @@ class Harness:
             from playwright.async_api import async_playwright  # noqa: PLC0415 (optional)
         except ImportError:
             raise ZMeshError("the harness needs Playwright: pip install playwright") from None
-        # browser nodes do not run the DHT yet: their relays flood descriptors (D46)
-        self.relay_urls = await self.procs.start_relays(self.opts.relays, self._tmp, gossip=True)
+        # browser nodes run the DHT like the relays: nothing is flooded (D46)
+        self.relay_urls = await self.procs.start_relays(self.opts.relays, self._tmp)
         port = free_port()
         args = ["web", "--port", str(port), "--dist", str(self.dist)]
         for url in self.relay_urls:
@@ -273,8 +274,9 @@ class Harness:
             await self.wait_ready(page)
         browser_ids = {(await self.status(page))["nodeId"] for page in self.pages}
         rng = SystemRng()
+        config = NodeConfig(dht=True, gossip=False)  # as every node of the mesh (D46)
         client = AsyncNode(
-            Node(Identity.generate(rng), rng, wall_clock()), rtc=webrtc, loopback=True
+            Node(Identity.generate(rng), rng, wall_clock(), config), rtc=webrtc, loopback=True
         )
         try:
             self.step = "linking the native client to the relays"
@@ -287,16 +289,9 @@ class Harness:
                     details.append(f"bootstrap {url}: {str(exc) or type(exc).__name__}")
             if not linked:
                 raise ZMeshError("the client could link to no relay")
-            self.step = "waiting for the client to learn a browser's descriptor"
-            deadline = time.monotonic() + self.opts.timeout
-            while not any(
-                i in {d.node_id.hex() for d in client.node.directory.values()} for i in browser_ids
-            ):
-                if time.monotonic() > deadline:
-                    raise ZMeshError("the client never learned a browser node's descriptor")
-                await asyncio.sleep(0.2)
+            self.step = "finding a browser's node record through the DHT"
+            middles = await self._find_records(client, [bytes.fromhex(i) for i in browser_ids])
             directory = client.node.directory
-            middles = [d for d in directory.values() if d.node_id.hex() in browser_ids]
             exits = [d for d in directory.values() if d.flags & Flags.EXIT]
             guards = [
                 d
@@ -322,6 +317,24 @@ class Harness:
             return match
         finally:
             await client.close()
+
+    async def _find_records(self, client: AsyncNode, node_ids: list[bytes]) -> list[Descriptor]:
+        """The descriptors of ``node_ids`` that DHT lookups of their node records find
+        (one lookup each, again every 2 s, until one is found or the timeout); raises
+        ZMeshError if none is."""
+        dht = client.node.dht
+        assert dht is not None
+        deadline = time.monotonic() + self.opts.timeout
+        while True:
+            found = [r.descriptor for i in node_ids if (r := dht.node_record(i)) is not None]
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise ZMeshError("no DHT lookup found a browser node's record")
+            for node_id in node_ids:
+                with contextlib.suppress(ZMeshError):
+                    client.call(functools.partial(dht.find_node_record, node_id))
+            await asyncio.sleep(2.0)
 
     async def _first_working_circuit(
         self,

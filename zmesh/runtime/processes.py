@@ -107,14 +107,11 @@ class LocalProcesses:
         count: int,
         base: Path,
         ready: Callable[[int, str], None] | None = None,
-        *,
-        gossip: bool = False,
     ) -> list[str]:
         """``count`` relays on loopback; the first is an exit that may reach loopback (the
         mesh is the user's own).  The first starts alone, then the others together, each
-        bootstrapping from the first (the DHT finds the rest; ``gossip`` floods descriptors
-        too, for a mesh that serves browser nodes); ``ready(index, url)`` is called as each
-        comes up.
+        bootstrapping from the first (the DHT finds the rest); ``ready(index, url)`` is
+        called as each comes up.
         Returns their signaling URLs in index order.  Raises ZMeshError (or TimeoutError)
         if one does not come up; the others then stop starting, and :meth:`stop` ends
         every child already started.  Each relay is added to :attr:`relays` as it comes up."""
@@ -124,8 +121,6 @@ class LocalProcesses:
             args += ["--data", str(base / f"relay-{i}")]
             if i == 0:
                 args += ["--exit", "--allow-private-exits"]
-            if gossip:
-                args += ["--gossip"]
             for url in bootstrap:
                 args += ["--bootstrap", url]
             proc, line = await self.start_process(args, "listening on")

@@ -202,7 +202,6 @@ class ProxyOptions:
     log_hops: bool = False  # tests only, as for ``zmesh relay --log-hops``
     control: str | None = None  # serve GET /status here (None: don't)
     legs: int = DEFAULT_LEGS  # circuits per session
-    gossip: bool = False  # flood descriptors too (a mesh with browser nodes, D46)
 
 
 REFUSED_ROUNDS = 3  # outright refusals of every bootstrap URL before we say so
@@ -220,7 +219,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
         if opts.loopback is not None
         else all("127.0.0.1" in u or "localhost" in u for u in opts.bootstrap)
     )
-    config = relay_config(hop_events=opts.log_hops, private=loopback, gossip=opts.gossip)
+    config = relay_config(hop_events=opts.log_hops, private=loopback)
     node = Node(identity, rng, wall_clock(), config)
     driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback)
     if opts.log_hops:

@@ -1,11 +1,18 @@
 """The signal router: SIGNAL frames carry signaling to nodes we have no link to.
 
 A signal to ``target`` goes on our link to it, else on the link its descriptor came by
-(the directory's route), else on the link a signal *from* it last came by (a return
-route).  Origins are not authenticated at this layer (the payload is signed), so return
-routes live in their own bounded table, least recently used first out: forged origins
-evict each other, never a descriptor's route, and cannot take over a route whose link is
-up.  Every SIGNAL is budgeted per link, and relayed only when the next link has room.
+(the directory's route, with gossip), else on the link to the DHT peer that last named it
+to us (a referral: :meth:`SignalRouter.refer`), else on the link a signal *from* it last
+came by (a return route).  Origins are not authenticated at this layer (the payload is
+signed), so return routes live in their own bounded table, least recently used first out:
+forged origins evict each other, never a descriptor's route, and cannot take over a route
+whose link is up.  Referrals come from DHT answers to our own requests: the peer that
+named a contact to a lookup is linked to it (it held the contact in its routing table
+and its node record), so it can forward our offer on its own link, and only the contact
+itself can answer it, end to end.  A hostile referrer can misroute (drop) signals to the
+ids it names, no others; the latest referral wins, so an honest one replaces it.  Both
+tables are bounded, least recently used first out, and forget a link when it closes.
+Every SIGNAL is budgeted per link, and relayed only when the next link has room.
 """
 
 from collections import OrderedDict, deque
@@ -20,6 +27,7 @@ from ..link.table import LinkTable
 
 SIGNAL_TTL = 3
 MAX_RETURN_ROUTES = 4096
+MAX_REFERRALS = 4096  # DHT contacts' routes through the peer that named them
 RELAY_RATE = 50.0  # signals per second a link may make us relay
 RELAY_BURST = 100.0
 
@@ -40,12 +48,15 @@ class SignalRouter:
         directory_route: Callable[[bytes], int | None],
         *,
         max_routes: int = MAX_RETURN_ROUTES,
+        max_referrals: int = MAX_REFERRALS,
     ) -> None:
         self._node_id = node_id
         self._links = links
         self._directory_route = directory_route
         self._max_routes = max_routes
+        self._max_referrals = max_referrals
         self._returns: OrderedDict[bytes, int] = OrderedDict()
+        self._referrals: OrderedDict[bytes, int] = OrderedDict()  # contact -> referrer's link
         self._budgets: dict[int, TokenBucket] = {}
         self.events: deque[SignalReceived] = deque()
 
@@ -56,11 +67,29 @@ class SignalRouter:
         """Return routes held."""
         return len(self._returns)
 
+    @property
+    def referrals(self) -> int:
+        """Routes through a DHT referrer held."""
+        return len(self._referrals)
+
+    def refer(self, target: bytes, via: bytes) -> None:
+        """The DHT peer ``via`` named ``target`` to us (and vouched for it with its node
+        record): signal ``target`` over our link to ``via`` until a better route exists.
+        Ignored if we have no link to ``via``, or ``target`` is ourselves or ``via``."""
+        conn = self._links.to_peer(via)
+        if conn is None or target in (self._node_id, via):
+            return
+        self._referrals[target] = conn.link_id
+        self._referrals.move_to_end(target)
+        while len(self._referrals) > self._max_referrals:
+            self._referrals.popitem(last=False)
+
     def _route(self, target: bytes) -> LinkConnection | None:
         conn = self._links.to_peer(target)
         if conn is not None:
             return conn
-        for link_id in (self._directory_route(target), self._returns.get(target)):
+        routes = (self._directory_route(target), self._referrals.get(target))
+        for link_id in (*routes, self._returns.get(target)):
             if link_id is not None and (conn := self._links.get(link_id)) is not None:
                 return conn
         return None
@@ -107,5 +136,6 @@ class SignalRouter:
 
     def link_closed(self, link_id: int) -> None:
         self._budgets.pop(link_id, None)
-        for origin in [o for o, lid in self._returns.items() if lid == link_id]:
-            del self._returns[origin]
+        for table in (self._returns, self._referrals):
+            for target in [t for t, lid in table.items() if lid == link_id]:
+                del table[target]
