@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 
 from zmesh import cli
-from zmesh.crypto import signing
-from zmesh.dht import messages
-from zmesh.sim.scale import ScaleConfig, ScaleReport, shared_pure_functions, simulate
+from zmesh.crypto import signing, xwing
+from zmesh.dht.records import RecordType, sign_record
+from zmesh.errors import RemoteProtocolError
+from zmesh.identity import Flags, Identity
+from zmesh.rng import DeterministicRng
+from zmesh.sim.scale import ScaleConfig, ScaleReport, simulate
+from zmesh.sim.scale_world import SharedRecords
 
 ISSUE_KEYS = {
     "nodes",
@@ -108,12 +112,28 @@ def test_the_same_seed_gives_the_same_digest_and_another_seed_another(
     assert other_seed.digest != small.digest
 
 
-def test_the_memoized_pure_functions_are_restored_even_after_an_error() -> None:
-    verify, decode = signing.verify, messages.decode_record
-    with pytest.raises(RuntimeError), shared_pure_functions():
-        assert signing.verify is not verify
-        raise RuntimeError
-    assert signing.verify is verify and messages.decode_record is decode
+def _record_bytes(n: int) -> bytes:
+    rng = DeterministicRng(n, b"shared-records")
+    ident = Identity(rng.bytes(xwing.SEED_SIZE), rng.bytes(signing.SEED_SIZE))
+    desc = ident.make_descriptor(
+        flags=Flags.RELAY, onion_epoch=0, onion_pk=ident.kem.public, published=0, lifetime=3600
+    )
+    return sign_record(ident, desc, RecordType.NODE, ident.node_id, published=0).encode()
+
+
+def test_shared_records_give_one_object_per_encoding_and_stay_bounded() -> None:
+    shared = SharedRecords(limit=2)
+    a, b, c = (_record_bytes(n) for n in range(3))
+    first = shared(a)
+    assert shared(bytes(a)) is first and first.encode() == a
+    assert shared(b) is not first and len(shared) == 2
+    shared(c)  # over the bound: it starts afresh
+    assert len(shared) == 1
+    again = shared(a)
+    assert again == first and again is not first  # the same record, no longer shared
+    with pytest.raises(RemoteProtocolError):
+        shared(a[:-1])
+    assert len(shared) == 2
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ address.  Records are parsed (:func:`~zmesh.dht.records.pull_record`) but not ve
 that costs signature checks, which the record store budgets per peer.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
@@ -227,9 +228,13 @@ def _pull_record_type(buf: Buffer) -> RecordType:
     return RecordType(raw)
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(
+    data: bytes, record_decoder: Callable[[bytes], Record] = decode_record
+) -> Message:
     """Parse one message (records unverified; decoded contacts have ``seen`` 0: we have
-    not heard from them).  Raises RemoteProtocolError if it is malformed or oversized."""
+    not heard from them).  ``record_decoder`` parses each record's bytes (the simulator
+    passes one that shares a single immutable Record among its nodes).  Raises
+    RemoteProtocolError if it is malformed or oversized."""
     if len(data) > MAX_MESSAGE_SIZE:
         raise RemoteProtocolError("DHT message is oversized", CloseCode.RESOURCE)
     buf = Buffer(data)
@@ -255,10 +260,10 @@ def decode_message(data: bytes) -> Message:
             n = buf.pull_uint8()
             if n > MAX_RECORDS:
                 raise RemoteProtocolError(f"{n} records in one answer", CloseCode.RESOURCE)
-            records = tuple(decode_record(buf.pull_vector(2, MAX_RECORD_SIZE)) for _ in range(n))
+            records = tuple(record_decoder(buf.pull_vector(2, MAX_RECORD_SIZE)) for _ in range(n))
             msg = Value(request_id, records, _pull_contacts(buf))
         case MessageType.STORE:
-            msg = Store(request_id, decode_record(buf.pull_vector(2, MAX_RECORD_SIZE)))
+            msg = Store(request_id, record_decoder(buf.pull_vector(2, MAX_RECORD_SIZE)))
         case MessageType.STORED:
             raw_status = buf.pull_uint8()
             if raw_status > max(StoreStatus):

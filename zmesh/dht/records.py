@@ -90,6 +90,7 @@ class Record:
     value: bytes
     signature: bytes
     _signed: bytes = field(default=b"", init=False, repr=False, compare=False)
+    _signature_ok: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def publisher(self) -> bytes:
@@ -134,14 +135,17 @@ class Record:
 
     def verify(self, now: float, *, descriptor_verified: bool = False) -> None:
         """Check the shape, the publisher's descriptor (unless ``descriptor_verified``)
-        and the record's signature; raises RemoteProtocolError (AUTH) if any fails."""
+        and the record's signature (checked once per object: a record is immutable);
+        raises RemoteProtocolError (AUTH) if any fails."""
         self.check_shape(now)
         if not descriptor_verified:
             self.descriptor.verify(now)
-        if not signing.verify(
-            self.descriptor.signing_pk, self.signature, self.signed_part(), SIGNATURE_CONTEXT
-        ):
-            raise RemoteProtocolError("record signature does not verify", CloseCode.AUTH)
+        if not self._signature_ok:
+            if not signing.verify(
+                self.descriptor.signing_pk, self.signature, self.signed_part(), SIGNATURE_CONTEXT
+            ):
+                raise RemoteProtocolError("record signature does not verify", CloseCode.AUTH)
+            object.__setattr__(self, "_signature_ok", True)
 
 
 def decode_record(data: bytes) -> Record:

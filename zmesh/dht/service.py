@@ -79,6 +79,7 @@ from .records import (
     RecordType,
     Replicate,
     Republish,
+    decode_record,
     sign_record,
 )
 from .routing import ID_SIZE, Contact, K, PingContact, RefreshBucket, RoutingTable
@@ -226,7 +227,9 @@ class _Search:
 
 class Dht:
     """One node's DHT: see the module doc.  ``dial`` asks for a link to a descriptor's node
-    (False if it cannot); ``descriptor_of`` is the node's own knowledge (its directory)."""
+    (False if it cannot); ``descriptor_of`` is the node's own knowledge (its directory);
+    ``record_decoder`` parses the records of incoming messages (:func:`decode_record`; the
+    simulator passes one that shares each record among its nodes)."""
 
     def __init__(
         self,
@@ -239,6 +242,7 @@ class Dht:
         descriptor_of: Callable[[bytes], Descriptor | None] = lambda _: None,
         settle: Callable[[float], None] = lambda _: None,
         config: DhtConfig | None = None,
+        record_decoder: Callable[[bytes], Record] = decode_record,
     ) -> None:
         self.config = cfg = config or DhtConfig()
         self.node_id = identity.node_id
@@ -248,6 +252,7 @@ class Dht:
         self._dial = dial
         self._descriptor_of = descriptor_of
         self._settle = settle  # the node collects our events after an API call
+        self._decode_record = record_decoder  # record bytes -> Record (decode_message)
         caps = cfg.subnet_caps
         self.table = RoutingTable(
             self.node_id,
@@ -385,7 +390,7 @@ class Dht:
     def receive(self, peer_id: bytes, data: bytes, now: float) -> None:
         """A DHT message from a linked peer.  Raises RemoteProtocolError if it is malformed
         (the caller closes the link); anything else is answered, matched or dropped."""
-        msg = decode_message(data)
+        msg = decode_message(data, self._decode_record)
         self.stats.bytes_in += len(data)
         expect = _EXPECT.get(type(msg))
         if expect is None:
@@ -856,11 +861,7 @@ class Dht:
 
     def _among_closest(self, key: bytes) -> bool:
         """True if we are among the ``k`` nodes closest to ``key`` that our table knows."""
-        closest = self.table.closest(key, self.config.k)
-        if len(closest) < self.config.k:
-            return True
-        own = int.from_bytes(self.node_id, "big") ^ int.from_bytes(key, "big")
-        return own < int.from_bytes(closest[-1].node_id, "big") ^ int.from_bytes(key, "big")
+        return self.table.rank(key) < self.config.k
 
     # -- queries ---------------------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ from ..dht.messages import (
     decode_message,
     encode_message,
 )
+from ..dht.records import Record, decode_record
 from ..dht.routing import ID_SIZE, Contact, K
 from ..dht.service import Dht, DhtConfig, DhtSend, LookupDone
 from ..dialer import DIAL_TIMEOUT
@@ -65,6 +66,7 @@ _HONEST, _DROPPER, _LIAR = range(3)
 _LOOKUP_TYPES = (MessageType.FIND_NODE, MessageType.FIND_VALUE)
 FAKE_PREFIX = 20  # bytes a liar's fake contact shares with the target
 HEARTBEATS = 60  # of a steady link, before the failure detector is asked (detection_delay)
+SHARED_RECORDS = 1 << 17  # distinct record encodings SharedRecords keeps
 
 
 @dataclass(slots=True)
@@ -112,6 +114,32 @@ class CircuitOutcome:
     paths: tuple[tuple[int, int, int], ...]
 
 
+class SharedRecords:
+    """The simulator's record decoder (``Dht``'s ``record_decoder``): the same bytes give
+    one shared immutable :class:`~zmesh.dht.records.Record`, parsed by the production
+    :func:`~zmesh.dht.records.decode_record`.  So 10,000 nodes' copies of a record sit in
+    memory once, and its signatures, which a Record and its Descriptor check once per
+    object, are checked once in the whole run (the verdict is the real one).  Bounded: at
+    ``limit`` encodings it starts afresh (sharing is lost, never correctness)."""
+
+    def __init__(self, limit: int = SHARED_RECORDS) -> None:
+        self._records: dict[bytes, Record] = {}
+        self._limit = limit
+
+    def __call__(self, data: bytes) -> Record:
+        """The record ``data`` encodes; raises RemoteProtocolError as decode_record."""
+        record = self._records.get(data)
+        if record is None:
+            record = decode_record(data)
+            if len(self._records) >= self._limit:
+                self._records.clear()
+            self._records[data] = record
+        return record
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
 def detection_delay(limits: LinkLimits) -> float:
     """How long after a peer's last PONG the health layer finds its link dead, on a steady
     link (a PING every keepalive, answered at once): the real
@@ -148,6 +176,7 @@ class World:
         self.limits = LinkLimits()
         self.detection = detection_delay(self.limits)
         self.dht_config = DhtConfig(puzzle_difficulty=PUZZLE_DIFFICULTY)
+        self.records = SharedRecords()
         self.subnets = max(16, cfg.nodes // 2)
         self.ramp = min(cfg.duration / 4, MAX_RAMP)
         self.start = min(self.ramp + SETTLE, cfg.duration / 2)
@@ -278,6 +307,7 @@ class World:
             self.now,
             dial=partial(self._dial, index),
             config=self.dht_config,
+            record_decoder=self.records,
         )
         sybil = sybil_subnet is not None
         node = SimNode(index, identity, desc, dht, rng, native, behaviour, sybil, first_seen, 0.0)
@@ -597,4 +627,4 @@ def _pick[T](rng: Rng, items: list[T], k: int) -> list[T]:
     return pool[:k]
 
 
-__all__ = ["CircuitOutcome", "LookupOutcome", "SimNode", "World"]
+__all__ = ["CircuitOutcome", "LookupOutcome", "SharedRecords", "SimNode", "World"]
