@@ -39,6 +39,7 @@ MAX_CONTACTS = 32  # per answer (we send k = 20)
 MAX_RECORDS = 4  # per VALUE answer
 MAX_ADDRESS = 255
 ADDRESS_CACHE = 4096  # addresses whose encoding is remembered (bounded)
+CONTACT_CACHE = 16384  # decoded contacts remembered by their encoding (bounded)
 HEADER = 6
 CONTACT_MAX = ID_SIZE + 1 + MAX_ADDRESS
 MAX_MESSAGE_SIZE = HEADER + 1 + MAX_RECORDS * (2 + MAX_RECORD_SIZE) + 1 + MAX_CONTACTS * CONTACT_MAX
@@ -60,6 +61,9 @@ class StoreStatus(IntEnum):
     DUPLICATE = 1  # we hold it (or a newer one) already
     REFUSED = 2  # a bound or a budget: try another node
     INVALID = 3  # it did not verify
+
+
+_MAX_STATUS = max(StoreStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +193,15 @@ def _valid_address(raw: bytes) -> bool:
     return 0 < len(raw) <= MAX_ADDRESS and not raw.translate(None, _PRINTABLE)
 
 
+_contacts: dict[bytes, Contact] = {}  # a contact's encoding -> it, decoded (bounded)
+
+
 def _pull_contacts(buf: Buffer) -> tuple[Contact, ...]:
     """The contact list that ends a NODES or VALUE body: it takes the rest of ``buf`` and
-    must fill it exactly.  Parsed by slicing (the hot path of every lookup answer)."""
+    must fill it exactly.  Parsed by slicing (the hot path of every lookup answer); a
+    contact seen before (answers name the same nodes again and again) is the same
+    immutable :class:`Contact`, remembered by its encoding (at most :data:`CONTACT_CACHE`,
+    then afresh)."""
     data = buf.pull_rest()
     end = len(data)
     if not end:
@@ -199,6 +209,7 @@ def _pull_contacts(buf: Buffer) -> tuple[Contact, ...]:
     n = data[0]
     if n > MAX_CONTACTS:
         raise RemoteProtocolError(f"{n} contacts in one answer", CloseCode.RESOURCE)
+    known = _contacts
     contacts = []
     pos = 1
     for _ in range(n):
@@ -208,13 +219,20 @@ def _pull_contacts(buf: Buffer) -> tuple[Contact, ...]:
         stop = at + 1 + data[at]  # an address is at most 255 = MAX_ADDRESS bytes
         if stop > end:
             raise BufferReadError("truncated input")
-        address = None
-        if stop > at + 1:
-            raw = data[at + 1 : stop]
-            if raw.translate(None, _PRINTABLE):
-                raise RemoteProtocolError("contact address is not printable ASCII")
-            address = raw.decode("ascii")
-        contacts.append(Contact(data[pos:at], address, 0.0))
+        encoded = data[pos:stop]
+        contact = known.get(encoded)
+        if contact is None:
+            address = None
+            if stop > at + 1:
+                raw = data[at + 1 : stop]
+                if raw.translate(None, _PRINTABLE):
+                    raise RemoteProtocolError("contact address is not printable ASCII")
+                address = raw.decode("ascii")
+            contact = Contact(data[pos:at], address, 0.0)
+            if len(known) >= CONTACT_CACHE:
+                known.clear()
+            known[encoded] = contact
+        contacts.append(contact)
         pos = stop
     if pos != end:
         raise RemoteProtocolError(f"{end - pos} unexpected trailing bytes")
@@ -266,7 +284,7 @@ def decode_message(
             msg = Store(request_id, record_decoder(buf.pull_vector(2, MAX_RECORD_SIZE)))
         case MessageType.STORED:
             raw_status = buf.pull_uint8()
-            if raw_status > max(StoreStatus):
+            if raw_status > _MAX_STATUS:
                 raise RemoteProtocolError(f"unknown store status {raw_status}")
             msg = Stored(request_id, StoreStatus(raw_status))
         case _:

@@ -284,6 +284,9 @@ class RecordStore:
         self._verified: OrderedDict[bytes, None] = OrderedDict()  # sha256 of descriptors
         self._events: deque[Event] = deque()
         self._next_sweep = now + SWEEP_INTERVAL
+        # no record expires or is due before this (a lower bound: a due only moves later
+        # between sweeps, and a new record lowers it), so most sweeps skip the loop
+        self._soonest = float("inf")
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> Event | None:
@@ -297,17 +300,20 @@ class RecordStore:
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
+        if now < self._soonest:
+            return  # nothing expired and nothing due (the common sweep)
+        self._soonest = float("inf")
         for slot in [s for s, h in self._held.items() if h.record.expires <= now]:
             self._drop(slot)
         for held in self._held.values():
-            if held.due > now:
-                continue
-            if held.own:
-                held.due = now + REPUBLISH_RETRY  # until the driver publishes a fresh one
-                self._events.append(Republish(held.record))
-            else:
-                held.due = now + self._replicate
-                self._events.append(Replicate(held.record))
+            if held.due <= now:
+                if held.own:
+                    held.due = now + REPUBLISH_RETRY  # until the driver publishes a fresh one
+                    self._events.append(Republish(held.record))
+                else:
+                    held.due = now + self._replicate
+                    self._events.append(Replicate(held.record))
+            self._soonest = min(self._soonest, held.due, held.record.expires)
 
     # -- queries ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -458,6 +464,7 @@ class RecordStore:
         else:
             due = now + self._replicate
         self._held[slot] = _Held(record, size, now, due, own)
+        self._soonest = min(self._soonest, due, record.expires)
         self._per_type[record.type] = self._per_type.get(record.type, 0) + 1
         self._per_publisher[slot[2]] = self._per_publisher.get(slot[2], 0) + 1
         self._by_key.setdefault((record.type, record.key), {})[slot[2]] = None

@@ -194,6 +194,13 @@ class RoutingTable:
         if not self._buckets:
             return
         deepest = min(i for i, b in self._buckets.items() if b.entries)
+        # the sweep below emits only if some bucket from ``deepest`` up is stale: find the
+        # oldest touch first (one pass over the buckets that exist, not 256 indices)
+        present = [b.touched for i, b in self._buckets.items() if i >= deepest]
+        if len(present) < ID_BITS - deepest:
+            present.append(self._created)  # a bucket never made counts from our start
+        if now - min(present) < self._refresh_interval:
+            return
         emitted = 0
         for index in range(deepest, ID_BITS):
             bucket = self._buckets.get(index)

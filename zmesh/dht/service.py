@@ -292,12 +292,10 @@ class Dht:
         return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
-        return min(
-            self.table.get_timer(),
-            self.store.get_timer(),
-            self._first_deadline(),
-            min((s.lookup.get_timer() for s in self._searches.values()), default=float("inf")),
-        )
+        timer = min(self.table.get_timer(), self.store.get_timer(), self._first_deadline())
+        for search in self._searches.values():  # a loop: asked after every input
+            timer = min(timer, search.lookup.get_timer())
+        return timer
 
     def handle_timer(self, now: float) -> None:
         """Fail requests past their deadline, advance lookups, run table and store upkeep."""

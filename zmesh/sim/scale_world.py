@@ -417,8 +417,7 @@ class World:
             return
         msg = decode_message(data)
         target = msg.target if isinstance(msg, FindNode) else getattr(msg, "key", b"")
-        prefix = hashlib.sha256(target[:FAKE_PREFIX])  # the attacker's SHA-256 midstate
-        fakes = tuple(self._fake_contact(node, target, prefix) for _ in range(K))
+        fakes = self._fake_contacts(node, target)
         reply = (
             Nodes(msg.request_id, fakes)
             if isinstance(msg, FindNode)
@@ -428,18 +427,30 @@ class World:
         node.dht.stats.bytes_out += len(out)
         self.push(self.now + node.links[src], _DELIVER, src, node.index, out)
 
-    def _fake_contact(self, node: SimNode, target: bytes, prefix: "hashlib._Hash") -> Contact:
-        """An id closer to ``target`` than almost anyone, solving the puzzle, naming no node.
-        The puzzle hash of each try continues ``prefix``, the midstate over the target's
-        first bytes (the cheap search :mod:`zmesh.dht.puzzle` expects of an attacker)."""
-        while True:
-            suffix = node.rng.bytes(ID_SIZE - FAKE_PREFIX)
-            h = prefix.copy()
-            h.update(suffix)
-            if dht_puzzle.leading_zero_bits(h.digest()) >= PUZZLE_DIFFICULTY:
-                fake = target[:FAKE_PREFIX] + suffix
-                host = f"198.51.{randbelow(node.rng, 256)}.{1 + randbelow(node.rng, 254)}"
-                return Contact(fake, f"http://{host}:{PORT}", self.now)
+    def _fake_contacts(self, node: SimNode, target: bytes) -> tuple[Contact, ...]:
+        """``K`` ids closer to ``target`` than almost anyone, each solving the puzzle, naming
+        no node (a fresh set per answer: liars do not vouch for each other's fakes): suffixes
+        drawn from the liar's generator in batches, each try one SHA-256 of the id (the
+        puzzle hash is below ``2**(256 - difficulty)`` exactly when it starts with
+        ``difficulty`` zero bits)."""
+        head = target[:FAKE_PREFIX]
+        size = ID_SIZE - FAKE_PREFIX
+        most = ((1 << (256 - PUZZLE_DIFFICULTY)) - 1).to_bytes(32, "big")  # the puzzle holds
+        sha256 = hashlib.sha256
+        ids: list[bytes] = []
+        while len(ids) < K:
+            batch = node.rng.bytes(size * (K << PUZZLE_DIFFICULTY))  # about K solutions
+            for at in range(0, len(batch), size):
+                fake = head + batch[at : at + size]
+                if sha256(fake).digest() <= most:
+                    ids.append(fake)
+                    if len(ids) == K:
+                        break
+        hosts = node.rng.bytes(2 * K)  # an address in 198.51.0.0/16 for each
+        return tuple(
+            Contact(fake, f"http://198.51.{hosts[2 * i]}.{1 + hosts[2 * i + 1] % 254}:{PORT}", 0.0)
+            for i, fake in enumerate(ids)
+        )
 
     def _timer(self, a: int, _: int, __: bytes) -> None:
         node = self.nodes[a]
