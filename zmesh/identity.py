@@ -12,7 +12,7 @@ Wire format, version 1 (all integers big-endian)::
     | u8 n_addresses | n * (u8 len | address) | signature[2484]
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import IntFlag
 
 from .codec import Buffer, push_uint, push_vector
@@ -56,12 +56,24 @@ class Descriptor:
     expires: int
     addresses: tuple[str, ...]
     signature: bytes
+    # derived once (a descriptor is immutable): its id, the bytes it signs, and whether
+    # its signature verified (only a success is remembered; the time checks always run)
+    _node_id: bytes = field(default=b"", init=False, repr=False, compare=False)
+    _signed: bytes = field(default=b"", init=False, repr=False, compare=False)
+    _signature_ok: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def node_id(self) -> bytes:
-        return node_id_of(self.identity_kem_pk, self.signing_pk)
+        if not self._node_id:
+            object.__setattr__(self, "_node_id", node_id_of(self.identity_kem_pk, self.signing_pk))
+        return self._node_id
 
     def signed_part(self) -> bytes:
+        if not self._signed:
+            object.__setattr__(self, "_signed", self._build_signed_part())
+        return self._signed
+
+    def _build_signed_part(self) -> bytes:
         out = [
             bytes([DESCRIPTOR_VERSION]),
             self.identity_kem_pk,
@@ -80,11 +92,14 @@ class Descriptor:
         return self.signed_part() + self.signature
 
     def verify(self, now: float) -> None:
-        """Check the signature and the validity window; raise RemoteProtocolError if bad."""
-        if not signing.verify(
-            self.signing_pk, self.signature, self.signed_part(), SIGNATURE_CONTEXT
-        ):
-            raise RemoteProtocolError("descriptor signature does not verify", CloseCode.AUTH)
+        """Check the signature (once per object) and the validity window; raise
+        RemoteProtocolError if bad."""
+        if not self._signature_ok:
+            if not signing.verify(
+                self.signing_pk, self.signature, self.signed_part(), SIGNATURE_CONTEXT
+            ):
+                raise RemoteProtocolError("descriptor signature does not verify", CloseCode.AUTH)
+            object.__setattr__(self, "_signature_ok", True)
         if self.expires <= now:
             raise RemoteProtocolError("descriptor has expired", CloseCode.AUTH)
         if self.published > now + CLOCK_SKEW:

@@ -24,6 +24,7 @@ address.  Records are parsed (:func:`~zmesh.dht.records.pull_record`) but not ve
 that costs signature checks, which the record store budgets per peer.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
@@ -38,6 +39,7 @@ MAX_CONTACTS = 32  # per answer (we send k = 20)
 MAX_RECORDS = 4  # per VALUE answer
 MAX_ADDRESS = 255
 ADDRESS_CACHE = 4096  # addresses whose encoding is remembered (bounded)
+CONTACT_CACHE = 16384  # decoded contacts remembered by their encoding (bounded)
 HEADER = 6
 CONTACT_MAX = ID_SIZE + 1 + MAX_ADDRESS
 MAX_MESSAGE_SIZE = HEADER + 1 + MAX_RECORDS * (2 + MAX_RECORD_SIZE) + 1 + MAX_CONTACTS * CONTACT_MAX
@@ -59,6 +61,9 @@ class StoreStatus(IntEnum):
     DUPLICATE = 1  # we hold it (or a newer one) already
     REFUSED = 2  # a bound or a budget: try another node
     INVALID = 3  # it did not verify
+
+
+_MAX_STATUS = max(StoreStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +193,15 @@ def _valid_address(raw: bytes) -> bool:
     return 0 < len(raw) <= MAX_ADDRESS and not raw.translate(None, _PRINTABLE)
 
 
+_contacts: dict[bytes, Contact] = {}  # a contact's encoding -> it, decoded (bounded)
+
+
 def _pull_contacts(buf: Buffer) -> tuple[Contact, ...]:
     """The contact list that ends a NODES or VALUE body: it takes the rest of ``buf`` and
-    must fill it exactly.  Parsed by slicing (the hot path of every lookup answer)."""
+    must fill it exactly.  Parsed by slicing (the hot path of every lookup answer); a
+    contact seen before (answers name the same nodes again and again) is the same
+    immutable :class:`Contact`, remembered by its encoding (at most :data:`CONTACT_CACHE`,
+    then afresh)."""
     data = buf.pull_rest()
     end = len(data)
     if not end:
@@ -198,6 +209,7 @@ def _pull_contacts(buf: Buffer) -> tuple[Contact, ...]:
     n = data[0]
     if n > MAX_CONTACTS:
         raise RemoteProtocolError(f"{n} contacts in one answer", CloseCode.RESOURCE)
+    known = _contacts
     contacts = []
     pos = 1
     for _ in range(n):
@@ -207,13 +219,20 @@ def _pull_contacts(buf: Buffer) -> tuple[Contact, ...]:
         stop = at + 1 + data[at]  # an address is at most 255 = MAX_ADDRESS bytes
         if stop > end:
             raise BufferReadError("truncated input")
-        address = None
-        if stop > at + 1:
-            raw = data[at + 1 : stop]
-            if raw.translate(None, _PRINTABLE):
-                raise RemoteProtocolError("contact address is not printable ASCII")
-            address = raw.decode("ascii")
-        contacts.append(Contact(data[pos:at], address, 0.0))
+        encoded = data[pos:stop]
+        contact = known.get(encoded)
+        if contact is None:
+            address = None
+            if stop > at + 1:
+                raw = data[at + 1 : stop]
+                if raw.translate(None, _PRINTABLE):
+                    raise RemoteProtocolError("contact address is not printable ASCII")
+                address = raw.decode("ascii")
+            contact = Contact(data[pos:at], address, 0.0)
+            if len(known) >= CONTACT_CACHE:
+                known.clear()
+            known[encoded] = contact
+        contacts.append(contact)
         pos = stop
     if pos != end:
         raise RemoteProtocolError(f"{end - pos} unexpected trailing bytes")
@@ -227,9 +246,13 @@ def _pull_record_type(buf: Buffer) -> RecordType:
     return RecordType(raw)
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(
+    data: bytes, record_decoder: Callable[[bytes], Record] = decode_record
+) -> Message:
     """Parse one message (records unverified; decoded contacts have ``seen`` 0: we have
-    not heard from them).  Raises RemoteProtocolError if it is malformed or oversized."""
+    not heard from them).  ``record_decoder`` parses each record's bytes (the simulator
+    passes one that shares a single immutable Record among its nodes).  Raises
+    RemoteProtocolError if it is malformed or oversized."""
     if len(data) > MAX_MESSAGE_SIZE:
         raise RemoteProtocolError("DHT message is oversized", CloseCode.RESOURCE)
     buf = Buffer(data)
@@ -255,13 +278,13 @@ def decode_message(data: bytes) -> Message:
             n = buf.pull_uint8()
             if n > MAX_RECORDS:
                 raise RemoteProtocolError(f"{n} records in one answer", CloseCode.RESOURCE)
-            records = tuple(decode_record(buf.pull_vector(2, MAX_RECORD_SIZE)) for _ in range(n))
+            records = tuple(record_decoder(buf.pull_vector(2, MAX_RECORD_SIZE)) for _ in range(n))
             msg = Value(request_id, records, _pull_contacts(buf))
         case MessageType.STORE:
-            msg = Store(request_id, decode_record(buf.pull_vector(2, MAX_RECORD_SIZE)))
+            msg = Store(request_id, record_decoder(buf.pull_vector(2, MAX_RECORD_SIZE)))
         case MessageType.STORED:
             raw_status = buf.pull_uint8()
-            if raw_status > max(StoreStatus):
+            if raw_status > _MAX_STATUS:
                 raise RemoteProtocolError(f"unknown store status {raw_status}")
             msg = Stored(request_id, StoreStatus(raw_status))
         case _:

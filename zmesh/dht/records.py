@@ -90,6 +90,7 @@ class Record:
     value: bytes
     signature: bytes
     _signed: bytes = field(default=b"", init=False, repr=False, compare=False)
+    _signature_ok: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def publisher(self) -> bytes:
@@ -134,14 +135,17 @@ class Record:
 
     def verify(self, now: float, *, descriptor_verified: bool = False) -> None:
         """Check the shape, the publisher's descriptor (unless ``descriptor_verified``)
-        and the record's signature; raises RemoteProtocolError (AUTH) if any fails."""
+        and the record's signature (checked once per object: a record is immutable);
+        raises RemoteProtocolError (AUTH) if any fails."""
         self.check_shape(now)
         if not descriptor_verified:
             self.descriptor.verify(now)
-        if not signing.verify(
-            self.descriptor.signing_pk, self.signature, self.signed_part(), SIGNATURE_CONTEXT
-        ):
-            raise RemoteProtocolError("record signature does not verify", CloseCode.AUTH)
+        if not self._signature_ok:
+            if not signing.verify(
+                self.descriptor.signing_pk, self.signature, self.signed_part(), SIGNATURE_CONTEXT
+            ):
+                raise RemoteProtocolError("record signature does not verify", CloseCode.AUTH)
+            object.__setattr__(self, "_signature_ok", True)
 
 
 def decode_record(data: bytes) -> Record:
@@ -280,6 +284,9 @@ class RecordStore:
         self._verified: OrderedDict[bytes, None] = OrderedDict()  # sha256 of descriptors
         self._events: deque[Event] = deque()
         self._next_sweep = now + SWEEP_INTERVAL
+        # no record expires or is due before this (a lower bound: a due only moves later
+        # between sweeps, and a new record lowers it), so most sweeps skip the loop
+        self._soonest = float("inf")
 
     # -- the component shape --------------------------------------------------------------
     def next_event(self) -> Event | None:
@@ -293,17 +300,20 @@ class RecordStore:
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
+        if now < self._soonest:
+            return  # nothing expired and nothing due (the common sweep)
+        self._soonest = float("inf")
         for slot in [s for s, h in self._held.items() if h.record.expires <= now]:
             self._drop(slot)
         for held in self._held.values():
-            if held.due > now:
-                continue
-            if held.own:
-                held.due = now + REPUBLISH_RETRY  # until the driver publishes a fresh one
-                self._events.append(Republish(held.record))
-            else:
-                held.due = now + self._replicate
-                self._events.append(Replicate(held.record))
+            if held.due <= now:
+                if held.own:
+                    held.due = now + REPUBLISH_RETRY  # until the driver publishes a fresh one
+                    self._events.append(Republish(held.record))
+                else:
+                    held.due = now + self._replicate
+                    self._events.append(Replicate(held.record))
+            self._soonest = min(self._soonest, held.due, held.record.expires)
 
     # -- queries ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -454,6 +464,7 @@ class RecordStore:
         else:
             due = now + self._replicate
         self._held[slot] = _Held(record, size, now, due, own)
+        self._soonest = min(self._soonest, due, record.expires)
         self._per_type[record.type] = self._per_type.get(record.type, 0) + 1
         self._per_publisher[slot[2]] = self._per_publisher.get(slot[2], 0) + 1
         self._by_key.setdefault((record.type, record.key), {})[slot[2]] = None

@@ -194,6 +194,13 @@ class RoutingTable:
         if not self._buckets:
             return
         deepest = min(i for i, b in self._buckets.items() if b.entries)
+        # the sweep below emits only if some bucket from ``deepest`` up is stale: find the
+        # oldest touch first (one pass over the buckets that exist, not 256 indices)
+        present = [b.touched for i, b in self._buckets.items() if i >= deepest]
+        if len(present) < ID_BITS - deepest:
+            present.append(self._created)  # a bucket never made counts from our start
+        if now - min(present) < self._refresh_interval:
+            return
         emitted = 0
         for index in range(deepest, ID_BITS):
             bucket = self._buckets.get(index)
@@ -277,6 +284,19 @@ class RoutingTable:
                     return out[:n]
         return out
 
+    def rank(self, target: bytes) -> int:
+        """How many entries are closer to ``target`` than our own id (so we are among the
+        ``n`` closest to it that we know if this is below ``n``).  Counted per bucket, no
+        sort: with D = own ^ target and j its top bit, every entry of bucket j is closer
+        than we are, an entry of a bucket i < j is closer exactly if D has bit i set (its
+        distance agrees with D above bit i and not at i), and buckets above j are farther
+        (see :meth:`closest`)."""
+        d = int.from_bytes(target, "big") ^ self._own_int
+        j = d.bit_length() - 1
+        return sum(
+            len(b.entries) for i, b in self._buckets.items() if i == j or (i < j and d >> i & 1)
+        )
+
     def random_id_in_bucket(self, index: int) -> bytes:
         """A random id whose distance from ours has its highest bit at ``index``."""
         noise = int.from_bytes(self._rng.bytes(ID_SIZE), "big") & ((1 << index) - 1)
@@ -299,12 +319,19 @@ class RoutingTable:
             raise LocalProtocolError(f"node ids are {ID_SIZE} bytes")
         if node_id == self.own_id:
             return False
-        index = bucket_index(self.own_id, node_id)
+        index = (int.from_bytes(node_id, "big") ^ self._own_int).bit_length() - 1
         bucket = self._buckets.get(index)
         if bucket is None:
             bucket = self._buckets[index] = _Bucket(touched=now)
         bucket.touched = max(bucket.touched, now)
-        known = bucket.entries.get(node_id) or bucket.cache.get(node_id)
+        entry = bucket.entries.get(node_id)
+        if entry is not None and contact.address in (None, entry.contact.address):
+            # the hot path (a known entry heard from again): same address, same subnet
+            entry.contact = Contact(node_id, entry.contact.address, now)
+            entry.failures = 0
+            bucket.entries.move_to_end(node_id)
+            return True
+        known = entry or bucket.cache.get(node_id)
         if contact.address is None and known is not None:
             # seen without an address (a request before we could describe the peer): not
             # knowing it is not having none, which would free its subnet's slot

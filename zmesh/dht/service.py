@@ -86,6 +86,7 @@ from .records import (
     RecordType,
     Replicate,
     Republish,
+    decode_record,
     sign_record,
 )
 from .routing import ID_SIZE, Contact, K, PingContact, RefreshBucket, RoutingTable
@@ -235,7 +236,9 @@ class Dht:
     """One node's DHT: see the module doc.  ``dial`` asks for a link to a descriptor's node
     (False if it cannot); ``descriptor_of`` is the node's own knowledge (its directory);
     ``refer(contact, peer)`` says that the linked ``peer`` can forward signals to
-    ``contact`` (before we dial it)."""
+    ``contact`` (before we dial it); ``record_decoder`` parses the records of incoming
+    messages (:func:`decode_record`; the simulator passes one that shares each record
+    among its nodes)."""
 
     def __init__(
         self,
@@ -249,6 +252,7 @@ class Dht:
         refer: Callable[[bytes, bytes], None] = lambda _contact, _via: None,
         settle: Callable[[float], None] = lambda _: None,
         config: DhtConfig | None = None,
+        record_decoder: Callable[[bytes], Record] = decode_record,
     ) -> None:
         self.config = cfg = config or DhtConfig()
         self.node_id = identity.node_id
@@ -259,6 +263,7 @@ class Dht:
         self._descriptor_of = descriptor_of
         self._refer = refer
         self._settle = settle  # the node collects our events after an API call
+        self._decode_record = record_decoder  # record bytes -> Record (decode_message)
         caps = cfg.subnet_caps
         self.table = RoutingTable(
             self.node_id,
@@ -298,12 +303,10 @@ class Dht:
         return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
-        return min(
-            self.table.get_timer(),
-            self.store.get_timer(),
-            self._first_deadline(),
-            min((s.lookup.get_timer() for s in self._searches.values()), default=float("inf")),
-        )
+        timer = min(self.table.get_timer(), self.store.get_timer(), self._first_deadline())
+        for search in self._searches.values():  # a loop: asked after every input
+            timer = min(timer, search.lookup.get_timer())
+        return timer
 
     def handle_timer(self, now: float) -> None:
         """Fail requests past their deadline, advance lookups, run table and store upkeep."""
@@ -396,7 +399,7 @@ class Dht:
     def receive(self, peer_id: bytes, data: bytes, now: float) -> None:
         """A DHT message from a linked peer.  Raises RemoteProtocolError if it is malformed
         (the caller closes the link); anything else is answered, matched or dropped."""
-        msg = decode_message(data)
+        msg = decode_message(data, self._decode_record)
         self.stats.bytes_in += len(data)
         expect = _EXPECT.get(type(msg))
         if expect is None:
@@ -874,11 +877,7 @@ class Dht:
 
     def _among_closest(self, key: bytes) -> bool:
         """True if we are among the ``k`` nodes closest to ``key`` that our table knows."""
-        closest = self.table.closest(key, self.config.k)
-        if len(closest) < self.config.k:
-            return True
-        own = int.from_bytes(self.node_id, "big") ^ int.from_bytes(key, "big")
-        return own < int.from_bytes(closest[-1].node_id, "big") ^ int.from_bytes(key, "big")
+        return self.table.rank(key) < self.config.k
 
     # -- queries ---------------------------------------------------------------------------
     @property

@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..identity import Flags
-from ..onion.guards import HOUR, GuardSet, eligible_guards
+from ..onion.guards import HOUR, MIN_GUARD_AGE, GuardSet, eligible_guards
 from ..onion.paths import NoPathError, RelayPool, subnet_of
 from ..rng import DeterministicRng, Rng, randbelow
 
@@ -71,6 +71,14 @@ class SimRelay:
     hostile: bool
     native: bool
     joined: float
+    subnet: str  # its diversity key, subnet_of(self), taken once at its join
+
+
+def _subnet(relay: SimRelay) -> str:
+    """The ``subnet`` of :class:`~zmesh.onion.paths.RelayPool`: what the production
+    :func:`~zmesh.onion.paths.subnet_of` gave this relay when it joined (its address never
+    changes; 10,000 relays x 720 hourly pools would parse it again and again)."""
+    return relay.subnet
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +141,7 @@ class _Network:
         self.cfg = cfg
         self.rng = rng
         self.subnets = max(16, cfg.relays // 2)
+        self.keys: dict[int, str] = {}  # /16 drawn -> its diversity key (subnet_of)
         self.relays: dict[bytes, SimRelay] = {}
         self.hostile: set[bytes] = set()  # every hostile id that ever joined
         self.native_hazard = 1 / (cfg.native_lifetime_days * 24)  # per hour
@@ -158,7 +167,11 @@ class _Network:
         subnet = randbelow(rng, self.subnets)
         host = f"{1 + subnet // 256}.{subnet % 256}.{randbelow(rng, 256)}.{randbelow(rng, 256)}"
         flags = Flags.RELAY | Flags.EXIT if exit_ else Flags.RELAY
-        relay = SimRelay(rng.bytes(32), flags, (f"http://{host}:{PORT}",), hostile, native, now)
+        addresses = (f"http://{host}:{PORT}",)
+        key = self.keys.get(subnet)
+        if key is None:  # every host of a /16 has its key: subnet_of reads the /16 of an IPv4
+            key = self.keys[subnet] = subnet_of(_Addresses(addresses))
+        relay = SimRelay(rng.bytes(32), flags, addresses, hostile, native, now, key)
         self.relays[relay.node_id] = relay
         if hostile:
             self.hostile.add(relay.node_id)
@@ -187,6 +200,11 @@ class _Network:
             relay = self.relays.pop(node_id)
             exit_ = bool(int(relay.flags) & int(Flags.EXIT))  # replaced by its like
             self._join(relay.native, exit_, _uniform(rng) < cfg.adversary, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _Addresses:
+    addresses: tuple[str, ...]
 
 
 def _pick[T](rng: Rng, items: list[T], k: int) -> list[T]:
@@ -230,8 +248,10 @@ def simulate_anonymity(
         relays = list(net.relays.values())
         first_seen = {r.node_id: r.joined for r in relays}
         listed = first_seen.keys()
-        eligible = eligible_guards(relays, first_seen, now, own_id=b"")
-        pool = RelayPool(relays, b"", subnet_of, first_seen=first_seen, now=now)
+        # only relays old enough can be eligible: the same list, from fewer candidates
+        old = [r for r in relays if r.joined <= now - MIN_GUARD_AGE]
+        eligible = eligible_guards(old, first_seen, now, own_id=b"")
+        pool = RelayPool(relays, b"", _subnet, first_seen=first_seen, now=now)
         for client in clients:
             rng = client.rng
             client.guards.update(now, rng, eligible, listed)

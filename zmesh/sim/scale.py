@@ -52,15 +52,12 @@
    *Crypto stand-in* (labelled ``fast_crypto`` in the report): nodes' generators are
    :class:`~zmesh.sim.dht.FastCryptoRng`, so ML-DSA signing draws its randomness from the
    OS (real signatures, same sizes, different bytes from run to run: no signature byte
-   enters the digest); and for the duration of the run (:func:`shared_pure_functions`)
-   four *pure* functions are memoized across the simulated nodes:
-   :func:`zmesh.crypto.signing.verify` (a signature that verified once for one node
-   verifies for the next: the verdict is the real one, computed once), the record decoder
-   the DHT messages use (:func:`zmesh.dht.records.decode_record`: the same bytes give one
-   shared immutable :class:`~zmesh.dht.records.Record`, which keeps 10,000 nodes' copies
-   of the same records in memory once), a descriptor's signed bytes and its node id; the
-   bounded caches of the puzzle check, the subnet functions and the contact encoder are
-   widened, since one process holds every node's ids.  All are restored on exit.
+   enters the digest); and every node's ``Dht`` decodes records through one
+   :class:`~zmesh.sim.scale_world.SharedRecords` (its ``record_decoder`` argument): the
+   same bytes give one shared immutable :class:`~zmesh.dht.records.Record`, so 10,000
+   nodes' copies of a record sit in memory once, and since a Record and its Descriptor
+   check their signatures once per object, each signature is checked once in the run,
+   with the real verdict.  Nothing in the production modules is replaced or patched.
 
    *Hostile nodes* (``adversary``: that fraction of the nodes, and of the newcomers that
    replace leavers) run the real ``Dht`` for their own upkeep and answer PING and STORE,
@@ -116,17 +113,10 @@ anonymity run's digest; wall time and signature bytes never enter it.
 
 import hashlib
 import statistics
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import lru_cache, partial
+from functools import partial
 
-from .. import identity
-from ..crypto import signing
-from ..dht import messages, puzzle, routing
-from ..dht.records import Record
-from ..identity import Descriptor
-from ..onion import paths
 from .anonymity import AnonymityConfig, simulate_anonymity
 from .scale_config import PUZZLE_DIFFICULTY, ScaleConfig
 from .scale_world import World
@@ -182,74 +172,6 @@ class ScaleReport:
         return asdict(self)
 
 
-# -- the pure functions memoized across simulated nodes -----------------------------------
-
-
-SHARED_CACHE = 1 << 18  # entries of each widened cache (ids, addresses) during a run
-
-
-@contextmanager
-def shared_pure_functions() -> Iterator[None]:
-    """Memoize, for the duration, the pure functions of the module doc across the simulated
-    nodes, then restore them: :func:`zmesh.crypto.signing.verify`, the DHT messages' record
-    decoder, :meth:`zmesh.identity.Descriptor.signed_part` and
-    :func:`zmesh.identity.node_id_of` (shared results), and the bounded caches of the
-    puzzle check, of the two subnet functions and of the contact encoder (one process
-    holds every node's ids and addresses, more than one node's cache is sized for)."""
-    decode: Callable[[bytes], Record] = getattr(messages, "decode_record")  # noqa: B009
-    verify = signing.verify
-    signed_part = Descriptor.signed_part
-    verdicts: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
-    records: dict[bytes, Record] = {}
-    descriptors: dict[Descriptor, bytes] = {}
-    node_ids: dict[tuple[bytes, bytes], bytes] = {}
-    node_id_of = identity.node_id_of
-
-    def verify_once(public: bytes, signature: bytes, message: bytes, context: bytes) -> bool:
-        key = (public, signature, message, context)
-        verdict = verdicts.get(key)
-        if verdict is None:
-            verdict = verdicts[key] = verify(public, signature, message, context)
-        return verdict
-
-    def decode_once(data: bytes) -> Record:
-        record = records.get(data)
-        if record is None:
-            record = records[data] = decode(data)
-        return record
-
-    def node_id_once(identity_kem_pk: bytes, signing_pk: bytes) -> bytes:
-        key = (identity_kem_pk, signing_pk)
-        out = node_ids.get(key)
-        if out is None:
-            out = node_ids[key] = node_id_of(identity_kem_pk, signing_pk)
-        return out
-
-    def signed_part_once(desc: Descriptor) -> bytes:
-        out = descriptors.get(desc)
-        if out is None:
-            out = descriptors[desc] = signed_part(desc)
-        return out
-
-    swaps: list[tuple[object, str, object]] = [
-        (signing, "verify", verify_once),
-        (messages, "decode_record", decode_once),
-        (Descriptor, "signed_part", signed_part_once),
-        (identity, "node_id_of", node_id_once),
-    ]
-    cached = ((puzzle, "_zero_bits"), (routing, "subnet_of"), (paths, "_subnet"))
-    for module, name in (*cached, (messages, "_address_bytes")):
-        swaps.append((module, name, lru_cache(SHARED_CACHE)(getattr(module, name).__wrapped__)))
-    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]
-    for owner, name, value in swaps:
-        setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        for owner, name, value in saved:
-            setattr(owner, name, value)
-
-
 def _median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else 0.0
 
@@ -271,9 +193,8 @@ def simulate(
     driver's wall clock, for ``wall_s`` only) and ``progress(phase, done, total)`` are the
     caller's.  Raises ValueError for a bad configuration (at :class:`ScaleConfig`)."""
     t0 = clock()
-    with shared_pure_functions():
-        run = World(cfg, progress)
-        run.run()
+    run = World(cfg, progress)
+    run.run()
     t1 = clock()
     anonymity = simulate_anonymity(
         AnonymityConfig(
@@ -397,4 +318,4 @@ def _anonymity_progress(progress: Callable[[str, int, int], None], done: int, to
     progress("anonymity", done, total)
 
 
-__all__ = ["PUZZLE_DIFFICULTY", "ScaleConfig", "ScaleReport", "shared_pure_functions", "simulate"]
+__all__ = ["PUZZLE_DIFFICULTY", "ScaleConfig", "ScaleReport", "simulate"]

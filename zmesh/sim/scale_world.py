@@ -25,6 +25,7 @@ from ..dht.messages import (
     decode_message,
     encode_message,
 )
+from ..dht.records import Record, decode_record
 from ..dht.routing import ID_SIZE, Contact, K
 from ..dht.service import Dht, DhtConfig, DhtSend, LookupDone
 from ..dialer import DIAL_TIMEOUT
@@ -65,6 +66,7 @@ _HONEST, _DROPPER, _LIAR = range(3)
 _LOOKUP_TYPES = (MessageType.FIND_NODE, MessageType.FIND_VALUE)
 FAKE_PREFIX = 20  # bytes a liar's fake contact shares with the target
 HEARTBEATS = 60  # of a steady link, before the failure detector is asked (detection_delay)
+SHARED_RECORDS = 1 << 17  # distinct record encodings SharedRecords keeps
 
 
 @dataclass(slots=True)
@@ -112,6 +114,32 @@ class CircuitOutcome:
     paths: tuple[tuple[int, int, int], ...]
 
 
+class SharedRecords:
+    """The simulator's record decoder (``Dht``'s ``record_decoder``): the same bytes give
+    one shared immutable :class:`~zmesh.dht.records.Record`, parsed by the production
+    :func:`~zmesh.dht.records.decode_record`.  So 10,000 nodes' copies of a record sit in
+    memory once, and its signatures, which a Record and its Descriptor check once per
+    object, are checked once in the whole run (the verdict is the real one).  Bounded: at
+    ``limit`` encodings it starts afresh (sharing is lost, never correctness)."""
+
+    def __init__(self, limit: int = SHARED_RECORDS) -> None:
+        self._records: dict[bytes, Record] = {}
+        self._limit = limit
+
+    def __call__(self, data: bytes) -> Record:
+        """The record ``data`` encodes; raises RemoteProtocolError as decode_record."""
+        record = self._records.get(data)
+        if record is None:
+            record = decode_record(data)
+            if len(self._records) >= self._limit:
+                self._records.clear()
+            self._records[data] = record
+        return record
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
 def detection_delay(limits: LinkLimits) -> float:
     """How long after a peer's last PONG the health layer finds its link dead, on a steady
     link (a PING every keepalive, answered at once): the real
@@ -148,6 +176,7 @@ class World:
         self.limits = LinkLimits()
         self.detection = detection_delay(self.limits)
         self.dht_config = DhtConfig(puzzle_difficulty=PUZZLE_DIFFICULTY)
+        self.records = SharedRecords()
         self.subnets = max(16, cfg.nodes // 2)
         self.ramp = min(cfg.duration / 4, MAX_RAMP)
         self.start = min(self.ramp + SETTLE, cfg.duration / 2)
@@ -278,6 +307,7 @@ class World:
             self.now,
             dial=partial(self._dial, index),
             config=self.dht_config,
+            record_decoder=self.records,
         )
         sybil = sybil_subnet is not None
         node = SimNode(index, identity, desc, dht, rng, native, behaviour, sybil, first_seen, 0.0)
@@ -387,8 +417,7 @@ class World:
             return
         msg = decode_message(data)
         target = msg.target if isinstance(msg, FindNode) else getattr(msg, "key", b"")
-        prefix = hashlib.sha256(target[:FAKE_PREFIX])  # the attacker's SHA-256 midstate
-        fakes = tuple(self._fake_contact(node, target, prefix) for _ in range(K))
+        fakes = self._fake_contacts(node, target)
         reply = (
             Nodes(msg.request_id, fakes)
             if isinstance(msg, FindNode)
@@ -398,18 +427,30 @@ class World:
         node.dht.stats.bytes_out += len(out)
         self.push(self.now + node.links[src], _DELIVER, src, node.index, out)
 
-    def _fake_contact(self, node: SimNode, target: bytes, prefix: "hashlib._Hash") -> Contact:
-        """An id closer to ``target`` than almost anyone, solving the puzzle, naming no node.
-        The puzzle hash of each try continues ``prefix``, the midstate over the target's
-        first bytes (the cheap search :mod:`zmesh.dht.puzzle` expects of an attacker)."""
-        while True:
-            suffix = node.rng.bytes(ID_SIZE - FAKE_PREFIX)
-            h = prefix.copy()
-            h.update(suffix)
-            if dht_puzzle.leading_zero_bits(h.digest()) >= PUZZLE_DIFFICULTY:
-                fake = target[:FAKE_PREFIX] + suffix
-                host = f"198.51.{randbelow(node.rng, 256)}.{1 + randbelow(node.rng, 254)}"
-                return Contact(fake, f"http://{host}:{PORT}", self.now)
+    def _fake_contacts(self, node: SimNode, target: bytes) -> tuple[Contact, ...]:
+        """``K`` ids closer to ``target`` than almost anyone, each solving the puzzle, naming
+        no node (a fresh set per answer: liars do not vouch for each other's fakes): suffixes
+        drawn from the liar's generator in batches, each try one SHA-256 of the id (the
+        puzzle hash is below ``2**(256 - difficulty)`` exactly when it starts with
+        ``difficulty`` zero bits)."""
+        head = target[:FAKE_PREFIX]
+        size = ID_SIZE - FAKE_PREFIX
+        most = ((1 << (256 - PUZZLE_DIFFICULTY)) - 1).to_bytes(32, "big")  # the puzzle holds
+        sha256 = hashlib.sha256
+        ids: list[bytes] = []
+        while len(ids) < K:
+            batch = node.rng.bytes(size * (K << PUZZLE_DIFFICULTY))  # about K solutions
+            for at in range(0, len(batch), size):
+                fake = head + batch[at : at + size]
+                if sha256(fake).digest() <= most:
+                    ids.append(fake)
+                    if len(ids) == K:
+                        break
+        hosts = node.rng.bytes(2 * K)  # an address in 198.51.0.0/16 for each
+        return tuple(
+            Contact(fake, f"http://198.51.{hosts[2 * i]}.{1 + hosts[2 * i + 1] % 254}:{PORT}", 0.0)
+            for i, fake in enumerate(ids)
+        )
 
     def _timer(self, a: int, _: int, __: bytes) -> None:
         node = self.nodes[a]
@@ -597,4 +638,4 @@ def _pick[T](rng: Rng, items: list[T], k: int) -> list[T]:
     return pool[:k]
 
 
-__all__ = ["CircuitOutcome", "LookupOutcome", "SimNode", "World"]
+__all__ = ["CircuitOutcome", "LookupOutcome", "SharedRecords", "SimNode", "World"]
