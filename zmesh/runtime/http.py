@@ -18,6 +18,7 @@ response as a sans-I/O object, shared with the in-circuit fetch (:mod:`zmesh.run
 
 import asyncio
 import logging
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -25,6 +26,9 @@ from urllib.parse import urlsplit
 import h11
 
 from ..errors import ZMeshError
+
+if typing.TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("zmesh.http")
 
@@ -418,12 +422,19 @@ async def http_request(
     return exchange.status, exchange.body
 
 
-async def run_exchange(host: str, port: int, exchange: "ClientExchange", timeout: float) -> None:
-    """Carry out ``exchange`` over a new connection to ``host:port`` within ``timeout``
-    seconds.  Raises OSError, TimeoutError or the exchange's ResponseError."""
+async def run_exchange(
+    host: str,
+    port: int,
+    exchange: "ClientExchange",
+    timeout: float,
+    tls: "ssl.SSLContext | None" = None,
+) -> None:
+    """Carry out ``exchange`` over a new connection to ``host:port`` (TLS with ``tls``)
+    within ``timeout`` seconds.  Raises OSError, TimeoutError or the exchange's
+    ResponseError."""
 
     async def run() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
         try:
             writer.write(exchange.request)
             await writer.drain()

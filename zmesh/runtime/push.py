@@ -17,7 +17,6 @@ The HTTP request is framed by h11 (:class:`zmesh.runtime.http.ClientExchange`), 
 TLS for ``https://`` endpoints.
 """
 
-import asyncio
 import base64
 import binascii
 import json
@@ -31,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ZMeshError
-from .http import READ_SIZE, ClientExchange
+from .http import ClientExchange, run_exchange
 
 #: RFC 8188 aes128gcm header: salt (16), record size (4), key id length (1), key id (65)
 ECE_HEADER = 86
@@ -259,20 +258,7 @@ async def send_push(
     context = ssl.create_default_context() if secure else None
     assert parts.hostname is not None  # PushSubscription checked it
 
-    async def run() -> None:
-        reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=context)
-        try:
-            writer.write(exchange.request)
-            await writer.drain()
-            while not exchange.complete:
-                if chunk := await reader.read(READ_SIZE):
-                    exchange.feed(chunk)
-                else:
-                    exchange.eof()
-        finally:
-            writer.close()
-
-    await asyncio.wait_for(run(), timeout)
+    await run_exchange(parts.hostname, port, exchange, timeout, context)
     if exchange.status != 201:
         reason = exchange.body[:200].decode("utf-8", "replace").strip()
         raise PushError(f"push refused: {exchange.status} {reason}", exchange.status)
