@@ -36,6 +36,7 @@ this benchmark; ``build_wasm.py`` copies it into web/dist.
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import statistics
 import sys
@@ -48,7 +49,7 @@ from _harness import note, print_table
 
 from zmesh.errors import ZMeshError
 from zmesh.identity import Descriptor, Flags, Identity
-from zmesh.node import Node
+from zmesh.node import Node, NodeConfig
 from zmesh.runtime import webrtc
 from zmesh.runtime.aio import AsyncNode, wall_clock
 from zmesh.runtime.entropy import SystemRng
@@ -306,26 +307,50 @@ async def raw_run(page: Any, mode: str, total: int) -> float:
         await page.evaluate(CLOSE_RAW_JS)
 
 
-async def wait_for_descriptor(client: AsyncNode, node_id: str, timeout: float) -> None:
+async def native_relays(
+    client: AsyncNode, browser_id: str, timeout: float = 30.0
+) -> list[Descriptor]:
+    """The native relays the client knows (directory, peer sample, DHT node records of its
+    peers: with flooding off the directory holds what bootstrap gave, D46), once two of
+    them are not exits or ``timeout`` passed; it looks its peers' records up every 2 s."""
+    dht = client.node.dht
+    assert dht is not None
     deadline = time.monotonic() + timeout
-    while node_id not in {d.node_id.hex() for d in client.node.directory.values()}:
-        if time.monotonic() > deadline:
-            raise ZMeshError("the client never learned the browser node's descriptor")
-        await asyncio.sleep(0.2)
+    while True:
+        known = dict(client.node.directory)
+        if client.node.sample is not None:
+            known.update(client.node.sample)
+        for peer in client.node.peers():
+            if (record := dht.node_record(peer)) is not None:
+                known[peer] = record.descriptor
+        relays = [
+            d for d in known.values() if d.node_id.hex() != browser_id and d.flags & Flags.RELAY
+        ]
+        if len([d for d in relays if not d.flags & Flags.EXIT]) >= 2 or time.monotonic() > deadline:
+            return relays
+        for peer in client.node.peers():
+            with contextlib.suppress(ZMeshError):
+                client.call(functools.partial(dht.find_node_record, peer))
+        await asyncio.sleep(2.0)
 
 
 async def native_circuit(client: AsyncNode, browser_id: str) -> int:
     """guard -> middle -> exit, all native relays."""
-    directory = client.node.directory.values()
-    relays = [d for d in directory if d.node_id.hex() != browser_id and d.flags & Flags.RELAY]
+    relays = await native_relays(client, browser_id)
     exits = [d for d in relays if d.flags & Flags.EXIT]
     others = [d for d in relays if not d.flags & Flags.EXIT]
+    errors = []
     for guard, middle in ((a, b) for a in others for b in others if a is not b):
         if client.node.link_to(guard.node_id) is None:
             continue
-        with contextlib.suppress(TimeoutError, ZMeshError):
+        try:
             return await client.build_circuit([guard, middle, exits[0]], timeout=10)
-    raise ZMeshError("no all-native circuit could be built")
+        except (TimeoutError, ZMeshError) as exc:
+            errors.append(f"{guard.node_id.hex()[:8]}>{middle.node_id.hex()[:8]}: {exc!r}")
+    raise ZMeshError(
+        f"no all-native circuit could be built ({len(relays)} relays known; "
+        f"{'; '.join(errors) or 'no linked guard'})"
+    )
 
 
 async def download(client: AsyncNode, cid: int, files: FileServer, timeout: float) -> float:
@@ -346,13 +371,16 @@ async def throughput(h: Harness, rounds: int, total: int) -> None:
     await h.wait_ready(page)
     browser_id = (await h.status(page))["nodeId"]
     rng = SystemRng()
-    client = AsyncNode(Node(Identity.generate(rng), rng, wall_clock()), rtc=webrtc, loopback=True)
+    config = NodeConfig(dht=True, gossip=False)  # as every node of the mesh (D46)
+    client = AsyncNode(
+        Node(Identity.generate(rng), rng, wall_clock(), config), rtc=webrtc, loopback=True
+    )
     try:
         for url in h.relay_urls:
             await client.bootstrap(url)
-        await wait_for_descriptor(client, browser_id, h.opts.timeout)
+        # the browser node's record, by DHT lookup (the harness's browser-circuit does so)
+        middles = await h._find_records(client, [bytes.fromhex(browser_id)])
         directory = client.node.directory
-        middles = [d for d in directory.values() if d.node_id.hex() == browser_id]
         exits = [d for d in directory.values() if d.flags & Flags.EXIT]
         guards: list[Descriptor] = [
             d
