@@ -101,6 +101,7 @@ def fetch_run(
                 assert get.stderr is not None and get.stdout is not None
                 for line in get.stderr:
                     if not line.startswith("{"):
+                        sys.stderr.write(f"get: {line}")  # an error says why
                         continue
                     lines += 1
                     progress = json.loads(line)

@@ -11,6 +11,12 @@ replaced at once (:meth:`Healer.take_standby`) and the spare refilled in the bac
 the retry backoff (:data:`RETRY_DELAY`, doubling up to :data:`MAX_RETRY_DELAY`) and the
 hedge (:data:`HEDGE_AFTER`).  The tables are bounded by the builder's (every entry is a
 circuit it holds).
+
+A session may end at a final hop the application names by its verified descriptor (a
+content provider or a lookup relay found in a signed DHT record), which need not be in
+our relay view (the peer sample holds 64): the healer keeps such descriptors while a
+session uses them (:meth:`Healer.name_final`, dropped with the exit's standby), so every
+later leg can end there too.
 """
 
 import math
@@ -72,6 +78,7 @@ class Healer:
         self._subnet: Callable[[Descriptor], str] | None = None
         self._standby: dict[bytes, set[int]] = {}  # exit id -> built spare circuits to it
         self._standby_building: dict[int, bytes] = {}  # circuit id -> its exit
+        self._finals: dict[bytes, Descriptor] = {}  # named final hops outside the relay view
 
     def route_with(
         self,
@@ -110,10 +117,14 @@ class Healer:
         of ``slow`` builds (a hedge's) are avoided like suspects, since one may be dead."""
         linked, avoided = self._path_inputs(now)
         guards = None if self.guards is None else self.guards.first_hops(now, exit_id)
+        relays: Collection[Descriptor] = self._relays.values()
+        final = self._finals.get(exit_id)
+        if final is not None and exit_id not in self._relays:
+            relays = [*relays, final]
         try:
             return choose_leg(
                 self._rng,
-                self._relays.values(),
+                relays,
                 linked,
                 self._own_id,
                 exit_id=exit_id,
@@ -201,8 +212,16 @@ class Healer:
         if cid is not None:
             self._standby_building[cid] = exit_id
 
+    def name_final(self, final: Descriptor) -> None:
+        """Keep ``final`` (verified by the caller) as a possible final hop until
+        :meth:`drop_standby` of its id; a relay in our view needs no naming."""
+        if final.node_id not in self._relays:
+            self._finals[final.node_id] = final
+
     def drop_standby(self, exit_id: bytes, now: float) -> None:
-        """No session uses ``exit_id`` any more: close its spares."""
+        """No session uses ``exit_id`` any more: close its spares and forget it if it
+        was a named final hop."""
+        self._finals.pop(exit_id, None)
         spares = self._standby.pop(exit_id, set())
         spares |= {c for c, e in self._standby_building.items() if e == exit_id}
         for cid in spares:

@@ -252,21 +252,30 @@ class Sessions:
             return False
         return True
 
-    def connect(self, now: float, legs: int = DEFAULT_LEGS, exit_id: bytes | None = None) -> int:
+    def connect(self, now: float, legs: int = DEFAULT_LEGS, final: Descriptor | None = None) -> int:
         """A managed session of ``legs`` legs to an exit the node picks, or to the final
-        hop ``exit_id`` (a provider of content; see Healing).
+        hop ``final``: a verified descriptor (of a content provider, or of a node that runs
+        a lookup for us), in our relay view or not (see Healing).
 
         Streams may be opened at once; they go out when its first leg is up.  Raises
         NoPathError if no path exists now, LocalProtocolError for a bad number of legs
         or at :data:`MAX_SESSIONS`."""
         if not 1 <= legs <= MAX_LEGS:
             raise LocalProtocolError(f"a session has 1 to {MAX_LEGS} legs")
-        found = self._healer.first_path(now) if exit_id is None else None
-        if exit_id is not None:
-            found = self._healer.leg_path(exit_id, set(), now)
-        if found is None:
-            raise NoPathError("no path to that final hop now")
-        path = found
+        if final is None:
+            return self._start(self._healer.first_path(now), legs, now)
+        self._healer.name_final(final)
+        try:
+            path = self._healer.leg_path(final.node_id, set(), now)
+            if path is None:
+                raise NoPathError("no path to that final hop now")
+            return self._start(path, legs, now)
+        except (NoPathError, LocalProtocolError):
+            if not self._exit_in_use(final.node_id):
+                self._healer.drop_standby(final.node_id, now)
+            raise
+
+    def _start(self, path: list[Descriptor], legs: int, now: float) -> int:
         entry = self._sessions[self.create(now)]
         plan = entry.plan = Plan(path[-1].node_id, legs)
         self._build_leg(entry, plan, path, now)
@@ -532,9 +541,12 @@ class Sessions:
                 del self._building[cid]
                 self._close_circuit(cid, CloseCode.REQUESTED, now)
             plan.building.clear()
-            if not any(e.plan and e.plan.exit_id == plan.exit_id for e in self._sessions.values()):
+            if not self._exit_in_use(plan.exit_id):
                 self._healer.drop_standby(plan.exit_id, now)
         self.events.append(SessionClosed(entry.session_id, reason))
+
+    def _exit_in_use(self, exit_id: bytes) -> bool:
+        return any(e.plan and e.plan.exit_id == exit_id for e in self._sessions.values())
 
     # -- healing ----------------------------------------------------------------------------
     def _top_up(self, entry: _Entry, now: float) -> None:

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from ..circuit.guarding import GuardStateChanged
 from ..circuit.sessions import SessionClosed, SessionLegLost, SessionStreamEvent
+from ..dht.relayed import LOOKUP_TARGET
 from ..driver import drain
 from ..errors import CloseCode, RemoteProtocolError, ZMeshError
 from ..exit_policy import ExitPolicy, PolicyError, check_target
@@ -195,6 +196,8 @@ class AsyncNode:
         self.on_event: Callable[[Event], None] | None = None
         # streams whose target is a content id (``zm1...``): zmesh/runtime/content.py
         self.content: Callable[[StreamPipe, str], Awaitable[None]] | None = None
+        # streams whose target is LOOKUP_TARGET: zmesh/runtime/lookups.py
+        self.lookup: Callable[[StreamPipe], Awaitable[None]] | None = None
         self.http: HttpServer | None = None
         self.dials = dict.fromkeys(("http", "mesh", "failed"), 0)  # DialWanted, carried out
         self._closing = False
@@ -618,6 +621,9 @@ class AsyncNode:
         pipe = StreamPipe(self, session_id, sid, slot)
         if self.content is not None and target.startswith("zm1"):
             await self.content(pipe, target)
+            return
+        if self.lookup is not None and target == LOOKUP_TARGET:
+            await self.lookup(pipe)
             return
         if self.exit_policy is None:
             pipe.reset(RESET_POLICY)

@@ -51,24 +51,23 @@ from ..chunks.protocol import (
 )
 from ..chunks.schedule import Scheduler, SourceDropped
 from ..circuit.sessions import DEFAULT_LEGS
-from ..dht.records import RecordType
-from ..dht.service import LookupDone, LookupKind
 from ..errors import LocalProtocolError, UsageError, ZMeshError
 from ..identity import Descriptor, Identity, short_id
-from ..node import Event, Node
+from ..node import Node
 from ..onion.paths import NoPathError
 from ..session.endpoint import StreamData
 from . import run_command, webrtc
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
 from .chunkstore import ChunkStore
-from .content import on_event
 from .daemon import keep_bootstrapping, relay_config
 from .entropy import SystemRng
+from .lookups import ProviderFinder, RelayedLookupError
 from .store import Store
 
 log = logging.getLogger("zmesh.get")
 
 MAX_PROVIDERS = 8  # providers fetched from at once
+MAX_KNOWN = 64  # providers remembered
 MAX_PARKED = 64  # pieces waiting for their group's proof
 LOOKUP_EVERY = 2.0  # seconds between provider lookups while fewer than 3 sources
 FIND_TIMEOUT = 90.0  # no provider found for this long: give up
@@ -108,13 +107,15 @@ class Fetch:
     last_byte: float = 0.0
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
-    _lookups: set[int] = field(default_factory=set)
+    finals: dict[bytes, Descriptor] = field(default_factory=dict)  # provider -> descriptor
+    _finder: ProviderFinder | None = None
+    _finding: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         manifest = self.store.manifest(self.cid)
         if manifest is not None:  # resume
             self._start(manifest)
-        on_event(self.driver, self._on_event)
+        self._finder = ProviderFinder(self.driver)
 
     # -- progress -------------------------------------------------------------------------
     @property
@@ -154,6 +155,10 @@ class Fetch:
                 raise ZMeshError(self.error)
         finally:
             ticker.cancel()
+            if self._finding is not None:
+                self._finding.cancel()
+            if self._finder is not None:
+                self._finder.close()
             for source in list(self.sources.values()):
                 self._close(source)
 
@@ -182,29 +187,22 @@ class Fetch:
         self.finished.set()
 
     def _lookup(self) -> None:
-        dht = self.driver.node.dht
-        if dht is None or not self.driver.node.peers() or len(self._lookups) >= 2:
-            return
-        with contextlib.suppress(LocalProtocolError):
-            self._lookups.add(
-                self.driver.call(lambda now: dht.find_providers(self.cid.digest, now))
-            )
+        if self._finding is None or self._finding.done():
+            self._finding = asyncio.ensure_future(self._find())
 
-    def _on_event(self, event: Event) -> None:
-        if not isinstance(event, LookupDone) or event.lookup_id not in self._lookups:
-            return
-        self._lookups.discard(event.lookup_id)
-        if event.kind is not LookupKind.PROVIDERS:
+    async def _find(self) -> None:
+        assert self._finder is not None
+        try:
+            records = await self._finder.find(self.cid.digest)
+        except (RelayedLookupError, NoPathError) as exc:
+            log.info("get event=lookup_failed reason=%r", str(exc))
             return
         own = self.driver.node.node_id
-        for record in event.records:
-            if record.type is RecordType.PROVIDER and record.publisher != own:
+        for record in records:
+            known = record.publisher in self.finals or len(self.finals) < MAX_KNOWN
+            if record.publisher != own and known:
                 self.providers.setdefault(record.publisher, 0.0)
-                self._learn(record.descriptor)
-
-    def _learn(self, desc: Descriptor) -> None:
-        with contextlib.suppress(ZMeshError):
-            self.driver.call(lambda now: self.driver.node.learn_descriptor(desc, now))
+                self.finals[record.publisher] = record.descriptor
 
     def _connect_providers(self) -> None:
         now = time.monotonic()
@@ -215,7 +213,8 @@ class Fetch:
             if provider in self.sources or retry > now:
                 continue
             try:
-                connect = functools.partial(sessions.connect, legs=self.legs, exit_id=provider)
+                final = self.finals[provider]
+                connect = functools.partial(sessions.connect, legs=self.legs, final=final)
                 session_id = self.driver.call(connect)
             except (NoPathError, LocalProtocolError) as exc:
                 log.info("get event=no_path provider=%s reason=%r", short_id(provider), str(exc))

@@ -33,6 +33,7 @@ from .control import (
 )
 from .entropy import SystemRng
 from .http import HttpServer, Request, serve_fixed
+from .lookups import LookupServer
 from .processes import MAX_RELAYS, MIN_RELAYS, LocalProcesses, Process, free_port
 from .store import Store, usable_directory
 
@@ -199,6 +200,7 @@ async def run_relay(opts: RelayOptions) -> int:
         driver.on_event = log_hop
     driver_box.append(driver)
     seeder = Seeder(driver, opts.data, opts.rate)  # serves and announces what the store holds
+    LookupServer(driver)  # runs provider lookups for others, through their circuits
     for cid in seeder.share(opts.share):  # `zmesh share`: only the ids go to stdout
         print(cid, flush=True)
     info = sys.stderr if opts.share else sys.stdout
