@@ -312,3 +312,47 @@ def test_a_final_hop_that_forgot_the_session_fails_it_at_once_with_a_clear_reaso
     assert ended.session_id == session and "does not know the session" in ended.reason
     assert sim.now - start < 2.0
     assert exit_.node.sessions.ids() == []  # no new session was started for it
+
+
+# -- a named final hop outside the relay view --------------------------------------------------
+def test_a_session_ends_at_a_named_final_hop_outside_the_relay_view_and_heals_there() -> None:
+    sim, a, middles, exit_ = exit_mesh(5, seed=3)
+    sessions, healer = a.node.sessions, a.node.sessions._healer
+    final = a.node.directory[exit_.node.node_id]
+    view = {i: a.node.directory[i] for i in a.node.directory if i != final.node_id}
+    sessions.route_with(view, a.node._links, a.node.node_id)  # as if the sample lacked it
+    with pytest.raises(NoPathError):  # no exit in the view
+        sim.call(a, lambda: sessions.connect(sim.now))
+    session = sim.call(a, lambda: sessions.connect(sim.now, final=final))
+    assert sim.run(lambda: ready(a, session), max_time=sim.now + 30)
+    builder = a.node.builder
+    legs = sessions.legs_of(session)
+    assert {builder.path(c)[-1] for c in legs} == {final.node_id}
+    middle = builder.path(legs[0])[1]
+    sim.apply(Crash(node_of(sim, middle).index))  # the leg heals to the same final hop
+    assert sim.run(
+        lambda: len(sessions.legs_of(session)) == DEFAULT_LEGS
+        and all(middle not in builder.path(c) for c in sessions.legs_of(session)),
+        max_time=sim.now + 30,
+    )
+    assert {builder.path(c)[-1] for c in sessions.legs_of(session)} == {final.node_id}
+    sim.call(a, lambda: sessions.close(session, sim.now))
+    assert final.node_id not in healer._finals  # forgotten with its last session
+
+
+def test_a_named_final_hop_that_fails_to_connect_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim, a, _, exit_ = exit_mesh(3)
+    sessions, healer = a.node.sessions, a.node.sessions._healer
+    final = a.node.directory[exit_.node.node_id]
+    sessions.route_with({}, a.node._links, a.node.node_id)  # nothing to build a path through
+    with pytest.raises(NoPathError):
+        sim.call(a, lambda: sessions.connect(sim.now, final=final))
+    assert not healer._finals
+    monkeypatch.setattr(sessions_module, "MAX_SESSIONS", 0)
+    view = {i: a.node.directory[i] for i in a.node.directory if i != final.node_id}
+    sessions.route_with(view, a.node._links, a.node.node_id)
+    with pytest.raises(LocalProtocolError):
+        sim.call(a, lambda: sessions.connect(sim.now, final=final))
+    assert not healer._finals
