@@ -58,13 +58,10 @@ from ..identity import Descriptor, Identity, short_id
 from ..node import Event, Node
 from ..onion.paths import NoPathError
 from ..session.endpoint import StreamData
-from . import run_command, webrtc
+from . import run_command
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
-from .chunkstore import ChunkStore
+from .chunkstore import ChunkStore, ChunkStoreError
 from .content import on_event
-from .daemon import keep_bootstrapping, relay_config
-from .entropy import SystemRng
-from .store import Store
 
 log = logging.getLogger("zmesh.get")
 
@@ -109,12 +106,13 @@ class Fetch:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
     _lookups: set[int] = field(default_factory=set)
+    _unhook: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         manifest = self.store.manifest(self.cid)
         if manifest is not None:  # resume
             self._start(manifest)
-        on_event(self.driver, self._on_event)
+        self._unhook = on_event(self.driver, self._on_event)
 
     # -- progress -------------------------------------------------------------------------
     @property
@@ -156,6 +154,8 @@ class Fetch:
             ticker.cancel()
             for source in list(self.sources.values()):
                 self._close(source)
+            if self._unhook is not None:
+                self._unhook()
 
     async def _tick(self) -> None:
         began, last_lookup = time.monotonic(), -LOOKUP_EVERY
@@ -254,6 +254,8 @@ class Fetch:
             log.warning("get event=bad_source provider=%s reason=%r", name, str(exc))
             if source.ready and self.scheduler is not None:
                 self.scheduler.strike(source.provider, str(exc))
+        except ChunkStoreError as exc:  # our store: full (quota, disk) or unusable
+            self._fail(str(exc))
         except (ZMeshError, TimeoutError) as exc:
             log.info("get event=source_lost provider=%s reason=%r", name, str(exc) or "timeout")
         self._drop(source)
@@ -445,6 +447,11 @@ async def _report(fetch: Fetch, as_json: bool, write: Callable[[str], None]) -> 
 
 
 async def run_get(opts: GetOptions) -> int:
+    from . import webrtc  # noqa: PLC0415 - native only (the browser imports Fetch)
+    from .daemon import keep_bootstrapping, relay_config  # noqa: PLC0415
+    from .entropy import SystemRng  # noqa: PLC0415
+    from .store import Store  # noqa: PLC0415
+
     try:
         cid = ContentId.parse(opts.content_id)
     except ContentError as exc:
