@@ -103,7 +103,7 @@ def test_a_full_indexeddb_loses_nothing_stored_and_says_so() -> None:
         kept = store.pin(a)
         await store.flush(kept)
         lost = store.pin(big)  # memory takes it, IndexedDB refuses it
-        with pytest.raises(StoreFullError, match="could not be saved.*QuotaExceededError"):
+        with pytest.raises(StoreFullError, match=r"could not be saved.*QuotaExceededError"):
             await store.flush(lost)
         assert store.manifest(lost) is None  # undone in memory too
         assert store.write_failures == 1
