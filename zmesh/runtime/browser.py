@@ -547,7 +547,7 @@ class BrowserNode:
             str(cid): {
                 "bytes": fetch.progress(),
                 "total": fetch.total,
-                "sources": {short_id(s): n for s, n in sorted(fetch.rates().items())},
+                "sources": {s.hex(): n for s, n in sorted(fetch.rates().items())},
             }
             for cid, (fetch, _) in self._fetching.items()
         }
@@ -646,7 +646,7 @@ class BrowserNode:
             self.host.reply(call_id, False, json.dumps({"error": str(exc)}), None)
             return
         self.gets += 1
-        sources = sorted(s.hex() for s, n in fetch.rates().items() if n)
+        sources = {s.hex(): n for s, n in sorted(fetch.rates().items()) if n}
         value = {"id": str(cid), "bytes": len(data), "sources": sources}
         self.host.reply(call_id, True, json.dumps(value), data)
 
