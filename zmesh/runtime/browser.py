@@ -287,9 +287,13 @@ class BrowserNode:
         """Open the content store on ``db`` (IndexedDB in the tab) and seed what it holds:
         a :class:`~zmesh.runtime.content.Seeder` serves it and publishes provider records.
         If ``db`` cannot be read the store lives in memory only (the status says so)."""
+        began = time.perf_counter()
         try:
             store = await BrowserChunkStore.open(db, self._store_name())
-            self.content_note = f"IndexedDB ({len(store.contents())} contents loaded)"
+            took = (time.perf_counter() - began) * 1000
+            self.content_note = (
+                f"IndexedDB ({len(store.contents())} contents loaded and verified in {took:.0f} ms)"
+            )
         except ChunkStoreError as exc:
             log.warning("browser event=content_store_unusable reason=%r", str(exc))
             store = await BrowserChunkStore.open(MemoryContentDb(), self._store_name())
