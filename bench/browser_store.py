@@ -68,7 +68,7 @@ SHARE_JS = """async (size) => {
 
 
 async def measure(url: str, size: int) -> None:
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright  # noqa: PLC0415 - test extras
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
