@@ -13,7 +13,7 @@ from zmesh.chunks import ContentId, EncodedContent, encode_content
 from zmesh.rng import DeterministicRng
 from zmesh.runtime.browser import BrowserConfig, BrowserNode, start
 from zmesh.runtime.browser_store import BrowserChunkStore, MemoryContentDb
-from zmesh.runtime.chunkstore import StoreFullError
+from zmesh.runtime.chunkstore import ChunkStoreError, StoreFullError
 
 CS = 4096
 
@@ -233,5 +233,36 @@ def test_share_then_get_from_the_tabs_own_store_and_clear_rejections() -> None:
             assert status["getFailures"] == 3 and status["getsDone"] == 1, status
         finally:
             await node.close()
+
+    run(main())
+
+
+class FlakyDb(MemoryContentDb):
+    """IndexedDB that fails its next write with an unexpected error (not a store error)."""
+
+    fail_next = False
+
+    async def write(self, batch: Any) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("DataCloneError: the value could not be cloned")
+        await super().write(batch)
+
+
+def test_the_writer_survives_an_unexpected_failure() -> None:
+    async def main() -> None:
+        db = FlakyDb()
+        store = await BrowserChunkStore.open(db, "t")
+        _, a = content(b"a")
+        db.fail_next = True
+        lost = store.pin(a)
+        with pytest.raises(ChunkStoreError, match=r"could not be saved.*DataCloneError"):
+            await store.flush(lost)
+        data, b = content(b"b")
+        kept = store.pin(b)
+        await store.flush(kept)  # the writer still runs
+        assert set(db.contents) == {kept.digest}
+        assert store.manifest(lost) is None and store.read(kept) == data
+        await store.close_async()
 
     run(main())

@@ -211,13 +211,14 @@ class BrowserChunkStore(ChunkStore):
             batch, done = await self._queue.get()
             try:
                 await self.content_db.write(batch)
-            except ChunkStoreError as exc:
+            except Exception as exc:  # the writer must outlive any failure, or flush hangs
+                error = exc if isinstance(exc, ChunkStoreError) else ChunkStoreError(str(exc))
                 self.write_failures += 1
-                log.warning("store event=write_failed reason=%r", str(exc))
+                log.warning("store event=write_failed reason=%r", str(error))
                 self._undo(batch)
                 for digest in {*batch.contents, *(p[0] for p in batch.pieces)}:
                     if digest in self._errors or len(self._errors) < MAX_ERRORS:
-                        self._errors[digest] = exc
+                        self._errors[digest] = error
             else:
                 self.writes += 1
             finally:
