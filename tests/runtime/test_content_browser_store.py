@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zmesh.chunks import ContentId, EncodedContent, encode_content
 from zmesh.rng import DeterministicRng
@@ -264,5 +266,44 @@ def test_the_writer_survives_an_unexpected_failure() -> None:
         assert set(db.contents) == {kept.digest}
         assert store.manifest(lost) is None and store.read(kept) == data
         await store.close_async()
+
+    run(main())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    contents=st.lists(
+        st.tuples(
+            st.binary(min_size=32, max_size=32),
+            st.binary(max_size=80),
+            st.booleans(),
+            st.integers(-5, 5),
+        ),
+        max_size=4,
+    ),
+    records=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(-3, 40), st.binary(max_size=600)), max_size=12
+    ),
+)
+def test_any_indexeddb_content_loads_or_is_left_out(contents: Any, records: Any) -> None:
+    """Whatever IndexedDB holds (another script of the origin may write there), the store
+    opens; only verified pieces of parseable manifests are kept."""
+
+    async def main() -> None:
+        _, a = content(b"a")
+        db = MemoryContentDb()
+        store = await BrowserChunkStore.open(db, "t")
+        cid = store.pin(a)
+        await store.close_async()
+        digests = [cid.digest, *(c[0] for c in contents)]
+        for digest, blob, pinned, used in contents:
+            db.contents[digest] = (blob, pinned, used)
+        for which, index, blob in records:
+            digest = digests[which % len(digests)]
+            (db.proofs if index % 2 else db.pieces)[digest, index] = blob
+        again = await BrowserChunkStore.open(db, "t")
+        for stored in again.contents():
+            assert again.verify(stored.content_id) == []
+        await again.close_async()
 
     run(main())
