@@ -316,7 +316,7 @@ def test_a_final_hop_that_forgot_the_session_fails_it_at_once_with_a_clear_reaso
 
 # -- a named final hop outside the relay view --------------------------------------------------
 def test_a_session_ends_at_a_named_final_hop_outside_the_relay_view_and_heals_there() -> None:
-    sim, a, middles, exit_ = exit_mesh(5, seed=3)
+    sim, a, _middles, exit_ = exit_mesh(5, seed=3)
     sessions, healer = a.node.sessions, a.node.sessions._healer
     final = a.node.directory[exit_.node.node_id]
     view = {i: a.node.directory[i] for i in a.node.directory if i != final.node_id}

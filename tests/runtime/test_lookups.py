@@ -118,7 +118,7 @@ def test_budgets_per_session_and_in_all_refuse_at_once() -> None:
     pipe = FakePipe(driver, 5, request(key(7)))
     asyncio.run(server.serve(pipe))  # type: ignore[arg-type]
     assert pipe.resets == [RESET_BUSY]
-    server.per_session = {s: 1 for s in range(100, 100 + lookups.MAX_RELAYED)}
+    server.per_session = dict.fromkeys(range(100, 100 + lookups.MAX_RELAYED), 1)
     pipe = FakePipe(driver, 6, request(key(7)))
     asyncio.run(server.serve(pipe))  # type: ignore[arg-type]
     assert pipe.resets == [RESET_BUSY] and server.refused == 2

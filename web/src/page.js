@@ -4,6 +4,8 @@
 //   await zmesh.ready            // resolves once the node can build circuits
 //   zmesh.status()               // {peers, circuits, bytesRelayed, maxLongTaskMs, ...}
 //   const r = await zmesh.fetch("http://example.com/");   // a Response, via a 3-hop circuit
+//   const id = await zmesh.share(fileOrBlob);             // "zm1...": the tab now seeds it
+//   const blob = await zmesh.get(id, {onprogress, timeout}); // from its seeders, via circuits
 //
 // The node itself (Pyodide, the zMesh core) runs in worker.js, so nothing here takes long:
 // the main thread only relays messages and draws.  Long tasks are measured anyway
@@ -69,6 +71,7 @@ worker.onmessage = (event) => {
       break;
     case "status":
       state.status = msg.status;
+      reportProgress(msg.status);
       if (msg.status.ready) {
         state.stage = "ready";
         resolveReady(publicStatus());
@@ -161,10 +164,62 @@ async function zfetch(input, init) {
   }
 }
 
+// -- content: zmesh.share / zmesh.get ----------------------------------------------------------
+const progressListeners = new Map(); // content id -> Set of onprogress callbacks
+
+function reportProgress(status) {
+  const gets = (status.content && status.content.gets) || {};
+  for (const [id, listeners] of progressListeners) {
+    const p = gets[id];
+    if (!p) continue;
+    const event = { bytes: p.bytes, total: p.total, sources: p.sources };
+    for (const fn of listeners) {
+      try { fn(event); } catch (err) { console.error("zmesh.get onprogress:", err); }
+    }
+  }
+}
+
+async function share(blob) {
+  let bytes;
+  if (blob instanceof Blob) bytes = await blob.arrayBuffer();
+  else if (blob instanceof ArrayBuffer) bytes = blob.slice(0);
+  else if (ArrayBuffer.isView(blob)) bytes = blob.buffer.slice(blob.byteOffset, blob.byteOffset + blob.byteLength);
+  else throw new TypeError("zmesh.share takes a Blob, a File, an ArrayBuffer or a typed array");
+  const reply = await call("share", {}, bytes);
+  return reply.value.id;
+}
+
+async function get(id, options = {}) {
+  if (typeof id !== "string") throw new TypeError("zmesh.get takes a content id (a string, zm1...)");
+  id = id.trim();
+  const { onprogress, timeout, type } = options;
+  const args = { id };
+  if (timeout !== undefined) args.timeout = Number(timeout);
+  const fn = typeof onprogress === "function" ? onprogress : null;
+  if (fn) {
+    if (!progressListeners.has(id)) progressListeners.set(id, new Set());
+    progressListeners.get(id).add(fn);
+  }
+  try {
+    const reply = await call("get", args, null);
+    const size = reply.value.bytes;
+    if (fn) fn({ bytes: size, total: size, sources: reply.value.sources, done: true });
+    return new Blob([reply.body || new ArrayBuffer(0)], { type: type || "application/octet-stream" });
+  } finally {
+    if (fn) {
+      const set = progressListeners.get(id);
+      set.delete(fn);
+      if (!set.size) progressListeners.delete(id);
+    }
+  }
+}
+
 window.zmesh = Object.freeze({
   ready,
   status: publicStatus,
   fetch: zfetch,
+  share,
+  get,
 });
 
 // -- the page ---------------------------------------------------------------------------------------
@@ -304,8 +359,99 @@ function wireFetchForm() {
   });
 }
 
+function hex(buffer) {
+  return [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function wireShare() {
+  const drop = $("share-drop");
+  const input = $("share-file");
+  const out = $("share-result");
+  const idEl = $("share-id");
+  const copy = $("share-copy");
+  if (!drop || !input || !out || !idEl || !copy) return;
+  const shareFile = async (file) => {
+    if (!file) return;
+    copy.hidden = true;
+    idEl.textContent = "";
+    out.textContent = `sharing ${file.name} (${fmtBytes(file.size)})…`;
+    try {
+      const id = await share(file);
+      out.textContent = `${file.name} (${fmtBytes(file.size)}) is shared while this page is open. Its id:`;
+      idEl.textContent = id;
+      copy.hidden = false;
+    } catch (err) {
+      out.textContent = `could not share ${file.name}: ${err.message}`;
+    }
+  };
+  input.addEventListener("change", () => shareFile(input.files[0]));
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.dataset.over = "1"; });
+  drop.addEventListener("dragleave", () => { delete drop.dataset.over; });
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    delete drop.dataset.over;
+    shareFile(event.dataTransfer && event.dataTransfer.files[0]);
+  });
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(idEl.textContent);
+      copy.textContent = "Copied";
+    } catch (_) {
+      getSelection().selectAllChildren(idEl); // no clipboard permission: select it instead
+      copy.textContent = "Selected: press Ctrl+C";
+    }
+    setTimeout(() => { copy.textContent = "Copy"; }, 2000);
+  });
+}
+
+let lastLink = null;
+
+function wireGet() {
+  const form = $("get-form");
+  if (!form) return;
+  const bar = $("get-progress");
+  const out = $("get-status");
+  const link = $("get-link");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const id = $("get-id").value.trim();
+    link.hidden = true;
+    if (lastLink) URL.revokeObjectURL(lastLink);
+    lastLink = null;
+    bar.hidden = false;
+    bar.removeAttribute("value"); // indeterminate until the manifest arrives
+    out.textContent = "looking for seeders…";
+    const start = performance.now();
+    const onprogress = (p) => {
+      if (p.total) {
+        bar.max = p.total;
+        bar.value = p.bytes;
+      }
+      const sources = Object.entries(p.sources || {}).map(([s, n]) => `${s.slice(0, 8)} ${fmtBytes(n)}`);
+      out.textContent = `${fmtBytes(p.bytes)} of ${p.total ? fmtBytes(p.total) : "?"}` +
+        (sources.length ? `; sources: ${sources.join(", ")}` : "");
+    };
+    try {
+      const blob = await get(id, { onprogress });
+      const digest = hex(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()));
+      lastLink = URL.createObjectURL(blob);
+      link.href = lastLink;
+      link.download = id;
+      link.textContent = `Download ${fmtBytes(blob.size)}`;
+      link.hidden = false;
+      out.textContent = `verified, ${fmtBytes(blob.size)} in ${fmtMs(performance.now() - start)} ` +
+        `(SHA-256 ${digest}); this page now seeds it too`;
+    } catch (err) {
+      bar.hidden = true;
+      out.textContent = `failed: ${err.message}`;
+    }
+  });
+}
+
 function startUi() {
   wireFetchForm();
+  wireShare();
+  wireGet();
   render();
   setInterval(render, 500);
   setInterval(sample, 1000);

@@ -11,6 +11,8 @@
 // zmesh-lock.json (a Pyodide lock naming our wheel in wheels/) and zmesh-crypto.js.  It is
 // bundled as an ES module, so the page starts it with {type: "module"}.
 
+import { contentDb } from "./contentdb.js"; // the content store's IndexedDB side
+
 const now = () => performance.timeOrigin + performance.now();
 const base = new URL(".", self.location.href);
 const boot = { workerStart: now() };
@@ -103,6 +105,7 @@ const host = {
   random(n) {
     return crypto.getRandomValues(new Uint8Array(n));
   },
+  contentDb, // zmesh/runtime/browser_store.py: JsContentDb
 };
 
 // -- messages from the page ---------------------------------------------------------------------

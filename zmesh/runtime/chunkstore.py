@@ -289,11 +289,20 @@ class ChunkStore:
         except BaseException as exc:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
+            self._rolled_back()
             if isinstance(exc, sqlite3.Error):
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                     raise StoreFullError(f"the disk holding {self.path} is full") from None
                 raise ChunkStoreError(f"cannot write content store {self.path}: {exc}") from None
             raise
+        self._committed()
+
+    def _committed(self) -> None:
+        """Called after each write transaction commits (a subclass that mirrors the store
+        elsewhere, :mod:`zmesh.runtime.browser_store`, hooks it)."""
+
+    def _rolled_back(self) -> None:
+        """Called after a write transaction is rolled back (see :meth:`_committed`)."""
 
     def _manifest(self, content_id: ContentId) -> Manifest:
         manifest = self.manifest(content_id)

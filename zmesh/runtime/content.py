@@ -27,6 +27,7 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,9 +115,13 @@ class Seeder:
     """Serves the chunk store of ``data`` to content streams of ``driver``'s node and
     publishes provider records for it (see the module doc)."""
 
-    def __init__(self, driver: AsyncNode, data: Path, rate: float | None = None) -> None:
+    def __init__(
+        self, driver: AsyncNode, data: Path | ChunkStore, rate: float | None = None
+    ) -> None:
+        """Serve the store in directory ``data`` (opened here), or the store ``data`` (the
+        browser's, :mod:`zmesh.runtime.browser_store`).  Raises ChunkStoreError."""
         self.driver = driver
-        self.store = ChunkStore(data)
+        self.store = data if isinstance(data, ChunkStore) else ChunkStore(data)
         self.rate = Rate(rate)
         self.stats = SeederStats()
         self._published: dict[bytes, float] = {}  # content digest -> when
@@ -316,13 +321,30 @@ class Seeder:
         self.driver.call(lambda now: sessions.send(pipe.session_id, pipe.sid, data, now))
 
 
-def on_event(driver: AsyncNode, handler: Callable[[Event], None]) -> None:
-    """Chain ``handler`` after the driver's event hook (it sees every node event)."""
-    previous = driver.on_event
+_handlers: "weakref.WeakKeyDictionary[AsyncNode, list[Callable[[Event], None]]]" = (
+    weakref.WeakKeyDictionary()
+)
 
-    def chained(event: Event) -> None:
-        if previous is not None:
-            previous(event)
-        handler(event)
 
-    driver.on_event = chained
+def on_event(driver: AsyncNode, handler: Callable[[Event], None]) -> Callable[[], None]:
+    """Call ``handler`` with every node event of ``driver``, after the driver's own event
+    hook; returns the function that stops it (a browser tab runs many fetches in turn)."""
+    handlers = _handlers.get(driver)
+    if handlers is None:
+        handlers = _handlers[driver] = []
+        previous, chain = driver.on_event, handlers
+
+        def chained(event: Event) -> None:
+            if previous is not None:
+                previous(event)
+            for each in list(chain):
+                each(event)
+
+        driver.on_event = chained
+    handlers.append(handler)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            handlers.remove(handler)
+
+    return remove

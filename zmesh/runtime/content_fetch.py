@@ -56,13 +56,10 @@ from ..identity import Descriptor, Identity, short_id
 from ..node import Node
 from ..onion.paths import NoPathError
 from ..session.endpoint import StreamData
-from . import run_command, webrtc
+from . import run_command
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
-from .chunkstore import ChunkStore
-from .daemon import keep_bootstrapping, relay_config
-from .entropy import SystemRng
+from .chunkstore import ChunkStore, ChunkStoreError
 from .lookups import ProviderFinder, RelayedLookupError
-from .store import Store
 
 log = logging.getLogger("zmesh.get")
 
@@ -253,6 +250,8 @@ class Fetch:
             log.warning("get event=bad_source provider=%s reason=%r", name, str(exc))
             if source.ready and self.scheduler is not None:
                 self.scheduler.strike(source.provider, str(exc))
+        except ChunkStoreError as exc:  # our store: full (quota, disk) or unusable
+            self._fail(str(exc))
         except (ZMeshError, TimeoutError) as exc:
             log.info("get event=source_lost provider=%s reason=%r", name, str(exc) or "timeout")
         self._drop(source)
@@ -444,6 +443,11 @@ async def _report(fetch: Fetch, as_json: bool, write: Callable[[str], None]) -> 
 
 
 async def run_get(opts: GetOptions) -> int:
+    from . import webrtc  # noqa: PLC0415 - native only (the browser imports Fetch)
+    from .daemon import keep_bootstrapping, relay_config  # noqa: PLC0415
+    from .entropy import SystemRng  # noqa: PLC0415
+    from .store import Store  # noqa: PLC0415
+
     try:
         cid = ContentId.parse(opts.content_id)
     except ContentError as exc:
