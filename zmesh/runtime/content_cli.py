@@ -69,6 +69,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         data=Path(args.data) if args.data else None,
         json=args.json,
+        seed=args.seed,
     )
     return main_get(opts)
 
@@ -110,5 +111,11 @@ def add_content_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParse
         "--json",
         action="store_true",
         help="print one JSON object of figures on stdout; JSON progress lines on stderr",
+    )
+    get.add_argument(
+        "--seed",
+        action="store_true",
+        help="after writing OUT, keep serving the content (and relaying) until Ctrl-C; "
+        "without it, what --data holds is seeded by `zmesh relay --data` later",
     )
     get.set_defaults(func=cmd_get)

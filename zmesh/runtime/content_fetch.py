@@ -59,7 +59,8 @@ from ..session.endpoint import StreamData
 from . import run_command
 from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
 from .chunkstore import ChunkStore, ChunkStoreError
-from .lookups import ProviderFinder, RelayedLookupError
+from .content import Seeder
+from .lookups import LookupServer, ProviderFinder, RelayedLookupError
 
 log = logging.getLogger("zmesh.get")
 
@@ -415,6 +416,7 @@ class GetOptions:
     data: Path | None
     json: bool = False
     legs: int = DEFAULT_LEGS
+    seed: bool = False  # keep serving what was fetched until Ctrl-C
 
 
 def _bar(fetch: Fetch, start: float) -> str:
@@ -440,6 +442,23 @@ async def _report(fetch: Fetch, as_json: bool, write: Callable[[str], None]) -> 
         else:
             write(_bar(fetch, start))
         await asyncio.sleep(0.25)
+
+
+async def _seed(
+    driver: AsyncNode, store: ChunkStore, cid: ContentId, write: Callable[[str], None]
+) -> None:
+    """``zmesh get --seed``: serve what was fetched (and relay) until Ctrl-C."""
+    from .daemon import stop_requested  # noqa: PLC0415 - native only
+
+    stop = stop_requested()
+    seeder = Seeder(driver, store)
+    LookupServer(driver)
+    seeder.start()
+    write(f"seeding {cid}; press Ctrl-C to stop\n")
+    try:
+        await stop.wait()
+    finally:
+        await seeder.close()
 
 
 async def run_get(opts: GetOptions) -> int:
@@ -475,28 +494,33 @@ async def run_get(opts: GetOptions) -> int:
         reporter = asyncio.ensure_future(_report(fetch, opts.json, write))
         try:
             await fetch.run()
+            reporter.cancel()
+            if not opts.json:
+                write(_bar(fetch, time.monotonic()) + "\n")
+            content = store.read(cid)
+            write_atomically(out, content)
+            seconds = fetch.last_byte - fetch.started if fetch.started and fetch.last_byte else 0.0
+            sources = sorted(s.hex() for s, n in fetch.rates().items() if n)
+            result = {
+                "id": str(cid),
+                "bytes": len(content),
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "sources": sources,
+                "circuits": len(fetch.circuits),
+                "seconds": round(seconds, 3),
+            }
+            if opts.json:
+                print(json.dumps(result), flush=True)
+            else:
+                write(
+                    f"{out}: {len(content)} bytes from {len(sources)} sources, SHA-256 verified\n"
+                )
+            if opts.seed:
+                await _seed(driver, store, cid, write)
         finally:
             reporter.cancel()
             boot.cancel()
             await driver.close()
-        if not opts.json:
-            write(_bar(fetch, time.monotonic()) + "\n")
-        content = store.read(cid)
-        write_atomically(out, content)
-        seconds = fetch.last_byte - fetch.started if fetch.started and fetch.last_byte else 0.0
-        sources = sorted(s.hex() for s, n in fetch.rates().items() if n)
-        result = {
-            "id": str(cid),
-            "bytes": len(content),
-            "sha256": hashlib.sha256(content).hexdigest(),
-            "sources": sources,
-            "circuits": len(fetch.circuits),
-            "seconds": round(seconds, 3),
-        }
-        if opts.json:
-            print(json.dumps(result), flush=True)
-        else:
-            write(f"{out}: {len(content)} bytes from {len(sources)} sources, SHA-256 verified\n")
     return 0
 
 
