@@ -7,18 +7,29 @@ checks the file (the same bytes, SHA-256).
 
     python bench/chunks_fetch.py               # both Done-when items at full size
     python bench/chunks_fetch.py --size 8MB --rate 2MB --kill 0.4
+    python bench/chunks_fetch.py --compare --size 16MB --rate 2MB
+
+``--compare`` runs the issue's baselines in one run: three seeders at R against one
+seeder at R (aggregate throughput), and an uncapped fetch through circuits from three
+seeders against a direct download of the same bytes without circuits (plain HTTP from a
+server on loopback: the floor of moving the bytes at all).
 """
 
 import argparse
 import contextlib
+import functools
 import hashlib
+import http.server
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,7 +75,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def fetch_run(
-    work: Path, size: int, rate: str, seeders: int = 3, kill_at: float | None = None
+    work: Path, size: int, rate: str | None, seeders: int = 3, kill_at: float | None = None
 ) -> dict[str, Any]:
     """One run; returns the fetch's JSON plus ``intact``, ``killed_at`` and ``progress``
     (the number of JSON progress lines)."""
@@ -77,7 +88,7 @@ def fetch_run(
         try:
             for i in range(seeders):
                 cmd = _zmesh("share", str(source), *boot, "--data", str(work / f"seed{i}"))
-                cmd += ["--rate", rate]
+                cmd += ["--rate", rate] if rate else []
                 with (work / f"seed{i}.out").open("w") as o, (work / f"seed{i}.err").open("w") as e:
                     shares.append(subprocess.Popen(cmd, stdout=o, stderr=e, start_new_session=True))
             deadline = time.monotonic() + SHARE_TIMEOUT
@@ -123,16 +134,65 @@ def fetch_run(
                 _stop(proc)
 
 
+def direct_seconds(work: Path, size: int) -> float:
+    """Seconds to download ``size`` random bytes over plain HTTP on loopback (no circuit)."""
+    (work / "direct").mkdir()
+    (work / "direct" / "file").write_bytes(os.urandom(size))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(work / "direct")
+    )
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        start = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/file") as r:
+            got = len(r.read())
+        took = time.monotonic() - start
+        server.shutdown()
+    assert got == size
+    return took
+
+
+def compare(size: int, rate: str, rounds: int) -> None:
+    """The issue's two baselines, ``rounds`` times each, medians and ratios."""
+    rows: dict[str, list[float]] = {"three": [], "one": [], "circuits": [], "direct": []}
+    for _ in range(rounds):
+        for name, seeders, cap in (("three", 3, rate), ("one", 1, rate), ("circuits", 3, None)):
+            with tempfile.TemporaryDirectory(prefix="zm-bench-") as tmp:
+                result = fetch_run(Path(tmp), size, cap, seeders=seeders)
+            assert result["intact"], result
+            rows[name].append(result["seconds"])
+            print(
+                f"{name}: {result['seconds']} s from {len(result['sources'])} sources", flush=True
+            )
+        with tempfile.TemporaryDirectory(prefix="zm-bench-") as tmp:
+            rows["direct"].append(direct_seconds(Path(tmp), size))
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    mb = size / 1e6
+    print(f"{size:,} bytes, medians of {rounds}:")
+    print(f"  3 seeders at {rate}/s: {med['three']:.2f} s ({mb / med['three']:.2f} MB/s); "
+          f"1 seeder at {rate}/s: {med['one']:.2f} s ({mb / med['one']:.2f} MB/s); "
+          f"aggregate {med['one'] / med['three']:.2f}x")  # fmt: skip
+    print(f"  uncapped through circuits (3 seeders): {med['circuits']:.2f} s "
+          f"({mb / med['circuits']:.1f} MB/s); direct HTTP without circuits: "
+          f"{med['direct']:.3f} s ({mb / med['direct']:.0f} MB/s); "
+          f"ratio {med['direct'] / med['circuits']:.3f}x")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", help="bytes (default: both Done-when items)")
     parser.add_argument("--rate", default="2MB")
     parser.add_argument("--kill", type=float, default=None)
+    parser.add_argument("--compare", action="store_true", help="the baselines (see above)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --compare (default 3)")
     args = parser.parse_args()
     runs = [(64_000_000, "4MB", 0.4), (48_000_000, "2MB", None)]
     if args.size:
         size = int(float(args.size.upper().rstrip("B").replace("M", "e6").replace("K", "e3")))
         runs = [(size, args.rate, args.kill)]
+    if args.compare:
+        compare(runs[-1][0] if args.size else 16_000_000, args.rate, args.rounds)
+        return 0
     for size, rate, kill in runs:
         with tempfile.TemporaryDirectory(prefix="zm-bench-") as tmp:
             start = time.monotonic()

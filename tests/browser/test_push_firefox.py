@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from zmesh.runtime.push import NodeVapidKey, PushSubscription, send_push, unpad_payload
-from zmesh.runtime.push_service import PushServer, PushService, PushStore
+from zmesh.runtime.push_server import PushServer
+from zmesh.runtime.push_service import PushService, PushStore
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WEB = ROOT / "web"

@@ -36,7 +36,8 @@ from zmesh.runtime.push import (
     subscription_from_text,
     unpad_payload,
 )
-from zmesh.runtime.push_service import PushLimits, PushServer, PushService, PushStore
+from zmesh.runtime.push_server import PushServer
+from zmesh.runtime.push_service import PushLimits, PushService, PushStore
 
 CHANNEL = "8a3e0f6e-1111-4222-8333-44445555666{}"
 

@@ -21,7 +21,7 @@ def _origin(text: str) -> str:
 
 
 def cmd_push_service(args: argparse.Namespace) -> int:
-    from .push_service import PushServiceOptions, main_push_service  # noqa: PLC0415 (lazy)
+    from .push_server import PushServiceOptions, main_push_service  # noqa: PLC0415 (lazy)
 
     host, port = args.listen
     data = Path(args.data) if args.data else None
