@@ -23,13 +23,11 @@ On top of the node it runs what needs the network:
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -54,10 +52,7 @@ from ..node import (
 )
 from ..onion.paths import Addressed
 from ..session.endpoint import (
-    StreamConnected,
-    StreamData,
     StreamEvent,
-    StreamFinished,
     StreamOpened,
     StreamReset,
 )
@@ -77,6 +72,14 @@ from ..signaling.sdp import CompactSdp
 from .entropy import SystemRng
 from .http import HttpError, HttpServer, Request, http_request
 from .rtc import RtcBackend, TransportError
+from .streams import (
+    RESET_CONNECT_FAILED,
+    RESET_POLICY,
+    RESET_RESOLVE_FAILED,
+    StreamClosedError,
+    StreamPipe,
+    StreamSlot,
+)
 from .tasks import TaskSet
 
 if TYPE_CHECKING:  # sqlite3 is optional in Pyodide; the browser node passes store=None
@@ -84,14 +87,7 @@ if TYPE_CHECKING:  # sqlite3 is optional in Pyodide; the browser node passes sto
 
 log = logging.getLogger("zmesh.aio")
 
-STREAM_HIGH_WATER = 1 << 20  # pause a TCP reader when this much waits for the circuit
-READ_CHUNK = 64 * 1024
 DIAL_TIMEOUT = 15.0
-RESET_POLICY = 1
-RESET_CONNECT_FAILED = 2
-RESET_RESOLVE_FAILED = 3
-RESET_CLOSED = 4
-RESET_TIMEOUT = 5
 
 
 def session_sdp(session: bytes, fingerprint: bytes, role: str) -> str:
@@ -147,15 +143,6 @@ def signaling_url(desc: Addressed, loopback: bool, own: tuple[str, ...] = ()) ->
     return None
 
 
-class StreamClosedError(ZMeshError):
-    """A stream ended abnormally (reset, or its session ended)."""
-
-
-@dataclass
-class _StreamSlot:
-    inbox: asyncio.Queue[StreamEvent | None]
-
-
 def wall_clock() -> float:
     """``now`` for the core: Unix time, so key epochs agree across machines."""
     return time.time()
@@ -187,7 +174,7 @@ class AsyncNode:
         self._timer_at: float | None = None
         self._link_waiters: dict[bytes, list[asyncio.Future[int]]] = {}
         self._circuit_waiters: dict[int, asyncio.Future[None]] = {}
-        self._streams: dict[tuple[int, int], _StreamSlot] = {}  # (session, stream) ->
+        self._streams: dict[tuple[int, int], StreamSlot] = {}  # (session, stream) ->
         self.negotiation = Negotiation(node.identity, self.rng, signaling_limits)
         self._answers: dict[bytes, asyncio.Future[Answer]] = {}  # our offer's nonce -> answer
         self._scopes: dict[bytes, asyncio.Timeout] = {}  # negotiation key -> its deadline
@@ -342,7 +329,7 @@ class AsyncNode:
     def _on_stream_event(self, session_id: int, event: StreamEvent) -> None:
         key = (session_id, event.stream_id)
         if isinstance(event, StreamOpened):
-            self._streams[key] = _StreamSlot(asyncio.Queue())
+            self._streams[key] = StreamSlot(asyncio.Queue())
             self._spawn(self._serve_exit(session_id, event.stream_id, event.target))
             return
         slot = self._streams.get(key)
@@ -609,9 +596,9 @@ class AsyncNode:
 
         return self.call(create)
 
-    def open_stream(self, session_id: int, target: str) -> "StreamPipe":
+    def open_stream(self, session_id: int, target: str) -> StreamPipe:
         sid = self.call(lambda now: self.node.sessions.open(session_id, target, now))
-        slot = _StreamSlot(asyncio.Queue())
+        slot = StreamSlot(asyncio.Queue())
         self._streams[(session_id, sid)] = slot
         return StreamPipe(self, session_id, sid, slot)
 
@@ -679,84 +666,3 @@ def split_target(target: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port)
-
-
-class StreamPipe:
-    """One session stream coupled to a TCP connection, with backpressure both ways."""
-
-    def __init__(self, driver: AsyncNode, session_id: int, sid: int, slot: _StreamSlot) -> None:
-        self.driver = driver
-        self.session_id = session_id
-        self.sid = sid
-        self._slot = slot
-
-    async def wait_connected(self, timeout: float) -> None:
-        """Wait for the endpoint's CONNECTED; raise StreamClosedError if refused."""
-        event = await asyncio.wait_for(self._slot.inbox.get(), timeout)
-        if isinstance(event, StreamConnected):
-            return
-        if isinstance(event, StreamReset):
-            raise StreamClosedError(f"refused by the exit (code {event.code})")
-        raise StreamClosedError("the session closed before the stream connected")
-
-    async def receive(self, timeout: float | None = None) -> StreamEvent | None:
-        """The stream's next event; None once its session has closed.  TimeoutError if
-        nothing arrives within ``timeout`` seconds."""
-        return await asyncio.wait_for(self._slot.inbox.get(), timeout)
-
-    def finish(self) -> None:
-        """Finish our direction and stop listening (once the peer has finished its own)."""
-        self.driver._streams.pop((self.session_id, self.sid), None)
-        with contextlib.suppress(ZMeshError):
-            self.driver.call(
-                lambda now: self.driver.node.sessions.finish(self.session_id, self.sid, now)
-            )
-
-    def reset(self, code: int) -> None:
-        self.driver._streams.pop((self.session_id, self.sid), None)
-        with contextlib.suppress(ZMeshError):
-            self.driver.call(
-                lambda now: self.driver.node.sessions.reset(self.session_id, self.sid, code, now)
-            )
-
-    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Pipe until both directions finish; reset the stream on any failure."""
-        node, call = self.driver.node, self.driver.call
-
-        async def upstream() -> None:  # TCP -> session
-            while data := await reader.read(READ_CHUNK):
-                call(lambda now: node.sessions.send(self.session_id, self.sid, data, now))
-                while node.sessions.buffered(self.session_id, self.sid) > STREAM_HIGH_WATER:
-                    await self.driver._progress.wait()
-            call(lambda now: node.sessions.finish(self.session_id, self.sid, now))
-
-        async def downstream() -> None:  # session -> TCP
-            while True:
-                event = await self._slot.inbox.get()
-                if isinstance(event, StreamData):
-                    writer.write(event.data)
-                    await writer.drain()
-                    if not node.config.auto_consume:  # slide the window as the app reads
-                        consume = functools.partial(
-                            node.sessions.consume, self.session_id, self.sid, len(event.data)
-                        )
-                        call(consume)
-                elif isinstance(event, StreamFinished):
-                    if writer.can_write_eof():
-                        writer.write_eof()
-                    return
-                elif event is None or isinstance(event, StreamReset):
-                    raise StreamClosedError("the stream was reset or its session closed")
-
-        up = asyncio.ensure_future(upstream())
-        down = asyncio.ensure_future(downstream())
-        try:
-            await asyncio.gather(up, down)
-        except (StreamClosedError, ConnectionError, ZMeshError) as exc:
-            log.info("stream event=aborted reason=%r", str(exc))
-            self.reset(RESET_CLOSED)
-        finally:
-            up.cancel()
-            down.cancel()
-            self.driver._streams.pop((self.session_id, self.sid), None)
-            writer.close()

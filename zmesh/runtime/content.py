@@ -57,8 +57,9 @@ from ..dht.records import RecordType, sign_record
 from ..errors import LocalProtocolError, UsageError, ZMeshError
 from ..node import Event
 from ..session.endpoint import StreamData, StreamFinished
-from .aio import AsyncNode, StreamPipe, wall_clock
+from .aio import AsyncNode, wall_clock
 from .chunkstore import ChunkStore, ChunkStoreError
+from .streams import StreamPipe
 
 log = logging.getLogger("zmesh.content")
 

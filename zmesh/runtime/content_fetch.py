@@ -57,10 +57,11 @@ from ..node import Node
 from ..onion.paths import NoPathError
 from ..session.endpoint import StreamData
 from . import run_command
-from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
+from .aio import AsyncNode, wall_clock
 from .chunkstore import ChunkStore, ChunkStoreError
 from .content import Seeder
 from .lookups import LookupServer, ProviderFinder, RelayedLookupError
+from .streams import StreamClosedError, StreamPipe
 
 log = logging.getLogger("zmesh.get")
 

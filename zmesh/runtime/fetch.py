@@ -24,9 +24,10 @@ from urllib.parse import urlsplit
 
 from ..errors import ZMeshError
 from ..session.endpoint import StreamData, StreamFinished, StreamReset
-from .aio import RESET_CLOSED, AsyncNode, StreamClosedError
+from .aio import AsyncNode
 from .http import ClientExchange, ResponseError
 from .pool import Pool
+from .streams import RESET_CLOSED, StreamClosedError
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 << 20

@@ -38,8 +38,9 @@ from ..identity import short_id
 from ..node import Event
 from ..onion.paths import NoPathError, choice
 from ..session.endpoint import StreamData, StreamFinished
-from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
+from .aio import AsyncNode, wall_clock
 from .content import RESET_BUSY, RESET_PROTOCOL, on_event
+from .streams import StreamClosedError, StreamPipe
 
 log = logging.getLogger("zmesh.lookup")
 

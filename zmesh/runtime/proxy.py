@@ -30,7 +30,7 @@ from ..identity import Identity, short_id
 from ..node import Node
 from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
 from . import run_command, webrtc
-from .aio import AsyncNode, StreamClosedError, StreamPipe, wall_clock
+from .aio import AsyncNode, wall_clock
 from .control import (
     ControlServer,
     Document,
@@ -53,6 +53,7 @@ from .daemon import (
 from .entropy import SystemRng
 from .pool import Pool, PooledSession
 from .store import Store
+from .streams import StreamClosedError, StreamPipe
 
 log = logging.getLogger("zmesh.proxy")
 
