@@ -136,11 +136,15 @@ def fetch_run(
 
 def direct_seconds(work: Path, size: int) -> float:
     """Seconds to download ``size`` random bytes over plain HTTP on loopback (no circuit)."""
-    (work / "direct").mkdir()
-    (work / "direct" / "file").write_bytes(os.urandom(size))
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(work / "direct")
-    )
+    root = work / "direct"
+    root.mkdir()
+    (root / "file").write_bytes(os.urandom(size))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    handler = functools.partial(Quiet, directory=str(root))
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         start = time.monotonic()
