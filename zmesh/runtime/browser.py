@@ -49,6 +49,7 @@ from .chunkstore import ChunkStoreError
 from .content import Seeder
 from .content_fetch import Fetch
 from .fetch import MAX_BODY, FetchError, circuit_fetch
+from .tls import ChainVerifier, make_verifier
 from .lookups import LookupServer
 from .pool import Pool
 from .rtc import TransportError
@@ -64,6 +65,7 @@ STATUS_INTERVAL: Final = 0.5
 MAX_FETCHES: Final = 16
 MAX_STATUS_SESSIONS: Final = 8  # sessions listed in the status (the newest ones)
 SIGNALING_REPLY_LIMIT: Final = 64 * 1024
+MAX_TRUST_CA: Final = 256 * 1024  # bytes of PEM in config.json's trustCa
 MAX_GETS: Final = 4  # contents fetched at once by zmesh.get
 GET_TIMEOUT: Final = 300.0  # seconds a zmesh.get may take unless the page says otherwise
 _SEEDS: Final = xwing.SEED_SIZE + signing.SEED_SIZE
@@ -183,6 +185,7 @@ class BrowserConfig:
     bootstrap: list[str]
     boot: dict[str, float] = field(default_factory=dict)  # the worker's timestamps (ms)
     verbose: int = 0
+    trust_ca: str = ""  # PEM CAs zmesh.fetch trusts beyond certifi's (--trust-ca, D51)
 
     @classmethod
     def parse(cls, text: str) -> "BrowserConfig":
@@ -202,7 +205,11 @@ class BrowserConfig:
             boot = {}
         timings = {k: float(v) for k, v in boot.items() if isinstance(v, int | float)}
         verbose = raw.get("verbose", 0)
-        return cls(urls[:32], timings, verbose if isinstance(verbose, int) else 0)
+        trust_ca = raw.get("trustCa", "")
+        if not isinstance(trust_ca, str) or len(trust_ca) > MAX_TRUST_CA:
+            raise ValueError(f'config "trustCa" must be PEM text of at most {MAX_TRUST_CA} bytes')
+        verbose = verbose if isinstance(verbose, int) else 0
+        return cls(urls[:32], timings, verbose, trust_ca)
 
 
 def on_loopback(urls: list[str]) -> bool:
@@ -267,6 +274,7 @@ class BrowserNode:
         self.fetches = 0
         self.fetch_failures = 0
         self._active_fetches = 0
+        self._chain_verifier: ChainVerifier | None = None
         self.store: BrowserChunkStore | None = None
         self.seeder: Seeder | None = None
         self.content_note = "not started"
@@ -504,6 +512,12 @@ class BrowserNode:
             self._dirty = self._dirty or self.ready_ms is not None  # live counters
 
     # -- zmesh.fetch ---------------------------------------------------------------------------
+    def _verifier(self) -> ChainVerifier:
+        """The certificate verifier of https fetches (made on first use: it reads the CAs)."""
+        if self._chain_verifier is None:
+            self._chain_verifier = make_verifier(self.config.trust_ca)
+        return self._chain_verifier
+
     async def _fetch(self, call_id: int, args: dict[str, Any], body: bytes) -> None:
         self.fetches += 1
         try:
@@ -530,6 +544,7 @@ class BrowserNode:
                     headers=[(h[0], h[1]) for h in headers],
                     body=body,
                     max_body=MAX_BODY,
+                    verifier=self._verifier(),
                 )
             finally:
                 self._active_fetches -= 1
