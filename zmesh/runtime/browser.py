@@ -49,11 +49,11 @@ from .chunkstore import ChunkStoreError
 from .content import Seeder
 from .content_fetch import Fetch
 from .fetch import MAX_BODY, FetchError, circuit_fetch
-from .tls import ChainVerifier, make_verifier
 from .lookups import LookupServer
 from .pool import Pool
 from .rtc import TransportError
 from .tasks import TaskSet
+from .tls import MAX_TRUST_CA, ChainVerifier, make_verifier
 
 log = logging.getLogger("zmesh.browser")
 
@@ -65,7 +65,6 @@ STATUS_INTERVAL: Final = 0.5
 MAX_FETCHES: Final = 16
 MAX_STATUS_SESSIONS: Final = 8  # sessions listed in the status (the newest ones)
 SIGNALING_REPLY_LIMIT: Final = 64 * 1024
-MAX_TRUST_CA: Final = 256 * 1024  # bytes of PEM in config.json's trustCa
 MAX_GETS: Final = 4  # contents fetched at once by zmesh.get
 GET_TIMEOUT: Final = 300.0  # seconds a zmesh.get may take unless the page says otherwise
 _SEEDS: Final = xwing.SEED_SIZE + signing.SEED_SIZE

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ZMeshError
-from ..session.endpoint import StreamData, StreamFinished, StreamReset
+from ..session.endpoint import StreamData, StreamFinished
 from .aio import RESET_CLOSED, AsyncNode, StreamClosedError
 from .http import ClientExchange, ResponseError
 from .pool import Pool
@@ -87,9 +87,7 @@ def parse_url(url: str) -> Target:
     except ValueError as exc:
         raise FetchError(f"invalid URL {url[:200]!r}: {exc}") from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise FetchError(
-            f"unsupported URL {url[:200]!r} (expected http(s)://host[:port]/path)"
-        )
+        raise FetchError(f"unsupported URL {url[:200]!r} (expected http(s)://host[:port]/path)")
     if parts.username is not None or parts.password is not None:
         raise FetchError("URLs with credentials are not supported")
     path = parts.path or "/"

@@ -41,6 +41,8 @@ from ..errors import ZMeshError
 MAX_PENDING = 256 * 1024
 #: the most certificates a server's chain may carry to the verifier
 MAX_CHAIN = 10
+#: bytes of PEM CAs a page may be told to trust (--trust-ca, config.json's trustCa)
+MAX_TRUST_CA = 256 * 1024
 AEAD_CIPHERS = ("chacha20-poly1305", "aes128gcm", "aes256gcm")
 
 
@@ -60,10 +62,11 @@ class _Aead:
     """An AEAD with the interface tlslite-ng's record layer expects (``seal``/``open``,
     ``open`` returning None on a bad tag), backed by ``seal``/``open`` callables."""
 
-    isBlockCipher = False
-    isAEAD = True
-    nonceLength = 12
-    tagLength = 16
+    # tlslite-ng's attribute names
+    isBlockCipher = False  # noqa: N815
+    isAEAD = True  # noqa: N815
+    nonceLength = 12  # noqa: N815
+    tagLength = 16  # noqa: N815
 
     def __init__(
         self,
@@ -159,8 +162,8 @@ def _create_chacha20(key: bytes, impl_list: object = None) -> _Aead:
 
 # the record layer imported the factories by name: replace them there (this module is the
 # only user of tlslite-ng in zmesh)
-recordlayer.createAESGCM = _create_aes_gcm  # type: ignore[attr-defined]
-recordlayer.createCHACHA20 = _create_chacha20  # type: ignore[attr-defined]
+recordlayer.createAESGCM = _create_aes_gcm
+recordlayer.createCHACHA20 = _create_chacha20
 
 
 # -- the memory socket ------------------------------------------------------------------------
@@ -295,6 +298,8 @@ class TlsClient:
                     return False
         except TlsError:
             raise
+        except TLSAbruptCloseError:
+            raise TlsError("the server closed the connection during the handshake") from None
         except Exception as exc:  # tlslite-ng on hostile input: see _failure
             raise _failure(exc) from None
         self._handshaker = None
@@ -367,7 +372,7 @@ class ChainVerifier(Protocol):
         the trust anchors; CertificateError if it does not check out."""
 
 
-def _pem_blocks(pem: str) -> list[str]:
+def pem_blocks(pem: str) -> list[str]:
     """The ``CERTIFICATE`` blocks of a PEM text."""
     begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
     blocks = []
@@ -386,13 +391,6 @@ def default_anchors() -> str:
         return f.read()
 
 
-def check_pem(pem: str) -> str:
-    """``pem`` if it holds at least one certificate; UsageError-like ValueError otherwise."""
-    if not _pem_blocks(pem):
-        raise ValueError("no PEM CERTIFICATE block found")
-    return pem
-
-
 class PycaVerifier:
     """RFC 5280 path validation and host-name checks with pyca ``cryptography``
     (``cryptography.x509.verification``), for CPython."""
@@ -408,7 +406,7 @@ class PycaVerifier:
             leaf, *rest = (x509.load_der_x509_certificate(c) for c in chain)
         except ValueError as exc:
             raise CertificateError(f"the server's certificate is malformed: {exc}") from None
-        subject: x509.GeneralName = (
+        subject: x509.DNSName | x509.IPAddress = (
             x509.IPAddress(ipaddress.ip_address(host))
             if is_ip_address(host)
             else x509.DNSName(host)
@@ -422,7 +420,12 @@ class PycaVerifier:
         try:
             verifier.verify(leaf, rest)
         except verification.VerificationError as exc:
-            raise CertificateError(f"certificate rejected for {host}: {exc}") from None
+            reason = str(exc).split(" (encountered", 1)[0]
+            if "candidates exhausted" in reason:
+                reason = "no chain to a trusted CA"
+            elif "not valid at validation time" in reason:
+                reason = "a certificate is expired or not yet valid"
+            raise CertificateError(f"certificate rejected for {host}: {reason}") from None
 
 
 @lru_cache(maxsize=4)
@@ -431,7 +434,7 @@ def _pyca_store(pem: str) -> Any:
     from cryptography.x509 import verification  # noqa: PLC0415
 
     certs = []
-    for block in _pem_blocks(pem):
+    for block in pem_blocks(pem):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a few old roots have non-positive serials
             try:
@@ -455,8 +458,9 @@ class JsVerifier:  # pragma: no cover - Pyodide only (tests/browser)
         from pyodide.ffi import JsException, to_js  # noqa: PLC0415
 
         try:
+            ip_hex = ipaddress.ip_address(host).packed.hex() if is_ip_address(host) else ""
             error = await zmeshX509.verify(
-                to_js([bytes(c) for c in chain]), host, now * 1000.0, self._anchors_pem
+                to_js([bytes(c) for c in chain]), host, ip_hex, now * 1000.0, self._anchors_pem
             )
         except JsException as exc:
             raise CertificateError(f"certificate check failed: {exc}") from None
@@ -478,7 +482,7 @@ __all__ = [
     "PycaVerifier",
     "TlsClient",
     "TlsError",
-    "check_pem",
     "default_anchors",
     "make_verifier",
+    "pem_blocks",
 ]
