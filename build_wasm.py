@@ -42,6 +42,7 @@ tests/pyodide/run_core_tests.mjs.
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -277,8 +278,9 @@ def _top_level_packages(wheel: Path) -> list[str]:
 
 
 def _lock_entry(wheel: Path, depends: list[str]) -> dict[str, object]:
+    # Pyodide looks packages up by their PEP 503 name (tlslite_ng -> tlslite-ng)
     return {
-        "name": wheel.name.split("-")[0],
+        "name": re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower(),
         "version": _wheel_version(wheel),
         "file_name": f"wheels/{wheel.name}",
         "install_dir": "site",

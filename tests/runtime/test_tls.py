@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import ssl
 import time
+from pathlib import Path
 
 import pytest
 import tlsca
@@ -201,3 +202,30 @@ def test_pem_blocks() -> None:
     text = "junk\n" + CA.pem + "more junk\n" + CA.pem
     assert pem_blocks(text) == [CA.pem, CA.pem]
     assert pem_blocks("-----BEGIN CERTIFICATE-----\nAAAA\n") == []
+
+
+def test_trust_ca_files_are_checked_and_reach_config_json(tmp_path: Path) -> None:
+    import json
+
+    from zmesh.runtime.webserver import WebServer, load_trust_ca
+
+    good = tmp_path / "ca.pem"
+    good.write_text("comment\n" + CA.pem)
+    assert load_trust_ca(good) == CA.pem
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_text(GOOD.cert_pem)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    big = tmp_path / "big.pem"
+    big.write_text(CA.pem * 1000)
+    for path, error in [
+        (leaf, "not a CA"),
+        (junk, "not PEM"),
+        (big, "over"),
+        (tmp_path, "cannot read"),
+    ]:
+        with pytest.raises(ValueError, match=error):
+            load_trust_ca(path)
+    server = WebServer(tmp_path, ["http://127.0.0.1:1"], CA.pem)
+    assert json.loads(server._config)["trustCa"] == CA.pem
+    assert "trustCa" not in json.loads(WebServer(tmp_path, ["http://127.0.0.1:1"])._config)

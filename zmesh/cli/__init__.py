@@ -142,7 +142,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else None
     web = None if args.web == "off" else args.web
     control = None if args.control == "off" else args.control
-    opts = UpOptions(args.relays, args.socks, data, args.verbose, web, control, args.trust_ca)
+    opts = UpOptions(args.relays, args.socks, data, args.verbose, web, control, args.trust_ca or "")
     return main_up(opts)
 
 
@@ -172,7 +172,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         )
         return 2
     dist = Path(args.dist) if args.dist else None
-    return main_web(WebOptions(args.host, args.port, dist, args.bootstrap, args.trust_ca))
+    return main_web(WebOptions(args.host, args.port, dist, args.bootstrap, args.trust_ca or ""))
 
 
 def _port(text: str) -> int:
@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"serve GET /status (JSON: relays, circuits, sessions) for `zmesh status` here "
         f"(default {DEFAULT_CONTROL}; 'off' to disable)",
     )
-    up.add_argument("--trust-ca", type=_trust_ca, default="", metavar="FILE", help=TRUST_CA_HELP)
+    up.add_argument("--trust-ca", type=_trust_ca, default=None, metavar="FILE", help=TRUST_CA_HELP)
     up.set_defaults(func=cmd_up)
 
     status = sub.add_parser(
@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a relay's signaling URL the page joins through (repeatable, at least one)",
     )
-    web.add_argument("--trust-ca", type=_trust_ca, default="", metavar="FILE", help=TRUST_CA_HELP)
+    web.add_argument("--trust-ca", type=_trust_ca, default=None, metavar="FILE", help=TRUST_CA_HELP)
     web.set_defaults(func=cmd_web)
 
     add_sim(sub)

@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from ..chunks import ContentId, encode_content
@@ -48,12 +48,14 @@ from .browser_store import BrowserChunkStore, ContentDb, JsContentDb, MemoryCont
 from .chunkstore import ChunkStoreError
 from .content import Seeder
 from .content_fetch import Fetch
-from .fetch import MAX_BODY, FetchError, circuit_fetch
+from .fetch import MAX_BODY, MAX_TRUST_CA, FetchError, circuit_fetch
 from .lookups import LookupServer
 from .pool import Pool
 from .rtc import TransportError
 from .tasks import TaskSet
-from .tls import MAX_TRUST_CA, ChainVerifier, make_verifier
+
+if TYPE_CHECKING:
+    from .tls import ChainVerifier
 
 log = logging.getLogger("zmesh.browser")
 
@@ -511,8 +513,11 @@ class BrowserNode:
             self._dirty = self._dirty or self.ready_ms is not None  # live counters
 
     # -- zmesh.fetch ---------------------------------------------------------------------------
-    def _verifier(self) -> ChainVerifier:
-        """The certificate verifier of https fetches (made on first use: it reads the CAs)."""
+    def _verifier(self) -> "ChainVerifier":
+        """The certificate verifier of https fetches (made on first use: it loads tlslite-ng
+        and reads the CAs)."""
+        from .tls import make_verifier  # noqa: PLC0415
+
         if self._chain_verifier is None:
             self._chain_verifier = make_verifier(self.config.trust_ca)
         return self._chain_verifier
@@ -543,7 +548,7 @@ class BrowserNode:
                     headers=[(h[0], h[1]) for h in headers],
                     body=body,
                     max_body=MAX_BODY,
-                    verifier=self._verifier(),
+                    verifier=self._verifier() if url.lower().startswith("https:") else None,
                 )
             finally:
                 self._active_fetches -= 1

@@ -26,6 +26,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..errors import ZMeshError
@@ -33,7 +34,9 @@ from ..session.endpoint import StreamData, StreamFinished
 from .aio import RESET_CLOSED, AsyncNode, StreamClosedError
 from .http import ClientExchange, ResponseError
 from .pool import Pool
-from .tls import ChainVerifier, TlsClient, TlsError, make_verifier
+
+if TYPE_CHECKING:
+    from .tls import ChainVerifier
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 << 20
@@ -41,6 +44,8 @@ MAX_REQUEST_BODY = 8 << 20
 CONNECT_TIMEOUT = 15.0
 IDLE_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 30.0
+#: bytes of PEM CAs a page may be told to trust (--trust-ca, config.json's trustCa)
+MAX_TRUST_CA = 256 * 1024
 #: set by circuit_fetch itself; a caller's values are dropped
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _OWN_HEADERS = frozenset({"host", "connection", "content-length", "transfer-encoding", "te"})
@@ -142,7 +147,7 @@ async def circuit_fetch(
     body: bytes = b"",
     max_body: int = MAX_BODY,
     isolation_key: bytes | None = None,
-    verifier: ChainVerifier | None = None,
+    verifier: "ChainVerifier | None" = None,
 ) -> FetchResponse:
     """Carry one HTTP request through a 3-hop circuit to an exit; FetchError on failure.
 
@@ -209,7 +214,7 @@ async def circuit_fetch(
                         exchange.feed(data)
         except ResponseError as exc:
             raise FetchError(str(exc)) from None
-        except TlsError as exc:
+        except ZMeshError as exc:  # TlsError, CertificateError
             raise FetchError(f"{target.host_header}: {exc}") from None
         return FetchResponse(exchange.status, exchange.reason, exchange.headers, exchange.body)
     finally:
@@ -223,13 +228,15 @@ async def circuit_fetch(
 async def _exchange_tls(
     target: Target,
     exchange: ClientExchange,
-    verifier: ChainVerifier | None,
+    verifier: "ChainVerifier | None",
     send: Callable[[bytes], None],
     receive: Callable[[], Awaitable[bytes | None]],
 ) -> None:
     """Run ``exchange`` inside a TLS session over the stream: the handshake (within
     :data:`HANDSHAKE_TIMEOUT`), the certificate check, then the request and its response.
     Raises TlsError, ResponseError or FetchError."""
+    from .tls import TlsClient  # noqa: PLC0415 (tlslite-ng loads on the first https fetch)
+
     tls = TlsClient(target.host)
     try:
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):
@@ -260,5 +267,7 @@ async def _exchange_tls(
 
 
 @functools.cache
-def _default_verifier() -> ChainVerifier:
+def _default_verifier() -> "ChainVerifier":
+    from .tls import make_verifier  # noqa: PLC0415
+
     return make_verifier()

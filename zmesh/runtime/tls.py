@@ -31,6 +31,19 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
+if sys.platform == "emscripten" and "dbm" not in sys.modules:  # pragma: no cover - Pyodide
+    # Pyodide's stdlib has no dbm; tlslite-ng's package init imports it for its on-disk
+    # verifier and session databases, which zmesh never opens
+    import types
+
+    _dbm = types.ModuleType("dbm")
+
+    def _no_dbm(*args: object, **kwargs: object) -> None:
+        raise OSError("dbm is not available in Pyodide")
+
+    _dbm.open = _no_dbm  # type: ignore[attr-defined]
+    sys.modules["dbm"] = _dbm
+
 from tlslite import HandshakeSettings, TLSConnection, recordlayer
 from tlslite.errors import TLSAbruptCloseError, TLSError
 
@@ -41,8 +54,6 @@ from ..errors import ZMeshError
 MAX_PENDING = 256 * 1024
 #: the most certificates a server's chain may carry to the verifier
 MAX_CHAIN = 10
-#: bytes of PEM CAs a page may be told to trust (--trust-ca, config.json's trustCa)
-MAX_TRUST_CA = 256 * 1024
 AEAD_CIPHERS = ("chacha20-poly1305", "aes128gcm", "aes256gcm")
 
 

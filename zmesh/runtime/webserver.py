@@ -26,8 +26,9 @@ from urllib.parse import unquote
 
 from ..errors import UsageError
 from . import run_command
+from .fetch import MAX_TRUST_CA
 from .http import MAX_HEAD, PHASE_TIMEOUT, HttpError, ServerConnection
-from .tls import MAX_TRUST_CA, pem_blocks
+from .tls import pem_blocks
 
 log = logging.getLogger("zmesh.web")
 
