@@ -11,12 +11,15 @@ Steps, each reported as it runs:
 2. copy the Pyodide core (interpreter, standard library, its lock) from
    web/node_modules/pyodide/ to web/dist/pyodide/;
 3. build the pure-Python zmesh wheel into web/dist/wheels/ with this interpreter's hatchling,
-   and download the wheels of its Pyodide dependencies (h11), pinned with hashes in
+   and download the wheels of its Pyodide dependencies (h11, tlslite-ng and what it
+   needs, certifi), pinned with hashes in
    web/requirements.txt, next to it;
 4. write web/dist/zmesh-lock.json, a Pyodide lock file naming those wheels with their
    sha256, so the browser checks their integrity when it loads them;
 5. bundle web/src/crypto.js into web/dist/zmesh-crypto.js (an IIFE that sets
-   ``globalThis.zmeshCrypto``), and web/src/{worker,page,embed}.js where they exist;
+   ``globalThis.zmeshCrypto``), web/src/x509.js into web/dist/zmesh-x509.js (an ES module
+   the worker imports on the first https fetch), and web/src/{worker,page,embed}.js where
+   they exist;
 6. copy web/static/* into web/dist/.
 
 Everything the browser loads is then under web/dist/; nothing is fetched at run time.
@@ -39,6 +42,7 @@ tests/pyodide/run_core_tests.mjs.
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +90,7 @@ CRYPTO_BUNDLE = "zmesh-crypto.js"
 # is ESM so that it can `import` the Pyodide loader, which stays a separate file.
 ENTRY_POINTS = {"worker.js": "esm", "page.js": "iife", "embed.js": "iife"}
 ESBUILD_COMMON = ("--bundle", "--target=es2022", "--charset=utf8", "--legal-comments=eof")
+X509_BUNDLE = "zmesh-x509.js"  # web/src/x509.js: certificate checks for https fetches (D51)
 EXTERNALS = ("--external:./pyodide/*", f"--external:./{CRYPTO_BUNDLE}")
 
 
@@ -273,8 +278,9 @@ def _top_level_packages(wheel: Path) -> list[str]:
 
 
 def _lock_entry(wheel: Path, depends: list[str]) -> dict[str, object]:
+    # Pyodide looks packages up by their PEP 503 name (tlslite_ng -> tlslite-ng)
     return {
-        "name": wheel.name.split("-")[0],
+        "name": re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower(),
         "version": _wheel_version(wheel),
         "file_name": f"wheels/{wheel.name}",
         "install_dir": "site",
@@ -327,6 +333,7 @@ def esbuild(entry: Path, outfile: Path, fmt: str, extra: Sequence[str] = ()) -> 
 
 def bundle(out: Path) -> None:
     esbuild(SRC / "crypto.js", out / CRYPTO_BUNDLE, "iife", ["--minify"])
+    esbuild(SRC / "x509.js", out / X509_BUNDLE, "esm", ["--minify"])
     for name, fmt in ENTRY_POINTS.items():
         if (SRC / name).is_file():
             esbuild(SRC / name, out / name, fmt, EXTERNALS)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import pytest
+import tlsca
 from netmesh import free_port
 
 from zmesh.exit_policy import ExitPolicy
@@ -228,7 +229,8 @@ async def _browser_node_scenario() -> None:
     host = LdcHost()
     node: BrowserNode | None = None
     try:
-        config = BrowserConfig([down, garbage_url, url1, url2, exit_url])
+        tls_ca = tlsca.make_ca()
+        config = BrowserConfig([down, garbage_url, url1, url2, exit_url], trust_ca=tls_ca.pem)
         node = await start(config, host, http_client=http_request)
         host.node = node
         await _until(node.is_ready, 30, "the browser node to become ready")
@@ -256,8 +258,23 @@ async def _browser_node_scenario() -> None:
             ok, value, body = await host.call(call_id, "fetch", {"url": url})
             assert ok, value
             assert value["status"] == 200 and body == PAYLOAD, (path, value)
-        ok, value, _ = await host.call(9, "fetch", {"url": "https://example.com/"})
-        assert not ok and "http:// URLs only" in value["error"]
+        # https, end to end through the circuit: a CA the config trusts (--trust-ca), then a
+        # certificate from a CA it does not, then one that names another host (D51)
+        for call_id, (issued, path, error) in enumerate(
+            [
+                (tls_ca.issue("127.0.0.1"), "/1mb", None),
+                (tlsca.make_ca("other").issue("127.0.0.1"), "/", "certificate rejected"),
+                (tls_ca.issue("127.0.0.2"), "/", "subjectAltName"),
+            ],
+            start=20,
+        ):
+            async with tlsca.https_server(issued.context()) as port:
+                url = f"https://127.0.0.1:{port}{path}"
+                ok, value, body = await host.call(call_id, "fetch", {"url": url})
+            if error is None:
+                assert ok and body == tlsca.body_for(path), value
+            else:
+                assert not ok and error in value["error"], value
         ok, value, _ = await host.call(10, "nonsense", {})
         assert not ok
 

@@ -149,8 +149,11 @@ def test_urls() -> None:
     target = parse_url("http://[::1]:8080/a/b?c=d#frag")
     assert target == Target("::1", 8080, "/a/b?c=d")
     assert target.stream_target == "[::1]:8080" and target.host_header == "[::1]:8080"
-    with pytest.raises(FetchError, match="http:// URLs only"):
-        parse_url("https://example.com/")
+    https = parse_url("https://example.com/x")
+    assert https == Target("example.com", 443, "/x", "https")
+    assert https.stream_target == "example.com:443" and https.host_header == "example.com"
+    assert https.origin == "https://example.com" != parse_url("http://example.com:443/").origin
+    assert parse_url("https://example.com:8443/").host_header == "example.com:8443"
     for bad in ("ftp://x/", "http://", "http://u:p@host/", "http://host:99999/", "/relative"):
         with pytest.raises(FetchError):
             parse_url(bad)

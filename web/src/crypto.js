@@ -8,6 +8,7 @@
 // `Error`s whose message starts with "zmesh:"; _noble.py maps them to the same Python
 // exceptions _pyca.py raises.  Nothing here keeps state between calls.
 
+import { gcm } from "@noble/ciphers/aes.js";
 import { chacha20, chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { ml_dsa44 } from "@noble/post-quantum/ml-dsa.js";
@@ -63,6 +64,36 @@ function aeadOpen(key, nonce, ciphertext, ad) {
   } catch {
     throw remote("AEAD authentication failed");
   }
+}
+
+// The record layer of TLS inside circuits (zmesh/runtime/tls.py): AES-GCM (16- or 32-byte
+// keys) and ChaCha20-Poly1305, arguments (key, nonce, ad, data) so that the bulk data comes
+// last.  A bad tag is a remote error (tls.py turns it into tlslite's "bad record MAC").
+const TLS_AEADS = {
+  aesGcm(key) {
+    u8(key, "key");
+    if (key.length !== 16 && key.length !== 32) throw new RangeError("zmesh: AES-GCM keys are 16 or 32 bytes");
+    return (nonce, ad) => gcm(key, sized(nonce, 12, "nonce"), u8(ad, "ad"));
+  },
+  chachaPoly(key) {
+    sized(key, 32, "key");
+    return (nonce, ad) => chacha20poly1305(key, sized(nonce, 12, "nonce"), u8(ad, "ad"));
+  },
+};
+
+function tlsSeal(kind) {
+  return (key, nonce, ad, plaintext) => TLS_AEADS[kind](key)(nonce, ad).encrypt(u8(plaintext, "plaintext"));
+}
+
+function tlsOpen(kind) {
+  return (key, nonce, ad, ciphertext) => {
+    const cipher = TLS_AEADS[kind](key)(nonce, ad);
+    try {
+      return cipher.decrypt(u8(ciphertext, "ciphertext"));
+    } catch {
+      throw remote("AEAD authentication failed");
+    }
+  };
 }
 
 function x25519Public(sk) {
@@ -183,6 +214,10 @@ function randomBytes(n) {
 
 const PRIMITIVES = {
   chacha20Xor,
+  aesGcmSeal: tlsSeal("aesGcm"),
+  aesGcmOpen: tlsOpen("aesGcm"),
+  chachaPolySeal: tlsSeal("chachaPoly"),
+  chachaPolyOpen: tlsOpen("chachaPoly"),
   aeadSeal,
   aeadOpen,
   x25519Public,

@@ -118,7 +118,12 @@ fetch("config.json", { cache: "no-store" })
     if (!bootstrap.length) throw new Error("config.json lists no bootstrap relays");
     worker.postMessage({
       t: "init",
-      config: { bootstrap, verbose: config.verbose | 0, boot: { pageStart: performance.timeOrigin } },
+      config: {
+        bootstrap,
+        verbose: config.verbose | 0,
+        trustCa: typeof config.trustCa === "string" ? config.trustCa : "", // --trust-ca (D51)
+        boot: { pageStart: performance.timeOrigin },
+      },
     });
   })
   .catch((err) => fail(`no usable config.json next to the page (${err.message})`));

@@ -169,6 +169,14 @@ async function start(config) {
   boot.pyodideLoaded = now();
   post({ t: "boot", stage: "loading zMesh" });
   await import(new URL("zmesh-crypto.js", base).href); // sets globalThis.zmeshCrypto
+  // certificate checks of https fetches (zmesh/runtime/tls.py), loaded on the first one
+  let x509 = null;
+  self.zmeshX509 = Object.freeze({
+    async verify(...args) {
+      x509 ||= import(new URL("zmesh-x509.js", base).href);
+      return (await x509).verify(...args);
+    },
+  });
   await pyodide.loadPackage(["zmesh"], { messageCallback: () => {}, errorCallback: (m) => console.warn(m) });
   const browser = pyodide.pyimport("zmesh.runtime.browser");
   boot.packagesLoaded = now();

@@ -142,7 +142,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else None
     web = None if args.web == "off" else args.web
     control = None if args.control == "off" else args.control
-    return main_up(UpOptions(args.relays, args.socks, data, args.verbose, web, control))
+    opts = UpOptions(args.relays, args.socks, data, args.verbose, web, control, args.trust_ca or "")
+    return main_up(opts)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -171,13 +172,28 @@ def cmd_web(args: argparse.Namespace) -> int:
         )
         return 2
     dist = Path(args.dist) if args.dist else None
-    return main_web(WebOptions(args.host, args.port, dist, args.bootstrap))
+    return main_web(WebOptions(args.host, args.port, dist, args.bootstrap, args.trust_ca or ""))
 
 
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number (0-65535), not {text!r}")
     return int(text)
+
+
+def _trust_ca(path: str) -> str:
+    from ..runtime.webserver import load_trust_ca
+
+    try:
+        return load_trust_ca(Path(path))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+TRUST_CA_HELP = (
+    "a PEM file of CA certificates that the page's zmesh.fetch trusts for https:// beyond "
+    "certifi's set (for private deployments and tests; the page gets it in config.json)"
+)
 
 
 def _web_address(text: str) -> str:
@@ -401,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"serve GET /status (JSON: relays, circuits, sessions) for `zmesh status` here "
         f"(default {DEFAULT_CONTROL}; 'off' to disable)",
     )
+    up.add_argument("--trust-ca", type=_trust_ca, default=None, metavar="FILE", help=TRUST_CA_HELP)
     up.set_defaults(func=cmd_up)
 
     status = sub.add_parser(
@@ -449,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a relay's signaling URL the page joins through (repeatable, at least one)",
     )
+    web.add_argument("--trust-ca", type=_trust_ca, default=None, metavar="FILE", help=TRUST_CA_HELP)
     web.set_defaults(func=cmd_web)
 
     add_sim(sub)

@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from ..chunks import ContentId, encode_content
@@ -48,11 +48,14 @@ from .browser_store import BrowserChunkStore, ContentDb, JsContentDb, MemoryCont
 from .chunkstore import ChunkStoreError
 from .content import Seeder
 from .content_fetch import Fetch
-from .fetch import MAX_BODY, FetchError, circuit_fetch
+from .fetch import MAX_BODY, MAX_TRUST_CA, FetchError, circuit_fetch
 from .lookups import LookupServer
 from .pool import Pool
 from .rtc import TransportError
 from .tasks import TaskSet
+
+if TYPE_CHECKING:
+    from .tls import ChainVerifier
 
 log = logging.getLogger("zmesh.browser")
 
@@ -183,6 +186,7 @@ class BrowserConfig:
     bootstrap: list[str]
     boot: dict[str, float] = field(default_factory=dict)  # the worker's timestamps (ms)
     verbose: int = 0
+    trust_ca: str = ""  # PEM CAs zmesh.fetch trusts beyond certifi's (--trust-ca, D51)
 
     @classmethod
     def parse(cls, text: str) -> "BrowserConfig":
@@ -202,7 +206,11 @@ class BrowserConfig:
             boot = {}
         timings = {k: float(v) for k, v in boot.items() if isinstance(v, int | float)}
         verbose = raw.get("verbose", 0)
-        return cls(urls[:32], timings, verbose if isinstance(verbose, int) else 0)
+        trust_ca = raw.get("trustCa", "")
+        if not isinstance(trust_ca, str) or len(trust_ca) > MAX_TRUST_CA:
+            raise ValueError(f'config "trustCa" must be PEM text of at most {MAX_TRUST_CA} bytes')
+        verbose = verbose if isinstance(verbose, int) else 0
+        return cls(urls[:32], timings, verbose, trust_ca)
 
 
 def on_loopback(urls: list[str]) -> bool:
@@ -267,6 +275,7 @@ class BrowserNode:
         self.fetches = 0
         self.fetch_failures = 0
         self._active_fetches = 0
+        self._chain_verifier: ChainVerifier | None = None
         self.store: BrowserChunkStore | None = None
         self.seeder: Seeder | None = None
         self.content_note = "not started"
@@ -504,6 +513,15 @@ class BrowserNode:
             self._dirty = self._dirty or self.ready_ms is not None  # live counters
 
     # -- zmesh.fetch ---------------------------------------------------------------------------
+    def _verifier(self) -> "ChainVerifier":
+        """The certificate verifier of https fetches (made on first use: it loads tlslite-ng
+        and reads the CAs)."""
+        from .tls import make_verifier  # noqa: PLC0415
+
+        if self._chain_verifier is None:
+            self._chain_verifier = make_verifier(self.config.trust_ca)
+        return self._chain_verifier
+
     async def _fetch(self, call_id: int, args: dict[str, Any], body: bytes) -> None:
         self.fetches += 1
         try:
@@ -530,6 +548,7 @@ class BrowserNode:
                     headers=[(h[0], h[1]) for h in headers],
                     body=body,
                     max_body=MAX_BODY,
+                    verifier=self._verifier() if url.lower().startswith("https:") else None,
                 )
             finally:
                 self._active_fetches -= 1

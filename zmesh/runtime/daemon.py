@@ -234,15 +234,18 @@ class UpOptions:
     verbose: int = 0
     web: str | None = "127.0.0.1:8080"  # serve the browser node's page here (None: don't)
     control: str | None = DEFAULT_CONTROL  # serve GET /status here (None: don't)
+    trust_ca: str = ""  # PEM CAs the page's https fetches trust (--trust-ca, D51)
 
 
-async def _start_web(address: str, urls: list[str]) -> tuple["WebServer | None", str]:
+async def _start_web(
+    address: str, urls: list[str], trust_ca: str = ""
+) -> tuple["WebServer | None", str]:
     """Serve the browser page for ``zmesh up``; never fatal: (server or None, what to print)."""
     from .webserver import DistError, WebServer, find_dist, page_url  # noqa: PLC0415
 
     try:
         host, port = split_hostport(address)
-        server = WebServer(find_dist(), urls)
+        server = WebServer(find_dist(), urls, trust_ca)
         bound = await server.start(host, port)
     except DistError:
         return None, "Browser node: no bundle here (`make web` builds it in a source tree)."
@@ -345,7 +348,7 @@ async def run_up(opts: UpOptions) -> int:
             print(await self_test(socks_host, socks_port), flush=True)
             web_note = ""
             if opts.web is not None:
-                web, web_note = await _start_web(opts.web, urls)
+                web, web_note = await _start_web(opts.web, urls, opts.trust_ca)
                 web_note = "\n" + web_note
             host_text = f"[{socks_host}]" if ":" in socks_host else socks_host
             boot = " ".join(f"--bootstrap {u}" for u in urls[:PROXY_BOOTSTRAPS])

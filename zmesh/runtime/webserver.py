@@ -11,7 +11,8 @@ types browsers insist on (``application/wasm`` for streaming compilation, JavaSc
 for module scripts).
 
 ``/config.json`` is generated: ``{"bootstrap": [URL, ...]}``, the signaling endpoints the
-page joins through.
+page joins through, and ``"trustCa"``: the PEM of ``--trust-ca``, CAs the page's https
+fetches trust beyond certifi's (D51), when one was given.
 """
 
 import asyncio
@@ -25,7 +26,9 @@ from urllib.parse import unquote
 
 from ..errors import UsageError
 from . import run_command
+from .fetch import MAX_TRUST_CA
 from .http import MAX_HEAD, PHASE_TIMEOUT, HttpError, ServerConnection
+from .tls import pem_blocks
 
 log = logging.getLogger("zmesh.web")
 
@@ -112,13 +115,17 @@ class WebServer:
 
     dist: Path
     bootstrap: list[str]
+    trust_ca: str = ""
     requests: int = 0
     _server: asyncio.Server | None = None
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CONNECTIONS))
 
     def __post_init__(self) -> None:
         self.dist = self.dist.resolve()
-        self._config = json.dumps({"bootstrap": self.bootstrap}, indent=1).encode() + b"\n"
+        config: dict[str, object] = {"bootstrap": self.bootstrap}
+        if self.trust_ca:
+            config["trustCa"] = self.trust_ca
+        self._config = json.dumps(config, indent=1).encode() + b"\n"
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD)
@@ -191,6 +198,32 @@ class WebOptions:
     port: int
     dist: Path | None
     bootstrap: list[str]
+    trust_ca: str = ""
+
+
+def load_trust_ca(path: Path) -> str:
+    """The CA certificates in PEM file ``path``, checked (each must parse, and be a CA);
+    ValueError with a clear message otherwise."""
+    from cryptography import x509  # noqa: PLC0415
+
+    try:
+        if path.stat().st_size > MAX_TRUST_CA:
+            raise ValueError(f"{path}: over {MAX_TRUST_CA} bytes")
+        text = path.read_text("ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    try:
+        certs = x509.load_pem_x509_certificates(text.encode("ascii"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not PEM certificates ({exc})") from None
+    for cert in certs:
+        try:
+            ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            ca = False
+        if not ca:
+            raise ValueError(f"{path}: {cert.subject.rfc4514_string()} is not a CA certificate")
+    return "".join(pem_blocks(text))
 
 
 async def run_web(opts: WebOptions) -> int:
@@ -198,11 +231,13 @@ async def run_web(opts: WebOptions) -> int:
 
     stop = stop_requested()
     dist = find_dist(opts.dist)
-    server = WebServer(dist, opts.bootstrap)
+    server = WebServer(dist, opts.bootstrap, opts.trust_ca)
     port = await server.start(opts.host, opts.port)
     url = page_url(opts.host, port)
     print(f"zmesh web: serving {dist} on {url}", flush=True)
     print(f"bootstrap relays: {', '.join(opts.bootstrap)}", flush=True)
+    if opts.trust_ca:
+        print(f"https: the page also trusts {opts.trust_ca.count('BEGIN CERT')} CA(s) given")
     print(f"Open {url} in a browser to run a zMesh node there. Ctrl-C stops.", flush=True)
     try:
         await stop.wait()
