@@ -331,7 +331,7 @@ class CompactSdp:
         count = buf.pull_uint8()
         if count > MAX_CANDIDATES:
             raise RemoteProtocolError("too many candidates")
-        kinds = (_HOST_V4, _HOST_V6)
+        kinds: tuple[int, ...] = (_HOST_V4, _HOST_V6)
         if version == _COMPACT_V2:
             kinds += (_SRFLX_V4, _SRFLX_V6, _HOST_MDNS)
         host: list[tuple[str, int]] = []
