@@ -408,7 +408,7 @@ def test_candidate_cap_counts_both_kinds() -> None:
     with pytest.raises(RemoteProtocolError, match="too many"):
         CompactSdp(
             compact.ice_ufrag, compact.ice_pwd, compact.fingerprint, "actpass",
-            compact.candidates, compact.reflexive + (("10.9.9.9", 1),),
+            compact.candidates, (*compact.reflexive, ("10.9.9.9", 1)),
         )  # fmt: skip
     with pytest.raises(RemoteProtocolError):
         CompactSdp("Wq3L", "7d9Xg2iNbV0mBq3o1Kx5zJ1y", OFFER_FINGERPRINT, "actpass",

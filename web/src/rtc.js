@@ -45,7 +45,9 @@ export class RtcHost {
     this.post = post;
     this.conns = new Map(); // pc id -> {pc, dc, handed, reportTimer}
     this.iceServers = []; // set by the worker (op "ice")
-    this.stats = { opened: 0, closed: 0, bytesIn: 0, bytesOut: 0, delayed: 0 };
+    // paths: the selected ICE candidate pair of each opened connection, counted by
+    // "local type/remote type" (host, srflx, prflx): which path links really took
+    this.stats = { opened: 0, closed: 0, bytesIn: 0, bytesOut: 0, delayed: 0, paths: {} };
     // token bucket over every channel: one second of burst, at least one 64 KiB message
     this.cap = Math.max(0, options.capBytesPerSec || 0);
     this.tokens = Math.max(this.cap, 65536);
@@ -138,6 +140,7 @@ export class RtcHost {
     dc.onopen = () => {
       conn.open = true;
       this.stats.opened += 1;
+      this.countPath(pc);
       this.post({ t: "rtc-ev", pc: id, ev: "open" });
     };
     dc.onmessage = (event) => {
@@ -155,6 +158,23 @@ export class RtcHost {
       }
     };
     return conn;
+  }
+
+  /** Count the selected candidate pair's types in stats.paths (best effort). */
+  countPath(pc) {
+    pc.getStats().then((report) => {
+      for (const s of report.values()) {
+        if (s.type !== "transport" || !s.selectedCandidatePairId) continue;
+        const pair = report.get(s.selectedCandidatePairId);
+        const local = pair && report.get(pair.localCandidateId);
+        const remote = pair && report.get(pair.remoteCandidateId);
+        if (!local || !remote) continue;
+        const key = `${local.candidateType}/${remote.candidateType}`;
+        if (Object.keys(this.stats.paths).length < 16 || key in this.stats.paths) {
+          this.stats.paths[key] = (this.stats.paths[key] || 0) + 1;
+        }
+      }
+    }, () => {});
   }
 
   send(id, data) {

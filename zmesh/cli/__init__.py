@@ -158,6 +158,7 @@ def cmd_harness(args: argparse.Namespace) -> int:
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     dist = Path(args.dist) if args.dist else None
     opts = HarnessOptions(browsers=args.browsers, relays=args.relays, dist=dist)
+    opts.default_privacy = scenarios == ["browser-pair"]  # mDNS hiding on (D50)
     return main_harness(opts, scenarios)
 
 
@@ -481,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     harness.add_argument(
         "--scenario",
-        choices=["join", "browser-circuit", "fetch", "embed", "heal", "all"],
+        choices=["join", "browser-circuit", "fetch", "embed", "browser-pair", "heal", "all"],
         default="join",
         help="what to run (default join)",
     )

@@ -421,6 +421,8 @@ class Harness:
                 f"status: circuits relayed since linking {relayed[0]} and {relayed[1]}; "
                 f"still linked to each other: {still}"
             )
+            paths = [json.dumps(a.get("page", {}).get("paths", {})) for a in after]
+            details.append(f"ICE paths of the pages' links (local/remote): {paths[0]}, {paths[1]}")
             return match and still and min(relayed) >= 1
         finally:
             await client.close()

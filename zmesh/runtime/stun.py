@@ -50,7 +50,9 @@ XOR_MAPPED_ADDRESS: Final = 0x0020
 FINGERPRINT: Final = 0x8028
 FINGERPRINT_XOR: Final = 0x5354554E
 # attributes that carry credentials: the request is an ICE connectivity check
-CREDENTIALS: Final = frozenset({0x0006, 0x0008, 0x001C, 0x001E})  # USERNAME, MI, MI-SHA256, USERHASH
+CREDENTIALS: Final = frozenset(
+    {0x0006, 0x0008, 0x001C, 0x001E}
+)  # USERNAME, MI, MI-SHA256, USERHASH
 MAX_REQUEST_SIZE: Final = 548  # RFC 8489 section 6.1: a request that fits any path's MTU
 DEFAULT_PORT: Final = 3478  # RFC 8489 section 18.1 (``stun:host`` without a port)
 

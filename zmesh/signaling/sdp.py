@@ -349,8 +349,10 @@ class CompactSdp:
                 address = str(ipaddress.IPv6Address(buf.pull_bytes(16)))
             (reflexive if kind & 0x10 else host).append((address, buf.pull_uint16()))
         buf.expect_eof()
-        if version == _COMPACT_V2 and not reflexive and not any(
-            _MDNS_NAME.fullmatch(a) for a, _ in host
+        if (
+            version == _COMPACT_V2
+            and not reflexive
+            and not any(_MDNS_NAME.fullmatch(a) for a, _ in host)
         ):
             raise RemoteProtocolError("compact SDP version 2 without a candidate that needs it")
         return cls(  # __post_init__ checks the credentials' characters
