@@ -4,7 +4,7 @@ browser offer (mDNS host name and srflx candidates) reaches the page once."""
 
 import asyncio
 
-from zmesh.identity import Flags, Identity
+from zmesh.identity import Identity
 from zmesh.node import Node
 from zmesh.rng import DeterministicRng
 from zmesh.runtime.aio import AsyncNode, wall_clock

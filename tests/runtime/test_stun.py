@@ -46,9 +46,7 @@ def test_rfc5769_vector_response_ipv6() -> None:
     port 32853."""
     source = ("2001:db8:1234:5678:11:2233:4455:6677", 32853)
     response = binding_response(TXID, source)
-    assert response[20:44].hex() == (
-        "00200014" + "0002a147" + "0113a9faa5d3f179bc25f4b5bed2b9d9"
-    )
+    assert response[20:44].hex() == ("00200014" + "0002a147" + "0113a9faa5d3f179bc25f4b5bed2b9d9")
     assert len(response) == 52
     assert parse_binding_response(response, TXID) == source
 
@@ -93,8 +91,10 @@ def test_optional_attributes_are_skipped() -> None:
         (b"\x00\x11" + binding_request(TXID)[2:], "not a Binding request"),  # indication
         (b"\x00\x03" + binding_request(TXID)[2:], "not a Binding request"),  # Allocate
         (b"\x80" + binding_request(TXID)[1:], "first two bits"),  # RTP/DTLS, not STUN
-        (binding_request(TXID)[:4] + b"\x00\x00\x00\x00" + TXID + binding_request(TXID)[20:],
-         "magic cookie"),
+        (
+            binding_request(TXID)[:4] + b"\x00\x00\x00\x00" + TXID + binding_request(TXID)[20:],
+            "magic cookie",
+        ),
         (binding_request(TXID)[:-1] + b"\x00", "FINGERPRINT"),  # a wrong CRC
         (_with_attribute(0x0006, b"user:name"), "credentials"),  # USERNAME: an ICE check
         (_with_attribute(0x0008, bytes(20)), "credentials"),  # MESSAGE-INTEGRITY
