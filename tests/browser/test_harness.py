@@ -30,6 +30,8 @@ def dist() -> Path:
         (2, 3, "join", "ready in"),
         (1, 3, "fetch", "SHA-256 matches"),
         (1, 3, "embed", "the card says what is true: 'zMesh relay linked to"),
+        # two Chromiums with default privacy (mDNS hiding on) link directly (D50)
+        (2, 3, "browser-pair", "linked to each other directly"),
         # 6: two legs with disjoint guards and middles, and after the kill a live relay
         # for a replacement leg that shares neither with the surviving one
         (1, 6, "heal", "SHA-256 matches"),

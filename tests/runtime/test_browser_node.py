@@ -59,6 +59,7 @@ class LdcHost:
         self.status: dict[str, Any] = {}
         self.replies: dict[int, tuple[bool, Any, bytes | None]] = {}
         self.replied = asyncio.Event()
+        self.ice: list[list[str]] = []  # each ICE server list the node sent
 
     def _deliver(self, pc: int, ev: str, data: bytes = b"") -> None:
         if self.node is not None:
@@ -88,6 +89,10 @@ class LdcHost:
         self._deliver(pc, "open")
 
     async def rtc(self, op: str, pc: int, sdp: str | None) -> str | None:
+        if op == "ice":  # the STUN servers for the next connections (D50)
+            assert sdp is not None
+            self.ice.append(json.loads(sdp))
+            return None
         if op == "dial":
             pending, offer = await webrtc.dial(loopback=True)
             self._pending[pc] = pending

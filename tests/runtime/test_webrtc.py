@@ -535,3 +535,38 @@ def test_compact_round_trip_still_connects() -> None:
             await asyncio.gather(a.aclose(), b.aclose())
 
     run(main())
+
+
+def test_mdns_and_srflx_candidates_do_not_stall_libdatachannel() -> None:
+    """A browser's answer as the compact form keeps it (D50): an mDNS name that does not
+    resolve here and a srflx address.  libdatachannel skips the name and connects over
+    the srflx candidate (here, the peer's real loopback address) at once."""
+
+    def browser_like(sdp: str, role: str) -> str:
+        compact = CompactSdp.from_sdp(sdp)
+        loop = next(c for c in compact.candidates if c[0] == "127.0.0.1")
+        shaped = CompactSdp(
+            compact.ice_ufrag,
+            compact.ice_pwd,
+            compact.fingerprint,
+            compact.setup,
+            candidates=(("4d5a6c2e-0b5d-4b3c-9f3a-0e2b9a4f1c11.local", 9),),
+            reflexive=(loop,),
+        )
+        return CompactSdp.decode(shaped.encode()).to_sdp(role)
+
+    async def main() -> None:
+        pending_dial, offer = await webrtc.dial(loopback=True)
+        pending_answer, answer_sdp = await webrtc.answer(offer, loopback=True)
+        t0 = time.monotonic()
+        a, b = await asyncio.gather(
+            pending_dial.complete(browser_like(answer_sdp, "answer"), timeout=5.0),
+            pending_answer.connected(timeout=5.0),
+        )
+        try:
+            assert time.monotonic() - t0 < 2.0
+            assert a.channel_binding == b.channel_binding
+        finally:
+            await asyncio.gather(a.aclose(), b.aclose())
+
+    run(main())

@@ -96,10 +96,17 @@ def test_compact_from_real_sdp() -> None:
     )
     assert CompactSdp.decode(compact.encode()) == compact
     assert len(compact.encode()) == 2 + 32 + 2 + 4 + 2 + 22 + 1 + 7 + 19 + 7
-    # Browser SDP: the mDNS and srflx candidates are dropped; the IP host one is kept.
+    # Browser SDP: the mDNS host name, the IP host one and the srflx one are all kept.
     chromium = CompactSdp.from_sdp(CHROMIUM_STYLE_OFFER)
-    assert chromium.candidates == (("192.168.1.20", 54322),)
+    assert chromium.candidates == (
+        ("4d5a6c2e-0b5d-4b3c-9f3a-0e2b9a4f1c11.local", 54321),
+        ("192.168.1.20", 54322),
+    )
+    assert chromium.reflexive == (("203.0.113.7", 54321),)
     assert chromium.fingerprint == OFFER_FINGERPRINT
+    assert CompactSdp.decode(chromium.encode()) == chromium
+    assert chromium.encode()[0] == 2  # version 2: it has candidates version 1 cannot carry
+    assert CompactSdp.from_sdp(chromium.to_sdp("offer")) == chromium
 
 
 def test_compact_to_sdp_roles() -> None:
@@ -150,6 +157,7 @@ ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
 addresses = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).filter(
     lambda ip: not ip.is_unspecified and not ip.is_multicast
 )
+mdns_names = st.uuids().map(lambda u: f"{u}.local")
 compacts = st.builds(
     CompactSdp,
     ice_ufrag=st.text(ICE_CHARS, min_size=4, max_size=256),
@@ -157,11 +165,16 @@ compacts = st.builds(
     fingerprint=st.binary(min_size=32, max_size=32),
     setup=st.sampled_from(["actpass", "active", "passive"]),
     candidates=st.lists(
-        st.tuples(addresses.map(str), st.integers(1, 65535)),
-        max_size=MAX_CANDIDATES,
+        st.tuples(st.one_of(addresses.map(str), mdns_names), st.integers(1, 65535)),
+        max_size=MAX_CANDIDATES // 2,
         unique=True,
     ).map(tuple),
-)
+    reflexive=st.lists(
+        st.tuples(addresses.map(str), st.integers(1, 65535)),
+        max_size=MAX_CANDIDATES // 2,
+        unique=True,
+    ).map(tuple),
+).filter(lambda c: not set(c.candidates) & set(c.reflexive))
 
 
 @settings(max_examples=300, deadline=None)
@@ -314,3 +327,89 @@ def test_channel_binding_is_symmetric() -> None:
     a, b = bytes(range(32)), bytes(range(1, 33))
     assert channel_binding(a, b) == channel_binding(b, a) == hashlib.sha256(a + b).digest()
     assert channel_binding(a, a) != channel_binding(a, b)
+
+
+# -- mDNS names and server-reflexive candidates (compact version 2, D50) --------------------
+
+MDNS = "4d5a6c2e-0b5d-4b3c-9f3a-0e2b9a4f1c11.local"
+
+
+def test_compact_v2_vector() -> None:
+    """An mDNS host name and a srflx address, byte for byte."""
+    compact = CompactSdp(
+        "Wq3L", "7d9Xg2iNbV0mBq3o1Kx5zJ1y", OFFER_FINGERPRINT, "actpass",
+        candidates=((MDNS, 54321),), reflexive=(("203.0.113.7", 54321),),
+    )  # fmt: skip
+    expected = (
+        "0201" + OFFER_FINGERPRINT.hex() + "0004" + b"Wq3L".hex()
+        + "0018" + b"7d9Xg2iNbV0mBq3o1Kx5zJ1y".hex() + "02"
+        + "20" + "4d5a6c2e0b5d4b3c9f3a0e2b9a4f1c11" + "d431"
+        + "14" + "cb007107" + "d431"
+    )  # fmt: skip
+    assert compact.encode().hex() == expected
+    assert CompactSdp.decode(bytes.fromhex(expected)) == compact
+    sdp = compact.to_sdp("offer")
+    assert f"a=candidate:1 1 UDP 2130706431 {MDNS} 54321 typ host" in sdp
+    assert "203.0.113.7 54321 typ srflx raddr 0.0.0.0 rport 0" in sdp
+    data = compact.encode()
+    for cut in range(len(data)):
+        with pytest.raises(RemoteProtocolError):
+            CompactSdp.decode(data[:cut])
+    with pytest.raises(RemoteProtocolError):
+        CompactSdp.decode(data + b"\x00")
+
+
+def test_compact_versions_are_strict() -> None:
+    """Version 1 carries no srflx or mDNS kinds, and version 2 is written only when needed
+    (so there is one encoding of each value)."""
+    v2 = CompactSdp("Wq3L", "7d9Xg2iNbV0mBq3o1Kx5zJ1y", OFFER_FINGERPRINT, "actpass",
+                    reflexive=(("203.0.113.7", 1),)).encode()  # fmt: skip
+    with pytest.raises(RemoteProtocolError, match="kind"):
+        CompactSdp.decode(b"\x01" + v2[1:])
+    plain = CompactSdp.from_sdp(LIBDATACHANNEL_OFFER).encode()
+    assert plain[0] == 1
+    with pytest.raises(RemoteProtocolError, match="version 2"):
+        CompactSdp.decode(b"\x02" + plain[1:])
+
+
+@pytest.mark.parametrize(
+    ("line", "kept"),
+    [
+        (f"a=candidate:1 1 udp 1 {MDNS} 9 typ host", ((MDNS, 9),)),
+        (f"a=candidate:1 1 udp 1 {MDNS.upper()} 9 typ host", ()),  # not the browsers' form
+        ("a=candidate:1 1 udp 1 printer.local 9 typ host", ()),  # a name, not a UUID
+        (f"a=candidate:1 1 udp 1 {MDNS} 9 typ srflx raddr 0.0.0.0 rport 0", ()),
+        ("a=candidate:1 1 udp 1 203.0.113.7 9 typ relay raddr 0.0.0.0 rport 0", ()),
+        ("a=candidate:1 1 udp 1 203.0.113.7 9 typ prflx", ()),
+        ("a=candidate:1 1 tcp 1 203.0.113.7 9 typ srflx", ()),
+    ],
+)
+def test_candidate_kinds(line: str, kept: tuple[tuple[str, int], ...]) -> None:
+    sdp = LIBDATACHANNEL_OFFER.replace("a=candidate:lo", line + "\r\na=candidate:lo")
+    compact = CompactSdp.from_sdp(sdp)
+    names = tuple(c for c in compact.candidates if c[0].endswith(".local"))
+    assert names + compact.reflexive == kept
+
+
+def test_srflx_equal_to_a_host_candidate_is_kept_once() -> None:
+    sdp = LIBDATACHANNEL_OFFER.replace(
+        "a=end-of-candidates", "a=candidate:9 1 udp 1 127.0.0.1 53231 typ srflx\r\na=end-of-candidates"
+    )
+    compact = CompactSdp.from_sdp(sdp)
+    assert compact.reflexive == ()
+    assert ("127.0.0.1", 53231) in compact.candidates
+
+
+def test_candidate_cap_counts_both_kinds() -> None:
+    lines = [f"a=candidate:{i} 1 udp 1 10.0.0.{i} 9 typ srflx" for i in range(1, 40)]
+    sdp = LIBDATACHANNEL_OFFER.replace("a=end-of-candidates", "\r\n".join(lines))
+    compact = CompactSdp.from_sdp(sdp)
+    assert len(compact.candidates) + len(compact.reflexive) == MAX_CANDIDATES
+    with pytest.raises(RemoteProtocolError, match="too many"):
+        CompactSdp(
+            compact.ice_ufrag, compact.ice_pwd, compact.fingerprint, "actpass",
+            compact.candidates, (*compact.reflexive, ("10.9.9.9", 1)),
+        )  # fmt: skip
+    with pytest.raises(RemoteProtocolError):
+        CompactSdp("Wq3L", "7d9Xg2iNbV0mBq3o1Kx5zJ1y", OFFER_FINGERPRINT, "actpass",
+                   reflexive=((MDNS, 1),))  # fmt: skip

@@ -6,6 +6,8 @@
 //   dial    {id, pc}        new connection + our channel; replies with the offer SDP
 //   answer  {id, pc, sdp}   apply a remote offer; replies with the answer SDP
 //   remote  {id, pc, sdp}   (dialler) apply the remote answer; replies when applied
+//   ice     {id, sdp}       the STUN servers for new connections: a JSON list of
+//                           "stun:host:port" URIs (the mesh's native nodes, D50)
 //   send    {pc, data}      an ArrayBuffer (transferred) for the channel
 //   close   {pc}            close the channel and the connection
 // Replies: {t: "rtc-reply", id, ok, sdp?, error?}
@@ -14,12 +16,25 @@
 //   buffered {handed, amount}: bytes handed to the channel so far and its bufferedAmount
 //
 // Every connection has exactly one data channel, negotiated out of band (label "zmesh",
-// id 0, ordered), as zmesh/runtime/webrtc.py creates it natively; no STUN or TURN server
-// is configured, so only host (and peer-reflexive) candidates are used.
+// id 0, ordered), as zmesh/runtime/webrtc.py creates it natively.  The only ICE servers are
+// the STUN responders of the native nodes the worker names (op "ice"), so a tab that hides
+// its host addresses behind mDNS names still offers a server-reflexive candidate; no TURN.
 
 const GATHER_TIMEOUT_MS = 3000;
 const BUFFERED_REPORT_MS = 50;
 const MAX_CONNECTIONS = 128;
+const MAX_ICE_SERVERS = 4;
+const STUN_URI = /^stun:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$/;
+
+/** The RTCIceServer list for a JSON list of stun: URIs; throws on anything else. */
+export function iceServers(json) {
+  const list = JSON.parse(json);
+  if (!Array.isArray(list) || list.length > MAX_ICE_SERVERS) throw new Error("bad ICE server list");
+  for (const uri of list) {
+    if (typeof uri !== "string" || !STUN_URI.test(uri)) throw new Error("bad STUN URI");
+  }
+  return list.map((urls) => ({ urls }));
+}
 
 export class RtcHost {
   /**
@@ -29,7 +44,10 @@ export class RtcHost {
   constructor(post, options = {}) {
     this.post = post;
     this.conns = new Map(); // pc id -> {pc, dc, handed, reportTimer}
-    this.stats = { opened: 0, closed: 0, bytesIn: 0, bytesOut: 0, delayed: 0 };
+    this.iceServers = []; // set by the worker (op "ice")
+    // paths: the selected ICE candidate pair of each opened connection, counted by
+    // "local type/remote type" (host, srflx, prflx): which path links really took
+    this.stats = { opened: 0, closed: 0, bytesIn: 0, bytesOut: 0, delayed: 0, paths: {} };
     // token bucket over every channel: one second of burst, at least one 64 KiB message
     this.cap = Math.max(0, options.capBytesPerSec || 0);
     this.tokens = Math.max(this.cap, 65536);
@@ -66,6 +84,7 @@ export class RtcHost {
       case "dial":
       case "answer":
       case "remote":
+      case "ice":
         this.request(msg).then(
           (sdp) => this.post({ t: "rtc-reply", id: msg.id, ok: true, sdp }),
           (err) => this.post({ t: "rtc-reply", id: msg.id, ok: false, error: String(err && err.message || err) }),
@@ -83,6 +102,10 @@ export class RtcHost {
   }
 
   async request(msg) {
+    if (msg.op === "ice") {
+      this.iceServers = iceServers(msg.sdp);
+      return null;
+    }
     if (msg.op === "remote") {
       const conn = this.conns.get(msg.pc);
       if (!conn) throw new Error("no such connection");
@@ -109,7 +132,7 @@ export class RtcHost {
   }
 
   open(id) {
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     const dc = pc.createDataChannel("zmesh", { negotiated: true, id: 0, ordered: true });
     dc.binaryType = "arraybuffer";
     const conn = { pc, dc, handed: 0, reportTimer: 0, open: false };
@@ -117,6 +140,7 @@ export class RtcHost {
     dc.onopen = () => {
       conn.open = true;
       this.stats.opened += 1;
+      this.countPath(pc);
       this.post({ t: "rtc-ev", pc: id, ev: "open" });
     };
     dc.onmessage = (event) => {
@@ -134,6 +158,23 @@ export class RtcHost {
       }
     };
     return conn;
+  }
+
+  /** Count the selected candidate pair's types in stats.paths (best effort). */
+  countPath(pc) {
+    pc.getStats().then((report) => {
+      for (const s of report.values()) {
+        if (s.type !== "transport" || !s.selectedCandidatePairId) continue;
+        const pair = report.get(s.selectedCandidatePairId);
+        const local = pair && report.get(pair.localCandidateId);
+        const remote = pair && report.get(pair.remoteCandidateId);
+        if (!local || !remote) continue;
+        const key = `${local.candidateType}/${remote.candidateType}`;
+        if (Object.keys(this.stats.paths).length < 16 || key in this.stats.paths) {
+          this.stats.paths[key] = (this.stats.paths[key] || 0) + 1;
+        }
+      }
+    }, () => {});
   }
 
   send(id, data) {

@@ -102,6 +102,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         loopback=args.loopback,
         log_hops=args.log_hops,
         rate=args.rate,
+        stun_port=args.stun_port,
     )
     return main_relay(opts)
 
@@ -158,6 +159,7 @@ def cmd_harness(args: argparse.Namespace) -> int:
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     dist = Path(args.dist) if args.dist else None
     opts = HarnessOptions(browsers=args.browsers, relays=args.relays, dist=dist)
+    opts.default_privacy = scenarios == ["browser-pair"]  # mDNS hiding on (D50)
     return main_harness(opts, scenarios)
 
 
@@ -307,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log each circuit's predecessor and successor (for tests of your own mesh only: "
         "such a log names who talks to whom, so production relays keep none)",
+    )
+    relay.add_argument(
+        "--stun-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="UDP port of the STUN binding responder on the --listen host, published in the "
+        "descriptor for browsers (default 0: an ephemeral port; -1: none)",
     )
     add_rate_option(relay)
     relay.set_defaults(func=cmd_relay)
@@ -490,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     harness.add_argument(
         "--scenario",
-        choices=["join", "browser-circuit", "fetch", "embed", "heal", "all"],
+        choices=["join", "browser-circuit", "fetch", "embed", "browser-pair", "heal", "all"],
         default="join",
         help="what to run (default join)",
     )

@@ -43,6 +43,7 @@ from ..identity import Flags, Identity, short_id
 from ..node import Event, LinkClosed, LinkUp, Node, NodeConfig
 from ..signaling.backoff import Backoff
 from .aio import AsyncNode, wall_clock
+from .browser_peers import keep_browser_links, linked_stun_servers
 from .browser_rtc import BrowserRng, BrowserRtc, BrowserTransport, Host, JsHost, to_bytes
 from .browser_store import BrowserChunkStore, ContentDb, JsContentDb, MemoryContentDb
 from .chunkstore import ChunkStoreError
@@ -264,7 +265,7 @@ class BrowserNode:
         self.started_ms = time.time() * 1000
         loopback = on_loopback(config.bootstrap)
         self.node = Node(identity, self.rng, wall_clock(), browser_config(loopback))
-        self.rtc = BrowserRtc(host)
+        self.rtc = BrowserRtc(host, stun=lambda: linked_stun_servers(self.node, loopback))
         self.driver = AsyncNode(self.node, rtc=self.rtc, http_client=http_client, loopback=loopback)
         self.driver.on_event = self._on_event
         self.pool = Pool(self.driver)
@@ -291,6 +292,7 @@ class BrowserNode:
     def start(self) -> None:
         self._spawn(self._bootstrap_loop())
         self._spawn(self._status_loop())
+        self._spawn(keep_browser_links(self.driver))  # links to other browsers (D50)
         log.info("browser event=started node=%s", short_id(self.node.node_id))
 
     async def start_content(self, db: ContentDb) -> None:

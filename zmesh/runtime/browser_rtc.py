@@ -21,7 +21,8 @@ runs on CPython too (the tests drive it with a fake host).
 """
 
 import asyncio
-from collections.abc import Awaitable
+import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..link.transport import DataChannel
@@ -228,10 +229,17 @@ if TYPE_CHECKING:
 
 class BrowserRtc:
     """The :class:`~zmesh.runtime.rtc.RtcBackend` of a browser node (``loopback`` is
-    ignored: the browser gathers its own candidates)."""
+    ignored: the browser gathers its own candidates).
 
-    def __init__(self, host: Host) -> None:
+    ``stun`` names the STUN servers (``stun:host:port`` URIs, :func:`~zmesh.runtime.stun.
+    stun_servers`) for the page's next connections: before each new connection, a list
+    that changed is sent to the page (op ``ice``), so tabs that hide their addresses
+    behind mDNS names learn reflexive candidates from the mesh's own nodes (D50)."""
+
+    def __init__(self, host: Host, stun: Callable[[], list[str]] = list) -> None:
         self.host = host
+        self._stun = stun
+        self._ice_sent: list[str] = []
         self._conns: dict[int, BrowserTransport] = {}
         self._next = 1
 
@@ -283,6 +291,10 @@ class BrowserRtc:
         """A new connection and the page's SDP for it (``op`` is ``dial`` or ``answer``)."""
         transport = self._new()
         try:
+            servers = self._stun()
+            if servers != self._ice_sent:
+                await asyncio.wait_for(self.host.rtc("ice", 0, json.dumps(servers)), RTC_TIMEOUT)
+                self._ice_sent = servers
             local = await asyncio.wait_for(self.host.rtc(op, transport.pc, sdp), RTC_TIMEOUT)
         except TimeoutError:
             transport.close()

@@ -36,6 +36,7 @@ from .http import HttpServer, Request, serve_fixed
 from .lookups import LookupServer
 from .processes import MAX_RELAYS, MIN_RELAYS, LocalProcesses, Process, free_port
 from .store import Store, usable_directory
+from .stun import StunServer, start_stun, stun_uri
 
 if TYPE_CHECKING:
     from .webserver import WebServer
@@ -129,6 +130,7 @@ class RelayOptions:
     log_hops: bool = False  # tests only: production relays keep no record of circuits
     rate: float | None = None  # payload bytes per second given (content; None: no cap)
     share: list[Path] = field(default_factory=list)  # `zmesh share`: pin, print ids
+    stun_port: int = 0  # the STUN responder's UDP port (0: ephemeral; -1: none), D50
 
 
 MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
@@ -187,9 +189,14 @@ async def run_relay(opts: RelayOptions) -> int:
     server = HttpServer(handler)
     bound = await server.start(host, port)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}"
+    addresses: tuple[str, ...] = (url,)
+    stun: StunServer | None = None
+    if opts.stun_port >= 0:  # browsers learn their reflexive addresses here (D50)
+        stun, stun_port = await start_stun(host, opts.stun_port)
+        addresses += (stun_uri(host, stun_port),)
     flags = Flags.EXIT if opts.exit else Flags.NONE
     loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
-    config = relay_config(flags, (url,), hop_events=opts.log_hops, private=loopback)
+    config = relay_config(flags, addresses, hop_events=opts.log_hops, private=loopback)
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:
@@ -205,16 +212,25 @@ async def run_relay(opts: RelayOptions) -> int:
         print(cid, flush=True)
     info = sys.stderr if opts.share else sys.stdout
     seeder.start()
-    cached = [a for d in store.peers(wall_clock()) for a in d.addresses if a != url]
+    cached = [
+        a
+        for d in store.peers(wall_clock())
+        for a in d.addresses
+        if a != url and a.startswith(("http://", "https://"))  # not their stun: URIs
+    ]
     boot = asyncio.ensure_future(keep_bootstrapping(driver, opts.bootstrap + cached[:8]))
     role = "exit relay" if opts.exit else "relay"
     print(f"zmesh {role} {node.node_id.hex()} listening on {url}", file=info, flush=True)
+    if stun is not None:
+        print(f"STUN responder on {addresses[1]}", file=info, flush=True)
     if policy is not None:
         print(f"exit policy: {policy.summary()}", file=info, flush=True)
     try:
         await stop.wait()
     finally:
         boot.cancel()
+        if stun is not None:
+            stun.close()
         await seeder.close()
         await driver.close()
     print("zmesh relay stopped", file=info, flush=True)

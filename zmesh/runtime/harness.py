@@ -4,9 +4,14 @@
         result = await h.run("browser-circuit")
 
 Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright (never a downloaded
-browser).  WebRTC on loopback needs ``--allow-loopback-in-peer-connection`` and camera and
-microphone permission for the page's origin (otherwise Chromium offers only mDNS
-candidates), so every context is created with those permissions.
+browser).  By default every context is created with camera and microphone permission for
+the page's origin and Chromium runs with ``--allow-loopback-in-peer-connection``, so pages
+offer their host addresses.  With ``default_privacy`` (set when ``browser-pair`` is the
+only scenario) neither is given, and each page runs in a Chromium of its own (as two
+people's browsers would: one Chromium resolves the mDNS names of its own tabs): Chromium
+hides its host addresses behind mDNS names, which do not resolve on these machines, so
+pages link to each other through the reflexive candidates that the relays' STUN
+responders give them (D50).
 
 Scenarios:
 
@@ -17,6 +22,9 @@ Scenarios:
   circuit to the native exit (SHA-256 checked in the page);
 * ``embed``: a host page on another origin carries the embed tag; the visitor consents and
   the sandboxed relay iframe joins the mesh;
+* ``browser-pair``: the two first browser nodes link to each other directly (each lists the
+  other among its peers), and a native client's circuit relay -> browser -> browser -> exit
+  fetches a file over that link (SHA-256 checked; both pages count a relayed circuit);
 * ``heal``: the first page's ``zmesh.fetch`` gets a larger file (:data:`HEAL_FILE_SIZE`)
   while a native middle relay of one of its session's legs is killed (SIGKILL); the fetch
   still completes intact (HTTP 200, SHA-256 checked).  Needs :data:`HEAL_RELAYS` relays,
@@ -61,7 +69,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--allow-loopback-in-peer-connection",
 ]
-SCENARIOS = ("join", "browser-circuit", "fetch", "embed", "heal")  # heal kills a relay: last
+SCENARIOS = ("join", "browser-circuit", "fetch", "embed", "browser-pair", "heal")  # heal: last
 FILE_SIZE = 2_000_000
 HEAL_FILE_SIZE = 16_000_000
 HEAL_RELAYS = 5  # the exit and 4 others: two legs with disjoint guards and middles
@@ -102,6 +110,7 @@ class HarnessOptions:
     dist: Path | None = None  # None: find_dist's default
     chromium: str = CHROMIUM
     timeout: float = 90.0
+    default_privacy: bool = False  # no media permission, no loopback flag: mDNS hiding on
 
 
 @dataclass
@@ -156,6 +165,7 @@ class Harness:
         self._stack = contextlib.AsyncExitStack()
         self._tmp = Path(tempfile.mkdtemp(prefix="zmesh-harness-"))
         self._browser: Any = None
+        self._playwright: Any = None
         self.step = ""  # what the running scenario is doing (named when it fails)
 
     async def __aenter__(self) -> "Harness":
@@ -186,15 +196,25 @@ class Harness:
         await self.procs.start(args, "http://")
         self.web_url = f"http://127.0.0.1:{port}"
         await self.files.start()
-        playwright = await self._stack.enter_async_context(async_playwright())
-        self._browser = await playwright.chromium.launch(
-            executable_path=self.opts.chromium, args=CHROMIUM_ARGS, headless=True
-        )
+        self._playwright = await self._stack.enter_async_context(async_playwright())
+        self._browser = await self._launch()
         for _ in range(self.opts.browsers):
             self.pages.append(await self.open_page(f"{self.web_url}/index.html"))
 
+    async def _launch(self) -> Any:
+        args = CHROMIUM_ARGS
+        if self.opts.default_privacy:
+            args = [a for a in args if a != "--allow-loopback-in-peer-connection"]
+        return await self._playwright.chromium.launch(
+            executable_path=self.opts.chromium, args=args, headless=True
+        )
+
     async def open_page(self, url: str) -> Any:
-        context = await self._browser.new_context(permissions=["camera", "microphone"])
+        if self.opts.default_privacy:  # a Chromium of its own, default permissions
+            browser = self._browser if not self.pages else await self._launch()
+            context = await browser.new_context()
+        else:
+            context = await self._browser.new_context(permissions=["camera", "microphone"])
         page = await context.new_page()
         await page.goto(url)
         return page
@@ -217,6 +237,7 @@ class Harness:
             "browser-circuit": self._browser_circuit,
             "fetch": self._fetch,
             "embed": self._embed,
+            "browser-pair": self._browser_pair,
             "heal": self._heal,
         }
         if scenario not in scenarios:
@@ -318,19 +339,109 @@ class Harness:
         finally:
             await client.close()
 
-    async def _find_records(self, client: AsyncNode, node_ids: list[bytes]) -> list[Descriptor]:
+    async def _browser_pair(self, details: list[str]) -> bool:
+        """Two browser nodes link to each other directly; a circuit crosses that link."""
+        if len(self.pages) < 2:
+            raise ZMeshError("the browser-pair scenario needs --browsers 2 or more")
+        pair = self.pages[:2]
+        details.append(
+            "two Chromiums with default privacy (mDNS host names, no media permission)"
+            if self.opts.default_privacy
+            else "pages with media permission (host addresses shown)"
+        )
+        for i, page in enumerate(pair):
+            self.step = f"waiting for browser {i} to be ready"
+            await self.wait_ready(page)
+        ids = [(await self.status(page))["nodeId"] for page in pair]
+        short = [short_id(bytes.fromhex(i)) for i in ids]
+        self.step = "waiting for the two browser nodes to link to each other"
+        start = time.monotonic()
+        while True:
+            statuses = [await self.status(page) for page in pair]
+            if short[1] in statuses[0]["peerIds"] and short[0] in statuses[1]["peerIds"]:
+                break
+            if time.monotonic() - start > self.opts.timeout:
+                raise ZMeshError(f"the browsers did not link: peers {statuses[0]['peerIds']}, "
+                                 f"{statuses[1]['peerIds']}")  # fmt: skip
+            await asyncio.sleep(0.5)
+        details.append(
+            f"browser {short[0]} and browser {short[1]} linked to each other directly "
+            f"{time.monotonic() - start:.1f} s after both were ready"
+        )
+        relayed_before = [s["circuitsRelayed"] for s in statuses]
+        rng = SystemRng()
+        client = AsyncNode(
+            Node(Identity.generate(rng), rng, wall_clock(), NodeConfig(dht=True, gossip=False)),
+            rtc=webrtc,
+            loopback=True,
+        )
+        try:
+            self.step = "linking the native client to the relays"
+            for url in self.relay_urls:
+                with contextlib.suppress(TimeoutError, OSError, ZMeshError):
+                    await client.bootstrap(url)
+            self.step = "finding the browsers' node records through the DHT"
+            wanted = [bytes.fromhex(i) for i in ids]
+            found = await self._find_records(client, wanted, every=True)
+            browsers = {d.node_id: d for d in found}
+            first, second = browsers[wanted[0]], browsers[wanted[1]]
+            directory = client.node.directory
+            exits = [d for d in directory.values() if d.flags & Flags.EXIT]
+            guards = [
+                d
+                for d in directory.values()
+                if client.node.link_to(d.node_id) is not None and not d.flags & Flags.EXIT
+            ]
+            if not exits or not guards:
+                raise ZMeshError("not enough relays for a guard and an exit")
+            self.step = "building relay -> browser -> browser -> exit"
+            cid, tried = None, []
+            for guard in guards:
+                try:
+                    cid = await client.build_circuit([guard, first, second, exits[0]], timeout=10)
+                    break
+                except (TimeoutError, ZMeshError) as exc:
+                    tried.append(f"{short_id(guard.node_id)}: {str(exc) or type(exc).__name__}")
+            if cid is None:
+                raise ZMeshError(f"no circuit over the browsers' link ({'; '.join(tried)})")
+            path = " -> ".join(short_id(h) for h in client.node.builder.path(cid))
+            details.append(f"circuit {path} (relay -> browser -> browser -> exit) built")
+            self.step = "fetching the file over the browsers' link"
+            pipe = client.open_stream(client.session_for([cid]), self.files.url.split("/")[2])
+            await pipe.wait_connected(self.opts.timeout)
+            body = await _http_get_over(pipe, self.files.url)
+            match = hashlib.sha256(body).hexdigest() == self.files.sha256
+            details.append(
+                f"fetched {len(body)} bytes over it, SHA-256 {'matches' if match else 'MISMATCH'}"
+            )
+            after = [await self.status(page) for page in pair]
+            relayed = [a["circuitsRelayed"] - b for a, b in zip(after, relayed_before, strict=True)]
+            still = short[1] in after[0]["peerIds"] and short[0] in after[1]["peerIds"]
+            details.append(
+                f"status: circuits relayed since linking {relayed[0]} and {relayed[1]}; "
+                f"still linked to each other: {still}"
+            )
+            paths = [json.dumps(a.get("page", {}).get("paths", {})) for a in after]
+            details.append(f"ICE paths of the pages' links (local/remote): {paths[0]}, {paths[1]}")
+            return match and still and min(relayed) >= 1
+        finally:
+            await client.close()
+
+    async def _find_records(
+        self, client: AsyncNode, node_ids: list[bytes], *, every: bool = False
+    ) -> list[Descriptor]:
         """The descriptors of ``node_ids`` that DHT lookups of their node records find
-        (one lookup each, again every 2 s, until one is found or the timeout); raises
-        ZMeshError if none is."""
+        (one lookup each, again every 2 s, until one is found, or ``every`` one, or the
+        timeout); raises ZMeshError if none is (or not every one)."""
         dht = client.node.dht
         assert dht is not None
         deadline = time.monotonic() + self.opts.timeout
         while True:
             found = [r.descriptor for i in node_ids if (r := dht.node_record(i)) is not None]
-            if found:
+            if found and (not every or len(found) == len(node_ids)):
                 return found
             if time.monotonic() > deadline:
-                raise ZMeshError("no DHT lookup found a browser node's record")
+                raise ZMeshError(f"DHT lookups found {len(found)} of {len(node_ids)} records")
             for node_id in node_ids:
                 with contextlib.suppress(ZMeshError):
                     client.call(functools.partial(dht.find_node_record, node_id))

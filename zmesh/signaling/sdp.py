@@ -28,7 +28,11 @@ _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
 _HEX_FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31}")
 _SETUP_CODES: Final = {"actpass": 1, "active": 2, "passive": 3}
 _SETUP_NAMES: Final = {v: k for k, v in _SETUP_CODES.items()}
-_COMPACT_VERSION: Final = 1
+_MDNS_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.local")
+_COMPACT_V1: Final = 1  # UDP host candidates with IP addresses only
+_COMPACT_V2: Final = 2  # also mDNS host names and server-reflexive candidates
+# a compact candidate's kind byte (v1 knows only the first two)
+_HOST_V4, _HOST_V6, _SRFLX_V4, _SRFLX_V6, _HOST_MDNS = 4, 6, 0x14, 0x16, 0x20
 
 
 def _sdp_lines(sdp: str) -> list[str]:
@@ -107,11 +111,13 @@ def channel_binding(local_fingerprint: bytes, remote_fingerprint: bytes) -> byte
     return hashlib.sha256(b"".join(sorted((local_fingerprint, remote_fingerprint)))).digest()
 
 
-def _parse_candidate(value: str) -> tuple[str, int] | None:
-    """``(ip, port)`` of a UDP host candidate with an IP literal, else None (skipped).
+def _parse_candidate(value: str) -> tuple[str, int, str] | None:
+    """``(address, port, type)`` of a UDP candidate we keep, else None (skipped).
 
-    Candidates on other transports, of other types, on RTCP's component, or with an
-    mDNS/FQDN address are legal but not kept; syntax errors raise.
+    Kept: ``host`` candidates whose address is an IP literal or an mDNS name (the
+    ``<uuid>.local`` that browsers put in place of their addresses), and ``srflx``
+    candidates with an IP literal.  Candidates on other transports or components, of other
+    types (relay, prflx), or with another name are legal but not kept; syntax errors raise.
     """
     parts = value.split(" ")
     if len(parts) < 8 or parts[6] != "typ":
@@ -126,30 +132,38 @@ def _parse_candidate(value: str) -> tuple[str, int] | None:
         raise RemoteProtocolError("malformed candidate transport or type")
     if not address or len(address) > 255:
         raise RemoteProtocolError("malformed candidate address")
-    if component_id != 1 or transport.lower() != "udp" or cand_type != "host" or port == 0:
+    if component_id != 1 or transport.lower() != "udp" or port == 0:
         return None
+    if cand_type not in ("host", "srflx"):
+        return None
+    if _MDNS_NAME.fullmatch(address):
+        return (address, port, "host") if cand_type == "host" else None
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return None  # an mDNS name (browsers) or an FQDN
+        return None  # an FQDN, or an mDNS name of another form
     if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
         return None
     if ip.is_unspecified or ip.is_multicast:
         return None
-    return str(ip), port
+    return str(ip), port, cand_type
 
 
-def _check_candidate(candidate: tuple[str, int]) -> None:
+def _check_candidate(candidate: tuple[str, int], *, names: bool) -> None:
     if not isinstance(candidate, tuple) or len(candidate) != 2:
-        raise RemoteProtocolError("a candidate is an (ip, port) pair")
-    ip_text, port = candidate
+        raise RemoteProtocolError("a candidate is an (address, port) pair")
+    address, port = candidate
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise RemoteProtocolError("candidate port out of range")
+    if not isinstance(address, str):
+        raise RemoteProtocolError("candidate address is not text")
+    if names and _MDNS_NAME.fullmatch(address):
+        return
     try:
-        ip = ipaddress.ip_address(ip_text)
+        ip = ipaddress.ip_address(address)
     except ValueError:
         raise RemoteProtocolError("candidate address is not an IP address") from None
-    if str(ip) != ip_text:
+    if str(ip) != address:
         raise RemoteProtocolError("candidate address is not in canonical form")
 
 
@@ -157,14 +171,21 @@ def _check_candidate(candidate: tuple[str, int]) -> None:
 class CompactSdp:
     """The parts of a data-channel SDP that differ between connections.
 
-    ``from_sdp`` keeps the ICE credentials, the SHA-256 fingerprint, the DTLS role and the
-    UDP host candidates with IP-literal addresses (in their order, at most
-    :data:`MAX_CANDIDATES`); ``to_sdp`` rebuilds a minimal standard SDP around them.
-    ``encode``/``decode`` are its binary form for signaling messages::
+    ``from_sdp`` keeps the ICE credentials, the SHA-256 fingerprint, the DTLS role, the
+    UDP host candidates (IP literals, and the ``<uuid>.local`` mDNS names that browsers
+    show instead of their addresses) and the server-reflexive ones (IP literals), each
+    list in its order, at most :data:`MAX_CANDIDATES` in all; ``to_sdp`` rebuilds a
+    minimal standard SDP around them.  ``encode``/``decode`` are its binary form for
+    signaling messages::
 
-        u8 version (1) | u8 setup (1 actpass, 2 active, 3 passive) | fingerprint[32]
+        u8 version | u8 setup (1 actpass, 2 active, 3 passive) | fingerprint[32]
         | u16 len | ice-ufrag | u16 len | ice-pwd
-        | u8 count | count * (u8 family (4 or 6) | address[4 or 16] | u16 port)
+        | u8 count | count * (u8 kind | address | u16 port)
+
+    where ``kind`` is 4 or 6 (a host IPv4 or IPv6 address, 4 or 16 bytes), and in version
+    2 only, 0x14 or 0x16 (a server-reflexive IPv4 or IPv6 address) or 0x20 (an mDNS host
+    name: the 16 bytes of its UUID).  ``encode`` writes version 1 when every candidate is
+    a host IP address (as native nodes' are), so older nodes still read it.
 
     Every parsing path raises :class:`~zmesh.errors.RemoteProtocolError` on bad input.
     The SDP must describe exactly one data-channel section (``mid`` ``0``, SCTP port
@@ -175,7 +196,8 @@ class CompactSdp:
     ice_pwd: str
     fingerprint: bytes
     setup: str  # "actpass" (offers), "active" or "passive" (answers)
-    candidates: tuple[tuple[str, int], ...] = ()
+    candidates: tuple[tuple[str, int], ...] = ()  # host: an IP address or an mDNS name
+    reflexive: tuple[tuple[str, int], ...] = ()  # server-reflexive: an IP address
 
     def __post_init__(self) -> None:
         if not _ICE_CHARS.fullmatch(self.ice_ufrag) or not 4 <= len(self.ice_ufrag) <= 256:
@@ -186,10 +208,14 @@ class CompactSdp:
             raise RemoteProtocolError("the fingerprint must be 32 bytes (SHA-256)")
         if self.setup not in _SETUP_CODES:
             raise RemoteProtocolError(f"invalid DTLS setup role {self.setup!r}")
-        if not isinstance(self.candidates, tuple) or len(self.candidates) > MAX_CANDIDATES:
+        if not isinstance(self.candidates, tuple) or not isinstance(self.reflexive, tuple):
+            raise RemoteProtocolError("candidates must be tuples")
+        if len(self.candidates) + len(self.reflexive) > MAX_CANDIDATES:
             raise RemoteProtocolError("too many candidates")
         for candidate in self.candidates:
-            _check_candidate(candidate)
+            _check_candidate(candidate, names=True)
+        for candidate in self.reflexive:
+            _check_candidate(candidate, names=False)
 
     @classmethod
     def from_sdp(cls, sdp: str) -> "CompactSdp":
@@ -212,17 +238,22 @@ class CompactSdp:
         for port in _attributes(lines, "sctp-port"):
             if _int(port, "SCTP port", 65535) != SCTP_PORT:
                 raise RemoteProtocolError(f"unsupported SCTP port {port}")
-        candidates: list[tuple[str, int]] = []
+        host: list[tuple[str, int]] = []
+        reflexive: list[tuple[str, int]] = []
         for value in _attributes(lines, "candidate"):
             parsed = _parse_candidate(value)
-            if parsed is not None and parsed not in candidates:
-                candidates.append(parsed)
+            if parsed is None or len(host) + len(reflexive) >= MAX_CANDIDATES:
+                continue
+            pair, kept = parsed[:2], host if parsed[2] == "host" else reflexive
+            if pair not in host and pair not in reflexive:  # a srflx equal to a host: once
+                kept.append(pair)
         return cls(
             ice_ufrag=_single(_attributes(lines, "ice-ufrag"), "a=ice-ufrag"),
             ice_pwd=_single(_attributes(lines, "ice-pwd"), "a=ice-pwd"),
             fingerprint=_fingerprint_from_lines(lines),
             setup=_single(_attributes(lines, "setup"), "a=setup"),
-            candidates=tuple(candidates[:MAX_CANDIDATES]),
+            candidates=tuple(host),
+            reflexive=tuple(reflexive),
         )
 
     def to_sdp(self, role: str) -> str:
@@ -254,30 +285,42 @@ class CompactSdp:
             f"a=sctp-port:{SCTP_PORT}",
             f"a=max-message-size:{MAX_MESSAGE_SIZE}",
         ]
-        for i, (ip, port) in enumerate(self.candidates):
-            priority = (126 << 24) | ((0xFFFF - i) << 8) | 255
-            lines.append(f"a=candidate:{i + 1} 1 UDP {priority} {ip} {port} typ host")
+        for i, (address, port) in enumerate(self.candidates):
+            priority = (126 << 24) | ((0xFFFF - i) << 8) | 255  # RFC 8445 section 5.1.2.1
+            lines.append(f"a=candidate:{i + 1} 1 UDP {priority} {address} {port} typ host")
+        for i, (ip, port) in enumerate(self.reflexive, start=len(self.candidates)):
+            priority = (100 << 24) | ((0xFFFF - i) << 8) | 255
+            lines.append(
+                f"a=candidate:{i + 1} 1 UDP {priority} {ip} {port} typ srflx raddr 0.0.0.0 rport 0"
+            )
         lines.append("a=end-of-candidates")
         return "\r\n".join(lines) + "\r\n"
 
     def encode(self) -> bytes:
+        plain = not self.reflexive and not any(_MDNS_NAME.fullmatch(a) for a, _ in self.candidates)
         out = [
-            bytes([_COMPACT_VERSION, _SETUP_CODES[self.setup]]),
+            bytes([_COMPACT_V1 if plain else _COMPACT_V2, _SETUP_CODES[self.setup]]),
             self.fingerprint,
             push_vector(self.ice_ufrag.encode("ascii"), 2),
             push_vector(self.ice_pwd.encode("ascii"), 2),
-            bytes([len(self.candidates)]),
+            bytes([len(self.candidates) + len(self.reflexive)]),
         ]
-        for ip_text, port in self.candidates:
-            packed = ipaddress.ip_address(ip_text).packed
-            out.append(bytes([4 if len(packed) == 4 else 6]) + packed + port.to_bytes(2, "big"))
+        for (address, port), srflx in [(c, False) for c in self.candidates] + [
+            (c, True) for c in self.reflexive
+        ]:
+            if _MDNS_NAME.fullmatch(address):
+                kind, packed = _HOST_MDNS, bytes.fromhex(address[:-6].replace("-", ""))
+            else:
+                packed = ipaddress.ip_address(address).packed
+                kind = (_HOST_V4 if len(packed) == 4 else _HOST_V6) | (0x10 if srflx else 0)
+            out.append(bytes([kind]) + packed + port.to_bytes(2, "big"))
         return b"".join(out)
 
     @classmethod
     def decode(cls, data: bytes) -> "CompactSdp":
         buf = Buffer(data)
         version = buf.pull_uint8()
-        if version != _COMPACT_VERSION:
+        if version not in (_COMPACT_V1, _COMPACT_V2):
             raise RemoteProtocolError(f"unknown compact SDP version {version}")
         setup = _SETUP_NAMES.get(buf.pull_uint8())
         if setup is None:
@@ -288,19 +331,35 @@ class CompactSdp:
         count = buf.pull_uint8()
         if count > MAX_CANDIDATES:
             raise RemoteProtocolError("too many candidates")
-        candidates = []
+        kinds: tuple[int, ...] = (_HOST_V4, _HOST_V6)
+        if version == _COMPACT_V2:
+            kinds += (_SRFLX_V4, _SRFLX_V6, _HOST_MDNS)
+        host: list[tuple[str, int]] = []
+        reflexive: list[tuple[str, int]] = []
         for _ in range(count):
-            family = buf.pull_uint8()
-            if family not in (4, 6):
-                raise RemoteProtocolError(f"unknown address family {family}")
-            packed = buf.pull_bytes(4 if family == 4 else 16)
-            ip = ipaddress.IPv4Address(packed) if family == 4 else ipaddress.IPv6Address(packed)
-            candidates.append((str(ip), buf.pull_uint16()))
+            kind = buf.pull_uint8()
+            if kind not in kinds:
+                raise RemoteProtocolError(f"unknown candidate kind {kind}")
+            if kind == _HOST_MDNS:
+                text = buf.pull_bytes(16).hex()
+                address = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}.local"
+            elif kind & 0x0F == 4:
+                address = str(ipaddress.IPv4Address(buf.pull_bytes(4)))
+            else:
+                address = str(ipaddress.IPv6Address(buf.pull_bytes(16)))
+            (reflexive if kind & 0x10 else host).append((address, buf.pull_uint16()))
         buf.expect_eof()
+        if (
+            version == _COMPACT_V2
+            and not reflexive
+            and not any(_MDNS_NAME.fullmatch(a) for a, _ in host)
+        ):
+            raise RemoteProtocolError("compact SDP version 2 without a candidate that needs it")
         return cls(  # __post_init__ checks the credentials' characters
             ice_ufrag=ufrag.decode("latin-1"),
             ice_pwd=pwd.decode("latin-1"),
             fingerprint=fingerprint,
             setup=setup,
-            candidates=tuple(candidates),
+            candidates=tuple(host),
+            reflexive=tuple(reflexive),
         )
