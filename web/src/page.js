@@ -12,6 +12,7 @@
 // (status().maxLongTaskMs).
 
 import { RtcHost } from "./rtc.js";
+import { listenForPushes } from "./wake.js";
 
 const CHART_SECONDS = 60;
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
@@ -98,6 +99,12 @@ worker.onmessage = (event) => {
 };
 worker.onerror = (event) => fail(`the node's worker failed: ${event.message || "unknown error"}`);
 addEventListener("pagehide", () => rtc.closeAll());
+// pushes from wake nodes (D54): the service worker hands them here, the node checks them
+listenForPushes((data, arrived) => worker.postMessage({ t: "push", data, arrived }, [data]));
+// ?test_hooks=1 (the harness): window.zmeshTest.isolate() blocks HTTP signaling and drops
+// every link, as a censor would
+const testHooks = new URLSearchParams(location.search).get("test_hooks") === "1";
+if (testHooks) window.zmeshTest = Object.freeze({ isolate: () => call("isolate", {}, null) });
 
 function call(method, args, body) {
   if (state.error) return Promise.reject(new Error(state.error));
@@ -122,6 +129,7 @@ fetch("config.json", { cache: "no-store" })
         bootstrap,
         verbose: config.verbose | 0,
         trustCa: typeof config.trustCa === "string" ? config.trustCa : "", // --trust-ca (D51)
+        testHooks,
         boot: { pageStart: performance.timeOrigin },
       },
     });

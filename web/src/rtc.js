@@ -10,6 +10,13 @@
 //                           "stun:host:port" URIs (the mesh's native nodes, D50)
 //   send    {pc, data}      an ArrayBuffer (transferred) for the channel
 //   close   {pc}            close the channel and the connection
+//   cert    {id}            the SHA-256 fingerprint of the certificate kept for dials by
+//                           push (web/src/wake.js), "AA:BB:..."
+//   pushsub {id, sdp}       subscribe to push for a wake node: {key, scope} as JSON;
+//                           replies with the subscription's JSON (D54)
+//   pushdial {id, pc, sdp}  a connection dialled by push: {ufrag, pwd, answer} as JSON; an
+//                           offer with the kept certificate and those ICE credentials,
+//                           then the answer applied; replies with the local SDP
 // Replies: {t: "rtc-reply", id, ok, sdp?, error?}
 // Events, page -> worker: {t: "rtc-ev", pc, ev, ...}:
 //   open; message {data: ArrayBuffer, transferred}; close {reason};
@@ -19,6 +26,8 @@
 // id 0, ordered), as zmesh/runtime/webrtc.py creates it natively.  The only ICE servers are
 // the STUN responders of the native nodes the worker names (op "ice"), so a tab that hides
 // its host addresses behind mDNS names still offers a server-reflexive candidate; no TURN.
+
+import { subscribeWake, wakeCertificate, wakeFingerprint } from "./wake.js";
 
 const GATHER_TIMEOUT_MS = 3000;
 const BUFFERED_REPORT_MS = 50;
@@ -85,6 +94,9 @@ export class RtcHost {
       case "answer":
       case "remote":
       case "ice":
+      case "cert":
+      case "pushsub":
+      case "pushdial":
         this.request(msg).then(
           (sdp) => this.post({ t: "rtc-reply", id: msg.id, ok: true, sdp }),
           (err) => this.post({ t: "rtc-reply", id: msg.id, ok: false, error: String(err && err.message || err) }),
@@ -106,6 +118,8 @@ export class RtcHost {
       this.iceServers = iceServers(msg.sdp);
       return null;
     }
+    if (msg.op === "cert") return wakeFingerprint();
+    if (msg.op === "pushsub") return subscribeWake(msg.sdp);
     if (msg.op === "remote") {
       const conn = this.conns.get(msg.pc);
       if (!conn) throw new Error("no such connection");
@@ -114,9 +128,21 @@ export class RtcHost {
     }
     if (this.conns.has(msg.pc)) throw new Error("connection id in use");
     if (this.conns.size >= MAX_CONNECTIONS) throw new Error("too many connections");
-    const conn = this.open(msg.pc);
+    const dial = msg.op === "pushdial" ? parseDial(msg.sdp) : null;
+    const conn = this.open(msg.pc, dial ? [await wakeCertificate()] : undefined);
     try {
       const pc = conn.pc;
+      if (dial) {
+        // the wake node built our offer: its ICE credentials go in before
+        // setLocalDescription, and its answer is applied at once (no gathering to wait for)
+        const offer = await pc.createOffer();
+        const sdp = offer.sdp
+          .replace(/^a=ice-ufrag:.*$/gm, `a=ice-ufrag:${dial.ufrag}`)
+          .replace(/^a=ice-pwd:.*$/gm, `a=ice-pwd:${dial.pwd}`);
+        await pc.setLocalDescription({ type: "offer", sdp });
+        await pc.setRemoteDescription({ type: "answer", sdp: dial.answer });
+        return pc.localDescription.sdp;
+      }
       if (msg.op === "answer") {
         await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
         await pc.setLocalDescription(await pc.createAnswer());
@@ -131,8 +157,10 @@ export class RtcHost {
     }
   }
 
-  open(id) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+  open(id, certificates) {
+    const config = { iceServers: this.iceServers };
+    if (certificates) config.certificates = certificates;
+    const pc = new RTCPeerConnection(config);
     const dc = pc.createDataChannel("zmesh", { negotiated: true, id: 0, ordered: true });
     dc.binaryType = "arraybuffer";
     const conn = { pc, dc, handed: 0, reportTimer: 0, open: false };
@@ -219,6 +247,17 @@ export class RtcHost {
   closeAll() {
     for (const id of [...this.conns.keys()]) this.close(id, "page closing");
   }
+}
+
+const ICE_CHARS = /^[A-Za-z0-9+/]{4,256}$/;
+
+/** A pushdial request's {ufrag, pwd, answer}; throws if it is not one. */
+function parseDial(json) {
+  const dial = JSON.parse(json);
+  if (!dial || !ICE_CHARS.test(dial.ufrag) || !ICE_CHARS.test(dial.pwd) || typeof dial.answer !== "string") {
+    throw new Error("bad pushdial request");
+  }
+  return dial;
 }
 
 /** Resolve once ICE gathering is complete (or after GATHER_TIMEOUT_MS, with what we have). */

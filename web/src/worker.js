@@ -127,6 +127,9 @@ function dispatch(msg) {
       node.on_rtc_event(msg.pc, msg.ev, data, msg.handed || 0, msg.amount || 0);
       return;
     }
+    case "push": // a push the service worker received (D54)
+      node.on_push(new Uint8Array(msg.data), msg.arrived);
+      return;
     case "call": {
       const body = msg.body ? new Uint8Array(msg.body) : undefined;
       node.on_call(msg.id, msg.method, JSON.stringify(msg.args || {}), body);

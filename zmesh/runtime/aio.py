@@ -69,6 +69,7 @@ from ..signaling.negotiation import (
     SignalingBusyError,
 )
 from ..signaling.sdp import CompactSdp
+from ..signaling.wake import is_wake_payload
 from .entropy import SystemRng
 from .http import HttpError, HttpServer, Request, http_request
 from .rtc import RtcBackend, TransportError
@@ -185,6 +186,8 @@ class AsyncNode:
         self.content: Callable[[StreamPipe, str], Awaitable[None]] | None = None
         # streams whose target is LOOKUP_TARGET: zmesh/runtime/lookups.py
         self.lookup: Callable[[StreamPipe], Awaitable[None]] | None = None
+        # SIGNAL payloads that are wake records or dials (D54): zmesh/runtime/wake.py
+        self.on_wake: Callable[[bytes, bytes], None] | None = None
         self.http: HttpServer | None = None
         self.dials = dict.fromkeys(("http", "mesh", "failed"), 0)  # DialWanted, carried out
         self._closing = False
@@ -542,6 +545,10 @@ class AsyncNode:
         """A SIGNAL payload from ``origin``: an answer to one of our offers, or an offer
         to answer (in the background, replying through the mesh).  Bad or refused
         messages are dropped."""
+        if is_wake_payload(payload):
+            if self.on_wake is not None:
+                self.on_wake(origin, payload)
+            return
         now = wall_clock()
         try:
             if decode_message(payload).kind is Kind.ANSWER:

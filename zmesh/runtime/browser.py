@@ -46,6 +46,7 @@ from .aio import AsyncNode, wall_clock
 from .browser_peers import keep_browser_links, linked_stun_servers
 from .browser_rtc import BrowserRng, BrowserRtc, BrowserTransport, Host, JsHost, to_bytes
 from .browser_store import BrowserChunkStore, ContentDb, JsContentDb, MemoryContentDb
+from .browser_wake import BrowserWake
 from .chunkstore import ChunkStoreError
 from .content import Seeder
 from .content_fetch import Fetch
@@ -188,6 +189,7 @@ class BrowserConfig:
     boot: dict[str, float] = field(default_factory=dict)  # the worker's timestamps (ms)
     verbose: int = 0
     trust_ca: str = ""  # PEM CAs zmesh.fetch trusts beyond certifi's (--trust-ca, D51)
+    test_hooks: bool = False  # the page was opened with ?test_hooks=1 (the harness)
 
     @classmethod
     def parse(cls, text: str) -> "BrowserConfig":
@@ -211,7 +213,7 @@ class BrowserConfig:
         if not isinstance(trust_ca, str) or len(trust_ca) > MAX_TRUST_CA:
             raise ValueError(f'config "trustCa" must be PEM text of at most {MAX_TRUST_CA} bytes')
         verbose = verbose if isinstance(verbose, int) else 0
-        return cls(urls[:32], timings, verbose, trust_ca)
+        return cls(urls[:32], timings, verbose, trust_ca, raw.get("testHooks") is True)
 
 
 def on_loopback(urls: list[str]) -> bool:
@@ -266,9 +268,12 @@ class BrowserNode:
         loopback = on_loopback(config.bootstrap)
         self.node = Node(identity, self.rng, wall_clock(), browser_config(loopback))
         self.rtc = BrowserRtc(host, stun=lambda: linked_stun_servers(self.node, loopback))
-        self.driver = AsyncNode(self.node, rtc=self.rtc, http_client=http_client, loopback=loopback)
+        self._http_client = http_client
+        self.driver = AsyncNode(self.node, rtc=self.rtc, http_client=self._http, loopback=loopback)
         self.driver.on_event = self._on_event
         self.pool = Pool(self.driver)
+        self.wake = BrowserWake(self.driver, self.rtc, host)  # woken by push (D54)
+        self.signaling_blocked = False  # test hook (config testHooks): HTTP signaling fails
         self.bootstrap = [BootstrapEntry(url) for url in config.bootstrap]
         self.first_link_ms: float | None = None
         self.ready_ms: float | None = None
@@ -293,6 +298,7 @@ class BrowserNode:
         self._spawn(self._bootstrap_loop())
         self._spawn(self._status_loop())
         self._spawn(keep_browser_links(self.driver))  # links to other browsers (D50)
+        self._spawn(self.wake.run())  # wake records at up to 3 native nodes (D54)
         log.info("browser event=started node=%s", short_id(self.node.node_id))
 
     async def start_content(self, db: ContentDb) -> None:
@@ -322,6 +328,7 @@ class BrowserNode:
     async def close(self) -> None:
         self._closing = True
         self._tasks.cancel()
+        self.wake.close()
         if self.seeder is not None:
             await self.seeder.close()
         await self.driver.close()
@@ -337,6 +344,14 @@ class BrowserNode:
         except Exception:
             log.exception("browser event=rtc_event_failed ev=%s", ev)
 
+    def on_push(self, data: Any, arrived_ms: float) -> None:
+        """A push payload the page's service worker received (D54); never raises."""
+        try:
+            self.wake.on_push(to_bytes(data), float(arrived_ms))
+        except Exception:
+            log.exception("browser event=push_failed")
+        self._dirty = True
+
     def on_call(self, call_id: int, method: str, args_json: str, body: Any) -> None:
         """A ``window.zmesh`` call from the page; the answer goes back through host.reply."""
         try:
@@ -351,10 +366,25 @@ class BrowserNode:
                 self._spawn(self._share(call_id, to_bytes(body)))
             elif method == "get":
                 self._spawn(self._get(call_id, args))
+            elif method == "isolate" and self.config.test_hooks:
+                self._isolate()
+                self.host.reply(call_id, True, "{}", None)
             else:
                 raise ValueError(f"unknown method {method!r}")
         except Exception as exc:
             self.host.reply(call_id, False, json.dumps({"error": str(exc)}), None)
+
+    def _isolate(self) -> None:
+        """Test hook (the harness's ``push`` scenario): from now on every HTTP signaling
+        request fails as if the relays' endpoints were blocked, and every link closes."""
+        self.signaling_blocked = True
+        for link_id in list(self.driver._transports):
+            self._spawn(self.driver._close_transport(link_id))
+
+    async def _http(self, url: str, **kwargs: Any) -> tuple[int, bytes]:
+        if self.signaling_blocked:
+            raise ZMeshError("unreachable (blocked by the test hook)")
+        return await self._http_client(url, **kwargs)
 
     # -- the mesh ------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
@@ -449,6 +479,7 @@ class BrowserNode:
             "content": self._content_status(),
             "bootstrap": [e.as_dict() for e in self.bootstrap],
             "sessions": self._sessions_status(),
+            "push": self.wake.status(),
             "timings": {
                 "workerStartMs": span("pageStart", "workerStart"),
                 "pyodideBootMs": span("workerStart", "pyodideLoaded"),

@@ -260,6 +260,13 @@ class BrowserRtc:
         :class:`TransportError` if the page does not answer in time."""
         return await answer_offer(offer_sdp, lambda: self._local_description("answer", offer_sdp))
 
+    async def push_dial(self, request_json: str) -> tuple[BrowserTransport, str]:
+        """A new connection dialled by push (D54): the page makes an offer with its stored
+        certificate and the pushed ICE credentials, applies the pushed answer, and returns
+        its local SDP (``request_json``: ``{ufrag, pwd, answer}``).  :class:`TransportError`
+        if the page cannot, or not in time."""
+        return await self._local_description("pushdial", request_json)
+
     def on_event(self, pc: int, ev: str, data: bytes, handed: int, amount: int) -> None:
         """An event from the page for connection ``pc`` (see ``web/src/rtc.js``)."""
         transport = self._conns.get(pc)

@@ -35,8 +35,10 @@ from .entropy import SystemRng
 from .http import HttpServer, Request, serve_fixed
 from .lookups import LookupServer
 from .processes import MAX_RELAYS, MIN_RELAYS, LocalProcesses, Process, free_port
+from .push import NodeVapidKey
 from .store import Store, usable_directory
 from .stun import StunServer, start_stun, stun_uri
+from .wake import WakeService, wake_address
 
 if TYPE_CHECKING:
     from .webserver import WebServer
@@ -194,6 +196,8 @@ async def run_relay(opts: RelayOptions) -> int:
     if opts.stun_port >= 0:  # browsers learn their reflexive addresses here (D50)
         stun, stun_port = await start_stun(host, opts.stun_port)
         addresses += (stun_uri(host, stun_port),)
+    vapid = NodeVapidKey.load_or_create(opts.data)  # browsers subscribe with it (D48, D54)
+    addresses += (wake_address(vapid),)
     flags = Flags.EXIT if opts.exit else Flags.NONE
     loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
     config = relay_config(flags, addresses, hop_events=opts.log_hops, private=loopback)
@@ -206,6 +210,7 @@ async def run_relay(opts: RelayOptions) -> int:
     if opts.log_hops:
         driver.on_event = log_hop
     driver_box.append(driver)
+    wake = WakeService(driver, vapid)  # wakes browsers that gave it a wake record (D54)
     seeder = Seeder(driver, opts.data, opts.rate)  # serves and announces what the store holds
     LookupServer(driver)  # runs provider lookups for others, through their circuits
     for cid in seeder.share(opts.share):  # `zmesh share`: only the ids go to stdout
@@ -232,6 +237,7 @@ async def run_relay(opts: RelayOptions) -> int:
         if stun is not None:
             stun.close()
         await seeder.close()
+        await wake.close()
         await driver.close()
     print("zmesh relay stopped", file=info, flush=True)
     return 0
