@@ -159,6 +159,7 @@ def cmd_harness(args: argparse.Namespace) -> int:
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     dist = Path(args.dist) if args.dist else None
     opts = HarnessOptions(browsers=args.browsers, relays=args.relays, dist=dist)
+    opts.browser = args.browser  # firefox: Debian's Firefox ESR over WebDriver BiDi (D54)
     opts.default_privacy = scenarios == ["browser-pair"]  # mDNS hiding on (D50)
     return main_harness(opts, scenarios)
 
@@ -500,9 +501,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     harness.add_argument(
         "--scenario",
-        choices=["join", "browser-circuit", "fetch", "embed", "browser-pair", "heal", "all"],
+        choices=[
+            "join",
+            "browser-circuit",
+            "fetch",
+            "embed",
+            "browser-pair",
+            "heal",
+            "push",
+            "all",
+        ],
         default="join",
         help="what to run (default join)",
+    )
+    harness.add_argument(
+        "--browser",
+        choices=["chromium", "firefox"],
+        default="chromium",
+        help="Chromium (Playwright) or Firefox ESR (puppeteer-core; join, fetch and push)",
     )
     harness.add_argument("--dist", help="the browser bundle (default: as for `zmesh web`)")
     harness.set_defaults(func=cmd_harness)

@@ -54,11 +54,20 @@ from ..node import Node, NodeConfig
 from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
+from .harness_firefox import (
+    FIREFOX_PREFS,
+    FirefoxDriver,
+    LocalPushService,
+    ensure_firefox,
+    start_push_service,
+)
 from .http import serve_fixed
 from .processes import LocalProcesses, free_port
 from .webserver import find_dist
 
 CHROMIUM = "/usr/bin/chromium"
+FIREFOX = "/usr/bin/firefox-esr"
+BROWSERS = ("chromium", "firefox")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -70,6 +79,8 @@ CHROMIUM_ARGS = [
     "--allow-loopback-in-peer-connection",
 ]
 SCENARIOS = ("join", "browser-circuit", "fetch", "embed", "browser-pair", "heal")  # heal: last
+FIREFOX_SCENARIOS = ("join", "fetch", "push")  # what the Firefox pages support
+PUSH_WAIT = 60.0  # seconds for a page to hand its wake records out, and to be woken
 FILE_SIZE = 2_000_000
 HEAL_FILE_SIZE = 16_000_000
 HEAL_RELAYS = 5  # the exit and 4 others: two legs with disjoint guards and middles
@@ -111,6 +122,9 @@ class HarnessOptions:
     chromium: str = CHROMIUM
     timeout: float = 90.0
     default_privacy: bool = False  # no media permission, no loopback flag: mDNS hiding on
+    browser: str = "chromium"  # or "firefox": Debian's Firefox ESR over WebDriver BiDi
+    firefox: str = FIREFOX
+    push: bool = False  # run `zmesh push-service` (Firefox's dom.push.serverURL) and test hooks
 
 
 @dataclass
@@ -167,6 +181,7 @@ class Harness:
         self._browser: Any = None
         self._playwright: Any = None
         self.step = ""  # what the running scenario is doing (named when it fails)
+        self.push_service: LocalPushService | None = None
 
     async def __aenter__(self) -> "Harness":
         try:
@@ -181,12 +196,18 @@ class Harness:
 
     async def _start(self) -> None:
         self.dist = find_dist(self.opts.dist)
-        if not Path(self.opts.chromium).exists():
+        firefox = self.opts.browser == "firefox"
+        if self.opts.push and not firefox:
+            raise ZMeshError("the push scenario needs --browser firefox (Chromium pushes via FCM)")
+        if firefox:
+            ensure_firefox(self.opts.firefox)
+        elif not Path(self.opts.chromium).exists():
             raise ZMeshError(f"{self.opts.chromium} not found: apt-get install chromium")
-        try:
-            from playwright.async_api import async_playwright  # noqa: PLC0415 (optional)
-        except ImportError:
-            raise ZMeshError("the harness needs Playwright: pip install playwright") from None
+        else:
+            try:
+                from playwright.async_api import async_playwright  # noqa: PLC0415 (optional)
+            except ImportError:
+                raise ZMeshError("the harness needs Playwright: pip install playwright") from None
         # browser nodes run the DHT like the relays: nothing is flooded (D46)
         self.relay_urls = await self.procs.start_relays(self.opts.relays, self._tmp)
         port = free_port()
@@ -196,10 +217,22 @@ class Harness:
         await self.procs.start(args, "http://")
         self.web_url = f"http://127.0.0.1:{port}"
         await self.files.start()
+        page_url = f"{self.web_url}/index.html" + ("?test_hooks=1" if self.opts.push else "")
+        if firefox:
+            prefs = dict(FIREFOX_PREFS)
+            if self.opts.push:
+                self.push_service = await start_push_service()
+                prefs["dom.push.serverURL"] = self.push_service.ws_url
+                self._stack.push_async_callback(self.push_service.close)
+            self._browser = await FirefoxDriver.launch(self.dist.parent, self.opts.firefox, prefs)
+            self._stack.push_async_callback(self._browser.close)
+            for _ in range(self.opts.browsers):
+                self.pages.append(await self._browser.open(page_url))
+            return
         self._playwright = await self._stack.enter_async_context(async_playwright())
         self._browser = await self._launch()
         for _ in range(self.opts.browsers):
-            self.pages.append(await self.open_page(f"{self.web_url}/index.html"))
+            self.pages.append(await self.open_page(page_url))
 
     async def _launch(self) -> Any:
         args = CHROMIUM_ARGS
@@ -239,7 +272,10 @@ class Harness:
             "embed": self._embed,
             "browser-pair": self._browser_pair,
             "heal": self._heal,
+            "push": self._push,
         }
+        if self.opts.browser == "firefox" and scenario not in FIREFOX_SCENARIOS:
+            raise ZMeshError(f"with Firefox the harness runs {', '.join(FIREFOX_SCENARIOS)}")
         if scenario not in scenarios:
             raise ZMeshError(f"unknown scenario {scenario!r} (choose from {', '.join(SCENARIOS)})")
         details: list[str] = []
@@ -260,6 +296,49 @@ class Harness:
             status = await self.status(page)
             details.append(f"browser {i}: ready in {took:.1f} s, status {json.dumps(status)}")
         return True
+
+    async def _push(self, details: list[str]) -> bool:
+        """The first page hands wake records to its wake nodes; then HTTP signaling is
+        blocked in the page and every link dropped; a wake node's push alone links it again
+        (D54).  Prints ``push-to-link: N ms`` (push arrival in the page to the link)."""
+        page = self.pages[0]
+        self.step = "waiting for browser 0 to be ready"
+        await self.wait_ready(page)
+        self.step = "waiting for the page to hand out wake records"
+        push = await self._poll_push(page, lambda p: p["subscribed"] >= 1 and p["wakeNodes"])
+        details.append(f"wake records sent to {', '.join(push['wakeNodes'])}")
+        await asyncio.sleep(1.0)  # the records cross the links
+        self.step = "blocking HTTP signaling in the page and dropping its links"
+        await page.evaluate("() => window.zmeshTest.isolate().then(() => true)")
+        start = time.monotonic()
+        self.step = "waiting for a wake node's push to link the page again"
+        push = await self._poll_push(page, lambda p: p["dialsLinked"] >= 1)
+        status = await self.status(page)
+        boot = [f"{b['url']}: {b['state']} ({b['error']})" for b in status["bootstrap"]]
+        figure = push["lastPushToLinkMs"]
+        print(f"push-to-link: {figure:.0f} ms", flush=True)
+        details.append(f"push-to-link: {figure:.0f} ms (push arrival in the page to the link)")
+        details.append(
+            f"linked again {time.monotonic() - start:.1f} s after the isolation, "
+            f"{status['peers']} peer(s); HTTP signaling meanwhile: {'; '.join(boot)}"
+        )
+        details.append(f"push status {json.dumps(push)}")
+        stats = self.push_service.service.stats if self.push_service else {}
+        details.append(f"push service {json.dumps(stats)}")
+        return status["peers"] >= 1 and all("blocked" in b["error"] or b["state"] != "linked"
+                                            for b in status["bootstrap"])  # fmt: skip
+
+    async def _poll_push(
+        self, page: Any, done: Callable[[dict[str, Any]], object]
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + PUSH_WAIT
+        while True:
+            push: dict[str, Any] = (await self.status(page)).get("push") or {}
+            if push and done(push):
+                return push
+            if time.monotonic() > deadline:
+                raise ZMeshError(f"push status after {PUSH_WAIT:g} s: {json.dumps(push)}")
+            await asyncio.sleep(0.2)
 
     async def _fetch(self, details: list[str]) -> bool:
         ok = True
@@ -727,9 +806,11 @@ def format_result(result: ScenarioResult) -> str:
 
 
 async def run_harness(opts: HarnessOptions, scenarios: list[str]) -> int:
+    opts.push = opts.push or "push" in scenarios
     async with Harness(opts) as h:
+        name = "Firefox ESR" if opts.browser == "firefox" else "Chromium"
         print(
-            f"harness: {opts.relays} native relays, {opts.browsers} headless Chromium nodes, "
+            f"harness: {opts.relays} native relays, {opts.browsers} headless {name} nodes, "
             f"page {h.web_url}/index.html",
             flush=True,
         )
