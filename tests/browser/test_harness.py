@@ -38,7 +38,23 @@ def dist() -> Path:
     ],
 )
 def test_scenario(dist: Path, browsers: int, relays: int, scenario: str, expect: str) -> None:
-    cmd = [sys.executable, "-X", "faulthandler", "-m", "zmesh", "-v", "harness"]
+    run_scenario(dist, browsers, relays, scenario, expect)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/firefox-esr").exists(), reason="needs Debian's firefox-esr")
+def test_firefox_is_linked_by_push_alone(dist: Path) -> None:
+    """Issue 11's Done-when: every relay's HTTP signaling unreachable to the page, a
+    native node's push alone links it (D54)."""
+    out = run_scenario(dist, 1, 3, "push", "push-to-link:", "--browser", "firefox")
+    ms = float(out.split("push-to-link:")[1].split()[0])
+    assert 0 < ms < 30_000
+
+
+def run_scenario(
+    dist: Path, browsers: int, relays: int, scenario: str, expect: str, *extra: str
+) -> str:
+    """Run one scenario as `zmesh harness` does; its stdout."""
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "zmesh", "-v", "harness", *extra]
     cmd += ["--browsers", str(browsers), "--relays", str(relays), "--scenario", scenario]
     cmd += ["--dist", str(dist)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -51,6 +67,7 @@ def test_scenario(dist: Path, browsers: int, relays: int, scenario: str, expect:
     assert proc.returncode == 0, out + err[-20000:]
     assert f"scenario {scenario}: OK" in out
     assert expect in out
+    return out
 
 
 def test_unknown_scenario_is_a_clear_error() -> None:
