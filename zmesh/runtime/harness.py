@@ -57,9 +57,7 @@ from .entropy import SystemRng
 from .harness_firefox import (
     FIREFOX_PREFS,
     FirefoxDriver,
-    LocalPushService,
     ensure_firefox,
-    start_push_service,
 )
 from .http import serve_fixed
 from .processes import LocalProcesses, free_port
@@ -181,7 +179,6 @@ class Harness:
         self._browser: Any = None
         self._playwright: Any = None
         self.step = ""  # what the running scenario is doing (named when it fails)
-        self.push_service: LocalPushService | None = None
 
     async def __aenter__(self) -> "Harness":
         try:
@@ -220,10 +217,10 @@ class Harness:
         page_url = f"{self.web_url}/index.html" + ("?test_hooks=1" if self.opts.push else "")
         if firefox:
             prefs = dict(FIREFOX_PREFS)
-            if self.opts.push:
-                self.push_service = await start_push_service()
-                prefs["dom.push.serverURL"] = self.push_service.ws_url
-                self._stack.push_async_callback(self.push_service.close)
+            if self.opts.push:  # `zmesh push-service`, a process like the relays
+                args = ["push-service", "--listen", "127.0.0.1:0", "--data", str(self._tmp)]
+                line = await self.procs.start(args, "dom.push.serverURL = ")
+                prefs["dom.push.serverURL"] = line.split(" = ", 1)[1].strip()
             self._browser = await FirefoxDriver.launch(self.dist.parent, self.opts.firefox, prefs)
             self._stack.push_async_callback(self._browser.close)
             for _ in range(self.opts.browsers):
@@ -323,8 +320,6 @@ class Harness:
             f"{status['peers']} peer(s); HTTP signaling meanwhile: {'; '.join(boot)}"
         )
         details.append(f"push status {json.dumps(push)}")
-        stats = self.push_service.service.stats if self.push_service else {}
-        details.append(f"push service {json.dumps(stats)}")
         return status["peers"] >= 1 and all("blocked" in b["error"] or b["state"] != "linked"
                                             for b in status["bootstrap"])  # fmt: skip
 

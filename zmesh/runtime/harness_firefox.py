@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import ZMeshError
-from .push_server import PushServer
-from .push_service import PushService, PushStore
 
 FIREFOX_PREFS: Final[dict[str, object]] = {
     "dom.push.enabled": True,
@@ -163,35 +161,9 @@ class FirefoxPage:
         return await self.driver.command(op="eval", page=self.index, fn=fn, args=list(args))
 
 
-@dataclass
-class LocalPushService:
-    """`zmesh push-service` in the harness's process (its service, server and store)."""
-
-    service: PushService
-    server: PushServer
-    store: PushStore
-    ws_url: str
-
-    async def close(self) -> None:
-        await self.server.close()
-        self.store.close()
-
-
-async def start_push_service() -> LocalPushService:
-    """The push service on an ephemeral loopback port (storage in memory)."""
-    store = PushStore(None)
-    service = PushService(store, "http://placeholder")
-    server = PushServer(service)
-    port = await server.start("127.0.0.1", 0)
-    service.origin = f"http://127.0.0.1:{port}"
-    return LocalPushService(service, server, store, f"ws://127.0.0.1:{port}/")
-
-
 __all__ = [
     "FIREFOX_PREFS",
     "FirefoxDriver",
     "FirefoxPage",
-    "LocalPushService",
     "ensure_firefox",
-    "start_push_service",
 ]
