@@ -21,10 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from pushgarbage import malformed_requests, send_raw
 
 from zmesh.runtime.push import NodeVapidKey, PushSubscription, send_push, unpad_payload
 from zmesh.runtime.push_server import PushServer
-from zmesh.runtime.push_service import PushService, PushStore
+from zmesh.runtime.push_service import PushLimits, PushService, PushStore
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WEB = ROOT / "web"
@@ -68,7 +69,8 @@ def test_firefox_subscribes_and_its_service_worker_gets_a_native_push() -> None:
 
     async def main(page_port: int) -> None:
         store = PushStore(None)
-        service = PushService(store, "http://placeholder")
+        # every request comes from 127.0.0.1 here: no per-address budget in the way
+        service = PushService(store, "http://placeholder", PushLimits(rate=1e6, burst=1e6))
         server = PushServer(service)
         port = await server.start("127.0.0.1", 0)
         service.origin = f"http://127.0.0.1:{port}"
@@ -92,12 +94,11 @@ def test_firefox_subscribes_and_its_service_worker_gets_a_native_push() -> None:
             assert isinstance(record, dict)
             subscription = PushSubscription.from_json(record)
             assert subscription.endpoint.startswith(service.origin + "/wpush/")
-            for payload in [b"wake up, browser node", os.urandom(3000)]:
-                # garbage to the service in between: it answers and goes on
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"\x16\x03\x01garbage\r\n\r\n")
-                await reader.read()
-                writer.close()
+            garbage = malformed_requests(1000)
+            for i, payload in enumerate([b"wake up, browser node", os.urandom(3000)]):
+                # 500 malformed requests to the service in between: it answers and goes on
+                for case in garbage[i * 500 : (i + 1) * 500]:
+                    await send_raw(port, case)
                 await send_push(subscription, payload, key, ttl=60)
                 driver.stdin.write(b"expect\n")
                 received = base64.b64decode(str((await step())["received"]))

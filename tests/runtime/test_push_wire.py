@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pushgarbage import HTTP_GARBAGE, send_raw
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
 
@@ -262,28 +263,6 @@ def test_requests_over_the_peer_budget_are_429() -> None:
 
 # -- 1,000 malformed requests while a subscribed client still gets its messages ----------
 
-http_garbage = st.one_of(
-    st.binary(min_size=1, max_size=300),
-    st.builds(
-        lambda method, path, headers, body: (
-            f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode() + headers + b"\r\n" + body
-        ),
-        st.sampled_from(["POST", "GET", "DELETE", "PUT", "P\x00ST", ""]),
-        st.sampled_from(["/wpush/zzz", "/m/zzz", "/", "*", "/wpush/", "//"]),
-        st.lists(
-            st.sampled_from([
-                b"TTL: -5\r\n", b"TTL: 99999999999999999999\r\n", b"Urgency: now\r\n",
-                b"Topic: " + b"a" * 40 + b"\r\n", b"Authorization: vapid t=a.b.c, k=zz\r\n",
-                b"Content-Length: 3\r\n", b"Content-Length: -1\r\n", b"Transfer-Encoding: chunked\r\n",
-                b"Upgrade: websocket\r\nConnection: Upgrade\r\n", b"Sec-WebSocket-Version: 13\r\n",
-                b"Content-Encoding: aes128gcm\r\n", b"\x00\xff: \r\n",
-            ]),
-            max_size=5,
-        ).map(b"".join),
-        st.binary(max_size=200),
-    ),
-)  # fmt: skip
-
 ws_garbage = st.one_of(
     st.binary(min_size=1, max_size=200),  # raw bytes as frames
     st.text(max_size=200),  # text messages that are not the protocol
@@ -297,7 +276,7 @@ ws_garbage = st.one_of(
 def test_a_thousand_malformed_requests_and_a_client_still_gets_its_messages() -> None:
     cases: list[tuple[str, object]] = []
 
-    @given(st.one_of(http_garbage.map(lambda b: ("http", b)), ws_garbage.map(lambda w: ("ws", w))))
+    @given(st.one_of(HTTP_GARBAGE.map(lambda b: ("http", b)), ws_garbage.map(lambda w: ("ws", w))))
     @settings(max_examples=1000, database=None, suppress_health_check=list(HealthCheck))
     def collect(case: tuple[str, object]) -> None:
         cases.append(case)
@@ -314,7 +293,7 @@ def test_a_thousand_malformed_requests_and_a_client_still_gets_its_messages() ->
             for i, (kind, case) in enumerate(cases):
                 if kind == "http":
                     assert isinstance(case, bytes)
-                    await _send_raw(port, case)
+                    await send_raw(port, case)
                 else:
                     await _send_ws(port, case)
                 if i % 100 == 0:
@@ -327,16 +306,6 @@ def test_a_thousand_malformed_requests_and_a_client_still_gets_its_messages() ->
             client.close()
 
     asyncio.run(main())
-
-
-async def _send_raw(port: int, data: bytes) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        writer.write_eof()
-        await asyncio.wait_for(reader.read(65536), 10)
-    finally:
-        writer.close()
 
 
 async def _send_ws(port: int, case: object) -> None:
