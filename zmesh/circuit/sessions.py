@@ -269,9 +269,7 @@ class Sessions:
         path = found
         entry = self._sessions[self.create(now)]
         plan = entry.plan = Plan(path[-1].node_id, legs)
-        cid = self._healer.build(path, now)
-        if cid is not None:  # a leg at once: its first cells follow the CREATE (D49)
-            self._attach(entry, cid, now)
+        self._build_leg(entry, plan, path, now)
         self._top_up(entry, now)
         self._healer.refill_standby(plan.exit_id, now)
         self._flush(entry, now)
@@ -371,8 +369,7 @@ class Sessions:
             elif not self._healer.keep(plan.exit_id, circuit_id):  # a hedge that came in late
                 self._healer.close(circuit_id, now)
             return
-        if circuit_id not in self._by_leg:  # (a session's first leg is one from its CREATE)
-            self._healer.standby_built(circuit_id)
+        self._healer.standby_built(circuit_id)
 
     def circuit_closed(self, circuit_id: int, now: float) -> None:
         """A circuit closed: if it was a leg, its session resends what it carried; if it
