@@ -11,12 +11,11 @@ from mesh import accept_streams, events_of, finished, full_mesh, received, send_
 from zmesh.circuit import healing as healing_module
 from zmesh.circuit import sessions as sessions_module
 from zmesh.circuit.healing import HEDGE_AFTER, MAX_RETRY_DELAY, RETRY_DELAY
-from zmesh.circuit.sessions import DEFAULT_LEGS, SessionClosed, SessionLegLost, SessionStreamEvent
+from zmesh.circuit.sessions import DEFAULT_LEGS, SessionClosed, SessionLegLost
 from zmesh.errors import LocalProtocolError
 from zmesh.identity import Descriptor, Flags
-from zmesh.node import CircuitBuilt, NodeConfig
+from zmesh.node import NodeConfig
 from zmesh.onion.paths import NoPathError
-from zmesh.session.endpoint import StreamConnected, StreamOpened
 from zmesh.session.multipath import MAX_LEGS, SESSION_GRACE
 from zmesh.sim import Blackhole, Crash, SimNode, Simulator
 
@@ -313,53 +312,3 @@ def test_a_final_hop_that_forgot_the_session_fails_it_at_once_with_a_clear_reaso
     assert ended.session_id == session and "does not know the session" in ended.reason
     assert sim.now - start < 2.0
     assert exit_.node.sessions.ids() == []  # no new session was started for it
-
-
-def test_a_new_sessions_first_stream_rides_right_behind_the_create() -> None:
-    """D49: the first leg is a leg from its CREATE on, so the stream's OPEN reaches the
-    exit one circuit round trip sooner: before the client sees the leg's CREATED."""
-    sim, a, _, exit_ = exit_mesh(3)
-    sessions = a.node.sessions
-    mark = a.event_count
-
-    def start(now: float) -> int:
-        session = sessions.connect(now)
-        sessions.open(session, "example.org:80", now)
-        return session
-
-    session = sim.call(a, lambda: start(sim.now))
-    (first,) = sessions.legs_of(session)
-    assert first not in a.node.builder.built()
-
-    def opened() -> bool:
-        return any(
-            isinstance(e, SessionStreamEvent) and isinstance(e.event, StreamOpened)
-            for e in exit_.events
-        )
-
-    assert sim.run(opened, max_time=sim.now + 5)
-    assert not any(isinstance(e, CircuitBuilt) for e in a.events_since(mark))
-    assert sim.run(lambda: ready(a, session), max_time=sim.now + 10)
-    assert first in sessions.legs_of(session) and first not in sessions.standby()
-
-
-def test_a_first_leg_whose_build_fails_is_replaced() -> None:
-    """The first leg's build is refused (its middle is down): the session loses it as a
-    leg, its OPEN is resent on the leg that replaces it, and the stream opens."""
-    sim, a, _, _ = exit_mesh(4)
-    sessions = a.node.sessions
-    session = sim.call(a, lambda: sessions.connect(sim.now))
-    (first,) = sessions.legs_of(session)
-    middle = a.node.builder.path(first)[1]
-    sim.apply(Crash(node_of(sim, middle).index))
-    sim.call(a, lambda: sessions.open(session, "example.org:80", sim.now))
-
-    def connected() -> bool:
-        return any(
-            isinstance(e, SessionStreamEvent) and isinstance(e.event, StreamConnected)
-            for e in a.events
-        )
-
-    assert sim.run(connected, max_time=sim.now + 15)
-    assert first not in sessions.legs_of(session) and len(sessions.legs_of(session)) == 2
-    assert any(isinstance(e, SessionLegLost) and e.circuit_id == first for e in a.events)

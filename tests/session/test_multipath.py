@@ -729,23 +729,3 @@ def test_fuzz_garbage_payloads_into_a_session(data: bytes) -> None:
         server.receive(1, decode_stream_frames(data), 2.0)
     except RemoteProtocolError:
         pass
-
-
-def test_a_building_leg_carries_frames_but_is_not_watched_until_built() -> None:
-    """D49: a leg added while its circuit is built sends LINK and data at once, but no
-    PING, so a slow build is never taken for a stall; PINGs start once it is built."""
-    client = Session(client=True, token=TOKEN, payload_size=PAYLOAD, now=0.0)
-    client.add_leg(1, 0.0, building=True)
-    stream = client.open_stream("a:1")
-    frames = [f for _, cell in client.cells_to_send(0.0) for f in cell]
-    assert any(isinstance(f, LinkFrame) for f in frames)
-    assert any(isinstance(f, OpenFrame) and f.stream_id == stream.stream_id for f in frames)
-    assert not any(isinstance(f, PingFrame) for f in frames)
-    assert client.get_timer() is None or client.get_timer() >= SESSION_GRACE
-    client.handle_timer(5.0)  # a build of 5 s: no stall, no event
-    assert client.next_event() is None and client.leg_ids == [1]
-    client.leg_built(1, 5.0)
-    frames = [f for _, cell in client.cells_to_send(5.0) for f in cell]
-    assert any(isinstance(f, PingFrame) for f in frames)
-    client.leg_built(1, 5.0)  # again, or for an unknown leg: ignored
-    client.leg_built(7, 5.0)

@@ -269,11 +269,7 @@ class Sessions:
         path = found
         entry = self._sessions[self.create(now)]
         plan = entry.plan = Plan(path[-1].node_id, legs)
-        cid = self._healer.build(path, now)
-        if cid is not None:  # a leg at once: its first cells follow the CREATE (D49)
-            entry.session.add_leg(cid, now, building=True)
-            self._by_leg[cid] = entry
-            entry.legs.add(cid)
+        self._build_leg(entry, plan, path, now)
         self._top_up(entry, now)
         self._healer.refill_standby(plan.exit_id, now)
         self._flush(entry, now)
@@ -372,11 +368,6 @@ class Sessions:
                 self._flush(entry, now)
             elif not self._healer.keep(plan.exit_id, circuit_id):  # a hedge that came in late
                 self._healer.close(circuit_id, now)
-            return
-        entry = self._by_leg.get(circuit_id)
-        if entry is not None:  # a session's first leg, a leg from its CREATE on (D49)
-            entry.session.leg_built(circuit_id, now)
-            self._flush(entry, now)
             return
         self._healer.standby_built(circuit_id)
 

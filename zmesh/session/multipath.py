@@ -218,13 +218,11 @@ class Session:
         self.failovers = 0  # legs lost with records to resend
 
     # -- legs ---------------------------------------------------------------------------
-    def add_leg(self, leg_id: int, now: float, *, building: bool = False) -> None:
+    def add_leg(self, leg_id: int, now: float) -> None:
         """Client: start using the circuit ``leg_id`` (it sends LINK first).
 
-        ``building``: its circuit is still being built (cells follow the CREATE, D49):
-        the leg carries frames but gets no PING, so it is not watched for stalls, until
-        :meth:`leg_built`.  Raises LocalProtocolError on the server, after failure, for a
-        known id or beyond :data:`MAX_LEGS` legs.
+        Raises LocalProtocolError on the server, after failure, for a known id or beyond
+        :data:`MAX_LEGS` legs.
         """
         if not self.client:
             raise LocalProtocolError("the server adopts legs by their LINK")
@@ -236,16 +234,6 @@ class Session:
             raise LocalProtocolError(f"a session has at most {MAX_LEGS} legs")
         leg = self._new_leg(leg_id, self._legs_added % MAX_LEG_NUMBER, now)
         leg.link_pending = True
-        leg.building = building
-
-    def leg_built(self, leg_id: int, now: float) -> None:
-        """Client: the circuit of the building leg ``leg_id`` is up: PINGs (and the stall
-        watch) start now.  Unknown or built legs are ignored."""
-        leg = self._legs.get(leg_id)
-        if leg is not None and leg.building:
-            leg.building = False
-            leg.last_recv = now
-            leg.phi.heartbeat(now)
 
     def _new_leg(self, leg_id: int, number: int, now: float) -> Leg:
         phi = PhiDetector(
@@ -538,7 +526,7 @@ class Session:
 
     def _ping_due(self, leg: Leg) -> float | None:
         """When ``leg`` should get its next PING (None: not while PINGs are unanswered)."""
-        if len(leg.pings) >= MAX_PINGS or leg.building:
+        if len(leg.pings) >= MAX_PINGS:
             return None
         if leg.srtt is None:
             return None if leg.pings else -math.inf  # measure a new leg at once
@@ -591,7 +579,7 @@ class Session:
         PONGs keep coming back while a burst drains."""
         out.put(leg, frame)
         leg.record(frame.stream_id, frame.offset, frame.offset + len(frame.data), None)
-        if leg.since_ping >= PING_BYTES and len(leg.pings) < MAX_PINGS and not leg.building:
+        if leg.since_ping >= PING_BYTES and len(leg.pings) < MAX_PINGS:
             self._ping(out, leg, now)
 
     def _fastest(self) -> Leg | None:
