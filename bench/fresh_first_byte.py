@@ -6,9 +6,11 @@ connect`) and opens a stream at once, as a SOCKS proxy does for a new isolation 
 when the stream is CONNECTED it sends a short request, which the exit echoes.  Prints,
 over ``--rounds`` runs (seeds 1, 2, ...), the median time from t0 to CONNECTED (what a
 SOCKS reply waits for) and to the first byte of the answer, and both in circuit round
-trips (6 x latency).  With
-the first cells right behind the CREATE (D49) CONNECTED takes one circuit round trip
-and the first byte two; before, one more each.  Deterministic from the seeds.
+trips (6 x latency).  Today
+CONNECTED takes two circuit round trips (the build, then OPEN) and the first byte
+three; with a session's first cells right behind its CREATE (docs/decisions.md D49: the
+relays and the builder carry them, the session side is not enabled) one less each.
+Deterministic from the seeds.
 """
 
 import argparse
