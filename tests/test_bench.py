@@ -19,6 +19,7 @@ SCRIPTS = [
     "dial_on_demand.py",
     "dht_lookup.py",
     "chunks.py",
+    "fresh_first_byte.py",
 ]
 
 

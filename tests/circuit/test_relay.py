@@ -11,9 +11,18 @@ from zmesh.errors import CloseCode
 from zmesh.identity import Flags, Identity
 from zmesh.link import connection as lc
 from zmesh.link import frames as lf
-from zmesh.node import CircuitClosed, DialWanted, HopOpened, LinkClosed, Node, NodeConfig
+from zmesh.node import (
+    CircuitBuilt,
+    CircuitClosed,
+    DialWanted,
+    HopOpened,
+    LinkClosed,
+    Node,
+    NodeConfig,
+)
 from zmesh.onion import sphinx
 from zmesh.rng import DeterministicRng
+from zmesh.session.frames import PingFrame
 from zmesh.sim.faults import Crash
 from zmesh.sim.network import Simulator
 
@@ -276,8 +285,8 @@ def test_an_unknown_next_hop_is_refused_at_once() -> None:
 
 def test_waiting_creates_are_bounded_per_predecessor() -> None:
     """One predecessor floods CREATEs to a node we must dial: MAX_PARKED_PER_LINK wait,
-    the rest are refused; a DESTROY frees a place; a CELL on a waiting circuit is a
-    protocol error."""
+    the rest are refused; a DESTROY frees a place; a CELL on a circuit that never
+    existed is a protocol error."""
     node = _node()
     peer = RawPeer(node, 1, 0.0)
     [target] = _targets(node, 1)
@@ -289,7 +298,7 @@ def test_waiting_creates_are_bounded_per_predecessor() -> None:
     peer.send(lf.Destroy(_PEER | 0, CloseCode.REQUESTED), 0.0)  # frees a place
     peer.send(_create_to(node, target, 99, _PEER | 99), 0.0)
     assert _answers(peer) == []
-    peer.send(lf.Cell(_PEER | 1, bytes(node.geometry.cell_size)), 0.0)
+    peer.send(lf.Cell(_PEER | 4000, bytes(node.geometry.cell_size)), 0.0)
     assert peer.closed()
     hop = RawPeer(node, 2, 1.0, identity=target)  # nothing of the closed link goes on
     assert [f for f in hop.read_all(1.0) if isinstance(f, lf.Create)] == []
@@ -330,3 +339,101 @@ def test_a_relay_dials_the_next_hop_in_the_simulator() -> None:
     sim.apply(Crash(d.index))
     assert build(sim, a, [b, d]) is None
     assert events_of(a, CircuitClosed)[-1].code == CloseCode.CONNECTION_FAILED
+
+
+# -- data behind the CREATE (D49) --------------------------------------------------------
+def _cells(node: Node, n: int) -> list[bytes]:
+    return [bytes([i + 1]) * node.geometry.cell_size for i in range(n)]
+
+
+def test_cells_behind_a_waiting_create_follow_it_in_order() -> None:
+    """Cells that arrive while the CREATE waits for the dial are kept and go out right
+    behind the forwarded CREATE, in order, each with the relay's layer removed."""
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    [target] = _targets(node, 1)
+    create = _create_to(node, target, 1, _PEER | 1)
+    peer.send(create, 0.0)
+    cells = _cells(node, relay_module.MAX_EARLY_CELLS)
+    for cell in cells:
+        peer.send(lf.Cell(_PEER | 1, cell), 0.0)
+    assert _answers(peer) == [] and not peer.closed()
+    hop = RawPeer(node, 2, 1.0, identity=target)
+    out = [f for f in hop.read_all(1.0) if isinstance(f, lf.Create | lf.Cell)]
+    assert isinstance(out[0], lf.Create)
+    assert [type(f) for f in out[1:]] == [lf.Cell] * len(cells)
+    assert all(f.circ_id == out[0].circ_id for f in out[1:])
+    assert all(isinstance(f, lf.Cell) and f.cell != c for f, c in zip(out[1:], cells, strict=True))
+    assert len({f.cell for f in out[1:] if isinstance(f, lf.Cell)}) == len(cells)
+
+
+def test_too_many_cells_behind_a_waiting_create_refuse_it() -> None:
+    """One cell over MAX_EARLY_CELLS destroys the circuit (RESOURCE); the cells kept are
+    discarded with it, later ones dropped quietly, and nothing goes to the next hop."""
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    [target] = _targets(node, 1)
+    peer.send(_create_to(node, target, 1, _PEER | 1), 0.0)
+    for cell in _cells(node, relay_module.MAX_EARLY_CELLS + 3):
+        peer.send(lf.Cell(_PEER | 1, cell), 0.0)
+    assert _answers(peer) == [("destroy", CloseCode.RESOURCE)]
+    assert not peer.closed()
+    hop = RawPeer(node, 2, 1.0, identity=target)
+    assert [f for f in hop.read_all(1.0) if isinstance(f, lf.Create | lf.Cell)] == []
+
+
+def test_a_failed_dial_discards_the_cells_behind_its_create() -> None:
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    [target] = _targets(node, 1)
+    peer.send(_create_to(node, target, 1, _PEER | 1), 0.0)
+    for cell in _cells(node, 3):
+        peer.send(lf.Cell(_PEER | 1, cell), 0.0)
+    node.dial_failed(target.node_id, 1.0)
+    assert _answers(peer) == [("destroy", CloseCode.CONNECTION_FAILED)]
+    peer.send(lf.Cell(_PEER | 1, _cells(node, 1)[0]), 1.0)  # racing the DESTROY: dropped
+    assert not peer.closed()
+    hop = RawPeer(node, 2, 2.0, identity=target)
+    assert [f for f in hop.read_all(2.0) if isinstance(f, lf.Create | lf.Cell)] == []
+
+
+def test_cells_behind_an_extended_create_go_on_before_created() -> None:
+    """The relay passed the CREATE on; forward cells follow it at once (CREATED has not
+    come back); a backward cell before CREATED is a protocol error."""
+    node = _node()
+    peer = RawPeer(node, 1, 0.0)
+    [target] = _targets(node, 1)
+    hop = RawPeer(node, 2, 0.0, identity=target)
+    peer.send(_create_to(node, target, 1, _PEER | 1), 0.0)
+    for cell in _cells(node, 3):
+        peer.send(lf.Cell(_PEER | 1, cell), 0.0)
+    out = [f for f in hop.read_all(0.0) if isinstance(f, lf.Create | lf.Cell)]
+    assert [type(f) for f in out] == [lf.Create, lf.Cell, lf.Cell, lf.Cell]
+    hop.send(lf.Cell(out[0].circ_id, _cells(node, 1)[0]), 0.0)
+    assert hop.closed()
+
+
+def test_a_client_sends_cells_right_behind_its_create() -> None:
+    """Frames sent on a circuit still being built reach the final hop, in order, after
+    the CREATE: before CREATED comes back to the client."""
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    got: list[int] = []
+    dest.node.relay.deliver_to(
+        lambda cid, frames, now: got.extend(f.nonce for f in frames if isinstance(f, PingFrame))
+    )
+    path = [sim.descriptor(relay), sim.descriptor(dest)]
+
+    def start(now: float) -> int:
+        cid = source.node.build_circuit(path, now)
+        for n in (1, 2, 3):
+            source.node.builder.send_frames(cid, [PingFrame(n)], now)
+        return cid
+
+    mark = source.event_count
+    cid = sim.call(source, lambda: start(sim.now))
+    assert cid not in source.node.builder.built()
+    sim.run(lambda: len(got) == 3, max_time=sim.now + 5)
+    assert got == [1, 2, 3]
+    assert not any(isinstance(e, CircuitBuilt) for e in source.events_since(mark))
+    sim.run(lambda: cid in source.node.builder.built(), max_time=sim.now + 5)

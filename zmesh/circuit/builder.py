@@ -7,9 +7,12 @@ A build that takes longer than the adaptive close timeout is destroyed:
 :mod:`zmesh.health.cbt`: the 99% point; the sessions build another beside a build still
 under way after ``HEDGE_AFTER``), with ``build_timeout`` as the default and the ceiling.  The
 relays past the first hop of a build that timed out or was refused are scored in
-:attr:`CircuitBuilder.avoidance` for path choice.  Once built, the circuit's
+:attr:`CircuitBuilder.avoidance` for path choice.  The circuit's
 :class:`~zmesh.session.endpoint.ClientEnd` seals and opens its cells, whose frames go to
-the session the circuit is a leg of (:mod:`zmesh.circuit.sessions`).
+the session the circuit is a leg of (:mod:`zmesh.circuit.sessions`).  It exists from the
+CREATE on (the setup packet gives every hop's keys), so cells may follow the CREATE before
+CREATED comes back (:meth:`CircuitBuilder.send_frames`; links deliver in order, and the
+relays keep them behind it: docs/decisions.md D49); cells can arrive only after CREATED.
 """
 
 import itertools
@@ -54,7 +57,8 @@ class _ClientCircuit:
     timeout: float
     deadline: float
     path: tuple[bytes, ...]  # node ids, first hop first; past the first, blamed if it fails
-    end: ClientEnd | None = None
+    end: ClientEnd
+    built: bool = False  # CREATED came back
 
 
 class CircuitBuilder:
@@ -124,7 +128,8 @@ class CircuitBuilder:
         out = (conn.link_id, circ_id)
         ids = tuple(d.node_id for d in path)
         timeout = self.build_times.close_timeout()
-        circ = _ClientCircuit(next(self._ids), out, setup, now, timeout, now + timeout, ids)
+        end = ClientEnd(self.geometry, setup.hop_keys)
+        circ = _ClientCircuit(next(self._ids), out, setup, now, timeout, now + timeout, ids, end)
         self._circuits[circ.circuit_id] = circ
         self._by_side[out] = circ
         self._building[circ.circuit_id] = circ
@@ -141,17 +146,19 @@ class CircuitBuilder:
 
     def built(self) -> set[int]:
         """Ids of the built (open) circuits."""
-        return {cid for cid, c in self._circuits.items() if c.end is not None}
+        return {cid for cid, c in self._circuits.items() if c.built}
 
     def end(self, circuit_id: int) -> ClientEnd | None:
+        """The circuit's end (built or being built), None for an unknown circuit."""
         circ = self._circuits.get(circuit_id)
         return None if circ is None else circ.end
 
     def send_frames(self, circuit_id: int, frames: list[StreamFrame], now: float) -> None:
-        """Send one cell of ``frames`` on the built circuit; a full queue closes it.  A
-        circuit closed in this same input (its CircuitClosed still queued) is skipped."""
+        """Send one cell of ``frames`` on the circuit, built or still being built (the
+        cell follows the CREATE; D49); a full queue closes it.  A circuit closed in this
+        same input (its CircuitClosed still queued) is skipped."""
         circ = self._circuits.get(circuit_id)
-        if circ is None or circ.end is None:
+        if circ is None:
             return
         if not send_frames(circ.end, self._links.get(circ.out[0]), circ.out[1], frames, now):
             self._teardown(circ, CloseCode.RESOURCE, now)
@@ -165,7 +172,7 @@ class CircuitBuilder:
     # -- frames ----------------------------------------------------------------------------
     def on_created(self, conn: LinkConnection, frame: lf.Created, now: float) -> None:
         circ = self._by_side[(conn.link_id, frame.circ_id)]
-        if circ.end is not None:
+        if circ.built:
             raise RemoteProtocolError("unexpected CREATED")
         try:
             sphinx.verify_created(self.geometry, circ.setup, frame.reply)
@@ -177,12 +184,12 @@ class CircuitBuilder:
         elapsed = now - circ.started
         if 0.0 <= elapsed < math.inf:  # a clock that went back gives no sample
             self.build_times.add(elapsed)
-        circ.end = ClientEnd(self.geometry, circ.setup.hop_keys)
+        circ.built = True
         self.events.append(CircuitBuilt(circ.circuit_id, elapsed))
 
     def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
         circ = self._by_side[(conn.link_id, frame.circ_id)]
-        if circ.end is None:
+        if not circ.built:
             raise RemoteProtocolError("cell before CREATED")
         try:
             frames = circ.end.open_frames(frame.cell)
@@ -197,7 +204,7 @@ class CircuitBuilder:
 
     def on_destroy(self, conn: LinkConnection, frame: lf.Destroy, now: float) -> None:
         circ = self._by_side[(conn.link_id, frame.circ_id)]
-        if circ.end is None:  # a hop refused the build
+        if not circ.built:  # a hop refused the build
             self._blame(circ, now)
         self._teardown(circ, frame.code, now, from_peer=True)
 

@@ -21,13 +21,23 @@ A CREATE for a next hop we have no link to waits while we dial that node (D12): 
 comes up, the dial fails, or :data:`PARK_TIMEOUT` passes (then DESTROY(CONNECTION_FAILED)).
 Parked CREATEs are bounded in all (:data:`MAX_PARKED`) and per predecessor
 (:data:`MAX_PARKED_PER_LINK`), and the dials they cause by the dialer's own bound.
+
+Data behind the CREATE (D49).  A client holds every hop's keys once it has built the
+setup packet, so it sends its first cells right behind the CREATE, without waiting for
+CREATED; links deliver in order.  A relay that has passed the CREATE on relays the
+circuit's forward cells at once (they follow the CREATE on the next link, in order); a
+relay whose CREATE is parked keeps them, in order, with the parked CREATE (at most
+:data:`MAX_EARLY_CELLS`; one more destroys the circuit, since a dropped cell would break
+the ones after it) and sends them behind the CREATE once the link is up, or discards
+them with the CREATE if it fails.  Backward cells before CREATED are a protocol error:
+the next hop sends CREATED before any cell.
 """
 
 import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..budget import TokenBucket
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
@@ -62,6 +72,7 @@ SWEEP_INTERVAL = 60.0
 PARK_TIMEOUT = 15.0  # how long a CREATE waits for a link we dial on its behalf
 MAX_PARKED = 256  # CREATEs waiting for links, in all
 MAX_PARKED_PER_LINK = 32  # ... and from one predecessor
+MAX_EARLY_CELLS = 8  # forward cells kept behind one parked CREATE (D49)
 
 
 @dataclass(slots=True)
@@ -72,6 +83,7 @@ class _Parked:
     circ_id: int
     result: sphinx.Forward
     deadline: float
+    cells: list[bytes] = field(default_factory=list)  # forward cells that followed it
 
 
 @dataclass(slots=True)
@@ -109,7 +121,7 @@ class RelayTable:
         self._dial: Callable[[Descriptor, float], bool] | None = None
         self._find: Callable[[bytes, float], bool] | None = None  # (dial_through)
         self._parked: dict[bytes, list[_Parked]] = {}  # next hop's id -> CREATEs for it
-        self._parked_count = 0
+        self._parked_sides: dict[Side, _Parked] = {}  # the same, by predecessor's side
         self.keyring = keyring
         self._geometry = geometry
         self._rng = rng
@@ -147,12 +159,12 @@ class RelayTable:
         return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
-        if not self._parked_count:
+        if not self._parked_sides:
             return self._next_sweep
         return min(self._next_sweep, *(p.deadline for ps in self._parked.values() for p in ps))
 
     def handle_timer(self, now: float) -> None:
-        if self._parked_count:
+        if self._parked_sides:
             for node_id in list(self._parked):
                 self._unpark(lambda p: p.deadline <= now, node_id, "no link in time", now)
         if now < self._next_sweep:
@@ -261,32 +273,40 @@ class RelayTable:
         """Dial the next hop and keep the CREATE until the link is up; False (refused at
         once) if the next hop is unknown or a bound is reached."""
         desc = self._directory.get(result.next_node_id)
-        mine = sum(1 for ps in self._parked.values() for p in ps if p.conn is conn)
+        mine = sum(1 for p in self._parked_sides.values() if p.conn is conn)
         find = self._find
         if desc is None and (find is None or not find(result.next_node_id, now)):
             self._refuse(conn, circ_id, CloseCode.CONNECTION_FAILED, "unknown next hop", now)
-        elif self._parked_count >= MAX_PARKED or mine >= MAX_PARKED_PER_LINK:
+        elif len(self._parked_sides) >= MAX_PARKED or mine >= MAX_PARKED_PER_LINK:
             self._refuse(conn, circ_id, CloseCode.RESOURCE, "too many CREATEs wait", now)
         elif desc is not None and (self._dial is None or not self._dial(desc, now)):
             self._refuse(conn, circ_id, CloseCode.RESOURCE, "cannot dial the next hop", now)
         else:
-            waiting = self._parked.setdefault(result.next_node_id, [])
-            waiting.append(_Parked(conn, circ_id, result, now + PARK_TIMEOUT))
-            self._parked_count += 1
+            parked = _Parked(conn, circ_id, result, now + PARK_TIMEOUT)
+            self._parked.setdefault(result.next_node_id, []).append(parked)
+            self._parked_sides[(conn.link_id, circ_id)] = parked
             return True
         return False
 
     def link_up(self, conn: LinkConnection, now: float) -> None:
-        """A link came up: extend the CREATEs that waited for it."""
+        """A link came up: extend the CREATEs that waited for it, each followed by the
+        cells that arrived behind it."""
         assert conn.peer_id is not None
-        waiting = self._parked.pop(conn.peer_id, [])
-        self._parked_count -= len(waiting)
-        for p in waiting:
-            if not p.conn.closed and p.conn.circuits.get(p.circ_id) == "relay":
-                self._extend(p.conn, p.circ_id, p.result, conn, now)
+        for p in self._parked.pop(conn.peer_id, []):
+            side = (p.conn.link_id, p.circ_id)
+            del self._parked_sides[side]
+            if p.conn.closed or p.conn.circuits.get(p.circ_id) != "relay":
+                continue
+            if self._extend(p.conn, p.circ_id, p.result, conn, now):
+                for cell in p.cells:
+                    hop = self._hops.get(side)
+                    if hop is None:  # a cell over the queue limit closed it
+                        break
+                    self._forward(hop, side, cell, now)
 
     def dial_failed(self, node_id: bytes, now: float) -> None:
-        """The dial to ``node_id`` failed: refuse the CREATEs that waited for it."""
+        """The dial to ``node_id`` failed: refuse the CREATEs that waited for it (their
+        early cells are discarded with them)."""
         self._unpark(lambda p: True, node_id, "dial failed", now)
 
     def _unpark(
@@ -298,7 +318,7 @@ class RelayTable:
         for p in waiting:
             if not which(p):
                 continue
-            self._parked_count -= 1
+            del self._parked_sides[(p.conn.link_id, p.circ_id)]
             if not p.conn.closed and p.conn.circuits.get(p.circ_id) == "relay":
                 self._refuse(p.conn, p.circ_id, CloseCode.CONNECTION_FAILED, why, now)
         if keep:
@@ -307,16 +327,27 @@ class RelayTable:
             self._parked.pop(node_id, None)
 
     def _forget_parked(self, conn: LinkConnection, circ_id: int | None) -> None:
-        """Drop parked CREATEs of ``conn`` (all, or the one on ``circ_id``), with no reply:
-        the predecessor destroyed it, or its link is gone."""
+        """Drop parked CREATEs of ``conn`` (all, or the one on ``circ_id``) and their early
+        cells, with no reply: the predecessor destroyed it, or its link is gone."""
         for node_id in list(self._parked):
             waiting = self._parked[node_id]
             keep = [p for p in waiting if p.conn is not conn or circ_id not in (None, p.circ_id)]
-            self._parked_count -= len(waiting) - len(keep)
+            for p in waiting:
+                if p.conn is conn and circ_id in (None, p.circ_id):
+                    del self._parked_sides[(p.conn.link_id, p.circ_id)]
             if keep:
                 self._parked[node_id] = keep
             else:
                 del self._parked[node_id]
+
+    def _early_cell(self, parked: _Parked, cell: bytes, now: float) -> None:
+        """A forward cell behind a parked CREATE: kept, in order, within
+        :data:`MAX_EARLY_CELLS`; one more refuses the circuit and discards the rest."""
+        if len(parked.cells) < MAX_EARLY_CELLS:
+            parked.cells.append(cell)
+            return
+        self._forget_parked(parked.conn, parked.circ_id)
+        self._refuse(parked.conn, parked.circ_id, CloseCode.RESOURCE, "too many early cells", now)
 
     def _refuse(
         self, conn: LinkConnection, circ_id: int, code: CloseCode, why: str, now: float
@@ -334,12 +365,20 @@ class RelayTable:
         hop.prev_conn.send(lf.Created(hop.prev[1], reply), now)
 
     def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
+        """One cell of a circuit through us: its layer removed (forward) or added
+        (backward) and passed on, or opened at the final hop.  A forward cell may follow
+        its CREATE before CREATED came back (D49).  Raises RemoteProtocolError for a
+        backward cell before CREATED."""
         side = (conn.link_id, frame.circ_id)
         hop = self._hops.get(side)
-        if hop is None or not hop.open:  # (None: its CREATE waits for a link)
-            raise RemoteProtocolError("cell on a circuit still being built")
-        hop.active = now
+        if hop is None:  # its CREATE waits for a link to the next hop
+            parked = self._parked_sides.get(side)
+            if parked is None:
+                raise RemoteProtocolError("cell on a circuit still being built")
+            self._early_cell(parked, frame.cell, now)
+            return
         if hop.end is not None:
+            hop.active = now
             # the final hop: remove its layer (the same LIONESS pass) and authenticate
             try:
                 frames = hop.end.open_frames(frame.cell)
@@ -352,13 +391,21 @@ class RelayTable:
                 return
             self._deliver(hop.circuit_id, frames, now)
             return
+        if side != hop.prev and not hop.open:
+            raise RemoteProtocolError("cell before CREATED")
+        self._forward(hop, side, frame.cell, now)
+
+    def _forward(self, hop: _Hop, side: Side, cell: bytes, now: float) -> None:
+        """Relay one cell that arrived at ``side`` of ``hop`` to its other side; a full
+        queue there destroys the circuit."""
+        hop.active = now
         if side == hop.prev:
             assert hop.next is not None and hop.next_conn is not None
-            data = relay_forward(self._geometry, hop.keys, hop.fwd, frame.cell)
+            data = relay_forward(self._geometry, hop.keys, hop.fwd, cell)
             hop.fwd += 1
             out, out_conn = hop.next, hop.next_conn
         else:
-            data = relay_backward(self._geometry, hop.keys, hop.bwd, frame.cell)
+            data = relay_backward(self._geometry, hop.keys, hop.bwd, cell)
             hop.bwd += 1
             out, out_conn = hop.prev, hop.prev_conn
         self.cells_relayed += 1
@@ -375,7 +422,7 @@ class RelayTable:
         self._teardown(side, frame.code, now, from_peer=True)
 
     def link_closed(self, conn: LinkConnection, now: float) -> None:
-        if self._parked_count:
+        if self._parked_sides:
             self._forget_parked(conn, None)
         for circ_id, owner in list(conn.circuits.items()):
             if owner == "relay":
