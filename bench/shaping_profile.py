@@ -18,6 +18,7 @@ and the command that regenerated it::
 """
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -166,13 +167,13 @@ def profile(run: dict[str, Any], seconds: float, command: str) -> dict[str, Any]
     frames = sorted(run["frames"], key=lambda f: f["t"])
     if len(frames) < 100:
         raise SystemExit(f"only {len(frames)} encoded frames seen: no profile")
-    gaps = [(b["t"] - a["t"]) / 1000 for a, b in zip(frames, frames[1:], strict=False)]
+    gaps = [(b["t"] - a["t"]) / 1000 for a, b in itertools.pairwise(frames)]
     key_at = [f["t"] / 1000 for f in frames if f["type"] == "key"]
     key_sizes = [f["size"] for f in frames if f["type"] == "key"]
     delta_sizes = [f["size"] for f in frames if f["type"] != "key"]
     span = (frames[-1]["t"] - frames[0]["t"]) / 1000
     total = sum(f["size"] for f in frames)
-    key_gaps = [b - a for a, b in zip(key_at, key_at[1:], strict=False)]
+    key_gaps = [b - a for a, b in itertools.pairwise(key_at)]
     return {
         "source": (
             f"Chromium {run['version']}, headless, two RTCPeerConnections on loopback, a "

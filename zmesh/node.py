@@ -60,7 +60,7 @@ from .onion.geometry import DEFAULT_GEOMETRY, Geometry
 from .onion.keyring import DEFAULT_EPOCH_LENGTH, OnionKeyRing
 from .onion.paths import subnet_of
 from .rng import Rng
-from .shaping import ShapeConfig, Shaping
+from .shaping import NO_SHAPING, ShapeConfig, Shaping
 from .signaling.router import SignalReceived, SignalRouter
 
 log = logging.getLogger("zmesh.node")
@@ -104,7 +104,7 @@ class NodeConfig:
     puzzle_difficulty: int = 0  # DHT contacts' ids must solve the S/Kademlia puzzle at this
     guards: bool = False  # first hops from persistent guards (zmesh/circuit/guarding.py)
     private: bool = True  # loopback or operator-named relays: no subnet or guard-age rules
-    shape: ShapeConfig = ShapeConfig()  # how links' messages go on the wire (zmesh/shaping)
+    shape: ShapeConfig = NO_SHAPING  # how links' messages go on the wire (zmesh/shaping)
 
 
 class Node:

@@ -24,11 +24,12 @@ the OS.
 """
 
 from .carrier import SHAPED, Deshaper, shaped_message
-from .profile import MODES, Mode, ShapeConfig, VideoProfile
+from .profile import MODES, NO_SHAPING, Mode, ShapeConfig, VideoProfile
 from .scheduler import LinkShaper, Shaping
 
 __all__ = [
     "MODES",
+    "NO_SHAPING",
     "SHAPED",
     "Deshaper",
     "LinkShaper",

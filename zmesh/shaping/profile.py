@@ -95,6 +95,9 @@ class ShapeConfig:
         return self.video if self.video is not None else VideoProfile.measured()
 
 
+NO_SHAPING = ShapeConfig()
+
+
 def pick[T](rng: Rng, samples: tuple[T, ...]) -> T:
     """One sample drawn uniformly: a draw from the empirical distribution."""
     return samples[randbelow(rng, len(samples))]
