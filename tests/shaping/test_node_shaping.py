@@ -11,7 +11,7 @@ from zmesh.node import CircuitClosed, LinkClosed, NodeConfig
 from zmesh.shaping import ShapeConfig, VideoProfile
 from zmesh.sim import Simulator
 
-CONSTANT = ShapeConfig("constant", size=8192, interval=0.005)
+CONSTANT = ShapeConfig("constant", size=8448, interval=0.005)
 
 
 def mesh(configs: list[NodeConfig], seed: int = 1) -> tuple[Simulator, Counter[int]]:
@@ -55,7 +55,7 @@ def test_constant_every_message_one_size() -> None:
     config = NodeConfig(flags=Flags.RELAY | Flags.EXIT, shape=CONSTANT)
     sim, sizes = mesh([config] * 4)
     circuit_transfer_teardown(sim)
-    assert set(sizes) == {8192}, sizes
+    assert set(sizes) == {8448}, sizes
     assert not any(isinstance(e, LinkClosed) for n in sim.nodes for e in n.events)
     sent, cover, queued = sim.nodes[0].node.shaping.stats()
     assert sent > 300_000 and cover > 0 and queued == 0

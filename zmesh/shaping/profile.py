@@ -2,8 +2,11 @@
 
 * ``off``: no shaping; the link's messages go out as the link makes them.
 * ``constant``: one message of :attr:`ShapeConfig.size` bytes every
-  :attr:`ShapeConfig.interval` seconds, on a grid shared by all of a node's links, busy or
-  idle (default 8 KiB every 20 ms: 3.3 Mbit/s per link direction).
+  :attr:`ShapeConfig.interval` seconds, busy or idle, on a grid shared by all of a node's
+  links (its phase drawn once per node, so that a frame forwarded across several hops
+  waits half an interval per hop on average, not a whole one).  The default, 8,448 bytes
+  every 20 ms (3.4 Mbit/s per link direction), carries a whole cell frame (8,200 B) and
+  241 bytes of control frames per message: a lone cell never waits for a second message.
 * ``video``: the cadence and sizes of a real WebRTC video call, measured in Chromium
   (``zmesh/shaping/video_profile.json``, written by ``bench/shaping_profile.py``): each
   gap and each delta frame's size is drawn from the measured distribution, and a key
@@ -78,7 +81,7 @@ class ShapeConfig:
     """How a node shapes what it sends on each link (see the module doc)."""
 
     mode: Mode = "off"
-    size: int = 8192  # constant: bytes per message
+    size: int = 8448  # constant: bytes per message (a cell frame, its header, 241 to spare)
     interval: float = 0.02  # constant: seconds between messages
     video: VideoProfile | None = field(default=None, compare=False)  # video: None = measured
 

@@ -27,7 +27,12 @@ class LinkShaper:
     :meth:`handle_timer`, never on what is queued: the data fills them, cover the rest."""
 
     def __init__(
-        self, config: ShapeConfig, video: VideoProfile | None, rng: Rng, now: float
+        self,
+        config: ShapeConfig,
+        video: VideoProfile | None,
+        rng: Rng,
+        now: float,
+        phase: float = 0.0,
     ) -> None:
         self._config = config
         self._video = video
@@ -39,10 +44,11 @@ class LinkShaper:
         self.sent = 0  # data bytes sent
         self.cover = 0  # bytes of cover and headers sent
         self._tick = 0
+        self._phase = phase  # constant: the grid is phase + k * interval
         self._next_key = math.inf
         if config.mode == "constant":
-            self._tick = math.floor(now / config.interval) + 1  # a grid shared by all links
-            self.next_send = self._tick * config.interval
+            self._tick = math.floor((now - phase) / config.interval) + 1
+            self.next_send = phase + self._tick * config.interval
         else:
             assert video is not None
             self.next_send = now + pick(rng, video.interval)
@@ -66,8 +72,8 @@ class LinkShaper:
         """Emit the messages due by ``now`` into :attr:`outbox`."""
         if now - self.next_send > MAX_LAG:  # stalled: skip what was missed
             if self._config.mode == "constant":
-                self._tick = math.floor(now / self._config.interval)
-                self.next_send = self._tick * self._config.interval
+                self._tick = math.floor((now - self._phase) / self._config.interval)
+                self.next_send = self._phase + self._tick * self._config.interval
             else:
                 self.next_send = now
         while self.next_send <= now:
@@ -85,7 +91,7 @@ class LinkShaper:
     def _advance(self) -> None:
         if self._config.mode == "constant":
             self._tick += 1
-            self.next_send = self._tick * self._config.interval
+            self.next_send = self._phase + self._tick * self._config.interval
         else:
             assert self._video is not None
             self.next_send += pick(self._rng, self._video.interval)
@@ -162,13 +168,15 @@ class Shaping:
         self._shapers: dict[int, LinkShaper] = {}
         self._deshapers: dict[int, Deshaper] = {}
         self._closed_sent = self._closed_cover = 0  # the stats of links gone
+        self._phase = uniform(rng, 0.0, config.interval)  # constant: this node's grid
 
     def open(self, link_id: int, now: float) -> None:
         """A link opened at ``now``: its messages are shaped from the first one on."""
         self._deshapers[link_id] = Deshaper()
         if self.config.mode != "off":
             rng = DeterministicRng(self._rng.bytes(32), b"zmesh-shaping")
-            self._shapers[link_id] = LinkShaper(self.config, self._video, rng, now)
+            shaper = LinkShaper(self.config, self._video, rng, now, self._phase)
+            self._shapers[link_id] = shaper
 
     def send(self, link_id: int, messages: list[bytes]) -> list[bytes] | CloseCode:
         """The link's messages: returned to send now (no shaper), or queued (returns
