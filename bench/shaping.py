@@ -60,6 +60,7 @@ from vs_tor import (
 )
 
 ETH_P_ALL = 0x0003
+SO_RCVBUFFORCE = 33
 PACKET_OUTGOING = 4  # on lo each packet shows twice: keep the incoming copy
 
 
@@ -73,20 +74,24 @@ class Capture:
 
     def run(self) -> None:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 << 20)  # root: no drops
         sock.bind(("lo", 0))
         sock.settimeout(0.2)
         with sock:
             while not self.stop.is_set():
                 try:
-                    frame, addr = sock.recvfrom(65600)
+                    frame, addr = sock.recvfrom(96)  # the headers are enough
                 except TimeoutError:
                     continue
                 if addr[2] == PACKET_OUTGOING or len(frame) < 14 + 20 + 8:
                     continue
-                if frame[12:14] != b"\x08\x00" or frame[14 + 9] != 17:  # IPv4, UDP
+                if frame[12:14] == b"\x08\x00" and frame[14 + 9] == 17:  # IPv4, UDP
+                    udp = 14 + (frame[14] & 0x0F) * 4
+                elif frame[12:14] == b"\x86\xdd" and len(frame) >= 62 and frame[20] == 17:  # IPv6
+                    udp = 14 + 40
+                else:
                     continue
-                ihl = (frame[14] & 0x0F) * 4
-                sport, dport, length = struct.unpack_from("!HHH", frame, 14 + ihl)
+                sport, dport, length = struct.unpack_from("!HHH", frame, udp)
                 self.packets.append((time.monotonic(), length - 8, sport, dport))
 
     def window(self, start: float, end: float) -> list[int]:
@@ -232,6 +237,20 @@ def run_mode(mode: str, args: argparse.Namespace, payload: Payload, http_port: i
     return run
 
 
+def ks(a: list[int], b: list[int]) -> float | None:
+    """The two-sample Kolmogorov-Smirnov statistic: the largest gap between the two
+    samples' size distributions (0: the same, 1: disjoint)."""
+    if not a or not b:
+        return None
+    ca, cb = Counter(a), Counter(b)
+    gap = fa = fb = 0.0
+    for size in sorted(ca.keys() | cb.keys()):
+        fa += ca[size] / len(a)
+        fb += cb[size] / len(b)
+        gap = max(gap, abs(fa - fb))
+    return gap
+
+
 def med(values: list[float]) -> str:
     return f"{statistics.median(values):.1f}" if values else "n/a"
 
@@ -274,6 +293,8 @@ def report(runs: list[Run], size: int) -> dict[str, object]:
             "sizes_idle": sorted(idle_sizes),
             "sizes_setup_not_idle": sorted(set(r.setup) - idle_sizes),
             "sizes_transfer_not_idle": sorted(set(r.transfer) - idle_sizes),
+            "ks_idle_setup": ks(r.idle, r.setup),
+            "ks_idle_transfer": ks(r.idle, r.transfer),
             "datagrams": {"idle": len(r.idle), "setup": len(r.setup), "transfer": len(r.transfer)},
         }
     print(f"\nCost of each profile ({size / 1e6:.1f} MB transfers; wire = UDP payload on lo,")
@@ -291,12 +312,19 @@ def report(runs: list[Run], size: int) -> dict[str, object]:
         ],
         rows,
     )
-    print("\nDatagram sizes (UDP payload bytes) seen during setup or transfer, never idle:")
+    print("\nDatagram sizes (UDP payload bytes): idle, how setup and transfer differ from idle,")
+    print("and the sizes seen during setup or transfer but never while idle:")
     for r in runs:
         idle_sizes = set(r.idle)
         setup_new = sorted(set(r.setup) - idle_sizes)
         transfer_new = sorted(set(r.transfer) - idle_sizes)
+        d_setup, d_transfer = ks(r.idle, r.setup), ks(r.idle, r.transfer)
         print(f"  {r.mode}: idle {size_summary(r.idle)}")
+        print(
+            f"  {r.mode}: size distribution vs idle (KS statistic, 0 = same): setup "
+            f"{'n/a' if d_setup is None else f'{d_setup:.3f}'}, transfer "
+            f"{'n/a' if d_transfer is None else f'{d_transfer:.3f}'}"
+        )
         print(f"  {r.mode}: setup-only sizes {len(setup_new)}: {setup_new[:20]}")
         print(f"  {r.mode}: transfer-only sizes {len(transfer_new)}: {transfer_new[:20]}")
     return doc
