@@ -168,7 +168,9 @@ class Shaping:
         self._shapers: dict[int, LinkShaper] = {}
         self._deshapers: dict[int, Deshaper] = {}
         self._closed_sent = self._closed_cover = 0  # the stats of links gone
-        self._phase = uniform(rng, 0.0, config.interval)  # constant: this node's grid
+        # constant: this node's grid (off draws nothing: a node that does not shape takes
+        # the same random values as before shaping existed)
+        self._phase = uniform(rng, 0.0, config.interval) if config.mode == "constant" else 0.0
 
     def open(self, link_id: int, now: float) -> None:
         """A link opened at ``now``: its messages are shaped from the first one on."""
