@@ -8,6 +8,7 @@ import pytest
 
 from zmesh.errors import CloseCode
 from zmesh.link import frames as lf
+from zmesh.onion.geometry import DEFAULT_GEOMETRY
 from zmesh.rng import DeterministicRng
 from zmesh.shaping import Deshaper, ShapeConfig, Shaping, VideoProfile
 from zmesh.shaping.carrier import MAX_MESSAGE, MIN_MESSAGE
@@ -38,7 +39,7 @@ def run(shaper: LinkShaper, until: float, step: float = 0.004) -> list[tuple[flo
 
 def frames(n: int) -> list[bytes]:
     cells = [lf.encode_cell(i, bytes([i % 256]) * 8192) for i in range(n)]
-    small = [lf.encode_frame(lf.Credit(i)) for i in range(n)]
+    small = [lf.encode_frame(lf.Destroy(i, CloseCode.PROTOCOL)) for i in range(n)]
     return [f for pair in zip(cells, small, strict=True) for f in pair]
 
 
@@ -221,3 +222,26 @@ def test_cli_shape_option() -> None:
         assert parser.parse_args([*command, "--shape", "video"]).shape == "video"
         with pytest.raises(SystemExit):
             parser.parse_args([*command, "--shape", "loud"])
+
+
+def test_heartbeats_and_credit_jump_the_queue() -> None:
+    """A PING, PONG or CREDIT queued behind cells goes out at the next frame boundary;
+    a DESTROY keeps its place."""
+    shaper = LinkShaper(CONSTANT, None, DeterministicRng(1), now=0.0)
+    cells = [lf.encode_cell(1, bytes(8192)) for _ in range(4)]
+    ping, credit = lf.encode_frame(lf.Ping(1)), lf.encode_frame(lf.Credit(9))
+    destroy = lf.encode_frame(lf.Destroy(1, CloseCode.PROTOCOL))
+    shaper.push([*cells, destroy])
+    shaper.handle_timer(shaper.get_timer())  # the first cell begun
+    shaper.push([ping, credit])
+    d, got = Deshaper(), []
+    for m in shaper.outbox:
+        got += lf.FrameDecoder(DEFAULT_GEOMETRY).feed_message(d.unwrap(m))
+    shaper.outbox = []
+    while shaper.queued:
+        shaper.handle_timer(shaper.get_timer())
+        for m in shaper.outbox:
+            got += lf.FrameDecoder(DEFAULT_GEOMETRY).feed_message(d.unwrap(m))
+        shaper.outbox = []
+    kinds = [type(f).__name__ for f in got]
+    assert kinds == ["Cell", "Ping", "Credit", "Cell", "Cell", "Cell", "Destroy"]

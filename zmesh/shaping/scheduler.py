@@ -5,6 +5,7 @@ import math
 from collections import deque
 
 from ..errors import CloseCode
+from ..link import frames as lf
 from ..rng import DeterministicRng, Rng
 from .carrier import HEADER, MAX_MESSAGE, MIN_MESSAGE, Deshaper, shaped_message
 from .profile import ShapeConfig, VideoProfile, pick, uniform
@@ -18,6 +19,12 @@ MAX_QUEUE = 40 << 20
 #: messages are skipped rather than sent in a burst
 MAX_LAG = 0.25
 KEY_JITTER = 0.25  # a key frame comes every key_interval * (1 +- KEY_JITTER)
+#: messages that are one CREDIT, PING or PONG frame (8 bytes each) go ahead of the queue, at
+#: the next frame boundary: they are uncounted, their order against other frames does
+#: not matter, and a heartbeat or a credit return stuck behind a window of cells would
+#: make the link look dead (phi) or stall it
+URGENT = frozenset({lf.FrameType.CREDIT, lf.FrameType.PING, lf.FrameType.PONG})
+URGENT_SIZE = lf.FRAME_HEADER + 4
 
 
 class LinkShaper:
@@ -38,7 +45,9 @@ class LinkShaper:
         self._video = video
         self._rng = rng
         self._queue: deque[bytes] = deque()
-        self._offset = 0  # bytes of the queue's first item already sent
+        self._urgent: deque[bytes] = deque()  # see URGENT
+        self._current = b""  # the message being sent, cut across shaped messages
+        self._offset = 0  # bytes of it already sent
         self.queued = 0  # bytes waiting
         self.outbox: list[bytes] = []
         self.sent = 0  # data bytes sent
@@ -61,7 +70,11 @@ class LinkShaper:
         size = sum(len(m) for m in messages)
         if self.queued + size > MAX_QUEUE:
             return False
-        self._queue.extend(messages)
+        for m in messages:
+            if len(m) == URGENT_SIZE and m[0] in URGENT:
+                self._urgent.append(m)
+            else:
+                self._queue.append(m)
         self.queued += size
         return True
 
@@ -119,21 +132,23 @@ class LinkShaper:
             self.outbox.append(shaped_message(data, size))
 
     def _take(self, n: int) -> bytes:
-        """Up to ``n`` bytes from the head of the queue."""
+        """Up to ``n`` bytes of the stream: the rest of the current message, then urgent
+        messages, then the queue's."""
         parts: list[bytes] = []
-        queue = self._queue
-        while n > 0 and queue:
-            head = queue[0]
-            rest = len(head) - self._offset
-            if rest <= n:
-                parts.append(head[self._offset :] if self._offset else head)
-                queue.popleft()
+        while n > 0:
+            if self._offset == len(self._current):  # at a frame boundary: pick the next
+                if self._urgent:
+                    self._current = self._urgent.popleft()
+                elif self._queue:
+                    self._current = self._queue.popleft()
+                else:
+                    break
                 self._offset = 0
-                n -= rest
-            else:
-                parts.append(head[self._offset : self._offset + n])
-                self._offset += n
-                n = 0
+            head, start = self._current, self._offset
+            end = min(len(head), start + n)
+            parts.append(head if start == 0 and end == len(head) else head[start:end])
+            self._offset = end
+            n -= end - start
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         self.queued -= len(data)
         return data
