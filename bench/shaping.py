@@ -41,7 +41,6 @@ from pathlib import Path
 from _harness import note, print_table
 from vs_tor import (
     HOST,
-    READY_LINE,
     BenchError,
     Payload,
     Supervisor,
@@ -180,7 +179,7 @@ def run_mode(mode: str, args: argparse.Namespace, payload: Payload, http_port: i
         zp = ZmeshProc(supervisor.start("zmesh up", argv, None, pipe=True), root / "zmesh.log")
         threading.Thread(target=zp.pump, name="zmesh-log", daemon=True).start()
         started = time.monotonic()
-        while not any(READY_LINE in line for _, line in zp.snapshot()):
+        while not any(line.startswith("self-test") for _, line in zp.snapshot()):
             if zp.proc.poll() is not None or time.monotonic() - started > 180:
                 raise BenchError(f"zmesh up did not get ready:\n{tail(zp.log)}")
             time.sleep(0.2)
