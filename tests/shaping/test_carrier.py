@@ -66,7 +66,7 @@ def test_round_trip_whole() -> None:
     assert d.buffered == 0
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("max_chunk", [1, 7, 100, 9000])
 def test_any_split(seed: int, max_chunk: int) -> None:
     """The stream cut anywhere (empty pieces too): each unwrap gives whole frames, and
