@@ -60,6 +60,7 @@ from .onion.geometry import DEFAULT_GEOMETRY, Geometry
 from .onion.keyring import DEFAULT_EPOCH_LENGTH, OnionKeyRing
 from .onion.paths import subnet_of
 from .rng import Rng
+from .shaping import NO_SHAPING, ShapeConfig, Shaping
 from .signaling.router import SignalReceived, SignalRouter
 
 log = logging.getLogger("zmesh.node")
@@ -103,6 +104,7 @@ class NodeConfig:
     puzzle_difficulty: int = 0  # DHT contacts' ids must solve the S/Kademlia puzzle at this
     guards: bool = False  # first hops from persistent guards (zmesh/circuit/guarding.py)
     private: bool = True  # loopback or operator-named relays: no subnet or guard-age rules
+    shape: ShapeConfig = NO_SHAPING  # how links' messages go on the wire (zmesh/shaping)
 
 
 class Node:
@@ -119,6 +121,7 @@ class Node:
         self.keyring = OnionKeyRing(rng, now, epoch_length=self.config.epoch_length)
         self._next_rotation = self.keyring.next_rotation(now)
         self._links = LinkTable()
+        self.shaping = Shaping(self.config.shape, rng)  # every link's messages pass it
         ids = itertools.count(1)
         cfg = self.config
         cc = CircuitConfig(
@@ -217,19 +220,25 @@ class Node:
         while ready:
             conn = next(iter(ready))
             del ready[conn]
-            out += [(conn.link_id, data) for data in conn.datagrams_to_send()]
-        return out
+            sent = self.shaping.send(conn.link_id, conn.datagrams_to_send())
+            if isinstance(sent, CloseCode):  # unreachable within the link's credit
+                conn.fail("shaping queue full", sent)  # closed by the next input's settle
+                continue
+            out += [(conn.link_id, data) for data in sent]
+        return out + self.shaping.due()
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float:
         timers = [c.get_timer() for c in self._links]
-        return min(self._next_rotation, *(c.get_timer() for c in self._timed), *timers)
+        shaping = self.shaping.get_timer()
+        return min(self._next_rotation, shaping, *(c.get_timer() for c in self._timed), *timers)
 
     def handle_timer(self, now: float) -> None:
         for conn in self._links:
             conn.handle_timer(now)
+        self.shaping.handle_timer(now)
         for component in self._timed:
             component.handle_timer(now)
         if now >= self._next_rotation:
@@ -296,6 +305,7 @@ class Node:
             link_id, hs, self.geometry, now, limits=self._limits, watch=self._links.watch
         )
         self._links.add(conn, self.config.max_inbound_links)
+        self.shaping.open(link_id, now)
         if peer is not None:
             conn.send(hs.start(), now)
         self._settle(now)
@@ -315,7 +325,10 @@ class Node:
         if notify:
             conn.send(lf.Close(code), now)
             # what was queued within credit, and the CLOSE, still go out
-            self._closing.extend((conn.link_id, d) for d in conn.datagrams_to_send())
+            last = self.shaping.close(conn.link_id, conn.datagrams_to_send())
+            self._closing.extend((conn.link_id, d) for d in last)
+        else:
+            self.shaping.close(conn.link_id, [])
         self._links.remove(conn)  # first: teardowns send nothing more on it
         if conn.peer_id is not None and code in (CloseCode.CONNECTION_FAILED, CloseCode.TIMEOUT):
             self.builder.avoidance.failed(conn.peer_id, now, LINK_FAILED)  # likely dead
@@ -338,7 +351,7 @@ class Node:
             return
         try:
             counted = 0
-            for frame in conn.feed(data, now):
+            for frame in conn.feed(self.shaping.unwrap(link_id, data), now):
                 route = self._routes[type(frame)]
                 if not (route.after_handshake if conn.up else route.before_handshake):
                     raise RemoteProtocolError(

@@ -19,6 +19,7 @@ from ..runtime.control import DEFAULT_CONTROL
 from ..runtime.processes import MAX_RELAYS, MIN_RELAYS
 from ..runtime.push_cli import add_push_service
 from ..session.multipath import MAX_LEGS
+from ..shaping import MODES
 from ..sim.demo import DemoError, DemoResult, run_demo
 from ..sim.network import LinkModel
 from .args import (
@@ -103,6 +104,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         log_hops=args.log_hops,
         rate=args.rate,
         stun_port=args.stun_port,
+        shape=args.shape,
     )
     return main_relay(opts)
 
@@ -133,6 +135,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         log_hops=args.log_hops,
         control=None if args.control == "off" else args.control,
         legs=args.legs,
+        shape=args.shape,
     )
     return main_proxy(opts)
 
@@ -143,7 +146,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else None
     web = None if args.web == "off" else args.web
     control = None if args.control == "off" else args.control
-    opts = UpOptions(args.relays, args.socks, data, args.verbose, web, control, args.trust_ca or "")
+    opts = UpOptions(
+        args.relays, args.socks, data, args.verbose, web, control, args.trust_ca or "", args.shape
+    )
     return main_up(opts)
 
 
@@ -222,6 +227,17 @@ def _url(text: str) -> str:
     if not text.startswith("http://") or len(text) <= len("http://"):
         raise argparse.ArgumentTypeError(f"expected a URL like http://HOST:PORT, not {text!r}")
     return text
+
+
+def add_shape_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shape",
+        choices=MODES,
+        default="off",
+        help="shape what this node sends on each link so that message sizes and times do "
+        "not show what it carries: 'constant' (8 KiB every 20 ms per link, cover when idle), "
+        "'video' (the cadence and sizes of a measured WebRTC video call) or 'off' (default)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "descriptor for browsers (default 0: an ephemeral port; -1: none)",
     )
     add_rate_option(relay)
+    add_shape_option(relay)
     relay.set_defaults(func=cmd_relay)
     add_content_commands(sub)
 
@@ -386,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(--control alone: {DEFAULT_CONTROL}; default off: the status names this client's "
         "circuit paths to any program on this machine)",
     )
+    add_shape_option(proxy)
     proxy.set_defaults(func=cmd_proxy)
 
     up = sub.add_parser(
@@ -429,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_CONTROL}; 'off' to disable)",
     )
     up.add_argument("--trust-ca", type=_trust_ca, default=None, metavar="FILE", help=TRUST_CA_HELP)
+    add_shape_option(up)
     up.set_defaults(func=cmd_up)
 
     status = sub.add_parser(

@@ -70,6 +70,11 @@ class FrameType(IntEnum):
     PONG = 14
 
 
+#: not a frame type: the type byte of a shaped message (zmesh.shaping.carrier), which the
+#: receiving node unwraps before this decoder sees the frames inside it
+SHAPED = 16
+
+
 @dataclass(frozen=True, slots=True)
 class Hello1:
     """Initiator to responder: who I am, and a ciphertext to your identity key."""

@@ -18,6 +18,7 @@ from ..errors import UsageError, ZMeshError
 from ..exit_policy import ExitPolicy
 from ..identity import Flags, short_id
 from ..node import Event, HopOpened, Node, NodeConfig
+from ..shaping import Mode, ShapeConfig
 from ..signaling.backoff import Backoff
 from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
@@ -133,6 +134,7 @@ class RelayOptions:
     rate: float | None = None  # payload bytes per second given (content; None: no cap)
     share: list[Path] = field(default_factory=list)  # `zmesh share`: pin, print ids
     stun_port: int = 0  # the STUN responder's UDP port (0: ephemeral; -1: none), D50
+    shape: Mode = "off"  # how links' messages go on the wire (--shape, zmesh/shaping)
 
 
 MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
@@ -144,6 +146,7 @@ def relay_config(
     *,
     hop_events: bool = False,
     private: bool = False,
+    shape: Mode = "off",
 ) -> NodeConfig:
     """The :class:`NodeConfig` of every native node, ``zmesh relay`` and ``zmesh proxy``
     alike: it publishes ``Flags.RELAY`` (plus ``flags``), accepts inbound links and CREATEs
@@ -154,7 +157,8 @@ def relay_config(
     persistent guards, except in a ``private`` mesh (on loopback, as ``zmesh up`` runs),
     which also waives the one-relay-per-subnet rule: one operator holds every relay
     there, and with a guard set of two, legs that heal shared one guard and a session
-    stalled for 2.6 s when it died (D43)."""
+    stalled for 2.6 s when it died (D43).  ``shape`` shapes what it sends on every link
+    (zmesh/shaping, D53)."""
     return NodeConfig(
         flags=Flags.RELAY | flags,
         addresses=addresses,
@@ -165,6 +169,7 @@ def relay_config(
         private=private,
         dht=True,
         gossip=False,
+        shape=ShapeConfig(shape),
     )
 
 
@@ -200,7 +205,9 @@ async def run_relay(opts: RelayOptions) -> int:
     addresses += (wake_address(vapid),)
     flags = Flags.EXIT if opts.exit else Flags.NONE
     loopback = is_loopback_host(host) if opts.loopback is None else opts.loopback
-    config = relay_config(flags, addresses, hop_events=opts.log_hops, private=loopback)
+    config = relay_config(
+        flags, addresses, hop_events=opts.log_hops, private=loopback, shape=opts.shape
+    )
     node = Node(identity, rng, wall_clock(), config)
     policy = None
     if opts.exit:
@@ -257,6 +264,7 @@ class UpOptions:
     web: str | None = "127.0.0.1:8080"  # serve the browser node's page here (None: don't)
     control: str | None = DEFAULT_CONTROL  # serve GET /status here (None: don't)
     trust_ca: str = ""  # PEM CAs the page's https fetches trust (--trust-ca, D51)
+    shape: Mode = "off"  # every relay's and the proxy's links (--shape, D53)
 
 
 async def _start_web(
@@ -307,7 +315,7 @@ async def run_up(opts: UpOptions) -> int:
             if opts.data
             else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zmesh-up-")))
         )
-        children = LocalProcesses(opts.verbose)
+        children = LocalProcesses(opts.verbose, relay_args=["--shape", opts.shape])
         web: WebServer | None = None
         control: ControlServer | None = None
         proxy: Process | None = None
@@ -359,7 +367,7 @@ async def run_up(opts: UpOptions) -> int:
             # every node, browsers included, finds relays through the DHT: no flooding (D46)
             urls = await children.start_relays(opts.relays, base, relay_ready)
             proxy_args = ["proxy", "--socks", f"{socks_host}:{socks_port}"]
-            proxy_args += ["--data", str(base / "proxy")]
+            proxy_args += ["--data", str(base / "proxy"), "--shape", opts.shape]
             if proxy_control is not None:
                 proxy_args += ["--control", f"{proxy_control[0]}:{proxy_control[1]}"]
             for url in urls[:PROXY_BOOTSTRAPS]:  # the DHT finds the others (D46)

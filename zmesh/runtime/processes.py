@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +63,10 @@ class LocalProcesses:
     chatty child never blocks on a full pipe.
     """
 
-    def __init__(self, verbosity: int = 0) -> None:
+    def __init__(self, verbosity: int = 0, relay_args: Sequence[str] = ()) -> None:
         flags = ["-" + "v" * verbosity] if verbosity else []
         self._cmd = [sys.executable, "-m", "zmesh", *flags]
+        self._relay_args = list(relay_args)  # added to every `zmesh relay` started
         self.procs: list[Process] = []
         self.relays: list[RelayChild] = []  # as they come up, by start_relays
         self._drains: list[asyncio.Task[None]] = []
@@ -118,7 +119,7 @@ class LocalProcesses:
 
         async def one(i: int, bootstrap: list[str]) -> str:
             args = ["relay", "--listen", f"127.0.0.1:{free_port()}"]
-            args += ["--data", str(base / f"relay-{i}")]
+            args += ["--data", str(base / f"relay-{i}"), *self._relay_args]
             if i == 0:
                 args += ["--exit", "--allow-private-exits"]
             for url in bootstrap:

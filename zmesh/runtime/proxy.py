@@ -28,6 +28,7 @@ from ..circuit.sessions import DEFAULT_LEGS
 from ..errors import ZMeshError
 from ..identity import Identity, short_id
 from ..node import Node
+from ..shaping import Mode
 from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
 from . import run_command, webrtc
 from .aio import AsyncNode, wall_clock
@@ -203,6 +204,7 @@ class ProxyOptions:
     log_hops: bool = False  # tests only, as for ``zmesh relay --log-hops``
     control: str | None = None  # serve GET /status here (None: don't)
     legs: int = DEFAULT_LEGS  # circuits per session
+    shape: Mode = "off"  # how links' messages go on the wire (--shape, D53)
 
 
 REFUSED_ROUNDS = 3  # outright refusals of every bootstrap URL before we say so
@@ -220,7 +222,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
         if opts.loopback is not None
         else all("127.0.0.1" in u or "localhost" in u for u in opts.bootstrap)
     )
-    config = relay_config(hop_events=opts.log_hops, private=loopback)
+    config = relay_config(hop_events=opts.log_hops, private=loopback, shape=opts.shape)
     node = Node(identity, rng, wall_clock(), config)
     driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback)
     if opts.log_hops:
