@@ -440,12 +440,9 @@ class World:
         ids: list[bytes] = []
         while len(ids) < K:
             batch = node.rng.bytes(size * (K << PUZZLE_DIFFICULTY))  # about K solutions
-            for at in range(0, len(batch), size):
-                fake = head + batch[at : at + size]
-                if sha256(fake).digest() <= most:
-                    ids.append(fake)
-                    if len(ids) == K:
-                        break
+            tries = [head + batch[at : at + size] for at in range(0, len(batch), size)]
+            ids += [fake for fake in tries if sha256(fake).digest() <= most]
+        del ids[K:]
         hosts = node.rng.bytes(2 * K)  # an address in 198.51.0.0/16 for each
         return tuple(
             Contact(fake, f"http://198.51.{hosts[2 * i]}.{1 + hosts[2 * i + 1] % 254}:{PORT}", 0.0)
