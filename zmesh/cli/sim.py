@@ -6,8 +6,8 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
+from multiprocessing.pool import Pool
 from pathlib import Path
 
 from ..sim.anonymity import AnonymityConfig, AnonymityReport, simulate_anonymity
@@ -45,7 +45,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         print(f"zmesh sim: error: no directory for --json {args.json!r}", file=sys.stderr)
         return 2
     progress = Progress(sys.stderr, sys.stderr.isatty() and not args.quiet)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # the pool's exit terminates its process: an interrupted control plane leaves no orphan
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
         report = simulate(
             cfg,
             clock=time.perf_counter,
@@ -60,13 +61,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_anonymity(
-    pool: ProcessPoolExecutor, config: AnonymityConfig
-) -> Callable[[], AnonymityReport]:
+def _start_anonymity(pool: Pool, config: AnonymityConfig) -> Callable[[], AnonymityReport]:
     """Start the anonymity run in ``pool``'s process, beside the control plane (they share
     nothing; on two cores the run takes the longer of the two); returns the wait for its
     report."""
-    return pool.submit(simulate_anonymity, config).result
+    return pool.apply_async(simulate_anonymity, (config,)).get
 
 
 def add_sim(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
