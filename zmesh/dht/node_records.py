@@ -45,7 +45,7 @@ class NodeRecords:
         if record.type is not RecordType.NODE or not puzzle.satisfies(record.key, self._difficulty):
             return False
         held = self._records.get(record.key)
-        if held is not None and held.encode() == record.encode():
+        if held is not None and (held is record or held.encode() == record.encode()):
             self._records.move_to_end(record.key)
             return True
         if held is not None and record.published < held.published:

@@ -454,7 +454,8 @@ class World:
         if not node.alive or self.now != node.timer_at:
             return
         node.timer_at = math.inf
-        node.dht.handle_timer(self.now)
+        if node.dht.get_timer() <= self.now:  # else the deadline it was armed for has gone
+            node.dht.handle_timer(self.now)
         self._drain(node)
 
     # -- churn -----------------------------------------------------------------------------
