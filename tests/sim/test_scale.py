@@ -242,6 +242,22 @@ def test_the_command_line_writes_the_json(
     assert "lookup_success" in capsys.readouterr().out
 
 
+def test_the_command_line_runs_the_anonymity_run_beside_and_reports_the_same(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.json"
+    argv = ["--nodes", "20", "--duration", "60s", "--adversary", "0.1", "--anonymity-days", "1"]
+    assert cli.main(["sim", *argv, "--seed", "3", "--json", str(out), "-q"]) == 0
+    figures = json.loads(out.read_text())
+    assert set(figures) >= ISSUE_KEYS | {"clients_deanonymized_se"}
+    assert figures["anonymity_in_parallel"] is True
+    # as the command line parses them: floats (the digest reads the configuration's repr)
+    here = simulate(ScaleConfig(nodes=20, duration=60.0, adversary=0.1, anonymity_days=1.0, seed=3))
+    assert figures["digest"] == here.digest
+    assert figures["clients_deanonymized"] == here.clients_deanonymized
+    assert "digest" in capsys.readouterr().out
+
+
 def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["sim", "--help"])
