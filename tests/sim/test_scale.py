@@ -3,6 +3,8 @@ the command line's argument errors."""
 
 import json
 import math
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ from zmesh.dht.records import RecordType, sign_record
 from zmesh.errors import RemoteProtocolError
 from zmesh.identity import Flags, Identity
 from zmesh.rng import DeterministicRng
-from zmesh.sim.scale import ScaleConfig, ScaleReport, simulate
+from zmesh.sim.anonymity import AnonymityConfig, AnonymityReport, simulate_anonymity
+from zmesh.sim.scale import ScaleConfig, ScaleReport, anonymity_config, simulate
 from zmesh.sim.scale_world import SharedRecords
 
 ISSUE_KEYS = {
@@ -111,6 +114,26 @@ def test_the_same_seed_gives_the_same_digest_and_another_seed_another(
         small_again.to_json() | {"wall_s": 0, "anonymity_wall_s": 0, "control_wall_s": 0}
     )
     assert other_seed.digest != small.digest
+
+
+def test_the_anonymity_run_started_elsewhere_gives_the_same_report(small: ScaleReport) -> None:
+    started: list[AnonymityConfig] = []
+
+    def start(config: AnonymityConfig) -> Callable[[], AnonymityReport]:
+        started.append(config)  # as the command line's second process: run, wait later
+        return partial(simulate_anonymity, config)
+
+    beside = simulate(SMALL, start_anonymity=start)
+    assert started == [anonymity_config(SMALL)] and beside.anonymity_in_parallel
+    assert not small.anonymity_in_parallel
+    assert beside.digest == small.digest
+    assert beside.clients_deanonymized == small.clients_deanonymized
+
+
+def test_the_deanonymized_fraction_comes_with_its_standard_error(small: ScaleReport) -> None:
+    p, n = small.clients_deanonymized, small.anonymity_clients
+    assert n == SMALL.anonymity_clients
+    assert small.clients_deanonymized_se == pytest.approx(math.sqrt(p * (1 - p) / n))
 
 
 def _record_bytes(n: int) -> bytes:
@@ -217,6 +240,22 @@ def test_the_command_line_writes_the_json(
     assert set(figures) >= ISSUE_KEYS
     assert figures["nodes"] == 40 and figures["anonymity_days"] == 0.5
     assert "lookup_success" in capsys.readouterr().out
+
+
+def test_the_command_line_runs_the_anonymity_run_beside_and_reports_the_same(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.json"
+    argv = ["--nodes", "20", "--duration", "60s", "--adversary", "0.1", "--anonymity-days", "1"]
+    assert cli.main(["sim", *argv, "--seed", "3", "--json", str(out), "-q"]) == 0
+    figures = json.loads(out.read_text())
+    assert set(figures) >= ISSUE_KEYS | {"clients_deanonymized_se"}
+    assert figures["anonymity_in_parallel"] is True
+    # as the command line parses them: floats (the digest reads the configuration's repr)
+    here = simulate(ScaleConfig(nodes=20, duration=60.0, adversary=0.1, anonymity_days=1.0, seed=3))
+    assert figures["digest"] == here.digest
+    assert figures["clients_deanonymized"] == here.clients_deanonymized
+    assert "digest" in capsys.readouterr().out
 
 
 def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,6 @@ that costs signature checks, which the record store budgets per peer.
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import lru_cache
 
 from ..codec import Buffer, BufferReadError, push_uint, push_vector
 from ..errors import CloseCode, RemoteProtocolError
@@ -38,7 +37,7 @@ DHT_VERSION = 1
 MAX_CONTACTS = 32  # per answer (we send k = 20)
 MAX_RECORDS = 4  # per VALUE answer
 MAX_ADDRESS = 255
-ADDRESS_CACHE = 4096  # addresses whose encoding is remembered (bounded)
+CONTACT_ENCODINGS = 1 << 15  # contacts whose encoding is remembered (bounded, process-wide)
 CONTACT_CACHE = 16384  # decoded contacts remembered by their encoding (bounded)
 HEADER = 6
 CONTACT_MAX = ID_SIZE + 1 + MAX_ADDRESS
@@ -118,36 +117,43 @@ Message = Ping | Pong | FindNode | Nodes | FindValue | Value | Store | Stored
 
 
 def _push_contacts(contacts: tuple[Contact, ...]) -> bytes:
-    """The contact list of a NODES or VALUE body, each id and address checked on the way
-    (one pass: the hot path of every lookup answer).  Raises ValueError for more than
-    :data:`MAX_CONTACTS`, a malformed id or an address no peer would accept."""
+    """The contact list of a NODES or VALUE body (the hot path of every lookup answer):
+    each contact's encoding is remembered by (id, address), checked once.  Raises
+    ValueError for more than :data:`MAX_CONTACTS`, a malformed id or an address no peer
+    would accept."""
     if len(contacts) > MAX_CONTACTS:
         raise ValueError(f"at most {MAX_CONTACTS} contacts per answer")
-    out = bytearray((len(contacts),))
+    known = _encodings
+    parts = [bytes((len(contacts),))]
     for c in contacts:
-        if len(c.node_id) != ID_SIZE:
-            raise ValueError(f"ids are {ID_SIZE} bytes")
-        out += c.node_id
-        if c.address is None:
-            out.append(0)
-            continue
-        raw = _address_bytes(c.address)
-        out.append(len(raw))
-        out += raw
-    return bytes(out)
+        key = (c.node_id, c.address)
+        raw = known.get(key)
+        if raw is None:
+            raw = _contact_bytes(c.node_id, c.address)
+            if len(known) >= CONTACT_ENCODINGS:
+                known.clear()
+            known[key] = raw
+        parts.append(raw)
+    return b"".join(parts)
 
 
-@lru_cache(maxsize=ADDRESS_CACHE)
-def _address_bytes(address: str) -> bytes:
-    """A contact's address as sent, checked (remembered: answers repeat our table's
-    addresses); raises ValueError for one no peer would accept."""
+_encodings: dict[tuple[bytes, str | None], bytes] = {}  # (id, address) -> its encoding
+
+
+def _contact_bytes(node_id: bytes, address: str | None) -> bytes:
+    """One contact as sent: ``node_id[32] | u8 len | address``.  Raises ValueError for a
+    malformed id or an address no peer would accept."""
+    if len(node_id) != ID_SIZE:
+        raise ValueError(f"ids are {ID_SIZE} bytes")
+    if address is None:
+        return node_id + b"\x00"
     try:
         raw = address.encode("ascii")
     except UnicodeEncodeError:
         raw = b""
     if not _valid_address(raw):
         raise ValueError("addresses are 1 to 255 printable ASCII characters")
-    return raw
+    return node_id + bytes((len(raw),)) + raw
 
 
 def encode_message(msg: Message) -> bytes:

@@ -27,7 +27,7 @@ from ..identity import Identity, node_id_of
 from ..rng import Rng
 
 MAX_DIFFICULTY = 64
-CHECK_CACHE = 8192  # ids whose puzzle check is remembered (bounded)
+CHECK_CACHE = 1 << 15  # ids whose puzzle check is remembered (bounded, process-wide)
 ATTEMPTS_FACTOR = 64  # solve gives up after this many times the expected attempts
 
 

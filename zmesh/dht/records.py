@@ -351,7 +351,8 @@ class RecordStore:
         held = self._held.get(slot)
         if held is not None:
             if record.published <= held.record.published:
-                if record.encode() == held.record.encode() and not held.own:
+                same = record is held.record or record.encode() == held.record.encode()
+                if same and not held.own:
                     held.due = max(held.due, now + self._replicate)  # someone replicated it
                 return PutOutcome.DUPLICATE
             if now < held.stored + self._min_update:

@@ -52,18 +52,27 @@ Bounds: :class:`DhtConfig` (lookups in flight, pending requests, requests waitin
 link, in all and per peer, records verified per lookup, peers' node records kept).
 """
 
-import heapq
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
 
 from ..budget import TokenBucket
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..identity import Descriptor, Identity
 from ..rng import Rng
 from . import puzzle
-from .lookup import ALPHA, FindRequest, Lookup
+from .config import (
+    MAX_BOOTSTRAPS,
+    MAX_REFERRERS,
+    MAX_VERIFY_PER_LOOKUP,
+    VALUE_KINDS,
+    DhtConfig,
+    DhtSend,
+    DhtStats,
+    Event,
+    LookupDone,
+    LookupKind,
+)
+from .lookup import FindRequest, Lookup
 from .messages import (
     MAX_RECORDS,
     FindNode,
@@ -79,8 +88,8 @@ from .messages import (
     decode_message,
     encode_message,
 )
+from .node_records import NodeRecords, store_status
 from .records import (
-    PutOutcome,
     Record,
     RecordStore,
     RecordType,
@@ -89,147 +98,8 @@ from .records import (
     decode_record,
     sign_record,
 )
-from .routing import ID_SIZE, Contact, K, PingContact, RefreshBucket, RoutingTable
-
-RPC_TIMEOUT = 10.0  # per request, a dial (and a record fetch) included: the cap
-RPC_TIMEOUT_FLOOR = 1.0  # a learned timeout is never shorter (RFC 6298's minimum RTO)
-MAX_RTT_PEERS = 4096  # peers whose round-trip estimate is kept (the least recent go)
-REQUEST_RATE = 20.0  # requests per second one peer may make us answer
-REQUEST_BURST = 60.0
-REQUEST_RATE_TOTAL = 400.0
-MAX_LOOKUPS = 64
-MAX_PENDING = 1024
-MAX_WAITING = 256  # requests waiting for a link, in all
-MAX_WAITING_PER_PEER = 8
-MAX_NODE_RECORDS = 2048  # peers' node records kept to describe them to others
-MAX_REFERRERS = 4096  # per lookup: which responder first named a contact
-MAX_VERIFY_PER_LOOKUP = 64  # records a lookup verifies from answers
-MAX_BOOTSTRAPS = 4  # bootstrap lookups tried until one reaches the k closest
-
-
-@dataclass(frozen=True, slots=True)
-class DhtConfig:
-    k: int = K
-    alpha: int = ALPHA
-    disjoint_paths: int = 2
-    rpc_timeout: float = RPC_TIMEOUT
-    rpc_timeout_floor: float = RPC_TIMEOUT_FLOOR
-    puzzle_difficulty: int = 0
-    subnet_caps: bool = True  # False only for a private mesh on loopback
-    publish_node_record: bool = True  # store ours at the k closest after bootstrap
-    max_providers: int = 20  # a provider lookup stops once it verified this many
-    request_rate: float = REQUEST_RATE
-    request_burst: float = REQUEST_BURST
-    request_rate_total: float = REQUEST_RATE_TOTAL
-    max_lookups: int = MAX_LOOKUPS
-    max_pending: int = MAX_PENDING
-    max_waiting: int = MAX_WAITING
-    max_waiting_per_peer: int = MAX_WAITING_PER_PEER
-    max_node_records: int = MAX_NODE_RECORDS
-
-
-class LookupKind(Enum):
-    NODE = "node"  # lookup_node: the k closest to a target
-    PROVIDERS = "providers"  # find_providers: provider records of a content id
-    NODE_RECORD = "node record"  # find_node_record: a node's signed descriptor
-    BOOTSTRAP = "bootstrap"  # our own id, at the first link-up
-    PUBLISH = "publish"  # a record of ours, stored at the k closest when done
-    REPLICATE = "replicate"  # someone's record we hold, stored again at the k closest
-    REFRESH = "refresh"  # a bucket nobody used for an hour
-
-
-_VALUE_KINDS = {LookupKind.PROVIDERS: RecordType.PROVIDER, LookupKind.NODE_RECORD: RecordType.NODE}
-
-
-@dataclass(frozen=True, slots=True)
-class DhtSend:
-    """Effect: send ``data`` to ``peer_id`` as a DHT link frame (the link is up)."""
-
-    peer_id: bytes
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class LookupDone:
-    """A lookup finished: the ``k`` closest that answered, the verified records found
-    (providers, or a node record), sequential ``rounds``, requests sent and failed, whether
-    the request bound cut it short, ``elapsed`` seconds, and STOREs sent (publishing)."""
-
-    lookup_id: int
-    kind: LookupKind
-    target: bytes
-    closest: tuple[Contact, ...]
-    records: tuple[Record, ...]
-    rounds: int
-    rpcs: int
-    failures: int
-    exhausted: bool
-    elapsed: float
-    stored: int
-
-
-Event = DhtSend | LookupDone
-
-
-@dataclass(slots=True)
-class DhtStats:
-    requests_in: int = 0
-    over_budget: int = 0  # requests dropped unanswered
-    unsolicited: int = 0  # answers nobody asked for (or late), dropped
-    requests_out: int = 0
-    failed: int = 0  # requests out that timed out, could not be sent or were refused
-    dials: int = 0
-    fetches: int = 0  # node records asked of a referrer
-    bytes_out: int = 0
-    bytes_in: int = 0
-
-
-class _Purpose(Enum):
-    LOOKUP = 0
-    FETCH = 1  # FIND_VALUE(NODE, subject) to learn how to dial ``subject``
-    PING = 2
-    STORE = 3
-
-
-_EXPECT: dict[type, type] = {Ping: Pong, FindNode: Nodes, FindValue: Value, Store: Stored}
-
-
-@dataclass(slots=True)
-class _Pending:
-    purpose: _Purpose
-    expect: type
-    deadline: float
-    lookup_id: int = 0
-    subject: bytes = b""
-    data: bytes = b""  # the encoded request, while it waits for a link
-    sent: float = 0.0  # when it went out on the link
-
-
-@dataclass(slots=True)
-class _Rtt:
-    """A smoothed round-trip time and its variation (RFC 6298 section 2)."""
-
-    srtt: float
-    rttvar: float
-
-    def sample(self, rtt: float) -> None:
-        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-        self.srtt = 0.875 * self.srtt + 0.125 * rtt
-
-    @property
-    def rto(self) -> float:
-        return self.srtt + 4 * self.rttvar
-
-
-@dataclass(slots=True)
-class _Search:
-    lookup: Lookup
-    kind: LookupKind
-    started: float
-    record: Record | None = None  # PUBLISH / REPLICATE: what to store when done
-    referrers: dict[bytes, bytes] = field(default_factory=dict)  # contact -> who named it
-    records: dict[bytes, Record] = field(default_factory=dict)  # publisher -> verified
-    verified: int = 0
+from .requests import EXPECT, Deadlines, Entry, Pending, Purpose, RoundTrips, Search
+from .routing import ID_SIZE, Contact, PingContact, RefreshBucket, RoutingTable
 
 
 class Dht:
@@ -279,19 +149,14 @@ class Dht:
         self._linked: dict[bytes, str | None] = {}  # linked peer -> its address, if known
         self._budgets: dict[bytes, TokenBucket] = {}
         self._budget_all = TokenBucket(cfg.request_rate_total, cfg.request_rate_total * 2)
-        self._pending: dict[tuple[bytes, int], _Pending] = {}
-        # the deadlines of requests pending or waiting, a heap with lazy deletion: an entry
-        # whose request left both tables is dropped when it reaches the top (bounded: the
-        # heap is rebuilt from live entries when it outgrows twice max_pending)
-        self._deadlines: list[tuple[float, int, bytes, int, _Pending]] = []
-        self._deadline_seq = 0
-        self._rtts: OrderedDict[bytes, _Rtt] = OrderedDict()  # per peer, bounded
-        self._rtt_all: _Rtt | None = None  # over every answer, for peers without samples
-        self._waiting: dict[bytes, dict[int, _Pending]] = {}
+        self._pending: dict[tuple[bytes, int], Pending] = {}
+        self._deadlines = Deadlines(self._live, 2 * cfg.max_pending + 64)
+        self._round_trips = RoundTrips(cfg.rpc_timeout_floor, cfg.rpc_timeout)
+        self._waiting: dict[bytes, dict[int, Pending]] = {}
         self._waiting_count = 0
-        self._searches: dict[int, _Search] = {}
+        self._searches: dict[int, Search] = {}
         self._next_lookup = 1
-        self._node_records: OrderedDict[bytes, Record] = OrderedDict()
+        self._node_records = NodeRecords(cfg.max_node_records, cfg.puzzle_difficulty)
         self._own_record: Record | None = None
         self._bootstraps = 0  # bootstrap lookups started
         self._bootstrapping: int | None = None  # the one in flight
@@ -303,14 +168,14 @@ class Dht:
         return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float:
-        timer = min(self.table.get_timer(), self.store.get_timer(), self._first_deadline())
+        timer = min(self.table.get_timer(), self.store.get_timer(), self._deadlines.first())
         for search in self._searches.values():  # a loop: asked after every input
             timer = min(timer, search.lookup.get_timer())
         return timer
 
     def handle_timer(self, now: float) -> None:
         """Fail requests past their deadline, advance lookups, run table and store upkeep."""
-        if self._first_deadline() <= now:
+        if self._deadlines.first() <= now:
             for key in [k for k, p in self._pending.items() if p.deadline <= now]:
                 self._fail(key[0], self._pending.pop(key), now)
             for peer in [
@@ -375,7 +240,7 @@ class Dht:
         self._linked[peer_id] = address
         self._seen(peer_id, now, address)
         own = self._own_node_record(now)
-        self._request(peer_id, lambda rid: Store(rid, own), _Purpose.STORE, now)
+        self._request(peer_id, lambda rid: Store(rid, own), Purpose.STORE, now)
         queue = self._waiting.pop(peer_id, {})
         self._waiting_count -= len(queue)
         for rid, pending in queue.items():
@@ -401,7 +266,7 @@ class Dht:
         (the caller closes the link); anything else is answered, matched or dropped."""
         msg = decode_message(data, self._decode_record)
         self.stats.bytes_in += len(data)
-        expect = _EXPECT.get(type(msg))
+        expect = EXPECT.get(type(msg))
         if expect is None:
             self._on_answer(peer_id, msg, now)
             return
@@ -443,33 +308,33 @@ class Dht:
         if type(msg) is not pending.expect:
             self._fail(peer_id, pending, now)
             return
-        self._sample_rtt(peer_id, now - pending.sent)
+        self._round_trips.sample(peer_id, now - pending.sent)
         self._seen(peer_id, now)
         search = self._searches.get(pending.lookup_id)
         match pending.purpose, msg:
-            case _Purpose.LOOKUP, Nodes(_, contacts) if search is not None:
+            case Purpose.LOOKUP, Nodes(_, contacts) if search is not None:
                 search.lookup.response(peer_id, self._usable(search, peer_id, contacts), now)
-            case _Purpose.LOOKUP, Value(_, records, contacts) if search is not None:
+            case Purpose.LOOKUP, Value(_, records, contacts) if search is not None:
                 self._collect(search, peer_id, records, now)
                 search.lookup.response(peer_id, self._usable(search, peer_id, contacts), now)
                 if len(search.records) >= self._wanted(search):
                     search.lookup.cancel(now)
-            case _Purpose.FETCH, Value(_, records, _) if search is not None:
+            case Purpose.FETCH, Value(_, records, _) if search is not None:
                 subject = pending.subject
-                known = any(self._keep_node_record(r, now) for r in records if r.key == subject)
+                known = any(self._node_records.keep(r, now) for r in records if r.key == subject)
                 if not (known and self._lookup_request(pending.lookup_id, search, subject, now)):
                     search.lookup.timeout(subject, now)
             case _:
                 pass  # PONG and STORED: the peer is live, nothing more
         self._pump(pending.lookup_id, now)
 
-    def _fail(self, peer_id: bytes, pending: _Pending, now: float) -> None:
+    def _fail(self, peer_id: bytes, pending: Pending, now: float) -> None:
         self.stats.failed += 1
-        if pending.purpose in (_Purpose.LOOKUP, _Purpose.PING):
+        if pending.purpose in (Purpose.LOOKUP, Purpose.PING):
             self.table.failed(peer_id, now)
         search = self._searches.get(pending.lookup_id)
         if search is not None:
-            subject = pending.subject if pending.purpose is _Purpose.FETCH else peer_id
+            subject = pending.subject if pending.purpose is Purpose.FETCH else peer_id
             search.lookup.timeout(subject, now)
             self._pump(pending.lookup_id, now)
 
@@ -477,7 +342,7 @@ class Dht:
         """A STORE: a peer's own node record is kept to describe it; records for which we
         are among the ``k`` closest we know go to the store."""
         if record.type is RecordType.NODE and record.publisher == peer_id:
-            if not self._keep_node_record(record, now):
+            if not self._node_records.keep(record, now):
                 return StoreStatus.INVALID
             if not self._among_closest(record.key):
                 return StoreStatus.STORED
@@ -485,40 +350,15 @@ class Dht:
             outcome = self.store.put(record, now, peer_id)
         except RemoteProtocolError:
             return StoreStatus.INVALID
-        if outcome in (PutOutcome.STORED, PutOutcome.UPDATED):
-            return StoreStatus.STORED
-        if outcome in (PutOutcome.DUPLICATE, PutOutcome.TOO_SOON):
-            return StoreStatus.DUPLICATE
-        return StoreStatus.REFUSED
-
-    def _keep_node_record(self, record: Record, now: float) -> bool:
-        """Verify a node record (two signature checks) and keep it, bounded, to dial or
-        describe its node; False if it is not a valid node record."""
-        if record.type is not RecordType.NODE or not self._puzzle_ok(record.key):
-            return False
-        held = self._node_records.get(record.key)
-        if held is not None and held.encode() == record.encode():
-            self._node_records.move_to_end(record.key)
-            return True
-        if held is not None and record.published < held.published:
-            return False
-        try:
-            record.verify(now)
-        except RemoteProtocolError:
-            return False
-        self._node_records[record.key] = record
-        self._node_records.move_to_end(record.key)
-        while len(self._node_records) > self.config.max_node_records:
-            self._node_records.popitem(last=False)
-        return True
+        return store_status(outcome)
 
     def _collect(
-        self, search: _Search, responder: bytes, records: tuple[Record, ...], now: float
+        self, search: Search, responder: bytes, records: tuple[Record, ...], now: float
     ) -> None:
         """Verify the records of a VALUE answer that fit the search (bounded per lookup).
         A node record found this way is routed (for a dial through the mesh) through the
         linked peer that named its node in this lookup, else the ``responder``."""
-        record_type = _VALUE_KINDS.get(search.kind)
+        record_type = VALUE_KINDS.get(search.kind)
         for record in records:
             if (
                 record.type is not record_type
@@ -530,7 +370,7 @@ class Dht:
                 continue
             search.verified += 1
             if record_type is RecordType.NODE:
-                if self._keep_node_record(record, now):
+                if self._node_records.keep(record, now):
                     search.records[record.publisher] = record
                     if record.key not in self._linked:
                         via = search.referrers.get(record.key)
@@ -572,7 +412,7 @@ class Dht:
         )
         lookup_id = self._next_lookup
         self._next_lookup += 1
-        self._searches[lookup_id] = _Search(lookup, kind, now, record)
+        self._searches[lookup_id] = Search(lookup, kind, now, record)
         self._pump(lookup_id, now)
         return lookup_id
 
@@ -600,7 +440,7 @@ class Dht:
             own = search.record
             for contact in result.closest:
                 stored += self._request(
-                    contact.node_id, lambda rid: Store(rid, own), _Purpose.STORE, now
+                    contact.node_id, lambda rid: Store(rid, own), Purpose.STORE, now
                 )
         self.events.append(
             LookupDone(
@@ -639,7 +479,7 @@ class Dht:
         ):
             self._start_bootstrap(now)
 
-    def _find(self, lookup_id: int, search: _Search, req: FindRequest, now: float) -> None:
+    def _find(self, lookup_id: int, search: Search, req: FindRequest, now: float) -> None:
         """Send a lookup's request (a contact we have no link to is dialled, signaling
         through the linked peer that named it); for a contact we cannot describe, ask that
         peer for its node record first; if neither works, it fails at once."""
@@ -657,23 +497,23 @@ class Dht:
             def fetch(rid: int) -> Message:
                 return FindValue(rid, RecordType.NODE, peer)
 
-            if self._request(referrer, fetch, _Purpose.FETCH, now, lookup_id, subject=peer):
+            if self._request(referrer, fetch, Purpose.FETCH, now, lookup_id, subject=peer):
                 return
         search.lookup.timeout(peer, now)
 
-    def _lookup_request(self, lookup_id: int, search: _Search, peer: bytes, now: float) -> bool:
+    def _lookup_request(self, lookup_id: int, search: Search, peer: bytes, now: float) -> bool:
         target = search.lookup.target
-        record_type = _VALUE_KINDS.get(search.kind)
+        record_type = VALUE_KINDS.get(search.kind)
         if record_type is None:
             return self._request(
-                peer, lambda rid: FindNode(rid, target), _Purpose.LOOKUP, now, lookup_id
+                peer, lambda rid: FindNode(rid, target), Purpose.LOOKUP, now, lookup_id
             )
         return self._request(
-            peer, lambda rid: FindValue(rid, record_type, target), _Purpose.LOOKUP, now, lookup_id
+            peer, lambda rid: FindValue(rid, record_type, target), Purpose.LOOKUP, now, lookup_id
         )
 
     def _usable(
-        self, search: _Search, responder: bytes, contacts: tuple[Contact, ...]
+        self, search: Search, responder: bytes, contacts: tuple[Contact, ...]
     ) -> list[Contact]:
         """The contacts of an answer that may join a lookup (ids that pass the puzzle);
         remembers who named each, for fetching its node record."""
@@ -686,7 +526,7 @@ class Dht:
                 search.referrers.setdefault(contact.node_id, responder)
         return usable
 
-    def _wanted(self, search: _Search) -> int:
+    def _wanted(self, search: Search) -> int:
         return 1 if search.kind is LookupKind.NODE_RECORD else self.config.max_providers
 
     # -- maintenance -----------------------------------------------------------------------
@@ -711,7 +551,7 @@ class Dht:
 
     def _ping(self, event: PingContact, now: float) -> None:
         peer = event.contact.node_id
-        if not self._request(peer, Ping, _Purpose.PING, now):
+        if not self._request(peer, Ping, Purpose.PING, now):
             self.table.failed(peer, now)
 
     def _own_node_record(self, now: float) -> Record:
@@ -730,7 +570,7 @@ class Dht:
         self,
         peer: bytes,
         make: Callable[[int], Message],
-        purpose: _Purpose,
+        purpose: Purpose,
         now: float,
         lookup_id: int = 0,
         *,
@@ -742,8 +582,8 @@ class Dht:
             return False
         rid = self._request_id(peer)
         msg = make(rid)
-        pending = _Pending(
-            purpose, _EXPECT[type(msg)], now + self.config.rpc_timeout, lookup_id, subject
+        pending = Pending(
+            purpose, EXPECT[type(msg)], now + self.config.rpc_timeout, lookup_id, subject
         )
         data = encode_message(msg)
         if peer in self._linked:
@@ -764,18 +604,10 @@ class Dht:
         pending.data = data
         queue[rid] = pending
         self._waiting_count += 1
-        self._track(peer, rid, pending)
+        self._deadlines.push(peer, rid, pending)
         return True
 
-    def _track(self, peer: bytes, rid: int, pending: _Pending) -> None:
-        """Enter a new request's deadline in the heap (rebuilt when stale entries pile up)."""
-        self._deadline_seq += 1
-        heapq.heappush(self._deadlines, (pending.deadline, self._deadline_seq, peer, rid, pending))
-        if len(self._deadlines) > 2 * self.config.max_pending + 64:
-            self._deadlines = [e for e in self._deadlines if self._live(e)]
-            heapq.heapify(self._deadlines)
-
-    def _live(self, entry: tuple[float, int, bytes, int, _Pending]) -> bool:
+    def _live(self, entry: Entry) -> bool:
         """True while the entry's request is pending or waiting for its link, with this
         deadline (one sent after a dial has a new deadline, and a new entry)."""
         deadline, _, peer, rid, pending = entry
@@ -786,53 +618,17 @@ class Dht:
         queue = self._waiting.get(peer)
         return queue is not None and queue.get(rid) is pending
 
-    def _first_deadline(self) -> float:
-        """The earliest deadline of a request pending or waiting (infinity if none)."""
-        heap = self._deadlines
-        while heap and not self._live(heap[0]):
-            heapq.heappop(heap)
-        return heap[0][0] if heap else float("inf")
-
-    def _send_pending(self, peer: bytes, rid: int, pending: _Pending, now: float) -> None:
+    def _send_pending(self, peer: bytes, rid: int, pending: Pending, now: float) -> None:
         """Put a request on the link; its deadline is now the peer's learned timeout."""
         data, pending.data = pending.data, b""
         pending.sent = now
-        pending.deadline = now + self._timeout(peer)
+        pending.deadline = now + self._round_trips.timeout(peer)
         self._pending[(peer, rid)] = pending
-        self._track(peer, rid, pending)
+        self._deadlines.push(peer, rid, pending)
         self.stats.requests_out += 1
         self._send(peer, data)
 
-    def _timeout(self, peer: bytes) -> float:
-        """How long a request sent to ``peer`` now may wait for its answer: the RFC 6298
-        retransmission timeout of the peer's round trips (SRTT + 4 RTTVAR), or of all our
-        answers' for a peer not heard yet, between ``rpc_timeout_floor`` and
-        ``rpc_timeout`` (the latter before any answer).  So a node that drops requests holds
-        a lookup slot about a second, not the full cap (libp2p and BitTorrent DHT clients
-        likewise time requests out from measured round trips)."""
-        cfg = self.config
-        rtt = self._rtts.get(peer) or self._rtt_all
-        if rtt is None:
-            return cfg.rpc_timeout
-        return min(cfg.rpc_timeout, max(cfg.rpc_timeout_floor, rtt.rto))
-
-    def _sample_rtt(self, peer: bytes, rtt: float) -> None:
-        """An answer came ``rtt`` seconds after its request: update the peer's estimate
-        (bounded, least recent first out) and the estimate over every peer."""
-        est = self._rtts.get(peer)
-        if est is None:
-            self._rtts[peer] = _Rtt(rtt, rtt / 2)  # RFC 6298 (2.2)
-        else:
-            est.sample(rtt)  # (2.3)
-            self._rtts.move_to_end(peer)
-        if self._rtt_all is None:
-            self._rtt_all = _Rtt(rtt, rtt / 2)
-        else:
-            self._rtt_all.sample(rtt)
-        while len(self._rtts) > MAX_RTT_PEERS:
-            self._rtts.popitem(last=False)
-
-    def _unwait(self, peer: bytes, rid: int) -> _Pending:
+    def _unwait(self, peer: bytes, rid: int) -> Pending:
         queue = self._waiting[peer]
         pending = queue.pop(rid)
         self._waiting_count -= 1
@@ -895,3 +691,6 @@ class Dht:
     def node_record(self, node_id: bytes) -> Record | None:
         """A verified node record we hold for ``node_id`` (a peer's, or one a lookup found)."""
         return self._node_records.get(node_id)
+
+
+__all__ = ["Dht", "DhtConfig", "DhtSend", "DhtStats", "Event", "LookupDone", "LookupKind"]

@@ -440,12 +440,9 @@ class World:
         ids: list[bytes] = []
         while len(ids) < K:
             batch = node.rng.bytes(size * (K << PUZZLE_DIFFICULTY))  # about K solutions
-            for at in range(0, len(batch), size):
-                fake = head + batch[at : at + size]
-                if sha256(fake).digest() <= most:
-                    ids.append(fake)
-                    if len(ids) == K:
-                        break
+            tries = [head + batch[at : at + size] for at in range(0, len(batch), size)]
+            ids += [fake for fake in tries if sha256(fake).digest() <= most]
+        del ids[K:]
         hosts = node.rng.bytes(2 * K)  # an address in 198.51.0.0/16 for each
         return tuple(
             Contact(fake, f"http://198.51.{hosts[2 * i]}.{1 + hosts[2 * i + 1] % 254}:{PORT}", 0.0)
@@ -457,7 +454,8 @@ class World:
         if not node.alive or self.now != node.timer_at:
             return
         node.timer_at = math.inf
-        node.dht.handle_timer(self.now)
+        if node.dht.get_timer() <= self.now:  # else the deadline it was armed for has gone
+            node.dht.handle_timer(self.now)
         self._drain(node)
 
     # -- churn -----------------------------------------------------------------------------
