@@ -507,7 +507,7 @@ def test_request_timeouts_are_learned_from_round_trips() -> None:
     mesh.now += 2.0
     a.receive(b.node_id, encode_message(Nodes(msg.request_id, ())), mesh.now)
     request()
-    rtt = a._rtts[b.node_id]
+    rtt = a._round_trips._rtts[b.node_id]
     assert rtt.srtt == pytest.approx(0.25) and a.get_timer() == pytest.approx(
         mesh.now + max(a.config.rpc_timeout_floor, rtt.srtt + 4 * rtt.rttvar)
     )
