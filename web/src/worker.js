@@ -202,6 +202,7 @@ async function snapshotPlan(version) {
       throw new Error(`made from another ${name} wheel than the lock's`);
     }
     const bytes = fetchChecked(entry.file_name, entry.sha256).then((r) => r.arrayBuffer());
+    bytes.catch(() => {}); // reported where fsInit awaits it (never, if the snapshot failed first)
     return { path: m.path, bytes };
   });
   const snapshot = fetchChecked(manifest.file, manifest.sha256).then(async (response) => {
