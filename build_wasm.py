@@ -20,7 +20,12 @@ Steps, each reported as it runs:
    ``globalThis.zmeshCrypto``), web/src/x509.js into web/dist/zmesh-x509.js (an ES module
    the worker imports on the first https fetch), and web/src/{worker,page,embed}.js where
    they exist;
-6. copy web/static/* into web/dist/.
+6. copy web/static/* into web/dist/;
+7. make the Pyodide memory snapshot (web/snapshot.mjs, in Node): the interpreter with zmesh
+   and h11 imported, before any node exists; written gzipped as zmesh-snapshot.bin.gz, with
+   zmesh-snapshot.json naming its sha256, the Pyodide version and the wheels it was made
+   from (their sha256 and where the page must write them), so that worker.js uses it only
+   with exactly those wheels and that Pyodide, and boots without it otherwise (D52).
 
 Everything the browser loads is then under web/dist/; nothing is fetched at run time.
 The browser node loads it as::
@@ -40,8 +45,10 @@ tests/pyodide/run_core_tests.mjs.
 """
 
 import argparse
+import gzip
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -51,6 +58,7 @@ import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 
@@ -85,6 +93,10 @@ PYODIDE_FILES = (
     "pyodide-lock.json",
 )
 LOCK_NAME = "zmesh-lock.json"
+SNAPSHOT_SCRIPT = WEB / "snapshot.mjs"
+SNAPSHOT_NAME = "zmesh-snapshot.bin.gz"
+SNAPSHOT_MANIFEST = "zmesh-snapshot.json"
+SNAPSHOT_FORMAT = 1  # worker.js refuses a manifest of another format
 CRYPTO_BUNDLE = "zmesh-crypto.js"
 # The browser node's entry points (web/src/<name>) and their output format.  The worker
 # is ESM so that it can `import` the Pyodide loader, which stays a separate file.
@@ -350,6 +362,65 @@ def copy_static(out: Path) -> None:
     step(f"copied {count} file(s) from web/static/")
 
 
+# 7. the memory snapshot
+
+
+def make_snapshot(out: Path, lock: dict[str, Any]) -> None:
+    """Run web/snapshot.mjs on the assembled ``out`` and write the gzipped snapshot and its
+    manifest (see the module doc).  BuildError if Node is missing or the script fails."""
+    node = shutil.which("node")
+    if node is None:
+        raise BuildError("node is not installed (Node 20+ is needed to make the snapshot)")
+    raw = out / "zmesh-snapshot.bin"
+    # TZ: the interpreter reads the time zone at start; the build machine's has no business
+    # in every page's snapshot
+    env = {"PATH": os.environ.get("PATH", ""), "TZ": "UTC"}
+    try:
+        done = subprocess.run(
+            [node, str(SNAPSHOT_SCRIPT), str(out), str(raw)],
+            cwd=WEB, capture_output=True, text=True, check=False, env=env, timeout=600,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise BuildError("making the snapshot took over 600 s") from None
+    if done.returncode != 0:
+        raise BuildError(f"making the snapshot failed: {(done.stdout + done.stderr).strip()}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    packages: dict[str, dict[str, Any]] = lock["packages"]
+    wheels = {
+        name: {
+            "file_name": entry["file_name"],
+            "sha256": entry["sha256"],
+            "path": report["wheels"][name],
+        }
+        for name, entry in packages.items()
+    }
+    packed = out / SNAPSHOT_NAME
+    # mtime=0: the same snapshot gives the same file
+    with (
+        raw.open("rb") as source,
+        packed.open("wb") as sink,
+        gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) as gz,
+    ):
+        shutil.copyfileobj(source, gz, 1 << 20)
+    raw.unlink()
+    version = json.loads((PYODIDE_SRC / "package.json").read_text())["version"]
+    manifest = {
+        "format": SNAPSHOT_FORMAT,
+        "file": SNAPSHOT_NAME,
+        "sha256": sha256_file(packed),
+        "bytes": packed.stat().st_size,
+        "rawBytes": report["bytes"],
+        "pyodide": version,
+        "wheels": wheels,
+    }
+    (out / SNAPSHOT_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    step(
+        f"made {SNAPSHOT_NAME} ({report['bytes'] / 1e6:.1f} MB of memory, "
+        f"{manifest['bytes'] / 1e6:.1f} MB gzipped, sha256 {str(manifest['sha256'])[:16]}…; "
+        f"boot {report['ms']['boot'] / 1e3:.1f} s, imports {report['ms']['import'] / 1e3:.1f} s)"
+    )
+
+
 # --test-wheels
 
 
@@ -387,9 +458,10 @@ def build(out: Path = DIST, with_test_wheels: bool = False) -> None:
     try:
         info = copy_pyodide(staging)
         wheel = build_wheel(staging)
-        write_lock(staging, info, wheel, dependency_wheels(staging, wheel))
+        lock = write_lock(staging, info, wheel, dependency_wheels(staging, wheel))
         bundle(staging)
         copy_static(staging)
+        make_snapshot(staging, lock)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

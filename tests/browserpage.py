@@ -48,12 +48,14 @@ def _newest_source() -> float:
     sources = [*ROOT.joinpath("zmesh").rglob("*.py"), *WEB.joinpath("src").glob("*.js")]
     sources += [p for p in WEB.joinpath("static").rglob("*") if p.is_file()]
     sources += [ROOT / "pyproject.toml", WEB / "package-lock.json", ROOT / "build_wasm.py"]
+    sources += [WEB / "snapshot.mjs"]
     return max(p.stat().st_mtime for p in sources if p.exists())
 
 
 def _dist_is_current() -> bool:
     marker = DIST / "zmesh-lock.json"
     needed = ["index.html", "page.js", "worker.js", "zmesh-crypto.js", "pyodide/pyodide.mjs"]
+    needed += ["zmesh-snapshot.json"]
     if not marker.is_file() or not all((DIST / n).is_file() for n in needed):
         return False
     return marker.stat().st_mtime >= _newest_source()

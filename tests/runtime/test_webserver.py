@@ -8,7 +8,15 @@ import pytest
 
 from zmesh.cli import main
 from zmesh.runtime.http import HttpServer, Request
-from zmesh.runtime.webserver import REQUIRED, DistError, WebServer, find_dist, resolve_path
+from zmesh.runtime.webserver import (
+    MAX_IF_NONE_MATCH,
+    REQUIRED,
+    DistError,
+    WebServer,
+    find_dist,
+    not_modified,
+    resolve_path,
+)
 
 
 def _dist(tmp_path: Path) -> Path:
@@ -81,6 +89,50 @@ def test_serves_files_with_browser_mime_types_and_the_config(tmp_path: Path) -> 
             await server.close()
 
     asyncio.run(scenario())
+
+
+def _conditional(path: str, if_none_match: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {if_none_match}\r\n\r\n".encode()
+
+
+def test_a_warm_cache_revalidates_with_the_etag_and_gets_a_304(tmp_path: Path) -> None:
+    dist = _dist(tmp_path)
+    wasm = "/pyodide/pyodide.asm.wasm"
+
+    async def scenario() -> None:
+        server = WebServer(dist, [])
+        port = await server.start("127.0.0.1", 0)
+        try:
+            status, headers, body = await _get(port, _request(wasm))
+            tag = headers["etag"]
+            assert status == 200 and len(body) == 300_004 and headers["cache-control"] == "no-cache"
+            assert tag.startswith('"') and tag.endswith('"')
+            for asked in (tag, f'"other", {tag}', f"W/{tag}", "*"):
+                status, headers, body = await _get(port, _conditional(wasm, asked))
+                assert (status, body, headers["etag"]) == (304, b"", tag), asked
+                assert headers["content-length"] == "300004"  # the file's (RFC 9110, 15.4.5)
+            for asked in ('"other"', tag[:-2] + '"', "", '"x", ' * 300 + tag):
+                status, _, body = await _get(port, _conditional(wasm, asked))
+                assert (status, len(body)) == (200, 300_004), asked[:40]
+            # a rebuilt file has another tag: the stale one no longer matches
+            (dist / "pyodide" / "pyodide.asm.wasm").write_bytes(b"\0asm" + bytes(300_001))
+            status, headers, body = await _get(port, _conditional(wasm, tag))
+            assert (status, len(body)) == (200, 300_005) and headers["etag"] != tag
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
+
+
+def test_if_none_match_parsing_attacks() -> None:
+    tag = '"1f-abc"'
+    assert not not_modified(None, tag)
+    assert not not_modified(b"\xff\xfe", tag)
+    assert not not_modified(b" " * (MAX_IF_NONE_MATCH - len(tag)) + tag.encode() + b"x", tag)
+    assert not_modified(b" " * (MAX_IF_NONE_MATCH - len(tag)) + tag.encode(), tag)
+    assert not not_modified(b'"1f-ab"', tag)
+    assert not not_modified(b"1f-abc", tag)  # unquoted: not an entity tag
+    assert not_modified(b' W/"1f-abc" ', tag)
 
 
 @pytest.mark.parametrize(

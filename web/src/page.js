@@ -90,6 +90,7 @@ worker.onmessage = (event) => {
     }
     case "boot":
       if (state.stage !== "ready") state.stage = msg.stage;
+      if (msg.snapshot) state.snapshot = msg.snapshot; // "used", or why not (D52)
       break;
     case "fatal":
       fail(`the node could not start: ${msg.error}`);
@@ -148,6 +149,7 @@ function publicStatus() {
     peers: s.peers || 0,
     circuits: s.circuits || 0,
     bytesRelayed: s.bytesRelayed || 0,
+    snapshot: state.snapshot,
     maxLongTaskMs: state.longTasks.maxMs,
     longTasks: state.longTasks.count,
     page: { connections: rtc.conns.size, ...rtc.stats },

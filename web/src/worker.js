@@ -162,29 +162,145 @@ self.onmessage = (event) => {
   dispatch(msg);
 };
 
-async function start(config) {
-  post({ t: "boot", stage: "loading Pyodide" });
-  const { loadPyodide } = await import(new URL("pyodide/pyodide.mjs", base).href);
-  const pyodide = await loadPyodide({
+// -- boot: Pyodide, from the build's memory snapshot when it matches (D52) ---------------------
+// web/snapshot.mjs made the snapshot at build time: the interpreter with zmesh and h11
+// imported from their wheels (zipimport, at the paths the manifest names), and nothing else:
+// no node, no key, no RNG draw.  It is used only if its manifest names this Pyodide and
+// exactly the wheels of our lock; the browser checks every file's sha256 as it fetches it
+// (subresource integrity).  Anything wrong: one log line and a normal boot, never a broken page.
+const SNAPSHOT_MANIFEST = "zmesh-snapshot.json";
+const SNAPSHOT_FORMAT = 1; // build_wasm.py's SNAPSHOT_FORMAT
+
+async function fetchJson(name) {
+  const response = await fetch(new URL(name, base));
+  if (!response.ok) throw new Error(`${name}: HTTP ${response.status}`);
+  return response.json();
+}
+
+function integrity(sha256hex) {
+  if (!/^[0-9a-f]{64}$/.test(sha256hex)) throw new Error("malformed sha256");
+  const bytes = sha256hex.match(/../g).map((h) => parseInt(h, 16));
+  return `sha256-${btoa(String.fromCharCode(...bytes))}`;
+}
+
+async function fetchChecked(name, sha256hex) {
+  // a body that does not match makes fetch reject: a TypeError, not a wrong snapshot
+  const response = await fetch(new URL(name, base), { integrity: integrity(sha256hex) });
+  if (!response.ok) throw new Error(`${name}: HTTP ${response.status}`);
+  return response;
+}
+
+/** What a snapshot boot needs ({snapshot, wheels}, both still downloading), or an Error saying
+ * why this page boots without one. */
+async function snapshotPlan(version) {
+  const [manifest, lock] = await Promise.all([fetchJson(SNAPSHOT_MANIFEST), fetchJson("zmesh-lock.json")]);
+  if (manifest.format !== SNAPSHOT_FORMAT) throw new Error(`manifest format ${manifest.format}`);
+  if (manifest.pyodide !== version) throw new Error(`made for Pyodide ${manifest.pyodide}, not ${version}`);
+  const packages = Object.entries(lock.packages || {});
+  const made = manifest.wheels || {};
+  if (packages.length !== Object.keys(made).length) throw new Error("made from other wheels than the lock's");
+  const wheels = packages.map(([name, entry]) => {
+    const m = made[name];
+    if (!m || m.sha256 !== entry.sha256 || m.file_name !== entry.file_name || !/^\/zmesh-wheels\/[\w.+-]+\.whl$/.test(m.path)) {
+      throw new Error(`made from another ${name} wheel than the lock's`);
+    }
+    const bytes = fetchChecked(entry.file_name, entry.sha256).then((r) => r.arrayBuffer());
+    bytes.catch(() => {}); // reported where fsInit awaits it (never, if the snapshot failed first)
+    return { path: m.path, bytes };
+  });
+  const snapshot = fetchChecked(manifest.file, manifest.sha256).then(async (response) => {
+    const raw = response.body.pipeThrough(new DecompressionStream("gzip"));
+    return new Uint8Array(await new Response(raw).arrayBuffer());
+  });
+  return { snapshot, wheels };
+}
+
+/** Pyodide's _snapshotDeserializer: web/snapshot.mjs recorded the JS objects Python held as
+ * their paths from globalThis (the crypto bundle's); find them again in this worker. */
+function fromGlobalPath(recorded) {
+  const path = recorded && recorded.global;
+  if (!Array.isArray(path) || path[0] !== "zmeshCrypto") throw new Error("unexpected JS object in the snapshot");
+  const value = path.reduce((obj, key) => (obj == null ? undefined : obj[key]), globalThis);
+  if (value === undefined) throw new Error(`globalThis.${path.join(".")} is missing`);
+  return value;
+}
+
+// Python state a snapshot shares with every page restored from it, made fresh for this one.
+// (The zMesh node draws its keys and seeds from crypto.getRandomValues, after this.)
+const RESEED = "import sys\nif 'random' in sys.modules: sys.modules['random'].seed()";
+
+async function bootPyodide() {
+  const [{ loadPyodide, version }] = await Promise.all([
+    import(new URL("pyodide/pyodide.mjs", base).href),
+    import(new URL("zmesh-crypto.js", base).href), // sets globalThis.zmeshCrypto
+  ]);
+  const options = {
     indexURL: new URL("pyodide/", base).href,
     lockFileURL: new URL("zmesh-lock.json", base).href, // names our wheel, with its sha256
-  });
+  };
+  let plan = null;
+  try {
+    plan = await snapshotPlan(version);
+  } catch (err) {
+    console.warn(`zmesh worker: booting without the memory snapshot (${err.message || err})`);
+    boot.snapshot = `not used: ${err.message || err}`;
+  }
+  if (plan) {
+    let wheelError = null;
+    try {
+      const pyodide = await loadPyodide({
+        ...options,
+        _loadSnapshot: plan.snapshot,
+        _snapshotDeserializer: fromGlobalPath,
+        async fsInit(FS) {
+          // the wheels where the snapshot's zipimport expects them, before Python resumes
+          // (an error here must not stall Emscripten's start: it is rethrown below)
+          try {
+            FS.mkdirTree("/zmesh-wheels");
+            for (const wheel of plan.wheels) FS.writeFile(wheel.path, new Uint8Array(await wheel.bytes));
+          } catch (err) {
+            wheelError = err;
+          }
+        },
+      });
+      if (wheelError) throw wheelError;
+      pyodide.runPython(RESEED);
+      boot.pyodideLoaded = now();
+      boot.snapshot = "used";
+      return pyodide;
+    } catch (err) {
+      console.warn(`zmesh worker: the memory snapshot failed (${err.message || err}); booting without it`);
+      boot.snapshot = `failed: ${err.message || err}`;
+    }
+  }
+  const pyodide = await loadPyodide(options);
   boot.pyodideLoaded = now();
   post({ t: "boot", stage: "loading zMesh" });
-  await import(new URL("zmesh-crypto.js", base).href); // sets globalThis.zmeshCrypto
-  // certificate checks of https fetches (zmesh/runtime/tls.py), loaded on the first one
-  let x509 = null;
-  self.zmeshX509 = Object.freeze({
-    async verify(...args) {
-      x509 ||= import(new URL("zmesh-x509.js", base).href);
-      return (await x509).verify(...args);
-    },
-  });
   await pyodide.loadPackage(["zmesh"], { messageCallback: () => {}, errorCallback: (m) => console.warn(m) });
+  return pyodide;
+}
+
+// certificate checks of https fetches (zmesh/runtime/tls.py), loaded on the first one
+let x509 = null;
+self.zmeshX509 = Object.freeze({
+  async verify(...args) {
+    x509 ||= import(new URL("zmesh-x509.js", base).href);
+    return (await x509).verify(...args);
+  },
+});
+
+// Pyodide boots as soon as the worker runs, while the page fetches its config.
+const booting = bootPyodide();
+booting.catch(() => {}); // reported by start()
+
+async function start(config) {
+  post({ t: "boot", stage: "loading Pyodide" });
+  const pyodide = await booting;
   const browser = pyodide.pyimport("zmesh.runtime.browser");
   boot.packagesLoaded = now();
-  post({ t: "boot", stage: "joining the mesh" });
-  const full = { ...config, boot: { ...(config.boot || {}), ...boot } };
+  post({ t: "boot", stage: "joining the mesh", snapshot: boot.snapshot });
+  const { snapshot: _, ...times } = boot;
+  const full = { ...config, boot: { ...(config.boot || {}), ...times } };
   node = await browser.main(JSON.stringify(full), host);
   for (const msg of early.splice(0)) dispatch(msg);
 }

@@ -44,6 +44,7 @@ LINGER_BYTES = 65536  # ... and at most this much
 REASONS = {
     200: "OK",
     204: "No Content",
+    304: "Not Modified",
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",

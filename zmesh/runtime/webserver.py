@@ -8,7 +8,11 @@ never leave the served directory: it is percent-decoded, any ``..``, dot-file, b
 or NUL segment is refused, and the resolved file (symlinks followed) must still lie under
 the directory.  Files are streamed in chunks with the MIME
 types browsers insist on (``application/wasm`` for streaming compilation, JavaScript
-for module scripts).
+for module scripts).  Every file carries ``Cache-Control: no-cache`` and an ``ETag`` (its
+size and modification time), and a request whose ``If-None-Match`` names the current ETag
+gets a 304: a browser with a warm cache revalidates each file in one round trip and keeps
+what it derived from it (Chromium's compiled WebAssembly, D52), while a rebuilt web/dist is
+seen at once.
 
 ``/config.json`` is generated: ``{"bootstrap": [URL, ...]}``, the signaling endpoints the
 page joins through, and ``"trustCa"``: the PEM of ``--trust-ca``, CAs the page's https
@@ -98,6 +102,31 @@ def resolve_path(root: Path, target: str) -> Path | None:
     return real
 
 
+#: the If-None-Match header this server looks at (a longer one is not a match: a 200)
+MAX_IF_NONE_MATCH = 1024
+
+
+def etag(stat: os.stat_result) -> str:
+    """The strong entity tag of a file as it is now: its size and modification time, which
+    change whenever build_wasm.py rewrites it."""
+    return f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+
+
+def not_modified(if_none_match: bytes | None, tag: str) -> bool:
+    """True if an ``If-None-Match`` value (RFC 9110, section 13.1.2: ``*`` or a list of
+    entity tags, weak ones compared weakly) matches ``tag``.  A missing, oversized or
+    undecodable value is no match."""
+    if if_none_match is None or len(if_none_match) > MAX_IF_NONE_MATCH:
+        return False
+    try:
+        value = if_none_match.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    if value.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == tag for t in value.split(","))
+
+
 def _headers(content_type: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
     """The header fields of every response (Content-Length and Connection are added)."""
     return [
@@ -177,8 +206,16 @@ class WebServer:
             return
         content_type = MIME_TYPES.get(path.suffix.lower(), "application/octet-stream")
         with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            conn.start_response(200, _headers(content_type), size)
+            stat = os.fstat(f.fileno())
+            size, tag = stat.st_size, etag(stat)
+            headers = _headers(content_type, ("ETag", tag))
+            asked = next((v for k, v in request.headers if k == b"if-none-match"), None)
+            if not_modified(asked, tag):
+                # no body; Content-Length is the file's, as RFC 9110 (section 15.4.5) allows
+                conn.start_response(304, headers, size)
+                await conn.drain(WRITE_TIMEOUT)
+                return
+            conn.start_response(200, headers, size)
             if request.method == "GET":
                 while chunk := f.read(min(CHUNK, size)):
                     conn.send_data(chunk)
