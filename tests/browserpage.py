@@ -1,7 +1,9 @@
 """Test helpers for the browser node: Chromium, a current web/dist, and odd HTTP servers."""
 
+import asyncio
 import fcntl
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +114,19 @@ def garbage_server() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+#: how long a page may take to become ready (join the mesh)
+READY_TIMEOUT = 30.0
+
+
+async def wait_ready(page: Any, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+    """Wait for the page's ``zmesh.ready``; its status.  Fails the test with the status if
+    the page is not ready within ``timeout`` seconds."""
+    try:
+        await asyncio.wait_for(page.evaluate("() => zmesh.ready"), timeout)
+    except TimeoutError:
+        status = await page.evaluate("() => zmesh.status()")
+        pytest.fail(f"zmesh.ready did not resolve in {timeout} s: {json.dumps(status)}")
+    status_: dict[str, Any] = await page.evaluate("() => zmesh.status()")
+    return status_

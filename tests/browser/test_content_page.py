@@ -18,7 +18,6 @@ Two tabs in two browser contexts (each its own IndexedDB and node id):
 
 import asyncio
 import hashlib
-import json
 import os
 import re
 import time
@@ -33,7 +32,6 @@ from zmesh.runtime.harness import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 
-READY_TIMEOUT = 30.0
 FILE_SIZE = 1_500_000
 GET_TIMEOUT = 120  # seconds, passed to zmesh.get
 
@@ -64,16 +62,6 @@ SHARE_JS = """async (size) => {
 }"""
 
 
-async def _ready(page: Any) -> dict[str, Any]:
-    try:
-        await asyncio.wait_for(page.evaluate("() => zmesh.ready"), READY_TIMEOUT)
-    except TimeoutError:
-        status = await page.evaluate("() => zmesh.status()")
-        pytest.fail(f"zmesh.ready did not resolve in {READY_TIMEOUT} s: {json.dumps(status)}")
-    status: dict[str, Any] = await page.evaluate("() => zmesh.status()")
-    return status
-
-
 async def _content(page: Any) -> dict[str, Any]:
     status = await page.evaluate("() => zmesh.status()")
     content: dict[str, Any] = status["content"]
@@ -102,7 +90,7 @@ async def _open_tab(browser: Any, url: str, errors: list[str]) -> tuple[Any, Any
     page = await context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.goto(url)
-    return context, page, await _ready(page)
+    return context, page, await browserpage.wait_ready(page)
 
 
 async def _scenario(url: str, cid: str, sha256: str, sharer: netmesh.Proc) -> None:
@@ -160,7 +148,7 @@ async def _scenario(url: str, cid: str, sha256: str, sharer: netmesh.Proc) -> No
 
         # tab A reloads: the store comes back from IndexedDB, the shared id is served at once
         await page_a.reload()
-        again = await _ready(page_a)
+        again = await browserpage.wait_ready(page_a)
         assert again["nodeId"] == status_a["nodeId"]
         assert again["content"]["contents"] == 2, again["content"]
         started = time.monotonic()

@@ -25,7 +25,6 @@ import tlsca
 
 from zmesh.runtime.harness import CHROMIUM_ARGS
 
-READY_TIMEOUT = 30.0
 SIZE = 5 << 20
 
 FETCH_JS = """async (url) => {
@@ -82,7 +81,7 @@ async def _scenario(url: str, ca: tlsca.TestCa) -> None:
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(url)
-            await asyncio.wait_for(page.evaluate("() => zmesh.ready"), READY_TIMEOUT)
+            await browserpage.wait_ready(page)
 
             result: dict[str, Any] = await page.evaluate(
                 FETCH_JS, f"https://127.0.0.1:{good_port}/5mb"

@@ -17,7 +17,6 @@ the checks share it):
 """
 
 import asyncio
-import json
 import os
 import re
 import time
@@ -35,7 +34,6 @@ from zmesh.runtime.aio import AsyncNode, wall_clock
 from zmesh.runtime.entropy import SystemRng
 from zmesh.runtime.harness import CHROMIUM_ARGS
 
-READY_TIMEOUT = 30.0
 FILE_SIZE = 1_000_000
 
 FETCH_JS = """async (url) => {
@@ -48,16 +46,6 @@ FETCH_JS = """async (url) => {
         sha256: [...digest].map((b) => b.toString(16).padStart(2, "0")).join(""),
     };
 }"""
-
-
-async def _ready(page: Any) -> dict[str, Any]:
-    try:
-        await asyncio.wait_for(page.evaluate("() => zmesh.ready"), READY_TIMEOUT)
-    except TimeoutError:
-        status = await page.evaluate("() => zmesh.status()")
-        pytest.fail(f"zmesh.ready did not resolve in {READY_TIMEOUT} s: {json.dumps(status)}")
-    status: dict[str, Any] = await page.evaluate("() => zmesh.status()")
-    return status
 
 
 async def _dial_without_handshake(driver: AsyncNode, target: Descriptor) -> Any:
@@ -133,7 +121,7 @@ async def _scenario(url: str, bad_urls: list[str], relays: list[netmesh.Proc]) -
 
             opened = time.monotonic()
             await page.goto(url)
-            status = await _ready(page)
+            status = await browserpage.wait_ready(page)
             took = time.monotonic() - opened
             timings = status["timings"]
             print(f"\njoin page: ready {took:.2f} s after opening; timings {timings}")
@@ -158,7 +146,7 @@ async def _scenario(url: str, bad_urls: list[str], relays: list[netmesh.Proc]) -
             assert status["maxLongTaskMs"] < 200, f"a main-thread task took {status}"
 
             await page.reload()
-            again = await _ready(page)
+            again = await browserpage.wait_ready(page)
             assert again["nodeId"] == status["nodeId"], (again["identity"], status["identity"])
             assert "IndexedDB" in again["identity"], again["identity"]
             assert again["maxLongTaskMs"] < 200, again

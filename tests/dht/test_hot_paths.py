@@ -3,46 +3,20 @@ per object (a success only; the time checks always run), and the routing table's
 counts what a sort would."""
 
 from dataclasses import replace
-from functools import cache
 
 import pytest
+from dhtrecords import NOW, descriptor, node_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zmesh.crypto import signing, xwing
-from zmesh.dht.records import Record, RecordType, decode_record, sign_record
+from zmesh.crypto import signing
+from zmesh.dht.records import decode_record
 from zmesh.dht.routing import ID_SIZE, Contact, RoutingTable, distance
 from zmesh.errors import RemoteProtocolError
-from zmesh.identity import Descriptor, Flags, Identity, decode_descriptor
+from zmesh.identity import decode_descriptor
 from zmesh.rng import DeterministicRng
 
-NOW = 1_700_000_000
 DAY = 24 * 3600
-
-
-@cache
-def identity(n: int) -> Identity:
-    rng = DeterministicRng(n, b"dht-hot-paths")
-    return Identity(rng.bytes(xwing.SEED_SIZE), rng.bytes(signing.SEED_SIZE))
-
-
-@cache
-def descriptor(n: int) -> Descriptor:
-    ident = identity(n)
-    return ident.make_descriptor(
-        flags=Flags.RELAY,
-        onion_epoch=1,
-        onion_pk=ident.kem.public,
-        published=NOW - 60,
-        lifetime=7 * DAY,
-        addresses=(f"ws://10.0.{n}.1:9000",),
-    )
-
-
-def node_record(n: int) -> Record:
-    return sign_record(
-        identity(n), descriptor(n), RecordType.NODE, identity(n).node_id, published=NOW
-    )
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -3,44 +3,15 @@ never replaced by an older one), the request deadlines heap (bounded, lazy delet
 the RFC 6298 round trips (bounded per peer, timeouts between floor and cap)."""
 
 from dataclasses import replace
-from functools import cache
 
-from zmesh.crypto import signing, xwing
+from dhtrecords import NOW, descriptor, identity, node_record
+
 from zmesh.dht.config import MAX_RTT_PEERS
 from zmesh.dht.messages import StoreStatus
 from zmesh.dht.node_records import NodeRecords, store_status
-from zmesh.dht.records import PutOutcome, Record, RecordType, sign_record
+from zmesh.dht.records import PutOutcome, RecordType, sign_record
 from zmesh.dht.requests import Deadlines, Entry, Pending, Purpose, RoundTrips
 from zmesh.dht.service import DhtConfig, LookupDone  # re-exported for old importers
-from zmesh.identity import Descriptor, Flags, Identity
-from zmesh.rng import DeterministicRng
-
-NOW = 1_700_000_000
-
-
-@cache
-def identity(n: int) -> Identity:
-    rng = DeterministicRng(n, b"dht-split-parts")
-    return Identity(rng.bytes(xwing.SEED_SIZE), rng.bytes(signing.SEED_SIZE))
-
-
-@cache
-def descriptor(n: int) -> Descriptor:
-    ident = identity(n)
-    return ident.make_descriptor(
-        flags=Flags.RELAY,
-        onion_epoch=1,
-        onion_pk=ident.kem.public,
-        published=NOW - 60,
-        lifetime=7 * 24 * 3600,
-        addresses=(f"ws://10.0.{n}.1:9000",),
-    )
-
-
-def node_record(n: int) -> Record:
-    return sign_record(
-        identity(n), descriptor(n), RecordType.NODE, identity(n).node_id, published=NOW
-    )
 
 
 def test_node_records_keep_only_valid_ones_and_at_most_their_limit() -> None:
