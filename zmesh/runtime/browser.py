@@ -35,23 +35,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from ..chunks import ContentId, encode_content
-from ..chunks.errors import ContentError
 from ..crypto import signing, xwing
 from ..errors import RemoteProtocolError, ZMeshError
 from ..identity import Flags, Identity, short_id
 from ..node import Event, LinkClosed, LinkUp, Node, NodeConfig
 from ..signaling.backoff import Backoff
 from .aio import AsyncNode, wall_clock
+from .browser_content import BrowserContent
 from .browser_peers import keep_browser_links, linked_stun_servers
 from .browser_rtc import BrowserRng, BrowserRtc, BrowserTransport, Host, JsHost, to_bytes
-from .browser_store import BrowserChunkStore, ContentDb, JsContentDb, MemoryContentDb
+from .browser_store import ContentDb, JsContentDb, MemoryContentDb
 from .browser_wake import BrowserWake
-from .chunkstore import ChunkStoreError
-from .content import Seeder
-from .content_fetch import Fetch
 from .fetch import MAX_BODY, MAX_TRUST_CA, FetchError, circuit_fetch
-from .lookups import LookupServer
 from .pool import Pool
 from .rtc import TransportError
 from .tasks import TaskSet
@@ -69,8 +64,6 @@ STATUS_INTERVAL: Final = 0.5
 MAX_FETCHES: Final = 16
 MAX_STATUS_SESSIONS: Final = 8  # sessions listed in the status (the newest ones)
 SIGNALING_REPLY_LIMIT: Final = 64 * 1024
-MAX_GETS: Final = 4  # contents fetched at once by zmesh.get
-GET_TIMEOUT: Final = 300.0  # seconds a zmesh.get may take unless the page says otherwise
 _SEEDS: Final = xwing.SEED_SIZE + signing.SEED_SIZE
 
 
@@ -282,13 +275,7 @@ class BrowserNode:
         self.fetch_failures = 0
         self._active_fetches = 0
         self._chain_verifier: ChainVerifier | None = None
-        self.store: BrowserChunkStore | None = None
-        self.seeder: Seeder | None = None
-        self.content_note = "not started"
-        self.shares = 0
-        self.gets = 0
-        self.get_failures = 0
-        self._fetching: dict[ContentId, tuple[Fetch, asyncio.Future[None]]] = {}
+        self.content = BrowserContent(self.driver, host)  # zmesh.share / zmesh.get
         self._tasks = TaskSet(log)
         self._dirty = True
         self._closing = False
@@ -301,36 +288,11 @@ class BrowserNode:
         self._spawn(self.wake.run())  # wake records at up to 3 native nodes (D54)
         log.info("browser event=started node=%s", short_id(self.node.node_id))
 
-    async def start_content(self, db: ContentDb) -> None:
-        """Open the content store on ``db`` (IndexedDB in the tab) and seed what it holds:
-        a :class:`~zmesh.runtime.content.Seeder` serves it and publishes provider records.
-        If ``db`` cannot be read the store lives in memory only (the status says so)."""
-        began = time.perf_counter()
-        try:
-            store = await BrowserChunkStore.open(db, self._store_name())
-            took = (time.perf_counter() - began) * 1000
-            self.content_note = (
-                f"IndexedDB ({len(store.contents())} contents loaded and verified in {took:.0f} ms)"
-            )
-        except ChunkStoreError as exc:
-            log.warning("browser event=content_store_unusable reason=%r", str(exc))
-            store = await BrowserChunkStore.open(MemoryContentDb(), self._store_name())
-            self.content_note = f"memory only: {exc}"
-        self.store = store
-        self.seeder = Seeder(self.driver, store)
-        self.seeder.start()
-        LookupServer(self.driver)  # runs provider lookups for others, as every DHT node does
-
-    def _store_name(self) -> str:
-        """One content store per node id: the identity's Web Lock keeps it to one tab."""
-        return f"zmesh-content-{self.node.node_id.hex()[:16]}"
-
     async def close(self) -> None:
         self._closing = True
         self._tasks.cancel()
         self.wake.close()
-        if self.seeder is not None:
-            await self.seeder.close()
+        await self.content.close()
         await self.driver.close()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -363,9 +325,9 @@ class BrowserNode:
             elif method == "fetch":
                 self._spawn(self._fetch(call_id, args, to_bytes(body)))
             elif method == "share":
-                self._spawn(self._share(call_id, to_bytes(body)))
+                self._spawn(self.content.share(call_id, to_bytes(body)))
             elif method == "get":
-                self._spawn(self._get(call_id, args))
+                self._spawn(self.content.get(call_id, args))
             elif method == "isolate" and self.config.test_hooks:
                 self._isolate()
                 self.host.reply(call_id, True, "{}", None)
@@ -476,7 +438,7 @@ class BrowserNode:
             "linksClosed": self.links_closed,
             "fetches": self.fetches,
             "fetchFailures": self.fetch_failures,
-            "content": self._content_status(),
+            "content": self.content.status(),
             "bootstrap": [e.as_dict() for e in self.bootstrap],
             "sessions": self._sessions_status(),
             "push": self.wake.status(),
@@ -596,118 +558,6 @@ class BrowserNode:
         }
         self.host.reply(call_id, True, json.dumps(meta), response.body)
 
-    # -- zmesh.share / zmesh.get -------------------------------------------------------------
-    def _content_status(self) -> dict[str, Any]:
-        """The store, what the tab served, and each zmesh.get under way (by content id):
-        bytes rebuildable so far, the total, and the bytes each source delivered."""
-        store, seeder = self.store, self.seeder
-        gets = {
-            str(cid): {
-                "bytes": fetch.progress(),
-                "total": fetch.total,
-                "sources": {s.hex(): n for s, n in sorted(fetch.rates().items())},
-            }
-            for cid, (fetch, _) in self._fetching.items()
-        }
-        if store is None or seeder is None:
-            return {"store": self.content_note, "gets": gets}
-        contents = store.contents()
-        return {
-            "store": self.content_note,
-            "contents": len(contents),
-            "pinned": sum(1 for c in contents if c.pinned),
-            "pinnedBytes": store.pinned_bytes,
-            "cachedBytes": store.cached_bytes,
-            "cacheQuota": store.cache_quota,
-            "pinnedQuota": store.pinned_quota,
-            "writes": store.writes,
-            "writeFailures": store.write_failures,
-            "shares": self.shares,
-            "gets": gets,
-            "getsDone": self.gets,
-            "getFailures": self.get_failures,
-            "streamsServed": seeder.stats.streams,
-            "piecesServed": seeder.stats.pieces,
-            "bytesServed": seeder.stats.bytes,
-            "published": seeder.stats.published,
-        }
-
-    def _content_store(self) -> BrowserChunkStore:
-        if self.store is None:
-            raise ZMeshError("the content store is still opening; try again in a moment")
-        return self.store
-
-    async def _share(self, call_id: int, data: bytes) -> None:
-        """``zmesh.share(blob)``: encode, pin, wait until IndexedDB has it, answer the id.
-        The seeder announces it within seconds."""
-        try:
-            store = self._content_store()
-            if not data:
-                raise ZMeshError("cannot share an empty file")
-            if len(data) > store.pinned_quota - store.pinned_bytes:
-                raise ChunkStoreError(
-                    f"the file ({len(data)} bytes) does not fit in this tab's share quota "
-                    f"({store.pinned_quota - store.pinned_bytes} of {store.pinned_quota} "
-                    "bytes left)"
-                )
-            encoded = encode_content(data)
-            cid = store.pin(encoded)
-            await store.flush(cid)
-        except (ZMeshError, ContentError) as exc:
-            self.host.reply(call_id, False, json.dumps({"error": str(exc)}), None)
-            return
-        self.shares += 1
-        log.info("browser event=shared bytes=%d", len(data))
-        value = {"id": str(cid), "bytes": len(data)}
-        self.host.reply(call_id, True, json.dumps(value), None)
-
-    async def _get(self, call_id: int, args: dict[str, Any]) -> None:
-        """``zmesh.get(id)``: fetch through circuits to the providers (or from the store),
-        wait until IndexedDB has it, answer the file; the tab then seeds it."""
-        try:
-            text, timeout = args.get("id"), args.get("timeout", GET_TIMEOUT)
-            if not isinstance(text, str):
-                raise ZMeshError("zmesh.get needs a content id (a string, zm1...)")
-            if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-                raise ZMeshError("timeout must be a number of seconds from 0 to 3600")
-            try:
-                cid = ContentId.parse(text.strip())
-            except ContentError as exc:
-                raise ZMeshError(f"not a content id: {exc}") from None
-            store = self._content_store()
-            running = self._fetching.get(cid)
-            if running is None:
-                if len(self._fetching) >= MAX_GETS:
-                    raise ZMeshError(f"at most {MAX_GETS} contents can be fetched at once")
-                fetch = Fetch(self.driver, store, cid)
-                running = (fetch, asyncio.ensure_future(fetch.run()))
-                self._fetching[cid] = running
-                running[1].add_done_callback(lambda _: self._fetching.pop(cid, None))
-            fetch, task = running
-            try:
-                await asyncio.wait_for(asyncio.shield(task), float(timeout))
-            except TimeoutError:
-                task.cancel()  # stop fetching (another call for this id is told so)
-                found = "no provider found" if fetch.started is None else "stalled"
-                raise ZMeshError(f"zmesh.get timed out after {timeout:g} s ({found})") from None
-            except asyncio.CancelledError:
-                if not task.cancelled():  # this call itself was cancelled
-                    raise
-                raise ZMeshError("zmesh.get stopped: another call for it timed out") from None
-            except ZMeshError as exc:
-                await store.flush(cid)  # a failed IndexedDB write is the better reason
-                raise ZMeshError(f"zmesh.get failed: {exc}") from None
-            await store.flush(cid)
-            data = store.read(cid)
-        except (ZMeshError, ContentError) as exc:
-            self.get_failures += 1
-            self.host.reply(call_id, False, json.dumps({"error": str(exc)}), None)
-            return
-        self.gets += 1
-        sources = {s.hex(): n for s, n in sorted(fetch.rates().items()) if n}
-        value = {"id": str(cid), "bytes": len(data), "sources": sources}
-        self.host.reply(call_id, True, json.dumps(value), data)
-
 
 async def start(
     config: BrowserConfig,
@@ -724,7 +574,7 @@ async def start(
     identity, note = await load_identity(host, rng)
     node = BrowserNode(host, config, identity, note, http_client=http_client)
     node.start()
-    await node.start_content(MemoryContentDb() if content_db is None else content_db(node))
+    await node.content.start(MemoryContentDb() if content_db is None else content_db(node))
     return node
 
 
@@ -739,7 +589,7 @@ async def main(config_json: str, host_js: Any) -> BrowserNode:
     )
 
     def content_db(node: BrowserNode) -> ContentDb:
-        return JsContentDb(host_js.contentDb, node._store_name())
+        return JsContentDb(host_js.contentDb, node.content.store_name())
 
     return await start(config, JsHost(host_js), content_db=content_db)
 
