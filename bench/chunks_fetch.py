@@ -44,10 +44,10 @@ def _zmesh(*args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def _mesh(work: Path) -> Iterator[list[str]]:
-    """``zmesh up --relays 6``: yields its bootstrap URLs."""
+def _mesh(work: Path, relays: int = 6, web: str = "off") -> Iterator[list[str]]:
+    """``zmesh up --relays N`` (serving the page on ``web``): yields its bootstrap URLs."""
     out, err = work / "up.out", work / "up.err"
-    cmd = _zmesh("up", "--relays", "6", "--web", "off", "--control", "off")
+    cmd = _zmesh("up", "--relays", str(relays), "--web", web, "--control", "off")
     cmd += ["--socks", "127.0.0.1:0", "--data", str(work / "mesh")]
     with out.open("w") as o, err.open("w") as e:
         proc = subprocess.Popen(cmd, stdout=o, stderr=e, start_new_session=True)

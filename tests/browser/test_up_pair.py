@@ -4,9 +4,6 @@ and end up linked to each other directly (D50), each in a Chromium of its own, a
 people's browsers would be."""
 
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,12 +13,15 @@ import pytest
 from browserpage import ensure_dist
 from netmesh import free_port
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import chunks_fetch
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"),
 ]
 
-UP_TIMEOUT = 180.0
 LINK_TIMEOUT = 90.0
 
 
@@ -53,24 +53,6 @@ async def _pair(url: str) -> tuple[list[str], float]:
 def test_two_default_privacy_chromiums_on_the_up_page_link_directly(tmp_path: Path) -> None:
     ensure_dist()
     web = f"127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "zmesh", "up", "--relays", "3", "--web", web]
-    cmd += ["--socks", f"127.0.0.1:{free_port()}", "--control", f"127.0.0.1:{free_port()}"]
-    cmd += ["--data", str(tmp_path / "mesh")]
-    out, err = tmp_path / "out", tmp_path / "err"
-    with out.open("w") as stdout, err.open("w") as stderr:
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, start_new_session=True)
-    try:
-        deadline = time.monotonic() + UP_TIMEOUT
-        while "Press Ctrl-C" not in out.read_text():
-            assert proc.poll() is None, out.read_text() + err.read_text()[-5000:]
-            assert time.monotonic() < deadline, out.read_text()
-            time.sleep(0.2)
+    with chunks_fetch._mesh(tmp_path, relays=3, web=web):
         ids, took = asyncio.run(_pair(f"http://{web}/"))
-        print(f"browsers {ids[0]} and {ids[1]} linked directly {took:.1f} s after both were ready")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    print(f"browsers {ids[0]} and {ids[1]} linked directly {took:.1f} s after both were ready")

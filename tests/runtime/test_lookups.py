@@ -75,7 +75,7 @@ class FakePipe:
     def reset(self, code: int) -> None:
         self.resets.append(code)
 
-    def finish(self) -> None:
+    def release(self) -> None:
         pass
 
 

@@ -112,7 +112,7 @@ class ProviderFinder:
             await pipe.wait_connected(CONNECT_TIMEOUT)
             send_and_finish(pipe, request)
             reply = await read_all(pipe, MAX_REPLY_SIZE, REPLY_TIMEOUT)
-            pipe.finish()  # both directions are done: stop listening
+            pipe.release()  # both directions are done
             records, refused = decode_reply(reply, key, wall_clock())
         except (ZMeshError, TimeoutError) as exc:
             self._drop_hop()
@@ -199,7 +199,7 @@ class LookupServer:
             send_and_finish(
                 pipe, encode_reply([r for r in records if r.type is RecordType.PROVIDER])
             )
-            pipe.finish()  # both directions are done: stop listening
+            pipe.release()  # both directions are done
             self.served += 1
         except LocalProtocolError:  # the DHT's lookups are all in flight
             self.refused += 1

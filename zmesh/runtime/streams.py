@@ -60,9 +60,13 @@ class StreamPipe:
         nothing arrives within ``timeout`` seconds."""
         return await asyncio.wait_for(self._slot.inbox.get(), timeout)
 
+    def release(self) -> None:
+        """Stop listening: both directions have finished."""
+        self.driver._streams.pop((self.session_id, self.sid), None)
+
     def finish(self) -> None:
         """Finish our direction and stop listening (once the peer has finished its own)."""
-        self.driver._streams.pop((self.session_id, self.sid), None)
+        self.release()
         with contextlib.suppress(ZMeshError):
             self.driver.call(
                 lambda now: self.driver.node.sessions.finish(self.session_id, self.sid, now)
