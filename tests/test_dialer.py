@@ -75,3 +75,15 @@ def test_the_failure_table_is_bounded_oldest_forgotten_first() -> None:
         dialer.failed(i.to_bytes(32, "big"), 1.0)
     assert len(dialer._failed) == MAX_FAILURES
     assert dialer.want(first, 2.0)  # evicted: dialled again
+
+
+def test_a_node_the_driver_dials_itself_is_not_dialled_again() -> None:
+    d = max((_desc(i) for i in range(3)), key=lambda d: d.node_id)
+    dialer = Dialer(b"\x00" * 32, max_links=8)
+    dialer.dialing(d.node_id, 0.0)  # a bootstrap dials it
+    dialer.consider(d, linked=False, links=0, now=0.0)  # then learns its descriptor
+    assert dialer.want(d, 0.0)  # a circuit that needs it waits for that dial
+    assert _wanted(dialer) == []
+    dialer.done(d.node_id)  # its link came up (and later went)
+    dialer.consider(d, linked=False, links=0, now=1.0)
+    assert _wanted(dialer) == [d.node_id]

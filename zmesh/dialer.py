@@ -92,6 +92,11 @@ class Dialer:
         self.events.append(DialWanted(desc))
         return True
 
+    def dialing(self, node_id: bytes, now: float) -> None:
+        """The driver dials ``node_id`` on its own (a bootstrap): no second dial to it
+        until that one ends (:meth:`done` or :meth:`failed`)."""
+        self._dialing.setdefault(node_id, now + DIAL_TIMEOUT)
+
     def done(self, node_id: bytes) -> None:
         """A link to ``node_id`` came up: dial it again whenever it is wanted."""
         self._dialing.pop(node_id, None)

@@ -432,9 +432,19 @@ class Node:
             self.guards.link_failed(node_id, now)
         self._settle(now)
 
+    def dialing(self, node_id: bytes, now: float) -> None:
+        """The driver dials ``node_id`` on its own (a bootstrap); the dial policy waits for
+        it rather than dialling the same node twice.  Report the end: the link coming up,
+        or :meth:`dial_failed`."""
+        self.dialer.dialing(node_id, now)
+
     def learn_descriptor(self, desc: Descriptor, now: float) -> None:
-        """A descriptor obtained out of band (bootstrap); RemoteProtocolError if invalid."""
+        """A descriptor obtained out of band from its node (a bootstrap: the operator's
+        list), so live at ``now``: the directory takes it, and the peer sample is offered
+        it.  RemoteProtocolError if invalid."""
         self.directory.add(desc, now)
+        if self.sample is not None:
+            self.sample.offer(desc, now)
         self._settle(now)
 
     def send_signal(self, target: bytes, payload: bytes, now: float) -> bool:

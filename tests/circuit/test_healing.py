@@ -331,8 +331,10 @@ def test_a_session_ends_at_a_named_final_hop_outside_the_relay_view_and_heals_th
     middle = builder.path(legs[0])[1]
     sim.apply(Crash(node_of(sim, middle).index))  # the leg heals to the same final hop
     assert sim.run(
-        lambda: len(sessions.legs_of(session)) == DEFAULT_LEGS
-        and all(middle not in builder.path(c) for c in sessions.legs_of(session)),
+        lambda: (
+            len(sessions.legs_of(session)) == DEFAULT_LEGS
+            and all(middle not in builder.path(c) for c in sessions.legs_of(session))
+        ),
         max_time=sim.now + 30,
     )
     assert {builder.path(c)[-1] for c in sessions.legs_of(session)} == {final.node_id}

@@ -393,7 +393,8 @@ def test_candidate_kinds(line: str, kept: tuple[tuple[str, int], ...]) -> None:
 
 def test_srflx_equal_to_a_host_candidate_is_kept_once() -> None:
     sdp = LIBDATACHANNEL_OFFER.replace(
-        "a=end-of-candidates", "a=candidate:9 1 udp 1 127.0.0.1 53231 typ srflx\r\na=end-of-candidates"
+        "a=end-of-candidates",
+        "a=candidate:9 1 udp 1 127.0.0.1 53231 typ srflx\r\na=end-of-candidates",
     )
     compact = CompactSdp.from_sdp(sdp)
     assert compact.reflexive == ()

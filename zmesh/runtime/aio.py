@@ -88,6 +88,11 @@ if TYPE_CHECKING:  # sqlite3 is optional in Pyodide; the browser node passes sto
 
 log = logging.getLogger("zmesh.aio")
 
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
+
+
 DIAL_TIMEOUT = 15.0
 
 
@@ -371,7 +376,9 @@ class AsyncNode:
         before the offer's deadline.  Returns the open transport (no link handshake yet).
         Raises TimeoutError, TransportError or ZMeshError (RemoteProtocolError for a bad
         answer)."""
+        start = time.perf_counter()
         pending, offer_sdp = await self.rtc.dial(loopback=self.loopback)
+        log.debug("dial event=offer peer=%s ms=%.0f", short_id(desc.node_id), _ms_since(start))
         offer: Offer | None = None
         try:
             compact = CompactSdp.from_sdp(offer_sdp)
@@ -386,6 +393,9 @@ class AsyncNode:
             )
             async with self._deadline(b"o" + offer.nonce):
                 answer = await deliver(offer)
+                log.debug(
+                    "dial event=answer peer=%s ms=%.0f", short_id(desc.node_id), _ms_since(start)
+                )
                 answer_sdp = session_sdp(answer.session, answer.fingerprint, "answer")
                 timeout = self.negotiation.limits.offer_timeout
                 return await pending.complete(answer_sdp, timeout=timeout)
@@ -464,23 +474,48 @@ class AsyncNode:
         self.http = HttpServer(self.handle_http)
         return await self.http.start(host, port)
 
-    async def bootstrap(self, url: str) -> bytes:
-        """Link to the node serving signaling at ``url``; return its node id.  Raises
-        ZMeshError (RemoteProtocolError for a bad answer), OSError, TimeoutError or
-        TransportError."""
-        base = url.rstrip("/")
+    async def learn(self, url: str) -> Descriptor:
+        """Learn the descriptor of the node serving signaling at ``url`` (its path choice
+        may use it at once: it answered); return it.  Raises ZMeshError
+        (RemoteProtocolError for a bad descriptor), OSError or TimeoutError."""
+        desc = await self._descriptor_at(url.rstrip("/"))
+        self.call(lambda now: self.node.learn_descriptor(desc, now))
+        return desc
+
+    async def _descriptor_at(self, base: str) -> Descriptor:
         status, body = await self.http_client(base + "/zmesh/descriptor")
         if status != 200:
             raise ZMeshError(f"{base}: descriptor request failed with HTTP {status}")
         desc = decode_descriptor(body)
         desc.verify(wall_clock())
+        return desc
+
+    async def bootstrap(self, url: str) -> bytes:
+        """Link to the node serving signaling at ``url``; return its node id.  Raises
+        ZMeshError (RemoteProtocolError for a bad answer), OSError, TimeoutError or
+        TransportError."""
+        base = url.rstrip("/")
+        start = time.perf_counter()
+        desc = await self._descriptor_at(base)
+        log.debug("bootstrap event=descriptor url=%s ms=%.0f", base, _ms_since(start))
         if self.node.link_to(desc.node_id) is not None:
             return desc.node_id
 
-        transport = await self._connect(desc, self._post_to(base))
-        self.call(lambda now: self.node.learn_descriptor(desc, now))
-        self.attach(transport, desc)
-        await self.wait_link(desc.node_id)
+        def learn(now: float) -> None:
+            self.node.dialing(desc.node_id, now)  # first: learning it must not dial it too
+            self.node.learn_descriptor(desc, now)
+
+        self.call(learn)
+        try:
+            transport = await self._connect(desc, self._post_to(base))
+            log.debug("bootstrap event=open url=%s ms=%.0f", base, _ms_since(start))
+            self.attach(transport, desc)
+            await self.wait_link(desc.node_id)
+        except BaseException:
+            if not self._closing and self.node.link_to(desc.node_id) is None:
+                self.call(lambda now: self.node.dial_failed(desc.node_id, now))
+            raise
+        log.debug("bootstrap event=linked url=%s ms=%.0f", base, _ms_since(start))
         return desc.node_id
 
     def _post_to(self, base: str) -> Callable[[Offer], Awaitable[Answer]]:

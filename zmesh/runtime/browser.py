@@ -58,7 +58,10 @@ log = logging.getLogger("zmesh.browser")
 
 IDENTITY_SLOTS: Final = 4
 IDENTITY_LOCK_WAIT_MS: Final = 1500  # a reload: the old page's worker may still hold it
+READY_POLL: Final = 0.025  # s between readiness checks until ready (a cheap path choice)
+CONTENT_DELAY: Final = 5.0  # s: the content store opens once ready, or after this
 BOOTSTRAP_LINKS: Final = 2  # links made through HTTP signaling; the DHT finds the rest
+SPARE_DESCRIPTORS: Final = 1  # more bootstrap relays learned (no link) while linking
 MAX_LINKS: Final = 32  # relays linked to on the node's own account (NodeConfig.max_links)
 STATUS_INTERVAL: Final = 0.5
 MAX_FETCHES: Final = 16
@@ -281,12 +284,21 @@ class BrowserNode:
         self._closing = False
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, content_db: ContentDb) -> None:
         self._spawn(self._bootstrap_loop())
+        self._spawn(self._open_content(content_db))
         self._spawn(self._status_loop())
         self._spawn(keep_browser_links(self.driver))  # links to other browsers (D50)
         self._spawn(self.wake.run())  # wake records at up to 3 native nodes (D54)
         log.info("browser event=started node=%s", short_id(self.node.node_id))
+
+    async def _open_content(self, db: ContentDb) -> None:
+        """Open the content store once the node is ready, or after ``CONTENT_DELAY`` s."""
+        for _ in range(int(CONTENT_DELAY / READY_POLL)):
+            if self.ready_ms is not None:
+                break
+            await asyncio.sleep(READY_POLL)
+        await self.content.start(db)
 
     async def close(self) -> None:
         self._closing = True
@@ -366,21 +378,38 @@ class BrowserNode:
         node has no link at all, and check every 5 s once it has one."""
         backoff = Backoff(self.rng)
         while not self._closing:
-            for entry in self.bootstrap:
-                if entry.peer is not None and self.node.link_to(entry.peer) is not None:
-                    continue
-                if entry.state == "linked":
-                    entry.state = "waiting"  # its link went away
-                if len(set(self.node.peers())) >= BOOTSTRAP_LINKS:
-                    if entry.state == "waiting":
-                        entry.state = "standby"  # not needed: enough links already
-                    continue
-                await self._try_bootstrap(entry)
+            await self._bootstrap_pass()
             if self.node.peers():
                 backoff.reset()
                 await asyncio.sleep(5.0)
             else:
                 await asyncio.sleep(backoff.next_delay())
+
+    async def _bootstrap_pass(self) -> None:
+        """Dial the entries in order, as many at once as links are missing, until enough
+        are up or every entry was tried once."""
+        pending = []
+        for entry in self.bootstrap:
+            if entry.peer is not None and self.node.link_to(entry.peer) is not None:
+                continue
+            if entry.state == "linked":
+                entry.state = "waiting"  # its link went away
+            pending.append(entry)
+        while pending and (missing := BOOTSTRAP_LINKS - len(set(self.node.peers()))) > 0:
+            batch, pending = pending[:missing], pending[missing:]
+            spares = [self._learn_spare(entry.url) for entry in pending[:SPARE_DESCRIPTORS]]
+            await asyncio.gather(*(self._try_bootstrap(entry) for entry in batch), *spares)
+        for entry in pending:
+            if entry.state == "waiting":
+                entry.state = "standby"  # not needed: enough links already
+
+    async def _learn_spare(self, url: str) -> None:
+        """Learn one more bootstrap relay's descriptor without a link, so that a 3-hop path
+        exists as soon as the first link is up (the DHT finds the rest later)."""
+        try:
+            await asyncio.wait_for(self.driver.learn(url), 10.0)
+        except Exception as exc:
+            log.info("bootstrap event=descriptor_failed url=%s error=%r", url, str(exc))
 
     async def _try_bootstrap(self, entry: BootstrapEntry) -> None:
         entry.state, entry.error = "connecting", ""
@@ -504,7 +533,7 @@ class BrowserNode:
                 self._dirty = True
             if self._dirty:
                 self._publish()
-            await asyncio.sleep(STATUS_INTERVAL if self.ready_ms is not None else 0.1)
+            await asyncio.sleep(STATUS_INTERVAL if self.ready_ms is not None else READY_POLL)
             self._dirty = self._dirty or self.ready_ms is not None  # live counters
 
     # -- zmesh.fetch ---------------------------------------------------------------------------
@@ -566,15 +595,16 @@ async def start(
     http_client: Callable[..., Awaitable[tuple[int, bytes]]] = pyfetch_request,
     content_db: Callable[[BrowserNode], ContentDb] | None = None,
 ) -> BrowserNode:
-    """Load (or create) the identity, then start the node: it bootstraps in the background;
-    then open its content store on ``content_db(node)`` (in memory if None).
+    """Load (or create) the identity, then start the node: it bootstraps in the background,
+    and opens its content store on ``content_db(node)`` (in memory if None) once it is
+    ready or after ``CONTENT_DELAY`` s, so that loading and verifying the tab's content
+    does not slow the join (``zmesh.share`` and ``zmesh.get`` wait for it).
 
     ``http_client`` is for tests on CPython (the browser uses fetch)."""
     rng = BrowserRng(host)
     identity, note = await load_identity(host, rng)
     node = BrowserNode(host, config, identity, note, http_client=http_client)
-    node.start()
-    await node.content.start(MemoryContentDb() if content_db is None else content_db(node))
+    node.start(MemoryContentDb() if content_db is None else content_db(node))
     return node
 
 

@@ -37,6 +37,7 @@ class BrowserContent:
         self.gets = 0
         self.get_failures = 0
         self._fetching: dict[ContentId, tuple[Fetch, asyncio.Future[None]]] = {}
+        self._opened = asyncio.Event()
 
     async def start(self, db: ContentDb) -> None:
         """Open the content store on ``db`` (IndexedDB in the tab) and seed what it holds:
@@ -57,6 +58,7 @@ class BrowserContent:
         self.seeder = Seeder(self.driver, store)
         self.seeder.start()
         LookupServer(self.driver)  # runs provider lookups for others, as every DHT node does
+        self._opened.set()
 
     def store_name(self) -> str:
         """One content store per node id: the identity's Web Lock keeps it to one tab."""
@@ -101,16 +103,17 @@ class BrowserContent:
             "published": seeder.stats.published,
         }
 
-    def _content_store(self) -> BrowserChunkStore:
-        if self.store is None:
-            raise ZMeshError("the content store is still opening; try again in a moment")
+    async def _content_store(self) -> BrowserChunkStore:
+        """The store, once :meth:`start` has opened it (calls made before wait for it)."""
+        await self._opened.wait()
+        assert self.store is not None
         return self.store
 
     async def share(self, call_id: int, data: bytes) -> None:
         """``zmesh.share(blob)``: encode, pin, wait until IndexedDB has it, answer the id.
         The seeder announces it within seconds."""
         try:
-            store = self._content_store()
+            store = await self._content_store()
             if not data:
                 raise ZMeshError("cannot share an empty file")
             if len(data) > store.pinned_quota - store.pinned_bytes:
@@ -143,7 +146,7 @@ class BrowserContent:
                 cid = ContentId.parse(text.strip())
             except ContentError as exc:
                 raise ZMeshError(f"not a content id: {exc}") from None
-            store = self._content_store()
+            store = await self._content_store()
             running = self._fetching.get(cid)
             if running is None:
                 if len(self._fetching) >= MAX_GETS:
