@@ -56,12 +56,20 @@ class PendingConnection[T: Establishing]:
     Either is called once; on any failure the connection is closed.  The transport's
     ``channel_binding`` is ``SHA-256(min(fp_a, fp_b) || max(fp_a, fp_b))`` over the two
     DTLS fingerprints, so both ends agree on it whatever their runtime.
+
+    ``check`` reads and checks the peer's SDP (:func:`~zmesh.signaling.sdp.
+    remote_fingerprint` for a data channel; the media transport passes its own).
     """
 
     def __init__(
-        self, transport: T, local_sdp: str, offer_fingerprint: bytes | None = None
+        self,
+        transport: T,
+        local_sdp: str,
+        offer_fingerprint: bytes | None = None,
+        check: Callable[[str, str], bytes] = remote_fingerprint,
     ) -> None:
         """``offer_fingerprint`` is the peer's, for the answerer (None for the dialler)."""
+        self._check: Final = check
         self._transport: Final = transport
         self._local: Final = sdp_fingerprint(local_sdp)
         self._remote: Final = offer_fingerprint
@@ -79,7 +87,7 @@ class PendingConnection[T: Establishing]:
             raise LocalProtocolError("complete() is the dialler's: an answerer calls connected()")
         self._start("complete")
         try:
-            remote = remote_fingerprint(answer_sdp, "answer")
+            remote = self._check(answer_sdp, "answer")
             if remote == self._local:
                 raise RemoteProtocolError("the answer carries our own fingerprint", CloseCode.AUTH)
             return await self._establish(answer_sdp, remote, timeout)
@@ -116,17 +124,20 @@ class PendingConnection[T: Establishing]:
 
 
 async def answer_offer[T: Establishing](
-    offer_sdp: str, create: Callable[[], Awaitable[tuple[T, str]]]
+    offer_sdp: str,
+    create: Callable[[], Awaitable[tuple[T, str]]],
+    check: Callable[[str, str], bytes] = remote_fingerprint,
 ) -> tuple[PendingConnection[T], str]:
-    """Check a peer's offer, then ``create`` our side; return it pending, with our answer.
+    """Check a peer's offer (with ``check``), then ``create`` our side; return it pending,
+    with our answer.
 
     Raises :class:`~zmesh.errors.RemoteProtocolError` for an offer we cannot use (checked
     before anything is created) or one that carries our own fingerprint.
     """
-    remote = remote_fingerprint(offer_sdp, "offer")
+    remote = check(offer_sdp, "offer")
     transport, sdp = await create()
     try:
-        pending = PendingConnection(transport, sdp, remote)
+        pending = PendingConnection(transport, sdp, remote, check)
         if pending._local == remote:
             raise RemoteProtocolError("the offer carries our own fingerprint", CloseCode.AUTH)
     except BaseException:

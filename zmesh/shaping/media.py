@@ -50,6 +50,7 @@ LENGTH: Final = 4  # a message's length prefix in the stream
 #: credit window (512 frames of 8.2 KB) keeps an honest link far below
 MAX_BUFFER: Final = 40 << 20
 RTO: Final = 0.4  # no acknowledgement progress for this long: resend from the last ack
+FIN_FRAMES: Final = 2  # frames that carry FIN before a finished link is done
 NACK_HOLDOFF: Final = 0.15  # after a resend, NACKs are ignored this long (in flight)
 MAX_LAG: Final = 0.25  # a driver stalled longer skips the frames it missed
 WIDTH, HEIGHT = 1280, 720  # the measured call's resolution
@@ -130,6 +131,7 @@ class MediaLink:
         self._progress_at = now  # when _acked last moved (or data was first sent)
         self._rewound_at = -math.inf
         self._finishing = False
+        self._fins = 0  # frames sent with FIN
         self._key_next = True  # a stream starts with a key frame
         self._next_key = (
             now + profile.key_interval if profile.key_interval is not None else math.inf
@@ -154,8 +156,9 @@ class MediaLink:
 
     @property
     def done(self) -> bool:
-        """Finishing, and everything sent was acknowledged."""
-        return self._finishing and not self._out
+        """Finishing, everything sent was acknowledged, and FIN went out in two frames (the
+        first may still be on its way to the network when the second is made)."""
+        return self._finishing and not self._out and self._fins >= FIN_FRAMES
 
     def send(self, message: bytes) -> None:
         """Queue one message.  LocalProtocolError if it is over MAX_MESSAGE, after
@@ -209,6 +212,7 @@ class MediaLink:
         self._nack = False
         if self._finishing and start + len(data) == len(self._out):
             flags |= FIN
+            self._fins += 1
         if self._next == self._acked and data:
             self._progress_at = now  # the RTO counts from the first unacknowledged send
         frame = encode_frame(
