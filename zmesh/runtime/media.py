@@ -42,6 +42,7 @@ import contextlib
 import fractions
 import logging
 import queue
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -59,10 +60,11 @@ from ..rng import DeterministicRng
 from ..shaping.media import MAX_MESSAGE, MediaLink
 from ..shaping.profile import VideoProfile
 from ..signaling.sdp import MAX_SDP_SIZE, sdp_fingerprint
+from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
-from .rtc import PendingConnection, TransportError, answer_offer
+from .rtc import PendingConnection, RtcBackend, TransportError, answer_offer
 
-__all__ = ["MediaTransport", "answer", "dial", "media_fingerprint"]
+__all__ = ["MediaTransport", "answer", "dial", "link_nodes", "media_fingerprint"]
 
 log = logging.getLogger("zmesh.media")
 
@@ -483,3 +485,22 @@ async def answer(
         lambda: _local_description(timeout, loopback, max_pending, max_pending_bytes, offer_sdp),
         media_fingerprint,
     )
+
+
+async def link_nodes(dialer: AsyncNode, answerer: AsyncNode, rtc: RtcBackend | None = None) -> None:
+    """Link two drivers in this process over ``rtc`` (this module by default; pass
+    :mod:`zmesh.runtime.webrtc` for a data channel) without signaling: the SDPs are
+    handed over directly, each end attaches its transport, and this returns once the
+    link handshake is done.  Loopback candidates only.  Raises TransportError,
+    TimeoutError or RemoteProtocolError."""
+    backend: Any = rtc if rtc is not None else sys.modules[__name__]
+    pending, offer = await backend.dial(loopback=True)
+    try:
+        pending_answer, answer_sdp = await backend.answer(offer, loopback=True)
+    except BaseException:
+        await pending.aclose()
+        raise
+    ours, theirs = await asyncio.gather(pending.complete(answer_sdp), pending_answer.connected())
+    answerer.attach(theirs, None)
+    dialer.attach(ours, answerer.node.descriptor(wall_clock()))
+    await dialer.wait_link(answerer.node.node_id)
