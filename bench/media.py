@@ -10,6 +10,10 @@ circuit and, ``--runs`` times, opens a stream through it to a local TCP server t
 * **goodput**: stream bytes over the time from the first byte to the last, in Mbit/s;
 * for media: frames sent and bytes resent by the client's and guard's media links.
 
+``--drop P`` loses each media frame with probability P before aiortc sends it (a frame
+lost for good, beyond what RTP's NACK and RTX repair), to measure the media link's own
+retransmission.
+
 Both transports run in the same invocation, one after the other, so the figures compare.
 For a packet capture of the media transport alone (the classifier, bench/classify.py),
 ``--transport media --seconds 60`` keeps streaming for 60 s instead (and idles between
@@ -26,6 +30,7 @@ Progress goes to stderr, results to stdout.
 import argparse
 import asyncio
 import contextlib
+import random
 import statistics
 import sys
 import time
@@ -177,6 +182,18 @@ async def bench(transport: str, size: int, runs: int, seconds: float) -> dict[st
     }
 
 
+def drop_frames(probability: float) -> None:
+    """Lose each media frame with ``probability`` (see the module doc)."""
+    put = media._FrameTrack.put
+    rng = random.Random(1)
+
+    def lossy(track: media._FrameTrack, frame: bytes, pts: int) -> None:
+        if rng.random() >= probability:
+            put(track, frame, pts)
+
+    media._FrameTrack.put = lossy  # type: ignore[method-assign]
+
+
 def parse_size(text: str) -> int:
     units = {"KB": 1000, "MB": 1000**2, "B": 1}
     for unit, factor in units.items():
@@ -191,10 +208,16 @@ def main() -> None:
     parser.add_argument("--size", type=parse_size, default=parse_size("2MB"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.0, help="stream at least this long")
+    parser.add_argument("--drop", type=float, default=0.0, help="media frames lost (0..1)")
     args = parser.parse_args()
+    if args.drop:
+        drop_frames(args.drop)
     names = list(TRANSPORTS) if args.transport == "both" else [args.transport]
     results = [asyncio.run(bench(n, args.size, args.runs, args.seconds)) for n in names]
-    print(f"size {args.size / 1e6:.1f} MB per stream, 2-hop circuit, runs {args.runs}")
+    print(
+        f"size {args.size / 1e6:.1f} MB per stream, 2-hop circuit, runs {args.runs}, "
+        f"media frames dropped {args.drop:.0%}"
+    )
     print(f"{'transport':<12} {'first byte ms':>14} {'Mbit/s':>8}  all")
     for r in results:
         print(
