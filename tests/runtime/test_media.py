@@ -19,6 +19,8 @@ from zmesh.runtime.aio import AsyncNode, wall_clock
 from zmesh.runtime.daemon import relay_config
 from zmesh.runtime.entropy import SystemRng
 from zmesh.runtime.media import MediaTransport, _FrameAssembler, media_fingerprint
+from zmesh.runtime.rtc import rtc_backend
+from zmesh.runtime.webrtc import WebRTCTransport
 from zmesh.session.endpoint import StreamData, StreamFinished
 
 pytestmark = pytest.mark.slow
@@ -181,5 +183,39 @@ def test_a_stream_crosses_a_2_hop_circuit_of_media_links() -> None:
                 assert hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
         finally:
             server.close()
+
+    asyncio.run(main())
+
+
+def test_signaling_carries_media_offers_and_a_media_node_still_answers_data_channels() -> None:
+    """Over a relay's HTTP signaling endpoint (compact SDP version 3): a media client
+    links over a video track, a data-channel client over a data channel, to one relay."""
+
+    async def main() -> None:
+        rng = SystemRng()
+        relay = AsyncNode(
+            Node(Identity.generate(rng), rng, wall_clock(), relay_config(private=True)),
+            rtc=rtc_backend("media"),
+            loopback=True,
+        )
+        port = await relay.serve_http("127.0.0.1", 0)
+        try:
+            for transport, kind in (("media", MediaTransport), ("datachannel", WebRTCTransport)):
+                client = AsyncNode(
+                    Node(Identity.generate(rng), rng, wall_clock()),
+                    rtc=rtc_backend(transport),
+                    loopback=True,
+                )
+                try:
+                    await client.bootstrap(f"http://127.0.0.1:{port}")
+                    link = client.node.link_to(relay.node.node_id)
+                    assert link is not None
+                    assert isinstance(client._transports[link], kind)
+                    theirs = await relay.wait_link(client.node.node_id, 10)
+                    assert isinstance(relay._transports[theirs], kind)
+                finally:
+                    await client.close()
+        finally:
+            await relay.close()
 
     asyncio.run(main())

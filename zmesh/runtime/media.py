@@ -59,12 +59,20 @@ from ..link.transport import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, Dat
 from ..rng import DeterministicRng
 from ..shaping.media import MAX_MESSAGE, MediaLink
 from ..shaping.profile import VideoProfile
-from ..signaling.sdp import MAX_SDP_SIZE, sdp_fingerprint
+from ..signaling.sdp import CompactSdp, remote_fingerprint
+from . import webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
 from .rtc import PendingConnection, RtcBackend, TransportError, answer_offer
 
-__all__ = ["MediaTransport", "answer", "dial", "link_nodes", "media_fingerprint"]
+__all__ = [
+    "MediaTransport",
+    "Transports",
+    "answer",
+    "dial",
+    "link_nodes",
+    "media_fingerprint",
+]
 
 log = logging.getLogger("zmesh.media")
 
@@ -74,23 +82,12 @@ MAX_TRACK_QUEUE: Final = 64  # frames waiting for aiortc's sender; older ones ar
 MAX_ASSEMBLY: Final = 1024  # RTP packets held while frames are incomplete
 MAX_PARTIAL: Final = 64  # incomplete frames held (by RTP timestamp)
 VIDEO_CLOCK: Final = fractions.Fraction(1, 90000)
-_SETUP_ROLES: Final = {"offer": ("actpass",), "answer": ("active", "passive")}
 
 
 def media_fingerprint(sdp: str, role: str) -> bytes:
-    """The SHA-256 DTLS fingerprint of a peer's media SDP, checked: one ``m=video``
-    section over ``UDP/TLS/RTP/SAVPF`` and a DTLS role valid for ``role`` (``"offer"`` or
-    ``"answer"``).  RemoteProtocolError otherwise."""
-    if not isinstance(sdp, str) or len(sdp) > MAX_SDP_SIZE:
-        raise RemoteProtocolError("media SDP is not text or is too large")
-    lines = [line.strip() for line in sdp.split("\n")]
-    media = [line for line in lines if line.startswith("m=")]
-    if len(media) != 1 or not media[0].startswith("m=video ") or "RTP/SAVPF" not in media[0]:
-        raise RemoteProtocolError("SDP must have exactly one video section")
-    setups = {line[len("a=setup:") :] for line in lines if line.startswith("a=setup:")}
-    if len(setups) != 1 or setups.pop() not in _SETUP_ROLES.get(role, ()):
-        raise RemoteProtocolError(f"media SDP has no valid DTLS role for an {role}")
-    return sdp_fingerprint(sdp)
+    """The SHA-256 DTLS fingerprint of a peer's media SDP, checked (one video section, a
+    DTLS role valid for ``role``: :func:`~zmesh.signaling.sdp.remote_fingerprint`)."""
+    return remote_fingerprint(sdp, role, media=True)
 
 
 # -- aiortc's sending and receiving ends ---------------------------------------------------
@@ -485,6 +482,24 @@ async def answer(
         lambda: _local_description(timeout, loopback, max_pending, max_pending_bytes, offer_sdp),
         media_fingerprint,
     )
+
+
+class Transports:
+    """An :class:`~zmesh.runtime.rtc.RtcBackend` for ``--transport media``: it dials over
+    the media transport and answers each offer with what the offer asks for (a video
+    section: this module; a data channel: :mod:`zmesh.runtime.webrtc`), so a node that
+    links over media still takes browsers' and older nodes' data channels."""
+
+    async def dial(self, *, loopback: bool = False) -> tuple[PendingConnection[Any], str]:
+        return await dial(loopback=loopback)
+
+    async def answer(
+        self, offer_sdp: str, *, loopback: bool = False
+    ) -> tuple[PendingConnection[Any], str]:
+        """RemoteProtocolError for an offer that is neither."""
+        if CompactSdp.from_sdp(offer_sdp).media:
+            return await answer(offer_sdp, loopback=loopback)
+        return await webrtc.answer(offer_sdp, loopback=loopback)
 
 
 async def link_nodes(dialer: AsyncNode, answerer: AsyncNode, rtc: RtcBackend | None = None) -> None:

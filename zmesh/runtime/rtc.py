@@ -9,6 +9,7 @@ complete` applies the peer's answer) or the answerer's (our answer is out;
 :meth:`~PendingConnection.connected` waits for the peer).
 """
 
+import importlib
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
@@ -18,14 +19,18 @@ from ..signaling.sdp import channel_binding, remote_fingerprint, sdp_fingerprint
 
 __all__ = [
     "RTC_TIMEOUT",
+    "TRANSPORTS",
     "Establishing",
     "PendingConnection",
     "RtcBackend",
     "TransportError",
     "answer_offer",
+    "rtc_backend",
 ]
 
 RTC_TIMEOUT: Final = 10.0  # seconds for a connection to open once both SDPs are known
+#: ``--transport``: what a native node dials over (D58)
+TRANSPORTS: Final = ("datachannel", "media")
 
 
 class TransportError(ZMeshError):
@@ -158,3 +163,17 @@ class RtcBackend(Protocol):
     ) -> tuple[PendingConnection[Establishing], str]:
         """A new connection answering ``offer_sdp``, pending, and our answer SDP."""
         ...
+
+
+def rtc_backend(transport: str) -> RtcBackend:
+    """The native backend for ``--transport``: ``"datachannel"``, libdatachannel
+    (:mod:`zmesh.runtime.webrtc`); ``"media"``, links inside a video track that also
+    answers data channels (:class:`zmesh.runtime.media.Transports`; aiortc, the ``media``
+    extra, imported only then).  LocalProtocolError for another name."""
+    if transport == "media":
+        backend: RtcBackend = importlib.import_module("zmesh.runtime.media").Transports()
+        return backend
+    if transport != "datachannel":
+        raise LocalProtocolError(f"transport must be one of {', '.join(TRANSPORTS)}")
+    module: RtcBackend = importlib.import_module("zmesh.runtime.webrtc")
+    return module
