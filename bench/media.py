@@ -3,7 +3,7 @@
 In one process it builds client -> guard -> exit, each link over the transport chosen
 (``media``: :mod:`zmesh.runtime.media`, the link inside VP8 frames of an aiortc video
 track; ``datachannel``: :mod:`zmesh.runtime.webrtc`, libdatachannel), builds a 2-hop
-circuit and, ``--runs`` times, opens a stream through it to a local TCP server that sends
+circuit and, ``--rounds`` times, opens a stream through it to a local TCP server that sends
 ``--size`` bytes.  It reports:
 
 * **first byte**: stream open to the first data byte (the circuit already built);
@@ -21,7 +21,7 @@ streams if ``--idle`` is given); the UDP flows are on 127.0.0.1.  The entry poin
 script is :func:`chain` (an async context manager yielding the three drivers) and
 :func:`download`::
 
-    PYTHONPATH=$PWD /work/main/.venv/bin/python bench/media.py --size 4MB --runs 3
+    PYTHONPATH=$PWD /work/main/.venv/bin/python bench/media.py --size 4MB --rounds 3
     PYTHONPATH=$PWD /work/main/.venv/bin/python bench/media.py --transport media --seconds 60
 
 Progress goes to stderr, results to stdout.
@@ -206,16 +206,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transport", choices=["both", *TRANSPORTS], default="both")
     parser.add_argument("--size", type=parse_size, default=parse_size("2MB"))
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="streams per transport")
+    parser.add_argument("--quick", action="store_true", help="500 KB, one round (a smoke run)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stream at least this long")
     parser.add_argument("--drop", type=float, default=0.0, help="media frames lost (0..1)")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.rounds = 500_000, 1
     if args.drop:
         drop_frames(args.drop)
     names = list(TRANSPORTS) if args.transport == "both" else [args.transport]
-    results = [asyncio.run(bench(n, args.size, args.runs, args.seconds)) for n in names]
+    results = [asyncio.run(bench(n, args.size, args.rounds, args.seconds)) for n in names]
     print(
-        f"size {args.size / 1e6:.1f} MB per stream, 2-hop circuit, runs {args.runs}, "
+        f"size {args.size / 1e6:.1f} MB per stream, 2-hop circuit, rounds {args.rounds}, "
         f"media frames dropped {args.drop:.0%}"
     )
     print(f"{'transport':<12} {'first byte ms':>14} {'Mbit/s':>8}  all")
@@ -223,6 +226,13 @@ def main() -> None:
         print(
             f"{r['transport']:<12} {r['first_byte_ms']:>14} {r['goodput_mbit_s']:>8}  "
             f"{r['first_byte_all']} ms, {r['goodput_all']} Mbit/s {r['media_links']}"
+        )
+    if len(results) == 2:
+        dc, md = results
+        print(
+            f"ratio media/datachannel: first byte "
+            f"{float(md['first_byte_ms']) / float(dc['first_byte_ms']):.1f}x, goodput "  # type: ignore[arg-type]
+            f"{float(md['goodput_mbit_s']) / float(dc['goodput_mbit_s']):.3f}x"  # type: ignore[arg-type]
         )
 
 
