@@ -143,12 +143,18 @@ async def mesh() -> AsyncIterator[tuple[AsyncNode, int]]:
         )
         yield client, cid
     finally:
-        transports = [t for d in (client, guard, exit_) for t in d._transports.values()]
-        for d in (client, guard, exit_):
-            await d.close()
-        for t in transports:
-            assert isinstance(t, MediaTransport)
-            await t.wait_closed()
+        await close_all(client, guard, exit_)
+
+
+async def close_all(*drivers: AsyncNode) -> None:
+    """Close the drivers and wait until their connections are torn down (AsyncNode.close
+    does not wait; a connection still open when the loop ends leaks its socket)."""
+    transports = [t for d in drivers for t in d._transports.values()]
+    for d in drivers:
+        await d.close()
+    for t in transports:
+        assert isinstance(t, MediaTransport | WebRTCTransport)
+        await t.wait_closed()
 
 
 def test_a_stream_crosses_a_2_hop_circuit_of_media_links() -> None:
@@ -214,8 +220,8 @@ def test_signaling_carries_media_offers_and_a_media_node_still_answers_data_chan
                     theirs = await relay.wait_link(client.node.node_id, 10)
                     assert isinstance(relay._transports[theirs], kind)
                 finally:
-                    await client.close()
+                    await close_all(client)
         finally:
-            await relay.close()
+            await close_all(relay)
 
     asyncio.run(main())

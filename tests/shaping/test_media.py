@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zmesh.errors import LocalProtocolError, RemoteProtocolError
+from zmesh.link import frames as lf
 from zmesh.rng import DeterministicRng
 from zmesh.shaping.media import (
     FIN,
@@ -190,3 +191,31 @@ def test_a_stalled_driver_skips_rather_than_bursts() -> None:
     a = MediaLink(PROFILE, DeterministicRng(2), 0.0)
     a.handle_timer(60.0)
     assert len(a.frames_to_send()) <= 20
+
+
+def test_a_heartbeat_goes_ahead_of_queued_bulk() -> None:
+    a, b = pair()
+    bulk = messages(60, 4)  # megabytes: seconds at the call's rate
+    for m in bulk:
+        a.send(m)
+    ping = bytes([lf.FrameType.PING]) + (4).to_bytes(3, "big") + b"\x00\x00\x00\x07"
+    a.send(ping)
+    assert a.buffered == sum(4 + len(m) for m in [*bulk, ping])
+    _, got, _ = run(a, b, 0.5)
+    assert ping in got  # within half a second, though the bulk takes seconds
+    assert got.index(ping) <= 2  # after at most the message that was being cut
+    _, rest, _ = run(a, b, 60.0, start=0.5)
+    assert [m for m in got + rest if m != ping] == bulk
+
+
+def test_a_long_rtt_does_not_resend_everything() -> None:
+    """Queueing delay (a loaded machine) is not loss: the RTO follows the RTT (RFC 6298),
+    so a window is not resent again and again (with a fixed 0.4 s RTO it was)."""
+    a, b = pair()
+    sent = messages(120, 6)
+    for m in sent:
+        a.send(m)
+    _, got, _ = run(a, b, 120.0, delay=0.8)
+    assert got == sent
+    assert a.resent < 0.05 * a.data_sent
+    assert 1.6 < a.rto < 3.0  # about the RTT: 1.6 s and an ack's wait for a frame

@@ -29,6 +29,7 @@ How the frames get in and out of aiortc 1.16 (measured in the tests):
   latency), and :class:`_Tap` hands frames to the transport instead of a decoder (the
   decoder thread idles on the original queue until the receiver stops).  Lost packets
   are NACKed and resent by aiortc (RTX); a frame lost for good is resent by MediaLink.
+* **Socket buffers**: each ICE socket asks for :data:`RECEIVE_BUFFER` bytes.
 * **Loopback**: aioice never gathers 127.0.0.1; with ``loopback=True`` the connection
   gathers only 127.0.0.1 (its gatherer is told which addresses to use).
 
@@ -42,6 +43,7 @@ import contextlib
 import fractions
 import logging
 import queue
+import socket
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -81,6 +83,10 @@ FIN_ACK_LINGER: Final = 0.25  # seconds the peer's FIN waits for our next frame 
 MAX_TRACK_QUEUE: Final = 64  # frames waiting for aiortc's sender; older ones are dropped
 MAX_ASSEMBLY: Final = 1024  # RTP packets held while frames are incomplete
 MAX_PARTIAL: Final = 64  # incomplete frames held (by RTP timestamp)
+#: socket receive buffer asked for (the default, 208 KiB of kernel memory, is ~90 RTP
+#: packets: a loop stalled for a few hundred ms on a loaded machine overflowed it and lost
+#: ~8% of the datagrams; see D58)
+RECEIVE_BUFFER: Final = 4 << 20
 VIDEO_CLOCK: Final = fractions.Fraction(1, 90000)
 
 
@@ -222,6 +228,18 @@ def _only_loopback(connection: Any) -> Callable[..., Awaitable[Any]]:
         return await gather(component=component, addresses=["127.0.0.1"], timeout=timeout)
 
     return loopback
+
+
+def _enlarge_receive_buffers(pc: RTCPeerConnection) -> None:
+    """Ask for RECEIVE_BUFFER bytes of socket buffer on each gathered ICE socket (the
+    kernel caps it at net.core.rmem_max); see RECEIVE_BUFFER."""
+    for transceiver in pc.getTransceivers():
+        connection: Any = transceiver.receiver.transport.transport.iceGatherer._connection
+        for protocol in connection._protocols:
+            sock = protocol.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 
 # -- the transport --------------------------------------------------------------------------
@@ -432,6 +450,7 @@ async def _new_connection(
             await pc.createAnswer() if remote_offer is not None else await pc.createOffer()
         )
         await pc.setLocalDescription(description)
+        _enlarge_receive_buffers(pc)
     except BaseException:
         await pc.close()
         raise

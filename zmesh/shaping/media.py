@@ -23,17 +23,22 @@ gives back, and what ``RTCRtpScriptTransform`` shows a page)::
 the peer's stream bytes received in order, ``flags`` NACK (a gap was seen: resend from
 ``ack``) and FIN (the sender's stream ends after this frame's data).  ``cover`` is zeros:
 SRTP encrypts every RTP payload, so no observer sees them, nor the header; the peer does.
-The byte stream is messages, each ``u32 length | message``.
+The byte stream is messages, each ``u32 length | message``; a message joins it when a
+frame has room for it, and a lone CREDIT, PING or PONG frame (the scheduler's ``URGENT``)
+joins ahead of other waiting messages, so a heartbeat never waits behind a window of
+cells (a link whose PONGs waited behind megabytes was closed as "peer silent").
 
 Sans-I/O: ``now`` and an Rng come in; frames are pulled (:meth:`MediaLink.frames_to_send`).
 """
 
 import math
+from collections import deque
 from typing import Final
 
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from ..rng import Rng
 from .profile import VideoProfile, pick
+from .scheduler import URGENT, URGENT_SIZE
 
 MAGIC: Final = 0x5A
 NACK: Final = 0x01
@@ -49,9 +54,16 @@ LENGTH: Final = 4  # a message's length prefix in the stream
 #: bytes the sender may hold (sent but not acknowledged, and not yet sent); the node's
 #: credit window (512 frames of 8.2 KB) keeps an honest link far below
 MAX_BUFFER: Final = 40 << 20
-RTO: Final = 0.4  # no acknowledgement progress for this long: resend from the last ack
+# Retransmission timeout, RFC 6298: SRTT and RTTVAR from acks of new data (never of data
+# sent twice: Karn), RTO = SRTT + 4 RTTVAR within these bounds, doubled on each expiry.
+# A fixed 0.4 s made a loaded machine's queueing delay (RTT of seconds) resend whole
+# windows again and again: the resends loaded it more, and links died (D58).
+RTO_INITIAL: Final = 1.0
+RTO_MIN: Final = 0.2
+RTO_MAX: Final = 10.0
+MAX_SAMPLES: Final = 4096  # frames of new data awaiting their ack, for RTT samples
 FIN_FRAMES: Final = 2  # frames that carry FIN before a finished link is done
-NACK_HOLDOFF: Final = 0.15  # after a resend, NACKs are ignored this long (in flight)
+NACK_HOLDOFF: Final = 0.15  # after a resend, NACKs are ignored this long (or SRTT if longer)
 MAX_LAG: Final = 0.25  # a driver stalled longer skips the frames it missed
 WIDTH, HEIGHT = 1280, 720  # the measured call's resolution
 
@@ -123,13 +135,22 @@ class MediaLink:
     def __init__(self, profile: VideoProfile, rng: Rng, now: float) -> None:
         self._profile = profile
         self._rng = rng
-        # sending: _out holds the stream from _acked on; _next is the next byte to send
+        # sending: _out holds the stream from _acked on; _next is the next byte to send.
+        # Messages wait whole in _queue (or _urgent) until a frame has room for them, so a
+        # lone CREDIT, PING or PONG can go ahead of bulk data (see URGENT)
         self._out = bytearray()
+        self._queue: deque[bytes] = deque()
+        self._urgent: deque[bytes] = deque()
+        self._queued = 0  # bytes (length prefixes included) in _queue and _urgent
         self._acked = 0
         self._next = 0
         self._sent_max = 0  # the furthest byte ever sent (an ack beyond it is forged)
         self._progress_at = now  # when _acked last moved (or data was first sent)
         self._rewound_at = -math.inf
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self.rto = RTO_INITIAL
+        self._samples: deque[tuple[int, float]] = deque()  # (end offset, sent at)
         self._finishing = False
         self._fins = 0  # frames sent with FIN
         self._key_next = True  # a stream starts with a key frame
@@ -152,13 +173,13 @@ class MediaLink:
     @property
     def buffered(self) -> int:
         """Stream bytes not yet sent (what the transport reports as bufferedAmount)."""
-        return self._acked + len(self._out) - self._next
+        return self._acked + len(self._out) - self._next + self._queued
 
     @property
     def done(self) -> bool:
         """Finishing, everything sent was acknowledged, and FIN went out in two frames (the
         first may still be on its way to the network when the second is made)."""
-        return self._finishing and not self._out and self._fins >= FIN_FRAMES
+        return self._finishing and not self._out and not self._queued and self._fins >= FIN_FRAMES
 
     def send(self, message: bytes) -> None:
         """Queue one message.  LocalProtocolError if it is over MAX_MESSAGE, after
@@ -167,10 +188,11 @@ class MediaLink:
             raise LocalProtocolError(f"media message of {len(message)} bytes")
         if self._finishing:
             raise LocalProtocolError("send after finish")
-        if len(self._out) + LENGTH + len(message) > MAX_BUFFER:
+        if len(self._out) + self._queued + LENGTH + len(message) > MAX_BUFFER:
             raise LocalProtocolError("media link send buffer full")
-        self._out += len(message).to_bytes(LENGTH, "big")
-        self._out += message
+        urgent = len(message) == URGENT_SIZE and message[0] in URGENT
+        (self._urgent if urgent else self._queue).append(message)
+        self._queued += LENGTH + len(message)
 
     def finish(self) -> None:
         """No more messages: frames carry FIN once the queue is sent."""
@@ -203,14 +225,20 @@ class MediaLink:
             self._next_key = self.next_send + profile.key_interval
         self._key_next = False
         size = min(max(size, MIN_FRAME), MAX_FRAME)
-        if self._next > self._acked and now - self._progress_at >= RTO:
+        if self._next > self._acked and now - self._progress_at >= self.rto:
+            self.rto = min(self.rto * 2, RTO_MAX)  # RFC 6298 section 5.5
             self._rewind(now)  # nothing acknowledged for RTO: resend from the last ack
         room = size - TAG - (KEY_HEADER if key else 0) - HEADER
         start = self._next - self._acked
+        while len(self._out) - start < room and self._queued:  # urgent messages first
+            message = (self._urgent or self._queue).popleft()
+            self._queued -= LENGTH + len(message)
+            self._out += len(message).to_bytes(LENGTH, "big")
+            self._out += message
         data = memoryview(self._out)[start : start + room]
         flags = NACK if self._nack else 0
         self._nack = False
-        if self._finishing and start + len(data) == len(self._out):
+        if self._finishing and not self._queued and start + len(data) == len(self._out):
             flags |= FIN
             self._fins += 1
         if self._next == self._acked and data:
@@ -222,6 +250,8 @@ class MediaLink:
         data.release()
         if self._next < self._sent_max:
             self.resent += min(sent, self._sent_max - self._next)
+        elif sent and len(self._samples) < MAX_SAMPLES:  # new data: an RTT sample to come
+            self._samples.append((self._next + sent, now))
         self._next += sent
         self._sent_max = max(self._sent_max, self._next)
         self.data_sent += sent
@@ -232,6 +262,16 @@ class MediaLink:
         self._next = self._acked
         self._rewound_at = now
         self._progress_at = now
+        self._samples.clear()  # Karn: an ack of data sent twice times neither send
+
+    def _sample(self, rtt: float) -> None:
+        """RFC 6298 section 2."""
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        self.rto = min(max(self._srtt + 4 * self._rttvar, RTO_MIN), RTO_MAX)
 
     # -- receiving ----------------------------------------------------------------------
     def receive(self, frame: bytes, now: float) -> list[bytes]:
@@ -265,7 +305,13 @@ class MediaLink:
             self._acked = ack
             self._next = max(self._next, ack)
             self._progress_at = now
-        if nack and self._next > self._acked and now - self._rewound_at >= NACK_HOLDOFF:
+            sent_at = None
+            while self._samples and self._samples[0][0] <= ack:
+                sent_at = self._samples.popleft()[1]
+            if sent_at is not None:
+                self._sample(now - sent_at)
+        holdoff = max(NACK_HOLDOFF, self._srtt or 0.0)
+        if nack and self._next > self._acked and now - self._rewound_at >= holdoff:
             self._rewind(now)
 
     def _messages(self) -> list[bytes]:
