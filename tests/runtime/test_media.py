@@ -158,7 +158,7 @@ async def close_all(*drivers: AsyncNode) -> None:
 
 
 def test_a_stream_crosses_a_2_hop_circuit_of_media_links() -> None:
-    payload = os.urandom(600_000)
+    payload = os.urandom(400_000)
 
     async def main() -> None:
         async def handle(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:

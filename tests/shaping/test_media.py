@@ -127,6 +127,18 @@ def test_lost_frames_are_resent() -> None:
     assert a.resent > 0  # something was lost and sent again
 
 
+@pytest.mark.parametrize("delay", [0.002, 0.3])
+def test_loss_costs_a_fraction_of_the_rate(delay: float) -> None:
+    """5% of frames lost: each gap is resent once, at once (a NACK per gap, not a
+    timeout), so the goodput stays well above 1 Mbit/s."""
+    a, b = pair()
+    for m in messages(300, 8):
+        a.send(m)
+    _, got, _ = run(a, b, 10.0, loss=0.05, delay=delay, seed=2)
+    carried = sum(len(m) for m in got)
+    assert carried * 8 / 10.0 > (1.2e6 if delay < 0.1 else 1.0e6)
+
+
 def test_goodput_is_most_of_the_profile_rate() -> None:
     a, b = pair()
     for m in messages(200, 9):

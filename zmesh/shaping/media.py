@@ -147,6 +147,7 @@ class MediaLink:
         self._sent_max = 0  # the furthest byte ever sent (an ack beyond it is forged)
         self._progress_at = now  # when _acked last moved (or data was first sent)
         self._rewound_at = -math.inf
+        self._rewound_for = -1  # the ack the last resend started from
         self._srtt: float | None = None
         self._rttvar = 0.0
         self.rto = RTO_INITIAL
@@ -260,6 +261,7 @@ class MediaLink:
 
     def _rewind(self, now: float) -> None:
         self._next = self._acked
+        self._rewound_for = self._acked
         self._rewound_at = now
         self._progress_at = now
         self._samples.clear()  # Karn: an ack of data sent twice times neither send
@@ -310,8 +312,15 @@ class MediaLink:
                 sent_at = self._samples.popleft()[1]
             if sent_at is not None:
                 self._sample(now - sent_at)
+        # A NACK names a gap at the peer's ack: resend from there, once per gap (the
+        # frames already in flight NACK the same ack again), or again if that is long
+        # past (the resend was lost too)
         holdoff = max(NACK_HOLDOFF, self._srtt or 0.0)
-        if nack and self._next > self._acked and now - self._rewound_at >= holdoff:
+        if (
+            nack
+            and ack == self._acked < self._next
+            and (ack != self._rewound_for or now - self._rewound_at >= holdoff)
+        ):
             self._rewind(now)
 
     def _messages(self) -> list[bytes]:
