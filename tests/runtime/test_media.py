@@ -123,7 +123,8 @@ def test_the_assembler_emits_a_frame_once_whole_in_any_order() -> None:
 
 @contextlib.asynccontextmanager
 async def mesh() -> AsyncIterator[tuple[AsyncNode, int]]:
-    """client -(media)- guard -(media)- exit, and a 2-hop circuit through them."""
+    """client -(media)- exit, and a circuit to the exit (one hop: two nodes, as the brief
+    asks; bench/media.py runs a 2-hop chain)."""
     rng = SystemRng()
 
     def driver(flags: Flags = Flags.NONE) -> AsyncNode:
@@ -131,19 +132,15 @@ async def mesh() -> AsyncIterator[tuple[AsyncNode, int]]:
         policy = ExitPolicy.allow_private() if flags & Flags.EXIT else None
         return AsyncNode(node, rtc=media, loopback=True, exit_policy=policy)
 
-    client, guard, exit_ = driver(), driver(), driver(Flags.EXIT)
+    client, exit_ = driver(), driver(Flags.EXIT)
     try:
-        await media.link_nodes(client, guard)
-        await media.link_nodes(guard, exit_)
-        for d in (client, guard, exit_):
-            assert all(isinstance(t, MediaTransport) for t in d._transports.values())
-        now = wall_clock()
-        cid = await client.build_circuit(
-            [guard.node.descriptor(now), exit_.node.descriptor(now)], timeout=20
-        )
+        await media.link_nodes(client, exit_)
+        for d in (client, exit_):
+            assert [type(t) for t in d._transports.values()] == [MediaTransport]
+        cid = await client.build_circuit([exit_.node.descriptor(wall_clock())], timeout=20)
         yield client, cid
     finally:
-        await close_all(client, guard, exit_)
+        await close_all(client, exit_)
 
 
 async def close_all(*drivers: AsyncNode) -> None:
@@ -157,7 +154,7 @@ async def close_all(*drivers: AsyncNode) -> None:
         await t.wait_closed()
 
 
-def test_a_stream_crosses_a_2_hop_circuit_of_media_links() -> None:
+def test_a_stream_crosses_a_circuit_over_a_media_link() -> None:
     payload = os.urandom(400_000)
 
     async def main() -> None:
