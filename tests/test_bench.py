@@ -20,6 +20,7 @@ SCRIPTS = [
     "dht_lookup.py",
     "chunks.py",
     "fresh_first_byte.py",
+    "media.py",
 ]
 
 

@@ -174,6 +174,7 @@ compacts = st.builds(
         max_size=MAX_CANDIDATES // 2,
         unique=True,
     ).map(tuple),
+    media=st.booleans(),
 ).filter(lambda c: not set(c.candidates) & set(c.reflexive))
 
 
@@ -414,3 +415,51 @@ def test_candidate_cap_counts_both_kinds() -> None:
     with pytest.raises(RemoteProtocolError):
         CompactSdp("Wq3L", "7d9Xg2iNbV0mBq3o1Kx5zJ1y", OFFER_FINGERPRINT, "actpass",
                    reflexive=((MDNS, 1),))  # fmt: skip
+
+
+# A real offer from aiortc 1.16 (zmesh.runtime.media.dial(loopback=True)): one VP8 track.
+AIORTC_OFFER = (
+    "v=0\r\no=- 4005086384 4005086384 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    "a=group:BUNDLE 0\r\na=msid-semantic:WMS *\r\n"
+    "m=video 46187 UDP/TLS/RTP/SAVPF 97 98 99 100 101 102\r\nc=IN IP4 127.0.0.1\r\n"
+    "a=sendrecv\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
+    "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\na=mid:0\r\n"
+    "a=msid:73ba83e4-4a12-42b2-8e49-930ea1e40ccb ba56dbb6-5e14-452f-ad27-6d61ba7cd192\r\n"
+    "a=rtcp:9 IN IP4 0.0.0.0\r\na=rtcp-mux\r\na=ssrc-group:FID 2593081328 1400132569\r\n"
+    "a=ssrc:2593081328 cname:d78ccba8-46d5-4a36-8604-b4ba94e94d34\r\n"
+    "a=rtpmap:97 VP8/90000\r\na=rtcp-fb:97 nack\r\na=rtcp-fb:97 nack pli\r\n"
+    "a=rtcp-fb:97 goog-remb\r\na=rtpmap:98 rtx/90000\r\na=fmtp:98 apt=97\r\n"
+    "a=rtpmap:99 H264/90000\r\n"
+    "a=candidate:16572de626da4e5384a0ce2d0d93678a 1 udp 2130706431 127.0.0.1 46187 typ host\r\n"
+    "a=end-of-candidates\r\na=ice-ufrag:nPu2\r\na=ice-pwd:qMj245A5YI3oIoSdhOs5kX\r\n"
+    "a=fingerprint:sha-256 5E:52:29:A2:62:C6:2B:AF:9B:C1:95:71:F4:DE:78:F6:74:9E:53:2E:1B:59:"
+    "C8:22:3C:7E:86:25:8B:FA:FE:E5\r\n"
+    "a=fingerprint:sha-384 57:23:40:87:D0:2B:DA:E6:8E:59:AA:DE:5F:3E:05:09:E7:68:80:CF:6C:D7:"
+    "18:F0:35:56:9F:4C:59:56:BE:93:C1:1C:0A:F4:DD:4B:55:27:95:C6:A7:38:BE:FC:EF:FF\r\n"
+    "a=setup:actpass\r\n"
+)
+
+
+def test_compact_video_section_is_version_3() -> None:
+    """The media transport's offer (D58): a video section, in version 3, expanded to one
+    VP8 track with NACK and no RTX."""
+    compact = CompactSdp.from_sdp(AIORTC_OFFER)
+    assert compact.media and compact.candidates == (("127.0.0.1", 46187),)
+    assert compact.fingerprint.hex().startswith("5e5229a2")
+    data = compact.encode()
+    assert data[0] == 3
+    assert CompactSdp.decode(data) == compact
+    sdp = compact.to_sdp("offer")
+    assert "m=video 9 UDP/TLS/RTP/SAVPF 97\r\n" in sdp and "a=rtpmap:97 VP8/90000" in sdp
+    assert "a=rtcp-fb:97 nack" in sdp and "rtx" not in sdp and "sctp" not in sdp
+    assert CompactSdp.from_sdp(sdp) == compact
+    assert remote_fingerprint(AIORTC_OFFER, "offer", media=True) == compact.fingerprint
+    with pytest.raises(RemoteProtocolError, match="data channel"):
+        remote_fingerprint(AIORTC_OFFER, "offer")  # a video offer to a data-channel node
+    with pytest.raises(RemoteProtocolError, match="video"):
+        remote_fingerprint(LIBDATACHANNEL_OFFER, "offer", media=True)
+    with pytest.raises(RemoteProtocolError):  # audio is no video
+        CompactSdp.from_sdp(AIORTC_OFFER.replace("m=video", "m=audio"))
+    for cut in range(len(data)):
+        with pytest.raises(RemoteProtocolError):
+            CompactSdp.decode(data[:cut])

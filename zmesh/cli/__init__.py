@@ -105,6 +105,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         rate=args.rate,
         stun_port=args.stun_port,
         shape=args.shape,
+        transport=args.transport,
     )
     return main_relay(opts)
 
@@ -136,6 +137,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         control=None if args.control == "off" else args.control,
         legs=args.legs,
         shape=args.shape,
+        transport=args.transport,
     )
     return main_proxy(opts)
 
@@ -147,7 +149,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     web = None if args.web == "off" else args.web
     control = None if args.control == "off" else args.control
     opts = UpOptions(
-        args.relays, args.socks, data, args.verbose, web, control, args.trust_ca or "", args.shape
+        args.relays,
+        args.socks,
+        data,
+        args.verbose,
+        web,
+        control,
+        args.trust_ca or "",
+        args.shape,
+        args.transport,
     )
     return main_up(opts)
 
@@ -237,6 +247,18 @@ def add_shape_option(parser: argparse.ArgumentParser) -> None:
         help="shape what this node sends on each link so that message sizes and times do "
         "not show what it carries: 'constant' (8 KiB every 20 ms per link, cover when idle), "
         "'video' (the cadence and sizes of a measured WebRTC video call) or 'off' (default)",
+    )
+
+
+def add_transport_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--transport",
+        choices=("datachannel", "media"),
+        default="datachannel",
+        help="what this node's links to other native nodes go over: 'datachannel' (a "
+        "WebRTC data channel, default) or 'media' (inside the frames of a WebRTC video "
+        "track, at a measured call's cadence; needs the media extra, aiortc); a media node "
+        "still answers data channels",
     )
 
 
@@ -337,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_rate_option(relay)
     add_shape_option(relay)
+    add_transport_option(relay)
     relay.set_defaults(func=cmd_relay)
     add_content_commands(sub)
 
@@ -404,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         "circuit paths to any program on this machine)",
     )
     add_shape_option(proxy)
+    add_transport_option(proxy)
     proxy.set_defaults(func=cmd_proxy)
 
     up = sub.add_parser(
@@ -448,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--trust-ca", type=_trust_ca, default=None, metavar="FILE", help=TRUST_CA_HELP)
     add_shape_option(up)
+    add_transport_option(up)
     up.set_defaults(func=cmd_up)
 
     status = sub.add_parser(

@@ -20,7 +20,7 @@ from ..identity import Flags, short_id
 from ..node import Event, HopOpened, Node, NodeConfig
 from ..shaping import Mode, ShapeConfig
 from ..signaling.backoff import Backoff
-from . import run_command, webrtc
+from . import run_command
 from .aio import AsyncNode, wall_clock
 from .content import Seeder
 from .control import (
@@ -37,6 +37,7 @@ from .http import HttpServer, Request, serve_fixed
 from .lookups import LookupServer
 from .processes import MAX_RELAYS, MIN_RELAYS, LocalProcesses, Process, free_port
 from .push import NodeVapidKey
+from .rtc import rtc_backend
 from .store import Store, usable_directory
 from .stun import StunServer, start_stun, stun_uri
 from .wake import WakeService, wake_address
@@ -135,6 +136,7 @@ class RelayOptions:
     share: list[Path] = field(default_factory=list)  # `zmesh share`: pin, print ids
     stun_port: int = 0  # the STUN responder's UDP port (0: ephemeral; -1: none), D50
     shape: Mode = "off"  # how links' messages go on the wire (--shape, zmesh/shaping)
+    transport: str = "datachannel"  # what links are dialled over (--transport, D58)
 
 
 MAX_LINKS = 64  # relays a native node links to on its own (NodeConfig.max_links)
@@ -212,7 +214,8 @@ async def run_relay(opts: RelayOptions) -> int:
     policy = None
     if opts.exit:
         policy = ExitPolicy.allow_private() if opts.allow_private else ExitPolicy.default()
-    driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback, exit_policy=policy)
+    rtc = rtc_backend(opts.transport)
+    driver = AsyncNode(node, rtc=rtc, store=store, loopback=loopback, exit_policy=policy)
     driver.http = server
     if opts.log_hops:
         driver.on_event = log_hop
@@ -265,6 +268,7 @@ class UpOptions:
     control: str | None = DEFAULT_CONTROL  # serve GET /status here (None: don't)
     trust_ca: str = ""  # PEM CAs the page's https fetches trust (--trust-ca, D51)
     shape: Mode = "off"  # every relay's and the proxy's links (--shape, D53)
+    transport: str = "datachannel"  # every relay's and the proxy's (--transport, D58)
 
 
 async def _start_web(
@@ -315,7 +319,9 @@ async def run_up(opts: UpOptions) -> int:
             if opts.data
             else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zmesh-up-")))
         )
-        children = LocalProcesses(opts.verbose, relay_args=["--shape", opts.shape])
+        children = LocalProcesses(
+            opts.verbose, relay_args=["--shape", opts.shape, "--transport", opts.transport]
+        )
         web: WebServer | None = None
         control: ControlServer | None = None
         proxy: Process | None = None
@@ -368,6 +374,7 @@ async def run_up(opts: UpOptions) -> int:
             urls = await children.start_relays(opts.relays, base, relay_ready)
             proxy_args = ["proxy", "--socks", f"{socks_host}:{socks_port}"]
             proxy_args += ["--data", str(base / "proxy"), "--shape", opts.shape]
+            proxy_args += ["--transport", opts.transport]
             if proxy_control is not None:
                 proxy_args += ["--control", f"{proxy_control[0]}:{proxy_control[1]}"]
             for url in urls[:PROXY_BOOTSTRAPS]:  # the DHT finds the others (D46)

@@ -30,7 +30,7 @@ from ..identity import Identity, short_id
 from ..node import Node
 from ..shaping import Mode
 from ..socks5 import BadRequest, ConnectRequest, Data, ReplyCode, Socks5Server
-from . import run_command, webrtc
+from . import run_command
 from .aio import AsyncNode, wall_clock
 from .control import (
     ControlServer,
@@ -53,6 +53,7 @@ from .daemon import (
 )
 from .entropy import SystemRng
 from .pool import Pool, PooledSession
+from .rtc import rtc_backend
 from .store import Store
 from .streams import StreamClosedError, StreamPipe
 
@@ -205,6 +206,7 @@ class ProxyOptions:
     control: str | None = None  # serve GET /status here (None: don't)
     legs: int = DEFAULT_LEGS  # circuits per session
     shape: Mode = "off"  # how links' messages go on the wire (--shape, D53)
+    transport: str = "datachannel"  # what links are dialled over (--transport, D58)
 
 
 REFUSED_ROUNDS = 3  # outright refusals of every bootstrap URL before we say so
@@ -224,7 +226,7 @@ async def run_proxy(opts: ProxyOptions) -> int:
     )
     config = relay_config(hop_events=opts.log_hops, private=loopback, shape=opts.shape)
     node = Node(identity, rng, wall_clock(), config)
-    driver = AsyncNode(node, rtc=webrtc, store=store, loopback=loopback)
+    driver = AsyncNode(node, rtc=rtc_backend(opts.transport), store=store, loopback=loopback)
     if opts.log_hops:
         driver.on_event = log_hop
     proxy = SocksProxy(driver, opts.legs)

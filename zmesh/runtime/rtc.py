@@ -9,6 +9,7 @@ complete` applies the peer's answer) or the answerer's (our answer is out;
 :meth:`~PendingConnection.connected` waits for the peer).
 """
 
+import importlib
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
@@ -18,14 +19,18 @@ from ..signaling.sdp import channel_binding, remote_fingerprint, sdp_fingerprint
 
 __all__ = [
     "RTC_TIMEOUT",
+    "TRANSPORTS",
     "Establishing",
     "PendingConnection",
     "RtcBackend",
     "TransportError",
     "answer_offer",
+    "rtc_backend",
 ]
 
 RTC_TIMEOUT: Final = 10.0  # seconds for a connection to open once both SDPs are known
+#: ``--transport``: what a native node dials over (D58)
+TRANSPORTS: Final = ("datachannel", "media")
 
 
 class TransportError(ZMeshError):
@@ -56,12 +61,20 @@ class PendingConnection[T: Establishing]:
     Either is called once; on any failure the connection is closed.  The transport's
     ``channel_binding`` is ``SHA-256(min(fp_a, fp_b) || max(fp_a, fp_b))`` over the two
     DTLS fingerprints, so both ends agree on it whatever their runtime.
+
+    ``check`` reads and checks the peer's SDP (:func:`~zmesh.signaling.sdp.
+    remote_fingerprint` for a data channel; the media transport passes its own).
     """
 
     def __init__(
-        self, transport: T, local_sdp: str, offer_fingerprint: bytes | None = None
+        self,
+        transport: T,
+        local_sdp: str,
+        offer_fingerprint: bytes | None = None,
+        check: Callable[[str, str], bytes] = remote_fingerprint,
     ) -> None:
         """``offer_fingerprint`` is the peer's, for the answerer (None for the dialler)."""
+        self._check: Final = check
         self._transport: Final = transport
         self._local: Final = sdp_fingerprint(local_sdp)
         self._remote: Final = offer_fingerprint
@@ -79,7 +92,7 @@ class PendingConnection[T: Establishing]:
             raise LocalProtocolError("complete() is the dialler's: an answerer calls connected()")
         self._start("complete")
         try:
-            remote = remote_fingerprint(answer_sdp, "answer")
+            remote = self._check(answer_sdp, "answer")
             if remote == self._local:
                 raise RemoteProtocolError("the answer carries our own fingerprint", CloseCode.AUTH)
             return await self._establish(answer_sdp, remote, timeout)
@@ -116,17 +129,20 @@ class PendingConnection[T: Establishing]:
 
 
 async def answer_offer[T: Establishing](
-    offer_sdp: str, create: Callable[[], Awaitable[tuple[T, str]]]
+    offer_sdp: str,
+    create: Callable[[], Awaitable[tuple[T, str]]],
+    check: Callable[[str, str], bytes] = remote_fingerprint,
 ) -> tuple[PendingConnection[T], str]:
-    """Check a peer's offer, then ``create`` our side; return it pending, with our answer.
+    """Check a peer's offer (with ``check``), then ``create`` our side; return it pending,
+    with our answer.
 
     Raises :class:`~zmesh.errors.RemoteProtocolError` for an offer we cannot use (checked
     before anything is created) or one that carries our own fingerprint.
     """
-    remote = remote_fingerprint(offer_sdp, "offer")
+    remote = check(offer_sdp, "offer")
     transport, sdp = await create()
     try:
-        pending = PendingConnection(transport, sdp, remote)
+        pending = PendingConnection(transport, sdp, remote, check)
         if pending._local == remote:
             raise RemoteProtocolError("the offer carries our own fingerprint", CloseCode.AUTH)
     except BaseException:
@@ -147,3 +163,17 @@ class RtcBackend(Protocol):
     ) -> tuple[PendingConnection[Establishing], str]:
         """A new connection answering ``offer_sdp``, pending, and our answer SDP."""
         ...
+
+
+def rtc_backend(transport: str) -> RtcBackend:
+    """The native backend for ``--transport``: ``"datachannel"``, libdatachannel
+    (:mod:`zmesh.runtime.webrtc`); ``"media"``, links inside a video track that also
+    answers data channels (:class:`zmesh.runtime.media.Transports`; aiortc, the ``media``
+    extra, imported only then).  LocalProtocolError for another name."""
+    if transport == "media":
+        backend: RtcBackend = importlib.import_module("zmesh.runtime.media").Transports()
+        return backend
+    if transport != "datachannel":
+        raise LocalProtocolError(f"transport must be one of {', '.join(TRANSPORTS)}")
+    module: RtcBackend = importlib.import_module("zmesh.runtime.webrtc")
+    return module

@@ -31,6 +31,19 @@ _SETUP_NAMES: Final = {v: k for k, v in _SETUP_CODES.items()}
 _MDNS_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.local")
 _COMPACT_V1: Final = 1  # UDP host candidates with IP addresses only
 _COMPACT_V2: Final = 2  # also mDNS host names and server-reflexive candidates
+_COMPACT_V3: Final = 3  # version 2's candidates, and a video section (the media transport)
+#: the video section of the media transport (D58): VP8 with NACK, PLI and REMB feedback
+VIDEO_PAYLOAD: Final = 97
+_VIDEO_LINES: Final = (
+    "a=sendrecv",
+    "a=rtcp-mux",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+    "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    f"a=rtpmap:{VIDEO_PAYLOAD} VP8/90000",
+    f"a=rtcp-fb:{VIDEO_PAYLOAD} nack",
+    f"a=rtcp-fb:{VIDEO_PAYLOAD} nack pli",
+    f"a=rtcp-fb:{VIDEO_PAYLOAD} goog-remb",
+)
 # a compact candidate's kind byte (v1 knows only the first two)
 _HOST_V4, _HOST_V6, _SRFLX_V4, _SRFLX_V6, _HOST_MDNS = 4, 6, 0x14, 0x16, 0x20
 
@@ -95,11 +108,15 @@ def sdp_fingerprint(sdp: str) -> bytes:
     return _fingerprint_from_lines(_sdp_lines(sdp))
 
 
-def remote_fingerprint(sdp: str, role: str) -> bytes:
-    """Check that a peer's ``"offer"`` or ``"answer"`` is a data-channel SDP we can use (the
-    checks of :meth:`CompactSdp.from_sdp`, and a DTLS role valid for ``role``); return its
-    fingerprint.  Raises :class:`~zmesh.errors.RemoteProtocolError` otherwise."""
+def remote_fingerprint(sdp: str, role: str, *, media: bool = False) -> bytes:
+    """Check that a peer's ``"offer"`` or ``"answer"`` is a data-channel SDP (a video one
+    if ``media``) we can use (the checks of :meth:`CompactSdp.from_sdp`, and a DTLS role
+    valid for ``role``); return its fingerprint.  Raises
+    :class:`~zmesh.errors.RemoteProtocolError` otherwise."""
     compact = CompactSdp.from_sdp(sdp)
+    if compact.media != media:
+        kind = "a video section" if media else "a data channel"
+        raise RemoteProtocolError(f"the SDP does not describe {kind}")
     if (role == "offer") != (compact.setup == "actpass"):
         raise RemoteProtocolError(f"DTLS role {compact.setup!r} is invalid in an {role}")
     return compact.fingerprint
@@ -185,11 +202,16 @@ class CompactSdp:
     where ``kind`` is 4 or 6 (a host IPv4 or IPv6 address, 4 or 16 bytes), and in version
     2 only, 0x14 or 0x16 (a server-reflexive IPv4 or IPv6 address) or 0x20 (an mDNS host
     name: the 16 bytes of its UUID).  ``encode`` writes version 1 when every candidate is
-    a host IP address (as native nodes' are), so older nodes still read it.
+    a host IP address (as native nodes' are), so older nodes still read it.  Version 3
+    is version 2 for a video section instead of a data channel (``media``: the media
+    transport, :mod:`zmesh.runtime.media`, D58); ``to_sdp`` then writes one VP8 track
+    (``sendrecv``, payload type 97, NACK, PLI, REMB, no RTX and no SSRCs: a lost
+    packet is resent as it was, and RTP is routed by its ``mid`` extension).
 
     Every parsing path raises :class:`~zmesh.errors.RemoteProtocolError` on bad input.
     The SDP must describe exactly one data-channel section (``mid`` ``0``, SCTP port
-    5000), as libdatachannel, Chromium and Firefox produce for a data-only connection.
+    5000), as libdatachannel, Chromium and Firefox produce for a data-only connection,
+    or exactly one video section over ``UDP/TLS/RTP/SAVPF`` (``mid`` ``0``).
     """
 
     ice_ufrag: str
@@ -198,6 +220,7 @@ class CompactSdp:
     setup: str  # "actpass" (offers), "active" or "passive" (answers)
     candidates: tuple[tuple[str, int], ...] = ()  # host: an IP address or an mDNS name
     reflexive: tuple[tuple[str, int], ...] = ()  # server-reflexive: an IP address
+    media: bool = False  # a video section (the media transport), not a data channel
 
     def __post_init__(self) -> None:
         if not _ICE_CHARS.fullmatch(self.ice_ufrag) or not 4 <= len(self.ice_ufrag) <= 256:
@@ -224,13 +247,14 @@ class CompactSdp:
         if len(media) != 1:
             raise RemoteProtocolError("SDP must have exactly one media section")
         fields = media[0][2:].split(" ")
-        if (
+        video = len(fields) >= 4 and fields[0] == "video" and fields[2] == "UDP/TLS/RTP/SAVPF"
+        if not video and (
             len(fields) != 4
             or fields[0] != "application"
             or fields[2] != "UDP/DTLS/SCTP"
             or fields[3] != "webrtc-datachannel"
         ):
-            raise RemoteProtocolError("SDP media section is not a WebRTC data channel")
+            raise RemoteProtocolError("SDP media section is not a WebRTC data channel or video")
         _int(fields[1], "media port", 65535)
         for mid in _attributes(lines, "mid"):
             if mid != "0":
@@ -254,6 +278,7 @@ class CompactSdp:
             setup=_single(_attributes(lines, "setup"), "a=setup"),
             candidates=tuple(host),
             reflexive=tuple(reflexive),
+            media=video,
         )
 
     def to_sdp(self, role: str) -> str:
@@ -275,16 +300,20 @@ class CompactSdp:
             "s=-",
             "t=0 0",
             "a=group:BUNDLE 0",
-            "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+            f"m=video 9 UDP/TLS/RTP/SAVPF {VIDEO_PAYLOAD}"
+            if self.media
+            else "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
             "c=IN IP4 0.0.0.0",
             f"a=ice-ufrag:{self.ice_ufrag}",
             f"a=ice-pwd:{self.ice_pwd}",
             "a=fingerprint:sha-256 " + self.fingerprint.hex(":").upper(),
             f"a=setup:{self.setup}",
             "a=mid:0",
-            f"a=sctp-port:{SCTP_PORT}",
-            f"a=max-message-size:{MAX_MESSAGE_SIZE}",
         ]
+        if self.media:
+            lines += _VIDEO_LINES
+        else:
+            lines += [f"a=sctp-port:{SCTP_PORT}", f"a=max-message-size:{MAX_MESSAGE_SIZE}"]
         for i, (address, port) in enumerate(self.candidates):
             priority = (126 << 24) | ((0xFFFF - i) << 8) | 255  # RFC 8445 section 5.1.2.1
             lines.append(f"a=candidate:{i + 1} 1 UDP {priority} {address} {port} typ host")
@@ -298,8 +327,9 @@ class CompactSdp:
 
     def encode(self) -> bytes:
         plain = not self.reflexive and not any(_MDNS_NAME.fullmatch(a) for a, _ in self.candidates)
+        version = _COMPACT_V3 if self.media else _COMPACT_V1 if plain else _COMPACT_V2
         out = [
-            bytes([_COMPACT_V1 if plain else _COMPACT_V2, _SETUP_CODES[self.setup]]),
+            bytes([version, _SETUP_CODES[self.setup]]),
             self.fingerprint,
             push_vector(self.ice_ufrag.encode("ascii"), 2),
             push_vector(self.ice_pwd.encode("ascii"), 2),
@@ -320,7 +350,7 @@ class CompactSdp:
     def decode(cls, data: bytes) -> "CompactSdp":
         buf = Buffer(data)
         version = buf.pull_uint8()
-        if version not in (_COMPACT_V1, _COMPACT_V2):
+        if version not in (_COMPACT_V1, _COMPACT_V2, _COMPACT_V3):
             raise RemoteProtocolError(f"unknown compact SDP version {version}")
         setup = _SETUP_NAMES.get(buf.pull_uint8())
         if setup is None:
@@ -332,7 +362,7 @@ class CompactSdp:
         if count > MAX_CANDIDATES:
             raise RemoteProtocolError("too many candidates")
         kinds: tuple[int, ...] = (_HOST_V4, _HOST_V6)
-        if version == _COMPACT_V2:
+        if version != _COMPACT_V1:
             kinds += (_SRFLX_V4, _SRFLX_V6, _HOST_MDNS)
         host: list[tuple[str, int]] = []
         reflexive: list[tuple[str, int]] = []
@@ -362,4 +392,5 @@ class CompactSdp:
             setup=setup,
             candidates=tuple(host),
             reflexive=tuple(reflexive),
+            media=version == _COMPACT_V3,
         )
