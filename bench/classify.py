@@ -87,7 +87,7 @@ BENCH = Path(__file__).resolve().parent
 CALL_PAGE = "call_page.html"
 BASELINE = "call"
 BUILT_IN = ("plain", "video", "call")
-RESOLUTIONS = ((640, 480), (1280, 720), (960, 540), (320, 240))
+RESOLUTIONS = ((640, 480), (640, 480), (1280, 720), (1280, 720), (960, 540), (960, 540))
 FEATURE_SETS = ("flow", "all")
 
 
@@ -304,16 +304,49 @@ def serve_bench() -> tuple[http.server.ThreadingHTTPServer, int]:
     return server, server.server_address[1]
 
 
+def camera_y4m(path: Path, width: int, height: int, seconds: float, seed: int) -> None:
+    """A camera-like clip for Chromium's fake camera (``--use-file-for-fake-video-capture``,
+    YUV4MPEG2, 4:2:0, 30 frames/s): a still room, a head and shoulders that sway, and sensor
+    noise on every pixel of every frame, as a webcam has (the built-in fake camera's
+    pattern is noiseless and compresses far better than a camera's picture)."""
+    rng = np.random.default_rng(seed)
+    frames = round(seconds * 30)
+    yy, xx = np.mgrid[0:height, 0:width]
+    room = np.where(yy > height * 0.6, 130, 90).astype(np.int16)  # a wall and a desk
+    chroma = np.full((height // 2) * (width // 2), 128, dtype=np.uint8).tobytes()
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for n in range(frames):
+            cx = width * (0.5 + 0.05 * np.sin(n / 37))
+            cy = height * (0.45 + 0.03 * np.sin(n / 23))
+            r = height * 0.17
+            y = room.copy()
+            y[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = 170  # the head
+            y[(abs(xx - cx) < r * 1.8) & (yy > cy + r * 1.1)] = 60  # the shoulders
+            y[(abs(xx - cx) < r * 0.4) & (abs(yy - cy - r * 0.4 - 6 * np.sin(n / 5)) < 6)] = 40
+            y += rng.integers(-6, 7, size=y.shape, dtype=np.int16)  # sensor noise
+            out.write(b"FRAME\n" + np.clip(y, 0, 255).astype(np.uint8).tobytes() + chroma + chroma)
+
+
 def capture_call(session: int, s: Settings, progress: Progress) -> list[Flow]:
-    """A video call between two tabs of headless Chromium with fake camera and microphone."""
+    """A video call between two tabs of headless Chromium with fake camera and microphone.
+
+    Sessions alternate between Chromium's built-in fake camera (a noiseless animated
+    pattern) and a camera-like clip (:func:`camera_y4m`), and cycle through resolutions."""
     width, height = RESOLUTIONS[session % len(RESOLUTIONS)]
-    label = f"call {session + 1}/{s.sessions['call']} ({width}x{height})"
+    camera = "pattern" if session % 2 == 0 else "clip"
+    label = f"call {session + 1}/{s.sessions['call']} ({width}x{height}, {camera})"
     args = [
         *CHROMIUM_ARGS,
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
         "--disable-features=WebRtcHideLocalIpsWithMdns",
     ]
+    clip_dir = tempfile.TemporaryDirectory(prefix="zmesh-classify-camera-")
+    if camera == "clip":
+        clip = Path(clip_dir.name) / "camera.y4m"
+        camera_y4m(clip, width, height, 4.0, s.seed * 1000 + session)
+        args.append(f"--use-file-for-fake-video-capture={clip}")
     server, port = serve_bench()
     url = f"http://{HOST}:{port}/{CALL_PAGE}"
     capture = Capture()
@@ -349,6 +382,7 @@ def capture_call(session: int, s: Settings, progress: Progress) -> list[Flow]:
     finally:
         capture.stop.set()
         server.shutdown()
+        clip_dir.cleanup()
     for side, st in stats.items():
         if st["framesDecoded"] < 10 * s.seconds or st["audioPackets"] < 10 * s.seconds:
             raise BenchError(f"the call did not carry video and audio ({side}: {st})")
@@ -546,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         default=10.0,
         help="seconds before each capture (default %(default)s)",
     )
-    parser.add_argument("--call-sessions", type=int, default=5, help="calls (default %(default)s)")
+    parser.add_argument("--call-sessions", type=int, default=6, help="calls (default %(default)s)")
     parser.add_argument(
         "--mesh-sessions",
         type=int,

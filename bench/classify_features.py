@@ -247,7 +247,7 @@ def _model(seed: int) -> XGBClassifier:
         subsample=0.8,
         colsample_bytree=0.8,
         tree_method="hist",
-        n_jobs=2,
+        n_jobs=1,  # two OpenMP threads on a loaded 2-core machine: 100x slower
         random_state=seed,
         eval_metric="logloss",
     )
