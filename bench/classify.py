@@ -524,7 +524,7 @@ def report(results: list[Result], counts: dict[str, int]) -> None:
             f"{r.positive} vs {r.negative}",
             r.feature_set,
             f"{r.n_positive}/{r.n_negative}",
-            str(r.folds),
+            f"{r.folds}{' by flow' if r.grouped else ''}",
             f"{r.mean_auc:.3f}",
             f"{np.std(r.fold_auc):.3f}",
             f"{min(r.fold_auc):.3f}-{max(r.fold_auc):.3f}",
@@ -603,6 +603,11 @@ def main(argv: list[str] | None = None) -> int:
         help="windows per kind at most, drawn at random (default %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--grouped",
+        action="store_true",
+        help="folds by flow: no flow has windows in both training and test (a stricter judge)",
+    )
     parser.add_argument(
         "--extra",
         type=parse_extra,
@@ -685,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
                         feature_set,
                         folds=args.folds,
                         seed=args.seed,
+                        grouped=args.grouped,
                         progress=lambda i, k, label=label: progress.bar(label, i, k),
                     )
                 )

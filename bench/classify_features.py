@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import roc_auc_score, roc_curve
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from xgboost import XGBClassifier
 
 Floats = npt.NDArray[np.float64]
@@ -229,6 +229,7 @@ class Result:
     n_positive: int
     n_negative: int
     folds: int
+    grouped: bool  # folds by flow (True) or by window
     fold_auc: list[float]
     pooled_auc: float  # over all out-of-fold scores
     tpr_at_2pct_fpr: float  # Barradas et al. report TPR at 2% FPR
@@ -236,7 +237,7 @@ class Result:
 
     @property
     def mean_auc(self) -> float:
-        return float(np.mean(self.fold_auc))
+        return float(np.mean(self.fold_auc)) if self.fold_auc else float("nan")
 
 
 def _model(seed: int) -> XGBClassifier:
@@ -260,25 +261,40 @@ def cross_validate(
     *,
     folds: int,
     seed: int,
+    grouped: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Result:
     """Stratified ``folds``-fold cross-validation of XGBoost telling ``positive`` windows
     (label 1) from ``negative`` ones (label 0); raises ValueError if a class has fewer
-    than 2 windows.  Fewer folds than asked are used when a class has fewer windows."""
-    smaller = min(len(positive), len(negative))
+    than 2 windows (or flows, when grouped).  Fewer folds than asked are used when a class
+    has fewer.  ``grouped``: all windows of a flow fall in one fold, so a model is never
+    tested on a flow it was trained on (a fold whose test part holds one class only adds
+    no fold AUC, but its scores count in the pooled AUC)."""
+    everything = [*positive, *negative]
+    y = np.array([1] * len(positive) + [0] * len(negative))
+    groups = [f"{w.session}/{w.flow}" for w in everything]
+    if grouped:
+        smaller = min(len(set(groups[: len(positive)])), len(set(groups[len(positive) :])))
+    else:
+        smaller = min(len(positive), len(negative))
     if smaller < 2:
         raise ValueError(f"too few windows to cross-validate ({len(positive)}, {len(negative)})")
     k = min(folds, smaller)
-    X, names = matrix([*positive, *negative], feature_set)
-    y = np.array([1] * len(positive) + [0] * len(negative))
+    X, names = matrix(everything, feature_set)
     scores = np.zeros(len(y))
     fold_auc: list[float] = []
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for i, (train, test) in enumerate(splitter.split(X, y)):
+    if grouped:
+        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(
+            X, y, groups
+        )
+    else:
+        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, y)
+    for i, (train, test) in enumerate(splits):
         model = _model(seed)
         model.fit(X[train], y[train])
         scores[test] = model.predict_proba(X[test])[:, 1]
-        fold_auc.append(float(roc_auc_score(y[test], scores[test])))
+        if len(set(y[test])) == 2:
+            fold_auc.append(float(roc_auc_score(y[test], scores[test])))
         if progress is not None:
             progress(i + 1, k)
     fpr, tpr, _ = roc_curve(y, scores)
@@ -293,6 +309,7 @@ def cross_validate(
         n_positive=len(positive),
         n_negative=len(negative),
         folds=k,
+        grouped=grouped,
         fold_auc=fold_auc,
         pooled_auc=float(roc_auc_score(y, scores)),
         tpr_at_2pct_fpr=float(tpr[fpr <= 0.02].max()),

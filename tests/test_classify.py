@@ -164,6 +164,12 @@ def test_cross_validation_tells_and_cannot_tell() -> None:
     assert 0.25 < same.pooled_auc < 0.75
     with pytest.raises(ValueError):
         cross_validate(a[:1], b, "flow", folds=10, seed=1)
+    with pytest.raises(ValueError):  # grouped: every window of a kind is one flow here
+        cross_validate(a, b, "flow", folds=10, seed=1, grouped=True)
+    for i, w in enumerate([*a, *b]):
+        w.flow = str(i // 4)  # flows of 4 windows each
+    by_flow = cross_validate(a, b, "flow", folds=5, seed=1, grouped=True)
+    assert by_flow.grouped and by_flow.folds == 5 and by_flow.pooled_auc > 0.9
     X, names = matrix(a[:2], "all")
     assert X.shape == (2, len(names)) and "proto_dtls_ct23" in names
 
