@@ -29,7 +29,7 @@ Only windows with at least ``--min-packets`` datagrams count (an idle zMesh link
 heartbeat now and then; such a window would be told from a call by its emptiness alone).
 Windows of one flow are correlated; a fold can hold windows of a flow whose other windows
 trained the model, which favours the classifier (the AUCs are upper bounds on what it
-learned, not lower ones).
+learned, not lower ones); ``--grouped`` keeps every flow's windows in one fold.
 
 Run as root (a packet socket on lo)::
 
