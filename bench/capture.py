@@ -30,10 +30,15 @@ class Capture:
     ``packets`` holds (time, payload length, source port, destination port, the first
     ``HEAD`` payload bytes); ``ports`` is the set of UDP ports whose traffic
     :meth:`window` and :meth:`flows` keep (the caller fills it, e.g. from ``udp_ports``).
+    With ``only_ports`` the others are not even recorded (a datagram of a port not yet
+    known is lost).  At most ``limit`` datagrams are kept; ``overflow`` tells if more came.
     """
 
     packets: list[tuple[float, int, int, int, bytes]] = field(default_factory=list)
     ports: set[int] = field(default_factory=set)
+    only_ports: bool = False
+    limit: int = 8_000_000  # about 1.5 GB of tuples
+    overflow: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -60,6 +65,11 @@ class Capture:
                 if len(frame) < udp + 8:
                     continue
                 sport, dport, length = struct.unpack_from("!HHH", frame, udp)
+                if self.only_ports and sport not in self.ports and dport not in self.ports:
+                    continue
+                if len(self.packets) >= self.limit:
+                    self.overflow = True
+                    continue
                 head = bytes(frame[udp + 8 : udp + 8 + HEAD])
                 self.packets.append((time.monotonic(), length - 8, sport, dport, head))
 

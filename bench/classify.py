@@ -248,7 +248,7 @@ def capture_mesh(kind: str, session: int, s: Settings, progress: Progress) -> li
         socks = probe.getsockname()[1]
     argv = [*zmesh_argv(), "-v", "up", "--relays", "4", "--socks", f"{HOST}:{socks}"]
     argv += ["--data", str(root), "--web", "off", "--control", "off", "--shape", shape]
-    capture = Capture()
+    capture = Capture(only_ports=True)
     workload = Workload(socks, http_port, random.Random(s.seed * 1000 + session))
     label = f"{kind} {session + 1}/{s.sessions[kind]}"
     try:
@@ -283,10 +283,7 @@ def capture_mesh(kind: str, session: int, s: Settings, progress: Progress) -> li
         f"{len(workload.errors)} errors"
         + (f" (last: {workload.errors[-1]})" if workload.errors else "")
     )
-    return [
-        Flow(kind, f"{kind}-{session}", ports, packets, t0, t1)
-        for ports, packets in capture.flows(t0, t1).items()
-    ]
+    return captured(kind, session, capture, t0, t1)
 
 
 def serve_bench() -> tuple[http.server.ThreadingHTTPServer, int]:
@@ -349,7 +346,7 @@ def capture_call(session: int, s: Settings, progress: Progress) -> list[Flow]:
         args.append(f"--use-file-for-fake-video-capture={clip}")
     server, port = serve_bench()
     url = f"http://{HOST}:{port}/{CALL_PAGE}"
-    capture = Capture()
+    capture = Capture(only_ports=True)
     stats: dict[str, dict[str, object]] = {}
     t0 = t1 = 0.0
     try:
@@ -387,17 +384,14 @@ def capture_call(session: int, s: Settings, progress: Progress) -> list[Flow]:
         if st["framesDecoded"] < 10 * s.seconds or st["audioPackets"] < 10 * s.seconds:
             raise BenchError(f"the call did not carry video and audio ({side}: {st})")
     note(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
-    return [
-        Flow("call", f"call-{session}", ports, packets, t0, t1)
-        for ports, packets in capture.flows(t0, t1).items()
-    ]
+    return captured("call", session, capture, t0, t1)
 
 
 def capture_command(kind: str, session: int, s: Settings, progress: Progress) -> list[Flow]:
     """The UDP flows of ``--extra KIND=COMMAND``'s process tree."""
     supervisor = Supervisor()
     log = Path(tempfile.mkdtemp(prefix=f"zmesh-classify-{kind}-")) / "command.log"
-    capture = Capture()
+    capture = Capture(only_ports=True)
     label = f"{kind} {session + 1}/{s.sessions[kind]}"
     try:
         proc = supervisor.start(kind, s.extra[kind], log)
@@ -415,6 +409,13 @@ def capture_command(kind: str, session: int, s: Settings, progress: Progress) ->
     finally:
         capture.stop.set()
         supervisor.stop_all()
+    return captured(kind, session, capture, t0, t1)
+
+
+def captured(kind: str, session: int, capture: Capture, t0: float, t1: float) -> list[Flow]:
+    """The flows of one session; raises BenchError if the capture overflowed."""
+    if capture.overflow:
+        raise BenchError(f"more than {capture.limit} datagrams in one capture: shorten --seconds")
     return [
         Flow(kind, f"{kind}-{session}", ports, packets, t0, t1)
         for ports, packets in capture.flows(t0, t1).items()

@@ -2,6 +2,7 @@
 files, and (slow, as root, with Chromium) a quick run end to end that must tell a plain
 zMesh mesh from a real Chromium video call."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -221,3 +222,14 @@ def test_help() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout and "--json" in done.stdout and "--extra" in done.stdout
+
+
+def test_extra_kinds() -> None:
+    """``--extra NAME=COMMAND``: a new identifier and a command, split as a shell would."""
+    assert classify.parse_extra("media=python -m x --flag 'a b'") == (
+        "media",
+        ["python", "-m", "x", "--flag", "a b"],
+    )
+    for bad in ("media", "=cmd", "call=cmd", "plain=x", "me dia=cmd", "media=  "):
+        with pytest.raises(argparse.ArgumentTypeError):
+            classify.parse_extra(bad)
