@@ -77,7 +77,7 @@ from zmesh.runtime.harness import CHROMIUM, CHROMIUM_ARGS
 
 try:
     import numpy as np
-    from classify_features import Result, Window, cross_validate
+    from classify_features import FEATURE_SETS, Result, Window, cross_validate
 except ImportError as missing:  # numpy, scikit-learn, xgboost: the bench extra
     raise SystemExit(
         f"bench/classify.py needs the bench extra (pip install -e '.[bench]'): {missing}"
@@ -88,7 +88,6 @@ CALL_PAGE = "call_page.html"
 BASELINE = "call"
 BUILT_IN = ("plain", "video", "call")
 RESOLUTIONS = ((640, 480), (640, 480), (1280, 720), (1280, 720), (960, 540), (960, 540))
-FEATURE_SETS = ("flow", "all")
 
 
 @dataclass
@@ -603,6 +602,11 @@ def main(argv: list[str] | None = None) -> int:
         default=400,
         help="windows per kind at most, drawn at random (default %(default)s)",
     )
+    parser.add_argument(
+        "--features",
+        default="flow,all",
+        help="feature sets, comma-separated: flow, all, timing (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--grouped",
@@ -644,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--kinds needs call and another kind of {BUILT_IN} or --extra (not {unknown})"
         )
+    feature_sets = [f for f in args.features.split(",") if f]
+    if not feature_sets or any(f not in FEATURE_SETS for f in feature_sets):
+        parser.error(f"--features takes some of {', '.join(FEATURE_SETS)}")
     settings = Settings(
         seconds=args.seconds,
         warmup=args.warmup,
@@ -682,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             if kind == BASELINE:
                 continue
-            for feature_set in FEATURE_SETS:
+            for feature_set in feature_sets:
                 label = f"CV {kind} vs call, {feature_set}"
                 results.append(
                     cross_validate(

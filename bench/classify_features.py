@@ -5,7 +5,7 @@ flow (one pair of ports on loopback): every datagram's time, payload length, dir
 first payload bytes.  Direction 0 is the side that sent more bytes in the window (an
 observer cannot tell caller from callee, but sees which side sends more).
 
-Two feature sets:
+Two feature sets, and a third to look closer:
 
 * ``flow``: what the literature on multimedia-tunnel detection uses (Barradas, Santos and
   Araujo, "Effective Detection of Multimedia Protocol Tunneling using Machine Learning",
@@ -19,6 +19,7 @@ Two feature sets:
   only; SRTP media is not DTLS at all), and the cleartext RTP header of SRTP (RFC 3550
   section 5.1: version, marker, payload type, sequence number, timestamp, SSRC) and the
   RTCP packet types (RFC 5761 section 4).
+* ``timing``: the ``flow`` features that do not use sizes (counts and times only).
 
 The classifier is XGBoost, stratified k-fold cross-validation (10 folds), ROC AUC per
 fold.
@@ -206,9 +207,19 @@ def protocol_features(w: Window) -> dict[str, float]:
     return out
 
 
+SIZE_WORDS = ("size", "len", "bytes", "byte_share")
+
+
+def timing_features(w: Window) -> dict[str, float]:
+    """The ``flow`` features that use no datagram size: packet counts and times only (what
+    is left to a classifier once sizes match)."""
+    return {k: v for k, v in flow_features(w).items() if not any(s in k for s in SIZE_WORDS)}
+
+
 FEATURE_SETS: dict[str, Callable[[Window], dict[str, float]]] = {
     "flow": flow_features,
     "all": lambda w: flow_features(w) | protocol_features(w),
+    "timing": timing_features,
 }
 
 

@@ -173,6 +173,8 @@ def test_cross_validation_tells_and_cannot_tell() -> None:
     assert by_flow.grouped and by_flow.folds == 5 and by_flow.pooled_auc > 0.9
     X, names = matrix(a[:2], "all")
     assert X.shape == (2, len(names)) and "proto_dtls_ct23" in names
+    _, timing = matrix(a[:2], "timing")
+    assert timing and not any("size" in n or "bytes" in n or "len" in n for n in timing)
 
 
 @pytest.mark.slow
