@@ -50,6 +50,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import socket
 import sys
 import tempfile
@@ -200,7 +201,8 @@ class Workload:
     stop: threading.Event = field(default_factory=threading.Event)
     counts: dict[str, int] = field(default_factory=lambda: {"idle": 0, "page": 0, "bulk": 0})
     bytes: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: int = 0
+    last_error: str = ""
 
     def run(self) -> None:
         sites = [unique_user("site") for _ in range(4)]
@@ -220,7 +222,8 @@ class Workload:
                     fetch(self.proxy, unique_user("bulk"), self.http_port, n)
                     self.bytes += n
             except (BenchError, OSError) as exc:
-                self.errors.append(str(exc))
+                self.errors += 1
+                self.last_error = str(exc)
                 self.stop.wait(1.0)
 
     def page(self, user: str) -> None:
@@ -277,10 +280,10 @@ def capture_mesh(kind: str, session: int, s: Settings, progress: Progress) -> li
         capture.stop.set()
         supervisor.stop_all()
         server.shutdown()
+    shutil.rmtree(root, ignore_errors=True)  # kept when the run failed: zmesh.log is there
     note(
         f"  {label}: workload {workload.counts}, {workload.bytes / 1e6:.1f} MB fetched, "
-        f"{len(workload.errors)} errors"
-        + (f" (last: {workload.errors[-1]})" if workload.errors else "")
+        f"{workload.errors} errors" + (f" (last: {workload.last_error})" if workload.errors else "")
     )
     return captured(kind, session, capture, t0, t1)
 
@@ -408,6 +411,7 @@ def capture_command(kind: str, session: int, s: Settings, progress: Progress) ->
     finally:
         capture.stop.set()
         supervisor.stop_all()
+    shutil.rmtree(log.parent, ignore_errors=True)  # kept when the run failed
     return captured(kind, session, capture, t0, t1)
 
 
