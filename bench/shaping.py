@@ -24,12 +24,9 @@ The exit status is non-zero only on errors.  Progress goes to stderr, results to
 """
 
 import argparse
-import contextlib
 import json
 import os
-import socket
 import statistics
-import struct
 import sys
 import tempfile
 import threading
@@ -39,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _harness import note, print_table
+from capture import Capture, cpu_seconds, descendants, watch_ports
 from vs_tor import (
     HOST,
     BenchError,
@@ -57,98 +55,6 @@ from vs_tor import (
     warm_up,
     zmesh_argv,
 )
-
-ETH_P_ALL = 0x0003
-SO_RCVBUFFORCE = 33
-PACKET_OUTGOING = 4  # on lo each packet shows twice: keep the incoming copy
-
-
-@dataclass
-class Capture:
-    """UDP datagrams on ``lo``: (time, payload length, source port, destination port)."""
-
-    packets: list[tuple[float, int, int, int]] = field(default_factory=list)
-    ports: set[int] = field(default_factory=set)  # UDP ports of the mesh's processes
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 << 20)  # root: no drops
-        sock.bind(("lo", 0))
-        sock.settimeout(0.2)
-        with sock:
-            while not self.stop.is_set():
-                try:
-                    frame, addr = sock.recvfrom(96)  # the headers are enough
-                except TimeoutError:
-                    continue
-                if addr[2] == PACKET_OUTGOING or len(frame) < 14 + 20 + 8:
-                    continue
-                if frame[12:14] == b"\x08\x00" and frame[14 + 9] == 17:  # IPv4, UDP
-                    udp = 14 + (frame[14] & 0x0F) * 4
-                elif frame[12:14] == b"\x86\xdd" and len(frame) >= 62 and frame[20] == 17:  # IPv6
-                    udp = 14 + 40
-                else:
-                    continue
-                sport, dport, length = struct.unpack_from("!HHH", frame, udp)
-                self.packets.append((time.monotonic(), length - 8, sport, dport))
-
-    def window(self, start: float, end: float) -> list[int]:
-        """Payload sizes of the mesh's datagrams between two times."""
-        return [
-            n
-            for t, n, s, d in self.packets
-            if start <= t < end and (s in self.ports or d in self.ports)
-        ]
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it (``zmesh up`` starts each child in its own
-    session, so the tree, not a process group)."""
-    parent: dict[int, int] = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            parent[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
-    tree, grew = {root}, True
-    while grew:
-        grew = False
-        for pid, ppid in parent.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return sorted(tree)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes (all threads) so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
-def mesh_udp_ports(root: int) -> set[int]:
-    """The local UDP ports of the sockets the process tree under ``root`` holds."""
-    inodes: set[str] = set()
-    for pid in descendants(root):
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith("socket:["):
-                        inodes.add(target[8:-1])
-    ports: set[int] = set()
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                cols = line.split()
-                if cols[9] in inodes:
-                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 @dataclass
@@ -174,7 +80,6 @@ def run_mode(mode: str, args: argparse.Namespace, payload: Payload, http_port: i
     argv += ["--data", str(root), "--web", "off", "--control", "off", "--shape", mode]
     note(f"{mode}: starting {' '.join(argv[1:])} ...")
     capture = Capture()
-    reader = threading.Thread(target=capture.run, name="capture", daemon=True)
     try:
         zp = ZmeshProc(supervisor.start("zmesh up", argv, None, pipe=True), root / "zmesh.log")
         threading.Thread(target=zp.pump, name="zmesh-log", daemon=True).start()
@@ -184,14 +89,8 @@ def run_mode(mode: str, args: argparse.Namespace, payload: Payload, http_port: i
                 raise BenchError(f"zmesh up did not get ready:\n{tail(zp.log)}")
             time.sleep(0.2)
         retry_until("a first fetch", lambda: fetch_small(socks, unique_user("p"), http_port), 60)
-        reader.start()
-
-        def refresh_ports() -> None:
-            while not capture.stop.is_set():
-                capture.ports |= mesh_udp_ports(zp.proc.pid)
-                capture.stop.wait(1.0)
-
-        threading.Thread(target=refresh_ports, name="ports", daemon=True).start()
+        capture.start()
+        watch_ports(capture, zp.proc.pid)
         time.sleep(1.0)
         pids = descendants(zp.proc.pid)
         t0, cpu0 = time.monotonic(), cpu_seconds(pids)
