@@ -45,7 +45,7 @@ Messages (D47).  Each received message must hold whole frames, one or several
 (:meth:`~zmesh.link.frames.FrameDecoder.feed_message`).  With ``LinkLimits.batch`` set,
 :meth:`LinkConnection.datagrams_to_send` packs the frames queued since the last pull into
 as few messages of at most that many bytes as fit (a lone frame goes at once, alone);
-with 0 (the default) it sends one frame per message (D47, D56).
+by default :data:`~zmesh.link.frames.SEND_BATCH`, with 0 one frame per message (D56).
 
 Outputs are pulled by the node: :meth:`datagrams_to_send` and :meth:`get_timer`.
 """
@@ -90,7 +90,7 @@ class LinkLimits:
     keepalive: float = 1.0  # send a PING on every link this often
     timeout: float = 10.0  # close a link silent this long, whatever phi says (D42)
     credit_timeout: float = 30.0  # close a link whose peer holds our credit this long
-    batch: int = 0  # bytes of frames per message sent (D47); 0: one frame per message
+    batch: int = lf.SEND_BATCH  # bytes of frames per message sent (D56); 0: one frame each
 
 
 class LinkConnection:

@@ -510,7 +510,7 @@ class Session:
             return leg.phi.reaches()
         rto = self._rto(leg)
         late = oldest + max(3 * rto, ONE_WAY_STALL)
-        return min(oldest + rto + max(0.0, leg.last_recv - oldest), late)
+        return min(max(oldest, leg.last_recv) + rto, late)
 
     def _urgent(self, leg: Leg) -> bool:
         """Whether ``leg`` is watched for stalls: it carries something unconfirmed, or a

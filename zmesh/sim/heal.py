@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ..circuit.sessions import SessionClosed, SessionInfo, SessionLegLost, SessionStreamEvent
 from ..identity import Flags
+from ..link.frames import SEND_BATCH
 from ..node import Event, NodeConfig
 from ..rng import randbelow
 from ..session.endpoint import StreamData, StreamEvent, StreamFinished, StreamOpened
@@ -100,7 +101,7 @@ def run_heal(
     interval: float = 0.05,
     fault_every: float = 1.0,
     link: LinkModel = LINK,
-    batch: int = 0,
+    batch: int = SEND_BATCH,
     progress: Callable[[int, int], None] | None = None,
 ) -> HealReport:
     """Run the experiment (see the module doc); ``batch`` is every node's
