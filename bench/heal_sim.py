@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 
+from zmesh.link.frames import SEND_BATCH
 from zmesh.sim.heal import run_heal
 
 
@@ -21,8 +22,14 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256 * 1024, help="bytes each (256 KiB)")
     parser.add_argument("--fault-every", type=float, default=0.5, help="seconds (0.5)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=SEND_BATCH,
+        help=f"bytes of frames per link message ({SEND_BATCH}; 0: one frame each)",
+    )
     args = parser.parse_args()
-    if args.sessions < 1 or args.size < 1 or args.fault_every <= 0:
+    if args.sessions < 1 or args.size < 1 or args.fault_every <= 0 or args.batch < 0:
         parser.error("sessions, size and fault interval must be positive")
     start = time.monotonic()
 
@@ -34,6 +41,7 @@ def main() -> int:
         sessions=args.sessions,
         size=args.size,
         fault_every=args.fault_every,
+        batch=args.batch,
         progress=progress,
     )
     print(file=sys.stderr)

@@ -94,6 +94,8 @@ class NodeConfig:
     keepalive: float = 1.0  # send a PING on every link this often (phi-accrual, D42)
     link_timeout: float = 10.0  # close a link silent this long, whatever phi says
     credit_timeout: float = 30.0  # close a link whose peer holds our credit this long
+    link_batch: int = lf.SEND_BATCH  # frames per link message, in bytes (D56); 0: one each
+    # (no batches while shaping is on: the shaper cuts its own messages)
     build_timeout: float = BUILD_TIMEOUT
     idle_timeout: float = IDLE_TIMEOUT  # destroy relayed circuits with no cell this long
     auto_consume: bool = True  # see CircuitConfig.auto_consume
@@ -127,7 +129,9 @@ class Node:
         cc = CircuitConfig(
             cfg.stream_window, cfg.build_timeout, cfg.idle_timeout, cfg.auto_consume, cfg.hop_events
         )
-        self._limits = LinkLimits(cfg.keepalive, cfg.link_timeout, cfg.credit_timeout)
+        # a shaper cuts its own messages from the frames, and spots urgent ones alone
+        batch = cfg.link_batch if cfg.shape.mode == "off" else 0
+        self._limits = LinkLimits(cfg.keepalive, cfg.link_timeout, cfg.credit_timeout, batch)
         self.directory = Directory(self.node_id, self._links, now)
         self.dialer = Dialer(self.node_id, self.config.max_links)
         self.relay = RelayTable(

@@ -319,6 +319,72 @@ def test_a_blackholed_leg_is_detected_within_its_rto_and_loses_no_byte(
     assert t.model.client.leg_ids == [2] and t.model.server.leg_ids == [2]
 
 
+def cross_traffic(model: Model, leg_id: int, pause: float, every: float) -> None:
+    """Other circuits' bursts on the link of ``leg_id`` toward the client: from now on,
+    ``pause`` seconds of their bytes join its queue every ``every`` seconds (a shared
+    10 Mbit/s link carrying a 64 KiB batch or a resent burst of another session)."""
+    pipe = model.legs[leg_id].down
+
+    def burst(k: int) -> None:
+        pipe.free_at = max(model.now, pipe.free_at) + pause
+        if k < 100:
+            model.at(model.now + every, lambda: burst(k + 1))
+
+    burst(0)
+
+
+def test_a_healthy_leg_queued_behind_other_traffic_is_not_declared_stalled() -> None:
+    """A leg whose PONGs and data wait 150 ms behind other circuits' bursts every 300 ms
+    still delivers: it is kept (D56).  The rule before D56 (nothing received for RTO / 2)
+    gave it up at about 0.5 s on both ends, and the transfer took 1.69 s, not 1.52 s."""
+    t = transfer([(0.02, 2 * MB), (0.02, 2 * MB)], 3 * MB, up=MB)
+    t.model.at(0.3, lambda: cross_traffic(t.model, 1, 0.15, 0.3))
+    t.run()
+    t.assert_intact()
+    assert not [
+        e for side in ("client", "server") for e in t.model.events[side] if isinstance(e, LegLost)
+    ]
+    assert t.model.client.leg_ids == [1, 2] and t.longest_gap < 0.2, t.longest_gap
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.15])
+def test_a_queued_leg_that_dies_is_still_found_within_a_second(pause: float) -> None:
+    t = transfer([(0.02, 2 * MB), (0.02, 2 * MB)], 6 * MB, up=MB)
+    if pause:
+        t.model.at(0.3, lambda: cross_traffic(t.model, 1, pause, 0.3))
+    t.model.at(1.0, lambda: t.model.blackhole(1))
+    found: list[float] = []
+    on_client = t.model.handlers["client"]
+
+    def spy(event: object) -> None:
+        if isinstance(event, LegLost):
+            found.append(t.model.now)
+        on_client(event)
+
+    t.model.handlers["client"] = spy
+    t.run()
+    t.assert_intact()
+    assert LegLost(1, "stalled") in t.model.events["client"]
+    (when,) = found
+    print(f"blackhole under {pause * 1000:.0f} ms bursts found after {when - 1.0:.3f} s")
+    assert 1.0 < when < 2.0 and t.longest_gap < 1.0, (when, t.longest_gap)
+
+
+def test_a_new_legs_first_round_trip_may_take_several_times_the_others_srtt() -> None:
+    """Leg 1 has an SRTT of about 45 ms; leg 2, added mid-transfer, 300 ms.  Before its
+    first sample leg 2's RTO is twice leg 1's RTO (0.4 s), so it is measured, not given up
+    (the rule before D56, twice leg 1's SRTT floored at 0.2 s, gave it up on both ends)."""
+    t = transfer([(0.02, 2 * MB)], 3 * MB, up=MB)
+    t.model.at(0.4, lambda: t.model.add_leg(2, 0.15, 2 * MB))
+    t.run()
+    t.assert_intact()
+    assert not [
+        e for side in ("client", "server") for e in t.model.events[side] if isinstance(e, LegLost)
+    ]
+    legs = {info.leg_id: info for info in t.model.client.legs(t.model.now)}
+    assert legs[2].srtt is not None and legs[2].srtt > 0.3
+
+
 def test_a_replacement_leg_takes_over() -> None:
     t = transfer([(0.02, 2 * MB), (0.03, 2 * MB)], 2 * MB)
     t.model.at(0.3, lambda: (t.model.close_leg(1), t.model.close_leg(2)))

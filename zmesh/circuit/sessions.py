@@ -76,11 +76,14 @@ class SessionStreamEvent:
 
 @dataclass(frozen=True, slots=True)
 class SessionLegLost:
-    """A leg of a session closed or stalled; its unconfirmed data went to the others."""
+    """A leg of a session closed or stalled; its unconfirmed data went to the others.
+    ``path`` is the node ids of a client leg's path, first hop first (empty at the final
+    hop)."""
 
     session_id: int
     circuit_id: int
     reason: str
+    path: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,7 +518,7 @@ class Sessions:
         path = self._builder.path(leg_id)
         if reason != "closed":  # stalled, or replaced by a newer leg
             self._close_circuit(leg_id, CloseCode.TIMEOUT, now)
-        self.events.append(SessionLegLost(entry.session_id, leg_id, reason))
+        self.events.append(SessionLegLost(entry.session_id, leg_id, reason, path))
         plan = entry.plan
         if plan is not None:
             if len(path) > 2:  # the middle: a dead guard is scored when its link closes

@@ -42,9 +42,10 @@ PONGs into :attr:`LinkConnection.rtt`, :attr:`LinkConnection.loss` and
 received for ``keepalive``, or nothing received for ``timeout`` (the hard cap).
 
 Messages (D47).  Each received message must hold whole frames, one or several
-(:meth:`~zmesh.link.frames.FrameDecoder.feed_message`); this side sends one frame per
-message for now: sending batches made the heal simulation's failover stalls several times
-longer (D47).
+(:meth:`~zmesh.link.frames.FrameDecoder.feed_message`).  With ``LinkLimits.batch`` set,
+:meth:`LinkConnection.datagrams_to_send` packs the frames queued since the last pull into
+as few messages of at most that many bytes as fit (a lone frame goes at once, alone);
+by default :data:`~zmesh.link.frames.SEND_BATCH`, with 0 one frame per message (D56).
 
 Outputs are pulled by the node: :meth:`datagrams_to_send` and :meth:`get_timer`.
 """
@@ -89,6 +90,7 @@ class LinkLimits:
     keepalive: float = 1.0  # send a PING on every link this often
     timeout: float = 10.0  # close a link silent this long, whatever phi says (D42)
     credit_timeout: float = 30.0  # close a link whose peer holds our credit this long
+    batch: int = lf.SEND_BATCH  # bytes of frames per message sent (D56); 0: one frame each
 
 
 class LinkConnection:
@@ -287,9 +289,10 @@ class LinkConnection:
         return len(self._backlog)
 
     def datagrams_to_send(self) -> list[bytes]:
-        """The messages to send, in order: one frame each (see Messages)."""
+        """The messages to send, in order (see Messages)."""
         out, self._ready = self._ready, []
-        return out
+        batch = self.limits.batch
+        return lf.pack_frames(out, batch) if batch else out
 
     # -- timers -------------------------------------------------------------------------
     def get_timer(self) -> float:

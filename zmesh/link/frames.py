@@ -2,7 +2,8 @@
 
 A link message (one data-channel message) carries one or more whole frames, back to
 back: the sender packs the frames it has ready into messages of at most
-:data:`MAX_BATCH` bytes (:func:`pack_frames`, docs/decisions.md D47), and the receiver
+:data:`SEND_BATCH` bytes (:func:`pack_frames`, docs/decisions.md D47, D56; a receiver takes
+up to :data:`MAX_BATCH`), and the receiver
 decodes each message on its own (:meth:`FrameDecoder.feed_message`): a message that ends
 inside a frame, like one whose frame lengths lie, is a protocol error.  (A peer that
 sends one frame per message, as before D47, sends such messages too.)  The decoder also
@@ -50,6 +51,10 @@ NODE_ID = 32
 #: small enough that a relay, which forwards a message only once it has all of it, adds
 #: little delay on a slow link (64 KiB: 5 ms per hop at 100 Mbit/s, 52 ms at 10 Mbit/s)
 MAX_BATCH = 65536
+#: the batches a node sends (D56): three 8 KiB cells to a message, 26 ms of store and
+#: forward per hop at 10 Mbit/s; 64 KiB batches (52 ms per hop, 0.2 s over a circuit's
+#: four links) lengthened the heal simulation's failover stalls, 32 KiB did not
+SEND_BATCH = 32 * 1024
 
 
 class FrameType(IntEnum):

@@ -40,18 +40,22 @@ at stake is watched by a phi-accrual detector over its PONGs instead (Hayashibar
 PINGs of an idle leg find it dead, about 3 s after its last PONG, before the session
 needs it, and the node replaces it.  An urgent leg stalls
 when its oldest unanswered PING is older than the leg's RTO and nothing has arrived on
-it for ``RTO / 2`` (so a leg that is merely slow, still delivering, is kept), or,
+it for an RTO either (RFC 6298 section 5.3 restarts the timer on every ACK; here anything
+that arrives restarts it: a leg that is slow or queued, still delivering, is kept; D56),
+or,
 whatever arrives, when the PING is older than both ``3 * RTO`` and :data:`ONE_WAY_STALL`
 (a leg dead in one direction only; the floor, because a PONG waits behind the data the
 peer queued on the leg before it, up to the leg's cap: a leg carrying a resent burst
 answered late and was dropped though healthy).  Before its first RTT sample a leg's RTO
-is twice the slowest measured leg's SRTT (1 s if none is measured).  Every leg that
-carried data since its last PING gets a new PING (one per ``RTO / 4``, and one after
-every :data:`PING_BYTES` sent), an idle leg one every :data:`IDLE_PING_INTERVAL`, so a
-silent leg is found within about one RTO, and PONGs keep arriving while a long queue on
-a healthy leg drains.  RTT comes only from PING/PONG (RFC 6298 section 2, with a 200 ms
-floor): ACKs are delayed and may return on another leg, so they give no unambiguous
-sample.
+is twice the largest RTO of the measured legs, at most :data:`~.legs.INITIAL_RTO` (which
+it is if none is measured): a new path's first round trip often took over twice the
+others' SRTT (D56).  Every leg that carried data since its last PING gets a new PING
+(one per ``RTO / 4``, and one after every :data:`PING_BYTES` sent), an idle leg one every
+:data:`IDLE_PING_INTERVAL`, so a silent leg is found within about one RTO, and PONGs keep
+arriving while a long queue on a healthy leg drains.  A PING that is due goes ahead of
+the data of the same pull, so that its round trip does not count the burst sent with it.
+RTT comes only from PING/PONG (RFC 6298 section 2, with a 200 ms floor): ACKs are delayed
+and may return on another leg, so they give no unambiguous sample.
 
 Scheduling (LowRTT with a BLEST-style rule).  New data goes on the lowest-SRTT leg whose
 unconfirmed bytes are below the per-leg cap.  If that is not the fastest leg (the
@@ -112,7 +116,7 @@ from .frames import (
     ResetFrame,
     StreamFrame,
 )
-from .legs import INITIAL_RTO, MIN_RTO, Cells, Leg, LegInfo, Record
+from .legs import INITIAL_RTO, Cells, Leg, LegInfo, Record
 from .stream import DEFAULT_WINDOW, Stream, StreamState
 
 MAX_LEGS = 4
@@ -506,7 +510,7 @@ class Session:
             return leg.phi.reaches()
         rto = self._rto(leg)
         late = oldest + max(3 * rto, ONE_WAY_STALL)
-        return min(max(oldest + rto, leg.last_recv + rto / 2), late)
+        return min(max(oldest, leg.last_recv) + rto, late)
 
     def _urgent(self, leg: Leg) -> bool:
         """Whether ``leg`` is watched for stalls: it carries something unconfirmed, or a
@@ -521,8 +525,8 @@ class Session:
         (legs end at the same hop), or :data:`INITIAL_RTO` if none is measured."""
         if leg.srtt is not None:
             return leg.rto
-        srtts = [other.srtt for other in self._legs.values() if other.srtt is not None]
-        return max(MIN_RTO, 2 * max(srtts)) if srtts else INITIAL_RTO
+        rtos = [other.rto for other in self._legs.values() if other.srtt is not None]
+        return min(INITIAL_RTO, 2 * max(rtos)) if rtos else INITIAL_RTO
 
     def _ping_due(self, leg: Leg) -> float | None:
         """When ``leg`` should get its next PING (None: not while PINGs are unanswered)."""
@@ -557,13 +561,13 @@ class Session:
                 for stream in list(self.streams.values()):
                     if stream.state is StreamState.OPEN and (stream.ack_due or stream.unreported):
                         self._put_ack(out, leg, stream)
-        self._send_control(out)
-        self._send_resends(out, now)
-        self._send_new_data(out, now)
-        for leg in self._legs.values():
+        for leg in self._legs.values():  # ahead of this pull's data (see Failover)
             due = self._ping_due(leg)
             if due is not None and due <= now:
                 self._ping(out, leg, now)
+        self._send_control(out)
+        self._send_resends(out, now)
+        self._send_new_data(out, now)
         return out.finish()
 
     def _ping(self, out: Cells, leg: Leg, now: float) -> None:

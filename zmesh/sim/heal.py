@@ -20,8 +20,9 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..circuit.sessions import SessionClosed, SessionInfo, SessionStreamEvent
+from ..circuit.sessions import SessionClosed, SessionInfo, SessionLegLost, SessionStreamEvent
 from ..identity import Flags
+from ..link.frames import SEND_BATCH
 from ..node import Event, NodeConfig
 from ..rng import randbelow
 from ..session.endpoint import StreamData, StreamEvent, StreamFinished, StreamOpened
@@ -45,6 +46,11 @@ class HealReport:
     gaps: list[float]  # every other session's longest gap (the baseline)
     faults: list[str]
     sim_seconds: float
+    # legs given up as stalled: by a client, with a dead or blackholed node on the path
+    # (true) or every node of the path alive (false), and by an exit (its path unknown)
+    stalls_true: int = 0
+    stalls_false: int = 0
+    stalls_exit: int = 0
 
     @staticmethod
     def _pct(values: list[float], q: float) -> float | None:
@@ -63,7 +69,9 @@ class HealReport:
             f"{self.failovers} sessions failed over: stall p50 {ms(self._pct(self.stalls, 0.5))}"
             f" p99 {ms(self._pct(self.stalls, 0.99))} max {ms(max(self.stalls, default=None))}"
             f"; sessions without a failover: longest gap p50 {ms(self._pct(self.gaps, 0.5))}"
-            f" p99 {ms(self._pct(self.gaps, 0.99))}; {self.sim_seconds:.0f} s simulated"
+            f" p99 {ms(self._pct(self.gaps, 0.99))}; {self.sim_seconds:.0f} s simulated; "
+            f"legs stalled: {self.stalls_true} true, {self.stalls_false} false (clients), "
+            f"{self.stalls_exit} at exits"
         )
 
     @property
@@ -93,15 +101,18 @@ def run_heal(
     interval: float = 0.05,
     fault_every: float = 1.0,
     link: LinkModel = LINK,
+    batch: int = SEND_BATCH,
     progress: Callable[[int, int], None] | None = None,
 ) -> HealReport:
-    """Run the experiment (see the module doc); raises AssertionError if the mesh does
+    """Run the experiment (see the module doc); ``batch`` is every node's
+    :attr:`~zmesh.node.NodeConfig.link_batch`.  Raises AssertionError if the mesh does
     not form."""
     sim = Simulator(seed, link)
-    exit_config = NodeConfig(flags=Flags.RELAY | Flags.EXIT)
-    client_nodes = [sim.add_node() for _ in range(clients)]
+    config = NodeConfig(link_batch=batch)
+    exit_config = NodeConfig(flags=Flags.RELAY | Flags.EXIT, link_batch=batch)
+    client_nodes = [sim.add_node(config) for _ in range(clients)]
     exit_nodes = [sim.add_node(exit_config) for _ in range(exits)]
-    relay_nodes = [sim.add_node() for _ in range(relays)]
+    relay_nodes = [sim.add_node(config) for _ in range(relays)]
     nodes = [*client_nodes, *exit_nodes, *relay_nodes]
     for i, a in enumerate(nodes):
         for b in nodes[i + 1 :]:
@@ -110,6 +121,7 @@ def run_heal(
     assert sim.run(lambda: all(len(n.node.directory) >= everyone for n in nodes), max_time=60)
     protected = {n.index for n in client_nodes + exit_nodes}
     runs: dict[tuple[int, int], _Run] = {}
+    stalls = {"true": 0, "false": 0, "exit": 0}
 
     def on_event(sn: SimNode, event: Event) -> None:
         if isinstance(event, SessionStreamEvent):
@@ -125,6 +137,12 @@ def run_heal(
                 sessions_ = sn.node.sessions
                 run.info = sessions_.info(sid, sim.now)
                 sim.call(sn, lambda: sessions_.close(sid, sim.now))
+        elif isinstance(event, SessionLegLost) and event.reason == "stalled":
+            if sn in exit_nodes:
+                stalls["exit"] += 1
+            else:
+                alive = {n.node.node_id for n in sim.live_nodes()}
+                stalls["true" if any(h not in alive for h in event.path) else "false"] += 1
         elif isinstance(event, SessionClosed):
             run = runs.get((sn.index, event.session_id))
             if run is not None and not run.done:
@@ -170,7 +188,7 @@ def run_heal(
             kind = Crash if k % 2 == 0 else Blackhole
             sim.apply(kind(victim.index))
             faults.append(f"{sim.now:.2f} s: {kind.__name__.lower()} relay {victim.index}")
-            sim.apply(Join(links=everyone))
+            sim.apply(Join(links=everyone, config=config))
 
     for i in range(sessions):
         sim.schedule(start + 1.0 + i * interval, functools.partial(launch, i))
@@ -193,7 +211,10 @@ def run_heal(
 
     sim.schedule(start + 1.0, tick)
     sim.run(finished, max_time=end + 120)
-    return _report(sim, runs=runs, sessions=sessions, size=size, faults=faults, start=start)
+    report = _report(sim, runs=runs, sessions=sessions, size=size, faults=faults, start=start)
+    report.stalls_true, report.stalls_false = stalls["true"], stalls["false"]
+    report.stalls_exit = stalls["exit"]
+    return report
 
 
 def _echo(sim: Simulator, exit_: SimNode, sid: int, event: StreamEvent) -> None:
