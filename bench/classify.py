@@ -646,7 +646,8 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.warmup, args.window = min(args.seconds, 25.0), min(args.warmup, 5.0), 2.5
         args.call_sessions, args.mesh_sessions, args.folds = 1, 1, 5
         args.min_packets = min(args.min_packets, 25)
-    kinds = [k for k in args.kinds.split(",") if k] + [name for name, _ in args.extra]
+    kinds = list(dict.fromkeys([*args.kinds.split(","), *(name for name, _ in args.extra)]))
+    kinds = [k for k in kinds if k]  # an extra also named in --kinds is one kind
     unknown = [k for k in kinds if k not in BUILT_IN and k not in dict(args.extra)]
     if unknown or BASELINE not in kinds or len(kinds) < 2:
         parser.error(
