@@ -237,84 +237,87 @@ async def run(size: int) -> dict[str, Any]:
     (root / "echo.js").write_text(ECHO)
     server = _serve(root)
     results: dict[str, Any] = {}
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            # aiortc cannot resolve mDNS host names: the page shows its host addresses
-            args=["--headless=new", "--disable-features=WebRtcHideLocalIpsWithMdns"],
-        )
-        page = await browser.new_page()
-        page.on("console", lambda m: print("console:", m.text, file=sys.stderr))
-        await page.expose_binding("zpull", zpull)
-        await page.expose_binding("zdeliver", zdeliver)
-        await page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
-        created = await page.evaluate("() => window.start()")
-        # payload type 97 and version 3's extension ids, as the native end will answer
-        munged = local_media_offer(created)
-        offer = await page.evaluate("(sdp) => window.offer(sdp)", munged)
-        compact_offer = CompactSdp.from_sdp(offer)
-        print(f"offer: compact v3 {len(compact_offer.encode())} B", file=sys.stderr)
-        pending, answer = await media.answer(
-            CompactSdp.decode(compact_offer.encode()).to_sdp("offer")
-        )
-        answer_sdp = CompactSdp.decode(CompactSdp.from_sdp(answer).encode()).to_sdp("answer")
-        started = time.monotonic()
-        await page.evaluate(
-            "(sdp) => window.pc.setRemoteDescription({type: 'answer', sdp})", answer_sdp
-        )
-        native = await pending.connected()
-        results["connect_s"] = round(time.monotonic() - started, 3)
-        got_native: list[int] = []
-        native.onmessage = lambda m: got_native.append(len(m))
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                # aiortc cannot resolve mDNS host names: the page shows its host addresses
+                args=["--headless=new", "--disable-features=WebRtcHideLocalIpsWithMdns"],
+            )
+            page = await browser.new_page()
+            page.on("console", lambda m: print("console:", m.text, file=sys.stderr))
+            await page.expose_binding("zpull", zpull)
+            await page.expose_binding("zdeliver", zdeliver)
+            await page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+            created = await page.evaluate("() => window.start()")
+            # payload type 97 and version 3's extension ids, as the native end will answer
+            munged = local_media_offer(created)
+            offer = await page.evaluate("(sdp) => window.offer(sdp)", munged)
+            compact_offer = CompactSdp.from_sdp(offer)
+            print(f"offer: compact v3 {len(compact_offer.encode())} B", file=sys.stderr)
+            pending, answer = await media.answer(
+                CompactSdp.decode(compact_offer.encode()).to_sdp("offer")
+            )
+            answer_sdp = CompactSdp.decode(CompactSdp.from_sdp(answer).encode()).to_sdp("answer")
+            started = time.monotonic()
+            await page.evaluate(
+                "(sdp) => window.pc.setRemoteDescription({type: 'answer', sdp})", answer_sdp
+            )
+            native = await pending.connected()
+            results["connect_s"] = round(time.monotonic() - started, 3)
+            got_native: list[int] = []
+            native.onmessage = lambda m: got_native.append(len(m))
 
-        await one_way(
-            results,
-            "browser_to_native",
-            size,
-            send=link.send,
-            buffered=lambda: link.buffered,
-            got=got_native,
-        )
-        nlink = native.link
-        assert nlink is not None
-        await one_way(
-            results,
-            "native_to_browser",
-            size,
-            send=native.send,
-            buffered=lambda: native.bufferedAmount,
-            got=got_browser,
-        )
-        pull_ms = await page.evaluate("() => window.pullMs")
-        hop_ms = await page.evaluate("() => window.hopMs")
-        probe_ms = await page.evaluate("() => window.probeMs")
-        results["port_rtt_ms_median_p95"] = [
-            round(_pct(probe_ms, 0.5), 2),
-            round(_pct(probe_ms, 0.95), 2),
-        ]
-        results["pull_ms_median_p95"] = [
-            round(_pct(pull_ms, 0.5), 2),
-            round(_pct(pull_ms, 0.95), 2),
-        ]
-        results["recv_hop_ms_median_p95"] = [
-            round(_pct(hop_ms, 0.5), 2),
-            round(_pct(hop_ms, 0.95), 2),
-        ]
-        results["browser_link"] = {
-            "frames_sent": link.frames_sent,
-            "resent": link.resent,
-            "data_sent": link.data_sent,
-        }
-        results["native_link"] = {
-            "frames_sent": nlink.frames_sent,
-            "resent": nlink.resent,
-            "data_sent": nlink.data_sent,
-        }
-        results["page_stats"] = await page.evaluate("() => window.stats()")
-        results.update(state)
-        await native.aclose()
-        await browser.close()
-    server.shutdown()
+            await one_way(
+                results,
+                "browser_to_native",
+                size,
+                send=link.send,
+                buffered=lambda: link.buffered,
+                got=got_native,
+            )
+            nlink = native.link
+            assert nlink is not None
+            await one_way(
+                results,
+                "native_to_browser",
+                size,
+                send=native.send,
+                buffered=lambda: native.bufferedAmount,
+                got=got_browser,
+            )
+            pull_ms = await page.evaluate("() => window.pullMs")
+            hop_ms = await page.evaluate("() => window.hopMs")
+            probe_ms = await page.evaluate("() => window.probeMs")
+            results["port_rtt_ms_median_p95"] = [
+                round(_pct(probe_ms, 0.5), 2),
+                round(_pct(probe_ms, 0.95), 2),
+            ]
+            results["pull_ms_median_p95"] = [
+                round(_pct(pull_ms, 0.5), 2),
+                round(_pct(pull_ms, 0.95), 2),
+            ]
+            results["recv_hop_ms_median_p95"] = [
+                round(_pct(hop_ms, 0.5), 2),
+                round(_pct(hop_ms, 0.95), 2),
+            ]
+            results["browser_link"] = {
+                "frames_sent": link.frames_sent,
+                "resent": link.resent,
+                "data_sent": link.data_sent,
+            }
+            results["native_link"] = {
+                "frames_sent": nlink.frames_sent,
+                "resent": nlink.resent,
+                "data_sent": nlink.data_sent,
+            }
+            results["page_stats"] = await page.evaluate("() => window.stats()")
+            results.update(state)
+            await native.aclose()
+            await browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
     return results
 
 
