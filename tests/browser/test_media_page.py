@@ -2,12 +2,14 @@
 Chromium, opened with ``?transport=media``, links to native relays run with
 ``--transport media`` inside the VP8 frames of a canvas track (RTCRtpScriptTransform,
 the same ``MediaLink`` core in the Pyodide worker), and ``zmesh.fetch`` gets a file
-through a 3-hop circuit over those links."""
+through a 3-hop circuit over those links; then the same page without the option links to
+the same relays over data channels (the figures of both are printed)."""
 
 import asyncio
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import browserpage
 import netmesh
@@ -31,6 +33,35 @@ FETCH_JS = """async (url) => {
 }"""
 
 
+async def _page(browser: Any, url: str, file_url: str, sha256: str, media: bool) -> None:
+    context = await browser.new_context(permissions=browserpage.PERMISSIONS)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    opened = time.monotonic()
+    await page.goto(url + ("?transport=media" if media else ""))
+    status = await browserpage.wait_ready(page)
+    name = "media" if media else "data channel"
+    print(f"\n{name} page: ready {time.monotonic() - opened:.2f} s after opening")
+    assert status["peers"] >= 1, status
+    for _ in range(2):
+        result = await page.evaluate(FETCH_JS, file_url)
+        assert result["status"] == 200 and result["size"] == FILE_SIZE, result
+        assert result["sha256"] == sha256
+        print(
+            f"{name}: fetched {FILE_SIZE} B through 3 hops in {result['ms']:.0f} ms "
+            f"({FILE_SIZE * 8 / result['ms'] / 1000:.2f} Mbit/s)"
+        )
+    status = await page.evaluate("() => zmesh.status()")
+    if media:  # every link the page has is a media link
+        assert status["mediaLinks"] >= status["peers"] >= 1, status
+        print(f"media links {status['mediaLinks']}, resent {status['mediaResent']} B")
+    else:  # a media relay answers a data channel's offer with one
+        assert status["mediaLinks"] == 0 and status["peers"] >= 1, status
+    assert not errors, errors
+    await context.close()
+
+
 async def _scenario(url: str) -> None:
     from playwright.async_api import async_playwright
 
@@ -39,27 +70,8 @@ async def _scenario(url: str) -> None:
             browser = await pw.chromium.launch(
                 executable_path=browserpage.chromium(), args=CHROMIUM_ARGS
             )
-            context = await browser.new_context(permissions=browserpage.PERMISSIONS)
-            page = await context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            opened = time.monotonic()
-            await page.goto(url + "?transport=media")
-            status = await browserpage.wait_ready(page)
-            print(f"\nmedia page: ready {time.monotonic() - opened:.2f} s after opening")
-            assert status["peers"] >= 1, status
-            result = await page.evaluate(FETCH_JS, server.url)
-            assert result["status"] == 200 and result["size"] == FILE_SIZE, result
-            assert result["sha256"] == server.sha256
-            print(
-                f"fetched {FILE_SIZE} B through 3 hops in {result['ms']:.0f} ms "
-                f"({FILE_SIZE * 8 / result['ms'] / 1000:.2f} Mbit/s)"
-            )
-            status = await page.evaluate("() => zmesh.status()")
-            # every link the page has is a media link (a relay answers what is offered)
-            assert status["mediaLinks"] >= status["peers"] >= 1, status
-            print(f"media links {status['mediaLinks']}, resent {status['mediaResent']} B")
-            assert not errors, errors
+            for media in (True, False):
+                await _page(browser, url, server.url, server.sha256, media)
             await browser.close()
 
 
@@ -83,7 +95,7 @@ def test_media_page_fetches_through_media_links(tmp_path: Path) -> None:
         procs.append(web)
         line = netmesh._read_line(web.popen, r"serving .* on http://", 30)
         url = re.search(r"on (http://\S+)", line).group(1)  # type: ignore[union-attr]
-        asyncio.run(asyncio.wait_for(_scenario(url), 150))
+        asyncio.run(asyncio.wait_for(_scenario(url), 240))
     finally:
         for proc in reversed(procs):
             netmesh.stop(proc)
