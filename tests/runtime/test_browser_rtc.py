@@ -145,3 +145,74 @@ def test_a_page_offer_that_is_not_video_fails_the_dial() -> None:
         assert page.ops == ["mdial"] and rtc.transports() == []
 
     asyncio.run(scenario())
+
+
+def _exchange(
+    rtc: BrowserRtc, page: MediaPage, pc: int, peer: MediaLink, rounds: int
+) -> list[bytes]:
+    """``rounds`` frames each way; the messages the peer got."""
+    now = asyncio.get_event_loop().time()
+    got: list[bytes] = []
+    for _ in range(rounds):
+        rtc.on_event(pc, "pull", b"", 0, 0)
+        frame = page.frames[-1]
+        if frame is not None:
+            got += peer.receive(frame, now)
+        rtc.on_event(pc, "frame", peer.next_frame(now), 0, 0)
+    return got
+
+
+def test_a_local_close_delivers_the_queue_then_fin_before_the_page_closes() -> None:
+    async def scenario() -> None:
+        page = MediaPage()
+        rtc, transport = await _open(page)
+        peer = MediaLink(VideoProfile.measured(), DeterministicRng(3), 0.0)
+        last = os.urandom(30000)
+        transport.send(last)
+        transport.close()  # orderly: the queued message still goes, then FIN
+        assert transport.readyState == "closed" and page.closed == []
+        got = _exchange(rtc, page, transport.pc, peer, 40)
+        assert got == [last] and peer.peer_finished
+        assert page.closed == [transport.pc]  # closed once FIN was acknowledged
+        frames = len(page.frames)
+        rtc.on_event(transport.pc, "pull", b"", 0, 0)  # forgotten: no answer now
+        assert len(page.frames) == frames
+
+    asyncio.run(scenario())
+
+
+def test_the_peers_fin_is_acknowledged_in_one_more_frame_then_the_page_closes() -> None:
+    async def scenario() -> None:
+        page = MediaPage()
+        rtc, transport = await _open(page)
+        peer = MediaLink(VideoProfile.measured(), DeterministicRng(4), 0.0)
+        closed = asyncio.Event()
+        got: list[bytes] = []
+        transport.onmessage = got.append
+        transport.onclose = closed.set
+        peer.send(b"bye")
+        peer.finish()
+        rtc.on_event(transport.pc, "frame", peer.next_frame(0.0), 0, 0)
+        await asyncio.wait_for(closed.wait(), 1)
+        assert got == [b"bye"] and page.closed == []
+        rtc.on_event(transport.pc, "pull", b"", 0, 0)  # the ack of FIN
+        assert page.closed == [transport.pc]
+        ack = page.frames[-1]
+        assert ack is not None
+        peer.receive(ack, 0.0)  # "bye" and FIN acknowledged
+        peer.next_frame(0.0)  # FIN's second frame
+        assert peer.done
+
+    asyncio.run(scenario())
+
+
+def test_a_page_close_ends_the_connection_without_lingering() -> None:
+    async def scenario() -> None:
+        page = MediaPage()
+        rtc, transport = await _open(page)
+        rtc.on_event(transport.pc, "close", b"connection failed", 0, 0)
+        await asyncio.sleep(0)
+        assert transport.readyState == "closed" and transport.error == "connection failed"
+        assert rtc.transports() == []
+
+    asyncio.run(scenario())

@@ -232,6 +232,8 @@ class BrowserTransport(DataChannel):
 
 
 MAX_EARLY_FRAMES: Final = 64  # frames from the peer before the link is open
+CLOSE_LINGER: Final = 5.0  # seconds a closing media link may spend delivering what it has
+FIN_ACK_LINGER: Final = 0.25  # seconds the peer's FIN waits for our next frame (its ack)
 
 
 def _media_fingerprint(sdp: str, role: str) -> bytes:
@@ -243,12 +245,18 @@ class BrowserMediaTransport(BrowserTransport):
     (D58): the page's sender transform asks for each frame it sends (``pull``, answered
     with :meth:`MediaLink.next_frame`: the encoder's cadence, the profile's sizes) and its
     receiver transform hands over each frame it receives (``frame``); nothing is decoded.
-    Open once the page's connection is (its ``open`` event)."""
+    Open once the page's connection is (its ``open`` event).  An orderly close lingers as
+    the native end's does: a local one sends what is queued, then FIN, until acknowledged
+    (at most CLOSE_LINGER); the peer's FIN gets one more frame, its ack; then the page
+    closes the connection."""
 
     def __init__(self, rtc: "BrowserRtc", pc: int) -> None:
         super().__init__(rtc, pc)
         self._link: MediaLink | None = None
         self._early: list[bytes] = []
+        self._linger_done: Callable[[], bool] | None = None  # set while closing in order
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._page_closed = False
 
     @property
     def link(self) -> MediaLink | None:
@@ -279,12 +287,15 @@ class BrowserMediaTransport(BrowserTransport):
     def _on_pull(self) -> None:
         """The sender transform wants the next frame (None: drop the encoder's)."""
         link = self._link
-        if link is None or self._state not in ("open", "closing"):
+        lingering = self._linger_done is not None
+        if link is None or (self._state not in ("open", "closing") and not lingering):
             self._rtc.host.media_frame(self.pc, None)
             return
         before = self.bufferedAmount
         self._rtc.host.media_frame(self.pc, link.next_frame(asyncio.get_running_loop().time()))
         self._buffered_changed(before)
+        if self._linger_done is not None and self._linger_done():
+            self._end_linger()
 
     def _on_frame(self, frame: bytes) -> None:
         link = self._link
@@ -292,7 +303,7 @@ class BrowserMediaTransport(BrowserTransport):
             if len(self._early) < MAX_EARLY_FRAMES:
                 self._early.append(frame)
             return
-        if self._state != "open":
+        if self._state != "open" and self._linger_done is None:
             return
         try:
             messages = link.receive(frame, asyncio.get_running_loop().time())
@@ -310,6 +321,38 @@ class BrowserMediaTransport(BrowserTransport):
 
     def _on_buffered(self, handed: int, amount: int) -> None:
         pass  # bufferedAmount is the link's
+
+    def _on_close(self, reason: str) -> None:
+        self._page_closed = True  # nothing more can be sent: no lingering
+        super()._on_close(reason)
+
+    def _release(self, *, local: bool, graceful: bool) -> None:
+        link = self._link
+        if link is None or not graceful or self._page_closed or self._linger_done is not None:
+            self._stop_linger()
+            super()._release(local=local or not self._page_closed, graceful=graceful)
+            return
+        if local:  # deliver what we hold: FIN, acknowledged
+            link.finish()
+            self._linger_done = lambda: link.done
+            linger = CLOSE_LINGER
+        else:  # the peer finished: one more frame acknowledges its FIN
+            sent = link.frames_sent
+            self._linger_done = lambda: link.frames_sent > sent
+            linger = FIN_ACK_LINGER
+        self._linger_timer = asyncio.get_running_loop().call_later(linger, self._end_linger)
+
+    def _end_linger(self) -> None:
+        if self._linger_done is None:
+            return
+        self._stop_linger()
+        super()._release(local=True, graceful=False)  # the page closes the connection
+
+    def _stop_linger(self) -> None:
+        self._linger_done = None
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
 
 
 if TYPE_CHECKING:
