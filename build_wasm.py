@@ -100,7 +100,7 @@ SNAPSHOT_FORMAT = 1  # worker.js refuses a manifest of another format
 CRYPTO_BUNDLE = "zmesh-crypto.js"
 # The browser node's entry points (web/src/<name>) and their output format.  The worker
 # is ESM so that it can `import` the Pyodide loader, which stays a separate file.
-ENTRY_POINTS = {"worker.js": "esm", "page.js": "iife", "embed.js": "iife"}
+ENTRY_POINTS = {"worker.js": "esm", "page.js": "iife", "embed.js": "iife", "mediaframes.js": "iife"}
 ESBUILD_COMMON = ("--bundle", "--target=es2022", "--charset=utf8", "--legal-comments=eof")
 X509_BUNDLE = "zmesh-x509.js"  # web/src/x509.js: certificate checks for https fetches (D51)
 EXTERNALS = ("--external:./pyodide/*", f"--external:./{CRYPTO_BUNDLE}")

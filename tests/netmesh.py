@@ -84,8 +84,11 @@ def start_relay(
     exit_: bool = False,
     python: str = sys.executable,
     env: dict[str, str] | None = None,
+    transport: str | None = None,
 ) -> Proc:
     args = ["relay", "--listen", "127.0.0.1:0", "--data", str(tmp / name), "--log-hops"]
+    if transport is not None:
+        args += ["--transport", transport]
     if exit_:
         args += ["--exit", "--allow-private-exits"]
     for url in bootstrap:

@@ -231,3 +231,39 @@ def test_a_long_rtt_does_not_resend_everything() -> None:
     assert got == sent
     assert a.resent < 0.05 * a.data_sent
     assert 1.6 < a.rto < 3.0  # about the RTT: 1.6 s and an ack's wait for a frame
+
+
+def test_an_encoder_clocked_end_delivers_everything_at_its_own_cadence() -> None:
+    """The browser's end (D58): each frame the encoder makes is replaced by next_frame, at
+    the encoder's times (here 25-40 ms apart), with frames lost both ways; the other end
+    runs on its timer."""
+    clocked, timed = pair(4)
+    sent_up, sent_down = messages(30, 5), messages(30, 6)
+    for m in sent_up:
+        clocked.send(m)
+    for m in sent_down:
+        timed.send(m)
+    r = random.Random(7)
+    got_up: list[bytes] = []
+    got_down: list[bytes] = []
+    sizes: list[int] = []
+    keys = 0
+    now, encoder_at = 0.0, 0.0
+    while now < 60.0 and (len(got_up) < len(sent_up) or len(got_down) < len(sent_down)):
+        now = min(encoder_at, timed.get_timer())
+        if encoder_at <= now:
+            frame = clocked.next_frame(now)
+            sizes.append(len(frame))
+            keys += decode_frame(frame)[0]
+            if r.random() >= 0.1:
+                got_up += timed.receive(frame, now + 0.002)
+            encoder_at = now + r.uniform(0.025, 0.040)
+        if timed.get_timer() <= now:
+            timed.handle_timer(now)
+            for frame in timed.frames_to_send():
+                if r.random() >= 0.1:
+                    got_down += clocked.receive(frame, now + 0.002)
+    assert got_up == sent_up and got_down == sent_down
+    assert keys == 1  # the first frame (the profile has no key interval)
+    assert len(set(sizes)) > 10  # the sizes are the profile's draws, not one size
+    assert clocked.resent > 0 and clocked.frames_sent == len(sizes)

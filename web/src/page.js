@@ -131,6 +131,8 @@ fetch("config.json", { cache: "no-store" })
         verbose: config.verbose | 0,
         trustCa: typeof config.trustCa === "string" ? config.trustCa : "", // --trust-ca (D51)
         testHooks,
+        // ?transport=media: links inside a video track's frames (D58)
+        transport: new URLSearchParams(location.search).get("transport") === "media" ? "media" : "datachannel",
         boot: { pageStart: performance.timeOrigin },
       },
     });

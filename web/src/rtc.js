@@ -17,10 +17,18 @@
 //   pushdial {id, pc, sdp}  a connection dialled by push: {ufrag, pwd, answer} as JSON; an
 //                           offer with the kept certificate and those ICE credentials,
 //                           then the answer applied; replies with the local SDP
+//   mdial   {id, pc}        a media connection (D58): a canvas track, VP8 only, with
+//                           RTCRtpScriptTransforms (web/src/mediaframes.js); replies with
+//                           the offer createOffer made (not yet local)
+//   mlocal  {id, pc, sdp}   set that offer, as the node rewrote it, as the local
+//                           description; replies with it once gathered
 // Replies: {t: "rtc-reply", id, ok, sdp?, error?}
 // Events, page -> worker: {t: "rtc-ev", pc, ev, ...}:
 //   open; message {data: ArrayBuffer, transferred}; close {reason};
 //   buffered {handed, amount}: bytes handed to the channel so far and its bufferedAmount
+//   ports {ports: [pull, frames]}: a media connection's two MessagePorts, transferred: the
+//     sender transform asks for each frame on the first, the receiver's frames come on
+//     the second (the worker talks to the transforms directly); open when connected
 //
 // Every connection has exactly one data channel, negotiated out of band (label "zmesh",
 // id 0, ordered), as zmesh/runtime/webrtc.py creates it natively.  The only ICE servers are
@@ -33,6 +41,10 @@ const GATHER_TIMEOUT_MS = 3000;
 const BUFFERED_REPORT_MS = 50;
 const MAX_CONNECTIONS = 128;
 const MAX_ICE_SERVERS = 4;
+const MEDIA_MAX_BITRATE = 8000000; // the encoder's rate does not matter: the frames are ours
+const MEDIA_WORKER = typeof document !== "undefined"
+  ? new URL("mediaframes.js", (document.currentScript && document.currentScript.src) || location.href).href
+  : "";
 const STUN_URI = /^stun:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$/;
 
 /** The RTCIceServer list for a JSON list of stun: URIs; throws on anything else. */
@@ -97,6 +109,8 @@ export class RtcHost {
       case "cert":
       case "pushsub":
       case "pushdial":
+      case "mdial":
+      case "mlocal":
         this.request(msg).then(
           (sdp) => this.post({ t: "rtc-reply", id: msg.id, ok: true, sdp }),
           (err) => this.post({ t: "rtc-reply", id: msg.id, ok: false, error: String(err && err.message || err) }),
@@ -126,7 +140,34 @@ export class RtcHost {
       await conn.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
       return null;
     }
+    if (msg.op === "mlocal") {
+      const conn = this.conns.get(msg.pc);
+      if (!conn || !conn.media) throw new Error("no such media connection");
+      try {
+        await conn.pc.setLocalDescription({ type: "offer", sdp: msg.sdp });
+        await gathered(conn.pc);
+      } catch (err) {
+        this.close(msg.pc, String(err));
+        throw err;
+      }
+      return conn.pc.localDescription.sdp;
+    }
     if (this.conns.has(msg.pc)) throw new Error("connection id in use");
+    if (msg.op === "mdial") {
+      if (this.conns.size >= MAX_CONNECTIONS) throw new Error("too many connections");
+      const conn = this.openMedia(msg.pc);
+      try {
+        const params = conn.sender.getParameters();
+        if (params.encodings && params.encodings[0]) {
+          params.encodings[0].maxBitrate = MEDIA_MAX_BITRATE;
+          await conn.sender.setParameters(params);
+        }
+        return (await conn.pc.createOffer()).sdp;
+      } catch (err) {
+        this.close(msg.pc, String(err));
+        throw err;
+      }
+    }
     if (this.conns.size >= MAX_CONNECTIONS) throw new Error("too many connections");
     const dial = msg.op === "pushdial" ? parseDial(msg.sdp) : null;
     const conn = this.open(msg.pc, dial ? [await wakeCertificate()] : undefined);
@@ -188,6 +229,34 @@ export class RtcHost {
     return conn;
   }
 
+  /** A media connection (D58): no data channel; the link rides the VP8 frames. */
+  openMedia(id) {
+    if (typeof RTCRtpScriptTransform === "undefined") throw new Error("no RTCRtpScriptTransform here");
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const track = canvasTrack().clone();
+    const tx = pc.addTransceiver(track, { direction: "sendrecv" });
+    tx.setCodecPreferences(RTCRtpReceiver.getCapabilities("video").codecs.filter((c) => c.mimeType === "video/VP8"));
+    const pull = new MessageChannel();
+    const frames = new MessageChannel();
+    const workers = [new Worker(MEDIA_WORKER), new Worker(MEDIA_WORKER)];
+    tx.sender.transform = new RTCRtpScriptTransform(workers[0], { side: "send", port: pull.port2 }, [pull.port2]);
+    tx.receiver.transform = new RTCRtpScriptTransform(workers[1], { side: "recv", port: frames.port2 }, [frames.port2]);
+    const conn = { pc, dc: null, media: true, sender: tx.sender, track, workers, handed: 0, reportTimer: 0, open: false };
+    this.conns.set(id, conn);
+    this.post({ t: "rtc-ev", pc: id, ev: "ports", ports: [pull.port1, frames.port1] }, [pull.port1, frames.port1]);
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected" && !conn.open) {
+        conn.open = true;
+        this.stats.opened += 1;
+        this.countPath(pc);
+        this.post({ t: "rtc-ev", pc: id, ev: "open" });
+      } else if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+        this.close(id, `connection ${pc.connectionState}`);
+      }
+    };
+    return conn;
+  }
+
   /** Count the selected candidate pair's types in stats.paths (best effort). */
   countPath(pc) {
     pc.getStats().then((report) => {
@@ -207,7 +276,7 @@ export class RtcHost {
 
   send(id, data) {
     const conn = this.conns.get(id);
-    if (!conn || conn.dc.readyState !== "open") return;
+    if (!conn || !conn.dc || conn.dc.readyState !== "open") return;
     try {
       conn.dc.send(data);
     } catch (err) {
@@ -226,7 +295,7 @@ export class RtcHost {
 
   report(id) {
     const conn = this.conns.get(id);
-    if (!conn) return;
+    if (!conn || !conn.dc) return;
     this.post({ t: "rtc-ev", pc: id, ev: "buffered", handed: conn.handed, amount: conn.dc.bufferedAmount });
   }
 
@@ -235,10 +304,16 @@ export class RtcHost {
     if (!conn) return;
     this.conns.delete(id);
     if (conn.reportTimer) clearTimeout(conn.reportTimer);
-    conn.dc.onopen = conn.dc.onmessage = conn.dc.onclose = conn.dc.onerror = null;
-    conn.dc.onbufferedamountlow = null;
+    if (conn.dc) {
+      conn.dc.onopen = conn.dc.onmessage = conn.dc.onclose = conn.dc.onerror = null;
+      conn.dc.onbufferedamountlow = null;
+    }
     conn.pc.onconnectionstatechange = null;
-    try { conn.dc.close(); } catch (_) { /* already closed */ }
+    if (conn.dc) try { conn.dc.close(); } catch (_) { /* already closed */ }
+    if (conn.media) {
+      conn.track.stop();
+      for (const worker of conn.workers) worker.terminate();
+    }
     try { conn.pc.close(); } catch (_) { /* already closed */ }
     if (conn.open) this.stats.closed += 1;
     this.post({ t: "rtc-ev", pc: id, ev: "close", reason });
@@ -247,6 +322,26 @@ export class RtcHost {
   closeAll() {
     for (const id of [...this.conns.keys()]) this.close(id, "page closing");
   }
+}
+
+let sharedTrack = null;
+
+/** The synthetic video every media connection sends a clone of: a 1280x720 canvas (the
+ * measured call's size) that changes every 10 ms, so the encoder makes frames at 30/s. */
+function canvasTrack() {
+  if (sharedTrack && sharedTrack.readyState === "live") return sharedTrack;
+  const canvas = document.createElement("canvas");
+  canvas.width = 1280;
+  canvas.height = 720;
+  const g = canvas.getContext("2d");
+  let n = 0;
+  setInterval(() => {
+    g.fillStyle = `rgb(${(n * 7) % 256},${(n * 3) % 256},90)`;
+    g.fillRect(0, 0, 64, 64);
+    n += 1;
+  }, 10);
+  sharedTrack = canvas.captureStream(30).getVideoTracks()[0];
+  return sharedTrack;
 }
 
 const ICE_CHARS = /^[A-Za-z0-9+/]{4,256}$/;

@@ -105,8 +105,44 @@ const host = {
   random(n) {
     return crypto.getRandomValues(new Uint8Array(n));
   },
+  media_frame(pc, bytes) {
+    // the sender transform's next frame (null: drop the encoder's), zmesh/runtime/browser_rtc.py
+    const port = mediaPorts.get(pc);
+    if (!port) return;
+    if (!bytes) {
+      port.postMessage({ data: null });
+      return;
+    }
+    let data = bytes;
+    if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) data = data.slice();
+    port.postMessage({ data: data.buffer }, [data.buffer]);
+  },
   contentDb, // zmesh/runtime/browser_store.py: JsContentDb
 };
+
+// A media connection's ports (web/src/rtc.js, op mdial): pc -> the sender transform's port
+const mediaPorts = new Map();
+
+function openMediaPorts(pc, ports) {
+  if (!Array.isArray(ports) || ports.length !== 2) return;
+  const [pull, frames] = ports;
+  mediaPorts.set(pc, pull);
+  pull.onmessage = () => node.on_rtc_event(pc, "pull", undefined, 0, 0);
+  frames.onmessage = (e) => {
+    if (e.data && e.data.data instanceof ArrayBuffer) {
+      node.on_rtc_event(pc, "frame", new Uint8Array(e.data.data), 0, 0);
+    }
+  };
+  mediaPorts.set(-pc, frames); // kept to close it
+}
+
+function closeMediaPorts(pc) {
+  for (const key of [pc, -pc]) {
+    const port = mediaPorts.get(key);
+    if (port) port.close();
+    mediaPorts.delete(key);
+  }
+}
 
 // -- messages from the page ---------------------------------------------------------------------
 function dispatch(msg) {
@@ -121,6 +157,11 @@ function dispatch(msg) {
     }
     case "rtc-ev": {
       if (!node) return;
+      if (msg.ev === "ports") {
+        openMediaPorts(msg.pc, msg.ports);
+        return;
+      }
+      if (msg.ev === "close") closeMediaPorts(msg.pc);
       let data; // undefined reaches Python as None
       if (msg.ev === "message") data = new Uint8Array(msg.data);
       else if (msg.ev === "close") data = new TextEncoder().encode(msg.reason || "");

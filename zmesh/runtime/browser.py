@@ -43,7 +43,15 @@ from ..signaling.backoff import Backoff
 from .aio import AsyncNode, wall_clock
 from .browser_content import BrowserContent
 from .browser_peers import keep_browser_links, linked_stun_servers
-from .browser_rtc import BrowserRng, BrowserRtc, BrowserTransport, Host, JsHost, to_bytes
+from .browser_rtc import (
+    BrowserMediaTransport,
+    BrowserRng,
+    BrowserRtc,
+    BrowserTransport,
+    Host,
+    JsHost,
+    to_bytes,
+)
 from .browser_store import ContentDb, JsContentDb, MemoryContentDb
 from .browser_wake import BrowserWake
 from .fetch import MAX_BODY, MAX_TRUST_CA, FetchError, circuit_fetch
@@ -186,6 +194,7 @@ class BrowserConfig:
     verbose: int = 0
     trust_ca: str = ""  # PEM CAs zmesh.fetch trusts beyond certifi's (--trust-ca, D51)
     test_hooks: bool = False  # the page was opened with ?test_hooks=1 (the harness)
+    media: bool = False  # ?transport=media: dial over the media transport (D58)
 
     @classmethod
     def parse(cls, text: str) -> "BrowserConfig":
@@ -209,7 +218,14 @@ class BrowserConfig:
         if not isinstance(trust_ca, str) or len(trust_ca) > MAX_TRUST_CA:
             raise ValueError(f'config "trustCa" must be PEM text of at most {MAX_TRUST_CA} bytes')
         verbose = verbose if isinstance(verbose, int) else 0
-        return cls(urls[:32], timings, verbose, trust_ca, raw.get("testHooks") is True)
+        return cls(
+            urls[:32],
+            timings,
+            verbose,
+            trust_ca,
+            raw.get("testHooks") is True,
+            raw.get("transport") == "media",
+        )
 
 
 def on_loopback(urls: list[str]) -> bool:
@@ -263,7 +279,9 @@ class BrowserNode:
         self.started_ms = time.time() * 1000
         loopback = on_loopback(config.bootstrap)
         self.node = Node(identity, self.rng, wall_clock(), browser_config(loopback))
-        self.rtc = BrowserRtc(host, stun=lambda: linked_stun_servers(self.node, loopback))
+        self.rtc = BrowserRtc(
+            host, stun=lambda: linked_stun_servers(self.node, loopback), media=config.media
+        )
         self._http_client = http_client
         self.driver = AsyncNode(self.node, rtc=self.rtc, http_client=self._http, loopback=loopback)
         self.driver.on_event = self._on_event
@@ -464,6 +482,11 @@ class BrowserNode:
             "bytesRelayed": node.relay.cells_relayed * node.geometry.cell_size,
             "bytesIn": sum(t.bytes_in for t in transports),
             "bytesOut": sum(t.bytes_out for t in transports),
+            # over the media transport (D58): connections, and stream bytes sent again
+            "mediaLinks": sum(isinstance(t, BrowserMediaTransport) for t in transports),
+            "mediaResent": sum(
+                t.link.resent for t in transports if isinstance(t, BrowserMediaTransport) and t.link
+            ),
             "linksClosed": self.links_closed,
             "fetches": self.fetches,
             "fetchFailures": self.fetch_failures,

@@ -25,14 +25,19 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from ..errors import LocalProtocolError, RemoteProtocolError
 from ..link.transport import DataChannel
-from ..signaling.sdp import MAX_MESSAGE_SIZE
+from ..rng import DeterministicRng
+from ..shaping.media import MediaLink
+from ..shaping.profile import VideoProfile
+from ..signaling.sdp import MAX_MESSAGE_SIZE, local_media_offer, remote_fingerprint
 from .rtc import RTC_TIMEOUT, PendingConnection, TransportError, answer_offer
 
 if TYPE_CHECKING:
     from .rtc import Establishing
 
 __all__ = [
+    "BrowserMediaTransport",
     "BrowserRng",
     "BrowserRtc",
     "BrowserTransport",
@@ -64,6 +69,8 @@ class Host(Protocol):
     def lock(self, name: str, wait_ms: int) -> Awaitable[bool]: ...
 
     def random(self, n: int) -> bytes: ...
+
+    def media_frame(self, pc: int, frame: bytes | None) -> None: ...
 
 
 def to_bytes(value: Any) -> bytes:
@@ -114,6 +121,9 @@ class JsHost:
 
     def random(self, n: int) -> bytes:
         return to_bytes(self._js.random(n))
+
+    def media_frame(self, pc: int, frame: bytes | None) -> None:
+        self._js.media_frame(pc, None if frame is None else self._to_js(frame))
 
 
 class BrowserRng:
@@ -221,6 +231,130 @@ class BrowserTransport(DataChannel):
         self._remote_closed(reason)
 
 
+MAX_EARLY_FRAMES: Final = 64  # frames from the peer before the link is open
+CLOSE_LINGER: Final = 5.0  # seconds a closing media link may spend delivering what it has
+FIN_ACK_LINGER: Final = 0.25  # seconds the peer's FIN waits for our next frame (its ack)
+
+
+def _media_fingerprint(sdp: str, role: str) -> bytes:
+    return remote_fingerprint(sdp, role, media=True)
+
+
+class BrowserMediaTransport(BrowserTransport):
+    """A page-side connection carrying the link inside the VP8 frames of a canvas track
+    (D58): the page's sender transform asks for each frame it sends (``pull``, answered
+    with :meth:`MediaLink.next_frame`: the encoder's cadence, the profile's sizes) and its
+    receiver transform hands over each frame it receives (``frame``); nothing is decoded.
+    Open once the page's connection is (its ``open`` event).  An orderly close lingers as
+    the native end's does: a local one sends what is queued, then FIN, until acknowledged
+    (at most CLOSE_LINGER); the peer's FIN gets one more frame, its ack; then the page
+    closes the connection."""
+
+    def __init__(self, rtc: "BrowserRtc", pc: int) -> None:
+        super().__init__(rtc, pc)
+        self._link: MediaLink | None = None
+        self._early: list[bytes] = []
+        self._linger_done: Callable[[], bool] | None = None  # set while closing in order
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._page_closed = False
+
+    @property
+    def link(self) -> MediaLink | None:
+        return self._link
+
+    async def establish(self, answer_sdp: str | None, binding: bytes, timeout: float) -> None:
+        await super().establish(answer_sdp, binding, timeout)
+        loop = asyncio.get_running_loop()
+        seed = self._rtc.host.random(32)
+        self._link = MediaLink(
+            VideoProfile.measured(), DeterministicRng(seed, b"zmesh-media"), loop.time()
+        )
+        early, self._early = self._early, []
+        for frame in early:
+            self._on_frame(frame)
+
+    def _transmit(self, data: bytes) -> None:
+        assert self._link is not None
+        self.bytes_out += len(data)
+        try:
+            self._link.send(data)
+        except LocalProtocolError as exc:  # past MAX_BUFFER: the node's window failed
+            self._shut(str(exc))
+
+    def _buffered(self) -> int:
+        return self._link.buffered if self._link is not None else 0
+
+    def _on_pull(self) -> None:
+        """The sender transform wants the next frame (None: drop the encoder's)."""
+        link = self._link
+        lingering = self._linger_done is not None
+        if link is None or (self._state not in ("open", "closing") and not lingering):
+            self._rtc.host.media_frame(self.pc, None)
+            return
+        before = self.bufferedAmount
+        self._rtc.host.media_frame(self.pc, link.next_frame(asyncio.get_running_loop().time()))
+        self._buffered_changed(before)
+        if self._linger_done is not None and self._linger_done():
+            self._end_linger()
+
+    def _on_frame(self, frame: bytes) -> None:
+        link = self._link
+        if link is None:
+            if len(self._early) < MAX_EARLY_FRAMES:
+                self._early.append(frame)
+            return
+        if self._state != "open" and self._linger_done is None:
+            return
+        try:
+            messages = link.receive(frame, asyncio.get_running_loop().time())
+        except RemoteProtocolError as exc:
+            self._shut(str(exc))
+            return
+        for message in messages:
+            self.bytes_in += len(message)
+            self._received(message)
+        if link.peer_finished:
+            self._remote_closed()
+
+    def _on_message(self, data: bytes) -> None:
+        pass  # no data channel
+
+    def _on_buffered(self, handed: int, amount: int) -> None:
+        pass  # bufferedAmount is the link's
+
+    def _on_close(self, reason: str) -> None:
+        self._page_closed = True  # nothing more can be sent: no lingering
+        super()._on_close(reason)
+
+    def _release(self, *, local: bool, graceful: bool) -> None:
+        link = self._link
+        if link is None or not graceful or self._page_closed or self._linger_done is not None:
+            self._stop_linger()
+            super()._release(local=local or not self._page_closed, graceful=graceful)
+            return
+        if local:  # deliver what we hold: FIN, acknowledged
+            link.finish()
+            self._linger_done = lambda: link.done
+            linger = CLOSE_LINGER
+        else:  # the peer finished: one more frame acknowledges its FIN
+            sent = link.frames_sent
+            self._linger_done = lambda: link.frames_sent > sent
+            linger = FIN_ACK_LINGER
+        self._linger_timer = asyncio.get_running_loop().call_later(linger, self._end_linger)
+
+    def _end_linger(self) -> None:
+        if self._linger_done is None:
+            return
+        self._stop_linger()
+        super()._release(local=True, graceful=False)  # the page closes the connection
+
+    def _stop_linger(self) -> None:
+        self._linger_done = None
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+
+
 if TYPE_CHECKING:
 
     def _is_a_transport(transport: BrowserTransport) -> Establishing:
@@ -236,8 +370,11 @@ class BrowserRtc:
     that changed is sent to the page (op ``ice``), so tabs that hide their addresses
     behind mDNS names learn reflexive candidates from the mesh's own nodes (D50)."""
 
-    def __init__(self, host: Host, stun: Callable[[], list[str]] = list) -> None:
+    def __init__(
+        self, host: Host, stun: Callable[[], list[str]] = list, *, media: bool = False
+    ) -> None:
         self.host = host
+        self.media = media  # dial over the media transport (D58)
         self._stun = stun
         self._ice_sent: list[str] = []
         self._conns: dict[int, BrowserTransport] = {}
@@ -248,8 +385,23 @@ class BrowserRtc:
     ) -> tuple[PendingConnection[BrowserTransport], str]:
         """A new connection, pending, and the page's offer SDP (:class:`TransportError`
         if the page does not make one in time)."""
-        transport, sdp = await self._local_description("dial", None)
-        return PendingConnection(transport, sdp), sdp
+        if not self.media:
+            transport, sdp = await self._local_description("dial", None)
+            return PendingConnection(transport, sdp), sdp
+        media, created = await self._local_description("mdial", None, media=True)
+        try:
+            munged = local_media_offer(created)
+            local = await asyncio.wait_for(self.host.rtc("mlocal", media.pc, munged), RTC_TIMEOUT)
+        except (TimeoutError, LocalProtocolError) as exc:
+            media.close()
+            raise TransportError(f"the page did not make a media offer: {exc!r}") from None
+        except BaseException:
+            media.close()
+            raise
+        if not local:
+            media.close()
+            raise TransportError("the page returned no SDP for its media offer")
+        return PendingConnection(media, local, None, _media_fingerprint), local
 
     async def answer(
         self, offer_sdp: str, *, loopback: bool = False
@@ -274,6 +426,10 @@ class BrowserRtc:
             return
         if ev == "message":
             transport._on_message(data)
+        elif ev == "frame" and isinstance(transport, BrowserMediaTransport):
+            transport._on_frame(data)
+        elif ev == "pull" and isinstance(transport, BrowserMediaTransport):
+            transport._on_pull()
         elif ev == "open":
             transport._on_open()
         elif ev == "buffered":
@@ -284,19 +440,22 @@ class BrowserRtc:
     def transports(self) -> list[BrowserTransport]:
         return list(self._conns.values())
 
-    def _new(self) -> BrowserTransport:
+    def _new(self, *, media: bool = False) -> BrowserTransport:
         pc = self._next
         self._next += 1
-        transport = BrowserTransport(self, pc)
+        transport = BrowserMediaTransport(self, pc) if media else BrowserTransport(self, pc)
         self._conns[pc] = transport
         return transport
 
     def _forget(self, pc: int) -> None:
         self._conns.pop(pc, None)
 
-    async def _local_description(self, op: str, sdp: str | None) -> tuple[BrowserTransport, str]:
-        """A new connection and the page's SDP for it (``op`` is ``dial`` or ``answer``)."""
-        transport = self._new()
+    async def _local_description(
+        self, op: str, sdp: str | None, *, media: bool = False
+    ) -> tuple[BrowserTransport, str]:
+        """A new connection and the page's SDP for it (``op`` is ``dial``, ``answer`` or
+        ``mdial``: a media connection's created, not yet local, offer)."""
+        transport = self._new(media=media)
         try:
             servers = self._stun()
             if servers != self._ice_sent:

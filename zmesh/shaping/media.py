@@ -210,6 +210,16 @@ class MediaLink:
             self._emit(now)
             self.next_send += pick(self._rng, self._profile.interval)
 
+    def next_frame(self, now: float) -> bytes:
+        """Emit one frame now, whatever the timer says: for a transport whose frames are
+        clocked by a video encoder (a browser's ``RTCRtpScriptTransform`` replaces each
+        encoded frame with this one, D58), so the times are the encoder's and the sizes
+        the profile's.  The timer is not used then."""
+        self.next_send = now
+        self._emit(now)
+        self.next_send = now + pick(self._rng, self._profile.interval)
+        return self._outbox.pop()
+
     def frames_to_send(self) -> list[bytes]:
         out, self._outbox = self._outbox, []
         return out

@@ -394,3 +394,32 @@ class CompactSdp:
             reflexive=tuple(reflexive),
             media=version == _COMPACT_V3,
         )
+
+
+#: a browser's own lines that local_media_offer keeps (its sending stream's SSRC and msid)
+_STREAM_LINES: Final = ("a=ssrc:", "a=msid:")
+MAX_STREAM_LINES: Final = 8
+
+
+def local_media_offer(created: str) -> str:
+    """The offer a browser sets as its local description for the media transport (D58),
+    from the one ``createOffer`` made for its VP8-only video transceiver.
+
+    The native end sees only the compact form, so it answers what version 3 expands to
+    (VP8 as payload type 97, the mid and abs-send-time extensions as 1 and 3): the browser
+    must offer exactly that, not its own payload types and extension ids (Chromium
+    refuses such an answer: "RTP extension ID reassignment not supported").  Its
+    ``a=ssrc`` and ``a=msid`` lines are kept: without them Chromium sends nothing.
+    LocalProtocolError if ``created`` is not a video offer."""
+    try:
+        compact = CompactSdp.from_sdp(created)
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(f"not a media offer: {exc}") from None
+    if not compact.media or compact.setup != "actpass":
+        raise LocalProtocolError("not a media offer: no video section or not an offer")
+    keep = [line for line in _sdp_lines(created) if line.startswith(_STREAM_LINES)]
+    if len(keep) > MAX_STREAM_LINES:
+        raise LocalProtocolError(f"{len(keep)} ssrc and msid lines in a media offer")
+    expanded = compact.to_sdp("offer").split("\r\n")
+    end = expanded.index("a=end-of-candidates")
+    return "\r\n".join(expanded[:end] + keep + expanded[end:])
