@@ -21,6 +21,7 @@ from zmesh.dht.messages import (
     Store,
     Stored,
     StoreStatus,
+    Value,
     decode_message,
     encode_message,
 )
@@ -206,7 +207,7 @@ def test_two_nodes_answer_each_other() -> None:
     mesh.link(0, 1)
     mesh.pump()
     assert b.node_id in a.table and a.node_id in b.table
-    # each sent the other its node record on link-up, verified and kept
+    # each fetched the other's node record at link up, verified and kept it
     record = a.node_record(b.node_id)
     assert record is not None and record.descriptor.node_id == b.node_id
     kinds = sorted(e.kind.value for _, e in mesh.done)
@@ -306,6 +307,63 @@ def test_an_answer_of_the_wrong_type_fails_the_request() -> None:
     failed = a.stats.failed
     assert peer_message(a, b.node_id, Pong(request.request_id)) == []
     assert a.stats.failed == failed + 1 and a.pending == 0
+
+
+def test_a_link_fetches_each_node_record_once() -> None:
+    """At link up each side asks the other for its node record (FIND_VALUE of its own id,
+    answered with the record alone); nobody STOREs it, not even the publish after the
+    bootstrap, since the peer fetched that very record.  A relink between nodes that hold
+    each other's current record asks nothing."""
+    mesh = Mesh(2)
+    a, b = mesh.dhts
+    mesh.link(0, 1)
+    mesh.pump()
+    fetches = [(i, m) for i, _, m in mesh.sent if isinstance(m, FindValue)]
+    assert sorted(i for i, _ in fetches) == [0, 1]
+    assert all(m.record_type is RecordType.NODE for _, m in fetches)
+    values = [(i, m) for i, _, m in mesh.sent if isinstance(m, Value)]
+    assert [(len(m.records), m.contacts) for _, m in values] == [(1, ()), (1, ())]
+    assert not [m for _, _, m in mesh.sent if isinstance(m, Store)]
+    assert a.node_record(b.node_id) is not None and b.node_record(a.node_id) is not None
+    assert len(a.store) == len(b.store) == 2  # its own and the peer's (among the k closest)
+    mesh.unlink(0, 1)
+    mesh.sent.clear()
+    mesh.link(0, 1)
+    mesh.pump()
+    assert not [m for _, _, m in mesh.sent if isinstance(m, FindValue | Store)]
+
+
+def test_a_forged_answer_to_the_record_fetch_is_not_kept() -> None:
+    def forge(_i: int, _j: int, msg: Message) -> Message:
+        if isinstance(msg, Value) and msg.records:
+            bad = replace(msg.records[0], signature=bytes(len(msg.records[0].signature)))
+            return Value(msg.request_id, (bad,), msg.contacts)
+        return msg
+
+    mesh = Mesh(2)
+    mesh.tamper = forge
+    mesh.link(0, 1)
+    mesh.pump()
+    a, b = mesh.dhts
+    assert a.node_record(b.node_id) is None and b.node_record(a.node_id) is None
+    assert b.node_id in a.table  # the link still counts; only the record is refused
+
+
+def test_a_held_node_record_is_answered_without_referrals() -> None:
+    mesh = Mesh(3)
+    mesh.link(0, 1)
+    mesh.link(1, 2)
+    mesh.pump()
+    b, c = mesh.dhts[1], mesh.dhts[2]
+    [own] = peer_message(b, c.node_id, FindValue(9, RecordType.NODE, b.node_id))
+    assert isinstance(own, Value) and own.contacts == ()
+    assert [r.publisher for r in own.records] == [b.node_id]
+    held = mesh.dhts[0].node_id
+    [other] = peer_message(b, c.node_id, FindValue(10, RecordType.NODE, held))
+    assert isinstance(other, Value) and other.contacts == ()
+    assert [r.publisher for r in other.records] == [held]
+    [missing] = peer_message(b, c.node_id, FindValue(11, RecordType.NODE, fake_id(4)))
+    assert isinstance(missing, Value) and not missing.records and missing.contacts
 
 
 def test_forged_and_expired_stores_are_refused() -> None:

@@ -281,8 +281,9 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
 # pinned: any change to what the DHT sends, to path or guard choice, or to the model
 # changes it.  Regenerate with `python -c "from zmesh.sim.scale import *;
 # print(simulate(PINNED).digest)"` after a deliberate change, and say why in the commit.
-# (Last: liars draw their fake ids in batches, so other ids; before that the health layer's
-# detection delay, bootstrap retries, learned timeouts, per-subnet path draws.)
+# (Last: a link carries one node record fetch, not two STOREs, and a publish skips the
+# peers that fetched the record, D55; before that liars' fake ids drawn in batches, the
+# health layer's detection delay, bootstrap retries, learned timeouts, per-subnet paths.)
 PINNED = ScaleConfig(
     nodes=1000,
     duration=120,
@@ -294,7 +295,7 @@ PINNED = ScaleConfig(
     circuits=100,
     anonymity_clients=50,
 )
-PINNED_DIGEST = "fd20eab775dd406df59a410b474db8041a3392578bbcd65ef30a5f3562233a41"
+PINNED_DIGEST = "cf0d6b7d200e6716d14def0b26ef58e5c0a798fffd97e3b3044efe1fc9719b1e"
 
 
 @pytest.mark.slow

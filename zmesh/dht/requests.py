@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .config import MAX_RTT_PEERS, LookupKind
+from . import puzzle
+from .config import MAX_REFERRERS, MAX_RTT_PEERS, LookupKind
 from .lookup import Lookup
 from .messages import FindNode, FindValue, Nodes, Ping, Pong, Store, Stored, Value
 from .records import Record
+from .routing import Contact
 
 
 class Purpose(Enum):
@@ -19,6 +21,7 @@ class Purpose(Enum):
     FETCH = 1  # FIND_VALUE(NODE, subject) to learn how to dial ``subject``
     PING = 2
     STORE = 3
+    RECORD = 4  # FIND_VALUE(NODE, peer) to a peer at link up: its own node record
 
 
 EXPECT: dict[type, type] = {Ping: Pong, FindNode: Nodes, FindValue: Value, Store: Stored}
@@ -46,6 +49,25 @@ class Search:
     referrers: dict[bytes, bytes] = field(default_factory=dict)  # contact -> who named it
     records: dict[bytes, Record] = field(default_factory=dict)  # publisher -> verified
     verified: int = 0
+
+    def usable(
+        self,
+        responder: bytes,
+        contacts: tuple[Contact, ...],
+        k: int,
+        own_id: bytes,
+        difficulty: int,
+    ) -> list[Contact]:
+        """The contacts of an answer that may join the lookup (the first ``k``, not ours,
+        ids that pass the puzzle); remembers who named each, for fetching its node record."""
+        usable = []
+        for contact in contacts[:k]:
+            if contact.node_id == own_id or not puzzle.satisfies(contact.node_id, difficulty):
+                continue
+            usable.append(contact)
+            if len(self.referrers) < MAX_REFERRERS:
+                self.referrers.setdefault(contact.node_id, responder)
+        return usable
 
 
 Entry = tuple[float, int, bytes, int, Pending]  # deadline, order, peer, request id, request

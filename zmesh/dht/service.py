@@ -20,9 +20,10 @@ frame, :class:`LookupDone`), one deadline with :meth:`get_timer`/:meth:`handle_t
 * **Links on demand.**  A request to a node we have no link to waits (bounded, per peer and
   in all) while ``dial`` (the node's :meth:`~zmesh.dialer.Dialer.want`, whose effect is
   :class:`~zmesh.dialer.DialWanted`) links to it; the link coming up sends it, a failed
-  dial or the deadline fails it.  Dialling needs the node's descriptor.  So on every link
-  up each side sends the other its own signed node record (a STORE); a node keeps its
-  peers' records (bounded), and a lookup that meets a contact whose descriptor it lacks
+  dial or the deadline fails it.  Dialling needs the node's descriptor.  So at link up a
+  side that holds no current node record of the other asks it for its own
+  (:mod:`~zmesh.dht.node_records`); a node keeps its peers' records (bounded), and a lookup
+  that meets a contact whose descriptor it lacks
   first asks the responder that named it (FIND_VALUE(NODE, contact)), which holds it if it
   ever linked to that contact, as every routing-table entry did.  A contact nobody can
   describe fails at once, so answers full of unreachable ids cost one request each, not a
@@ -62,7 +63,6 @@ from ..rng import Rng
 from . import puzzle
 from .config import (
     MAX_BOOTSTRAPS,
-    MAX_REFERRERS,
     MAX_VERIFY_PER_LOOKUP,
     VALUE_KINDS,
     DhtConfig,
@@ -157,7 +157,6 @@ class Dht:
         self._searches: dict[int, Search] = {}
         self._next_lookup = 1
         self._node_records = NodeRecords(cfg.max_node_records, cfg.puzzle_difficulty)
-        self._own_record: Record | None = None
         self._bootstraps = 0  # bootstrap lookups started
         self._bootstrapping: int | None = None  # the one in flight
         self._bootstrap_done = False  # one reached the k closest (or all the table knew)
@@ -234,13 +233,16 @@ class Dht:
 
     def link_up(self, peer_id: bytes, descriptor: Descriptor | None, now: float) -> None:
         """A link to ``peer_id`` came up (``descriptor``: its verified descriptor, if the
-        node knows it).  The peer enters the table if its id passes the puzzle; we send it
-        our node record; requests waiting for this link go out; the first link bootstraps."""
+        node knows it).  The peer enters the table if its id passes the puzzle; we ask it for
+        its node record unless we hold a current one; requests waiting for this link go
+        out; the first link bootstraps."""
         address = descriptor.addresses[0] if descriptor and descriptor.addresses else None
         self._linked[peer_id] = address
         self._seen(peer_id, now, address)
-        own = self._own_node_record(now)
-        self._request(peer_id, lambda rid: Store(rid, own), Purpose.STORE, now)
+        if not self._node_records.current(peer_id, descriptor, now):
+            self._request(
+                peer_id, lambda rid: FindValue(rid, RecordType.NODE, peer_id), Purpose.RECORD, now
+            )
         queue = self._waiting.pop(peer_id, {})
         self._waiting_count -= len(queue)
         for rid, pending in queue.items():
@@ -252,6 +254,7 @@ class Dht:
         """Our last link to ``peer_id`` closed: its requests in flight fail now."""
         self._linked.pop(peer_id, None)
         self._budgets.pop(peer_id, None)
+        self._node_records.unlink(peer_id)
         for key in [k for k in self._pending if k[0] == peer_id]:
             self._fail(peer_id, self._pending.pop(key), now)
 
@@ -289,12 +292,19 @@ class Dht:
                 reply = Pong(rid)
             case FindNode(rid, target):
                 reply = Nodes(rid, self._closest(target, k, peer_id))
+            case FindValue(rid, RecordType.NODE, key) if key == self.node_id:
+                own = self._own_node_record(now)
+                if peer_id in self._linked:
+                    self._node_records.served(peer_id, own)
+                reply = Value(rid, (own,), ())  # ours: no referrals needed
             case FindValue(rid, record_type, key):
                 records = self.store.get(record_type, key, now, MAX_RECORDS)
                 held = self._node_records.get(key)
                 if record_type is RecordType.NODE and not records and held is not None:
                     records = [held] if held.expires > now else []
-                reply = Value(rid, tuple(records), self._closest(key, k, peer_id))
+                # a node's record is the value itself (Kademlia's FIND_VALUE): no referrals
+                found = record_type is RecordType.NODE and records
+                reply = Value(rid, tuple(records), () if found else self._closest(key, k, peer_id))
             case Store(rid, record):
                 reply = Stored(rid, self._on_store(peer_id, record, now))
         self._send(peer_id, encode_message(reply))
@@ -324,6 +334,9 @@ class Dht:
                 known = any(self._node_records.keep(r, now) for r in records if r.key == subject)
                 if not (known and self._lookup_request(pending.lookup_id, search, subject, now)):
                     search.lookup.timeout(subject, now)
+            case Purpose.RECORD, Value(_, records, _):
+                for record in [r for r in records if r.key == peer_id == r.publisher][:1]:
+                    self._on_store(peer_id, record, now)  # kept to describe it; stored if close
             case _:
                 pass  # PONG and STORED: the peer is live, nothing more
         self._pump(pending.lookup_id, now)
@@ -439,6 +452,8 @@ class Dht:
         if search.record is not None:
             own = search.record
             for contact in result.closest:
+                if self._node_records.has_ours(contact.node_id, own):
+                    continue  # it fetched this very record on its link (and stored it if close)
                 stored += self._request(
                     contact.node_id, lambda rid: Store(rid, own), Purpose.STORE, now
                 )
@@ -515,16 +530,8 @@ class Dht:
     def _usable(
         self, search: Search, responder: bytes, contacts: tuple[Contact, ...]
     ) -> list[Contact]:
-        """The contacts of an answer that may join a lookup (ids that pass the puzzle);
-        remembers who named each, for fetching its node record."""
-        usable = []
-        for contact in contacts[: self.config.k]:
-            if contact.node_id == self.node_id or not self._puzzle_ok(contact.node_id):
-                continue
-            usable.append(contact)
-            if len(search.referrers) < MAX_REFERRERS:
-                search.referrers.setdefault(contact.node_id, responder)
-        return usable
+        cfg = self.config
+        return search.usable(responder, contacts, cfg.k, self.node_id, cfg.puzzle_difficulty)
 
     def _wanted(self, search: Search) -> int:
         return 1 if search.kind is LookupKind.NODE_RECORD else self.config.max_providers
@@ -555,15 +562,7 @@ class Dht:
             self.table.failed(peer, now)
 
     def _own_node_record(self, now: float) -> Record:
-        """Our node record, signed afresh when our descriptor changed or half its life
-        passed."""
-        desc = self._own_descriptor(now)
-        own = self._own_record
-        if own is None or own.descriptor != desc or now >= (own.published + own.expires) / 2:
-            own = self._own_record = sign_record(
-                self._identity, desc, RecordType.NODE, self.node_id, published=int(now)
-            )
-        return own
+        return self._node_records.own(self._identity, self._own_descriptor(now), now)
 
     # -- sending ---------------------------------------------------------------------------
     def _request(

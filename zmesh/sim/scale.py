@@ -29,14 +29,16 @@
    ``DIAL_RTTS`` round trips (signaling, ICE and DTLS, the link handshake); a dial to a
    node that left fails after the dialer's :data:`~zmesh.dialer.DIAL_TIMEOUT`.  A
    :class:`~zmesh.dht.service.DhtSend` is handed to the peer's ``Dht.receive`` one one-way
-   latency later.  Links stay up until a node leaves; idle keepalives are not sent.  A
-   node that leaves stops at once (messages to it are lost); each linked peer learns it
-   after the link layer's detection delay, drawn as ``detection - U(0, keepalive)`` plus
-   one latency, where ``detection`` is what the real :class:`~zmesh.health.link.LinkHealth`
-   answers for a steady link after its last PONG (its phi rule with the
-   :class:`~zmesh.link.connection.LinkLimits` defaults: a PING every 1 s, dead about 3 s
-   after the last PONG; :func:`~zmesh.sim.scale_world.detection_delay`), then gets
-   ``Dht.link_down``.
+   latency later (what one input made a node send to one peer arrives as one event, in
+   order, and the receiver's effects are carried out after the last: the same outcome
+   with fewer events; the messages stay separate).  Links stay up until a node leaves;
+   idle keepalives are not sent.  A node that leaves stops at once (messages to it are
+   lost); each linked peer learns it after the link layer's detection delay, drawn as
+   ``detection - U(0, keepalive)`` plus one latency, where ``detection`` is what the real
+   :class:`~zmesh.health.link.LinkHealth` answers for a steady link after its last PONG
+   (its phi rule with the :class:`~zmesh.link.connection.LinkLimits` defaults: a PING
+   every 1 s, dead about 3 s after the last PONG;
+   :func:`~zmesh.sim.scale_world.detection_delay`), then gets ``Dht.link_down``.
 
    *Latency*: each pair of nodes has a fixed core round-trip time drawn from a log-normal
    with median ``RTT_MEDIAN`` (150 ms) and sigma ``RTT_SIGMA`` (0.6: 10% of pairs
@@ -60,8 +62,9 @@
    with the real verdict.  Nothing in the production modules is replaced or patched.
 
    *Hostile nodes* (``adversary``: that fraction of the nodes, and of the newcomers that
-   replace leavers) run the real ``Dht`` for their own upkeep and answer PING and STORE,
-   but never answer a lookup honestly: half of them drop every FIND_NODE and FIND_VALUE
+   replace leavers) run the real ``Dht`` for their own upkeep and answer PING, STORE and a
+   request for their own node record (at link up: they want to be linked), but never
+   answer a lookup honestly: half of them drop every FIND_NODE and every other FIND_VALUE
    (the asker waits for its timeout), the other half answer each with ``k`` fake contacts
    closer to the target than anyone, ids that pass the puzzle but name no node (the asker
    cannot describe them, so each costs a failed request).  In circuits they relay

@@ -63,7 +63,7 @@ from .scale_config import (
 # the kinds of events on the heap
 _DELIVER, _LINK_UP, _DIAL_FAILED, _LINK_DOWN, _TIMER, _JOIN, _LEAVE, _LOOKUP, _CIRCUIT = range(9)
 _HONEST, _DROPPER, _LIAR = range(3)
-_LOOKUP_TYPES = (MessageType.FIND_NODE, MessageType.FIND_VALUE)
+_FIND_VALUE_KEY = 7  # version, type, request id (4), record type, then the key
 FAKE_PREFIX = 20  # bytes a liar's fake contact shares with the target
 HEARTBEATS = 60  # of a steady link, before the failure detector is asked (detection_delay)
 SHARED_RECORDS = 1 << 17  # distinct record encodings SharedRecords keeps
@@ -153,6 +153,16 @@ def detection_delay(limits: LinkLimits) -> float:
     return health.dead_at(last) - last
 
 
+def _is_lookup(data: bytes, own_id: bytes) -> bool:
+    """True for a FIND_NODE, or a FIND_VALUE of another id than ``own_id`` (a peer that asks
+    a node for its own record at link up is not looking anything up)."""
+    kind = data[1]
+    return kind == MessageType.FIND_NODE or (
+        kind == MessageType.FIND_VALUE
+        and data[_FIND_VALUE_KEY : _FIND_VALUE_KEY + ID_SIZE] != own_id
+    )
+
+
 def _uniform(rng: Rng) -> float:
     """A float in [0, 1) from 53 random bits."""
     return randbelow(rng, 1 << 53) / (1 << 53)
@@ -167,7 +177,7 @@ class World:
         self.root = DeterministicRng(cfg.seed, b"zmesh-sim-scale")
         self.rng = self.root.fork(b"world")
         self.now = 0.0
-        self.heap: list[tuple[float, int, int, int, int, bytes]] = []
+        self.heap: list[tuple[float, int, int, int, int, tuple[bytes, ...]]] = []
         self.seq = 0
         self.events = 0
         self.nodes: list[SimNode] = []
@@ -196,7 +206,7 @@ class World:
         self.half_seconds = 0.0
 
     # -- the heap ------------------------------------------------------------------------
-    def push(self, t: float, kind: int, a: int, b: int = 0, data: bytes = b"") -> None:
+    def push(self, t: float, kind: int, a: int, b: int = 0, data: tuple[bytes, ...] = ()) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, kind, a, b, data))
 
@@ -207,7 +217,7 @@ class World:
         half = end / 2
         step = max(1.0, end / 200)
         next_report = 0.0
-        handlers: dict[int, Callable[[int, int, bytes], None]] = {
+        handlers: dict[int, Callable[[int, int, tuple[bytes, ...]], None]] = {
             _DELIVER: self._deliver,
             _LINK_UP: self._link_up,
             _DIAL_FAILED: self._dial_failed,
@@ -344,7 +354,7 @@ class World:
             self.push(now + DIAL_TIMEOUT, _DIAL_FAILED, index, peer)
         return True
 
-    def _link_up(self, a: int, b: int, _: bytes) -> None:
+    def _link_up(self, a: int, b: int, _: tuple[bytes, ...]) -> None:
         na, nb = self.nodes[a], self.nodes[b]
         na.dialing.pop(b, None)
         if not na.alive:
@@ -363,14 +373,14 @@ class World:
         self._drain(na)
         self._drain(nb)
 
-    def _dial_failed(self, a: int, b: int, _: bytes) -> None:
+    def _dial_failed(self, a: int, b: int, _: tuple[bytes, ...]) -> None:
         node = self.nodes[a]
         node.dialing.pop(b, None)
         if node.alive and b not in node.links:
             node.dht.dial_failed(self.nodes[b].node_id, self.now)
             self._drain(node)
 
-    def _link_down(self, a: int, b: int, _: bytes) -> None:
+    def _link_down(self, a: int, b: int, _: tuple[bytes, ...]) -> None:
         node = self.nodes[a]
         if node.alive and node.links.pop(b, None) is not None:
             peer = self.nodes[b].node_id
@@ -383,14 +393,20 @@ class World:
         """Carry out a node's Dht effects, then re-arm its timer."""
         dht = node.dht
         now = self.now
+        batches: dict[int, list[bytes]] = {}  # what goes to one peer now arrives together
         while (event := dht.next_event()) is not None:
             if isinstance(event, DhtSend):
                 peer = self.by_id[event.peer_id]
-                latency = node.links.get(peer)
-                if latency is not None:
-                    self.push(now + latency, _DELIVER, peer, node.index, event.data)
+                if peer in node.links:
+                    batch = batches.get(peer)
+                    if batch is None:
+                        batches[peer] = [event.data]
+                    else:
+                        batch.append(event.data)
             elif isinstance(event, LookupDone):
                 self._lookup_done(node, event)
+        for peer, batch in batches.items():
+            self.push(now + node.links[peer], _DELIVER, peer, node.index, tuple(batch))
         # only an earlier deadline is scheduled: a later one is re-armed when the one on
         # the heap fires (a Dht may be asked early; it fails nothing before its time)
         timer = max(dht.get_timer(), now + 1e-3)
@@ -398,16 +414,21 @@ class World:
             node.timer_at = timer
             self.push(timer, _TIMER, node.index)
 
-    def _deliver(self, dst: int, src: int, data: bytes) -> None:
+    def _deliver(self, dst: int, src: int, batch: tuple[bytes, ...]) -> None:
+        """Messages sent together on one link arrive together, in order (one event, and
+        the receiver's effects are carried out once, after the last)."""
         node = self.nodes[dst]
         if not node.alive or src not in node.links:
             return  # it left, or the link went down: lost
         sender = self.nodes[src].node_id
-        if node.behaviour != _HONEST and data[1] in _LOOKUP_TYPES:
-            self._misbehave(node, src, data)
-            return
-        with suppress(RemoteProtocolError):  # a node would close the link; none sends garbage
-            node.dht.receive(sender, data, self.now)
+        dht = node.dht
+        honest = node.behaviour == _HONEST
+        for data in batch:
+            if not honest and _is_lookup(data, node.node_id):
+                self._misbehave(node, src, data)
+                continue
+            with suppress(RemoteProtocolError):  # a node would close the link; none sends garbage
+                dht.receive(sender, data, self.now)
         self._drain(node)
 
     def _misbehave(self, node: SimNode, src: int, data: bytes) -> None:
@@ -425,7 +446,7 @@ class World:
         )
         out = encode_message(reply)
         node.dht.stats.bytes_out += len(out)
-        self.push(self.now + node.links[src], _DELIVER, src, node.index, out)
+        self.push(self.now + node.links[src], _DELIVER, src, node.index, (out,))
 
     def _fake_contacts(self, node: SimNode, target: bytes) -> tuple[Contact, ...]:
         """``K`` ids closer to ``target`` than almost anyone, each solving the puzzle, naming
@@ -449,7 +470,7 @@ class World:
             for i, fake in enumerate(ids)
         )
 
-    def _timer(self, a: int, _: int, __: bytes) -> None:
+    def _timer(self, a: int, _: int, __: tuple[bytes, ...]) -> None:
         node = self.nodes[a]
         if not node.alive or self.now != node.timer_at:
             return
@@ -459,7 +480,7 @@ class World:
         self._drain(node)
 
     # -- churn -----------------------------------------------------------------------------
-    def _join_event(self, a: int, _: int, __: bytes) -> None:
+    def _join_event(self, a: int, _: int, __: tuple[bytes, ...]) -> None:
         """Node ``a`` comes up: it dials JOIN_LINKS native nodes already up (its
         operator's bootstrap list; any node up while there are too few), and bootstraps
         at its first link."""
@@ -478,7 +499,7 @@ class World:
                 self.up_natives.append(a)
         self._drain(node)
 
-    def _leave_event(self, _: int, __: int, ___: bytes) -> None:
+    def _leave_event(self, _: int, __: int, ___: tuple[bytes, ...]) -> None:
         """A node leaves (native or browser by their hazards) and a newcomer of its kind
         and of a fresh id replaces it."""
         rate = self.cfg.churn * self.cfg.nodes
@@ -498,7 +519,7 @@ class World:
         hostile = _uniform(self.rng) < self.cfg.adversary
         behaviour = (_DROPPER if _uniform(self.rng) < 0.5 else _LIAR) if hostile else _HONEST
         index = self._add(node.native, exit_=exit_, behaviour=behaviour, first_seen=self.now)
-        self._join_event(index, 0, b"")
+        self._join_event(index, 0, ())
 
     def _leave(self, node: SimNode) -> None:
         node.alive = False
@@ -525,7 +546,7 @@ class World:
                 return node
         return None
 
-    def _lookup_event(self, _: int, __: int, ___: bytes) -> None:
+    def _lookup_event(self, _: int, __: int, ___: tuple[bytes, ...]) -> None:
         origin, target = self._honest_node(), self._honest_node()
         if origin is None or target is None or origin is target:
             return
@@ -548,7 +569,7 @@ class World:
         )
 
     # -- circuits --------------------------------------------------------------------------
-    def _circuit_event(self, _: int, __: int, ___: bytes) -> None:
+    def _circuit_event(self, _: int, __: int, ___: tuple[bytes, ...]) -> None:
         client = self._honest_node()
         if client is not None:
             self.circuit_results.append(self._build(client))
