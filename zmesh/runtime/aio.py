@@ -89,10 +89,6 @@ if TYPE_CHECKING:  # sqlite3 is optional in Pyodide; the browser node passes sto
 log = logging.getLogger("zmesh.aio")
 
 
-def _ms_since(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
-
-
 DIAL_TIMEOUT = 15.0
 
 
@@ -376,9 +372,7 @@ class AsyncNode:
         before the offer's deadline.  Returns the open transport (no link handshake yet).
         Raises TimeoutError, TransportError or ZMeshError (RemoteProtocolError for a bad
         answer)."""
-        start = time.perf_counter()
         pending, offer_sdp = await self.rtc.dial(loopback=self.loopback)
-        log.debug("dial event=offer peer=%s ms=%.0f", short_id(desc.node_id), _ms_since(start))
         offer: Offer | None = None
         try:
             compact = CompactSdp.from_sdp(offer_sdp)
@@ -393,9 +387,6 @@ class AsyncNode:
             )
             async with self._deadline(b"o" + offer.nonce):
                 answer = await deliver(offer)
-                log.debug(
-                    "dial event=answer peer=%s ms=%.0f", short_id(desc.node_id), _ms_since(start)
-                )
                 answer_sdp = session_sdp(answer.session, answer.fingerprint, "answer")
                 timeout = self.negotiation.limits.offer_timeout
                 return await pending.complete(answer_sdp, timeout=timeout)
@@ -497,7 +488,6 @@ class AsyncNode:
         base = url.rstrip("/")
         start = time.perf_counter()
         desc = await self._descriptor_at(base)
-        log.debug("bootstrap event=descriptor url=%s ms=%.0f", base, _ms_since(start))
         if self.node.link_to(desc.node_id) is not None:
             return desc.node_id
 
@@ -508,14 +498,14 @@ class AsyncNode:
         self.call(learn)
         try:
             transport = await self._connect(desc, self._post_to(base))
-            log.debug("bootstrap event=open url=%s ms=%.0f", base, _ms_since(start))
             self.attach(transport, desc)
             await self.wait_link(desc.node_id)
         except BaseException:
             if not self._closing and self.node.link_to(desc.node_id) is None:
                 self.call(lambda now: self.node.dial_failed(desc.node_id, now))
             raise
-        log.debug("bootstrap event=linked url=%s ms=%.0f", base, _ms_since(start))
+        took = (time.perf_counter() - start) * 1000
+        log.debug("bootstrap event=linked url=%s ms=%.0f", base, took)
         return desc.node_id
 
     def _post_to(self, base: str) -> Callable[[Offer], Awaitable[Answer]]:
