@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from chromium_sdp import CHROMIUM_VIDEO_OFFER
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -464,40 +465,6 @@ def test_compact_video_section_is_version_3() -> None:
     for cut in range(len(data)):
         with pytest.raises(RemoteProtocolError):
             CompactSdp.decode(data[:cut])
-
-
-# A createOffer of Chromium 156 for a canvas track, VP8 only (bench/media_browser.py),
-# abridged: 9 of its 11 extmap lines, rtcp-rsize, rtcp-xr and ccm fir left out.
-CHROMIUM_VIDEO_OFFER = (
-    "v=0\r\n"
-    "o=- 7181906329307065428 2 IN IP4 127.0.0.1\r\n"
-    "s=-\r\n"
-    "t=0 0\r\n"
-    "a=group:BUNDLE 0\r\n"
-    "a=extmap-allow-mixed\r\n"
-    "a=msid-semantic: WMS\r\n"
-    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
-    "c=IN IP4 0.0.0.0\r\n"
-    "a=rtcp:9 IN IP4 0.0.0.0\r\n"
-    "a=ice-ufrag:fiup\r\n"
-    "a=ice-pwd:lnjkxFKj4Vozb65T19gFUGpY\r\n"
-    "a=ice-options:trickle\r\n"
-    "a=fingerprint:sha-256 51:3E:6F:1D:34:86:5E:64:8A:21:9E:33:BC:C7:CC:9C:7F:EE:D7:42:78:AA:52:E8:0D:C8:5E:91:F0:90:88:3F\r\n"
-    "a=setup:actpass\r\n"
-    "a=mid:0\r\n"
-    "a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n"
-    "a=extmap:9 urn:ietf:params:rtp-hdrext:sdes:mid\r\n"
-    "a=sendrecv\r\n"
-    "a=msid:- 00f54028-2810-46e4-9ef0-120782b0ad0a\r\n"
-    "a=rtcp-mux\r\n"
-    "a=rtpmap:96 VP8/90000\r\n"
-    "a=rtcp-fb:96 goog-remb\r\n"
-    "a=rtcp-fb:96 transport-cc\r\n"
-    "a=rtcp-fb:96 nack\r\n"
-    "a=rtcp-fb:96 nack pli\r\n"
-    "a=ssrc:2417716019 cname:rOZ0jo4ZRXGSfRSV\r\n"
-    "a=ssrc:2417716019 msid:- 00f54028-2810-46e4-9ef0-120782b0ad0a\r\n"
-)
 
 
 def test_local_media_offer_is_what_the_compact_form_expands_to() -> None:
