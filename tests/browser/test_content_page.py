@@ -90,7 +90,15 @@ async def _open_tab(browser: Any, url: str, errors: list[str]) -> tuple[Any, Any
     page = await context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.goto(url)
-    return context, page, await browserpage.wait_ready(page)
+    return context, page, await _ready_with_store(page)
+
+
+async def _ready_with_store(page: Any) -> dict[str, Any]:
+    """The status once the tab is ready and its content store has opened (just after)."""
+    await browserpage.wait_ready(page)
+    await _content_when(page, lambda c: not c["store"].startswith("opening"), timeout=10.0)
+    status: dict[str, Any] = await page.evaluate("() => zmesh.status()")
+    return status
 
 
 async def _scenario(url: str, cid: str, sha256: str, sharer: netmesh.Proc) -> None:
@@ -148,7 +156,7 @@ async def _scenario(url: str, cid: str, sha256: str, sharer: netmesh.Proc) -> No
 
         # tab A reloads: the store comes back from IndexedDB, the shared id is served at once
         await page_a.reload()
-        again = await browserpage.wait_ready(page_a)
+        again = await _ready_with_store(page_a)
         assert again["nodeId"] == status_a["nodeId"]
         assert again["content"]["contents"] == 2, again["content"]
         started = time.monotonic()

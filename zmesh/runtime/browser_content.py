@@ -32,7 +32,7 @@ class BrowserContent:
         self.host = host
         self.store: BrowserChunkStore | None = None
         self.seeder: Seeder | None = None
-        self.content_note = "not started"
+        self.content_note = "opening once the node is ready"
         self.shares = 0
         self.gets = 0
         self.get_failures = 0
