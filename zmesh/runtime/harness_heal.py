@@ -4,7 +4,6 @@
 :mod:`zmesh.runtime.harness`."""
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -16,7 +15,7 @@ from ..identity import short_id
 if TYPE_CHECKING:
     from .harness import Harness
 
-HEAL_FILE_SIZE = 16_000_000
+HEAL_FILE_SIZE = 48_000_000  # about 12 s at 4 MB/s: time for two legs before the kill
 HEAL_RELAYS = 5  # the exit and 4 others: two legs with disjoint guards and middles
 HEAL_KILL_AFTER = 0.125  # the share of the file received before the kill
 HEAL_POLL = 0.1
@@ -91,7 +90,15 @@ async def heal(h: "Harness", details: list[str]) -> bool:
     page = h.pages[0]
     h.step = "waiting for browser 0 to be ready"
     await h.wait_ready(page)
-    browser_id = (await h.status(page))["nodeId"]
+    # ready means a 3-hop path exists (three relays may be all it knows); two legs with a
+    # middle on one leg only need HEAL_RELAYS, which its peer sample finds within seconds
+    h.step = f"waiting for browser 0 to know {HEAL_RELAYS} relays"
+    deadline = time.monotonic() + h.opts.timeout
+    while (status := await h.status(page))["relaysKnown"] < HEAL_RELAYS:
+        if time.monotonic() > deadline:
+            raise ZMeshError(f"the page knows {status['relaysKnown']} relays")
+        await asyncio.sleep(HEAL_POLL)
+    browser_id = status["nodeId"]
     from .harness import FileServer  # noqa: PLC0415 (the harness imports this module)
 
     files = FileServer(HEAL_FILE_SIZE)
@@ -182,13 +189,15 @@ async def _kill_a_middle(
     relays = {r.node_id: r for r in h.procs.relays if r.node_id is not None}
     exits = {r.node_id for r in h.procs.relays if r.exit}
     deadline = time.monotonic() + h.opts.timeout
+    seen: list[Any] = []  # the fetching sessions last polled
     while True:
         polled = await page.evaluate(_HEAL_STATUS)
         sessions = [s for s in polled["status"]["sessions"] if s["streams"] > 0]
         if polled["done"]:
-            seen = json.dumps(sessions)
-            details.append(f"the fetch ended before a relay could be killed ({seen})")
-            return "", sessions[0]["id"] if sessions else 0
+            legs = "; ".join(f"session {s['id']}: {_legs_text(s['legs'])}" for s in seen)
+            details.append(f"the fetch ended before a relay could be killed (last: {legs})")
+            return "", seen[0]["id"] if seen else 0
+        seen = sessions or seen
         for session in sessions:
             legs = session["legs"]
             if len(legs) < 2 or session["bytesReceived"] < HEAL_KILL_AFTER * HEAL_FILE_SIZE:
