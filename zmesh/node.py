@@ -439,16 +439,16 @@ class Node:
     def dialing(self, node_id: bytes, now: float) -> None:
         """The driver dials ``node_id`` on its own (a bootstrap); the dial policy waits for
         it rather than dialling the same node twice.  Report the end: the link coming up,
-        or :meth:`dial_failed`."""
+        or :meth:`dial_ended`."""
         self.dialer.dialing(node_id, now)
 
+    def dial_ended(self, node_id: bytes) -> None:
+        """The driver's own dial to ``node_id`` ended without a link (nothing recorded)."""
+        self.dialer.done(node_id)
+
     def learn_descriptor(self, desc: Descriptor, now: float) -> None:
-        """A descriptor obtained out of band from its node (a bootstrap: the operator's
-        list), so live at ``now``: the directory takes it, and the peer sample is offered
-        it.  RemoteProtocolError if invalid."""
+        """A descriptor obtained out of band (bootstrap); RemoteProtocolError if invalid."""
         self.directory.add(desc, now)
-        if self.sample is not None:
-            self.sample.offer(desc, now)
         self._settle(now)
 
     def send_signal(self, target: bytes, payload: bytes, now: float) -> bool:

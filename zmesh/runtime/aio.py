@@ -465,14 +465,6 @@ class AsyncNode:
         self.http = HttpServer(self.handle_http)
         return await self.http.start(host, port)
 
-    async def learn(self, url: str) -> Descriptor:
-        """Learn the descriptor of the node serving signaling at ``url`` (its path choice
-        may use it at once: it answered); return it.  Raises ZMeshError
-        (RemoteProtocolError for a bad descriptor), OSError or TimeoutError."""
-        desc = await self._descriptor_at(url.rstrip("/"))
-        self.call(lambda now: self.node.learn_descriptor(desc, now))
-        return desc
-
     async def _descriptor_at(self, base: str) -> Descriptor:
         status, body = await self.http_client(base + "/zmesh/descriptor")
         if status != 200:
@@ -501,8 +493,8 @@ class AsyncNode:
             self.attach(transport, desc)
             await self.wait_link(desc.node_id)
         except BaseException:
-            if not self._closing and self.node.link_to(desc.node_id) is None:
-                self.call(lambda now: self.node.dial_failed(desc.node_id, now))
+            if not self._closing:  # the caller retries: no failure recorded
+                self.call(lambda now: self.node.dial_ended(desc.node_id))
             raise
         took = (time.perf_counter() - start) * 1000
         log.debug("bootstrap event=linked url=%s ms=%.0f", base, took)

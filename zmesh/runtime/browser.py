@@ -69,7 +69,6 @@ IDENTITY_LOCK_WAIT_MS: Final = 1500  # a reload: the old page's worker may still
 READY_POLL: Final = 0.025  # s between readiness checks until ready (a cheap path choice)
 CONTENT_DELAY: Final = 5.0  # s: the content store opens once ready, or after this
 BOOTSTRAP_LINKS: Final = 2  # links made through HTTP signaling; the DHT finds the rest
-SPARE_DESCRIPTORS: Final = 1  # more bootstrap relays learned (no link) while linking
 MAX_LINKS: Final = 32  # relays linked to on the node's own account (NodeConfig.max_links)
 STATUS_INTERVAL: Final = 0.5
 MAX_FETCHES: Final = 16
@@ -415,19 +414,10 @@ class BrowserNode:
             pending.append(entry)
         while pending and (missing := BOOTSTRAP_LINKS - len(set(self.node.peers()))) > 0:
             batch, pending = pending[:missing], pending[missing:]
-            spares = [self._learn_spare(entry.url) for entry in pending[:SPARE_DESCRIPTORS]]
-            await asyncio.gather(*(self._try_bootstrap(entry) for entry in batch), *spares)
+            await asyncio.gather(*(self._try_bootstrap(entry) for entry in batch))
         for entry in pending:
             if entry.state == "waiting":
                 entry.state = "standby"  # not needed: enough links already
-
-    async def _learn_spare(self, url: str) -> None:
-        """Learn one more bootstrap relay's descriptor without a link, so that a 3-hop path
-        exists as soon as the first link is up (the DHT finds the rest later)."""
-        try:
-            await asyncio.wait_for(self.driver.learn(url), 10.0)
-        except Exception as exc:
-            log.info("bootstrap event=descriptor_failed url=%s error=%r", url, str(exc))
 
     async def _try_bootstrap(self, entry: BootstrapEntry) -> None:
         entry.state, entry.error = "connecting", ""
