@@ -12,9 +12,11 @@ told about the test CA; ``zmesh web --trust-ca ca.pem`` serves the page.  The pa
 """
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +48,9 @@ FETCH_JS = """async (url) => {
 }"""
 
 
-async def _garbage_tls() -> tuple[asyncio.Server, int]:
-    """A server that answers a ClientHello with bytes that are not TLS."""
+@contextlib.asynccontextmanager
+async def _garbage_tls() -> AsyncIterator[int]:
+    """A server that answers a ClientHello with bytes that are not TLS (yields its port)."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1024)
@@ -56,7 +59,10 @@ async def _garbage_tls() -> tuple[asyncio.Server, int]:
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    return server, int(server.sockets[0].getsockname()[1])
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
 
 
 async def _scenario(url: str, ca: tlsca.TestCa) -> None:
@@ -65,7 +71,6 @@ async def _scenario(url: str, ca: tlsca.TestCa) -> None:
     good = ca.issue("127.0.0.1").context()
     untrusted = tlsca.make_ca("not trusted").issue("127.0.0.1").context()
     other_host = ca.issue("127.0.0.2").context()
-    garbage, garbage_port = await _garbage_tls()
     expected = hashlib.sha256(tlsca.body_for("/5mb")).hexdigest()
     with netmesh.file_server(SIZE) as plain:
         async with (
@@ -73,6 +78,7 @@ async def _scenario(url: str, ca: tlsca.TestCa) -> None:
             tlsca.https_server(good) as good_port,
             tlsca.https_server(untrusted) as untrusted_port,
             tlsca.https_server(other_host) as other_port,
+            _garbage_tls() as garbage_port,
         ):
             browser = await pw.chromium.launch(
                 executable_path=browserpage.chromium(), args=CHROMIUM_ARGS
@@ -119,7 +125,6 @@ async def _scenario(url: str, ca: tlsca.TestCa) -> None:
             assert status["ready"], status
             assert not errors, errors
             await browser.close()
-    garbage.close()
 
 
 @pytest.mark.slow

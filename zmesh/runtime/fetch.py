@@ -45,6 +45,8 @@ MAX_REQUEST_BODY = 8 << 20
 CONNECT_TIMEOUT = 15.0
 IDLE_TIMEOUT = 30.0
 HANDSHAKE_TIMEOUT = 30.0
+#: the most ciphertext handed to the TLS client at once (below tls.MAX_PENDING)
+TLS_FEED = 64 * 1024
 #: bytes of PEM CAs a page may be told to trust (--trust-ca, config.json's trustCa)
 MAX_TRUST_CA = 256 * 1024
 #: set by circuit_fetch itself; a caller's values are dropped
@@ -254,6 +256,10 @@ async def _exchange_tls(
     await (verifier or _default_verifier()).verify(tls.peer_chain, target.host, time.time())
     tls.send(exchange.request)
     send(tls.data_to_send())
+    # a stream event carries up to the stream's window (a gap that multipath fills releases
+    # everything behind it at once), more than TlsClient lets wait: feed it in slices,
+    # decrypting between them
+    backlog = memoryview(b"")
     while not exchange.complete:
         plain = tls.read()
         send(tls.data_to_send())  # alerts, key updates
@@ -261,10 +267,13 @@ async def _exchange_tls(
             exchange.feed(plain)
         elif tls.closed:
             exchange.eof()
+        elif backlog:
+            tls.receive_data(bytes(backlog[:TLS_FEED]))
+            backlog = backlog[TLS_FEED:]
         elif (data := await receive()) is None:
             tls.receive_eof()
         else:
-            tls.receive_data(data)
+            backlog = memoryview(data)
 
 
 @functools.cache
