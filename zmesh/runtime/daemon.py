@@ -298,7 +298,8 @@ def check_relay_count(relays: int) -> None:
         )
 
 
-PROXY_STATUS_TIMEOUT = 2.0  # how long `zmesh up`'s status waits for its proxy's
+#: how long `zmesh up`'s status waits for its proxy's (within control.FETCH_TIMEOUT)
+PROXY_STATUS_TIMEOUT = 3.0
 PROXY_BOOTSTRAPS = 2  # relays `zmesh up` names to its proxy (the exit first)
 
 
