@@ -19,6 +19,11 @@ Each round times both, in an order that alternates from round to round, and read
 CPU time (user + system, every thread) of the forwarding processes from ``/proc``: the
 chain's three forwarders, and zMesh's relay processes (all four; the one off the circuit
 only sends keepalives).  CPU per MB per hop is that CPU over the megabytes moved, over 3.
+Latency, after each round's transfers: a cell-sized (8,200-byte) message echoed by the sink
+(8 link crossings) against zMesh's first byte on an open circuit (SOCKS connect and a tiny GET:
+two round trips over 3 links, 12 crossings, plus the exit's TCP connect and the server),
+alternating, ``vs_tor.GAP`` idle before each sample; the transport's floor for that first
+byte is 12 crossings at the chain's latency per crossing.
 The figures are medians over ``--rounds``; the ratio is the median of the per-round
 ratios (zMesh / chain).  1 MB = 10^6 bytes.  Progress goes to stderr, results to stdout.
 Needs Linux (``/proc``).
@@ -47,7 +52,12 @@ HOPS = 3
 WINDOW = 8 << 20  # bytes the chain's client keeps unacknowledged
 ACK_EVERY = 1 << 20  # the sink acknowledges every this many bytes (and the last one)
 ACK = b"A"  # an acknowledgement: ACK | u64 bytes received, 9 bytes (data is larger)
+ECHO = b"E"  # a message the sink sends back as it is (the latency probe)
+CELL = 8200  # an echo message: one zMesh cell on the wire (8,192 bytes + the frame header)
+LINKS = HOPS + 1  # client -> F1 -> F2 -> F3 -> sink
+OPEN_CROSSINGS = 2 * 2 * HOPS  # first byte on an open circuit: 2 round trips over 3 links
 TICK = os.sysconf("SC_CLK_TCK")
+LATENCY_SAMPLES = 10  # per round and side
 
 
 def cpu_seconds(pid: int) -> float:
@@ -96,6 +106,9 @@ class Sink:
         self.total, self.received, self.acked = total, 0, 0
 
     def on_data(self, data: bytes) -> None:
+        if data[:1] == ECHO:
+            self.transport.send(data)
+            return
         self.received += len(data)
         if self.received - self.acked >= ACK_EVERY or self.received >= self.total:
             self.acked = self.received
@@ -198,6 +211,7 @@ class Chain:
         self.size = size
         self.acked = 0
         self.moved = asyncio.Event()
+        self.echoed: asyncio.Future[None] | None = None
         first.onmessage = self._on_ack
 
     @classmethod
@@ -216,7 +230,9 @@ class Chain:
         return cls(children, first, size)
 
     def _on_ack(self, data: bytes) -> None:
-        if data[:1] == ACK and len(data) == 9:
+        if data[:1] == ECHO and self.echoed is not None and not self.echoed.done():
+            self.echoed.set_result(None)
+        elif data[:1] == ACK and len(data) == 9:
             self.acked = int.from_bytes(data[1:], "big")
             self.moved.set()
 
@@ -238,6 +254,14 @@ class Chain:
             self.moved.clear()
             await asyncio.wait_for(self.moved.wait(), 120)
         return time.perf_counter() - t0
+
+    async def echo_ms(self) -> float:
+        """One cell-sized message to the sink and back (2 x 4 link crossings), in ms."""
+        self.echoed = asyncio.get_running_loop().create_future()
+        t0 = time.perf_counter()
+        self.first.send(ECHO + bytes(CELL - 1))
+        await asyncio.wait_for(self.echoed, 10)
+        return (time.perf_counter() - t0) * 1e3
 
     async def cpu(self) -> float:
         """The forwarders' CPU seconds so far."""
@@ -291,6 +315,10 @@ class Zmesh:
     def cpu(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.relays)
 
+    def first_byte_ms(self, user: str) -> float:
+        """SOCKS connect and a tiny GET on ``user``'s open circuit, to the first byte."""
+        return vs_tor.first_byte_ms(self.socks, user, self.http_port)
+
     def transfer(self) -> float:
         """One download through a circuit built beforehand; its seconds."""
         user = vs_tor.unique_user("bulk")
@@ -326,6 +354,7 @@ class Side:
     name: str
     rates: list[float] = field(default_factory=list)  # MB/s
     cpu: list[float] = field(default_factory=list)  # ms per MB per hop
+    latency: list[float] = field(default_factory=list)  # ms: chain echo, zMesh first byte
 
 
 async def timed(
@@ -346,6 +375,21 @@ async def timed(
     side.rates.append(megabytes / seconds)
     side.cpu.append(used * 1e3 / megabytes / HOPS)
     note(f"  {side.name}: {side.rates[-1]:.1f} MB/s, {side.cpu[-1]:.1f} ms CPU per MB per hop")
+
+
+async def latencies(chain: Chain, zmesh: Zmesh, chain_side: Side, zmesh_side: Side) -> None:
+    """Alternate samples: the chain's cell echo and zMesh's first byte on an open circuit."""
+    user = vs_tor.unique_user("open")
+    await asyncio.to_thread(vs_tor.warm_up, zmesh.socks, user, zmesh.http_port)
+    for _ in range(LATENCY_SAMPLES):
+        await asyncio.sleep(vs_tor.GAP)
+        chain_side.latency.append(await chain.echo_ms())
+        await asyncio.sleep(vs_tor.GAP)
+        zmesh_side.latency.append(await asyncio.to_thread(zmesh.first_byte_ms, user))
+    note(
+        f"  latency: chain echo {statistics.median(chain_side.latency):.2f} ms, zMesh first "
+        f"byte {statistics.median(zmesh_side.latency):.2f} ms (medians)"
+    )
 
 
 async def bench(rounds: int, megabytes: float, root: Path) -> None:
@@ -374,6 +418,7 @@ async def bench(rounds: int, megabytes: float, root: Path) -> None:
                         lambda: asyncio.to_thread(z.transfer),
                         z.cpu,
                     )
+            await latencies(chain, z, chain_side, zmesh_side)
     finally:
         await chain.close()
         if zmesh is not None:
@@ -404,6 +449,16 @@ async def bench(rounds: int, megabytes: float, root: Path) -> None:
     )
     print_table(["path", "MB/s", "range", "CPU ms/MB/hop", "range"], rows)
     print(f"zMesh / chain: throughput {rate_ratio:.2f}x, CPU per MB per hop {cpu_ratio:.2f}x")
+    echo = statistics.median(chain_side.latency)
+    crossing = echo / (2 * LINKS)
+    first = statistics.median(zmesh_side.latency)
+    print(
+        f"latency, medians of {len(chain_side.latency)}: chain echo of a {CELL}-byte message "
+        f"{echo:.2f} ms ({2 * LINKS} link crossings, {crossing:.3f} ms each); zMesh first byte "
+        f"on an open circuit {first:.2f} ms, against the transport's floor for its "
+        f"{OPEN_CROSSINGS} crossings {OPEN_CROSSINGS * crossing:.2f} ms "
+        f"({first / (OPEN_CROSSINGS * crossing):.2f}x)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,6 +143,14 @@ class Cells:
         if not builder.add(frame):
             raise LocalProtocolError("a frame larger than a cell")
 
+    def add_to_lone_cell(self, leg: Leg, frame: StreamFrame) -> bool:
+        """Add ``frame`` to the leg's cell if it is the leg's only cell of this pull and has
+        room for it (a PING behind a lone cell's frames; behind a burst it would time it)."""
+        builder = self.builders.get(leg.leg_id)
+        if builder is None or builder.empty or any(i == leg.leg_id for i, _ in self.cells):
+            return False
+        return builder.add(frame)
+
     def room_for_data(self, leg: Leg) -> int:
         """The DATA bytes that fit in the leg's cell (a fresh cell if this one is full)."""
         builder = self.builders.get(leg.leg_id)

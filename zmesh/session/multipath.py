@@ -53,7 +53,9 @@ others' SRTT (D56).  Every leg that carried data since its last PING gets a new 
 (one per ``RTO / 4``, and one after every :data:`PING_BYTES` sent), an idle leg one every
 :data:`IDLE_PING_INTERVAL`, so a silent leg is found within about one RTO, and PONGs keep
 arriving while a long queue on a healthy leg drains.  A PING that is due goes ahead of
-the data of the same pull, so that its round trip does not count the burst sent with it.
+the data of the same pull, so that its round trip does not count the burst sent with it;
+one that a pull's data made due rides at the end of that data's cell if the pull gave the
+leg only that cell (a request's OPEN and its PING are one cell through every hop, not two).
 RTT comes only from PING/PONG (RFC 6298 section 2, with a 200 ms floor): ACKs are delayed
 and may return on another leg, so they give no unambiguous sample.
 
@@ -568,11 +570,19 @@ class Session:
         self._send_control(out)
         self._send_resends(out, now)
         self._send_new_data(out, now)
+        for leg in self._legs.values():  # a PING that this pull made due rides in its cell
+            due = self._ping_due(leg)
+            if due is not None and due <= now:
+                self._ping(out, leg, now, trailing=True)
         return out.finish()
 
-    def _ping(self, out: Cells, leg: Leg, now: float) -> None:
+    def _ping(self, out: Cells, leg: Leg, now: float, *, trailing: bool = False) -> None:
+        frame = PingFrame(self._nonce + 1)
+        if trailing and not out.add_to_lone_cell(leg, frame):
+            return  # not in a cell of its own: the timer sends it, ahead of the next data
+        if not trailing:
+            out.put(leg, frame)
         self._nonce += 1
-        out.put(leg, PingFrame(self._nonce))
         leg.pings[self._nonce] = (now, leg.next_seq)
         leg.ping_mark = leg.next_seq
         leg.last_ping_sent = now
