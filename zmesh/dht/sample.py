@@ -6,9 +6,7 @@ Without flooding, a node knows its DHT neighbourhood and this sample, and picks 
 Theory of operation:
 
 - **Random walks.**  Every ``walk_interval`` (``fill_interval`` while the sample has
-  empty slots) the sample looks up a random id through the :class:`~zmesh.dht.service.Dht`;
-  a node whose DHT table is still empty (it is starting) tries every ``empty_interval``, so
-  its first walk follows its first link instead of a whole ``fill_interval`` later.
+  empty slots) the sample looks up a random id through the :class:`~zmesh.dht.service.Dht`.
   The nodes that answered a lookup of a random target are a near-uniform sample of the
   network, as ids are uniform (King and Saia, "Choosing a random peer", PODC 2004, sample
   by the owner of a random point).  Every lookup the node runs, ours or not, is used: each
@@ -61,7 +59,6 @@ class SampleConfig:
     size: int = 64  # slots (and sampled relays) at most
     per_subnet: int = 2  # distinct ids of one subnet in the sample
     fill_interval: float = 5.0  # a walk this often while a slot is empty
-    empty_interval: float = 0.5  # the next try while the DHT table is empty (a node starting)
     walk_interval: float = 60.0  # a walk this often once every slot is full
     ttl: float = 3600.0  # an entry not confirmed for this long leaves
     walks_in_flight: int = 2
@@ -163,10 +160,7 @@ class PeerSample(Mapping[bytes, Descriptor]):
         for lookup_id, started in list(self._walks.items()):
             if now - started >= cfg.resolve_timeout:
                 del self._walks[lookup_id]
-        if not len(self._dht.table):  # no contact yet: walk as soon as the first link is up
-            self._next_walk = now + cfg.empty_interval
-            return
-        if len(self._walks) < cfg.walks_in_flight:
+        if len(self._walks) < cfg.walks_in_flight and len(self._dht.table):
             target = self._rng.bytes(ID_SIZE)
             with contextlib.suppress(LocalProtocolError):  # lookups full: the next timer
                 self._walks[self._dht.lookup_node(target, now)] = now
