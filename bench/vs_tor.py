@@ -20,7 +20,11 @@ It measures, for each side, the median of:
   preemptive circuits are switched off first, so both sides build the circuit in the loop;
 * **first byte, open circuit**: the same with a username whose circuits already exist;
 * **throughput, one circuit**: the whole file through one stream, from the GET to the
-  last byte, SHA-256 checked.  Tor's conflux (multipath) is off on the client.
+  last byte, SHA-256 checked.  Tor's conflux (multipath) is off on the client;
+* **relays' CPU per MB per hop**: over each of those downloads, the CPU time (user +
+  system, every thread, from ``/proc``) of the 4 relay processes of each side (the 4 tor
+  relays, exit included; ``zmesh up``'s 4 relays; one of each is off the circuit), per MB,
+  over the circuit's 3 hops.
 
 Every sample starts after ``GAP`` idle seconds.  Tor does not set TCP_NODELAY, so a cell
 sent while an earlier one is still unacknowledged waits for loopback's 40 ms delayed ACK;
@@ -61,6 +65,7 @@ from pathlib import Path
 from types import FrameType
 
 from _harness import note, print_table
+from capture import cpu_seconds
 
 HOST = "127.0.0.1"
 BENCH = Path(__file__).resolve().parent
@@ -70,6 +75,7 @@ SMALL = b"zmesh-vs-tor ok\n"  # the body served at /hello for time-to-first-byte
 IO_TIMEOUT = 60.0  # seconds any single socket operation may take
 READY_LINE = "SOCKS5 proxy ready on"
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
+HOPS = 3  # a circuit's relays
 GAP = 0.2  # idle seconds before each sample, so every one starts on quiet links
 WARM_STREAMS = 3  # streams per username before its "open circuit" samples
 TOR = "Tor"
@@ -699,6 +705,7 @@ class Figures:
     ttfb_fresh_ms: list[float] = field(default_factory=list)
     ttfb_open_ms: list[float] = field(default_factory=list)
     throughput: list[float] = field(default_factory=list)  # MB/s
+    cpu_per_mb_hop: list[float] = field(default_factory=list)  # ms, the relays over 3 hops
     setup_s: float | None = None  # bootstrap (Tor) or start-up (zMesh)
 
 
@@ -730,8 +737,12 @@ def warm_up(proxy: int, user: str, http_port: int) -> None:
         fetch_small(proxy, user, http_port)
 
 
-def measure_streams(label: str, proxy: int, bench: Bench, figures: Figures) -> None:
-    """First byte on fresh and on open circuits, and single-circuit throughput."""
+def measure_streams(
+    label: str, proxy: int, bench: Bench, figures: Figures, relays: Sequence[int]
+) -> None:
+    """First byte on fresh and on open circuits, and single-circuit throughput with the CPU
+    time (user + system, every thread) of the ``relays`` processes over it: both sides run
+    4 relays (one off the circuit), so it is their CPU per MB over the circuit's 3 hops."""
     http_port, payload, n, runs = bench.http_port, bench.payload, bench.n, bench.runs
     for i in range(n):
         time.sleep(GAP)
@@ -750,9 +761,15 @@ def measure_streams(label: str, proxy: int, bench: Bench, figures: Figures) -> N
         time.sleep(GAP)
         user = unique_user("bulk")
         warm_up(proxy, user, http_port)  # the circuits exist before the clock starts
+        cpu = cpu_seconds(list(relays))
         rate = download_mb_s(proxy, user, http_port, payload)
+        cpu_ms = (cpu_seconds(list(relays)) - cpu) * 1e3 / size_mb / HOPS
         figures.throughput.append(rate)
-        note(f"  {label} throughput {i + 1}/{runs}: {size_mb:.1f} MB at {rate:.2f} MB/s, sha256 ok")
+        figures.cpu_per_mb_hop.append(cpu_ms)
+        note(
+            f"  {label} throughput {i + 1}/{runs}: {size_mb:.1f} MB at {rate:.2f} MB/s, "
+            f"sha256 ok, relays' CPU {cpu_ms:.1f} ms per MB per hop"
+        )
 
 
 def tor_circuit_builds(net: TorNetwork, ctl: TorControl, n: int, label: str) -> list[float]:
@@ -821,7 +838,8 @@ def tor_pass(label: str, net: TorNetwork, ctl: TorControl, bench: Bench) -> Figu
     note(f"{label}: {bench.n} circuit builds, after {relays * (relays - 1)} warm-up builds ...")
     figures.circuit_ms = tor_circuit_builds(net, ctl, bench.n, label)
     close_all_circuits(ctl)
-    measure_streams(label, net.socks_port, bench, figures)
+    relays = [p.pid for nick, p in net.procs.items() if nick.startswith(("relay", "exit"))]
+    measure_streams(label, net.socks_port, bench, figures, relays)
     return figures
 
 
@@ -906,6 +924,22 @@ def zmesh_available() -> str | None:
     return None
 
 
+def relay_pids(parent: int) -> list[int]:
+    """The ``zmesh relay`` children of process ``parent`` (``zmesh up``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"relay" in argv:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
 def run_zmesh(bench: Bench) -> Figures:
     figures = Figures()
     args, http_port, supervisor = bench.args, bench.http_port, bench.supervisor
@@ -952,7 +986,8 @@ def run_zmesh(bench: Bench) -> Figures:
         60.0,
     )
     mark = time.monotonic()
-    measure_streams("zMesh", socks_port, bench, figures)
+    relays = relay_pids(zp.proc.pid)
+    measure_streams("zMesh", socks_port, bench, figures, relays)
     time.sleep(0.3)  # the last log lines
     for t, line in zp.snapshot():
         match = CIRCUIT_LINE.search(line)
@@ -1041,6 +1076,7 @@ def metrics(size: int) -> list[Metric]:
         Metric("first byte, open circuit (ms)", lambda f: f.ttfb_open_ms),
         Metric(f"throughput, one circuit, {size / 1e6:g} MB (MB/s)", lambda f: f.throughput,
                ">= 1.0x", lambda r: r >= THROUGHPUT_GOAL),
+        Metric("relays' CPU per MB per hop (ms)", lambda f: f.cpu_per_mb_hop),
     ]  # fmt: skip
 
 

@@ -48,7 +48,7 @@ from _harness import note, print_table
 
 from zmesh.runtime import webrtc
 
-HOPS = 3
+HOPS = vs_tor.HOPS
 WINDOW = 8 << 20  # bytes the chain's client keeps unacknowledged
 ACK_EVERY = 1 << 20  # the sink acknowledges every this many bytes (and the last one)
 ACK = b"A"  # an acknowledgement: ACK | u64 bytes received, 9 bytes (data is larger)
@@ -303,7 +303,7 @@ class Zmesh:
                 supervisor.stop_all()
                 raise vs_tor.BenchError(f"zmesh up did not come up:\n{vs_tor.tail(root / 'log')}")
             time.sleep(0.1)
-        zmesh.relays = relay_pids(proc.proc.pid)
+        zmesh.relays = vs_tor.relay_pids(proc.proc.pid)
         note(f"zMesh: proxy ready; relay processes {zmesh.relays}")
         vs_tor.retry_until(
             "fetching through the zMesh exit",
@@ -328,22 +328,6 @@ class Zmesh:
 
     def stop(self) -> None:
         self.supervisor.stop_all()
-
-
-def relay_pids(parent: int) -> list[int]:
-    """The ``zmesh relay`` children of process ``parent``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and b"relay" in argv:
-            pids.append(int(entry.name))
-    return sorted(pids)
 
 
 # -- the rounds ------------------------------------------------------------------------------
