@@ -24,7 +24,7 @@ It measures, for each side, the median of:
 * **relays' CPU per MB per hop**: over each of those downloads, the CPU time (user +
   system, every thread, from ``/proc``) of the 4 relay processes of each side (the 4 tor
   relays, exit included; ``zmesh up``'s 4 relays; one of each is off the circuit), per MB,
-  over the circuit's 3 hops.
+  over the circuit's 3 hops; and the client's (Tor's client, zMesh's SOCKS proxy), per MB.
 
 Every sample starts after ``GAP`` idle seconds.  Tor does not set TCP_NODELAY, so a cell
 sent while an earlier one is still unacknowledged waits for loopback's 40 ms delayed ACK;
@@ -706,6 +706,7 @@ class Figures:
     ttfb_open_ms: list[float] = field(default_factory=list)
     throughput: list[float] = field(default_factory=list)  # MB/s
     cpu_per_mb_hop: list[float] = field(default_factory=list)  # ms, the relays over 3 hops
+    client_cpu_per_mb: list[float] = field(default_factory=list)  # ms, the SOCKS side
     setup_s: float | None = None  # bootstrap (Tor) or start-up (zMesh)
 
 
@@ -738,11 +739,18 @@ def warm_up(proxy: int, user: str, http_port: int) -> None:
 
 
 def measure_streams(
-    label: str, proxy: int, bench: Bench, figures: Figures, relays: Sequence[int]
+    label: str,
+    proxy: int,
+    bench: Bench,
+    figures: Figures,
+    *,
+    relays: Sequence[int],
+    client: int,
 ) -> None:
     """First byte on fresh and on open circuits, and single-circuit throughput with the CPU
-    time (user + system, every thread) of the ``relays`` processes over it: both sides run
-    4 relays (one off the circuit), so it is their CPU per MB over the circuit's 3 hops."""
+    time (user + system, every thread) of the ``relays`` processes over it (both sides run
+    4 relays, one off the circuit, so it is their CPU per MB over the circuit's 3 hops) and
+    of the ``client`` process (Tor's client, zMesh's SOCKS proxy), per MB."""
     http_port, payload, n, runs = bench.http_port, bench.payload, bench.n, bench.runs
     for i in range(n):
         time.sleep(GAP)
@@ -761,14 +769,16 @@ def measure_streams(
         time.sleep(GAP)
         user = unique_user("bulk")
         warm_up(proxy, user, http_port)  # the circuits exist before the clock starts
-        cpu = cpu_seconds(list(relays))
+        cpu, client_cpu = cpu_seconds(list(relays)), cpu_seconds([client])
         rate = download_mb_s(proxy, user, http_port, payload)
         cpu_ms = (cpu_seconds(list(relays)) - cpu) * 1e3 / size_mb / HOPS
+        client_ms = (cpu_seconds([client]) - client_cpu) * 1e3 / size_mb
         figures.throughput.append(rate)
         figures.cpu_per_mb_hop.append(cpu_ms)
+        figures.client_cpu_per_mb.append(client_ms)
         note(
             f"  {label} throughput {i + 1}/{runs}: {size_mb:.1f} MB at {rate:.2f} MB/s, "
-            f"sha256 ok, relays' CPU {cpu_ms:.1f} ms per MB per hop"
+            f"sha256 ok, CPU per MB: {cpu_ms:.1f} ms per relay hop, {client_ms:.1f} ms client"
         )
 
 
@@ -839,7 +849,9 @@ def tor_pass(label: str, net: TorNetwork, ctl: TorControl, bench: Bench) -> Figu
     figures.circuit_ms = tor_circuit_builds(net, ctl, bench.n, label)
     close_all_circuits(ctl)
     relays = [p.pid for nick, p in net.procs.items() if nick.startswith(("relay", "exit"))]
-    measure_streams(label, net.socks_port, bench, figures, relays)
+    measure_streams(
+        label, net.socks_port, bench, figures, relays=relays, client=net.procs["client"].pid
+    )
     return figures
 
 
@@ -926,6 +938,11 @@ def zmesh_available() -> str | None:
 
 def relay_pids(parent: int) -> list[int]:
     """The ``zmesh relay`` children of process ``parent`` (``zmesh up``)."""
+    return child_pids(parent, b"relay")
+
+
+def child_pids(parent: int, command: bytes) -> list[int]:
+    """The children of process ``parent`` whose arguments include ``command``."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -935,7 +952,7 @@ def relay_pids(parent: int) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == parent and b"relay" in argv:
+        if ppid == parent and command in argv:
             pids.append(int(entry.name))
     return sorted(pids)
 
@@ -986,8 +1003,10 @@ def run_zmesh(bench: Bench) -> Figures:
         60.0,
     )
     mark = time.monotonic()
-    relays = relay_pids(zp.proc.pid)
-    measure_streams("zMesh", socks_port, bench, figures, relays)
+    (proxy,) = child_pids(zp.proc.pid, b"proxy")
+    measure_streams(
+        "zMesh", socks_port, bench, figures, relays=relay_pids(zp.proc.pid), client=proxy
+    )
     time.sleep(0.3)  # the last log lines
     for t, line in zp.snapshot():
         match = CIRCUIT_LINE.search(line)
@@ -1077,6 +1096,7 @@ def metrics(size: int) -> list[Metric]:
         Metric(f"throughput, one circuit, {size / 1e6:g} MB (MB/s)", lambda f: f.throughput,
                ">= 1.0x", lambda r: r >= THROUGHPUT_GOAL),
         Metric("relays' CPU per MB per hop (ms)", lambda f: f.cpu_per_mb_hop),
+        Metric("client's CPU per MB (ms)", lambda f: f.client_cpu_per_mb),
     ]  # fmt: skip
 
 
