@@ -103,6 +103,7 @@ class NodeConfig:
     max_links: int = 0  # relays to link to on our own (DialWanted); 0: only when told
     max_inbound_links: int = MAX_INBOUND_LINKS
     dht: bool = False  # run the DHT on links (zmesh/dht/service.py)
+    sample_links: bool = False  # offer each linked relay to the peer sample (a browser: D61)
     puzzle_difficulty: int = 0  # DHT contacts' ids must solve the S/Kademlia puzzle at this
     guards: bool = False  # first hops from persistent guards (zmesh/circuit/guarding.py)
     private: bool = True  # loopback or operator-named relays: no subnet or guard-age rules
@@ -390,6 +391,10 @@ class Node:
             self.relay.link_up(conn, now)  # CREATEs that waited for this link go on
             if self.dht:
                 self.dht.link_up(conn.peer_id, self.directory.get(conn.peer_id), now)
+            if self.sample is not None and self.config.sample_links:
+                desc = self.sample.describe(conn.peer_id) or self.directory.get(conn.peer_id)
+                if desc is not None:  # verified (a bootstrap's, or the node record dialled)
+                    self.sample.offer(desc, now)
             log.debug("link=%d event=up peer=%s", conn.link_id, short_id(conn.peer_id))
             self._collect(now)
             self._events.append(LinkUp(conn.link_id, conn.peer_id))

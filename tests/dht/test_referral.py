@@ -135,10 +135,20 @@ def test_a_node_without_a_url_is_dialled_through_its_dht_referrer() -> None:
 def test_without_the_referral_route_the_dial_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """The baseline: before routes through the referrer, x could not signal p at all."""
     monkeypatch.setattr("zmesh.signaling.router.SignalRouter.refer", lambda *a: None)
+    failed: list[tuple[bytes, bytes]] = []
+    dial_failed = Node.dial_failed
+
+    def record(node: Node, node_id: bytes, now: float) -> None:
+        failed.append((node.node_id, node_id))
+        dial_failed(node, node_id, now)
+
+    monkeypatch.setattr(Node, "dial_failed", record)
     sim = SignalingSimulator(1)
     _, _, x, p = _mesh(sim)
     assert (x.index, p.index) not in sim.mesh_dials
-    assert x.node.link_to(p.node.node_id) is None
+    assert (x.node.node_id, p.node.node_id) in failed  # x wanted p and could not signal it
+    # (p may link to x all the same, dialling x's URL: in a mesh this small its peer sample
+    # never counts as full, so it keeps walking and meets x)
 
 
 def test_an_offer_that_carries_its_descriptor_fits_a_signal() -> None:
@@ -214,3 +224,21 @@ def test_referrals_route_signals_are_bounded_and_forgotten_with_their_link() -> 
     assert not node.send_signal(contact, b"offer", NOW)  # its link closed: route gone
     node.link_closed(other.link_id, NOW)
     assert node.signals.referrals == 0
+
+
+def test_a_node_that_samples_its_links_knows_its_relays_before_any_walk() -> None:
+    """``sample_links`` (the browser's): each relay it links to enters its peer sample at
+    link-up, from the descriptor it dialled (D61), so it need not wait for a DHT walk
+    (whose lookup may wait 10 s for a departed contact)."""
+    sim = Simulator(1)
+    r0, r1 = relay(sim, 0), relay(sim, 1)
+    sim.connect(r0, r1)
+    sim.run(max_time=3.0)
+    browser = sim.add_node(NodeConfig(dht=True, gossip=False, sample_links=True))
+    browser.node.directory.add(r0.node.descriptor(sim.now), sim.now)  # a bootstrap's
+    sim.connect(browser, r0)
+    started = sim.now
+    while browser.node.link_to(r0.node.node_id) is None and sim.now < started + 5:
+        sim.run(max_time=sim.now + 0.01)
+    assert browser.node.sample is not None and r0.node.node_id in browser.node.sample
+    assert browser.node.sample.walks <= 1  # not from a walk: none has ended yet

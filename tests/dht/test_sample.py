@@ -233,3 +233,19 @@ def test_a_node_being_bootstrapped_is_not_dialled_twice() -> None:
     me.learn_descriptor(desc, 0.0)
     events = iter(me.next_event, None)
     assert not any(isinstance(e, DialWanted) for e in events)
+
+
+def test_a_few_ids_in_every_slot_do_not_make_it_full() -> None:
+    """A node's first links may be offered before any walk: two ids then hold all 16 slots,
+    and the sample keeps walking at the fill interval until it holds a quarter of them."""
+    s = sample()
+    for i in range(2):
+        s.offer(relay(i, f"10.{i}.0.1"), 0.0)  # type: ignore[arg-type]
+    assert len(s) == 2 and not s.full()
+    s.handle_timer(0.0)
+    assert s.get_timer() == SampleConfig().fill_interval
+    for i in range(2, 40):
+        s.offer(relay(i, f"10.{i}.0.1"), 1.0)  # type: ignore[arg-type]
+    assert s.full()
+    s.handle_timer(5.0)
+    assert s.get_timer() == 5.0 + SampleConfig().walk_interval

@@ -58,8 +58,9 @@ RANK_SIZE = 16
 class SampleConfig:
     size: int = 64  # slots (and sampled relays) at most
     per_subnet: int = 2  # distinct ids of one subnet in the sample
-    fill_interval: float = 5.0  # a walk this often while a slot is empty
-    walk_interval: float = 60.0  # a walk this often once every slot is full
+    fill_interval: float = 5.0  # a walk this often until the sample is full
+    walk_interval: float = 60.0  # a walk this often once it is full: every slot holds an id
+    full_distinct: int = 16  # ... and this many distinct ids (at most a quarter of the slots)
     ttl: float = 3600.0  # an entry not confirmed for this long leaves
     walks_in_flight: int = 2
     checks: int = 4  # confirmation lookups under way at most
@@ -133,8 +134,11 @@ class PeerSample(Mapping[bytes, Descriptor]):
         return len(self._entries)
 
     def full(self) -> bool:
-        """Every slot holds an id."""
-        return all(s.node_id is not None for s in self._slots)
+        """Every slot holds an id, and the slots hold ``full_distinct`` distinct ids (a few
+        ids offered early, a node's first links, may hold every slot: it keeps walking)."""
+        held = {slot.node_id for slot in self._slots}
+        enough = min(self.config.full_distinct, max(1, len(self._slots) // 4))
+        return None not in held and len(held) >= enough
 
     def subnets(self) -> Counter[str]:
         """Distinct ids in the sample per subnet (empty without a cap)."""

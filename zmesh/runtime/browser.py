@@ -254,6 +254,7 @@ def browser_config(loopback: bool) -> NodeConfig:
         auto_consume=False,
         max_links=MAX_LINKS,
         dht=True,
+        sample_links=True,  # ready right after its first links, not after a DHT walk
         gossip=False,
         private=loopback,
     )
