@@ -22,8 +22,10 @@ from zmesh.runtime.media import MediaTransport, _FrameAssembler, media_fingerpri
 from zmesh.runtime.rtc import rtc_backend
 from zmesh.runtime.webrtc import WebRTCTransport
 from zmesh.session.endpoint import StreamData, StreamFinished
+from zmesh.shaping.audio import AudioProfile
 
 pytestmark = pytest.mark.slow
+SRTP_TAG = 10  # the SRTP authentication tag aiortc's profile adds (AES_CM_128_HMAC_SHA1_80)
 
 
 @contextlib.asynccontextmanager
@@ -93,6 +95,45 @@ def test_sdp_checks() -> None:
                 await media.answer("v=0\r\n", loopback=True)
         finally:
             await pending.aclose()
+
+    asyncio.run(main())
+
+
+def test_frames_go_out_as_chromium_packetizes_them_with_cover_audio() -> None:
+    """Pins what D59 does through aiortc's internals: our encoder in the video sender cuts
+    a frame into near-equal RTP packets whose datagrams fit MAX_VIDEO_DATAGRAM exactly,
+    and the audio sender sends Opus-sized cover every 20 ms (datagram sizes from the
+    measured calls: AUDIO_OVERHEAD is what aiortc adds)."""
+
+    async def main() -> None:
+        async with pair() as (a, b):
+            senders = {s.kind: s for s in a._pc.getSenders()}
+            assert set(senders) == {"video", "audio"}
+            transport = senders["video"].transport
+            sent: list[tuple[int, int, int]] = []  # payload type, timestamp, datagram size
+            original = transport._send_rtp
+
+            async def record(data: bytes) -> None:
+                if 128 <= data[0] < 192 and not 192 <= data[1] <= 223:  # RTP, not RTCP
+                    ts = int.from_bytes(data[4:8], "big")
+                    sent.append((data[1] & 0x7F, ts, len(data) + SRTP_TAG))
+                await original(data)
+
+            transport._send_rtp = record
+            await asyncio.sleep(1.0)
+            video = [(ts, n) for pt, ts, n in sent if pt == 97]
+            audio = [n for pt, _, n in sent if pt != 97]  # Opus: 96 here (111 via compact SDP)
+            assert 35 <= len(audio) <= 65  # 50 a second
+            assert set(audio) <= set(AudioProfile.measured().audio_size)
+            frames: dict[int, list[int]] = {}
+            for ts, n in video:
+                frames.setdefault(ts, []).append(n)
+            assert len(frames) >= 15
+            sizes = [n for pieces in frames.values() for n in pieces]
+            assert max(sizes) <= media.MAX_VIDEO_DATAGRAM
+            assert max(sizes) >= media.MAX_VIDEO_DATAGRAM - 100  # ~10 KB frames: near full
+            assert all(max(p) - min(p) <= 1 for p in frames.values())
+        assert not b.error
 
     asyncio.run(main())
 

@@ -50,7 +50,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
@@ -58,8 +59,9 @@ from aiortc.rtp import RtpPacket
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..link.transport import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, DataChannel
-from ..rng import DeterministicRng
-from ..shaping.media import MAX_MESSAGE, MediaLink
+from ..rng import DeterministicRng, Rng
+from ..shaping.audio import AUDIO_INTERVAL, AudioProfile
+from ..shaping.media import MAX_MESSAGE, MediaLink, equal_pieces
 from ..shaping.profile import VideoProfile
 from ..signaling.sdp import CompactSdp, remote_fingerprint
 from . import webrtc
@@ -88,6 +90,17 @@ MAX_PARTIAL: Final = 64  # incomplete frames held (by RTP timestamp)
 #: ~8% of the datagrams; see D58)
 RECEIVE_BUFFER: Final = 4 << 20
 VIDEO_CLOCK: Final = fractions.Fraction(1, 90000)
+#: the largest video datagram (UDP payload) of the measured Chromium calls (D59)
+MAX_VIDEO_DATAGRAM: Final = 1142
+#: what aiortc adds to a video RTP payload on the wire (RTP header, the mid and
+#: abs-send-time extensions, the SRTP tag), measured: a 1,300-byte payload is 1,340 bytes
+VIDEO_OVERHEAD: Final = 40
+AUDIO_CLOCK: Final = fractions.Fraction(1, 48000)
+AUDIO_FRAME: Final = round(AUDIO_INTERVAL * 48000)  # RTP timestamp units per packet
+#: what aiortc adds to an audio RTP payload (RTP header, the mid extension, SRTP tag)
+AUDIO_OVERHEAD: Final = 30
+OPUS_TOC: Final = 0x78  # an Opus TOC byte: config 15 (hybrid fullband, 20 ms), one frame
+MAX_AUDIO_LAG: Final = 0.25  # an audio track stalled longer skips what it missed
 
 
 def media_fingerprint(sdp: str, role: str) -> bytes:
@@ -131,6 +144,68 @@ class _FrameTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._ready.set()
+
+
+class _EqualPacketizer(Vp8Encoder):
+    """aiortc's VP8 'encoder' for frames already encoded, packetized as Chromium does:
+    ``ceil(frame / room)`` near-equal pieces, each datagram at most MAX_VIDEO_DATAGRAM
+    bytes (aiortc cuts 1,300-byte pieces and a remainder: 1,340-byte datagrams no call
+    sends; D59).  aiortc's ``Vp8Encoder.pack`` calls ``_packetize``."""
+
+    @classmethod
+    def _packetize(cls, buffer: bytes, picture_id: int) -> list[bytes]:
+        descriptor = VpxPayloadDescriptor(partition_start=1, partition_id=0, picture_id=picture_id)
+        room = MAX_VIDEO_DATAGRAM - VIDEO_OVERHEAD - len(bytes(descriptor))
+        payloads = []
+        pos = 0
+        for size in equal_pieces(len(buffer), room):
+            payloads.append(bytes(descriptor) + buffer[pos : pos + size])
+            descriptor.partition_start = 0
+            pos += size
+        return payloads
+
+
+def _install_packetizer(sender: RTCRtpSender) -> None:
+    """Make ``sender`` packetize our frames with :class:`_EqualPacketizer` (aiortc creates
+    its encoder on the first frame unless one is set: a private attribute)."""
+    name = "_RTCRtpSender__encoder"
+    if getattr(sender, name, False) is not None:
+        raise RuntimeError("aiortc's RTCRtpSender changed: no encoder slot to fill")
+    setattr(sender, name, _EqualPacketizer())
+
+
+class _CoverAudio(MediaStreamTrack):
+    """An audio track of cover: every 20 ms an 'Opus packet' (a TOC byte and zeros, which
+    SRTP encrypts) whose datagram size is drawn from the measured calls' audio (D59);
+    aiortc's Opus encoder sends an ``av.Packet`` as it is."""
+
+    kind = "audio"
+
+    def __init__(self, profile: AudioProfile, rng: Rng) -> None:
+        super().__init__()
+        self._profile = profile
+        self._rng = rng
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> "av.Packet[Any]":
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = asyncio.get_running_loop().time()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += AUDIO_FRAME
+            due = self._start + float(self._pts * AUDIO_CLOCK)
+            if now - due > MAX_AUDIO_LAG:  # stalled: go on from now rather than burst
+                self._start = now - float(self._pts * AUDIO_CLOCK)
+            elif due > now:
+                await asyncio.sleep(due - now)
+        size = self._profile.audio_payload(self._rng, AUDIO_OVERHEAD)
+        packet = av.Packet(bytes([OPUS_TOC]) + bytes(size - 1))
+        packet.pts = self._pts
+        packet.time_base = AUDIO_CLOCK
+        return packet
 
 
 class _FrameAssembler:
@@ -205,13 +280,21 @@ class _Tap:
         return self._original.get()
 
 
-def _install(receiver: RTCRtpReceiver, deliver: Any) -> None:
-    """Take frames from ``receiver`` before its decoder (see the module doc)."""
+def _install(receiver: RTCRtpReceiver, deliver: Any, *, video: bool = True) -> None:
+    """Take frames from ``receiver`` before its decoder (see the module doc); an audio
+    receiver's frames (cover) are dropped there."""
     name = "_RTCRtpReceiver__"
-    setattr(receiver, name + "jitter_buffer", _FrameAssembler())
+    if video:
+        setattr(receiver, name + "jitter_buffer", _FrameAssembler())
+    else:
+        deliver = _discard
     setattr(
         receiver, name + "decoder_queue", _Tap(getattr(receiver, name + "decoder_queue"), deliver)
     )
+
+
+def _discard(frame: bytes) -> None:
+    """The peer's cover audio: nothing to do with it."""
 
 
 def _loopback_only(pc: RTCPeerConnection) -> None:
@@ -258,6 +341,7 @@ class MediaTransport(DataChannel):
         pc: RTCPeerConnection,
         profile: VideoProfile | None = None,
         *,
+        audio: bool = True,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
@@ -271,7 +355,12 @@ class MediaTransport(DataChannel):
         self._pc = pc
         self._profile = profile if profile is not None else VideoProfile.measured()
         self._track = _FrameTrack()
-        pc.addTrack(self._track)
+        _install_packetizer(pc.addTrack(self._track))
+        self._audio: _CoverAudio | None = None
+        if audio:
+            seed = SystemRng().bytes(32)
+            self._audio = _CoverAudio(AudioProfile.measured(), DeterministicRng(seed, b"audio"))
+            pc.addTrack(self._audio)
         self._link: MediaLink | None = None
         self._origin = 0.0
         self._pts = -1  # the last frame's RTP timestamp (90 kHz, from _origin)
@@ -283,7 +372,7 @@ class MediaTransport(DataChannel):
 
     def _attach_receivers(self) -> None:
         for transceiver in self._pc.getTransceivers():
-            _install(transceiver.receiver, self._on_frame)
+            _install(transceiver.receiver, self._on_frame, video=transceiver.kind == "video")
 
     @property
     def link(self) -> MediaLink | None:
@@ -426,6 +515,8 @@ class MediaTransport(DataChannel):
             if self._timer is not None:
                 self._timer.cancel()
             self._track.stop()
+            if self._audio is not None:
+                self._audio.stop()
             await self._pc.close()
 
 
@@ -442,7 +533,11 @@ async def _new_connection(
                 await pc.setRemoteDescription(RTCSessionDescription(remote_offer, "offer"))
             except ValueError as exc:
                 raise RemoteProtocolError(f"offer SDP rejected: {exc}") from None
-        transport = MediaTransport(pc, max_pending=max_pending, max_pending_bytes=max_pending_bytes)
+        # a native dial sends cover audio; an answer has it if the offer asks (browsers' don't)
+        audio = remote_offer is None or any(t.kind == "audio" for t in pc.getTransceivers())
+        transport = MediaTransport(
+            pc, audio=audio, max_pending=max_pending, max_pending_bytes=max_pending_bytes
+        )
         transport._attach_receivers()
         if loopback:
             _loopback_only(pc)

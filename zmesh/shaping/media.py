@@ -78,6 +78,17 @@ def vp8_header(size: int, *, key: bool) -> bytes:
     return head
 
 
+def equal_pieces(length: int, max_piece: int) -> list[int]:
+    """The sizes of ``ceil(length / max_piece)`` pieces of ``length`` bytes that differ by
+    at most one byte, larger ones first: how Chromium cuts a video frame into RTP packets
+    (where aiortc cuts full pieces and a remainder; D59).  ValueError if ``max_piece`` < 1."""
+    if max_piece < 1:
+        raise ValueError("pieces must hold at least one byte")
+    count = max(1, -(-length // max_piece))
+    small, extra = divmod(length, count)
+    return [small + 1] * extra + [small] * (count - extra)
+
+
 def encode_frame(
     size: int, *, key: bool, flags: int, offset: int, ack: int, data: bytes | memoryview
 ) -> bytes:
