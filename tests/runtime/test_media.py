@@ -25,7 +25,7 @@ from zmesh.session.endpoint import StreamData, StreamFinished
 from zmesh.shaping.audio import AudioProfile
 
 pytestmark = pytest.mark.slow
-SRTP_TAG = 10  # the SRTP authentication tag aiortc's profile adds (AES_CM_128_HMAC_SHA1_80)
+SRTP_TAG = 16  # the SRTP tag of the profile aiortc negotiates with itself (AEAD_AES_128_GCM)
 
 
 @contextlib.asynccontextmanager
@@ -103,7 +103,8 @@ def test_frames_go_out_as_chromium_packetizes_them_with_cover_audio() -> None:
     """Pins what D59 does through aiortc's internals: our encoder in the video sender cuts
     a frame into near-equal RTP packets whose datagrams fit MAX_VIDEO_DATAGRAM exactly,
     and the audio sender sends Opus-sized cover every 20 ms (datagram sizes from the
-    measured calls: AUDIO_OVERHEAD is what aiortc adds)."""
+    measured calls: AUDIO_OVERHEAD is what aiortc adds), and RTCP feedback is sent as
+    Chromium's transport-cc (~16 a second; the peer ignores it)."""
 
     async def main() -> None:
         async with pair() as (a, b):
@@ -111,12 +112,15 @@ def test_frames_go_out_as_chromium_packetizes_them_with_cover_audio() -> None:
             assert set(senders) == {"video", "audio"}
             transport = senders["video"].transport
             sent: list[tuple[int, int, int]] = []  # payload type, timestamp, datagram size
+            feedback: list[int] = []  # datagram sizes of RTCP RTPFB FMT 15
             original = transport._send_rtp
 
             async def record(data: bytes) -> None:
                 if 128 <= data[0] < 192 and not 192 <= data[1] <= 223:  # RTP, not RTCP
                     ts = int.from_bytes(data[4:8], "big")
                     sent.append((data[1] & 0x7F, ts, len(data) + SRTP_TAG))
+                elif data[1] == 205 and data[0] & 0x1F == media.TRANSPORT_CC:
+                    feedback.append(len(data) + media.SRTCP_OVERHEAD)
                 await original(data)
 
             transport._send_rtp = record
@@ -124,7 +128,12 @@ def test_frames_go_out_as_chromium_packetizes_them_with_cover_audio() -> None:
             video = [(ts, n) for pt, ts, n in sent if pt == 97]
             audio = [n for pt, _, n in sent if pt != 97]  # Opus: 96 here (111 via compact SDP)
             assert 35 <= len(audio) <= 65  # 50 a second
-            assert set(audio) <= set(AudioProfile.measured().audio_size)
+            profile = AudioProfile.measured()
+            assert set(audio) <= set(profile.audio_size)
+            assert min(audio) >= min(profile.audio_size) and max(audio) <= max(profile.audio_size)
+            assert 6 <= len(feedback) <= 30  # ~16 a second
+            assert min(feedback) >= min(profile.feedback_size) - 2
+            assert max(feedback) <= max(profile.feedback_size) + 2
             frames: dict[int, list[int]] = {}
             for ts, n in video:
                 frames.setdefault(ts, []).append(n)

@@ -14,6 +14,7 @@ from zmesh.shaping.media import (
     FIN,
     HEADER,
     MAX_MESSAGE,
+    MEDIA_BITRATE,
     MIN_FRAME,
     NACK,
     START_CODE,
@@ -22,6 +23,7 @@ from zmesh.shaping.media import (
     decode_frame,
     encode_frame,
     equal_pieces,
+    media_profile,
 )
 from zmesh.shaping.profile import VideoProfile
 
@@ -285,3 +287,17 @@ def test_equal_pieces_examples() -> None:
     assert equal_pieces(0, 5) == [0]
     with pytest.raises(ValueError):
         equal_pieces(10, 0)
+
+
+def test_media_links_send_the_measured_profile_scaled_to_a_call_s_rate() -> None:
+    """D59: the same gaps, every frame size times MEDIA_BITRATE / the measured rate."""
+    scaled, measured = media_profile(), VideoProfile.measured()
+    factor = MEDIA_BITRATE / measured.mean_bitrate
+    assert scaled.interval == measured.interval and scaled.mean_bitrate == MEDIA_BITRATE
+    assert sum(scaled.delta_size) == pytest.approx(sum(measured.delta_size) * factor, rel=1e-3)
+    assert len(scaled.key_size) == len(measured.key_size)
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            measured.scaled(bad)
+    with pytest.raises(ValueError):  # a profile whose rate is unknown
+        VideoProfile((0.03,), (1000,), (), None).scaled(MEDIA_BITRATE)
