@@ -25,7 +25,6 @@ from zmesh.session.endpoint import StreamData, StreamFinished
 from zmesh.shaping.audio import AudioProfile
 
 pytestmark = pytest.mark.slow
-SRTP_TAG = 16  # the SRTP tag of the profile aiortc negotiates with itself (AEAD_AES_128_GCM)
 
 
 @contextlib.asynccontextmanager
@@ -100,48 +99,49 @@ def test_sdp_checks() -> None:
 
 
 def test_frames_go_out_as_chromium_packetizes_them_with_cover_audio() -> None:
-    """Pins what D59 does through aiortc's internals: our encoder in the video sender cuts
-    a frame into near-equal RTP packets whose datagrams fit MAX_VIDEO_DATAGRAM exactly,
-    and the audio sender sends Opus-sized cover every 20 ms (datagram sizes from the
-    measured calls: AUDIO_OVERHEAD is what aiortc adds), and RTCP feedback is sent as
-    Chromium's transport-cc (~16 a second; the peer ignores it)."""
+    """Pins what D59 does through aiortc's internals, on the datagrams as they leave: our
+    encoder in the video sender cuts a frame into near-equal RTP packets whose datagrams
+    fit MAX_VIDEO_DATAGRAM, the marker on a frame's last; the audio sender sends
+    Opus-sized cover every 20 ms, unmarked (datagram sizes those of the measured calls:
+    AUDIO_OVERHEAD is what aiortc adds); RTCP feedback goes as Chromium's transport-cc
+    (~16 a second; the peer ignores it)."""
 
     async def main() -> None:
         async with pair() as (a, b):
             senders = {s.kind: s for s in a._pc.getSenders()}
             assert set(senders) == {"video", "audio"}
-            transport = senders["video"].transport
-            sent: list[tuple[int, int, int]] = []  # payload type, timestamp, datagram size
-            feedback: list[int] = []  # datagram sizes of RTCP RTPFB FMT 15
-            original = transport._send_rtp
+            ice = senders["video"].transport.transport  # RTCIceTransport: SRTP datagrams
+            sent: list[tuple[int, bool, int, int]] = []  # type, marker, timestamp, size
+            original = ice._send
 
             async def record(data: bytes) -> None:
-                if 128 <= data[0] < 192 and not 192 <= data[1] <= 223:  # RTP, not RTCP
+                if 128 <= data[0] < 192:  # RTP or RTCP (not STUN, not DTLS)
                     ts = int.from_bytes(data[4:8], "big")
-                    sent.append((data[1] & 0x7F, ts, len(data) + SRTP_TAG))
-                elif data[1] == 205 and data[0] & 0x1F == media.TRANSPORT_CC:
-                    feedback.append(len(data) + media.SRTCP_OVERHEAD)
+                    pt = data[1] if 192 <= data[1] <= 223 else data[1] & 0x7F
+                    sent.append((pt, bool(data[1] & 0x80), ts, len(data)))
                 await original(data)
 
-            transport._send_rtp = record
+            ice._send = record
             await asyncio.sleep(1.0)
-            video = [(ts, n) for pt, ts, n in sent if pt == 97]
-            audio = [n for pt, _, n in sent if pt != 97]  # Opus: 96 here (111 via compact SDP)
-            assert 35 <= len(audio) <= 65  # 50 a second
+            video = [(ts, n, m) for pt, m, ts, n in sent if pt == 97]
+            audio = [(n, m) for pt, m, _, n in sent if pt < 128 and pt != 97]
+            feedback = [n for pt, _, _, n in sent if pt == 205]
             profile = AudioProfile.measured()
-            assert set(audio) <= set(profile.audio_size)
-            assert min(audio) >= min(profile.audio_size) and max(audio) <= max(profile.audio_size)
-            assert 6 <= len(feedback) <= 30  # ~16 a second
-            assert min(feedback) >= min(profile.feedback_size) - 2
+            assert 35 <= len(audio) <= 65  # 50 a second
+            sizes = {n for n, _ in audio}
+            assert sizes <= set(profile.audio_size) and not any(m for _, m in audio)
+            assert min(sizes) >= min(profile.audio_size) and max(sizes) <= max(profile.audio_size)
+            assert 6 <= len(feedback) <= 30
+            assert min(profile.feedback_size) - 2 <= min(feedback)
             assert max(feedback) <= max(profile.feedback_size) + 2
-            frames: dict[int, list[int]] = {}
-            for ts, n in video:
-                frames.setdefault(ts, []).append(n)
+            frames: dict[int, list[tuple[int, bool]]] = {}
+            for ts, n, m in video:
+                frames.setdefault(ts, []).append((n, m))
             assert len(frames) >= 15
-            sizes = [n for pieces in frames.values() for n in pieces]
-            assert max(sizes) <= media.MAX_VIDEO_DATAGRAM
-            assert max(sizes) >= media.MAX_VIDEO_DATAGRAM - 100  # ~10 KB frames: near full
-            assert all(max(p) - min(p) <= 1 for p in frames.values())
+            assert max(n for ts, n, _ in video) <= media.MAX_VIDEO_DATAGRAM
+            for pieces in list(frames.values())[1:-1]:  # whole frames
+                assert max(pieces)[0] - min(pieces)[0] <= 1
+                assert [m for _, m in pieces] == [False] * (len(pieces) - 1) + [True]
         assert not b.error
 
     asyncio.run(main())

@@ -33,6 +33,7 @@ Sans-I/O: ``now`` and an Rng come in; frames are pulled (:meth:`MediaLink.frames
 
 import math
 from collections import deque
+from importlib import resources
 from typing import Final
 
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
@@ -66,16 +67,18 @@ FIN_FRAMES: Final = 2  # frames that carry FIN before a finished link is done
 NACK_HOLDOFF: Final = 0.15  # after a resend, NACKs are ignored this long (or SRTT if longer)
 MAX_LAG: Final = 0.25  # a driver stalled longer skips the frames it missed
 WIDTH, HEIGHT = 1280, 720  # the measured call's resolution
-#: the media transport's frames, bits a second (D59): the measured profile (2.42 Mbit/s)
-#: scaled so that a link direction, with RTP, SRTP, cover audio and RTCP, runs at about
-#: 1.95 Mbit/s, the rate of the judge's (bench/classify.py) calls with a noisy camera
-#: (1.8-2.1 Mbit/s each way; Chromium's built-in fake camera: 0.5)
-MEDIA_BITRATE: Final = 1_830_000
+MEDIA_PROFILE_FILE: Final = "media_profile.json"
 
 
 def media_profile() -> VideoProfile:
-    """The video profile media links send: :meth:`VideoProfile.measured` at MEDIA_BITRATE."""
-    return VideoProfile.measured().scaled(MEDIA_BITRATE)
+    """The video profile media links send (D59): the VP8 frames of the judge's calls
+    (``bench/classify.py``) with a noisy camera, 28 a second, 1.86 Mbit/s on average,
+    sizes p10-p90 1.0-17.5 KB (``media_profile.json``, ``bench/audio_profile.py
+    --video``).  The canvas call of :meth:`VideoProfile.measured` (2.42 Mbit/s, frames
+    9-11 KB) ran faster than those calls and had a much narrower size spread."""
+    return VideoProfile.from_json(
+        resources.files(__package__).joinpath(MEDIA_PROFILE_FILE).read_text()
+    )
 
 
 def vp8_header(size: int, *, key: bool) -> bytes:

@@ -19,7 +19,7 @@ the same trace.
 """
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
 
@@ -74,21 +74,6 @@ class VideoProfile:
     def measured(cls) -> "VideoProfile":
         """The profile measured in Chromium and shipped with zMesh."""
         return cls.from_json(resources.files(__package__).joinpath(PROFILE_FILE).read_text())
-
-    def scaled(self, bitrate: int) -> "VideoProfile":
-        """This profile with every frame size scaled so that its mean rate is ``bitrate``
-        bits a second (the gaps, hence the frame rate, unchanged); ValueError if this
-        profile's rate is unknown or ``bitrate`` is not positive."""
-        if self.mean_bitrate <= 0 or bitrate <= 0:
-            raise ValueError("scaling needs a known mean bitrate and a positive target")
-        factor = bitrate / self.mean_bitrate
-        return replace(
-            self,
-            delta_size=tuple(max(1, round(v * factor)) for v in self.delta_size),
-            key_size=tuple(max(1, round(v * factor)) for v in self.key_size),
-            mean_bitrate=bitrate,
-            source=f"{self.source}; sizes scaled by {factor:.3f}",
-        )
 
 
 @dataclass(frozen=True)
