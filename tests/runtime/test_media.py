@@ -14,7 +14,7 @@ from zmesh.errors import RemoteProtocolError
 from zmesh.exit_policy import ExitPolicy
 from zmesh.identity import Flags, Identity
 from zmesh.node import Node
-from zmesh.runtime import media
+from zmesh.runtime import media, media_call
 from zmesh.runtime.aio import AsyncNode, wall_clock
 from zmesh.runtime.daemon import relay_config
 from zmesh.runtime.entropy import SystemRng
@@ -138,7 +138,7 @@ def test_frames_go_out_as_chromium_packetizes_them_with_cover_audio() -> None:
             for ts, n, m in video:
                 frames.setdefault(ts, []).append((n, m))
             assert len(frames) >= 15
-            assert max(n for ts, n, _ in video) <= media.MAX_VIDEO_DATAGRAM
+            assert max(n for ts, n, _ in video) <= media_call.MAX_VIDEO_DATAGRAM
             for pieces in list(frames.values())[1:-1]:  # whole frames
                 assert max(pieces)[0] - min(pieces)[0] <= 1
                 assert [m for _, m in pieces] == [False] * (len(pieces) - 1) + [True]

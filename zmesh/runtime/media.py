@@ -20,15 +20,14 @@ How the frames get in and out of aiortc 1.16 (measured in the tests):
 * **Sending**: the track yields ``av.Packet`` objects, which aiortc's sender packetizes
   as they are (``Vp8Encoder.pack``: the VP8 payload descriptor, a picture id, the marker
   bit on the last packet) instead of encoding a picture; our encoder
-  (:class:`_EqualPacketizer`, set in the sender) cuts each frame into near-equal packets
-  as Chromium does, datagrams of at most 1,142 bytes.  Our frames start with a VP8 frame
-  tag and, for key frames, the start code and the size (1280x720).
-* **Looking like a call** (D59): a native connection also carries an Opus audio track of
-  cover (:class:`_CoverAudio`, compact SDP version 4) and RTCP shaped like Chromium's
-  transport-wide feedback, sizes and rates from the measured calls
-  (:class:`~zmesh.shaping.audio.AudioProfile`); frames follow
-  :func:`~zmesh.shaping.media.media_profile`.  Browsers' connections (version 3) have
-  neither: their RTP and RTCP are Chromium's own.
+  (:class:`~zmesh.runtime.media_call.EqualPacketizer`, set in the sender) cuts each
+  frame into near-equal packets as Chromium does, datagrams of at most 1,142 bytes.  Our
+  frames start with a VP8 frame tag and, for key frames, the start code and the size.
+* **Looking like a call** (D59, :mod:`zmesh.runtime.media_call`): a native connection
+  also carries an Opus audio track of cover (compact SDP version 4) and RTCP shaped like
+  Chromium's transport-wide feedback, sizes and rates from the measured calls; frames
+  follow :func:`~zmesh.shaping.media.media_profile`.  Browsers' connections (version 3)
+  have neither: their RTP and RTCP are Chromium's own.
 * **Receiving**: aiortc reassembles frames in a jitter buffer, then hands them to a
   decoder thread through a queue.  We replace both on the receiver (private attributes
   of ``RTCRtpReceiver``): :class:`_FrameAssembler` emits a frame as soon as its packets
@@ -58,23 +57,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtp import RtcpRtpfbPacket, RtpPacket, is_rtcp
+from aiortc.rtp import RtpPacket
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..link.transport import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, DataChannel
-from ..rng import DeterministicRng, Rng
-from ..shaping.audio import AUDIO_INTERVAL, AudioProfile
-from ..shaping.media import MAX_MESSAGE, MediaLink, equal_pieces, media_profile
-from ..shaping.profile import VideoProfile, uniform
+from ..rng import DeterministicRng
+from ..shaping.audio import AudioProfile
+from ..shaping.media import MAX_MESSAGE, MediaLink, media_profile
+from ..shaping.profile import VideoProfile
 from ..signaling.sdp import CompactSdp, remote_fingerprint
 from . import webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
+from .media_call import CoverAudio, install_packetizer, send_feedback, unmark_audio
 from .rtc import PendingConnection, RtcBackend, TransportError, answer_offer
 
 __all__ = [
@@ -98,22 +97,6 @@ MAX_PARTIAL: Final = 64  # incomplete frames held (by RTP timestamp)
 #: ~8% of the datagrams; see D58)
 RECEIVE_BUFFER: Final = 4 << 20
 VIDEO_CLOCK: Final = fractions.Fraction(1, 90000)
-#: the largest video datagram (UDP payload) of the measured Chromium calls (D59)
-MAX_VIDEO_DATAGRAM: Final = 1142
-#: what aiortc adds to a video RTP payload on the wire (RTP header 12, the mid and
-#: abs-send-time extensions 12, the AES-GCM SRTP tag 16), measured: a 1,300-byte payload
-#: is a 1,340-byte datagram
-VIDEO_OVERHEAD: Final = 40
-AUDIO_CLOCK: Final = fractions.Fraction(1, 48000)
-AUDIO_FRAME: Final = round(AUDIO_INTERVAL * 48000)  # RTP timestamp units per packet
-#: what aiortc adds to an audio RTP payload (RTP header 12, the mid extension 8, the SRTP
-#: tag 16), measured on the wire
-AUDIO_OVERHEAD: Final = 36
-OPUS_TOC: Final = 0x78  # an Opus TOC byte: config 15 (hybrid fullband, 20 ms), one frame
-MAX_AUDIO_LAG: Final = 0.25  # an audio track stalled longer skips what it missed
-SRTCP_OVERHEAD: Final = 20  # the SRTCP index and AES-GCM tag on an RTCP packet
-RTPFB_HEADER: Final = 12  # an RTCP RTPFB packet's header and two SSRCs, before its FCI
-TRANSPORT_CC: Final = 15  # RTPFB FMT of transport-wide congestion control feedback
 
 
 def media_fingerprint(sdp: str, role: str) -> bytes:
@@ -157,68 +140,6 @@ class _FrameTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._ready.set()
-
-
-class _EqualPacketizer(Vp8Encoder):
-    """aiortc's VP8 'encoder' for frames already encoded, packetized as Chromium does:
-    ``ceil(frame / room)`` near-equal pieces, each datagram at most MAX_VIDEO_DATAGRAM
-    bytes (aiortc cuts 1,300-byte pieces and a remainder: 1,340-byte datagrams no call
-    sends; D59).  aiortc's ``Vp8Encoder.pack`` calls ``_packetize``."""
-
-    @classmethod
-    def _packetize(cls, buffer: bytes, picture_id: int) -> list[bytes]:
-        descriptor = VpxPayloadDescriptor(partition_start=1, partition_id=0, picture_id=picture_id)
-        room = MAX_VIDEO_DATAGRAM - VIDEO_OVERHEAD - len(bytes(descriptor))
-        payloads = []
-        pos = 0
-        for size in equal_pieces(len(buffer), room):
-            payloads.append(bytes(descriptor) + buffer[pos : pos + size])
-            descriptor.partition_start = 0
-            pos += size
-        return payloads
-
-
-def _install_packetizer(sender: RTCRtpSender) -> None:
-    """Make ``sender`` packetize our frames with :class:`_EqualPacketizer` (aiortc creates
-    its encoder on the first frame unless one is set: a private attribute)."""
-    name = "_RTCRtpSender__encoder"
-    if getattr(sender, name, False) is not None:
-        raise RuntimeError("aiortc's RTCRtpSender changed: no encoder slot to fill")
-    setattr(sender, name, _EqualPacketizer())
-
-
-class _CoverAudio(MediaStreamTrack):
-    """An audio track of cover: every 20 ms an 'Opus packet' (a TOC byte and zeros, which
-    SRTP encrypts) whose datagram size is drawn from the measured calls' audio (D59);
-    aiortc's Opus encoder sends an ``av.Packet`` as it is."""
-
-    kind = "audio"
-
-    def __init__(self, profile: AudioProfile, rng: Rng) -> None:
-        super().__init__()
-        self._profile = profile
-        self._rng = rng
-        self._pts = 0
-        self._start: float | None = None
-
-    async def recv(self) -> "av.Packet[Any]":
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = asyncio.get_running_loop().time()
-        if self._start is None:
-            self._start = now
-        else:
-            self._pts += AUDIO_FRAME
-            due = self._start + float(self._pts * AUDIO_CLOCK)
-            if now - due > MAX_AUDIO_LAG:  # stalled: go on from now rather than burst
-                self._start = now - float(self._pts * AUDIO_CLOCK)
-            elif due > now:
-                await asyncio.sleep(due - now)
-        size = self._profile.audio_payload(self._rng, AUDIO_OVERHEAD)
-        packet = av.Packet(bytes([OPUS_TOC]) + bytes(size - 1))
-        packet.pts = self._pts
-        packet.time_base = AUDIO_CLOCK
-        return packet
 
 
 class _FrameAssembler:
@@ -310,26 +231,6 @@ def _discard(frame: bytes) -> None:
     """The peer's cover audio: nothing to do with it."""
 
 
-def _unmark_audio(pc: RTCPeerConnection) -> None:
-    """Clear the RTP marker bit of our audio packets on their way to SRTP: aiortc marks
-    the last packet of every frame, so every audio packet, where Chromium marks only the
-    first after a silence (the marker share told the judge our links from calls; D59).
-    Wraps the DTLS transport's ``_send_rtp`` (private), once it is bundled."""
-    audio = [s for s in pc.getSenders() if s.kind == "audio"]
-    if not audio:
-        return
-    transport: Any = audio[0].transport
-    ssrc = audio[0]._ssrc.to_bytes(4, "big")
-    send = transport._send_rtp
-
-    async def send_rtp(data: bytes) -> None:
-        if len(data) >= 12 and data[1] & 0x80 and data[8:12] == ssrc and not is_rtcp(data):
-            data = b"".join((data[:1], bytes([data[1] & 0x7F]), data[2:]))
-        await send(data)
-
-    transport._send_rtp = send_rtp
-
-
 def _loopback_only(pc: RTCPeerConnection) -> None:
     """Gather only 127.0.0.1 (aioice skips it; see the module doc)."""
     for transceiver in pc.getTransceivers():
@@ -388,11 +289,11 @@ class MediaTransport(DataChannel):
         self._pc = pc
         self._profile = profile if profile is not None else media_profile()
         self._track = _FrameTrack()
-        _install_packetizer(pc.addTrack(self._track))
-        self._audio: _CoverAudio | None = None
+        install_packetizer(pc.addTrack(self._track))
+        self._audio: CoverAudio | None = None
         self._cover_rng = DeterministicRng(SystemRng().bytes(32), b"cover")
         if audio:
-            self._audio = _CoverAudio(AudioProfile.measured(), self._cover_rng)
+            self._audio = CoverAudio(AudioProfile.measured(), self._cover_rng)
             pc.addTrack(self._audio)
         self._feedback: asyncio.Task[None] | None = None
         self._link: MediaLink | None = None
@@ -442,7 +343,7 @@ class MediaTransport(DataChannel):
         if self._pc.connectionState != "connected":
             raise TransportError(f"the media connection is {self._pc.connectionState}")
         self.channel_binding = binding
-        _unmark_audio(self._pc)
+        unmark_audio(self._pc)
         now = self._loop.time()
         self._origin = now
         seed = SystemRng().bytes(32)
@@ -454,7 +355,7 @@ class MediaTransport(DataChannel):
         self._early.clear()
         self._arm()
         if self._audio is not None:
-            self._feedback = self._loop.create_task(self._send_feedback())
+            self._feedback = self._loop.create_task(send_feedback(self._pc, self._cover_rng))
 
     async def wait_closed(self) -> None:
         if self._teardown_task is not None:
@@ -532,27 +433,6 @@ class MediaTransport(DataChannel):
             self._received(message)
         if link.peer_finished:
             self._remote_closed()
-
-    async def _send_feedback(self) -> None:
-        """Cover RTCP shaped like Chromium's transport-wide congestion control feedback
-        (RTPFB, FMT 15; sizes and rate from the measured calls: D59), which aiortc does
-        not send.  SRTCP shows an observer the header and our SSRC; the rest is filler
-        (FCI words the peer's aiortc parses and ignores: media SSRC 0 names no sender)."""
-        profile = AudioProfile.measured()
-        sender = next(s for s in self._pc.getSenders() if s.kind == "video")
-        rng = self._cover_rng
-        with contextlib.suppress(ConnectionError):
-            while self._pc.connectionState == "connected" and profile.feedback_rate > 0:
-                await asyncio.sleep(uniform(rng, 0.5, 1.5) / profile.feedback_rate)
-                size = profile.feedback_payload(rng, SRTCP_OVERHEAD)
-                words = max(1, (size - RTPFB_HEADER + 2) // 4)  # the nearest whole word
-                packet = RtcpRtpfbPacket(
-                    fmt=TRANSPORT_CC,
-                    ssrc=sender._ssrc,
-                    media_ssrc=0,
-                    lost=[17 * i for i in range(words)],  # 17 apart: a word each
-                )
-                await sender.transport._send_rtp(bytes(packet))
 
     def _gone(self, reason: str) -> None:
         if self._link is not None:
