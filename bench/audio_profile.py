@@ -55,11 +55,9 @@ def rtp_payload(size: int, head: bytes) -> int:
     return size - header - SRTP_TAG
 
 
-def video_frames(flows: list[Any], min_rate: float) -> tuple[list[int], list[float], float]:
-    """Frame sizes, gaps and mean bit rate of the video directions at min_rate or more."""
-    sizes: list[int] = []
-    gaps: list[float] = []
-    bits = seconds = 0.0
+def video_frames(flows: list[Any], min_rate: float) -> list[tuple[list[int], list[float], float]]:
+    """Frame sizes, gaps and mean bit rate of each video direction at min_rate or more."""
+    out: list[tuple[list[int], list[float], float]] = []
     for flow in flows:
         for port in flow.ports:
             counts: dict[int, int] = {}
@@ -80,11 +78,9 @@ def video_frames(flows: list[Any], min_rate: float) -> tuple[list[int], list[flo
             if rate < min_rate:
                 continue
             starts = sorted(f[0] for f in frames.values())
-            sizes += [int(f[1]) for f in frames.values()]
-            gaps += [b - a for a, b in itertools.pairwise(starts)]
-            bits += rate * duration
-            seconds += duration
-    return sizes, gaps, bits / seconds if seconds else 0.0
+            gaps = [b - a for a, b in itertools.pairwise(starts)]
+            out.append(([int(f[1]) for f in frames.values()], gaps, rate))
+    return out
 
 
 def quantiles_float(values: list[float]) -> list[float]:
@@ -137,28 +133,35 @@ def main(argv: list[str] | None = None) -> int:
         f"(p10-p90 {np.percentile(feedback, 10):.0f}-{np.percentile(feedback, 90):.0f} B)"
     )
     if args.video:
-        sizes, gaps, rate = video_frames(calls, args.min_rate)
-        if not sizes:
+        directions = video_frames(calls, args.min_rate)
+        if not directions:
             print(f"no video direction at {args.min_rate:g} bit/s or more", file=sys.stderr)
             return 1
+        profiles = [
+            {
+                "frames": len(sizes),
+                "frame_rate": round(len(gaps) / sum(gaps), 3),
+                "mean_bitrate": round(rate),
+                "key_interval": None,
+                "interval": [round(g, 4) for g in quantiles_float(gaps)],
+                "delta_size": quantiles(sizes),
+                "key_size": [],
+            }
+            for sizes, gaps, rate in directions
+        ]
         video = {
-            "source": f"the VP8 frames of Chromium calls at {args.min_rate / 1e6:g} Mbit/s or "
-            f"more, bench/classify.py --save ({args.capture.name})",
+            "source": f"the VP8 frames of each direction of Chromium calls at "
+            f"{args.min_rate / 1e6:g} Mbit/s or more, bench/classify.py --save "
+            f"({args.capture.name})",
             "command": f"bench/audio_profile.py {args.capture.name} --video",
-            "frames": len(sizes),
-            "frame_rate": round(len(sizes) / sum(gaps), 3),
-            "mean_bitrate": round(rate),
-            "key_interval": None,
-            "interval": [round(g, 4) for g in quantiles_float(gaps)],
-            "delta_size": quantiles(sizes),
-            "key_size": [],
+            "directions": profiles,
         }
         args.video.write_text(json.dumps(video, separators=(",", ":")) + "\n")
-        print(
-            f"video: {len(sizes)} frames, {video['frame_rate']} a second, "
-            f"{rate / 1e6:.2f} Mbit/s, frames p10-p90 {np.percentile(sizes, 10):.0f}-"
-            f"{np.percentile(sizes, 90):.0f} B"
-        )
+        for p in profiles:
+            print(
+                f"video: {p['frames']} frames, {p['frame_rate']} a second, "
+                f"{p['mean_bitrate'] / 1e6:.2f} Mbit/s"
+            )
     return 0
 
 

@@ -23,6 +23,7 @@ from zmesh.shaping.media import (
     encode_frame,
     equal_pieces,
     media_profile,
+    media_profiles,
 )
 from zmesh.shaping.profile import VideoProfile
 
@@ -288,12 +289,13 @@ def test_equal_pieces_examples() -> None:
         equal_pieces(10, 0)
 
 
-def test_media_links_send_the_calls_video_profile() -> None:
-    """D59: frames as the judge's calls with a noisy camera sent them, 1.2 Mbit/s or more
-    (a media link must carry 1 Mbit/s), at most the 2.42 Mbit/s of the canvas profile."""
-    profile = media_profile()
-    assert 1_200_000 <= profile.mean_bitrate <= VideoProfile.measured().mean_bitrate
-    rate = len(profile.interval) / sum(profile.interval)
-    assert 20 <= rate <= 35 and profile.key_interval is None
-    n = len(profile.delta_size)
-    assert profile.delta_size[n // 10] < 2000 and profile.delta_size[9 * n // 10] > 12_000
+def test_media_links_send_as_one_direction_of_the_calls() -> None:
+    """D59: a link's frames follow one direction of the judge's calls with a noisy camera
+    (1.2 Mbit/s or more: a media link must carry 1 Mbit/s), drawn per link."""
+    profiles = media_profiles()
+    assert len(profiles) >= 2
+    for profile in profiles:
+        assert 1_200_000 <= profile.mean_bitrate <= 2_500_000 and profile.key_interval is None
+        assert 20 <= len(profile.interval) / sum(profile.interval) <= 35
+    drawn = {media_profile(DeterministicRng(bytes([i]) * 32, b"m")) for i in range(40)}
+    assert len(drawn) == len(set(profiles))

@@ -265,7 +265,8 @@ class BrowserMediaTransport(BrowserTransport):
         await super().establish(answer_sdp, binding, timeout)
         loop = asyncio.get_running_loop()
         seed = self._rtc.host.random(32)
-        self._link = MediaLink(media_profile(), DeterministicRng(seed, b"zmesh-media"), loop.time())
+        rng = DeterministicRng(seed, b"zmesh-media")
+        self._link = MediaLink(media_profile(rng), rng, loop.time())
         early, self._early = self._early, []
         for frame in early:
             self._on_frame(frame)

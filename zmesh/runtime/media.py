@@ -287,11 +287,11 @@ class MediaTransport(DataChannel):
             max_pending_bytes=max_pending_bytes,
         )
         self._pc = pc
-        self._profile = profile if profile is not None else media_profile()
         self._track = _FrameTrack()
         install_packetizer(pc.addTrack(self._track))
         self._audio: CoverAudio | None = None
         self._cover_rng = DeterministicRng(SystemRng().bytes(32), b"cover")
+        self._profile = profile if profile is not None else media_profile(self._cover_rng)
         if audio:
             self._audio = CoverAudio(AudioProfile.measured(), self._cover_rng)
             pc.addTrack(self._audio)

@@ -31,6 +31,7 @@ cells (a link whose PONGs waited behind megabytes was closed as "peer silent").
 Sans-I/O: ``now`` and an Rng come in; frames are pulled (:meth:`MediaLink.frames_to_send`).
 """
 
+import json
 import math
 from collections import deque
 from importlib import resources
@@ -68,17 +69,31 @@ NACK_HOLDOFF: Final = 0.15  # after a resend, NACKs are ignored this long (or SR
 MAX_LAG: Final = 0.25  # a driver stalled longer skips the frames it missed
 WIDTH, HEIGHT = 1280, 720  # the measured call's resolution
 MEDIA_PROFILE_FILE: Final = "media_profile.json"
+MAX_PROFILES: Final = 64
 
 
-def media_profile() -> VideoProfile:
-    """The video profile media links send (D59): the VP8 frames of the judge's calls
-    (``bench/classify.py``) with a noisy camera, 28 a second, 1.86 Mbit/s on average,
-    sizes p10-p90 1.0-17.5 KB (``media_profile.json``, ``bench/audio_profile.py
-    --video``).  The canvas call of :meth:`VideoProfile.measured` (2.42 Mbit/s, frames
-    9-11 KB) ran faster than those calls and had a much narrower size spread."""
-    return VideoProfile.from_json(
-        resources.files(__package__).joinpath(MEDIA_PROFILE_FILE).read_text()
-    )
+def media_profiles() -> tuple[VideoProfile, ...]:
+    """The video profiles media links send (D59): the VP8 frames of each direction of the
+    judge's calls (``bench/classify.py``) with a noisy camera, 1.2 Mbit/s or more
+    (``media_profile.json``, ``bench/audio_profile.py --video``); ValueError if the file
+    is malformed.  The canvas call of :meth:`VideoProfile.measured` (2.42 Mbit/s, frames
+    of 9-11 KB) ran faster than those calls and with a much narrower spread of sizes."""
+    text = resources.files(__package__).joinpath(MEDIA_PROFILE_FILE).read_text()
+    try:
+        directions = json.loads(text)["directions"][:MAX_PROFILES]
+        profiles = tuple(VideoProfile.from_json(json.dumps(d)) for d in directions)
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed media profile: {exc!r}") from None
+    if not profiles:
+        raise ValueError("a media profile needs at least one direction")
+    return profiles
+
+
+def media_profile(rng: Rng) -> VideoProfile:
+    """One of :func:`media_profiles`, drawn for one link: each link sends as one call
+    direction did (the calls differ from each other: 1.0-2.2 Mbit/s, median frames
+    3-10 KB); a draw from them all would look like no call."""
+    return pick(rng, media_profiles())
 
 
 def vp8_header(size: int, *, key: bool) -> bytes:
