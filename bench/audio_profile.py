@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     audio: list[int] = []
+    audio_gaps: list[float] = []
     feedback: list[int] = []
     seconds = 0.0
     calls = [f for f in load(args.capture) if f.kind == "call" and len(f.packets) >= MIN_PACKETS]
@@ -108,19 +109,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for flow in calls:
         seconds += 2 * (flow.end - flow.start)  # both directions
-        for _, size, _, head in flow.packets:
+        last: dict[int, float] = {}  # source port -> its last Opus packet's time
+        for t, size, src, head in flow.packets:
             if len(head) < 2 or not 128 <= head[0] <= 191:
                 continue
             if head[1] == FEEDBACK:
                 feedback.append(size)
             elif head[1] & 0x7F == OPUS:
                 audio.append(size)
+                if src in last:
+                    audio_gaps.append(t - last[src])
+                last[src] = t
     doc = {
         "source": f"{len(calls)} Chromium calls, bench/classify.py --save ({args.capture.name})",
         "command": "bench/audio_profile.py " + args.capture.name,
         "audio_packets": len(audio),
         "audio_rate": round(len(audio) / seconds, 2),
         "audio_size": quantiles(audio),
+        "audio_gap": [round(g, 5) for g in quantiles_float(audio_gaps)],
         "feedback_packets": len(feedback),
         "feedback_rate": round(len(feedback) / seconds, 2),
         "feedback_size": quantiles(feedback),
@@ -128,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     print(
         f"{len(calls)} calls, {seconds / 2:.0f} s: audio {doc['audio_rate']}/s per direction "
-        f"(p10-p90 {np.percentile(audio, 10):.0f}-{np.percentile(audio, 90):.0f} B), "
+        f"(p10-p90 {np.percentile(audio, 10):.0f}-{np.percentile(audio, 90):.0f} B, gaps "
+        f"{np.percentile(audio_gaps, 10) * 1e3:.1f}-{np.percentile(audio_gaps, 90) * 1e3:.1f} ms), "
         f"feedback {doc['feedback_rate']}/s "
         f"(p10-p90 {np.percentile(feedback, 10):.0f}-{np.percentile(feedback, 90):.0f} B)"
     )

@@ -41,3 +41,14 @@ def test_a_small_overhead_floor_and_malformed_profiles() -> None:
     ):
         with pytest.raises(ValueError):
             AudioProfile.from_json(bad)
+
+
+def test_audio_gaps_jitter_around_20_ms_as_the_calls_did() -> None:
+    profile = AudioProfile.measured()
+    rng = DeterministicRng(b"g" * 32, b"audio")
+    gaps = [profile.audio_interval(rng) for _ in range(5000)]
+    assert 0.018 <= sum(gaps) / len(gaps) <= 0.023  # ~50 a second
+    assert min(gaps) < 0.005 and max(gaps) > 0.04  # not a clock
+    assert AudioProfile((41,), (42,), 1.0).audio_interval(rng) == 0.02
+    with pytest.raises(ValueError):
+        AudioProfile((41,), (42,), 1.0, audio_gap=(-0.01,))

@@ -73,8 +73,8 @@ def install_packetizer(sender: RTCRtpSender) -> None:
 
 
 class CoverAudio(MediaStreamTrack):
-    """An audio track of cover: every 20 ms an 'Opus packet' (a TOC byte and zeros, which
-    SRTP encrypts) whose datagram size is drawn from the measured calls' audio (D59);
+    """An audio track of cover: 50 'Opus packets' a second (a TOC byte and zeros, which
+    SRTP encrypts), each gap and datagram size drawn from the measured calls' audio (D59);
     aiortc's Opus encoder sends an ``av.Packet`` as it is."""
 
     kind = "audio"
@@ -84,21 +84,21 @@ class CoverAudio(MediaStreamTrack):
         self._profile = profile
         self._rng = rng
         self._pts = 0
-        self._start: float | None = None
+        self._due: float | None = None  # when the next packet goes
 
     async def recv(self) -> "av.Packet[Any]":
         if self.readyState != "live":
             raise MediaStreamError
         now = asyncio.get_running_loop().time()
-        if self._start is None:
-            self._start = now
+        if self._due is None:
+            self._due = now
         else:
-            self._pts += AUDIO_FRAME
-            due = self._start + float(self._pts * AUDIO_CLOCK)
-            if now - due > MAX_AUDIO_LAG:  # stalled: go on from now rather than burst
-                self._start = now - float(self._pts * AUDIO_CLOCK)
-            elif due > now:
-                await asyncio.sleep(due - now)
+            self._pts += AUDIO_FRAME  # the timestamps tick evenly; the sending jitters
+            self._due += self._profile.audio_interval(self._rng)
+            if now - self._due > MAX_AUDIO_LAG:  # stalled: go on from now rather than burst
+                self._due = now
+            elif self._due > now:
+                await asyncio.sleep(self._due - now)
         size = self._profile.audio_payload(self._rng, AUDIO_OVERHEAD)
         packet = av.Packet(bytes([OPUS_TOC]) + bytes(size - 1))
         packet.pts = self._pts
