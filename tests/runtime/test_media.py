@@ -7,6 +7,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 
+import aioice.ice
 import pytest
 from aiortc.rtp import RtpPacket
 
@@ -83,6 +84,9 @@ def test_sdp_checks() -> None:
     async def main() -> None:
         pending, offer = await media.dial(loopback=True)
         try:
+            # consent checks as often as the calls' (D59): aioice's globals, read per check
+            assert aioice.ice.CONSENT_INTERVAL == media_call.CONSENT_INTERVAL
+            assert aioice.ice.CONSENT_FAILURES * aioice.ice.CONSENT_INTERVAL == 30
             assert len(media_fingerprint(offer, "offer")) == 32
             with pytest.raises(RemoteProtocolError):  # an offer's role in an answer
                 media_fingerprint(offer, "answer")

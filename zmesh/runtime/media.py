@@ -73,7 +73,7 @@ from ..signaling.sdp import CompactSdp, remote_fingerprint
 from . import webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
-from .media_call import CoverAudio, install_packetizer, send_feedback, unmark_audio
+from .media_call import CoverAudio, install_packetizer, pace_consent, send_feedback, unmark_audio
 from .rtc import PendingConnection, RtcBackend, TransportError, answer_offer
 
 __all__ = [
@@ -466,6 +466,7 @@ class MediaTransport(DataChannel):
 async def _new_connection(
     *, loopback: bool, max_pending: int, max_pending_bytes: int, remote_offer: str | None
 ) -> tuple[MediaTransport, str]:
+    pace_consent()
     pc = RTCPeerConnection()
     try:
         if remote_offer is not None:
