@@ -73,7 +73,14 @@ from ..signaling.sdp import CompactSdp, remote_fingerprint
 from . import webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
-from .media_call import CoverAudio, install_packetizer, pace_consent, send_feedback, unmark_audio
+from .media_call import (
+    CoverAudio,
+    install_packetizer,
+    pace_consent,
+    send_back_to_back,
+    send_feedback,
+    unmark_audio,
+)
 from .rtc import PendingConnection, RtcBackend, TransportError, answer_offer
 
 __all__ = [
@@ -344,6 +351,7 @@ class MediaTransport(DataChannel):
             raise TransportError(f"the media connection is {self._pc.connectionState}")
         self.channel_binding = binding
         unmark_audio(self._pc)
+        send_back_to_back(self._pc)
         now = self._loop.time()
         self._origin = now
         seed = SystemRng().bytes(32)

@@ -25,7 +25,14 @@ from ..shaping.audio import AUDIO_INTERVAL, AudioProfile
 from ..shaping.media import equal_pieces
 from ..shaping.profile import uniform
 
-__all__ = ["CoverAudio", "install_packetizer", "pace_consent", "send_feedback", "unmark_audio"]
+__all__ = [
+    "CoverAudio",
+    "install_packetizer",
+    "pace_consent",
+    "send_back_to_back",
+    "send_feedback",
+    "unmark_audio",
+]
 
 #: the largest video datagram (UDP payload) of the measured Chromium calls (D59)
 MAX_VIDEO_DATAGRAM: Final = 1142
@@ -148,6 +155,8 @@ async def send_feedback(pc: RTCPeerConnection, rng: Rng) -> None:
             await sender.transport._send_rtp(bytes(packet))
 
 
+MAX_QUEUED: Final = 1024  # datagrams waiting for the next loop iteration
+
 #: seconds between ICE consent checks (aioice: 5, randomized 0.8-1.2x): the calls' STUN
 #: runs at ~1.0 datagram a second each way, aioice's at 0.4 (D59)
 CONSENT_INTERVAL: Final = 2.0
@@ -163,3 +172,31 @@ def pace_consent() -> None:
         raise RuntimeError("aioice changed: no consent interval to set")
     aioice.ice.CONSENT_INTERVAL = CONSENT_INTERVAL  # type: ignore[assignment]  # an int there
     aioice.ice.CONSENT_FAILURES = CONSENT_FAILURES
+
+
+def send_back_to_back(pc: RTCPeerConnection) -> None:
+    """Send what aiortc hands the ICE transport in one go per loop iteration: aiortc
+    encrypts and sends a frame's packets one by one, ~22 us apart on loopback against
+    Chromium's ~6 (the judge's inter-arrival quartile, D59).  Datagrams are queued in
+    order and the queue is sent at the next iteration (a frame's packets are all queued
+    by then: aiortc's sender does not yield between them); a send that fails drops the
+    datagram, as a lost packet.  Wraps ``RTCIceTransport._send`` (private)."""
+    ice: Any = pc.getSenders()[0].transport.transport
+    send = ice._send
+    queued: list[bytes] = []
+    loop = asyncio.get_running_loop()
+
+    async def flush() -> None:
+        batch = queued.copy()
+        queued.clear()
+        for data in batch:
+            with contextlib.suppress(ConnectionError, OSError):
+                await send(data)
+
+    async def queue(data: bytes) -> None:
+        if not queued:
+            loop.call_soon(lambda: loop.create_task(flush()))
+        if len(queued) < MAX_QUEUED:
+            queued.append(data)
+
+    ice._send = queue
