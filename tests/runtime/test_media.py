@@ -7,6 +7,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 
+import aioice.ice
 import pytest
 from aiortc.rtp import RtpPacket
 
@@ -14,7 +15,7 @@ from zmesh.errors import RemoteProtocolError
 from zmesh.exit_policy import ExitPolicy
 from zmesh.identity import Flags, Identity
 from zmesh.node import Node
-from zmesh.runtime import media
+from zmesh.runtime import media, media_call
 from zmesh.runtime.aio import AsyncNode, wall_clock
 from zmesh.runtime.daemon import relay_config
 from zmesh.runtime.entropy import SystemRng
@@ -22,6 +23,7 @@ from zmesh.runtime.media import MediaTransport, _FrameAssembler, media_fingerpri
 from zmesh.runtime.rtc import rtc_backend
 from zmesh.runtime.webrtc import WebRTCTransport
 from zmesh.session.endpoint import StreamData, StreamFinished
+from zmesh.shaping.audio import AudioProfile
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +84,9 @@ def test_sdp_checks() -> None:
     async def main() -> None:
         pending, offer = await media.dial(loopback=True)
         try:
+            # consent checks as often as the calls' (D59): aioice's globals, read per check
+            assert aioice.ice.CONSENT_INTERVAL == media_call.CONSENT_INTERVAL
+            assert aioice.ice.CONSENT_FAILURES * aioice.ice.CONSENT_INTERVAL == 30
             assert len(media_fingerprint(offer, "offer")) == 32
             with pytest.raises(RemoteProtocolError):  # an offer's role in an answer
                 media_fingerprint(offer, "answer")
@@ -93,6 +98,55 @@ def test_sdp_checks() -> None:
                 await media.answer("v=0\r\n", loopback=True)
         finally:
             await pending.aclose()
+
+    asyncio.run(main())
+
+
+def test_frames_go_out_as_chromium_packetizes_them_with_cover_audio() -> None:
+    """Pins what D59 does through aiortc's internals, on the datagrams as they leave: our
+    encoder in the video sender cuts a frame into near-equal RTP packets whose datagrams
+    fit MAX_VIDEO_DATAGRAM, the marker on a frame's last; the audio sender sends
+    Opus-sized cover every 20 ms, unmarked (datagram sizes those of the measured calls:
+    AUDIO_OVERHEAD is what aiortc adds); RTCP feedback goes as Chromium's transport-cc
+    (~16 a second; the peer ignores it)."""
+
+    async def main() -> None:
+        async with pair() as (a, b):
+            senders = {s.kind: s for s in a._pc.getSenders()}
+            assert set(senders) == {"video", "audio"}
+            ice = senders["video"].transport.transport  # RTCIceTransport: SRTP datagrams
+            sent: list[tuple[int, bool, int, int]] = []  # type, marker, timestamp, size
+            original = ice._send
+
+            async def record(data: bytes) -> None:
+                if 128 <= data[0] < 192:  # RTP or RTCP (not STUN, not DTLS)
+                    ts = int.from_bytes(data[4:8], "big")
+                    pt = data[1] if 192 <= data[1] <= 223 else data[1] & 0x7F
+                    sent.append((pt, bool(data[1] & 0x80), ts, len(data)))
+                await original(data)
+
+            ice._send = record
+            await asyncio.sleep(1.0)
+            video = [(ts, n, m) for pt, m, ts, n in sent if pt == 97]
+            audio = [(n, m) for pt, m, _, n in sent if pt < 128 and pt != 97]
+            feedback = [n for pt, _, _, n in sent if pt == 205]
+            profile = AudioProfile.measured()
+            assert 35 <= len(audio) <= 65  # 50 a second
+            sizes = {n for n, _ in audio}
+            assert sizes <= set(profile.audio_size) and not any(m for _, m in audio)
+            assert min(sizes) >= min(profile.audio_size) and max(sizes) <= max(profile.audio_size)
+            assert 6 <= len(feedback) <= 30
+            assert min(profile.feedback_size) - 2 <= min(feedback)
+            assert max(feedback) <= max(profile.feedback_size) + 2
+            frames: dict[int, list[tuple[int, bool]]] = {}
+            for ts, n, m in video:
+                frames.setdefault(ts, []).append((n, m))
+            assert len(frames) >= 15
+            assert max(n for ts, n, _ in video) <= media_call.MAX_VIDEO_DATAGRAM
+            for pieces in list(frames.values())[1:-1]:  # whole frames
+                assert max(pieces)[0] - min(pieces)[0] <= 1
+                assert [m for _, m in pieces] == [False] * (len(pieces) - 1) + [True]
+        assert not b.error
 
     asyncio.run(main())
 

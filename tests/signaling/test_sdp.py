@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import ipaddress
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -178,6 +179,10 @@ compacts = st.builds(
     ).map(tuple),
     media=st.booleans(),
 ).filter(lambda c: not set(c.candidates) & set(c.reflexive))
+# version 4: a video section and an audio one (D59)
+compacts = st.one_of(
+    compacts, compacts.filter(lambda c: c.media).map(lambda c: replace(c, audio=True))
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -489,3 +494,49 @@ def test_local_media_offer_is_what_the_compact_form_expands_to() -> None:
     many = CHROMIUM_VIDEO_OFFER + "a=ssrc:1 cname:x\r\n" * 8
     with pytest.raises(LocalProtocolError, match="ssrc"):
         local_media_offer(many)
+
+
+def test_compact_video_and_audio_is_version_4() -> None:
+    """A native media end's offer (D59): a VP8 section and an Opus one, bundled, in
+    version 4; older readers refuse version 4, browsers' offers stay version 3."""
+    offer = AIORTC_OFFER.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1") + (
+        "m=audio 46187 UDP/TLS/RTP/SAVPF 111 0 8\r\nc=IN IP4 127.0.0.1\r\n"
+        "a=sendrecv\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=mid:1\r\n"
+        "a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n"
+        "a=ice-ufrag:nPu2\r\na=ice-pwd:qMj245A5YI3oIoSdhOs5kX\r\n"
+        "a=fingerprint:sha-256 5E:52:29:A2:62:C6:2B:AF:9B:C1:95:71:F4:DE:78:F6:74:9E:53:2E:"
+        "1B:59:C8:22:3C:7E:86:25:8B:FA:FE:E5\r\na=setup:actpass\r\n"
+    )
+    compact = CompactSdp.from_sdp(offer)
+    assert compact.media and compact.audio
+    assert compact == replace(CompactSdp.from_sdp(AIORTC_OFFER), audio=True)
+    data = compact.encode()
+    assert data[0] == 4 and CompactSdp.decode(data) == compact
+    sdp = compact.to_sdp("offer")
+    assert "a=group:BUNDLE 0 1\r\n" in sdp
+    video, audio = sdp.split("m=audio")
+    assert "a=rtpmap:97 VP8/90000" in video and "opus" not in video
+    assert audio.startswith(" 9 UDP/TLS/RTP/SAVPF 111\r\n")
+    assert "a=mid:1\r\n" in audio and "a=rtpmap:111 opus/48000/2\r\n" in audio
+    assert "a=setup:actpass" in audio and "a=ice-ufrag:nPu2" in audio
+    assert CompactSdp.from_sdp(sdp) == compact
+    assert remote_fingerprint(offer, "offer", media=True) == compact.fingerprint
+    assert not CompactSdp.from_sdp(CHROMIUM_VIDEO_OFFER).audio
+    assert local_media_offer(CHROMIUM_VIDEO_OFFER).count("m=") == 1
+    for bad in (
+        offer.replace("a=mid:1", "a=mid:2"),  # unknown mid
+        offer.replace("m=video", "m=audio", 1),  # two audio sections
+        offer.replace("m=audio 46187 UDP/TLS/RTP/SAVPF", "m=audio 46187 RTP/AVP"),
+        offer + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",  # three sections
+        offer.split("m=video")[0]
+        + LIBDATACHANNEL_OFFER.split("a=msid-semantic")[1].replace(
+            "a=mid:0", "a=mid:0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1"
+        ),  # a data channel and audio
+    ):
+        with pytest.raises(RemoteProtocolError):
+            CompactSdp.from_sdp(bad)
+    with pytest.raises(RemoteProtocolError, match="video"):
+        replace(compact, media=False)
+    for cut in range(len(data)):
+        with pytest.raises(RemoteProtocolError):
+            CompactSdp.decode(data[:cut])

@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..link.transport import DataChannel
 from ..rng import DeterministicRng
-from ..shaping.media import MediaLink
-from ..shaping.profile import VideoProfile
+from ..shaping.media import MediaLink, media_profile
 from ..signaling.sdp import MAX_MESSAGE_SIZE, local_media_offer, remote_fingerprint
 from .rtc import RTC_TIMEOUT, PendingConnection, TransportError, answer_offer
 
@@ -266,9 +265,8 @@ class BrowserMediaTransport(BrowserTransport):
         await super().establish(answer_sdp, binding, timeout)
         loop = asyncio.get_running_loop()
         seed = self._rtc.host.random(32)
-        self._link = MediaLink(
-            VideoProfile.measured(), DeterministicRng(seed, b"zmesh-media"), loop.time()
-        )
+        rng = DeterministicRng(seed, b"zmesh-media")
+        self._link = MediaLink(media_profile(rng), rng, loop.time())
         early, self._early = self._early, []
         for frame in early:
             self._on_frame(frame)

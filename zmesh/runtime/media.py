@@ -18,9 +18,16 @@ assumes even when RTP loses a whole frame.
 How the frames get in and out of aiortc 1.16 (measured in the tests):
 
 * **Sending**: the track yields ``av.Packet`` objects, which aiortc's sender packetizes
-  as they are (``Vp8Encoder.pack``: the VP8 payload descriptor, a picture id, 1,300-byte
-  RTP packets, the marker bit on the last) instead of encoding a picture.  Our frames
-  start with a VP8 frame tag and, for key frames, the start code and the size (1280x720).
+  as they are (``Vp8Encoder.pack``: the VP8 payload descriptor, a picture id, the marker
+  bit on the last packet) instead of encoding a picture; our encoder
+  (:class:`~zmesh.runtime.media_call.EqualPacketizer`, set in the sender) cuts each
+  frame into near-equal packets as Chromium does, datagrams of at most 1,142 bytes.  Our
+  frames start with a VP8 frame tag and, for key frames, the start code and the size.
+* **Looking like a call** (D59, :mod:`zmesh.runtime.media_call`): a native connection
+  also carries an Opus audio track of cover (compact SDP version 4) and RTCP shaped like
+  Chromium's transport-wide feedback, sizes and rates from the measured calls; frames
+  follow :func:`~zmesh.shaping.media.media_profile`.  Browsers' connections (version 3)
+  have neither: their RTP and RTCP are Chromium's own.
 * **Receiving**: aiortc reassembles frames in a jitter buffer, then hands them to a
   decoder thread through a queue.  We replace both on the receiver (private attributes
   of ``RTCRtpReceiver``): :class:`_FrameAssembler` emits a frame as soon as its packets
@@ -59,12 +66,21 @@ from aiortc.rtp import RtpPacket
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..link.transport import DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES, DataChannel
 from ..rng import DeterministicRng
-from ..shaping.media import MAX_MESSAGE, MediaLink
+from ..shaping.audio import AudioProfile
+from ..shaping.media import MAX_MESSAGE, MediaLink, media_profile
 from ..shaping.profile import VideoProfile
 from ..signaling.sdp import CompactSdp, remote_fingerprint
 from . import webrtc
 from .aio import AsyncNode, wall_clock
 from .entropy import SystemRng
+from .media_call import (
+    CoverAudio,
+    install_packetizer,
+    pace_consent,
+    send_back_to_back,
+    send_feedback,
+    unmark_audio,
+)
 from .rtc import PendingConnection, RtcBackend, TransportError, answer_offer
 
 __all__ = [
@@ -205,13 +221,21 @@ class _Tap:
         return self._original.get()
 
 
-def _install(receiver: RTCRtpReceiver, deliver: Any) -> None:
-    """Take frames from ``receiver`` before its decoder (see the module doc)."""
+def _install(receiver: RTCRtpReceiver, deliver: Any, *, video: bool = True) -> None:
+    """Take frames from ``receiver`` before its decoder (see the module doc); an audio
+    receiver's frames (cover) are dropped there."""
     name = "_RTCRtpReceiver__"
-    setattr(receiver, name + "jitter_buffer", _FrameAssembler())
+    if video:
+        setattr(receiver, name + "jitter_buffer", _FrameAssembler())
+    else:
+        deliver = _discard
     setattr(
         receiver, name + "decoder_queue", _Tap(getattr(receiver, name + "decoder_queue"), deliver)
     )
+
+
+def _discard(frame: bytes) -> None:
+    """The peer's cover audio: nothing to do with it."""
 
 
 def _loopback_only(pc: RTCPeerConnection) -> None:
@@ -258,6 +282,7 @@ class MediaTransport(DataChannel):
         pc: RTCPeerConnection,
         profile: VideoProfile | None = None,
         *,
+        audio: bool = True,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
@@ -269,9 +294,15 @@ class MediaTransport(DataChannel):
             max_pending_bytes=max_pending_bytes,
         )
         self._pc = pc
-        self._profile = profile if profile is not None else VideoProfile.measured()
         self._track = _FrameTrack()
-        pc.addTrack(self._track)
+        install_packetizer(pc.addTrack(self._track))
+        self._audio: CoverAudio | None = None
+        self._cover_rng = DeterministicRng(SystemRng().bytes(32), b"cover")
+        self._profile = profile if profile is not None else media_profile(self._cover_rng)
+        if audio:
+            self._audio = CoverAudio(AudioProfile.measured(), self._cover_rng)
+            pc.addTrack(self._audio)
+        self._feedback: asyncio.Task[None] | None = None
         self._link: MediaLink | None = None
         self._origin = 0.0
         self._pts = -1  # the last frame's RTP timestamp (90 kHz, from _origin)
@@ -283,7 +314,7 @@ class MediaTransport(DataChannel):
 
     def _attach_receivers(self) -> None:
         for transceiver in self._pc.getTransceivers():
-            _install(transceiver.receiver, self._on_frame)
+            _install(transceiver.receiver, self._on_frame, video=transceiver.kind == "video")
 
     @property
     def link(self) -> MediaLink | None:
@@ -319,6 +350,8 @@ class MediaTransport(DataChannel):
         if self._pc.connectionState != "connected":
             raise TransportError(f"the media connection is {self._pc.connectionState}")
         self.channel_binding = binding
+        unmark_audio(self._pc)
+        send_back_to_back(self._pc)
         now = self._loop.time()
         self._origin = now
         seed = SystemRng().bytes(32)
@@ -329,6 +362,8 @@ class MediaTransport(DataChannel):
             self._on_frame(frame)
         self._early.clear()
         self._arm()
+        if self._audio is not None:
+            self._feedback = self._loop.create_task(send_feedback(self._pc, self._cover_rng))
 
     async def wait_closed(self) -> None:
         if self._teardown_task is not None:
@@ -425,7 +460,11 @@ class MediaTransport(DataChannel):
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            if self._feedback is not None:
+                self._feedback.cancel()
             self._track.stop()
+            if self._audio is not None:
+                self._audio.stop()
             await self._pc.close()
 
 
@@ -435,6 +474,7 @@ class MediaTransport(DataChannel):
 async def _new_connection(
     *, loopback: bool, max_pending: int, max_pending_bytes: int, remote_offer: str | None
 ) -> tuple[MediaTransport, str]:
+    pace_consent()
     pc = RTCPeerConnection()
     try:
         if remote_offer is not None:
@@ -442,7 +482,11 @@ async def _new_connection(
                 await pc.setRemoteDescription(RTCSessionDescription(remote_offer, "offer"))
             except ValueError as exc:
                 raise RemoteProtocolError(f"offer SDP rejected: {exc}") from None
-        transport = MediaTransport(pc, max_pending=max_pending, max_pending_bytes=max_pending_bytes)
+        # a native dial sends cover audio; an answer has it if the offer asks (browsers' don't)
+        audio = remote_offer is None or any(t.kind == "audio" for t in pc.getTransceivers())
+        transport = MediaTransport(
+            pc, audio=audio, max_pending=max_pending, max_pending_bytes=max_pending_bytes
+        )
         transport._attach_receivers()
         if loopback:
             _loopback_only(pc)

@@ -31,8 +31,10 @@ cells (a link whose PONGs waited behind megabytes was closed as "peer silent").
 Sans-I/O: ``now`` and an Rng come in; frames are pulled (:meth:`MediaLink.frames_to_send`).
 """
 
+import json
 import math
 from collections import deque
+from importlib import resources
 from typing import Final
 
 from ..errors import CloseCode, LocalProtocolError, RemoteProtocolError
@@ -66,6 +68,32 @@ FIN_FRAMES: Final = 2  # frames that carry FIN before a finished link is done
 NACK_HOLDOFF: Final = 0.15  # after a resend, NACKs are ignored this long (or SRTT if longer)
 MAX_LAG: Final = 0.25  # a driver stalled longer skips the frames it missed
 WIDTH, HEIGHT = 1280, 720  # the measured call's resolution
+MEDIA_PROFILE_FILE: Final = "media_profile.json"
+MAX_PROFILES: Final = 64
+
+
+def media_profiles() -> tuple[VideoProfile, ...]:
+    """The video profiles media links send (D59): the VP8 frames of each direction of the
+    judge's calls (``bench/classify.py``) with a noisy camera, 1.2 Mbit/s or more
+    (``media_profile.json``, ``bench/audio_profile.py --video``); ValueError if the file
+    is malformed.  The canvas call of :meth:`VideoProfile.measured` (2.42 Mbit/s, frames
+    of 9-11 KB) ran faster than those calls and with a much narrower spread of sizes."""
+    text = resources.files(__package__).joinpath(MEDIA_PROFILE_FILE).read_text()
+    try:
+        directions = json.loads(text)["directions"][:MAX_PROFILES]
+        profiles = tuple(VideoProfile.from_json(json.dumps(d)) for d in directions)
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed media profile: {exc!r}") from None
+    if not profiles:
+        raise ValueError("a media profile needs at least one direction")
+    return profiles
+
+
+def media_profile(rng: Rng) -> VideoProfile:
+    """One of :func:`media_profiles`, drawn for one link: each link sends as one call
+    direction did (the calls differ from each other: 1.0-2.2 Mbit/s, median frames
+    3-10 KB); a draw from them all would look like no call."""
+    return pick(rng, media_profiles())
 
 
 def vp8_header(size: int, *, key: bool) -> bytes:
@@ -76,6 +104,17 @@ def vp8_header(size: int, *, key: bool) -> bytes:
     if key:
         head += START_CODE + WIDTH.to_bytes(2, "little") + HEIGHT.to_bytes(2, "little")
     return head
+
+
+def equal_pieces(length: int, max_piece: int) -> list[int]:
+    """The sizes of ``ceil(length / max_piece)`` pieces of ``length`` bytes that differ by
+    at most one byte, larger ones first: how Chromium cuts a video frame into RTP packets
+    (where aiortc cuts full pieces and a remainder; D59).  ValueError if ``max_piece`` < 1."""
+    if max_piece < 1:
+        raise ValueError("pieces must hold at least one byte")
+    count = max(1, -(-length // max_piece))
+    small, extra = divmod(length, count)
+    return [small + 1] * extra + [small] * (count - extra)
 
 
 def encode_frame(

@@ -32,6 +32,7 @@ _MDNS_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 _COMPACT_V1: Final = 1  # UDP host candidates with IP addresses only
 _COMPACT_V2: Final = 2  # also mDNS host names and server-reflexive candidates
 _COMPACT_V3: Final = 3  # version 2's candidates, and a video section (the media transport)
+_COMPACT_V4: Final = 4  # version 3 with an audio section too (the media transport's cover audio)
 #: the video section of the media transport (D58): VP8 with NACK, PLI and REMB feedback
 VIDEO_PAYLOAD: Final = 97
 _VIDEO_LINES: Final = (
@@ -43,6 +44,15 @@ _VIDEO_LINES: Final = (
     f"a=rtcp-fb:{VIDEO_PAYLOAD} nack",
     f"a=rtcp-fb:{VIDEO_PAYLOAD} nack pli",
     f"a=rtcp-fb:{VIDEO_PAYLOAD} goog-remb",
+)
+#: the audio section of the media transport (D59): Opus, as Chromium offers it
+AUDIO_PAYLOAD: Final = 111
+_AUDIO_LINES: Final = (
+    "a=sendrecv",
+    "a=rtcp-mux",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+    f"a=rtpmap:{AUDIO_PAYLOAD} opus/48000/2",
+    f"a=fmtp:{AUDIO_PAYLOAD} minptime=10;useinbandfec=1",
 )
 # a compact candidate's kind byte (v1 knows only the first two)
 _HOST_V4, _HOST_V6, _SRFLX_V4, _SRFLX_V6, _HOST_MDNS = 4, 6, 0x14, 0x16, 0x20
@@ -206,12 +216,16 @@ class CompactSdp:
     is version 2 for a video section instead of a data channel (``media``: the media
     transport, :mod:`zmesh.runtime.media`, D58); ``to_sdp`` then writes one VP8 track
     (``sendrecv``, payload type 97, NACK, PLI, REMB, no RTX and no SSRCs: a lost
-    packet is resent as it was, and RTP is routed by its ``mid`` extension).
+    packet is resent as it was, and RTP is routed by its ``mid`` extension).  Version 4
+    is version 3 with an audio section after the video one (``audio``, D59: ``mid`` ``1``,
+    Opus as payload type 111, bundled), which native media ends send as cover so that
+    the link looks like a call; browsers' media offers stay version 3.
 
     Every parsing path raises :class:`~zmesh.errors.RemoteProtocolError` on bad input.
     The SDP must describe exactly one data-channel section (``mid`` ``0``, SCTP port
     5000), as libdatachannel, Chromium and Firefox produce for a data-only connection,
-    or exactly one video section over ``UDP/TLS/RTP/SAVPF`` (``mid`` ``0``).
+    or exactly one video section over ``UDP/TLS/RTP/SAVPF`` (``mid`` ``0``), optionally
+    followed by one audio section (``mid`` ``1``).
     """
 
     ice_ufrag: str
@@ -221,6 +235,7 @@ class CompactSdp:
     candidates: tuple[tuple[str, int], ...] = ()  # host: an IP address or an mDNS name
     reflexive: tuple[tuple[str, int], ...] = ()  # server-reflexive: an IP address
     media: bool = False  # a video section (the media transport), not a data channel
+    audio: bool = False  # and an audio section after it (the media transport's cover audio)
 
     def __post_init__(self) -> None:
         if not _ICE_CHARS.fullmatch(self.ice_ufrag) or not 4 <= len(self.ice_ufrag) <= 256:
@@ -239,14 +254,22 @@ class CompactSdp:
             _check_candidate(candidate, names=True)
         for candidate in self.reflexive:
             _check_candidate(candidate, names=False)
+        if self.audio and not self.media:
+            raise RemoteProtocolError("an audio section needs a video section")
 
     @classmethod
     def from_sdp(cls, sdp: str) -> "CompactSdp":
         lines = _sdp_lines(sdp)
         media = [line for line in lines if line.startswith("m=")]
-        if len(media) != 1:
-            raise RemoteProtocolError("SDP must have exactly one media section")
+        audio = len(media) == 2 and media[1][2:].split(" ")[:1] == ["audio"]
+        if len(media) != (2 if audio else 1):
+            raise RemoteProtocolError("SDP must have one media section (or video and audio)")
         fields = media[0][2:].split(" ")
+        if audio:
+            audio_fields = media[1][2:].split(" ")
+            if len(audio_fields) < 4 or audio_fields[2] != "UDP/TLS/RTP/SAVPF":
+                raise RemoteProtocolError("SDP audio section is not WebRTC audio")
+            _int(audio_fields[1], "media port", 65535)
         video = len(fields) >= 4 and fields[0] == "video" and fields[2] == "UDP/TLS/RTP/SAVPF"
         if not video and (
             len(fields) != 4
@@ -256,9 +279,11 @@ class CompactSdp:
         ):
             raise RemoteProtocolError("SDP media section is not a WebRTC data channel or video")
         _int(fields[1], "media port", 65535)
-        for mid in _attributes(lines, "mid"):
-            if mid != "0":
-                raise RemoteProtocolError(f"unsupported media id {mid[:20]!r} (expected 0)")
+        if audio and not video:
+            raise RemoteProtocolError("SDP audio section without a video section")
+        mids = _attributes(lines, "mid")
+        if mids and mids != (["0", "1"] if audio else ["0"]):
+            raise RemoteProtocolError(f"unsupported media ids {mids!r:.40} (expected 0, 1)")
         for port in _attributes(lines, "sctp-port"):
             if _int(port, "SCTP port", 65535) != SCTP_PORT:
                 raise RemoteProtocolError(f"unsupported SCTP port {port}")
@@ -279,6 +304,7 @@ class CompactSdp:
             candidates=tuple(host),
             reflexive=tuple(reflexive),
             media=video,
+            audio=audio,
         )
 
     def to_sdp(self, role: str) -> str:
@@ -299,7 +325,7 @@ class CompactSdp:
             f"o=- {session_id} 2 IN IP4 127.0.0.1",
             "s=-",
             "t=0 0",
-            "a=group:BUNDLE 0",
+            "a=group:BUNDLE 0 1" if self.audio else "a=group:BUNDLE 0",
             f"m=video 9 UDP/TLS/RTP/SAVPF {VIDEO_PAYLOAD}"
             if self.media
             else "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
@@ -323,11 +349,27 @@ class CompactSdp:
                 f"a=candidate:{i + 1} 1 UDP {priority} {ip} {port} typ srflx raddr 0.0.0.0 rport 0"
             )
         lines.append("a=end-of-candidates")
+        if self.audio:
+            lines += [
+                f"m=audio 9 UDP/TLS/RTP/SAVPF {AUDIO_PAYLOAD}",
+                "c=IN IP4 0.0.0.0",
+                *lines[7:11],  # the video section's ICE, fingerprint and setup lines
+                "a=mid:1",
+                *_AUDIO_LINES,
+            ]
         return "\r\n".join(lines) + "\r\n"
 
     def encode(self) -> bytes:
         plain = not self.reflexive and not any(_MDNS_NAME.fullmatch(a) for a, _ in self.candidates)
-        version = _COMPACT_V3 if self.media else _COMPACT_V1 if plain else _COMPACT_V2
+        version = (
+            _COMPACT_V4
+            if self.audio
+            else _COMPACT_V3
+            if self.media
+            else _COMPACT_V1
+            if plain
+            else _COMPACT_V2
+        )
         out = [
             bytes([version, _SETUP_CODES[self.setup]]),
             self.fingerprint,
@@ -350,7 +392,7 @@ class CompactSdp:
     def decode(cls, data: bytes) -> "CompactSdp":
         buf = Buffer(data)
         version = buf.pull_uint8()
-        if version not in (_COMPACT_V1, _COMPACT_V2, _COMPACT_V3):
+        if version not in (_COMPACT_V1, _COMPACT_V2, _COMPACT_V3, _COMPACT_V4):
             raise RemoteProtocolError(f"unknown compact SDP version {version}")
         setup = _SETUP_NAMES.get(buf.pull_uint8())
         if setup is None:
@@ -392,7 +434,8 @@ class CompactSdp:
             setup=setup,
             candidates=tuple(host),
             reflexive=tuple(reflexive),
-            media=version == _COMPACT_V3,
+            media=version in (_COMPACT_V3, _COMPACT_V4),
+            audio=version == _COMPACT_V4,
         )
 
 
