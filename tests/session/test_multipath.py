@@ -795,3 +795,23 @@ def test_fuzz_garbage_payloads_into_a_session(data: bytes) -> None:
         server.receive(1, decode_stream_frames(data), 2.0)
     except RemoteProtocolError:
         pass
+
+
+def test_a_ping_that_new_data_makes_due_rides_in_its_cell() -> None:
+    """A request's OPEN and the PING it makes due go as one cell, not two (D60)."""
+    model = Model()
+    model.add_leg(1, 0.01, MB)
+    model.run(1.2)  # measured and idle: the last idle PING (at 1.0 s) answered
+    sent: list[list[StreamFrame]] = []
+    real_send = model.send
+
+    def spy(side: str, leg_id: int, frames: list[StreamFrame]) -> None:
+        if side == "client":
+            sent.append(frames)
+        real_send(side, leg_id, frames)
+
+    model.send = spy  # type: ignore[method-assign]
+    model.client.open_stream("a:1")
+    model.pump("client")
+    assert [type(f) for f in sent[0]] == [OpenFrame, PingFrame]
+    assert len(sent) == 1  # no PING in a cell of its own behind it
