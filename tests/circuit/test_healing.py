@@ -10,12 +10,19 @@ from mesh import accept_streams, events_of, finished, full_mesh, received, send_
 
 from zmesh.circuit import healing as healing_module
 from zmesh.circuit import sessions as sessions_module
+from zmesh.circuit.common import CircuitBuilt
 from zmesh.circuit.healing import HEDGE_AFTER, MAX_RETRY_DELAY, RETRY_DELAY
-from zmesh.circuit.sessions import DEFAULT_LEGS, SessionClosed, SessionLegLost
+from zmesh.circuit.sessions import (
+    DEFAULT_LEGS,
+    SessionClosed,
+    SessionLegLost,
+    SessionStreamEvent,
+)
 from zmesh.errors import LocalProtocolError
 from zmesh.identity import Descriptor, Flags
 from zmesh.node import NodeConfig
 from zmesh.onion.paths import NoPathError
+from zmesh.session.endpoint import StreamConnected, StreamOpened
 from zmesh.session.multipath import MAX_LEGS, SESSION_GRACE
 from zmesh.sim import Blackhole, Crash, SimNode, Simulator
 
@@ -358,3 +365,42 @@ def test_a_named_final_hop_that_fails_to_connect_is_not_kept(
     with pytest.raises(LocalProtocolError):
         sim.call(a, lambda: sessions.connect(sim.now, final=final))
     assert not healer._finals
+
+
+# -- a session's first leg from its CREATE on (D64) -------------------------------------------
+def test_a_new_session_s_open_follows_its_create_and_connects_in_one_round_trip() -> None:
+    """The first build is a leg at once: LINK, OPEN and a PING follow the CREATE, the final
+    hop sees the stream before the client sees CREATED, and CONNECTED comes one circuit
+    round trip (plus the hops' work) after connect, where waiting for CREATED took two."""
+    sim, a, _, exit_ = exit_mesh(5, seed=2)
+    start = sim.now
+    session = connect(sim, a)
+    (first,) = [cid for cid in range(1, 10) if a.node.sessions.session_of(cid)]
+    sim.call(a, lambda: a.node.sessions.open(session, "x:1", sim.now))
+    assert sim.run(lambda: bool(stream_events(exit_, StreamOpened)), max_time=sim.now + 5)
+    assert first not in a.node.builder.built()  # CREATED is still on its way back
+    assert sim.run(lambda: bool(stream_events(a, StreamConnected)), max_time=sim.now + 5)
+    built = [e for e in events_of(a, CircuitBuilt) if e.circuit_id == first]
+    assert built and sim.now - start < 1.5 * built[0].seconds
+    assert first in a.node.sessions.legs_of(session)
+
+
+def test_an_early_leg_whose_build_fails_hands_its_open_to_the_next_leg() -> None:
+    """The first build's middle is gone: the build fails, the OPEN it carried goes on
+    the next leg, and the stream connects once (no second OPEN at the final hop)."""
+    sim, a, _, exit_ = exit_mesh(5, seed=2)
+    session = connect(sim, a)
+    (first,) = [cid for cid in range(1, 10) if a.node.sessions.session_of(cid)]
+    middle = node_of(sim, a.node.builder.path(first)[1])
+    sim.apply(Crash(middle.index))
+    sim.call(a, lambda: a.node.sessions.open(session, "x:1", sim.now))
+    assert sim.run(lambda: bool(stream_events(a, StreamConnected)), max_time=sim.now + 20)
+    assert [(e.circuit_id, e.reason) for e in events_of(a, SessionLegLost)] == [(first, "closed")]
+    assert first not in a.node.sessions.legs_of(session)
+    assert a.node.sessions.session_of(first) is None
+    assert len(stream_events(exit_, StreamOpened)) == 1
+    assert not events_of(a, SessionClosed)
+
+
+def stream_events[T](sn: SimNode, kind: type[T]) -> list[T]:
+    return [e.event for e in events_of(sn, SessionStreamEvent) if isinstance(e.event, kind)]

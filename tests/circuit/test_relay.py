@@ -5,6 +5,7 @@ from mesh import build, events_of, full_mesh
 from peer import RawPeer, quick_identity
 
 from zmesh import dialer as dialer_module
+from zmesh.circuit import builder as builder_module
 from zmesh.circuit import relay as relay_module
 from zmesh.circuit.relay import CREATE_BURST, CREATE_RATE
 from zmesh.errors import CloseCode
@@ -437,3 +438,46 @@ def test_a_client_sends_cells_right_behind_its_create() -> None:
     assert got == [1, 2, 3]
     assert not any(isinstance(e, CircuitBuilt) for e in source.events_since(mark))
     sim.run(lambda: cid in source.node.builder.built(), max_time=sim.now + 5)
+
+
+def test_a_client_sends_at_most_max_early_cells_before_created_and_the_rest_after() -> None:
+    """A relay keeps only MAX_EARLY_CELLS behind a parked CREATE, so the builder sends no
+    more before CREATED: later cells wait in the circuit and follow CREATED, in order."""
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    got: list[int] = []
+    dest.node.relay.deliver_to(
+        lambda cid, frames, now: got.extend(f.nonce for f in frames if isinstance(f, PingFrame))
+    )
+    path = [sim.descriptor(relay), sim.descriptor(dest)]
+    total = relay_module.MAX_EARLY_CELLS + 3
+
+    def start(now: float) -> int:
+        cid = source.node.build_circuit(path, now)
+        for n in range(total):
+            source.node.builder.send_frames(cid, [PingFrame(n)], now)
+        return cid
+
+    cid = sim.call(source, lambda: start(sim.now))
+    assert sim.run(lambda: cid in source.node.builder.built(), max_time=sim.now + 5)
+    assert len(got) == relay_module.MAX_EARLY_CELLS  # the rest left with CREATED
+    assert sim.run(lambda: len(got) == total, max_time=sim.now + 5)
+    assert got == list(range(total))
+    assert not events_of(source, CircuitClosed)
+
+
+def test_cells_held_for_created_are_bounded() -> None:
+    sim = full_mesh(3)
+    source, relay, dest = sim.nodes
+    path = [sim.descriptor(relay), sim.descriptor(dest)]
+
+    def start(now: float) -> int:
+        cid = source.node.build_circuit(path, now)
+        for n in range(relay_module.MAX_EARLY_CELLS + builder_module.MAX_HELD + 1):
+            source.node.builder.send_frames(cid, [PingFrame(n)], now)
+        return cid
+
+    cid = sim.call(source, lambda: start(sim.now))
+    assert cid not in source.node.builder
+    sim.run(lambda: bool(events_of(source, CircuitClosed)), max_time=sim.now + 1)
+    assert [e.code for e in events_of(source, CircuitClosed)] == [CloseCode.RESOURCE]

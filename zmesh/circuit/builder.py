@@ -13,6 +13,8 @@ the session the circuit is a leg of (:mod:`zmesh.circuit.sessions`).  It exists 
 CREATE on (the setup packet gives every hop's keys), so cells may follow the CREATE before
 CREATED comes back (:meth:`CircuitBuilder.send_frames`; links deliver in order, and the
 relays keep them behind it: docs/decisions.md D49); cells can arrive only after CREATED.
+At most :data:`~.common.MAX_EARLY_CELLS` cells go before CREATED (a relay whose CREATE is
+parked keeps no more); later ones wait in the circuit, in order, and follow CREATED.
 """
 
 import itertools
@@ -33,6 +35,7 @@ from ..rng import Rng
 from ..session.endpoint import ClientEnd
 from ..session.frames import StreamFrame
 from .common import (
+    MAX_EARLY_CELLS,
     CircuitBuilt,
     CircuitClosed,
     CircuitConfig,
@@ -45,6 +48,7 @@ from .common import (
 log = logging.getLogger("zmesh.builder")
 
 MAX_BUILDING = 256  # circuits waiting for their CREATED
+MAX_HELD = 256  # cells one circuit holds until its CREATED (beyond: closed, RESOURCE)
 MIN_BUILD_TIMEOUT = 1.0  # the adaptive timeout never goes under this (nor over build_timeout)
 
 
@@ -59,6 +63,8 @@ class _ClientCircuit:
     path: tuple[bytes, ...]  # node ids, first hop first; past the first, blamed if it fails
     end: ClientEnd
     built: bool = False  # CREATED came back
+    early: int = 0  # cells sent behind the CREATE before CREATED
+    held: list[list[StreamFrame]] | None = None  # cells beyond MAX_EARLY_CELLS, until CREATED
 
 
 class CircuitBuilder:
@@ -155,11 +161,25 @@ class CircuitBuilder:
 
     def send_frames(self, circuit_id: int, frames: list[StreamFrame], now: float) -> None:
         """Send one cell of ``frames`` on the circuit, built or still being built (the
-        cell follows the CREATE; D49); a full queue closes it.  A circuit closed in this
-        same input (its CircuitClosed still queued) is skipped."""
+        cell follows the CREATE; D49, at most :data:`MAX_EARLY_CELLS` of them: later ones
+        wait for CREATED); a full queue closes it.  A circuit closed in this same input
+        (its CircuitClosed still queued) is skipped."""
         circ = self._circuits.get(circuit_id)
         if circ is None:
             return
+        if not circ.built:
+            if circ.early >= MAX_EARLY_CELLS:
+                if circ.held is None:
+                    circ.held = []
+                if len(circ.held) >= MAX_HELD:
+                    self._teardown(circ, CloseCode.RESOURCE, now)
+                    return
+                circ.held.append(frames)
+                return
+            circ.early += 1
+        self._send(circ, frames, now)
+
+    def _send(self, circ: _ClientCircuit, frames: list[StreamFrame], now: float) -> None:
         if not send_frames(circ.end, self._links.get(circ.out[0]), circ.out[1], frames, now):
             self._teardown(circ, CloseCode.RESOURCE, now)
 
@@ -186,6 +206,11 @@ class CircuitBuilder:
             self.build_times.add(elapsed)
         circ.built = True
         self.events.append(CircuitBuilt(circ.circuit_id, elapsed))
+        held, circ.held = circ.held or [], None
+        for frames in held:
+            if circ.circuit_id not in self._circuits:  # a full queue closed it
+                break
+            self._send(circ, frames, now)
 
     def on_cell(self, conn: LinkConnection, frame: lf.Cell, now: float) -> None:
         circ = self._by_side[(conn.link_id, frame.circ_id)]

@@ -11,6 +11,9 @@ from ..session.frames import StreamFrame
 Side = tuple[int, int]  # (link_id, circ_id)
 BUILD_TIMEOUT = 30.0
 IDLE_TIMEOUT = 900.0  # a relayed or final-hop circuit with no cell this long is destroyed
+#: cells a client sends behind its CREATE before CREATED (the builder holds later ones)
+#: and a relay keeps behind a parked CREATE (one more refuses the circuit; D49)
+MAX_EARLY_CELLS = 8
 
 
 @dataclass(frozen=True)

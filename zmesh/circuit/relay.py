@@ -53,6 +53,7 @@ from ..rng import Rng
 from ..session.endpoint import ServerEnd
 from ..session.frames import StreamFrame
 from .common import (
+    MAX_EARLY_CELLS,
     CircuitClosed,
     CircuitConfig,
     CircuitEvent,
@@ -72,7 +73,6 @@ SWEEP_INTERVAL = 60.0
 PARK_TIMEOUT = 15.0  # how long a CREATE waits for a link we dial on its behalf
 MAX_PARKED = 256  # CREATEs waiting for links, in all
 MAX_PARKED_PER_LINK = 32  # ... and from one predecessor
-MAX_EARLY_CELLS = 8  # forward cells kept behind one parked CREATE (D49)
 
 
 @dataclass(slots=True)

@@ -16,9 +16,14 @@ legs' middles, if one is ready, else by a new build; the standby is refilled in 
 background.  A build that fails is retried after a backoff.  While a session lacks legs
 and its newest build has been slow, another starts beside it through other relays (at
 most twice the legs it wants): a build through a dead relay would wait for the build
-timeout.  The paths, spares, backoff and hedge are :mod:`zmesh.circuit.healing`'s.  A
-session whose exit is gone fails after its grace time, as every session without legs
-does.
+timeout.  A new session's first build is an *early leg*: the session sends on it from its
+CREATE on (LINK, the first OPENs and a PING follow the CREATE: D49, D64), so a stream's
+OPEN does not wait a round trip for CREATED; it stays a build in the plan (hedged, and
+retried after a backoff if it fails) until CREATED makes it a leg like any other.  If it
+fails, what it carried goes to the other legs; if a hedge became a leg first and the
+early one stalls, it is given up.  The paths, spares, backoff and hedge are
+:mod:`zmesh.circuit.healing`'s.  A session whose exit is gone fails after its grace time,
+as every session without legs does.
 
 The tables are bounded: at most :data:`MAX_SESSIONS` sessions in all, one per circuit at
 the most (a session needs a circuit to be created, and CREATEs are budgeted per peer by
@@ -281,7 +286,10 @@ class Sessions:
     def _start(self, path: list[Descriptor], legs: int, now: float) -> int:
         entry = self._sessions[self.create(now)]
         plan = entry.plan = Plan(path[-1].node_id, legs)
-        self._build_leg(entry, plan, path, now)
+        first = self._build_leg(entry, plan, path, now)
+        if first is not None:  # an early leg: its cells follow the CREATE (see Healing)
+            entry.session.add_leg(first, now)
+            self._by_leg[first] = entry  # a cell may come right behind CREATED
         self._top_up(entry, now)
         self._healer.refill_standby(plan.exit_id, now)
         self._flush(entry, now)
@@ -374,7 +382,10 @@ class Sessions:
             plan = entry.plan
             del plan.building[circuit_id]
             plan.delay = RETRY_DELAY
-            if len(entry.legs) < plan.want or plan.spare:
+            if circuit_id in entry.session.leg_ids:  # an early leg, in use since its CREATE
+                entry.legs.add(circuit_id)
+                self._flush(entry, now)
+            elif len(entry.legs) < plan.want or plan.spare:
                 plan.spare = False
                 self._attach(entry, circuit_id, now)
                 self._flush(entry, now)
@@ -388,6 +399,11 @@ class Sessions:
         was being built for one, the build is retried after a backoff."""
         if self._healer.guards is not None:
             self._healer.guards.build_ended(circuit_id, False, now)
+        entry = self._building.get(circuit_id)
+        if entry is not None and circuit_id in entry.session.leg_ids:  # an early leg
+            entry.session.leg_closed(circuit_id, now)  # its LegLost ends the build (_lost)
+            self._flush(entry, now)
+            return
         entry = self._building.pop(circuit_id, None)
         if entry is not None:
             assert entry.plan is not None
@@ -415,7 +431,7 @@ class Sessions:
         except RemoteProtocolError as exc:
             self._end(entry, f"protocol error: {exc}", now, code=exc.code)
             return
-        if circuit_id not in entry.legs:  # the final hop adopted it
+        if not entry.session.client and circuit_id not in entry.legs:  # adopted here
             entry.legs.add(circuit_id)
             self._by_leg[circuit_id] = entry
         self._flush(entry, now)
@@ -520,7 +536,10 @@ class Sessions:
             self._close_circuit(leg_id, CloseCode.TIMEOUT, now)
         self.events.append(SessionLegLost(entry.session_id, leg_id, reason, path))
         plan = entry.plan
-        if plan is not None:
+        if plan is not None and self._building.pop(leg_id, None) is not None:
+            del plan.building[leg_id]  # an early leg's build failed, or is slower than a hedge
+            plan.retry_later(now)
+        elif plan is not None:
             if len(path) > 2:  # the middle: a dead guard is scored when its link closes
                 self._builder.avoidance.failed(path[1], now)
             self._top_up(entry, now)
@@ -542,6 +561,7 @@ class Sessions:
         if plan is not None:
             for cid in plan.building:
                 del self._building[cid]
+                self._by_leg.pop(cid, None)  # an early leg
                 self._close_circuit(cid, CloseCode.REQUESTED, now)
             plan.building.clear()
             if not self._exit_in_use(plan.exit_id):
@@ -563,7 +583,7 @@ class Sessions:
                 self._attach(entry, spare, now)
                 continue
             path = self._healer.leg_path(plan.exit_id, used, now)
-            if path is None or not self._build_leg(entry, plan, path, now):
+            if path is None or self._build_leg(entry, plan, path, now) is None:
                 plan.retry_later(now)
                 return
 
@@ -581,7 +601,7 @@ class Sessions:
             return
         path = self._healer.leg_path(plan.exit_id, used, now)
         if path is not None:
-            plan.spare = self._build_leg(entry, plan, path, now)
+            plan.spare = self._build_leg(entry, plan, path, now) is not None
 
     def _used(self, entry: _Entry) -> set[bytes]:
         """The guards and middles of a session's legs and of the legs being built."""
@@ -592,13 +612,14 @@ class Sessions:
             for node_id in self._builder.path(cid)[:-1]
         }
 
-    def _build_leg(self, entry: _Entry, plan: Plan, path: list[Descriptor], now: float) -> bool:
+    def _build_leg(
+        self, entry: _Entry, plan: Plan, path: list[Descriptor], now: float
+    ) -> int | None:
         cid = self._healer.build(path, now)
-        if cid is None:
-            return False
-        plan.building[cid] = now
-        self._building[cid] = entry
-        return True
+        if cid is not None:
+            plan.building[cid] = now
+            self._building[cid] = entry
+        return cid
 
     def _close_circuit(self, circuit_id: int, code: CloseCode, now: float) -> None:
         if circuit_id in self._builder:
