@@ -13,7 +13,8 @@ the checks share it):
   the data channel, before the link handshake and after it: the browser drops that link
   and keeps working (another fetch succeeds);
 * the main thread never ran a task over 200 ms (PerformanceObserver "longtask");
-* a reload keeps the node id (IndexedDB).
+* a reload keeps the node id (IndexedDB); reloaded with ``?shape=constant`` the page
+  shapes its links (a fetch works, and the idle page sends constant cover).
 """
 
 import asyncio
@@ -145,10 +146,18 @@ async def _scenario(url: str, bad_urls: list[str], relays: list[netmesh.Proc]) -
             status = await page.evaluate("() => zmesh.status()")
             assert status["maxLongTaskMs"] < 200, f"a main-thread task took {status}"
 
-            await page.reload()
+            await page.goto(url + "?shape=constant")  # reloaded, shaping its links (D53)
             again = await browserpage.wait_ready(page)
             assert again["nodeId"] == status["nodeId"], (again["identity"], status["identity"])
             assert "IndexedDB" in again["identity"], again["identity"]
+            assert again["shape"] == "constant", again
+            result = await page.evaluate(FETCH_JS, server.url)
+            assert result["sha256"] == server.sha256, result
+            before = await page.evaluate("() => zmesh.status()")
+            await asyncio.sleep(2.0)  # idle: constant cover, 8 KiB every 20 ms on each link
+            after = await page.evaluate("() => zmesh.status()")
+            cover = after["bytesOut"] - before["bytesOut"]
+            assert cover > 200_000 * min(before["peers"], after["peers"]), (before, after)
             assert again["maxLongTaskMs"] < 200, again
             assert not errors, errors
             await browser.close()

@@ -364,6 +364,8 @@ def test_identity_survives_a_reload_and_tabs_do_not_share_it() -> None:
         ("[]", "JSON object"),
         ('{"bootstrap": "http://x"}', "list of URLs"),
         ('{"bootstrap": [1]}', "list of URLs"),
+        ('{"bootstrap": [], "shape": "loud"}', "shape.*off, constant, video"),
+        ('{"bootstrap": [], "shape": 3}', "shape"),
     ],
 )
 def test_bad_configs_are_refused_clearly(text: str, error: str) -> None:
@@ -382,6 +384,13 @@ def test_config_keeps_http_urls_once_and_the_boot_times() -> None:
     )
     assert config.bootstrap == ["http://a:1", "https://c"]
     assert config.boot == {"pageStart": 1.5}
+    assert config.shape == "off" and browser_config(True).shape.mode == "off"
+
+
+def test_the_page_s_shape_setting_shapes_every_link() -> None:
+    config = BrowserConfig.parse(json.dumps({"bootstrap": ["http://a:1"], "shape": "video"}))
+    assert config.shape == "video"
+    assert browser_config(False, config.shape).shape.mode == "video"
 
 
 def test_transport_buffers_until_attached_and_closes_once() -> None:

@@ -133,6 +133,8 @@ fetch("config.json", { cache: "no-store" })
         testHooks,
         // ?transport=media: links inside a video track's frames (D58)
         transport: new URLSearchParams(location.search).get("transport") === "media" ? "media" : "datachannel",
+        // ?shape=constant|video: shaped messages on every link (D53); the node refuses others
+        shape: new URLSearchParams(location.search).get("shape") || "off",
         boot: { pageStart: performance.timeOrigin },
       },
     });

@@ -39,6 +39,7 @@ from ..crypto import signing, xwing
 from ..errors import RemoteProtocolError, ZMeshError
 from ..identity import Flags, Identity, short_id
 from ..node import Event, LinkClosed, LinkUp, Node, NodeConfig
+from ..shaping import MODES, Mode, ShapeConfig
 from ..signaling.backoff import Backoff
 from .aio import AsyncNode, wall_clock
 from .browser_content import BrowserContent
@@ -194,6 +195,7 @@ class BrowserConfig:
     trust_ca: str = ""  # PEM CAs zmesh.fetch trusts beyond certifi's (--trust-ca, D51)
     test_hooks: bool = False  # the page was opened with ?test_hooks=1 (the harness)
     media: bool = False  # ?transport=media: dial over the media transport (D58)
+    shape: Mode = "off"  # ?shape=constant|video: shape what it sends on each link (D53)
 
     @classmethod
     def parse(cls, text: str) -> "BrowserConfig":
@@ -217,6 +219,9 @@ class BrowserConfig:
         if not isinstance(trust_ca, str) or len(trust_ca) > MAX_TRUST_CA:
             raise ValueError(f'config "trustCa" must be PEM text of at most {MAX_TRUST_CA} bytes')
         verbose = verbose if isinstance(verbose, int) else 0
+        shape = raw.get("shape", "off")
+        if shape not in MODES:
+            raise ValueError(f'config "shape" must be one of {", ".join(MODES)}, not {shape!r}')
         return cls(
             urls[:32],
             timings,
@@ -224,6 +229,7 @@ class BrowserConfig:
             trust_ca,
             raw.get("testHooks") is True,
             raw.get("transport") == "media",
+            shape,
         )
 
 
@@ -243,12 +249,13 @@ def on_loopback(urls: list[str]) -> bool:
     return True
 
 
-def browser_config(loopback: bool) -> NodeConfig:
+def browser_config(loopback: bool, shape: Mode = "off") -> NodeConfig:
     """The browser node's :class:`NodeConfig`: a relay (``Flags.RELAY``, as every node is,
     D22) with the DHT on and flooding off, paths from its peer sample, as native nodes
     (``zmesh.runtime.daemon.relay_config``, D46).  On ``loopback`` the mesh is private
     (one operator's relays on one machine): the DHT's and paths' per-subnet caps are
-    waived there, as on the native nodes of that mesh."""
+    waived there, as on the native nodes of that mesh.  ``shape`` is the page's ``?shape=``
+    (zmesh.shaping; a shaping node links only to nodes that unwrap shaped messages, D53)."""
     return NodeConfig(
         flags=Flags.RELAY,
         auto_consume=False,
@@ -257,6 +264,7 @@ def browser_config(loopback: bool) -> NodeConfig:
         sample_links=True,  # ready right after its first links, not after a DHT walk
         gossip=False,
         private=loopback,
+        shape=ShapeConfig(shape),
     )
 
 
@@ -278,7 +286,7 @@ class BrowserNode:
         self.rng = BrowserRng(host)
         self.started_ms = time.time() * 1000
         loopback = on_loopback(config.bootstrap)
-        self.node = Node(identity, self.rng, wall_clock(), browser_config(loopback))
+        self.node = Node(identity, self.rng, wall_clock(), browser_config(loopback, config.shape))
         self.rtc = BrowserRtc(
             host, stun=lambda: linked_stun_servers(self.node, loopback), media=config.media
         )
@@ -474,6 +482,7 @@ class BrowserNode:
             "bytesIn": sum(t.bytes_in for t in transports),
             "bytesOut": sum(t.bytes_out for t in transports),
             # over the media transport (D58): connections, and stream bytes sent again
+            "shape": self.config.shape,
             "mediaLinks": sum(isinstance(t, BrowserMediaTransport) for t in transports),
             "mediaResent": sum(
                 t.link.resent for t in transports if isinstance(t, BrowserMediaTransport) and t.link
