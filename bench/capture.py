@@ -14,6 +14,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,3 +163,17 @@ def udp_ports(root: int) -> set[int]:
                 if cols[9] in inodes:
                     ports.add(int(cols[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def ks(a: list[int], b: list[int]) -> float | None:
+    """The two-sample Kolmogorov-Smirnov statistic: the largest gap between the two
+    samples' size distributions (0: the same, 1: disjoint)."""
+    if not a or not b:
+        return None
+    ca, cb = Counter(a), Counter(b)
+    gap = fa = fb = 0.0
+    for size in sorted(ca.keys() | cb.keys()):
+        fa += ca[size] / len(a)
+        fb += cb[size] / len(b)
+        gap = max(gap, abs(fa - fb))
+    return gap

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _harness import note, print_table
-from capture import Capture, cpu_seconds, descendants, watch_ports
+from capture import Capture, cpu_seconds, descendants, ks, watch_ports
 from vs_tor import (
     HOST,
     BenchError,
@@ -133,20 +133,6 @@ def run_mode(mode: str, args: argparse.Namespace, payload: Payload, http_port: i
         capture.stop.set()
         supervisor.stop_all()
     return run
-
-
-def ks(a: list[int], b: list[int]) -> float | None:
-    """The two-sample Kolmogorov-Smirnov statistic: the largest gap between the two
-    samples' size distributions (0: the same, 1: disjoint)."""
-    if not a or not b:
-        return None
-    ca, cb = Counter(a), Counter(b)
-    gap = fa = fb = 0.0
-    for size in sorted(ca.keys() | cb.keys()):
-        fa += ca[size] / len(a)
-        fb += cb[size] / len(b)
-        gap = max(gap, abs(fa - fb))
-    return gap
 
 
 def med(values: list[float]) -> str:
