@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -80,6 +79,7 @@ from .streams import (
     StreamClosedError,
     StreamPipe,
     StreamSlot,
+    resolve,
 )
 from .tasks import TaskSet
 
@@ -641,11 +641,7 @@ class AsyncNode:
             return
         try:
             host, port = split_target(target)
-            infos = await asyncio.wait_for(
-                self._loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=10.0
-            )
-            addresses = [str(info[4][0]) for info in infos]
-            ip = check_target(self.exit_policy, host, port, addresses)
+            ip = check_target(self.exit_policy, host, port, await resolve(self._loop, host, port))
         except PolicyError as exc:
             log.info("exit event=refused reason=%r", str(exc))
             pipe.reset(RESET_POLICY)

@@ -5,7 +5,9 @@ backpressure both ways; the reset codes the drivers send."""
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -120,3 +122,15 @@ class StreamPipe:
             down.cancel()
             self.driver._streams.pop((self.session_id, self.sid), None)
             writer.close()
+
+
+async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[str]:
+    """The addresses of an exit's target: an IP literal as it is (``getaddrinfo`` would
+    take a trip to the executor's thread for it, D64), a name through ``getaddrinfo``
+    (10 s at most).  Raises OSError, TimeoutError."""
+    with contextlib.suppress(ValueError):
+        return [str(ipaddress.ip_address(host))]
+    infos = await asyncio.wait_for(
+        loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=10.0
+    )
+    return [str(info[4][0]) for info in infos]
