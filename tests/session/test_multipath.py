@@ -41,6 +41,7 @@ from zmesh.session.frames import (
     StreamFrame,
     decode_stream_frames,
     encode_stream_frames,
+    first_link,
 )
 from zmesh.session.multipath import (
     IDLE_PING_INTERVAL,
@@ -56,7 +57,6 @@ from zmesh.session.multipath import (
     LegLost,
     Session,
     SessionFailed,
-    first_link,
 )
 from zmesh.session.stream import DEFAULT_WINDOW
 
@@ -815,3 +815,39 @@ def test_a_ping_that_new_data_makes_due_rides_in_its_cell() -> None:
     model.pump("client")
     assert [type(f) for f in sent[0]] == [OpenFrame, PingFrame]
     assert len(sent) == 1  # no PING in a cell of its own behind it
+
+
+def test_a_building_leg_carries_link_and_open_but_no_ping_until_built() -> None:
+    """A circuit still being built (its OPEN right behind the CREATE, D64): LINK and the
+    OPEN go on it, no PING (nothing watches it for stalls) and no DATA; built, it is
+    PINGed at once."""
+    client = Session(client=True, token=TOKEN, payload_size=PAYLOAD, now=0.0)
+    client.add_leg(1, 0.0, building=True)
+    sid = client.open_stream("a:1").stream_id
+    cells = client.cells_to_send(0.0)
+    assert [(leg, [type(f) for f in frames]) for leg, frames in cells] == [
+        (1, [LinkFrame, OpenFrame])
+    ]
+    assert client.get_timer() == SESSION_GRACE  # only the grace clock: no stall watch
+    client.handle_timer(5.0)
+    assert client.next_event() is None  # not stalled however long it takes
+    client.built(1)
+    assert [type(f) for _, frames in client.cells_to_send(5.0) for f in frames] == [PingFrame]
+    assert sid in client.streams
+
+
+def test_a_leg_built_before_the_building_one_takes_its_open() -> None:
+    """The second build came up first: the OPEN the building leg carried goes again on
+    the built one (the server drops whichever copy comes second), and new frames go on
+    the built leg only."""
+    client = Session(client=True, token=TOKEN, payload_size=PAYLOAD, now=0.0)
+    client.add_leg(1, 0.0, building=True)
+    client.open_stream("a:1")
+    client.cells_to_send(0.0)
+    client.add_leg(2, 0.1)
+    sent = client.cells_to_send(0.1)
+    assert {leg for leg, _ in sent} == {2}
+    frames = [type(f) for _, fs in sent for f in fs]
+    assert frames[0] is LinkFrame and OpenFrame in frames and PingFrame in frames
+    client.open_stream("b:1")
+    assert {leg for leg, _ in client.cells_to_send(0.2)} == {2}

@@ -48,7 +48,7 @@ from ..link.table import LinkTable
 from ..onion.paths import NoPathError
 from ..rng import Rng
 from ..session.endpoint import StreamData, StreamEvent
-from ..session.frames import TOKEN_SIZE, ResetFrame, StreamFrame
+from ..session.frames import TOKEN_SIZE, ResetFrame, StreamFrame, first_link
 from ..session.legs import LegInfo
 from ..session.multipath import (
     MAX_LEGS,
@@ -58,7 +58,6 @@ from ..session.multipath import (
     LegLost,
     Session,
     SessionFailed,
-    first_link,
 )
 from ..session.stream import Stream
 from .builder import CircuitBuilder
@@ -288,7 +287,7 @@ class Sessions:
         plan = entry.plan = Plan(path[-1].node_id, legs)
         first = self._build_leg(entry, plan, path, now)
         if first is not None:  # an early leg: its cells follow the CREATE (see Healing)
-            entry.session.add_leg(first, now)
+            entry.session.add_leg(first, now, building=True)
             self._by_leg[first] = entry  # a cell may come right behind CREATED
         self._top_up(entry, now)
         self._healer.refill_standby(plan.exit_id, now)
@@ -383,6 +382,7 @@ class Sessions:
             del plan.building[circuit_id]
             plan.delay = RETRY_DELAY
             if circuit_id in entry.session.leg_ids:  # an early leg, in use since its CREATE
+                entry.session.built(circuit_id)
                 entry.legs.add(circuit_id)
                 self._flush(entry, now)
             elif len(entry.legs) < plan.want or plan.spare:

@@ -260,3 +260,14 @@ def decode_stream_frames(payload: bytes) -> list[StreamFrame]:
             break
         frames.append(_pull_frame(buf, raw_type))
     return frames
+
+
+def first_link(frames: list[StreamFrame]) -> LinkFrame | None:
+    """The LINK that ``frames`` (one cell) begin with, else None.
+
+    The final hop calls it on the first cell of a circuit to find the session to route
+    the circuit to.
+    """
+    if frames and isinstance(frames[0], LinkFrame):
+        return frames[0]
+    return None

@@ -42,6 +42,7 @@ class Record:
 class Leg:
     __slots__ = (
         "ack_here",
+        "building",
         "inflight",
         "last_ping_sent",
         "last_recv",
@@ -82,6 +83,7 @@ class Leg:
         self.ack_here = False
         self.stalled = False  # the last leg, silent: kept, reported once
         self.proven = False  # something arrived on it: the peer's session knows it
+        self.building = False  # its CREATED has not come back: no PING, so not watched
 
     def rtt_sample(self, r: float) -> None:
         """RFC 6298 section 2.2-2.4, with our floor and ceiling on the RTO."""

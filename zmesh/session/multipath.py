@@ -7,7 +7,7 @@ each taking ``now``; outputs ``cells_to_send``, ``get_timer`` and ``next_event``
 driver seals each frame list from ``cells_to_send`` into one cell of that leg's circuit.
 
 Binding.  The client starts every leg with ``LINK(token, leg number)``; the final hop
-routes a circuit whose first cell begins with LINK (see :func:`first_link`) to the
+routes a circuit whose first cell begins with LINK (see :func:`~.frames.first_link`) to the
 session with that token, whose ``receive`` then adopts the leg.  A server holds at most
 :data:`MAX_LEGS` legs: the client never has more at once, so a LINK beyond them means one
 of the server's legs is gone on the client's side, not yet here; the stalest (the one
@@ -26,38 +26,36 @@ send order.  A circuit delivers its cells in order or not at all, so a PONG prov
 everything sent on the leg before its PING arrived: the record is cut at the PING's
 mark, and also pruned when a stream's cumulative ACK passes a range.
 
-Failover.  When a leg is closed, or stalls, its unconfirmed records are queued for
-resending on the other legs at once (a stalled leg is reported with :class:`LegLost` and
-no longer used).  The last leg is not given up when it stalls, since no other could take
-its data over: it is reported once with :class:`LastLegStalled` (the driver may add a
-leg), and given up when another leg exists and it is still silent, or after the grace
-time.  Only a leg with something at stake is watched: one that carries something
-unconfirmed, or any leg while a stream waits for the peer's data (a late PONG on an idle
-session is more likely a busy relay than a dead one; a leg that died meanwhile is found
-as soon as something is at stake, its oldest PING being old by then).  A leg with nothing
-at stake is watched by a phi-accrual detector over its PONGs instead (Hayashibara et al.;
-:mod:`zmesh.health.phi`, with :data:`ONE_WAY_STALL` as its acceptable pause): the cheap
-PINGs of an idle leg find it dead, about 3 s after its last PONG, before the session
-needs it, and the node replaces it.  An urgent leg stalls
-when its oldest unanswered PING is older than the leg's RTO and nothing has arrived on
-it for an RTO either (RFC 6298 section 5.3 restarts the timer on every ACK; here anything
-that arrives restarts it: a leg that is slow or queued, still delivering, is kept; D56),
-or,
-whatever arrives, when the PING is older than both ``3 * RTO`` and :data:`ONE_WAY_STALL`
-(a leg dead in one direction only; the floor, because a PONG waits behind the data the
-peer queued on the leg before it, up to the leg's cap: a leg carrying a resent burst
-answered late and was dropped though healthy).  Before its first RTT sample a leg's RTO
-is twice the largest RTO of the measured legs, at most :data:`~.legs.INITIAL_RTO` (which
-it is if none is measured): a new path's first round trip often took over twice the
-others' SRTT (D56).  Every leg that carried data since its last PING gets a new PING
-(one per ``RTO / 4``, and one after every :data:`PING_BYTES` sent), an idle leg one every
+Failover. When a leg is closed, or stalls, its unconfirmed records are queued for resending
+on the other legs at once (a stalled leg is reported with :class:`LegLost` and no longer
+used). The last leg is not given up when it stalls, since no other could take its data over:
+it is reported once with :class:`LastLegStalled` (the driver may add a leg), and given up
+when another leg exists and it is still silent, or after the grace time. Only a leg with
+something at stake is watched: one that carries something unconfirmed, or any leg while a
+stream waits for the peer's data (a late PONG on an idle session is more likely a busy relay
+than a dead one; a leg that died meanwhile is found as soon as something is at stake, its
+oldest PING being old by then). A leg with nothing at stake is watched by a phi-accrual
+detector over its PONGs instead (Hayashibara et al.; :mod:`zmesh.health.phi`, with
+:data:`ONE_WAY_STALL` as its acceptable pause): the cheap PINGs of an idle leg find it dead,
+about 3 s after its last PONG, before the session needs it, and the node replaces it. An
+urgent leg stalls when its oldest unanswered PING is older than the leg's RTO and nothing
+has arrived on it for an RTO either (RFC 6298 section 5.3 restarts the timer on every ACK;
+here anything that arrives restarts it: a leg that is slow or queued, still delivering, is
+kept; D56), or, whatever arrives, when the PING is older than both ``3 * RTO`` and
+:data:`ONE_WAY_STALL` (a leg dead in one direction only; the floor, because a PONG waits
+behind the data the peer queued on the leg before it, up to the leg's cap: a leg carrying a
+resent burst answered late and was dropped though healthy). Before its first RTT sample a
+leg's RTO is twice the largest RTO of the measured legs, at most :data:`~.legs.INITIAL_RTO`
+(which it is if none is measured): a new path's first round trip often took over twice the
+others' SRTT (D56). Every leg that carried data since its last PING gets a new PING (one per
+``RTO / 4``, and one after every :data:`PING_BYTES` sent), an idle leg one every
 :data:`IDLE_PING_INTERVAL`, so a silent leg is found within about one RTO, and PONGs keep
-arriving while a long queue on a healthy leg drains.  A PING that is due goes ahead of
-the data of the same pull, so that its round trip does not count the burst sent with it;
-one that a pull's data made due rides at the end of that data's cell if the pull gave the
-leg only that cell (a request's OPEN and its PING are one cell through every hop, not two).
-RTT comes only from PING/PONG (RFC 6298 section 2, with a 200 ms floor): ACKs are delayed
-and may return on another leg, so they give no unambiguous sample.
+arriving while a long queue on a healthy leg drains. A PING that is due goes ahead of the
+data of the same pull, so that its round trip does not count the burst sent with it; one
+that a pull's data made due rides at the end of that data's cell if the pull gave the leg
+only that cell (a request's OPEN and its PING are one cell through every hop, not two). RTT
+comes only from PING/PONG (RFC 6298 section 2, with a 200 ms floor): ACKs are delayed and
+may return on another leg, so they give no unambiguous sample.
 
 Scheduling (LowRTT with a BLEST-style rule).  New data goes on the lowest-SRTT leg whose
 unconfirmed bytes are below the per-leg cap.  If that is not the fastest leg (the
@@ -169,17 +167,6 @@ class SessionFailed:
 SessionEvent = StreamEvent | LegLost | LastLegStalled | SessionFailed
 
 
-def first_link(frames: list[StreamFrame]) -> LinkFrame | None:
-    """The LINK that ``frames`` (one cell) begin with, else None.
-
-    The final hop calls it on the first cell of a circuit to find the session to route
-    the circuit to.
-    """
-    if frames and isinstance(frames[0], LinkFrame):
-        return frames[0]
-    return None
-
-
 class Session:
     """One end of a multi-circuit session (``client`` opens streams and legs)."""
 
@@ -224,8 +211,11 @@ class Session:
         self.failovers = 0  # legs lost with records to resend
 
     # -- legs ---------------------------------------------------------------------------
-    def add_leg(self, leg_id: int, now: float) -> None:
-        """Client: start using the circuit ``leg_id`` (it sends LINK first).
+    def add_leg(self, leg_id: int, now: float, *, building: bool = False) -> None:
+        """Client: start using the circuit ``leg_id`` (it sends LINK first).  A circuit
+        still ``building`` (D64) carries LINK and control frames only while no built leg
+        exists, no DATA and no PING (so no stall watch) until :meth:`built`; what it
+        carries goes again on the first built leg added.
 
         Raises LocalProtocolError on the server, after failure, for a known id or beyond
         :data:`MAX_LEGS` legs.
@@ -238,8 +228,17 @@ class Session:
             raise LocalProtocolError(f"leg {leg_id} exists")
         if len(self._legs) >= MAX_LEGS:
             raise LocalProtocolError(f"a session has at most {MAX_LEGS} legs")
+        for other in self._legs.values() if not building else ():
+            if other.building:  # its OPENs go on a leg that is up (duplicates are dropped)
+                self._resend.extend(other.records)
+                other.records.clear()
         leg = self._new_leg(leg_id, self._legs_added % MAX_LEG_NUMBER, now)
-        leg.link_pending = True
+        leg.link_pending, leg.building = True, building
+
+    def built(self, leg_id: int) -> None:
+        """Client: the circuit of a leg added ``building`` is up (its CREATED came back)."""
+        if leg_id in self._legs:
+            self._legs[leg_id].building = False
 
     def _new_leg(self, leg_id: int, number: int, now: float) -> Leg:
         phi = PhiDetector(
@@ -532,7 +531,7 @@ class Session:
 
     def _ping_due(self, leg: Leg) -> float | None:
         """When ``leg`` should get its next PING (None: not while PINGs are unanswered)."""
-        if len(leg.pings) >= MAX_PINGS:
+        if len(leg.pings) >= MAX_PINGS or leg.building:
             return None
         if leg.srtt is None:
             return None if leg.pings else -math.inf  # measure a new leg at once
@@ -597,9 +596,10 @@ class Session:
             self._ping(out, leg, now)
 
     def _fastest(self) -> Leg | None:
-        """The lowest-RTT leg with fewer than :data:`MAX_LEG_RECORDS` records."""
+        """The lowest-RTT leg under :data:`MAX_LEG_RECORDS` records, a built one if any."""
         legs = [leg for leg in self._legs.values() if len(leg.records) < MAX_LEG_RECORDS]
-        return min(legs, key=Leg.sort_key) if legs else None
+        up = [leg for leg in legs if not leg.building]
+        return min(up or legs, key=Leg.sort_key) if legs else None
 
     def _put_ack(self, out: Cells, leg: Leg, stream: Stream) -> None:
         ack = stream.ack_frame()
@@ -641,7 +641,9 @@ class Session:
             legs = [
                 leg
                 for leg in self._legs.values()
-                if leg.inflight < 2 * self.leg_cap and len(leg.records) < MAX_LEG_RECORDS
+                if leg.inflight < 2 * self.leg_cap
+                and len(leg.records) < MAX_LEG_RECORDS
+                and not leg.building
             ]
             if not legs:
                 return
@@ -674,8 +676,10 @@ class Session:
                 progress = True
 
     def _pick_leg(self, now: float) -> Leg | None:
-        """LowRTT with the BLEST-style rule of the module docstring."""
-        legs = list(self._legs.values())
+        """LowRTT with the BLEST-style rule of the module docstring (built legs only)."""
+        legs = [leg for leg in self._legs.values() if not leg.building]
+        if not legs:
+            return None
         measured = [leg for leg in legs if leg.srtt is not None]
         if not measured:  # nothing measured yet: the first leg, while it has room
             first = min(legs, key=Leg.sort_key)
