@@ -17,11 +17,12 @@ background.  A build that fails is retried after a backoff.  While a session lac
 and its newest build has been slow, another starts beside it through other relays (at
 most twice the legs it wants): a build through a dead relay would wait for the build
 timeout.  A new session's first build is an *early leg*: the session sends on it from its
-CREATE on (LINK, the first OPENs and a PING follow the CREATE: D49, D64), so a stream's
-OPEN does not wait a round trip for CREATED; it stays a build in the plan (hedged, and
-retried after a backoff if it fails) until CREATED makes it a leg like any other.  If it
-fails, what it carried goes to the other legs; if a hedge became a leg first and the
-early one stalls, it is given up.  The paths, spares, backoff and hedge are
+CREATE on (LINK and the first OPENs follow the CREATE: D49, D64), so a stream's OPEN does
+not wait a round trip for CREATED; it stays a build in the plan (hedged, and retried after
+a backoff if it fails) until CREATED makes it a leg like any other.  Until then it carries
+no DATA and no PING (nothing watches it for stalls: the build timeout and the hedge do);
+if another leg is built first, the OPENs go again on that one; if its build fails, what it
+carried goes to the other legs.  The paths, spares, backoff and hedge are
 :mod:`zmesh.circuit.healing`'s.  A session whose exit is gone fails after its grace time,
 as every session without legs does.
 

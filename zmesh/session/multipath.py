@@ -26,36 +26,37 @@ send order.  A circuit delivers its cells in order or not at all, so a PONG prov
 everything sent on the leg before its PING arrived: the record is cut at the PING's
 mark, and also pruned when a stream's cumulative ACK passes a range.
 
-Failover. When a leg is closed, or stalls, its unconfirmed records are queued for resending
-on the other legs at once (a stalled leg is reported with :class:`LegLost` and no longer
-used). The last leg is not given up when it stalls, since no other could take its data over:
-it is reported once with :class:`LastLegStalled` (the driver may add a leg), and given up
-when another leg exists and it is still silent, or after the grace time. Only a leg with
-something at stake is watched: one that carries something unconfirmed, or any leg while a
-stream waits for the peer's data (a late PONG on an idle session is more likely a busy relay
-than a dead one; a leg that died meanwhile is found as soon as something is at stake, its
-oldest PING being old by then). A leg with nothing at stake is watched by a phi-accrual
-detector over its PONGs instead (Hayashibara et al.; :mod:`zmesh.health.phi`, with
-:data:`ONE_WAY_STALL` as its acceptable pause): the cheap PINGs of an idle leg find it dead,
-about 3 s after its last PONG, before the session needs it, and the node replaces it. An
-urgent leg stalls when its oldest unanswered PING is older than the leg's RTO and nothing
-has arrived on it for an RTO either (RFC 6298 section 5.3 restarts the timer on every ACK;
-here anything that arrives restarts it: a leg that is slow or queued, still delivering, is
-kept; D56), or, whatever arrives, when the PING is older than both ``3 * RTO`` and
-:data:`ONE_WAY_STALL` (a leg dead in one direction only; the floor, because a PONG waits
-behind the data the peer queued on the leg before it, up to the leg's cap: a leg carrying a
-resent burst answered late and was dropped though healthy). Before its first RTT sample a
-leg's RTO is twice the largest RTO of the measured legs, at most :data:`~.legs.INITIAL_RTO`
-(which it is if none is measured): a new path's first round trip often took over twice the
-others' SRTT (D56). Every leg that carried data since its last PING gets a new PING (one per
-``RTO / 4``, and one after every :data:`PING_BYTES` sent), an idle leg one every
+Failover.  When a leg is closed, or stalls, its unconfirmed records are queued for
+resending on the other legs at once (a stalled leg is reported with :class:`LegLost` and
+no longer used).  The last leg is not given up when it stalls, since no other could take
+its data over: it is reported once with :class:`LastLegStalled` (the driver may add a
+leg), and given up when another leg exists and it is still silent, or after the grace
+time.  Only a leg with something at stake is watched: one that carries something
+unconfirmed, or any leg while a stream waits for the peer's data (a late PONG on an idle
+session is more likely a busy relay than a dead one; a leg that died meanwhile is found
+as soon as something is at stake, its oldest PING being old by then).  A leg with nothing
+at stake is watched by a phi-accrual detector over its PONGs instead (Hayashibara et al.;
+:mod:`zmesh.health.phi`, with :data:`ONE_WAY_STALL` as its acceptable pause): the cheap
+PINGs of an idle leg find it dead, about 3 s after its last PONG, before the session
+needs it, and the node replaces it.  An urgent leg stalls when its oldest unanswered
+PING is older than the leg's RTO and nothing has arrived on it for an RTO either (RFC 6298
+section 5.3 restarts the timer on every ACK; here anything that arrives restarts it: a
+leg that is slow or queued, still delivering, is kept; D56), or, whatever arrives, when
+the PING is older than both ``3 * RTO`` and :data:`ONE_WAY_STALL` (a leg dead in one
+direction only; the floor, because a PONG waits behind the data the peer queued on the leg
+before it, up to the leg's cap: a leg carrying a resent burst answered late and was
+dropped though healthy).  Before its first RTT sample a leg's RTO
+is twice the largest RTO of the measured legs, at most :data:`~.legs.INITIAL_RTO` (which
+it is if none is measured): a new path's first round trip often took over twice the
+others' SRTT (D56).  Every leg that carried data since its last PING gets a new PING
+(one per ``RTO / 4``, and one after every :data:`PING_BYTES` sent), an idle leg one every
 :data:`IDLE_PING_INTERVAL`, so a silent leg is found within about one RTO, and PONGs keep
-arriving while a long queue on a healthy leg drains. A PING that is due goes ahead of the
-data of the same pull, so that its round trip does not count the burst sent with it; one
-that a pull's data made due rides at the end of that data's cell if the pull gave the leg
-only that cell (a request's OPEN and its PING are one cell through every hop, not two). RTT
-comes only from PING/PONG (RFC 6298 section 2, with a 200 ms floor): ACKs are delayed and
-may return on another leg, so they give no unambiguous sample.
+arriving while a long queue on a healthy leg drains.  A PING that is due goes ahead of
+the data of the same pull, so that its round trip does not count the burst sent with it;
+one that a pull's data made due rides at the end of that data's cell if the pull gave the
+leg only that cell (a request's OPEN and its PING are one cell through every hop, not two).
+RTT comes only from PING/PONG (RFC 6298 section 2, with a 200 ms floor): ACKs are delayed
+and may return on another leg, so they give no unambiguous sample.
 
 Scheduling (LowRTT with a BLEST-style rule).  New data goes on the lowest-SRTT leg whose
 unconfirmed bytes are below the per-leg cap.  If that is not the fastest leg (the
@@ -212,10 +213,9 @@ class Session:
 
     # -- legs ---------------------------------------------------------------------------
     def add_leg(self, leg_id: int, now: float, *, building: bool = False) -> None:
-        """Client: start using the circuit ``leg_id`` (it sends LINK first).  A circuit
-        still ``building`` (D64) carries LINK and control frames only while no built leg
-        exists, no DATA and no PING (so no stall watch) until :meth:`built`; what it
-        carries goes again on the first built leg added.
+        """Client: start using the circuit ``leg_id`` (it sends LINK first).  One still
+        ``building`` (D64) carries LINK and control frames while no leg is built, and no
+        DATA or PING until :meth:`built`; a leg built first takes what it carried.
 
         Raises LocalProtocolError on the server, after failure, for a known id or beyond
         :data:`MAX_LEGS` legs.
