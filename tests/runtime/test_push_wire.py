@@ -332,7 +332,8 @@ async def _send_ws(port: int, case: object) -> None:
         client.close()
 
 
-def test_the_push_service_command_runs_and_refuses_a_bad_address(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_the_push_service_command_runs_and_refuses_a_bad_address(tmp_path: Path, stop: str) -> None:
     import signal
     import subprocess
     import sys
@@ -353,7 +354,12 @@ def test_the_push_service_command_runs_and_refuses_a_bad_address(tmp_path: Path)
         assert "dom.push.serverURL = ws://127.0.0.1:" in first
         assert (tmp_path / "push.sqlite3").exists()
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        proc.send_signal(getattr(signal, stop))
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+    assert code == 0, f"push-service exited {code} on {stop}"

@@ -337,7 +337,12 @@ class PushServiceOptions:
 
 
 async def run_push_service(opts: PushServiceOptions, ready: Callable[[str], None]) -> None:
-    """Serve until cancelled; ``ready`` gets the origin once the port is bound."""
+    """Serve until SIGINT or SIGTERM (or cancelled); ``ready`` gets the origin once the
+    port is bound.  The signals set an event rather than cancel the task mid-step, and the
+    store is closed either way."""
+    from .daemon import stop_requested  # noqa: PLC0415 (keeps this module light)
+
+    stop = stop_requested()
     store = PushStore(opts.data / "push.sqlite3" if opts.data else None)
     service = PushService(store, opts.origin or "http://placeholder")
     server = PushServer(service)
@@ -346,14 +351,15 @@ async def run_push_service(opts: PushServiceOptions, ready: Callable[[str], None
         host = f"[{opts.host}]" if ":" in opts.host else opts.host
         service.origin = (opts.origin or f"http://{host}:{port}").rstrip("/")
         ready(service.origin)
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await server.close()
         store.close()
 
 
 def main_push_service(opts: PushServiceOptions) -> int:
-    """``zmesh push-service``: serve until interrupted; 0 on Ctrl-C, 1 if it cannot listen."""
+    """``zmesh push-service``: serve until interrupted; 0 on Ctrl-C or SIGTERM, 1 if it
+    cannot listen."""
 
     def ready(origin: str) -> None:
         ws = "ws" + origin.removeprefix("http")
