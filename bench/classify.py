@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         action="append",
         default=[],
-        help="use flows saved by --save instead of capturing (repeatable)",
+        help="use flows saved by --save (repeatable); kinds they lack are captured",
     )
     parser.add_argument(
         "--json", help="write the results as JSON to this file ('-': stdout, no table)"
@@ -670,12 +670,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for path in args.load:
             flows += load(path)
-        if not args.load:
-            if os.geteuid() != 0:
-                print("bench/classify.py needs root (a packet socket on lo)", file=sys.stderr)
-                return 2
-            for kind in kinds:
-                flows += capture_kind(kind, settings, progress)
+        loaded = {f.kind for f in flows}
+        missing = [k for k in kinds if k not in loaded]  # captured, saved flows or not
+        if missing and os.geteuid() != 0:
+            print(
+                f"bench/classify.py needs root to capture {', '.join(missing)} "
+                "(a packet socket on lo)",
+                file=sys.stderr,
+            )
+            return 2
+        for kind in missing:
+            flows += capture_kind(kind, settings, progress)
     except (BenchError, ValueError, OSError) as exc:
         print(f"bench/classify.py: {exc}", file=sys.stderr)
         return 1

@@ -178,6 +178,48 @@ def test_cross_validation_tells_and_cannot_tell() -> None:
 
 
 @pytest.mark.slow
+def made_up_flow(kind: str, index: int, size: int) -> classify.Flow:
+    """20 s of a flow at 100 packets a second, ``size`` bytes one way and 60 back."""
+    packets = [
+        (i * 0.01, size if i % 2 else 60, 9000 if i % 2 else 7000 + index, b"\x17\xfe\xfd")
+        for i in range(2000)
+    ]
+    return classify.Flow(kind, f"{kind}-{index}", (7000 + index, 9000), packets, 0.0, 20.0)
+
+
+def test_loaded_flows_are_used_and_the_kinds_they_lack_are_captured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--load`` with ``--extra``: the saved calls are used, the extra kind is captured
+    (before, nothing was captured and the kind had no windows); with every kind saved,
+    nothing is captured.  The capture here is a double; the real one runs below."""
+    saved = tmp_path / "calls.npz"
+    classify.save(saved, [made_up_flow("call", i, 1100) for i in range(3)])
+    captured: list[str] = []
+
+    def capture(kind: str, s: classify.Settings, p: classify.Progress) -> list[classify.Flow]:
+        captured.append(kind)
+        return [made_up_flow(kind, i, 1221) for i in range(3)]
+
+    monkeypatch.setattr(classify, "capture_kind", capture)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    argv = ["--load", str(saved), "--kinds", "call", "--extra", "media=true", "--folds", "2"]
+    assert classify.main([*argv, "--features", "flow", "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert captured == ["media"] and doc["windows"] == {"call": 12, "media": 12}
+    (result,) = doc["results"]
+    assert result["positive"] == "media" and result["mean_auc"] > 0.9
+    both = tmp_path / "both.npz"
+    classify.save(both, [made_up_flow(k, i, 1221) for k in ("call", "media") for i in range(3)])
+    captured.clear()
+    argv = ["--load", str(both), "--kinds", "call", "--extra", "media=true", "--folds", "2"]
+    assert classify.main([*argv, "--features", "flow", "--json", "-"]) == 0
+    assert captured == []
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert classify.main(["--load", str(saved), "--kinds", "call,plain"]) == 2
+    assert "needs root to capture plain" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="capturing on lo needs root")
 def test_quick_run_tells_a_mesh_from_a_call() -> None:
     """bench/classify.py --quick: a plain zMesh mesh against a Chromium video call, end to
